@@ -1,0 +1,31 @@
+//! Conventions between the hypervisor (or, later, the VMM) and Mojito's own
+//! test guests. These are ports the hypervisor's built-in device set answers
+//! while no control domain exists; DESIGN.md §3 fixes the end-of-test port.
+
+/// Debug console: every byte written (OUT of any width writes its low byte)
+/// is appended to the guest's output line, printed as `[NAME] line`.
+/// Reads return 0xe9, as Bochs's and QEMU's port-E9 hacks do, so a guest can
+/// probe for it.
+pub const CONSOLE_PORT: u16 = 0xe9;
+
+/// End of test: writing `v` ends the VM with status `v` (0 = pass). The same
+/// port and meaning as QEMU's `isa-debug-exit,iobase=0xf4` (DESIGN.md §3).
+pub const EXIT_PORT: u16 = 0xf4;
+
+/// Scheduling point: a write yields the physical CPU to the next runnable VM.
+/// Test guests use it to interleave with each other and prove that no
+/// register state leaks between them.
+pub const YIELD_PORT: u16 = 0xf5;
+
+/// The POST/delay port, handled in the hypervisor itself: writes are ignored
+/// and reads return 0xff.
+pub const POST_PORT: u16 = 0x80;
+
+/// Guest-physical address at which a test guest's RAM begins.
+pub const GUEST_RAM_BASE: u64 = 0;
+
+/// Register state at a test guest's first instruction: real mode, `CS` = 0,
+/// `IP` = the ELF entry point (which must lie below 64 KiB), every general
+/// register 0 except `EBX`, which holds the VM's id (1, 2, ...), and `ECX`,
+/// which holds the size of the guest's RAM in bytes.
+pub const ENTRY_MAX: u64 = 0x1_0000;
