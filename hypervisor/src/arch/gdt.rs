@@ -1,0 +1,81 @@
+//! The hypervisor's GDT and TSS. The bootloader leaves TR = 0, but VMX needs
+//! a valid host TR (SDM Vol. 3C 26.2.3) and a double fault needs a known-good
+//! stack, so we load our own: null, 64-bit code, data, TSS.
+
+use x86_64::VirtAddr;
+use x86_64::instructions::segmentation::{CS, DS, ES, FS, GS, SS, Segment};
+use x86_64::instructions::tables::load_tss;
+use x86_64::registers::segmentation::SegmentSelector;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable};
+use x86_64::structures::tss::TaskStateSegment;
+
+/// IST slots (1-based in the IDT gate, 0-based in the TSS).
+pub const IST_DOUBLE_FAULT: u16 = 1;
+pub const IST_NMI: u16 = 2;
+pub const IST_MACHINE_CHECK: u16 = 3;
+
+const IST_STACK_SIZE: usize = 16 * 1024;
+
+#[repr(C, align(16))]
+struct Stack([u8; IST_STACK_SIZE]);
+
+static mut IST_STACKS: [Stack; 3] = [const { Stack([0; IST_STACK_SIZE]) }; 3];
+
+static TSS: spin::Once<TaskStateSegment> = spin::Once::new();
+static GDT: spin::Once<(GlobalDescriptorTable, Selectors)> = spin::Once::new();
+
+/// The selectors and bases VMX's host-state area needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Selectors {
+    pub code: SegmentSelector,
+    pub data: SegmentSelector,
+    pub tss: SegmentSelector,
+}
+
+/// Builds and loads the GDT and TSS on this CPU.
+pub fn init() {
+    let tss = TSS.call_once(|| {
+        let mut tss = TaskStateSegment::new();
+        for (slot, stack) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK].into_iter().zip(0..) {
+            // SAFETY: only the address of the static is taken; the stacks are
+            // used by the CPU alone, through the TSS.
+            let base = unsafe { core::ptr::addr_of!(IST_STACKS[stack]) } as u64;
+            tss.interrupt_stack_table[usize::from(slot - 1)] =
+                VirtAddr::new(base + IST_STACK_SIZE as u64);
+        }
+        tss
+    });
+    let (gdt, sel) = GDT.call_once(|| {
+        let mut gdt = GlobalDescriptorTable::new();
+        let code = gdt.append(Descriptor::kernel_code_segment());
+        let data = gdt.append(Descriptor::kernel_data_segment());
+        let tss = gdt.append(Descriptor::tss_segment(tss));
+        (gdt, Selectors { code, data, tss })
+    });
+    gdt.load();
+    // SAFETY: the selectors index the GDT just loaded, which lives forever.
+    unsafe {
+        CS::set_reg(sel.code);
+        SS::set_reg(sel.data);
+        DS::set_reg(sel.data);
+        ES::set_reg(sel.data);
+        FS::set_reg(SegmentSelector(0));
+        GS::set_reg(SegmentSelector(0));
+        load_tss(sel.tss);
+    }
+}
+
+/// This CPU's selectors (after `init`).
+pub fn selectors() -> Option<Selectors> {
+    GDT.get().map(|(_, s)| *s)
+}
+
+/// Linear address of the TSS (VMX host TR base).
+pub fn tss_base() -> u64 {
+    TSS.get().map_or(0, |t| t as *const TaskStateSegment as u64)
+}
+
+/// Linear address of the GDT (VMX host GDTR base).
+pub fn gdt_base() -> u64 {
+    x86_64::instructions::tables::sgdt().base.as_u64()
+}

@@ -1,0 +1,178 @@
+//! Machine power-off: ACPI S5 through the FADT's PM1a control block
+//! (DESIGN.md §3; QEMU then exits with status 0), falling back to Bochs's
+//! shutdown port, and leaving emulators quickly on a fatal error.
+
+/// PM1 control register: SLP_TYP is bits 12:10, SLP_EN bit 13 (ACPI 6.5
+/// 4.8.4.2.1 "PM1 Control Registers").
+pub const SLP_TYP_SHIFT: u32 = 10;
+pub const SLP_EN: u16 = 1 << 13;
+
+/// Finds `\_S5`'s SLP_TYPa in a DSDT's AML: the package
+/// `Name(_S5, Package(){a, b, ...})`, encoded as NameOp (0x08) "_S5_"
+/// PackageOp (0x12) PkgLength NumElements, then a ZeroOp/OneOp/BytePrefix
+/// element (ACPI 6.5 20.2.5 "Term Objects Encoding").
+pub fn s5_sleep_type(aml: &[u8]) -> Option<u8> {
+    const NAME_OP: u8 = 0x08;
+    const PACKAGE_OP: u8 = 0x12;
+    const ZERO_OP: u8 = 0x00;
+    const ONE_OP: u8 = 0x01;
+    const BYTE_PREFIX: u8 = 0x0a;
+    let at = aml.windows(4).position(|w| w == b"_S5_")?;
+    // The name may be preceded by a root or parent prefix ('\\' or '^').
+    let before = aml.get(..at)?;
+    let name_op_ok = matches!(before.last(), Some(&NAME_OP))
+        || (matches!(before.last(), Some(b'\\')) && before.len() >= 2 && before[before.len() - 2] == NAME_OP);
+    if !name_op_ok {
+        return None;
+    }
+    let rest = aml.get(at + 4..)?;
+    if rest.first() != Some(&PACKAGE_OP) {
+        return None;
+    }
+    // PkgLength: the top two bits of its first byte say how many more bytes follow.
+    let lead = *rest.get(1)?;
+    let pkg_len_bytes = 1 + usize::from(lead >> 6);
+    let elements = rest.get(1 + pkg_len_bytes + 1..)?;
+    match elements.first()? {
+        &ZERO_OP => Some(0),
+        &ONE_OP => Some(1),
+        &BYTE_PREFIX => elements.get(1).copied(),
+        _ => None,
+    }
+}
+
+#[cfg(target_os = "none")]
+mod machine {
+    use super::*;
+    use crate::arch::instr::{inb, outb, outw};
+    use acpi::{AcpiHandler, AcpiTables, PhysicalMapping, fadt::Fadt};
+    use core::ptr::NonNull;
+
+    #[derive(Clone, Copy, Debug)]
+    struct Window;
+
+    impl AcpiHandler for Window {
+        unsafe fn map_physical_region<T>(&self, pa: usize, size: usize) -> PhysicalMapping<Self, T> {
+            let va = crate::mm::phys::ptr::<T>(crate::mm::HostPhys::new(pa as u64));
+            // SAFETY: the physical window maps all physical memory, so the
+            // region is mapped for as long as the hypervisor runs.
+            unsafe { PhysicalMapping::new(pa, NonNull::new_unchecked(va), size, size, *self) }
+        }
+        fn unmap_physical_region<T>(_region: &PhysicalMapping<Self, T>) {}
+    }
+
+    /// What ACPI power-off needs, found once at boot.
+    #[derive(Clone, Copy, Debug)]
+    pub struct AcpiPower {
+        pub pm1a_cnt: u16,
+        pub slp_typ: u8,
+    }
+
+    static POWER: spin::Once<Option<AcpiPower>> = spin::Once::new();
+
+    /// Reads the FADT and the DSDT's `\_S5` from the tables at `rsdp`.
+    pub fn init(rsdp: Option<u64>) -> Option<AcpiPower> {
+        *POWER.call_once(|| {
+            let rsdp = rsdp?;
+            // SAFETY: the bootloader found the RSDP at this address.
+            let tables = unsafe { AcpiTables::from_rsdp(Window, rsdp as usize) }.ok()?;
+            let fadt = tables.find_table::<Fadt>().ok()?;
+            let pm1a = fadt.pm1a_control_block().ok()?;
+            if pm1a.address_space != acpi::address::AddressSpace::SystemIo {
+                return None;
+            }
+            let dsdt = tables.dsdt().ok()?;
+            let aml = crate::mm::phys::ptr::<u8>(crate::mm::HostPhys::new(dsdt.address as u64));
+            // SAFETY: the DSDT's AML lies in firmware-reserved memory that
+            // the window maps; nothing writes it.
+            let aml = unsafe { core::slice::from_raw_parts(aml, dsdt.length as usize) };
+            Some(AcpiPower { pm1a_cnt: pm1a.address as u16, slp_typ: s5_sleep_type(aml)? })
+        })
+    }
+
+    /// Bochs's shutdown port: writing "Shutdown" ends the simulation.
+    const BOCHS_SHUTDOWN_PORT: u16 = 0x8900;
+    /// QEMU's isa-debug-exit device (`-device isa-debug-exit,iobase=0xf4`).
+    const QEMU_DEBUG_EXIT_PORT: u16 = 0xf4;
+    /// Bochs's and QEMU's port-E9 debug console reads back 0xe9.
+    const E9_PORT: u16 = 0xe9;
+
+    /// Whether we run under an emulator or hypervisor (where writing the
+    /// emulators' exit ports is safe); on a real PC those ports stay alone.
+    pub fn under_emulator() -> bool {
+        let hypervisor_bit = crate::arch::instr::cpuid(1, 0)[2] & (1 << 31) != 0;
+        // SAFETY: reading port 0xe9 has no side effect on a PC.
+        hypervisor_bit || unsafe { inb(E9_PORT) } == 0xe9
+    }
+
+    /// Powers the machine off; returns only if every method failed.
+    pub fn power_off() {
+        crate::log::serial::flush();
+        if let Some(Some(p)) = POWER.get() {
+            // SAFETY: the FADT names this port as PM1a_CNT; SLP_TYP=S5 with
+            // SLP_EN powers off.
+            unsafe { outw(p.pm1a_cnt, (u16::from(p.slp_typ) << SLP_TYP_SHIFT) | SLP_EN) };
+            spin_a_while();
+        }
+        if under_emulator() {
+            bochs_shutdown();
+        }
+    }
+
+    /// Ends an emulator run after a fatal error (non-zero status in QEMU).
+    pub fn emulator_fail_exit() {
+        if !under_emulator() {
+            return;
+        }
+        crate::log::serial::flush();
+        // SAFETY: under an emulator, 0xf4 is QEMU's isa-debug-exit; the value
+        // makes QEMU exit with status (0x31 << 1) | 1 = 99.
+        unsafe { outb(QEMU_DEBUG_EXIT_PORT, 0x31) };
+        bochs_shutdown();
+    }
+
+    fn bochs_shutdown() {
+        for b in b"Shutdown" {
+            // SAFETY: under an emulator, 0x8900 is Bochs's shutdown port
+            // (nothing in QEMU's pc machine).
+            unsafe { outb(BOCHS_SHUTDOWN_PORT, *b) };
+        }
+        spin_a_while();
+    }
+
+    fn spin_a_while() {
+        for _ in 0..10_000_000 {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+#[cfg(target_os = "none")]
+pub use machine::*;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_s5_in_common_encodings() {
+        // QEMU's DSDT: Name (_S5, Package (0x04) { Zero, Zero, Zero, Zero })
+        let qemu = [0x10, 0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00];
+        assert_eq!(s5_sleep_type(&qemu), Some(0));
+        // Root-prefixed, byte-valued: Name (\_S5, Package () { 0x07, 0x07 })
+        let byte = [0x08, b'\\', b'_', b'S', b'5', b'_', 0x12, 0x08, 0x02, 0x0a, 0x07, 0x0a, 0x07];
+        assert_eq!(s5_sleep_type(&byte), Some(7));
+        // Two-byte PkgLength.
+        let long = [0x08, b'_', b'S', b'5', b'_', 0x12, 0x40, 0x01, 0x02, 0x01, 0x01];
+        assert_eq!(s5_sleep_type(&long), Some(1));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert_eq!(s5_sleep_type(b""), None);
+        assert_eq!(s5_sleep_type(b"_S5_"), None);
+        assert_eq!(s5_sleep_type(&[0x08, b'_', b'S', b'5', b'_', 0x12]), None);
+        assert_eq!(s5_sleep_type(&[0x08, b'_', b'S', b'5', b'_', 0x12, 0xc0]), None);
+        assert_eq!(s5_sleep_type(&[0x99, b'_', b'S', b'5', b'_', 0x12, 0x04, 0x01, 0x00]), None);
+    }
+}

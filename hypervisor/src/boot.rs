@@ -1,0 +1,171 @@
+//! Boot: from the bootloader's hand-over to running the guests in the boot
+//! bundle, then power-off.
+
+use core::fmt;
+
+/// Mojito's version, for the first log line and `info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// RAM given to each test guest from the bundle.
+pub const TEST_GUEST_RAM: u64 = 4 << 20;
+
+/// A fatal error: logged with the `mojito: FATAL` prefix straight to the
+/// UART; then this CPU stops (an emulator is told to exit with an error).
+pub fn fatal(args: fmt::Arguments<'_>) -> ! {
+    crate::log::emergency(format_args!("FATAL {args}"));
+    stop_cpu()
+}
+
+/// Stops this CPU for good after a fatal error.
+pub fn stop_cpu() -> ! {
+    #[cfg(target_os = "none")]
+    crate::arch::power::emulator_fail_exit();
+    crate::arch::instr::halt_forever()
+}
+
+#[cfg(target_os = "none")]
+pub use machine::start;
+
+#[cfg(target_os = "none")]
+mod machine {
+    use super::*;
+    use crate::virt::{Backend, svm::Svm, vmx::Vmx};
+    use crate::arch::{gdt, idt, pic, power};
+    use crate::log;
+    use crate::mm::frame::FRAMES;
+    use crate::vcpu::cpuid::{CpuidTable, Options};
+    use crate::vcpu::lazy::HostXstate;
+    use crate::vm::Vm;
+    use alloc::string::String;
+    use alloc::vec::Vec;
+    use bootloader_api::BootInfo;
+    use bootloader_api::info::MemoryRegionKind;
+
+    /// The hypervisor's `main`: called once, on the boot CPU.
+    pub fn start(boot_info: &'static mut BootInfo) -> ! {
+        let serial = log::serial::init();
+        if let Some(fb) = boot_info.framebuffer.as_mut() {
+            log::fbcon::init(fb);
+        }
+        log!("Mojito {VERSION} starting");
+        if !serial {
+            log!("no UART at COM1: the log goes to the screen only");
+        }
+        let Some(offset) = boot_info.physical_memory_offset.into_option() else {
+            fatal(format_args!("the bootloader did not map physical memory"));
+        };
+        crate::mm::phys::init(offset);
+        gdt::init();
+        idt::init();
+        pic::init_masked();
+
+        let mut usable = 0u64;
+        {
+            let mut frames = FRAMES.lock();
+            for r in boot_info.memory_regions.iter() {
+                if r.kind == MemoryRegionKind::Usable {
+                    usable += r.end - r.start;
+                    if !frames.add_region(r.start, r.end) {
+                        log!("memory: too many regions; ignoring {:#x}..{:#x}", r.start, r.end);
+                    }
+                }
+            }
+        }
+        if let Err(e) = crate::mm::heap::init() {
+            fatal(format_args!("{e}"));
+        }
+        log!(
+            "memory: {} MiB usable, {} MiB heap, {} MiB free for VMs",
+            usable >> 20,
+            crate::mm::heap::HEAP_SIZE >> 20,
+            (FRAMES.lock().stats().free * 4096) >> 20
+        );
+
+        let xstate = HostXstate::init();
+        if power::init(boot_info.rsdp_addr.into_option()).is_none() {
+            log!("acpi: no S5 power-off found; the machine will halt instead");
+        }
+
+        let bundle = boot_info.ramdisk_addr.into_option().map(|addr| {
+            let len = boot_info.ramdisk_len as usize;
+            // SAFETY: the bootloader loaded the ramdisk at this address in our
+            // address space and keeps it mapped; nothing writes it.
+            unsafe { core::slice::from_raw_parts(addr as *const u8, len) }
+        });
+        let guests = match bundle.map(abi::bundle::Bundle::parse) {
+            Some(Ok(b)) => guest_files(b),
+            Some(Err(e)) => {
+                log!("boot bundle: {e}; no guests to start");
+                Vec::new()
+            }
+            None => {
+                log!("no boot bundle (ramdisk); no guests to start");
+                Vec::new()
+            }
+        };
+
+        // SDM Vol. 3C 24.6 / APM Vol. 2 15.4: the vendor decides which
+        // extension to look for.
+        let vendor = raw_cpuid::CpuId::new().get_vendor_info();
+        if vendor.as_ref().is_some_and(|v| v.as_str() == "GenuineIntel") {
+            run::<Vmx>(&guests, &xstate)
+        } else {
+            run::<Svm>(&guests, &xstate)
+        }
+        log!("all guests have stopped; powering off");
+        power::power_off();
+        log!("power-off did not work; halting");
+        crate::arch::instr::halt_forever()
+    }
+
+    /// The `guests/NAME.elf` files of the bundle, in bundle order.
+    fn guest_files(b: abi::bundle::Bundle<'static>) -> Vec<(String, &'static [u8])> {
+        b.files()
+            .filter_map(|f| {
+                let name = f.name.strip_prefix("guests/")?.strip_suffix(".elf")?;
+                Some((String::from(name), f.data))
+            })
+            .collect()
+    }
+
+    fn run<B: Backend>(guests: &[(String, &'static [u8])], xstate: &HostXstate) {
+        let backend = B::enable(&mut FRAMES.lock());
+        let mut backend = match backend {
+            Ok(b) => b,
+            Err(e) => fatal(format_args!("cannot turn on {}: {e}", B::NAME)),
+        };
+        let mut line = String::new();
+        let _ = backend.describe(&mut line);
+        log!("cpu0: {line}");
+
+        let opts = Options { xcr0_max: xstate.xcr0_max, rdtscp: B::NAME == "SVM" || vmx_rdtscp() };
+        let table = CpuidTable::build(crate::arch::instr::cpuid, opts);
+        let mut vms: Vec<Vm<B>> = Vec::new();
+        for (name, elf) in guests {
+            let id = vms.len() as u16 + 1;
+            let vm = Vm::create(&mut backend, &mut FRAMES.lock(), id, name, elf, TEST_GUEST_RAM, &table, xstate);
+            match vm {
+                Ok(vm) => {
+                    log!("vm {id} ({name}): created with {} MiB of RAM", TEST_GUEST_RAM >> 20);
+                    vms.push(vm);
+                }
+                Err(e) => log!("vm {id} ({name}): not created: {e}"),
+            }
+        }
+        crate::sched::run_all(&mut backend, &FRAMES, &mut vms, xstate);
+        for vm in &vms {
+            let mut line = String::new();
+            for (kind, n) in vm.env.stats.nonzero() {
+                let _ = fmt::Write::write_fmt(&mut line, format_args!(" {kind}={n}"));
+            }
+            log!("vm {} ({}): exits:{line}", vm.env.id, vm.env.name);
+        }
+    }
+
+    fn vmx_rdtscp() -> bool {
+        // SAFETY: only called on Intel, where the capability MSR exists if
+        // VMX is on (it is, by now).
+        let cap = unsafe { crate::arch::instr::rdmsr(crate::arch::msr::IA32_VMX_PROCBASED_CTLS2) };
+        (cap >> 32) & u64::from(crate::virt::vmx::vmcs::ctl::proc2::ENABLE_RDTSCP) != 0
+    }
+}

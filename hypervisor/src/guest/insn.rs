@@ -1,0 +1,170 @@
+//! Lengths of the instructions that exit. VMX reports the length of every
+//! exiting instruction and SVM does with NRIP save; where it does not (QEMU's
+//! TCG, older AMD parts) the hypervisor fetches the bytes at CS:RIP and
+//! decodes them here. Only the instructions the hypervisor intercepts are
+//! recognised — legacy prefixes, REX, then the opcode — and the decoded
+//! instruction must be the one the exit reported, so a guest that rewrote
+//! its code between the exit and the fetch gets no surprises.
+
+use crate::virt::CpuMode;
+
+/// The longest x86 instruction (SDM Vol. 2A 2.1).
+pub const MAX_LEN: usize = 15;
+
+/// An intercepted instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Cpuid,
+    Rdmsr,
+    Wrmsr,
+    Hlt,
+    Xsetbv,
+    /// VMCALL or VMMCALL.
+    Hypercall,
+    /// INVD or WBINVD.
+    CacheFlush,
+    Rdpmc,
+    /// IN/OUT/INS/OUTS.
+    Io,
+    /// MOV to/from CRn, CLTS, LMSW.
+    CrAccess,
+    /// Any other instruction the hypervisor intercepts to raise #UD
+    /// (VMX/SVM instructions, MONITOR/MWAIT).
+    Privileged,
+}
+
+/// Why decoding failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// More than 15 bytes, or the bytes ran out.
+    TooLong,
+    /// Not one of the intercepted instructions.
+    Unknown,
+}
+
+fn is_legacy_prefix(b: u8) -> bool {
+    matches!(b, 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x2e | 0x36 | 0x3e | 0x26 | 0x64 | 0x65)
+}
+
+/// Decodes the instruction at the start of `bytes` (the guest executes in
+/// `mode`). Returns its kind and length.
+pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<(Kind, u8), DecodeError> {
+    let bytes = &bytes[..bytes.len().min(MAX_LEN)];
+    let mut i = 0;
+    while i < bytes.len() && is_legacy_prefix(bytes[i]) {
+        i += 1;
+    }
+    // REX (0x40–0x4f) exists only in 64-bit mode and must come last.
+    if mode == CpuMode::Long64 && bytes.get(i).is_some_and(|b| b & 0xf0 == 0x40) {
+        i += 1;
+    }
+    let at = |k: usize| bytes.get(i + k).copied().ok_or(DecodeError::TooLong);
+    let (kind, opcode_len) = match at(0)? {
+        0xf4 => (Kind::Hlt, 1),
+        0xe4..=0xe7 => (Kind::Io, 2),
+        0xec..=0xef | 0x6c..=0x6f => (Kind::Io, 1),
+        0x0f => match at(1)? {
+            0xa2 => (Kind::Cpuid, 2),
+            0x32 => (Kind::Rdmsr, 2),
+            0x30 => (Kind::Wrmsr, 2),
+            0x33 => (Kind::Rdpmc, 2),
+            0x06 => (Kind::CrAccess, 2),
+            0x08 | 0x09 => (Kind::CacheFlush, 2),
+            // MOV r, CRn / MOV CRn, r: ModRM with mod = 11 (register form).
+            0x20 | 0x22 => (Kind::CrAccess, 3),
+            0x78 | 0x79 => (Kind::Privileged, 3),
+            0x37 => (Kind::Privileged, 2),
+            0x01 => match at(2)? {
+                0xd1 => (Kind::Xsetbv, 3),
+                0xc1 | 0xd9 => (Kind::Hypercall, 3),
+                // VMLAUNCH/VMRESUME/VMXOFF/VMFUNC, MONITOR/MWAIT,
+                // VMRUN/VMLOAD/VMSAVE/STGI/CLGI/SKINIT/INVLPGA.
+                0xc2..=0xc4 | 0xd4 | 0xc8 | 0xc9 | 0xd8 | 0xda..=0xdf => (Kind::Privileged, 3),
+                // LMSW r/m16 (register form only: memory operands would
+                // need a full ModRM decode).
+                m if m & 0xf8 == 0xf0 => (Kind::CrAccess, 3),
+                _ => return Err(DecodeError::Unknown),
+            },
+            _ => return Err(DecodeError::Unknown),
+        },
+        _ => return Err(DecodeError::Unknown),
+    };
+    let len = i + opcode_len;
+    if len > bytes.len() {
+        return Err(DecodeError::TooLong);
+    }
+    Ok((kind, len as u8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use CpuMode::*;
+
+    #[test]
+    fn plain_instructions() {
+        assert_eq!(decode(&[0x0f, 0xa2], Long64), Ok((Kind::Cpuid, 2)));
+        assert_eq!(decode(&[0x0f, 0x32, 0x90], Real), Ok((Kind::Rdmsr, 2)));
+        assert_eq!(decode(&[0x0f, 0x30], Protected32), Ok((Kind::Wrmsr, 2)));
+        assert_eq!(decode(&[0xf4, 0xf4], Real), Ok((Kind::Hlt, 1)));
+        assert_eq!(decode(&[0x0f, 0x01, 0xd1], Long64), Ok((Kind::Xsetbv, 3)));
+        assert_eq!(decode(&[0x0f, 0x01, 0xd9], Long64), Ok((Kind::Hypercall, 3)));
+        assert_eq!(decode(&[0x0f, 0x01, 0xc1], Long64), Ok((Kind::Hypercall, 3)));
+        assert_eq!(decode(&[0x0f, 0x08], Long64), Ok((Kind::CacheFlush, 2)));
+        assert_eq!(decode(&[0x0f, 0x33], Long64), Ok((Kind::Rdpmc, 2)));
+        assert_eq!(decode(&[0x0f, 0x01, 0xd8], Long64), Ok((Kind::Privileged, 3)));
+        assert_eq!(decode(&[0x0f, 0x01, 0xc9], Long64), Ok((Kind::Privileged, 3)));
+        assert_eq!(decode(&[0x0f, 0x22, 0xc0], Long64), Ok((Kind::CrAccess, 3)));
+        assert_eq!(decode(&[0x0f, 0x01, 0xf0], Long64), Ok((Kind::CrAccess, 3)));
+    }
+
+    #[test]
+    fn port_io() {
+        assert_eq!(decode(&[0xe6, 0xe9], Real), Ok((Kind::Io, 2)));
+        assert_eq!(decode(&[0xec], Long64), Ok((Kind::Io, 1)));
+        assert_eq!(decode(&[0x66, 0xef], Protected32), Ok((Kind::Io, 2)));
+        assert_eq!(decode(&[0xf3, 0x6e], Long64), Ok((Kind::Io, 2)));
+    }
+
+    #[test]
+    fn prefixes_and_rex() {
+        assert_eq!(decode(&[0x66, 0x0f, 0xa2], Real), Ok((Kind::Cpuid, 3)));
+        assert_eq!(decode(&[0x2e, 0x3e, 0x66, 0x0f, 0x32], Long64), Ok((Kind::Rdmsr, 5)));
+        assert_eq!(decode(&[0x48, 0x0f, 0x30], Long64), Ok((Kind::Wrmsr, 3)));
+        // Outside 64-bit mode 0x48 is DEC EAX, not REX.
+        assert_eq!(decode(&[0x48, 0x0f, 0x30], Protected32), Err(DecodeError::Unknown));
+        // 14 prefixes + a 2-byte opcode is 16 bytes: too long.
+        let mut long = [0x66u8; 16];
+        long[14] = 0x0f;
+        long[15] = 0xa2;
+        assert_eq!(decode(&long, Long64), Err(DecodeError::TooLong));
+        let mut ok = [0x66u8; 15];
+        ok[13] = 0x0f;
+        ok[14] = 0xa2;
+        assert_eq!(decode(&ok, Long64), Ok((Kind::Cpuid, 15)));
+    }
+
+    #[test]
+    fn truncated_or_unknown() {
+        assert_eq!(decode(&[], Long64), Err(DecodeError::TooLong));
+        assert_eq!(decode(&[0x0f], Long64), Err(DecodeError::TooLong));
+        assert_eq!(decode(&[0x0f, 0x01], Long64), Err(DecodeError::TooLong));
+        assert_eq!(decode(&[0x0f, 0x22], Long64), Err(DecodeError::TooLong));
+        assert_eq!(decode(&[0x90], Long64), Err(DecodeError::Unknown));
+        assert_eq!(decode(&[0x0f, 0x0b], Long64), Err(DecodeError::Unknown));
+        assert_eq!(decode(&[0x0f, 0x01, 0xd0], Long64), Err(DecodeError::Unknown));
+    }
+
+    #[test]
+    fn never_panics_on_any_two_bytes_with_prefixes() {
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                for mode in [Real, Protected16, Protected32, Long64] {
+                    let _ = decode(&[a, b], mode);
+                    let _ = decode(&[0x66, a, b, 0xd1], mode);
+                    let _ = decode(&[0x0f, 0x01, a, b], mode);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The hypervisor's log: every line goes to COM1 and the framebuffer text
+//! console, prefixed `mojito: ` (DESIGN.md D10), and into a ring that the
+//! control domain will echo and the `log` command will show.
+//!
+//! Logging is for boot, VM lifecycle and errors. It is never called on the
+//! exit path of an exit the hypervisor handles itself (D8).
+
+#[cfg(target_os = "none")]
+pub mod fbcon;
+pub mod ring;
+#[cfg(target_os = "none")]
+pub mod serial;
+
+use core::fmt::{self, Write};
+
+/// Prefix of every hypervisor line on the serial console.
+pub const PREFIX: &str = "mojito: ";
+
+/// Where log text goes, all sinks under one lock so lines never interleave.
+struct Sinks {
+    ring: ring::Ring,
+}
+
+static SINKS: spin::Mutex<Sinks> = spin::Mutex::new(Sinks { ring: ring::Ring::new() });
+
+/// Writes raw text (no prefix) to every sink.
+struct Raw<'a>(&'a mut Sinks);
+
+impl Write for Raw<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.ring.push(s.as_bytes());
+        #[cfg(target_os = "none")]
+        {
+            serial::write(s.as_bytes());
+            fbcon::write(s);
+        }
+        #[cfg(not(target_os = "none"))]
+        let _ = s;
+        Ok(())
+    }
+}
+
+/// Logs one line with the `mojito: ` prefix.
+pub fn line(args: fmt::Arguments<'_>) {
+    let mut sinks = SINKS.lock();
+    let mut w = Raw(&mut sinks);
+    let _ = w.write_str(PREFIX);
+    let _ = w.write_fmt(args);
+    let _ = w.write_str("\n");
+}
+
+/// Writes a line that is not the hypervisor's own (a guest's output, already
+/// prefixed with `[NAME] `), to the same sinks.
+pub fn guest_line(name: &str, text: &[u8]) {
+    let mut sinks = SINKS.lock();
+    let mut w = Raw(&mut sinks);
+    let _ = write!(w, "[{name}] ");
+    for chunk in text.utf8_chunks() {
+        let _ = w.write_str(chunk.valid());
+        if !chunk.invalid().is_empty() {
+            let _ = w.write_str("\u{fffd}");
+        }
+    }
+    let _ = w.write_str("\n");
+}
+
+/// Logs a line from a context that may have interrupted a logger (an
+/// exception handler): takes the lock if it can, otherwise writes anyway.
+pub fn emergency(args: fmt::Arguments<'_>) {
+    if let Some(mut sinks) = SINKS.try_lock() {
+        let mut w = Raw(&mut sinks);
+        let _ = w.write_str(PREFIX);
+        let _ = w.write_fmt(args);
+        let _ = w.write_str("\n");
+        return;
+    }
+    #[cfg(target_os = "none")]
+    {
+        struct Direct;
+        impl Write for Direct {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                serial::write(s.as_bytes());
+                Ok(())
+            }
+        }
+        let _ = Direct.write_str(PREFIX);
+        let _ = Direct.write_fmt(args);
+        let _ = Direct.write_str("\n");
+    }
+}
+
+/// Copies the most recent log text into `out`; returns the bytes copied.
+pub fn recent(out: &mut [u8]) -> usize {
+    SINKS.lock().ring.copy_recent(out)
+}
+
+/// `log!("vm {} started", id)`: one hypervisor log line.
+#[macro_export]
+macro_rules! log {
+    ($($arg:tt)*) => { $crate::log::line(format_args!($($arg)*)) };
+}

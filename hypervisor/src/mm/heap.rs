@@ -1,0 +1,26 @@
+//! The kernel heap: a `linked_list_allocator` over a contiguous run of
+//! frames taken from the pool at boot. VM metadata that the hardware reads
+//! (tables, VMCS/VMCB) comes from the frame pool instead, never the heap.
+
+use super::addr::PAGE_SIZE;
+use linked_list_allocator::LockedHeap;
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+/// Heap size: VM bookkeeping, CPUID tables, console rings.
+pub const HEAP_SIZE: u64 = 8 << 20;
+
+/// Takes `HEAP_SIZE` bytes of frames and hands them to the allocator.
+pub fn init() -> Result<(), &'static str> {
+    let start = super::frame::FRAMES
+        .lock()
+        .alloc_contiguous(HEAP_SIZE / PAGE_SIZE)
+        .ok_or("no contiguous memory for the heap")?;
+    // SAFETY: the frames were just taken from the pool and are used for
+    // nothing else; the physical window maps them.
+    unsafe {
+        HEAP.lock().init(super::phys::ptr::<u8>(start), HEAP_SIZE as usize);
+    }
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! One 4-level page-table builder for every table format the hypervisor
+//! writes: Intel EPT (`virt::vmx::ept`) and AMD NPT (`virt::svm::npt`) today.
+//! A format says how an entry is encoded; the walk, allocation and teardown
+//! are shared and unit-tested on the host against fake memory.
+//!
+//! Only 4 KiB leaves are built: guest RAM is a list of frames from the pool,
+//! not necessarily contiguous.
+
+use super::addr::{GuestPhys, HostPhys};
+use super::frame::{FrameAlloc, FrameMemory};
+
+/// Access rights of a leaf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Perms {
+    pub read: bool,
+    pub write: bool,
+    pub exec: bool,
+}
+
+impl Perms {
+    pub const RWX: Self = Self { read: true, write: true, exec: true };
+    pub const RX: Self = Self { read: true, write: false, exec: true };
+}
+
+/// How one table format encodes its entries.
+pub trait Format {
+    /// An entry pointing at the next-level table at `table`.
+    fn table(table: HostPhys) -> u64;
+    /// A 4 KiB leaf mapping `frame` with `perms`.
+    fn leaf(frame: HostPhys, perms: Perms) -> u64;
+    /// Whether `entry` maps anything (table or leaf).
+    fn present(entry: u64) -> bool;
+    /// The leaf's permissions.
+    fn perms(entry: u64) -> Perms;
+}
+
+/// Bits 51:12 of an entry: the address of the frame or table it points to.
+pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// Reaching tables in memory.
+pub trait TableMemory {
+    fn read(&self, table: HostPhys, index: usize) -> u64;
+    fn write(&mut self, table: HostPhys, index: usize, value: u64);
+    fn alloc_table(&mut self) -> Option<HostPhys>;
+    fn free_table(&mut self, table: HostPhys);
+}
+
+/// Why a mapping could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// The pool ran out of frames for a table.
+    NoMemory,
+    /// The guest-physical page is already mapped.
+    AlreadyMapped,
+    /// The address is beyond the 48 bits a 4-level table translates.
+    OutOfRange,
+}
+
+/// Guest-physical addresses a 4-level table can translate.
+pub const MAX_GPA: u64 = 1 << 48;
+
+fn index(gpa: GuestPhys, level: u32) -> usize {
+    ((gpa.raw() >> (12 + 9 * level)) & 0x1ff) as usize
+}
+
+/// A 4-level table rooted at `root` in format `F`.
+#[derive(Debug)]
+pub struct Table<F: Format> {
+    root: HostPhys,
+    _format: core::marker::PhantomData<F>,
+}
+
+impl<F: Format> Table<F> {
+    /// An empty table (one zeroed root frame).
+    pub fn new(mem: &mut impl TableMemory) -> Result<Self, MapError> {
+        let root = mem.alloc_table().ok_or(MapError::NoMemory)?;
+        Ok(Self { root, _format: core::marker::PhantomData })
+    }
+
+    pub fn root(&self) -> HostPhys {
+        self.root
+    }
+
+    /// Maps the 4 KiB guest page `gpa` to `frame`. Tables made along the way
+    /// stay (they are freed with the whole table) if a later step fails.
+    pub fn map(
+        &mut self,
+        mem: &mut impl TableMemory,
+        gpa: GuestPhys,
+        frame: HostPhys,
+        perms: Perms,
+    ) -> Result<(), MapError> {
+        if gpa.raw() >= MAX_GPA {
+            return Err(MapError::OutOfRange);
+        }
+        let mut table = self.root;
+        for level in (1..4).rev() {
+            let i = index(gpa, level);
+            let entry = mem.read(table, i);
+            table = if F::present(entry) {
+                HostPhys::new(entry & ADDR_MASK)
+            } else {
+                let next = mem.alloc_table().ok_or(MapError::NoMemory)?;
+                mem.write(table, i, F::table(next));
+                next
+            };
+        }
+        let i = index(gpa, 0);
+        if F::present(mem.read(table, i)) {
+            return Err(MapError::AlreadyMapped);
+        }
+        mem.write(table, i, F::leaf(frame, perms));
+        Ok(())
+    }
+
+    /// The frame and rights `gpa` maps to, if any.
+    pub fn translate(&self, mem: &impl TableMemory, gpa: GuestPhys) -> Option<(HostPhys, Perms)> {
+        if gpa.raw() >= MAX_GPA {
+            return None;
+        }
+        let mut table = self.root;
+        for level in (1..4).rev() {
+            let entry = mem.read(table, index(gpa, level));
+            if !F::present(entry) {
+                return None;
+            }
+            table = HostPhys::new(entry & ADDR_MASK);
+        }
+        let leaf = mem.read(table, index(gpa, 0));
+        F::present(leaf).then(|| (HostPhys::new((leaf & ADDR_MASK) | gpa.page_offset()), F::perms(leaf)))
+    }
+
+    /// Frees every table frame (not the mapped frames: they belong to the VM).
+    pub fn destroy(self, mem: &mut impl TableMemory) {
+        fn free_level<F: Format>(mem: &mut impl TableMemory, table: HostPhys, level: u32) {
+            if level > 0 {
+                for i in 0..512 {
+                    let e = mem.read(table, i);
+                    if F::present(e) {
+                        free_level::<F>(mem, HostPhys::new(e & ADDR_MASK), level - 1);
+                    }
+                }
+            }
+            mem.free_table(table);
+        }
+        free_level::<F>(mem, self.root, 3);
+    }
+
+    /// Visits every leaf as (guest-physical page, entry).
+    pub fn for_each_leaf(&self, mem: &impl TableMemory, mut f: impl FnMut(GuestPhys, u64)) {
+        fn walk<F: Format>(
+            mem: &impl TableMemory,
+            table: HostPhys,
+            level: u32,
+            base: u64,
+            f: &mut impl FnMut(GuestPhys, u64),
+        ) {
+            for i in 0..512u64 {
+                let e = mem.read(table, i as usize);
+                if !F::present(e) {
+                    continue;
+                }
+                let gpa = base | (i << (12 + 9 * level));
+                if level == 0 {
+                    f(GuestPhys::new(gpa), e);
+                } else {
+                    walk::<F>(mem, HostPhys::new(e & ADDR_MASK), level - 1, gpa, f);
+                }
+            }
+        }
+        walk::<F>(mem, self.root, 3, 0, &mut f);
+    }
+}
+
+/// Tables on the machine: frames from the pool, reached through the
+/// physical-memory window.
+impl<M: FrameMemory> TableMemory for FrameAlloc<M>
+where
+    FrameAlloc<M>: TableAccess,
+{
+    fn read(&self, table: HostPhys, index: usize) -> u64 {
+        self.read_entry(table, index)
+    }
+    fn write(&mut self, table: HostPhys, index: usize, value: u64) {
+        self.write_entry(table, index, value)
+    }
+    fn alloc_table(&mut self) -> Option<HostPhys> {
+        self.alloc_zeroed()
+    }
+    fn free_table(&mut self, table: HostPhys) {
+        self.free(table)
+    }
+}
+
+/// Reading and writing table entries inside frames of a pool.
+pub trait TableAccess {
+    fn read_entry(&self, table: HostPhys, index: usize) -> u64;
+    fn write_entry(&mut self, table: HostPhys, index: usize, value: u64);
+}
+
+impl TableAccess for FrameAlloc<super::frame::WindowMemory> {
+    fn read_entry(&self, table: HostPhys, index: usize) -> u64 {
+        let index = index & 0x1ff;
+        // SAFETY: `table` is a table frame this pool handed out and that the
+        // owning `Table` still holds; the index is within the frame.
+        unsafe { super::phys::ptr::<u64>(table).add(index).read_volatile() }
+    }
+    fn write_entry(&mut self, table: HostPhys, index: usize, value: u64) {
+        let index = index & 0x1ff;
+        // SAFETY: as in `read_entry`.
+        unsafe { super::phys::ptr::<u64>(table).add(index).write_volatile(value) }
+    }
+}
+
+#[cfg(test)]
+impl TableAccess for FrameAlloc<super::frame::fake::VecMemory> {
+    fn read_entry(&self, table: HostPhys, index: usize) -> u64 {
+        self.memory()
+            .frames
+            .get(&table.raw())
+            .map(|f| u64::from_le_bytes(f[index * 8..index * 8 + 8].try_into().unwrap()))
+            .unwrap_or(0)
+    }
+    fn write_entry(&mut self, table: HostPhys, index: usize, value: u64) {
+        self.memory_mut().frame(table)[index * 8..index * 8 + 8].copy_from_slice(&value.to_le_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mm::frame::fake;
+
+    /// A made-up format: present bit 0, writable bit 1, executable bit 2.
+    struct Toy;
+    impl Format for Toy {
+        fn table(t: HostPhys) -> u64 {
+            t.raw() | 0b111
+        }
+        fn leaf(f: HostPhys, p: Perms) -> u64 {
+            f.raw() | 1 | (p.write as u64) << 1 | (p.exec as u64) << 2
+        }
+        fn present(e: u64) -> bool {
+            e & 1 != 0
+        }
+        fn perms(e: u64) -> Perms {
+            Perms { read: true, write: e & 2 != 0, exec: e & 4 != 0 }
+        }
+    }
+
+    #[test]
+    fn maps_and_translates() {
+        let mut pool = fake::pool(64);
+        let mut t = Table::<Toy>::new(&mut pool).unwrap();
+        t.map(&mut pool, GuestPhys::new(0x0), HostPhys::new(0x5000_0000), Perms::RWX).unwrap();
+        t.map(&mut pool, GuestPhys::new(0x20_1000), HostPhys::new(0x6000_0000), Perms::RX).unwrap();
+        t.map(&mut pool, GuestPhys::new(0xffff_ffff_f000), HostPhys::new(0x7000_0000), Perms::RWX)
+            .unwrap();
+        assert_eq!(
+            t.translate(&pool, GuestPhys::new(0x123)),
+            Some((HostPhys::new(0x5000_0123), Perms::RWX))
+        );
+        assert_eq!(
+            t.translate(&pool, GuestPhys::new(0x20_1fff)),
+            Some((HostPhys::new(0x6000_0fff), Perms::RX))
+        );
+        assert_eq!(t.translate(&pool, GuestPhys::new(0x1000)), None);
+        assert_eq!(t.translate(&pool, GuestPhys::new(MAX_GPA)), None);
+        assert_eq!(
+            t.map(&mut pool, GuestPhys::new(0), HostPhys::new(0x1000), Perms::RWX),
+            Err(MapError::AlreadyMapped)
+        );
+        assert_eq!(
+            t.map(&mut pool, GuestPhys::new(MAX_GPA), HostPhys::new(0x1000), Perms::RWX),
+            Err(MapError::OutOfRange)
+        );
+        let mut leaves = Vec::new();
+        t.for_each_leaf(&pool, |gpa, e| leaves.push((gpa.raw(), e & ADDR_MASK)));
+        assert_eq!(
+            leaves,
+            [(0, 0x5000_0000), (0x20_1000, 0x6000_0000), (0xffff_ffff_f000, 0x7000_0000)]
+        );
+    }
+
+    #[test]
+    fn tables_are_shared_and_freed() {
+        let mut pool = fake::pool(64);
+        let mut t = Table::<Toy>::new(&mut pool).unwrap();
+        for i in 0..512 {
+            t.map(&mut pool, GuestPhys::new(i * 4096), HostPhys::new(0x100_0000 + i * 4096), Perms::RWX)
+                .unwrap();
+        }
+        // Root + PDPT + PD + one PT for 2 MiB of 4 KiB pages.
+        assert_eq!(pool.stats().total - pool.stats().free, 4);
+        t.destroy(&mut pool);
+        assert_eq!(pool.stats().free, pool.stats().total);
+    }
+
+    #[test]
+    fn running_out_of_frames_is_an_error() {
+        let mut pool = fake::pool(3);
+        let mut t = Table::<Toy>::new(&mut pool).unwrap();
+        assert_eq!(
+            t.map(&mut pool, GuestPhys::new(0), HostPhys::new(0x1000), Perms::RWX),
+            Err(MapError::NoMemory)
+        );
+        t.destroy(&mut pool);
+        assert_eq!(pool.stats().free, 3);
+    }
+}

@@ -1,0 +1,273 @@
+//! The exit loop's handlers, shared by both vendors. Each takes a
+//! `virt::Exit`, acts on the vCPU through `GuestCpu`, and says whether the
+//! guest resumes, yields or stops. Handlers touch only this VM's state: no
+//! allocation, no lock, no logging (DESIGN.md D8) — except a guest's
+//! finished console line, which is the console device's whole purpose.
+
+pub mod cpuid;
+pub mod io;
+pub mod lazy;
+pub mod msr;
+pub mod stats;
+
+use crate::arch::xsave;
+use crate::guest::insn::{self, Kind};
+use crate::guest::walk::{self, Access, Paging};
+use crate::mm::{GuestPhys, GuestVirt};
+use crate::virt::exit::IoAccess;
+use crate::virt::{CpuMode, CrEffect, Exit, ExitInfo, Fault, GuestCpu, SegmentReg};
+use crate::vm::{StopReason, VmEnv};
+
+/// What the exit loop does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Resume,
+    /// Give the CPU to the next VM.
+    Yield,
+    Stop(StopReason),
+}
+
+/// Hypercall return values KVM gives a guest (include/uapi/linux/kvm_para.h):
+/// -KVM_ENOSYS for an unknown number, -KVM_EPERM from CPL > 0.
+const KVM_ENOSYS: i64 = 1000;
+const KVM_EPERM: i64 = 1;
+
+const RFLAGS_IF: u64 = 1 << 9;
+const CR0_TS: u64 = 1 << 3;
+const CR0_WP: u64 = 1 << 16;
+const CR4_OSXSAVE: u64 = 1 << 18;
+
+/// Handles one exit.
+pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_max: u64) -> Action {
+    env.stats.count(&info.exit);
+    let rip = cpu.rip();
+    match info.exit {
+        Exit::Cpuid => {
+            let g = cpu.gprs();
+            let (leaf, sub) = (g.rax as u32, g.rcx as u32);
+            let d = cpuid::Dynamic {
+                apic_id: 0,
+                osxsave: cpu.cr4() & CR4_OSXSAVE != 0,
+                xcr0: env.lazy.xcr0,
+            };
+            let [a, b, c, dx] = env.cpuid.lookup(leaf, sub, &d);
+            let g = cpu.gprs();
+            (g.rax, g.rbx, g.rcx, g.rdx) = (a.into(), b.into(), c.into(), dx.into());
+            skip(cpu, env, info, Kind::Cpuid)
+        }
+        Exit::Rdmsr => {
+            let index = cpu.gprs().rcx as u32;
+            match msr::read(cpu, &env.msrs, index) {
+                Ok(v) => {
+                    cpu.gprs().set_edx_eax(v);
+                    skip(cpu, env, info, Kind::Rdmsr)
+                }
+                Err(f) => inject(cpu, f),
+            }
+        }
+        Exit::Wrmsr => {
+            let g = cpu.gprs();
+            let (index, value) = (g.rcx as u32, g.edx_eax());
+            match msr::write(cpu, &mut env.msrs, index, value) {
+                Ok(()) => skip(cpu, env, info, Kind::Wrmsr),
+                Err(f) => inject(cpu, f),
+            }
+        }
+        Exit::Hlt => {
+            // Nothing can interrupt this vCPU yet (no interrupt controller is
+            // emulated), so whatever IF says, a HLT never ends.
+            let interrupts_enabled = cpu.rflags() & RFLAGS_IF != 0;
+            match skip(cpu, env, info, Kind::Hlt) {
+                Action::Resume => Action::Stop(StopReason::Halted { rip, interrupts_enabled }),
+                other => other,
+            }
+        }
+        Exit::Xsetbv => {
+            // SDM Vol. 2C XSETBV: #UD without CR4.OSXSAVE, #GP at CPL > 0, for
+            // an XCR other than 0, or for an invalid value.
+            if cpu.cr4() & CR4_OSXSAVE == 0 {
+                return inject(cpu, Fault::UD);
+            }
+            let g = cpu.gprs();
+            let (index, value) = (g.rcx as u32, g.edx_eax());
+            if cpu.cpl() != 0 || index != 0 || !xsave::xcr0_valid(value, xcr0_max) {
+                return inject(cpu, Fault::GP0);
+            }
+            env.lazy.xcr0 = value;
+            // This vCPU owns the CPU's extended state (lazy switching).
+            // SAFETY: the value was validated against what the host enabled.
+            unsafe { crate::arch::instr::xsetbv(0, value) };
+            skip(cpu, env, info, Kind::Xsetbv)
+        }
+        Exit::Hypercall => {
+            // As KVM answers a guest (DESIGN.md D1): the KVM API is for the
+            // control domain only.
+            let ret = if cpu.cpl() != 0 { -KVM_EPERM } else { -KVM_ENOSYS };
+            let long = cpu.mode() == CpuMode::Long64;
+            cpu.gprs().rax = if long { ret as u64 } else { u64::from(ret as u32) };
+            skip(cpu, env, info, Kind::Hypercall)
+        }
+        Exit::CacheFlush => skip(cpu, env, info, Kind::CacheFlush),
+        Exit::Io(io) => port_io(cpu, env, info, io),
+        Exit::CrWrite { cr, gpr } => {
+            let mut value = if gpr == 4 { cpu.rsp() } else { cpu.gprs().get(gpr) };
+            if cpu.mode() != CpuMode::Long64 {
+                value &= 0xffff_ffff;
+            }
+            write_cr(cpu, env, info, cr, value)
+        }
+        Exit::CrRead { cr, gpr } => {
+            let v = cpu.read_cr(cr);
+            cpu.gprs().set(gpr, v);
+            skip(cpu, env, info, Kind::CrAccess)
+        }
+        Exit::Clts => {
+            let v = cpu.cr0() & !CR0_TS;
+            write_cr(cpu, env, info, 0, v)
+        }
+        Exit::Lmsw { value } => {
+            // LMSW loads CR0 bits 3:0 but cannot clear PE.
+            let old = cpu.cr0();
+            let v = (old & !0xe) | u64::from(value & 0xf) | (old & 1);
+            write_cr(cpu, env, info, 0, v)
+        }
+        Exit::NestedPageFault(f) => Action::Stop(StopReason::UnmappedAccess {
+            gpa: f.gpa.raw(),
+            write: f.write,
+            fetch: f.fetch,
+            rip,
+        }),
+        Exit::TripleFault => Action::Stop(StopReason::TripleFault { rip }),
+        Exit::Exception { vector, .. } => {
+            Action::Stop(StopReason::Unhandled { what: "exception", detail: u64::from(vector), rip })
+        }
+        Exit::Undefined(_) => inject(cpu, Fault::UD),
+        Exit::GeneralProtection(_) => inject(cpu, Fault::GP0),
+        Exit::Interrupt => {
+            crate::arch::instr::take_pending_interrupts();
+            Action::Resume
+        }
+        Exit::EntryFailed { what, code } => Action::Stop(StopReason::EntryFailed { what, code }),
+        Exit::Unknown { reason, .. } => Action::Stop(StopReason::Unhandled { what: "exit reason", detail: reason, rip }),
+    }
+}
+
+fn inject<C: GuestCpu>(cpu: &mut C, fault: Fault) -> Action {
+    cpu.inject(fault);
+    Action::Resume
+}
+
+fn write_cr<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, cr: u8, value: u64) -> Action {
+    match cpu.write_cr(cr, value) {
+        Ok(CrEffect::None) => skip(cpu, env, info, Kind::CrAccess),
+        Ok(CrEffect::LoadPdptes) => {
+            // The four PDPTEs sit at CR3[31:5] (SDM Vol. 3A 4.4.1); a
+            // reserved bit in a present one makes the MOV fault.
+            let base = cpu.cr3() & 0xffff_ffe0;
+            let mut pdptes = [0u64; 4];
+            for (i, p) in pdptes.iter_mut().enumerate() {
+                let mut b = [0u8; 8];
+                if !env.ram.read(GuestPhys::new(base + 8 * i as u64), &mut b) {
+                    return inject(cpu, Fault::GP0);
+                }
+                *p = u64::from_le_bytes(b);
+                const PDPTE_RESERVED: u64 = 0b1_1110_0110;
+                if *p & 1 != 0 && *p & PDPTE_RESERVED != 0 {
+                    return inject(cpu, Fault::GP0);
+                }
+            }
+            cpu.set_pdptes(pdptes);
+            skip(cpu, env, info, Kind::CrAccess)
+        }
+        Err(f) => inject(cpu, f),
+    }
+}
+
+fn port_io<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, io: IoAccess) -> Action {
+    if io.string {
+        // INS/OUTS need the guest's memory operand; no device here uses them
+        // yet (the control domain's issue brings string I/O).
+        return Action::Stop(StopReason::Unhandled {
+            what: "string port I/O",
+            detail: u64::from(io.port),
+            rip: cpu.rip(),
+        });
+    }
+    let mut action = Action::Resume;
+    if io.input {
+        let v = u64::from(io::read(io.port, io.size));
+        let g = cpu.gprs();
+        g.rax = match io.size {
+            1 => (g.rax & !0xff) | v,
+            2 => (g.rax & !0xffff) | v,
+            // A 32-bit destination zero-extends into RAX.
+            _ => v,
+        };
+    } else {
+        let value = cpu.gprs().rax as u32;
+        match io::write(io.port, io.size, value) {
+            io::Output::Nothing => {}
+            io::Output::Console(b) => {
+                if let Some(line) = env.console.push(b) {
+                    crate::log::guest_line(&env.name, line);
+                }
+            }
+            io::Output::Exit(status) => action = Action::Stop(StopReason::Exited(status)),
+            io::Output::Yield => action = Action::Yield,
+        }
+    }
+    match skip(cpu, env, info, Kind::Io) {
+        Action::Resume => action,
+        stop => stop,
+    }
+}
+
+/// Steps over the instruction that exited, whose length the hardware
+/// reported or the decoder finds.
+fn skip<C: GuestCpu>(cpu: &mut C, env: &VmEnv, info: ExitInfo, expected: Kind) -> Action {
+    let len = match info.len {
+        Some(len) => len,
+        None => match decode_at_rip(cpu, env) {
+            Ok((kind, len)) if kind == expected => len,
+            Ok(_) | Err(_) => {
+                return Action::Stop(StopReason::Unhandled {
+                    what: "instruction that does not match its exit",
+                    detail: 0,
+                    rip: cpu.rip(),
+                });
+            }
+        },
+    };
+    cpu.skip_instruction(len);
+    Action::Resume
+}
+
+/// Fetches and decodes the instruction at CS:RIP through the guest's page
+/// tables.
+fn decode_at_rip<C: GuestCpu>(cpu: &C, env: &VmEnv) -> Result<(Kind, u8), insn::DecodeError> {
+    let mode = cpu.mode();
+    let cs = cpu.segment(SegmentReg::Cs);
+    let linear = if mode == CpuMode::Long64 {
+        cpu.rip()
+    } else {
+        cs.base.wrapping_add(cpu.rip()) & 0xffff_ffff
+    };
+    let paging = Paging::from_state(cpu.cr0(), cpu.cr4(), cpu.efer());
+    let nxe = cpu.efer() & crate::arch::msr::efer::NXE != 0;
+    let wp = cpu.cr0() & CR0_WP != 0;
+    let access = Access { fetch: true, user: cpu.cpl() == 3, write: false };
+    let mut bytes = [0u8; insn::MAX_LEN];
+    let mut got = 0;
+    // Fetch up to 15 bytes, page by page: the tail may lie on an unmapped
+    // page without hurting a short instruction.
+    while got < bytes.len() {
+        let la = GuestVirt::new(linear.wrapping_add(got as u64));
+        let Ok(gpa) = walk::translate(&env.ram, paging, cpu.cr3(), la, access, nxe, wp) else { break };
+        let n = (4096 - la.page_offset() as usize).min(bytes.len() - got);
+        if !env.ram.read(gpa, &mut bytes[got..got + n]) {
+            break;
+        }
+        got += n;
+    }
+    insn::decode(&bytes[..got], mode)
+}

@@ -1,0 +1,165 @@
+//! Hardware virtualization: one `Backend` trait with two implementations,
+//! Intel VMX (`vmx/`) and AMD SVM (`svm/`), which mirror each other file for
+//! file. The back end is chosen once at boot and used through static
+//! dispatch; everything above it (the exit loop, the handlers, the VM
+//! lifecycle) is vendor-neutral and sees exits as `exit::Exit`.
+//!
+//! Invariant: only `virt::vmx` touches a VMCS and only `virt::svm` touches
+//! a VMCB.
+
+pub mod exit;
+pub mod regs;
+pub mod svm;
+pub mod vmx;
+
+use crate::mm::frame::{FrameAlloc, WindowMemory};
+use crate::mm::{HostPhys, paging};
+pub use exit::{Exit, ExitInfo};
+pub use regs::{CpuMode, Gprs, Segment, SegmentReg};
+
+/// Frames for VM metadata come from the machine's pool.
+pub type Frames = FrameAlloc<WindowMemory>;
+
+/// Why virtualization could not be turned on, or a vCPU not made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VirtError {
+    /// The CPU lacks the extension or a feature Mojito requires.
+    Unsupported(&'static str),
+    /// The firmware disabled the extension (and locked it so).
+    DisabledByFirmware(&'static str),
+    /// The frame pool is empty.
+    NoMemory,
+    /// An instruction that turns virtualization on failed.
+    Failed(&'static str),
+}
+
+impl core::fmt::Display for VirtError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Unsupported(what) => write!(f, "unsupported: {what}"),
+            Self::DisabledByFirmware(what) => write!(f, "disabled by firmware: {what}"),
+            Self::NoMemory => write!(f, "out of memory"),
+            Self::Failed(what) => write!(f, "failed: {what}"),
+        }
+    }
+}
+
+/// A fault to inject into the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub vector: u8,
+    pub error: Option<u32>,
+}
+
+impl Fault {
+    /// #UD (SDM Vol. 3A 6.15, vector 6).
+    pub const UD: Self = Self { vector: 6, error: None };
+    /// #GP(0) (vector 13).
+    pub const GP0: Self = Self { vector: 13, error: Some(0) };
+    /// #PF with `error` (vector 14); the faulting address goes to CR2.
+    pub const fn page_fault(error: u32) -> Self {
+        Self { vector: 14, error: Some(error) }
+    }
+}
+
+/// What else a control-register write needs from the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrEffect {
+    None,
+    /// The guest entered PAE paging: the four PDPTEs at CR3 must be read
+    /// from guest memory and handed to `GuestCpu::set_pdptes`.
+    LoadPdptes,
+}
+
+/// One vendor's way of running guests on this CPU.
+pub trait Backend: Sized {
+    type Vcpu: GuestCpu;
+    /// The nested page-table format (EPT or NPT).
+    type Nested: paging::Format;
+    /// "VMX" or "SVM".
+    const NAME: &'static str;
+    /// Whether the hardware switches the syscall MSRs (STAR, LSTAR, CSTAR,
+    /// SFMASK, KERNEL_GS_BASE) on every entry and exit (SVM: VMLOAD/VMSAVE).
+    /// Where it does not, the exit loop switches them lazily (D2).
+    const SWITCHES_SYSCALL_MSRS: bool;
+    /// Whether the hardware switches CR2 (SVM: the VMCB holds it).
+    const SWITCHES_CR2: bool;
+    /// Whether the hardware switches DR6 (SVM: the VMCB holds it).
+    const SWITCHES_DR6: bool;
+
+    /// Turns the extension on for this CPU.
+    fn enable(frames: &mut Frames) -> Result<Self, VirtError>;
+    /// Writes the one-line description of the extension and its features.
+    fn describe(&self, f: &mut dyn core::fmt::Write) -> core::fmt::Result;
+    /// Makes a vCPU in the architectural real-mode start state with RIP at
+    /// `entry`, translating guest-physical addresses through `nested_root`.
+    /// `vm_id` tags its TLB entries (VPID / ASID).
+    fn create_vcpu(
+        &mut self,
+        frames: &mut Frames,
+        vm_id: u16,
+        nested_root: HostPhys,
+        entry: u64,
+    ) -> Result<Self::Vcpu, VirtError>;
+    /// Frees a vCPU's frames and flushes what the hardware cached for it.
+    fn destroy_vcpu(&mut self, frames: &mut Frames, vcpu: Self::Vcpu);
+    /// Makes `vcpu` the one whose state the accessors below reach (VMX:
+    /// VMPTRLD). Cheap when it already is.
+    fn activate(&mut self, vcpu: &mut Self::Vcpu);
+    /// Enters the guest until its next exit. `activate` must have been called.
+    /// `new_context` asks for a TLB flush (another vCPU ran here since).
+    fn run(&mut self, vcpu: &mut Self::Vcpu, new_context: bool) -> ExitInfo;
+}
+
+/// A vCPU's architectural state, as the vendor-neutral handlers see it. The
+/// back end must be `activate`d on it.
+pub trait GuestCpu {
+    fn gprs(&mut self) -> &mut Gprs;
+    fn rip(&self) -> u64;
+    fn set_rip(&mut self, rip: u64);
+    fn rsp(&self) -> u64;
+    fn rflags(&self) -> u64;
+    fn set_rflags(&mut self, rflags: u64);
+    /// CR0 and CR4 as the guest believes them to be.
+    fn cr0(&self) -> u64;
+    fn cr3(&self) -> u64;
+    fn cr4(&self) -> u64;
+    /// EFER as the guest sees it (SVME hidden).
+    fn efer(&self) -> u64;
+    /// Sets the guest's EFER (already validated; LMA is kept as is).
+    fn set_efer(&mut self, efer: u64);
+    /// Reads CR0/CR3/CR4/CR8 as the guest sees them.
+    fn read_cr(&self, cr: u8) -> u64;
+    /// Writes CR0/CR3/CR4/CR8 on an intercepted MOV to CR (validated here).
+    fn write_cr(&mut self, cr: u8, value: u64) -> Result<CrEffect, Fault>;
+    /// Loads the four PAE page-directory pointers (after `CrEffect::LoadPdptes`).
+    fn set_pdptes(&mut self, pdptes: [u64; 4]);
+    /// Sets the guest's CR2 (for an injected #PF).
+    fn set_cr2(&mut self, cr2: u64);
+    fn pat(&self) -> u64;
+    fn set_pat(&mut self, pat: u64);
+    fn tsc_offset(&self) -> u64;
+    fn set_tsc_offset(&mut self, offset: u64);
+    fn segment(&self, reg: SegmentReg) -> Segment;
+    /// Current privilege level.
+    fn cpl(&self) -> u8;
+    /// Queues an exception for the next entry.
+    fn inject(&mut self, fault: Fault);
+    /// Steps past the instruction that exited (and drops the one-instruction
+    /// interrupt shadow, as executing it would).
+    fn skip_instruction(&mut self, len: u8) {
+        let rip = self.rip();
+        let next = if self.mode() == CpuMode::Long64 {
+            rip.wrapping_add(u64::from(len))
+        } else {
+            rip.wrapping_add(u64::from(len)) & 0xffff_ffff
+        };
+        self.set_rip(next);
+    }
+
+    /// The guest's operating mode, from CR0.PE, EFER.LMA and CS.
+    fn mode(&self) -> CpuMode {
+        let cs = self.segment(SegmentReg::Cs);
+        CpuMode::from_state(self.cr0(), self.efer(), cs.ar)
+    }
+}

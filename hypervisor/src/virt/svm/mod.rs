@@ -1,0 +1,115 @@
+//! AMD SVM (AMD APM Vol. 2 chapter 15): EFER.SVME, VM_HSAVE_PA, one VMCB
+//! per vCPU, nested paging, ASIDs, VGIF when offered. Mirrors `virt::vmx`
+//! file for file (see the table there).
+
+pub mod caps;
+pub mod entry;
+pub mod exit;
+pub mod npt;
+pub mod vcpu;
+pub mod vmcb;
+
+use crate::arch::instr::{rdmsr, wrmsr};
+use crate::arch::msr;
+use crate::mm::HostPhys;
+use crate::virt::{Backend, ExitInfo, Frames, VirtError};
+pub use caps::Features;
+use core::arch::asm;
+pub use vcpu::SvmVcpu;
+
+/// SVM turned on for one CPU.
+pub struct Svm {
+    pub features: Features,
+    /// VM_HSAVE_PA: where VMRUN keeps the host's state.
+    #[allow(dead_code)]
+    host_save_area: HostPhys,
+    /// The host's VMSAVE state (FS, GS, TR, LDTR, syscall MSRs), reloaded
+    /// with VMLOAD after every exit.
+    host_vmcb: HostPhys,
+}
+
+impl Backend for Svm {
+    type Vcpu = SvmVcpu;
+    type Nested = npt::Npt;
+    const NAME: &'static str = "SVM";
+    const SWITCHES_SYSCALL_MSRS: bool = true;
+    const SWITCHES_CR2: bool = true;
+    const SWITCHES_DR6: bool = true;
+
+    fn enable(frames: &mut Frames) -> Result<Self, VirtError> {
+        let Some(features) = Features::from_cpuid(&raw_cpuid::CpuId::new()) else {
+            return Err(VirtError::Unsupported("the CPU does not offer SVM"));
+        };
+        // SAFETY: VM_CR exists wherever SVM does.
+        if unsafe { rdmsr(msr::AMD_VM_CR) } & caps::VM_CR_SVMDIS != 0 {
+            return Err(VirtError::DisabledByFirmware("SVM (VM_CR.SVMDIS; enable SVM/AMD-V in the firmware setup)"));
+        }
+        if !features.npt {
+            return Err(VirtError::Unsupported("nested paging"));
+        }
+        if features.asids < 2 {
+            return Err(VirtError::Unsupported("ASIDs"));
+        }
+        let host_save_area = frames.alloc_zeroed().ok_or(VirtError::NoMemory)?;
+        let Some(host_vmcb) = frames.alloc_zeroed() else {
+            frames.free(host_save_area);
+            return Err(VirtError::NoMemory);
+        };
+        // SAFETY: APM Vol. 2 15.4: set EFER.SVME, then point VM_HSAVE_PA at a
+        // page of ours; then VMSAVE the host's current FS/GS/TR/LDTR and
+        // syscall MSRs (which the hypervisor never changes after boot).
+        unsafe {
+            wrmsr(msr::IA32_EFER, rdmsr(msr::IA32_EFER) | msr::efer::SVME);
+            wrmsr(msr::AMD_VM_HSAVE_PA, host_save_area.raw());
+            asm!("vmsave rax", in("rax") host_vmcb.raw(), options(nostack));
+        }
+        Ok(Self { features, host_save_area, host_vmcb })
+    }
+
+    fn describe(&self, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
+        let f = &self.features;
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        write!(
+            out,
+            "SVM: NPT, {} ASIDs, NRIP save {}, VGIF {}, flush-by-ASID {}, decode assists {}, \
+             VMCB clean bits {}, revision {}",
+            f.asids,
+            yes(f.nrip_save),
+            yes(f.vgif),
+            yes(f.flush_by_asid),
+            yes(f.decode_assists),
+            yes(f.vmcb_clean),
+            f.revision
+        )
+    }
+
+    fn create_vcpu(
+        &mut self,
+        frames: &mut Frames,
+        vm_id: u16,
+        nested_root: HostPhys,
+        entry: u64,
+    ) -> Result<SvmVcpu, VirtError> {
+        // ASID 0 belongs to the host; VM ids wrap around the ones there are.
+        // Sharing an ASID is safe because a switch between vCPUs flushes.
+        let asid = 1 + u32::from(vm_id.saturating_sub(1)) % (self.features.asids - 1);
+        SvmVcpu::new(frames, &self.features, asid, nested_root, entry)
+    }
+
+    fn destroy_vcpu(&mut self, frames: &mut Frames, vcpu: SvmVcpu) {
+        vcpu.free(frames);
+    }
+
+    fn activate(&mut self, _vcpu: &mut SvmVcpu) {}
+
+    fn run(&mut self, vcpu: &mut SvmVcpu, new_context: bool) -> ExitInfo {
+        let tlb = if !new_context {
+            vmcb::tlb::NONE
+        } else if self.features.flush_by_asid {
+            vmcb::tlb::FLUSH_ASID
+        } else {
+            vmcb::tlb::FLUSH_ALL
+        };
+        vcpu.run(self.host_vmcb, tlb)
+    }
+}

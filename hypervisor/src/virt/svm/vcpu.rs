@@ -1,0 +1,317 @@
+//! One SVM vCPU: its VMCB and permission maps, the VMCB set-up for the
+//! architectural real-mode start state, and the state accessors the
+//! vendor-neutral handlers use.
+
+use super::vmcb::{self, NP_ENABLE, Vmcb, VmcbSegment, event, misc1, misc2, vintr};
+use super::{Features, entry, exit};
+use crate::arch::instr::write_dr7;
+use crate::arch::msr::efer;
+use crate::mm::{HostPhys, phys};
+use crate::virt::regs::Segment;
+use crate::virt::{CrEffect, ExitInfo, Fault, Frames, GuestCpu, Gprs, SegmentReg, VirtError};
+
+/// I/O permission map: 12 KiB (APM Vol. 2 15.10.1); MSR permission map:
+/// 8 KiB (15.11).
+const IOPM_FRAMES: u64 = 3;
+const MSRPM_FRAMES: u64 = 2;
+
+const CR0_PE: u64 = 1 << 0;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+/// Guest PAT at reset (APM Vol. 2 7.8.2).
+const PAT_RESET: u64 = 0x0007_0406_0007_0406;
+/// DR6 and DR7 at reset.
+const DR6_RESET: u64 = 0xffff_0ff0;
+const DR7_RESET: u64 = 0x400;
+/// DR7 bits 7:0: the breakpoint enables.
+const DR7_ENABLES: u64 = 0xff;
+
+pub struct SvmVcpu {
+    pub(super) vmcb: HostPhys,
+    iopm: HostPhys,
+    msrpm: HostPhys,
+    gprs: Gprs,
+    nrip_save: bool,
+}
+
+impl SvmVcpu {
+    pub(super) fn new(
+        frames: &mut Frames,
+        features: &Features,
+        asid: u32,
+        nested_root: HostPhys,
+        entry: u64,
+    ) -> Result<Self, VirtError> {
+        let vmcb = frames.alloc_zeroed().ok_or(VirtError::NoMemory)?;
+        let Some(iopm) = frames.alloc_contiguous(IOPM_FRAMES) else {
+            frames.free(vmcb);
+            return Err(VirtError::NoMemory);
+        };
+        let Some(msrpm) = frames.alloc_contiguous(MSRPM_FRAMES) else {
+            frames.free(vmcb);
+            for i in 0..IOPM_FRAMES {
+                frames.free(HostPhys::new(iopm.raw() + i * 4096));
+            }
+            return Err(VirtError::NoMemory);
+        };
+        // SAFETY: the maps were just allocated for this vCPU alone and are
+        // contiguous.
+        unsafe {
+            core::ptr::write_bytes(phys::ptr::<u8>(iopm), 0xff, (IOPM_FRAMES * 4096) as usize);
+            core::ptr::write_bytes(phys::ptr::<u8>(msrpm), 0xff, (MSRPM_FRAMES * 4096) as usize);
+            for &m in crate::vcpu::msr::PASSTHROUGH {
+                if let Some((byte, bit)) = vmcb::msrpm_bits(m) {
+                    *phys::ptr::<u8>(msrpm).add(byte) &= !(0b11 << bit);
+                }
+            }
+        }
+        let mut v = Self { vmcb, iopm, msrpm, gprs: Gprs::default(), nrip_save: features.nrip_save };
+        v.init_vmcb(features, asid, nested_root, entry);
+        Ok(v)
+    }
+
+    pub(super) fn free(self, frames: &mut Frames) {
+        frames.free(self.vmcb);
+        for i in 0..IOPM_FRAMES {
+            frames.free(HostPhys::new(self.iopm.raw() + i * 4096));
+        }
+        for i in 0..MSRPM_FRAMES {
+            frames.free(HostPhys::new(self.msrpm.raw() + i * 4096));
+        }
+    }
+
+    fn vmcb(&self) -> &Vmcb {
+        // SAFETY: the VMCB frame belongs to this vCPU; the hardware writes it
+        // only inside `run`, which holds `&mut self`.
+        unsafe { &*phys::ptr::<Vmcb>(self.vmcb) }
+    }
+
+    fn vmcb_mut(&mut self) -> &mut Vmcb {
+        // SAFETY: as in `vmcb`, and `&mut self` makes the access exclusive.
+        unsafe { &mut *phys::ptr::<Vmcb>(self.vmcb) }
+    }
+
+    /// The architectural reset state in real mode at 0:`entry` (APM Vol. 2
+    /// 14.1.3 "Processor Initialization State").
+    fn init_vmcb(&mut self, features: &Features, asid: u32, nested_root: HostPhys, entry: u64) {
+        let (iopm, msrpm) = (self.iopm.raw(), self.msrpm.raw());
+        let v = self.vmcb_mut();
+        let c = &mut v.control;
+        c.intercept_misc1 = misc1::INTR
+            | misc1::NMI
+            | misc1::SMI
+            | misc1::INIT
+            | misc1::CPUID
+            | misc1::RDPMC
+            | misc1::INVD
+            | misc1::HLT
+            | misc1::INVLPGA
+            | misc1::IOIO_PROT
+            | misc1::MSR_PROT
+            | misc1::FERR_FREEZE
+            | misc1::SHUTDOWN;
+        c.intercept_misc2 = misc2::VMRUN
+            | misc2::VMMCALL
+            | misc2::VMLOAD
+            | misc2::VMSAVE
+            | misc2::STGI
+            | misc2::CLGI
+            | misc2::SKINIT
+            | misc2::MONITOR
+            | misc2::MWAIT
+            | misc2::MWAIT_CONDITIONAL
+            | misc2::XSETBV;
+        c.iopm_base_pa = iopm;
+        c.msrpm_base_pa = msrpm;
+        c.guest_asid = asid;
+        c.tlb_control = vmcb::tlb::FLUSH_ALL;
+        // Virtual interrupt masking: the guest's CR8 and IF act on virtual
+        // interrupts only, never on the host's.
+        c.vintr = vintr::V_INTR_MASKING;
+        if features.vgif {
+            c.vintr |= vintr::V_GIF_ENABLE | vintr::V_GIF;
+        }
+        c.np_control = NP_ENABLE;
+        c.n_cr3 = nested_root.raw();
+        let s = &mut v.save;
+        let real = |ar: u32| VmcbSegment { selector: 0, attrib: Segment::to_svm_attrib(ar), limit: 0xffff, base: 0 };
+        s.cs = real(Segment::REAL_CODE_AR);
+        for seg in [&mut s.es, &mut s.ss, &mut s.ds, &mut s.fs, &mut s.gs] {
+            *seg = real(Segment::REAL_DATA_AR);
+        }
+        s.ldtr = real(Segment::LDT_AR);
+        s.tr = real(Segment::TSS_BUSY_AR);
+        s.gdtr = VmcbSegment { limit: 0xffff, ..Default::default() };
+        s.idtr = VmcbSegment { limit: 0xffff, ..Default::default() };
+        s.cpl = 0;
+        // EFER.SVME must be set in a guest's EFER (APM Vol. 2 15.5.1); the
+        // guest never sees it (MSR handler).
+        s.efer = efer::SVME;
+        s.cr0 = 0x10;
+        s.cr3 = 0;
+        s.cr4 = 0;
+        s.dr6 = DR6_RESET;
+        s.dr7 = DR7_RESET;
+        s.rflags = 2;
+        s.rip = entry;
+        s.rsp = 0;
+        s.g_pat = PAT_RESET;
+    }
+
+    /// Enters the guest once and translates the exit.
+    pub(super) fn run(&mut self, host_vmcb: HostPhys, tlb_control: u8) -> ExitInfo {
+        let rax = self.gprs.rax;
+        let v = self.vmcb_mut();
+        v.save.rax = rax;
+        v.control.tlb_control = tlb_control;
+        let vmcb_pa = self.vmcb.raw();
+        // SAFETY: SVM is on, the VMCB is initialised and `host_vmcb` holds
+        // the host's VMSAVE state (`Svm::enable`).
+        unsafe { entry::enter(&mut self.gprs, vmcb_pa, host_vmcb.raw()) };
+        let nrip_save = self.nrip_save;
+        let v = self.vmcb_mut();
+        let rax = v.save.rax;
+        // The guest's breakpoints must not fire in the hypervisor.
+        if v.save.dr7 & DR7_ENABLES != 0 {
+            // SAFETY: disabling every breakpoint is always safe.
+            unsafe { write_dr7(DR7_RESET) };
+        }
+        // Re-deliver an event whose delivery the exit interrupted (APM Vol. 2
+        // 15.7.2); EVENTINJ itself was consumed by VMRUN.
+        v.control.event_inj = if v.control.exit_int_info & event::VALID != 0 { v.control.exit_int_info } else { 0 };
+        let info = exit::read(v, nrip_save);
+        self.gprs.rax = rax;
+        info
+    }
+}
+
+impl GuestCpu for SvmVcpu {
+    fn gprs(&mut self) -> &mut Gprs {
+        &mut self.gprs
+    }
+    fn rip(&self) -> u64 {
+        self.vmcb().save.rip
+    }
+    fn set_rip(&mut self, rip: u64) {
+        self.vmcb_mut().save.rip = rip;
+    }
+    fn rsp(&self) -> u64 {
+        self.vmcb().save.rsp
+    }
+    fn rflags(&self) -> u64 {
+        self.vmcb().save.rflags
+    }
+    fn set_rflags(&mut self, rflags: u64) {
+        self.vmcb_mut().save.rflags = rflags;
+    }
+    fn cr0(&self) -> u64 {
+        self.vmcb().save.cr0
+    }
+    fn cr3(&self) -> u64 {
+        self.vmcb().save.cr3
+    }
+    fn cr4(&self) -> u64 {
+        self.vmcb().save.cr4
+    }
+    fn read_cr(&self, cr: u8) -> u64 {
+        match cr {
+            0 => self.cr0(),
+            3 => self.cr3(),
+            4 => self.cr4(),
+            8 => self.vmcb().control.vintr & vintr::V_TPR_MASK,
+            _ => 0,
+        }
+    }
+    fn efer(&self) -> u64 {
+        self.vmcb().save.efer & !efer::SVME
+    }
+    fn set_efer(&mut self, value: u64) {
+        let s = &mut self.vmcb_mut().save;
+        s.efer = (value & !efer::LMA) | (s.efer & efer::LMA) | efer::SVME;
+    }
+    fn write_cr(&mut self, cr: u8, value: u64) -> Result<CrEffect, Fault> {
+        // No CR access is intercepted on SVM (nested paging, V_INTR_MASKING):
+        // this serves the vendor-neutral interface with the same checks the
+        // hardware applies.
+        match cr {
+            0 => {
+                if value >> 32 != 0 || (value & CR0_PG != 0 && value & CR0_PE == 0) {
+                    return Err(Fault::GP0);
+                }
+                self.vmcb_mut().save.cr0 = value;
+                Ok(CrEffect::None)
+            }
+            3 => {
+                self.vmcb_mut().save.cr3 = value;
+                Ok(CrEffect::None)
+            }
+            4 => {
+                if value & CR4_PAE == 0 && self.efer() & efer::LMA != 0 {
+                    return Err(Fault::GP0);
+                }
+                self.vmcb_mut().save.cr4 = value;
+                Ok(CrEffect::None)
+            }
+            8 if value <= 15 => {
+                let c = &mut self.vmcb_mut().control;
+                c.vintr = (c.vintr & !vintr::V_TPR_MASK) | value;
+                Ok(CrEffect::None)
+            }
+            8 => Err(Fault::GP0),
+            _ => Err(Fault::UD),
+        }
+    }
+    fn set_pdptes(&mut self, _pdptes: [u64; 4]) {
+        // Nested paging reads the guest's PDPTEs itself.
+    }
+    fn pat(&self) -> u64 {
+        self.vmcb().save.g_pat
+    }
+    fn set_pat(&mut self, pat: u64) {
+        self.vmcb_mut().save.g_pat = pat;
+    }
+    fn tsc_offset(&self) -> u64 {
+        self.vmcb().control.tsc_offset
+    }
+    fn set_tsc_offset(&mut self, offset: u64) {
+        self.vmcb_mut().control.tsc_offset = offset;
+    }
+    fn set_cr2(&mut self, cr2: u64) {
+        self.vmcb_mut().save.cr2 = cr2;
+    }
+    fn segment(&self, reg: SegmentReg) -> Segment {
+        let s = &self.vmcb().save;
+        let seg = match reg {
+            SegmentReg::Es => s.es,
+            SegmentReg::Cs => s.cs,
+            SegmentReg::Ss => s.ss,
+            SegmentReg::Ds => s.ds,
+            SegmentReg::Fs => s.fs,
+            SegmentReg::Gs => s.gs,
+            SegmentReg::Ldtr => s.ldtr,
+            SegmentReg::Tr => s.tr,
+        };
+        Segment { selector: seg.selector, base: seg.base, limit: seg.limit, ar: Segment::from_svm_attrib(seg.attrib) }
+    }
+    fn cpl(&self) -> u8 {
+        self.vmcb().save.cpl
+    }
+    fn inject(&mut self, fault: Fault) {
+        let protected = self.cr0() & CR0_PE != 0;
+        let mut ev = event::VALID | event::TYPE_EXCEPTION | u64::from(fault.vector);
+        // Real mode pushes no error codes.
+        if let Some(code) = fault.error
+            && protected
+        {
+            ev |= event::ERROR_VALID | (u64::from(code) << 32);
+        }
+        self.vmcb_mut().control.event_inj = ev;
+    }
+    fn skip_instruction(&mut self, len: u8) {
+        let long = self.mode() == crate::virt::CpuMode::Long64;
+        let v = self.vmcb_mut();
+        let rip = v.save.rip.wrapping_add(u64::from(len));
+        v.save.rip = if long { rip } else { rip & 0xffff_ffff };
+        v.control.interrupt_shadow = 0;
+    }
+}

@@ -1,0 +1,336 @@
+//! Intel VMX (SDM Vol. 3C chapters 24–29): VMXON, one VMCS per vCPU, EPT,
+//! VPID, unrestricted guest. Mirrors `virt::svm` file for file:
+//!
+//! | here        | svm/        | what                                  |
+//! |-------------|-------------|---------------------------------------|
+//! | `caps.rs`   | `caps.rs`   | what the CPU offers                   |
+//! | `vmcs.rs`   | `vmcb.rs`   | the control structure's layout        |
+//! | `vcpu.rs`   | `vcpu.rs`   | one vCPU: set-up and state accessors  |
+//! | `exit.rs`   | `exit.rs`   | hardware exit → `virt::Exit`          |
+//! | `ept.rs`    | `npt.rs`    | nested page-table format              |
+//! | `entry.rs`  | `entry.rs`  | the assembly world switch             |
+
+pub mod caps;
+pub mod entry;
+pub mod ept;
+pub mod exit;
+pub mod vcpu;
+pub mod vmcs;
+
+use crate::arch::instr::{rdmsr, read_cr0, read_cr4, write_cr0, write_cr4, wrmsr};
+use crate::arch::msr;
+use crate::mm::{HostPhys, phys};
+use crate::virt::{Backend, ExitInfo, Frames, VirtError};
+use caps::{adjust, basic, ept_vpid, feature_control};
+use core::arch::asm;
+use vmcs::ctl;
+pub use vcpu::VmxVcpu;
+
+/// CR4.VMXE (SDM Vol. 3A 2.5).
+pub const CR4_VMXE: u64 = 1 << 13;
+const CR0_PE: u64 = 1 << 0;
+const CR0_PG: u64 = 1 << 31;
+
+/// The control values and limits chosen for this CPU.
+#[derive(Clone, Copy, Debug)]
+pub struct Controls {
+    pub pin: u32,
+    pub proc: u32,
+    pub proc2: u32,
+    pub exit: u32,
+    pub entry: u32,
+    pub revision: u32,
+    /// CR0 bits a guest must keep at 1 / may set (unrestricted guest: PE
+    /// and PG are free).
+    pub cr0_fixed0: u64,
+    pub cr0_fixed1: u64,
+    pub cr4_fixed0: u64,
+    pub cr4_fixed1: u64,
+    pub ept_vpid: u64,
+}
+
+impl Controls {
+    pub fn vpid(&self) -> bool {
+        self.proc2 & ctl::proc2::ENABLE_VPID != 0
+    }
+}
+
+/// VMX turned on for one CPU.
+pub struct Vmx {
+    pub controls: Controls,
+    #[allow(dead_code)]
+    vmxon_region: HostPhys,
+    /// The VMCS that VMPTRLD made current on this CPU.
+    current: Option<HostPhys>,
+}
+
+/// Performs VMXON/VMPTRLD/VMCLEAR-style instructions that take the physical
+/// address of a region in memory. Returns false on VMfail.
+///
+/// # Safety
+/// The instruction must be valid in the current state (see each caller).
+unsafe fn region_op(op: RegionOp, pa: HostPhys) -> bool {
+    let addr = pa.raw();
+    let failed: u8;
+    // SAFETY: guaranteed by the caller; the operand is a pointer to a u64
+    // on our stack holding the region's physical address.
+    unsafe {
+        match op {
+            RegionOp::Vmxon => asm!("vmxon [{}]", "setna {}", in(reg) &addr, out(reg_byte) failed),
+            RegionOp::Vmclear => asm!("vmclear [{}]", "setna {}", in(reg) &addr, out(reg_byte) failed),
+            RegionOp::Vmptrld => asm!("vmptrld [{}]", "setna {}", in(reg) &addr, out(reg_byte) failed),
+        }
+    }
+    failed == 0
+}
+
+#[derive(Clone, Copy)]
+enum RegionOp {
+    Vmxon,
+    Vmclear,
+    Vmptrld,
+}
+
+/// INVEPT/INVVPID types (SDM Vol. 3C 29.4.3).
+const INV_SINGLE_CONTEXT: u64 = 1;
+const INV_ALL_CONTEXT: u64 = 2;
+
+impl Vmx {
+    fn read_controls() -> Result<Controls, VirtError> {
+        // SAFETY (all reads below): CPUID said VMX exists, so the capability
+        // MSRs through IA32_VMX_EPT_VPID_CAP exist; the secondary and EPT
+        // MSRs are read only after the primary controls allow them.
+        let vmx_basic = unsafe { rdmsr(msr::IA32_VMX_BASIC) };
+        let true_ctls = vmx_basic & basic::TRUE_CONTROLS != 0;
+        let cap = |plain: u32, tru: u32| unsafe { rdmsr(if true_ctls { tru } else { plain }) };
+
+        let pin = adjust(
+            ctl::pin::EXTERNAL_INTERRUPT_EXITING | ctl::pin::NMI_EXITING,
+            0,
+            cap(msr::IA32_VMX_PINBASED_CTLS, msr::IA32_VMX_TRUE_PINBASED_CTLS),
+        )
+        .map_err(|_| VirtError::Unsupported("VMX external-interrupt/NMI exiting"))?;
+        let proc = adjust(
+            ctl::proc::HLT_EXITING
+                | ctl::proc::CR8_LOAD_EXITING
+                | ctl::proc::CR8_STORE_EXITING
+                | ctl::proc::USE_IO_BITMAPS
+                | ctl::proc::USE_MSR_BITMAPS
+                | ctl::proc::MWAIT_EXITING
+                | ctl::proc::MONITOR_EXITING
+                | ctl::proc::RDPMC_EXITING
+                | ctl::proc::USE_TSC_OFFSETTING
+                | ctl::proc::ACTIVATE_SECONDARY,
+            0,
+            cap(msr::IA32_VMX_PROCBASED_CTLS, msr::IA32_VMX_TRUE_PROCBASED_CTLS),
+        )
+        .map_err(|_| VirtError::Unsupported("VMX I/O and MSR bitmaps or secondary controls"))?;
+        // SAFETY: ACTIVATE_SECONDARY is allowed, so the MSR exists.
+        let proc2_cap = unsafe { rdmsr(msr::IA32_VMX_PROCBASED_CTLS2) };
+        let proc2 = adjust(
+            ctl::proc2::ENABLE_EPT | ctl::proc2::UNRESTRICTED_GUEST,
+            ctl::proc2::ENABLE_VPID | ctl::proc2::ENABLE_RDTSCP,
+            proc2_cap,
+        )
+        .map_err(|missing| {
+            if missing & ctl::proc2::ENABLE_EPT != 0 {
+                VirtError::Unsupported("EPT")
+            } else {
+                VirtError::Unsupported("unrestricted guest")
+            }
+        })?;
+        let exit = adjust(
+            ctl::exit::HOST_ADDRESS_SPACE_SIZE
+                | ctl::exit::SAVE_EFER
+                | ctl::exit::LOAD_EFER
+                | ctl::exit::SAVE_PAT
+                | ctl::exit::LOAD_PAT,
+            ctl::exit::SAVE_DEBUG_CONTROLS,
+            cap(msr::IA32_VMX_EXIT_CTLS, msr::IA32_VMX_TRUE_EXIT_CTLS),
+        )
+        .map_err(|_| VirtError::Unsupported("VMX EFER/PAT switching on exit"))?;
+        let entry_cap = cap(msr::IA32_VMX_ENTRY_CTLS, msr::IA32_VMX_TRUE_ENTRY_CTLS);
+        let entry = adjust(ctl::entry::LOAD_EFER | ctl::entry::LOAD_PAT, ctl::entry::LOAD_DEBUG_CONTROLS, entry_cap)
+            .map_err(|_| VirtError::Unsupported("VMX EFER/PAT loading on entry"))?;
+        if (entry_cap >> 32) as u32 & ctl::entry::IA32E_MODE_GUEST == 0 {
+            return Err(VirtError::Unsupported("64-bit guests"));
+        }
+        // SAFETY: EPT is allowed, so the EPT/VPID capability MSR exists.
+        let ept_vpid = unsafe { rdmsr(msr::IA32_VMX_EPT_VPID_CAP) };
+        if ept_vpid & ept_vpid::PAGE_WALK_4 == 0 || ept_vpid & ept_vpid::MEMORY_TYPE_WB == 0 {
+            return Err(VirtError::Unsupported("4-level write-back EPT"));
+        }
+        if ept_vpid & ept_vpid::INVEPT == 0 {
+            return Err(VirtError::Unsupported("INVEPT"));
+        }
+        let mut proc2 = proc2;
+        if ept_vpid & ept_vpid::INVVPID == 0 {
+            proc2 &= !ctl::proc2::ENABLE_VPID;
+        }
+        Ok(Controls {
+            pin,
+            proc,
+            proc2,
+            exit,
+            entry,
+            revision: (vmx_basic & basic::REVISION_MASK) as u32,
+            // SAFETY: the fixed-bit MSRs exist wherever VMX does.
+            cr0_fixed0: unsafe { rdmsr(msr::IA32_VMX_CR0_FIXED0) } & !(CR0_PE | CR0_PG),
+            cr0_fixed1: unsafe { rdmsr(msr::IA32_VMX_CR0_FIXED1) },
+            cr4_fixed0: unsafe { rdmsr(msr::IA32_VMX_CR4_FIXED0) },
+            cr4_fixed1: unsafe { rdmsr(msr::IA32_VMX_CR4_FIXED1) },
+            ept_vpid,
+        })
+    }
+
+    /// INVEPT single-context for `eptp` (all-context if single is missing).
+    pub fn invept(&self, eptp: u64) {
+        let kind = if self.controls.ept_vpid & ept_vpid::INVEPT_SINGLE != 0 {
+            INV_SINGLE_CONTEXT
+        } else {
+            INV_ALL_CONTEXT
+        };
+        let desc: [u64; 2] = [eptp, 0];
+        // SAFETY: VMX is on and INVEPT is supported (checked in `enable`).
+        unsafe { asm!("invept {}, [{}]", in(reg) kind, in(reg) &desc, options(nostack)) };
+    }
+
+    /// INVVPID single-context for `vpid` (all-context if single is missing).
+    pub fn invvpid(&self, vpid: u16) {
+        if !self.controls.vpid() {
+            return;
+        }
+        let kind = if self.controls.ept_vpid & ept_vpid::INVVPID_SINGLE != 0 {
+            INV_SINGLE_CONTEXT
+        } else {
+            INV_ALL_CONTEXT
+        };
+        let desc: [u64; 2] = [u64::from(vpid), 0];
+        // SAFETY: VMX is on and INVVPID is supported (VPID is only enabled
+        // when it is).
+        unsafe { asm!("invvpid {}, [{}]", in(reg) kind, in(reg) &desc, options(nostack)) };
+    }
+}
+
+impl Backend for Vmx {
+    type Vcpu = VmxVcpu;
+    type Nested = ept::Ept;
+    const NAME: &'static str = "VMX";
+    const SWITCHES_SYSCALL_MSRS: bool = false;
+    const SWITCHES_CR2: bool = false;
+    const SWITCHES_DR6: bool = false;
+
+    fn enable(frames: &mut Frames) -> Result<Self, VirtError> {
+        let cpuid = raw_cpuid::CpuId::new();
+        if !cpuid.get_feature_info().is_some_and(|f| f.has_vmx()) {
+            return Err(VirtError::Unsupported("the CPU does not offer VMX"));
+        }
+        // SAFETY: IA32_FEATURE_CONTROL exists on every VMX-capable CPU.
+        let fc = unsafe { rdmsr(msr::IA32_FEATURE_CONTROL) };
+        if fc & feature_control::LOCK == 0 {
+            // SAFETY: unlocked, so writable; enabling VMX outside SMX and
+            // locking is what firmware normally does.
+            unsafe {
+                wrmsr(msr::IA32_FEATURE_CONTROL, fc | feature_control::LOCK | feature_control::VMX_OUTSIDE_SMX)
+            };
+        } else if fc & feature_control::VMX_OUTSIDE_SMX == 0 {
+            return Err(VirtError::DisabledByFirmware("VMX (IA32_FEATURE_CONTROL is locked with VMX off; enable VT-x in the firmware setup)"));
+        }
+        let controls = Self::read_controls()?;
+        // SDM Vol. 3C 24.8 "Restrictions on VMX Operation": CR0 and CR4 must
+        // respect the fixed bits while in VMX operation.
+        // SAFETY: setting bits the CPU requires in VMX operation (NE, VMXE)
+        // does not disturb the hypervisor's paging or protection.
+        unsafe {
+            let fixed0 = rdmsr(msr::IA32_VMX_CR0_FIXED0);
+            let fixed1 = rdmsr(msr::IA32_VMX_CR0_FIXED1);
+            write_cr0((read_cr0() | fixed0) & fixed1);
+            let fixed0 = rdmsr(msr::IA32_VMX_CR4_FIXED0);
+            let fixed1 = rdmsr(msr::IA32_VMX_CR4_FIXED1);
+            write_cr4(((read_cr4() | CR4_VMXE) | fixed0) & fixed1);
+        }
+        let region = frames.alloc_zeroed().ok_or(VirtError::NoMemory)?;
+        // SAFETY: the frame is ours; the revision identifier goes in its
+        // first 4 bytes (SDM Vol. 3C 25.11.5).
+        unsafe { phys::ptr::<u32>(region).write(controls.revision) };
+        // SAFETY: CR0/CR4 are adjusted and the region is initialised.
+        if !unsafe { region_op(RegionOp::Vmxon, region) } {
+            return Err(VirtError::Failed("VMXON"));
+        }
+        Ok(Self { controls, vmxon_region: region, current: None })
+    }
+
+    fn describe(&self, f: &mut dyn core::fmt::Write) -> core::fmt::Result {
+        let c = &self.controls;
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        write!(
+            f,
+            "VMX: EPT 4-level write-back (2M pages {}, 1G pages {}, A/D {}), VPID {}, unrestricted guest, \
+             RDTSCP {}, true controls {}, VMCS revision {:#x}",
+            yes(c.ept_vpid & ept_vpid::LARGE_PAGE_2M != 0),
+            yes(c.ept_vpid & ept_vpid::LARGE_PAGE_1G != 0),
+            yes(c.ept_vpid & ept_vpid::ACCESSED_DIRTY != 0),
+            yes(c.vpid()),
+            yes(c.proc2 & ctl::proc2::ENABLE_RDTSCP != 0),
+            // SAFETY: the capability MSR exists (read in `enable`).
+            yes(unsafe { rdmsr(msr::IA32_VMX_BASIC) } & basic::TRUE_CONTROLS != 0),
+            c.revision
+        )
+    }
+
+    fn create_vcpu(
+        &mut self,
+        frames: &mut Frames,
+        vm_id: u16,
+        nested_root: HostPhys,
+        entry: u64,
+    ) -> Result<VmxVcpu, VirtError> {
+        let vcpu = VmxVcpu::new(frames, &self.controls, vm_id, nested_root)?;
+        // SAFETY: VMX is on; the VMCS was initialised with the revision id.
+        if !unsafe { region_op(RegionOp::Vmclear, vcpu.vmcs) } {
+            vcpu.free(frames);
+            return Err(VirtError::Failed("VMCLEAR"));
+        }
+        self.current = None;
+        let mut vcpu = vcpu;
+        self.activate(&mut vcpu);
+        if let Err(e) = vcpu.init_vmcs(&self.controls, entry) {
+            self.destroy_vcpu(frames, vcpu);
+            return Err(e);
+        }
+        // Stale translations from a VM that used the same EPT root or VPID.
+        self.invept(vcpu.eptp);
+        self.invvpid(vcpu.vpid);
+        Ok(vcpu)
+    }
+
+    fn destroy_vcpu(&mut self, frames: &mut Frames, vcpu: VmxVcpu) {
+        // SAFETY: VMX is on; VMCLEAR on a VMCS of ours is always valid.
+        unsafe { region_op(RegionOp::Vmclear, vcpu.vmcs) };
+        if self.current == Some(vcpu.vmcs) {
+            self.current = None;
+        }
+        self.invept(vcpu.eptp);
+        self.invvpid(vcpu.vpid);
+        vcpu.free(frames);
+    }
+
+    fn activate(&mut self, vcpu: &mut VmxVcpu) {
+        if self.current != Some(vcpu.vmcs) {
+            // SAFETY: VMX is on and the VMCS was VMCLEARed when made.
+            if unsafe { region_op(RegionOp::Vmptrld, vcpu.vmcs) } {
+                self.current = Some(vcpu.vmcs);
+            }
+        }
+    }
+
+    fn run(&mut self, vcpu: &mut VmxVcpu, _new_context: bool) -> ExitInfo {
+        // VPID and EPT tag translations per VM: a switch needs no flush.
+        self.activate(vcpu);
+        if vcpu.flush_on_entry {
+            vcpu.flush_on_entry = false;
+            self.invvpid(vcpu.vpid);
+        }
+        vcpu.run()
+    }
+}
