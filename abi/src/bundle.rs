@@ -161,7 +161,8 @@ impl<'a> Bundle<'a> {
         if name_len == 0 || name_len > NAME_MAX {
             return Err(BundleError::BadName(n));
         }
-        let name = core::str::from_utf8(&raw_name[..name_len]).map_err(|_| BundleError::BadName(n))?;
+        let name =
+            core::str::from_utf8(&raw_name[..name_len]).map_err(|_| BundleError::BadName(n))?;
         let offset = u64_at(self.bytes, at + 96).ok_or(BundleError::BadEntry(n))?;
         let len = u64_at(self.bytes, at + 104).ok_or(BundleError::BadEntry(n))?;
         if offset % DATA_ALIGN != 0 {
@@ -211,7 +212,13 @@ pub fn layout<'a>(
         reserved: [0; 36],
     };
     let entries = names_and_lens.iter().map(move |(name, len)| {
-        let mut e = Entry { name: [0; 96], offset: cursor, len: *len, flags: 0, reserved: [0; 12] };
+        let mut e = Entry {
+            name: [0; 96],
+            offset: cursor,
+            len: *len,
+            flags: 0,
+            reserved: [0; 12],
+        };
         e.name[..name.len()].copy_from_slice(name.as_bytes());
         cursor = (cursor + len).next_multiple_of(DATA_ALIGN);
         e
@@ -265,7 +272,11 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let b = build(&[("guests/demo.elf", b"hello"), ("boot.mojito", b""), ("x", &[7u8; 5000])]);
+        let b = build(&[
+            ("guests/demo.elf", b"hello"),
+            ("boot.mojito", b""),
+            ("x", &[7u8; 5000]),
+        ]);
         let bundle = Bundle::parse(&b).unwrap();
         assert_eq!(bundle.len(), 3);
         let names: Vec<_> = bundle.files().map(|f| f.name).collect();
@@ -289,7 +300,10 @@ mod tests {
         let mut bad = good.clone();
         bad[8] = 9;
         assert_eq!(Bundle::parse(&bad).unwrap_err(), BundleError::BadVersion(9));
-        assert_eq!(Bundle::parse(&good[..good.len() - 1]).unwrap_err(), BundleError::Truncated);
+        assert_eq!(
+            Bundle::parse(&good[..good.len() - 1]).unwrap_err(),
+            BundleError::Truncated
+        );
         let mut bad = good.clone();
         bad[12..16].copy_from_slice(&1000u32.to_le_bytes());
         assert_eq!(Bundle::parse(&bad).unwrap_err(), BundleError::Truncated);

@@ -29,12 +29,12 @@ pub use machine::start;
 #[cfg(target_os = "none")]
 mod machine {
     use super::*;
-    use crate::virt::{Backend, svm::Svm, vmx::Vmx};
     use crate::arch::{gdt, idt, pic, power};
     use crate::log;
     use crate::mm::frame::FRAMES;
     use crate::vcpu::cpuid::{CpuidTable, Options};
     use crate::vcpu::lazy::HostXstate;
+    use crate::virt::{Backend, svm::Svm, vmx::Vmx};
     use crate::vm::Vm;
     use alloc::string::String;
     use alloc::vec::Vec;
@@ -66,7 +66,11 @@ mod machine {
                 if r.kind == MemoryRegionKind::Usable {
                     usable += r.end - r.start;
                     if !frames.add_region(r.start, r.end) {
-                        log!("memory: too many regions; ignoring {:#x}..{:#x}", r.start, r.end);
+                        log!(
+                            "memory: too many regions; ignoring {:#x}..{:#x}",
+                            r.start,
+                            r.end
+                        );
                     }
                 }
             }
@@ -107,7 +111,10 @@ mod machine {
         // SDM Vol. 3C 24.6 / APM Vol. 2 15.4: the vendor decides which
         // extension to look for.
         let vendor = raw_cpuid::CpuId::new().get_vendor_info();
-        if vendor.as_ref().is_some_and(|v| v.as_str() == "GenuineIntel") {
+        if vendor
+            .as_ref()
+            .is_some_and(|v| v.as_str() == "GenuineIntel")
+        {
             run::<Vmx>(&guests, &xstate)
         } else {
             run::<Svm>(&guests, &xstate)
@@ -138,15 +145,30 @@ mod machine {
         let _ = backend.describe(&mut line);
         log!("cpu0: {line}");
 
-        let opts = Options { xcr0_max: xstate.xcr0_max, rdtscp: B::NAME == "SVM" || vmx_rdtscp() };
+        let opts = Options {
+            xcr0_max: xstate.xcr0_max,
+            rdtscp: B::NAME == "SVM" || vmx_rdtscp(),
+        };
         let table = CpuidTable::build(crate::arch::instr::cpuid, opts);
         let mut vms: Vec<Vm<B>> = Vec::new();
         for (name, elf) in guests {
             let id = vms.len() as u16 + 1;
-            let vm = Vm::create(&mut backend, &mut FRAMES.lock(), id, name, elf, TEST_GUEST_RAM, &table, xstate);
+            let vm = Vm::create(
+                &mut backend,
+                &mut FRAMES.lock(),
+                id,
+                name,
+                elf,
+                TEST_GUEST_RAM,
+                &table,
+                xstate,
+            );
             match vm {
                 Ok(vm) => {
-                    log!("vm {id} ({name}): created with {} MiB of RAM", TEST_GUEST_RAM >> 20);
+                    log!(
+                        "vm {id} ({name}): created with {} MiB of RAM",
+                        TEST_GUEST_RAM >> 20
+                    );
                     vms.push(vm);
                 }
                 Err(e) => log!("vm {id} ({name}): not created: {e}"),

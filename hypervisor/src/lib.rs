@@ -6,7 +6,10 @@
 //! or a stopped VM with a reason.
 
 #![cfg_attr(not(test), no_std)]
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 extern crate alloc;
 

@@ -7,15 +7,21 @@ use crate::vcpu::lazy::HostXstate;
 use crate::vcpu::{self, Action};
 use crate::virt::{Backend, Frames};
 use crate::vm::{Status, Vm};
-use alloc::vec::Vec;
 
 /// Runs every VM until all have stopped.
-pub fn run_all<B: Backend>(backend: &mut B, frames: &spin::Mutex<Frames>, vms: &mut Vec<Vm<B>>, xstate: &HostXstate) {
+pub fn run_all<B: Backend>(
+    backend: &mut B,
+    frames: &spin::Mutex<Frames>,
+    vms: &mut [Vm<B>],
+    xstate: &HostXstate,
+) {
     // The VM whose extended state is live in the CPU.
     let mut owner: Option<usize> = None;
     let mut next = 0;
     loop {
-        let Some(i) = (0..vms.len()).map(|k| (next + k) % vms.len()).find(|&k| vms[k].status == Status::Runnable)
+        let Some(i) = (0..vms.len())
+            .map(|k| (next + k) % vms.len())
+            .find(|&k| vms[k].status == Status::Runnable)
         else {
             return;
         };
@@ -40,7 +46,13 @@ pub fn run_all<B: Backend>(backend: &mut B, frames: &spin::Mutex<Frames>, vms: &
                 crate::log::guest_line(&env.name, rest);
             }
             let exits = vm.env.stats.total();
-            crate::log!("vm {} ({}): stopped: {} after {} exits", vm.env.id, vm.env.name, reason, exits);
+            crate::log!(
+                "vm {} ({}): stopped: {} after {} exits",
+                vm.env.id,
+                vm.env.name,
+                reason,
+                exits
+            );
             vm.stop(backend, &mut frames.lock(), reason);
         }
     }

@@ -20,28 +20,57 @@ pub enum StopReason {
     /// The guest wrote `status` to the end-of-test port.
     Exited(u32),
     /// HLT with nothing that could ever wake the vCPU.
-    Halted { rip: u64, interrupts_enabled: bool },
-    TripleFault { rip: u64 },
+    Halted {
+        rip: u64,
+        interrupts_enabled: bool,
+    },
+    TripleFault {
+        rip: u64,
+    },
     /// The hardware refused to enter the guest.
-    EntryFailed { what: &'static str, code: u64 },
+    EntryFailed {
+        what: &'static str,
+        code: u64,
+    },
     /// A guest-physical access outside RAM (no device there yet).
-    UnmappedAccess { gpa: u64, write: bool, fetch: bool, rip: u64 },
+    UnmappedAccess {
+        gpa: u64,
+        write: bool,
+        fetch: bool,
+        rip: u64,
+    },
     /// An exit the hypervisor cannot handle yet.
-    Unhandled { what: &'static str, detail: u64, rip: u64 },
+    Unhandled {
+        what: &'static str,
+        detail: u64,
+        rip: u64,
+    },
 }
 
 impl fmt::Display for StopReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::Exited(status) => write!(f, "exited with status {status}"),
-            Self::Halted { rip, interrupts_enabled } => write!(
+            Self::Halted {
+                rip,
+                interrupts_enabled,
+            } => write!(
                 f,
                 "halted at rip {rip:#x} with interrupts {} and no interrupt source",
-                if interrupts_enabled { "enabled" } else { "disabled" }
+                if interrupts_enabled {
+                    "enabled"
+                } else {
+                    "disabled"
+                }
             ),
             Self::TripleFault { rip } => write!(f, "triple fault (rip {rip:#x})"),
             Self::EntryFailed { what, code } => write!(f, "VM entry failed: {what} ({code:#x})"),
-            Self::UnmappedAccess { gpa, write, fetch, rip } => write!(
+            Self::UnmappedAccess {
+                gpa,
+                write,
+                fetch,
+                rip,
+            } => write!(
                 f,
                 "{} of guest-physical {gpa:#x}, which is not RAM, at rip {rip:#x}",
                 if fetch {
@@ -52,7 +81,9 @@ impl fmt::Display for StopReason {
                     "read"
                 }
             ),
-            Self::Unhandled { what, detail, rip } => write!(f, "unhandled {what} ({detail:#x}) at rip {rip:#x}"),
+            Self::Unhandled { what, detail, rip } => {
+                write!(f, "unhandled {what} ({detail:#x}) at rip {rip:#x}")
+            }
         }
     }
 }
@@ -104,7 +135,11 @@ impl fmt::Display for CreateError {
 
 /// What is needed to load a test-guest ELF: (destination GPA, bytes to
 /// copy, total size) per PT_LOAD segment, and the entry point.
-fn load_plan(elf: &[u8], ram_size: u64, mut each: impl FnMut(u64, &[u8])) -> Result<u64, CreateError> {
+fn load_plan(
+    elf: &[u8],
+    ram_size: u64,
+    mut each: impl FnMut(u64, &[u8]),
+) -> Result<u64, CreateError> {
     use xmas_elf::ElfFile;
     use xmas_elf::program::Type;
     let file = ElfFile::new(elf).map_err(|_| CreateError::BadImage("not an ELF file"))?;
@@ -113,13 +148,20 @@ fn load_plan(elf: &[u8], ram_size: u64, mut each: impl FnMut(u64, &[u8])) -> Res
     }
     let entry = file.header.pt2.entry_point();
     if entry >= abi::guest::ENTRY_MAX {
-        return Err(CreateError::BadImage("entry point is not below 64 KiB (real mode)"));
+        return Err(CreateError::BadImage(
+            "entry point is not below 64 KiB (real mode)",
+        ));
     }
     for ph in file.program_iter() {
         if ph.get_type() != Ok(Type::Load) {
             continue;
         }
-        let (pa, filesz, memsz, off) = (ph.physical_addr(), ph.file_size(), ph.mem_size(), ph.offset());
+        let (pa, filesz, memsz, off) = (
+            ph.physical_addr(),
+            ph.file_size(),
+            ph.mem_size(),
+            ph.offset(),
+        );
         if filesz > memsz || pa.checked_add(memsz).is_none_or(|end| end > ram_size) {
             return Err(CreateError::BadImage("a segment lies outside guest RAM"));
         }
@@ -152,7 +194,9 @@ impl<B: Backend> Vm<B> {
         let mut ram = GuestRam::new(frames, ram_size).ok_or(CreateError::NoMemory)?;
         // Every step below undoes the earlier ones on failure.
         let mut loaded = true;
-        load_plan(elf, ram_size, |pa, data| loaded &= ram.write(GuestPhys::new(pa), data))?;
+        load_plan(elf, ram_size, |pa, data| {
+            loaded &= ram.write(GuestPhys::new(pa), data)
+        })?;
         if !loaded {
             ram.free(frames);
             return Err(CreateError::BadImage("a segment lies outside guest RAM"));
@@ -165,7 +209,15 @@ impl<B: Backend> Vm<B> {
             }
         };
         for (i, &frame) in ram.frames().iter().enumerate() {
-            if nested.map(frames, GuestPhys::new(i as u64 * PAGE_SIZE), frame, Perms::RWX).is_err() {
+            if nested
+                .map(
+                    frames,
+                    GuestPhys::new(i as u64 * PAGE_SIZE),
+                    frame,
+                    Perms::RWX,
+                )
+                .is_err()
+            {
                 nested.destroy(frames);
                 ram.free(frames);
                 return Err(CreateError::NoMemory);

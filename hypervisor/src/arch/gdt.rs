@@ -36,7 +36,10 @@ pub struct Selectors {
 pub fn init() {
     let tss = TSS.call_once(|| {
         let mut tss = TaskStateSegment::new();
-        for (slot, stack) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK].into_iter().zip(0..) {
+        for (slot, stack) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK]
+            .into_iter()
+            .zip(0..)
+        {
             // SAFETY: only the address of the static is taken; the stacks are
             // used by the CPU alone, through the TSS.
             let base = unsafe { core::ptr::addr_of!(IST_STACKS[stack]) } as u64;

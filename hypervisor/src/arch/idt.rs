@@ -187,13 +187,38 @@ fn local_apic_eoi() {
 }
 
 const NAMES: [&str; 32] = [
-    "#DE divide error", "#DB debug", "NMI", "#BP breakpoint", "#OF overflow", "#BR bound range",
-    "#UD invalid opcode", "#NM device not available", "#DF double fault", "coprocessor overrun",
-    "#TS invalid TSS", "#NP segment not present", "#SS stack fault", "#GP general protection",
-    "#PF page fault", "reserved", "#MF x87 error", "#AC alignment check", "#MC machine check",
-    "#XM SIMD error", "#VE virtualization exception", "#CP control protection", "reserved",
-    "reserved", "reserved", "reserved", "reserved", "reserved", "#HV hypervisor injection",
-    "#VC VMM communication", "#SX security exception", "reserved",
+    "#DE divide error",
+    "#DB debug",
+    "NMI",
+    "#BP breakpoint",
+    "#OF overflow",
+    "#BR bound range",
+    "#UD invalid opcode",
+    "#NM device not available",
+    "#DF double fault",
+    "coprocessor overrun",
+    "#TS invalid TSS",
+    "#NP segment not present",
+    "#SS stack fault",
+    "#GP general protection",
+    "#PF page fault",
+    "reserved",
+    "#MF x87 error",
+    "#AC alignment check",
+    "#MC machine check",
+    "#XM SIMD error",
+    "#VE virtualization exception",
+    "#CP control protection",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "#HV hypervisor injection",
+    "#VC VMM communication",
+    "#SX security exception",
+    "reserved",
 ];
 
 extern "C" fn isr_dispatch(f: &mut IsrFrame) {
@@ -215,7 +240,12 @@ extern "C" fn isr_dispatch(f: &mut IsrFrame) {
     let name = NAMES.get(v as usize).copied().unwrap_or("?");
     crate::log::emergency(format_args!(
         "FATAL exception {name} (vector {v}) error {:#x} at rip {:#x} cs {:#x} rflags {:#x} rsp {:#x} cr2 {:#x}",
-        f.error, f.rip, f.cs, f.rflags, f.rsp, super::instr::read_cr2()
+        f.error,
+        f.rip,
+        f.cs,
+        f.rflags,
+        f.rsp,
+        super::instr::read_cr2()
     ));
     crate::log::emergency(format_args!(
         "  rax {:#018x} rbx {:#018x} rcx {:#018x} rdx {:#018x}",
@@ -231,7 +261,10 @@ extern "C" fn isr_dispatch(f: &mut IsrFrame) {
     ));
     crate::log::emergency(format_args!(
         "  r13 {:#018x} r14 {:#018x} r15 {:#018x} cr3 {:#018x}",
-        f.r13, f.r14, f.r15, super::instr::read_cr3()
+        f.r13,
+        f.r14,
+        f.r15,
+        super::instr::read_cr3()
     ));
     crate::boot::stop_cpu()
 }

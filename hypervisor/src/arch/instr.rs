@@ -11,7 +11,9 @@ use core::arch::asm;
 pub unsafe fn rdmsr(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: the caller guarantees the MSR exists.
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
@@ -37,7 +39,9 @@ pub unsafe fn wrmsr(msr: u32, value: u64) {
 pub unsafe fn xgetbv(index: u32) -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: the caller guarantees OSXSAVE.
-    unsafe { asm!("xgetbv", in("ecx") index, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("xgetbv", in("ecx") index, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
@@ -59,7 +63,9 @@ pub unsafe fn xsetbv(index: u32, value: u64) {
 pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: RDTSC only reads the counter (CR4.TSD is clear in ring 0 anyway).
-    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
@@ -152,7 +158,9 @@ pub fn halt_forever() -> ! {
 #[inline]
 pub unsafe fn outb(port: u16, v: u8) {
     // SAFETY: guaranteed by the caller.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Port output of one word.
@@ -162,7 +170,9 @@ pub unsafe fn outb(port: u16, v: u8) {
 #[inline]
 pub unsafe fn outw(port: u16, v: u16) {
     // SAFETY: guaranteed by the caller.
-    unsafe { asm!("out dx, ax", in("dx") port, in("ax") v, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, ax", in("dx") port, in("ax") v, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Port input of one byte.
@@ -173,7 +183,9 @@ pub unsafe fn outw(port: u16, v: u16) {
 pub unsafe fn inb(port: u16) -> u8 {
     let v: u8;
     // SAFETY: guaranteed by the caller.
-    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags))
+    };
     v
 }
 

@@ -21,7 +21,9 @@ pub fn s5_sleep_type(aml: &[u8]) -> Option<u8> {
     // The name may be preceded by a root or parent prefix ('\\' or '^').
     let before = aml.get(..at)?;
     let name_op_ok = matches!(before.last(), Some(&NAME_OP))
-        || (matches!(before.last(), Some(b'\\')) && before.len() >= 2 && before[before.len() - 2] == NAME_OP);
+        || (matches!(before.last(), Some(b'\\'))
+            && before.len() >= 2
+            && before[before.len() - 2] == NAME_OP);
     if !name_op_ok {
         return None;
     }
@@ -33,10 +35,10 @@ pub fn s5_sleep_type(aml: &[u8]) -> Option<u8> {
     let lead = *rest.get(1)?;
     let pkg_len_bytes = 1 + usize::from(lead >> 6);
     let elements = rest.get(1 + pkg_len_bytes + 1..)?;
-    match elements.first()? {
-        &ZERO_OP => Some(0),
-        &ONE_OP => Some(1),
-        &BYTE_PREFIX => elements.get(1).copied(),
+    match *elements.first()? {
+        ZERO_OP => Some(0),
+        ONE_OP => Some(1),
+        BYTE_PREFIX => elements.get(1).copied(),
         _ => None,
     }
 }
@@ -52,7 +54,11 @@ mod machine {
     struct Window;
 
     impl AcpiHandler for Window {
-        unsafe fn map_physical_region<T>(&self, pa: usize, size: usize) -> PhysicalMapping<Self, T> {
+        unsafe fn map_physical_region<T>(
+            &self,
+            pa: usize,
+            size: usize,
+        ) -> PhysicalMapping<Self, T> {
             let va = crate::mm::phys::ptr::<T>(crate::mm::HostPhys::new(pa as u64));
             // SAFETY: the physical window maps all physical memory, so the
             // region is mapped for as long as the hypervisor runs.
@@ -86,7 +92,10 @@ mod machine {
             // SAFETY: the DSDT's AML lies in firmware-reserved memory that
             // the window maps; nothing writes it.
             let aml = unsafe { core::slice::from_raw_parts(aml, dsdt.length as usize) };
-            Some(AcpiPower { pm1a_cnt: pm1a.address as u16, slp_typ: s5_sleep_type(aml)? })
+            Some(AcpiPower {
+                pm1a_cnt: pm1a.address as u16,
+                slp_typ: s5_sleep_type(aml)?,
+            })
         })
     }
 
@@ -157,13 +166,19 @@ mod tests {
     #[test]
     fn finds_s5_in_common_encodings() {
         // QEMU's DSDT: Name (_S5, Package (0x04) { Zero, Zero, Zero, Zero })
-        let qemu = [0x10, 0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00];
+        let qemu = [
+            0x10, 0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00,
+        ];
         assert_eq!(s5_sleep_type(&qemu), Some(0));
         // Root-prefixed, byte-valued: Name (\_S5, Package () { 0x07, 0x07 })
-        let byte = [0x08, b'\\', b'_', b'S', b'5', b'_', 0x12, 0x08, 0x02, 0x0a, 0x07, 0x0a, 0x07];
+        let byte = [
+            0x08, b'\\', b'_', b'S', b'5', b'_', 0x12, 0x08, 0x02, 0x0a, 0x07, 0x0a, 0x07,
+        ];
         assert_eq!(s5_sleep_type(&byte), Some(7));
         // Two-byte PkgLength.
-        let long = [0x08, b'_', b'S', b'5', b'_', 0x12, 0x40, 0x01, 0x02, 0x01, 0x01];
+        let long = [
+            0x08, b'_', b'S', b'5', b'_', 0x12, 0x40, 0x01, 0x02, 0x01, 0x01,
+        ];
         assert_eq!(s5_sleep_type(&long), Some(1));
     }
 
@@ -172,7 +187,13 @@ mod tests {
         assert_eq!(s5_sleep_type(b""), None);
         assert_eq!(s5_sleep_type(b"_S5_"), None);
         assert_eq!(s5_sleep_type(&[0x08, b'_', b'S', b'5', b'_', 0x12]), None);
-        assert_eq!(s5_sleep_type(&[0x08, b'_', b'S', b'5', b'_', 0x12, 0xc0]), None);
-        assert_eq!(s5_sleep_type(&[0x99, b'_', b'S', b'5', b'_', 0x12, 0x04, 0x01, 0x00]), None);
+        assert_eq!(
+            s5_sleep_type(&[0x08, b'_', b'S', b'5', b'_', 0x12, 0xc0]),
+            None
+        );
+        assert_eq!(
+            s5_sleep_type(&[0x99, b'_', b'S', b'5', b'_', 0x12, 0x04, 0x01, 0x00]),
+            None
+        );
     }
 }

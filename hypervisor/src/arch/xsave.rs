@@ -31,7 +31,8 @@ pub fn xcr0_valid(value: u64, allowed: u64) -> bool {
     value & !allowed == 0
         && value & xcr0::X87 != 0
         && (value & xcr0::AVX == 0 || value & xcr0::SSE != 0)
-        && (value & xcr0::AVX512 == 0 || (value & xcr0::AVX512 == xcr0::AVX512 && value & xcr0::AVX != 0))
+        && (value & xcr0::AVX512 == 0
+            || (value & xcr0::AVX512 == xcr0::AVX512 && value & xcr0::AVX != 0))
 }
 
 /// The legacy FXSAVE image's default control words: FCW 0x37f, MXCSR 0x1f80
@@ -53,9 +54,21 @@ mod tests {
         assert!(!xcr0_valid(0, all), "x87 must be set");
         assert!(!xcr0_valid(xcr0::SSE, all));
         assert!(!xcr0_valid(xcr0::X87 | xcr0::AVX, all), "AVX needs SSE");
-        assert!(!xcr0_valid(xcr0::X87 | xcr0::SSE | xcr0::OPMASK | xcr0::AVX, all), "AVX-512 is all or none");
-        assert!(!xcr0_valid(xcr0::X87 | xcr0::SSE | xcr0::AVX512, all), "AVX-512 needs AVX");
-        assert!(!xcr0_valid(xcr0::X87 | (1 << 9), all), "PKRU is not offered");
-        assert!(!xcr0_valid(xcr0::X87 | xcr0::SSE | xcr0::AVX, xcr0::X87 | xcr0::SSE));
+        assert!(
+            !xcr0_valid(xcr0::X87 | xcr0::SSE | xcr0::OPMASK | xcr0::AVX, all),
+            "AVX-512 is all or none"
+        );
+        assert!(
+            !xcr0_valid(xcr0::X87 | xcr0::SSE | xcr0::AVX512, all),
+            "AVX-512 needs AVX"
+        );
+        assert!(
+            !xcr0_valid(xcr0::X87 | (1 << 9), all),
+            "PKRU is not offered"
+        );
+        assert!(!xcr0_valid(
+            xcr0::X87 | xcr0::SSE | xcr0::AVX,
+            xcr0::X87 | xcr0::SSE
+        ));
     }
 }

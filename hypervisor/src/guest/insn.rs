@@ -43,7 +43,10 @@ pub enum DecodeError {
 }
 
 fn is_legacy_prefix(b: u8) -> bool {
-    matches!(b, 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x2e | 0x36 | 0x3e | 0x26 | 0x64 | 0x65)
+    matches!(
+        b,
+        0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x2e | 0x36 | 0x3e | 0x26 | 0x64 | 0x65
+    )
 }
 
 /// Decodes the instruction at the start of `bytes` (the guest executes in
@@ -108,12 +111,24 @@ mod tests {
         assert_eq!(decode(&[0x0f, 0x30], Protected32), Ok((Kind::Wrmsr, 2)));
         assert_eq!(decode(&[0xf4, 0xf4], Real), Ok((Kind::Hlt, 1)));
         assert_eq!(decode(&[0x0f, 0x01, 0xd1], Long64), Ok((Kind::Xsetbv, 3)));
-        assert_eq!(decode(&[0x0f, 0x01, 0xd9], Long64), Ok((Kind::Hypercall, 3)));
-        assert_eq!(decode(&[0x0f, 0x01, 0xc1], Long64), Ok((Kind::Hypercall, 3)));
+        assert_eq!(
+            decode(&[0x0f, 0x01, 0xd9], Long64),
+            Ok((Kind::Hypercall, 3))
+        );
+        assert_eq!(
+            decode(&[0x0f, 0x01, 0xc1], Long64),
+            Ok((Kind::Hypercall, 3))
+        );
         assert_eq!(decode(&[0x0f, 0x08], Long64), Ok((Kind::CacheFlush, 2)));
         assert_eq!(decode(&[0x0f, 0x33], Long64), Ok((Kind::Rdpmc, 2)));
-        assert_eq!(decode(&[0x0f, 0x01, 0xd8], Long64), Ok((Kind::Privileged, 3)));
-        assert_eq!(decode(&[0x0f, 0x01, 0xc9], Long64), Ok((Kind::Privileged, 3)));
+        assert_eq!(
+            decode(&[0x0f, 0x01, 0xd8], Long64),
+            Ok((Kind::Privileged, 3))
+        );
+        assert_eq!(
+            decode(&[0x0f, 0x01, 0xc9], Long64),
+            Ok((Kind::Privileged, 3))
+        );
         assert_eq!(decode(&[0x0f, 0x22, 0xc0], Long64), Ok((Kind::CrAccess, 3)));
         assert_eq!(decode(&[0x0f, 0x01, 0xf0], Long64), Ok((Kind::CrAccess, 3)));
     }
@@ -129,10 +144,16 @@ mod tests {
     #[test]
     fn prefixes_and_rex() {
         assert_eq!(decode(&[0x66, 0x0f, 0xa2], Real), Ok((Kind::Cpuid, 3)));
-        assert_eq!(decode(&[0x2e, 0x3e, 0x66, 0x0f, 0x32], Long64), Ok((Kind::Rdmsr, 5)));
+        assert_eq!(
+            decode(&[0x2e, 0x3e, 0x66, 0x0f, 0x32], Long64),
+            Ok((Kind::Rdmsr, 5))
+        );
         assert_eq!(decode(&[0x48, 0x0f, 0x30], Long64), Ok((Kind::Wrmsr, 3)));
         // Outside 64-bit mode 0x48 is DEC EAX, not REX.
-        assert_eq!(decode(&[0x48, 0x0f, 0x30], Protected32), Err(DecodeError::Unknown));
+        assert_eq!(
+            decode(&[0x48, 0x0f, 0x30], Protected32),
+            Err(DecodeError::Unknown)
+        );
         // 14 prefixes + a 2-byte opcode is 16 bytes: too long.
         let mut long = [0x66u8; 16];
         long[14] = 0x0f;
@@ -152,7 +173,10 @@ mod tests {
         assert_eq!(decode(&[0x0f, 0x22], Long64), Err(DecodeError::TooLong));
         assert_eq!(decode(&[0x90], Long64), Err(DecodeError::Unknown));
         assert_eq!(decode(&[0x0f, 0x0b], Long64), Err(DecodeError::Unknown));
-        assert_eq!(decode(&[0x0f, 0x01, 0xd0], Long64), Err(DecodeError::Unknown));
+        assert_eq!(
+            decode(&[0x0f, 0x01, 0xd0], Long64),
+            Err(DecodeError::Unknown)
+        );
     }
 
     #[test]

@@ -71,7 +71,9 @@ impl GuestRam {
 
     /// The host frame behind `gpa`, if it is RAM.
     pub fn frame_of(&self, gpa: GuestPhys) -> Option<HostPhys> {
-        self.frames.get(usize::try_from(gpa.raw() / PAGE_SIZE).ok()?).copied()
+        self.frames
+            .get(usize::try_from(gpa.raw() / PAGE_SIZE).ok()?)
+            .copied()
     }
 
     /// Copies guest memory at `gpa` into `out`; false if any byte is not RAM.
@@ -85,7 +87,11 @@ impl GuestRam {
     /// Copies `data` into guest memory at `gpa`; false if any byte is not RAM
     /// (nothing is written then).
     pub fn write(&mut self, gpa: GuestPhys, data: &[u8]) -> bool {
-        if gpa.raw().checked_add(data.len() as u64).is_none_or(|end| end > self.size()) {
+        if gpa
+            .raw()
+            .checked_add(data.len() as u64)
+            .is_none_or(|end| end > self.size())
+        {
             return false;
         }
         self.copy(gpa, data.len(), |host, done, n| {
@@ -97,8 +103,12 @@ impl GuestRam {
     fn copy(&self, gpa: GuestPhys, len: usize, mut f: impl FnMut(*mut u8, usize, usize)) -> bool {
         let mut done = 0usize;
         while done < len {
-            let Some(at) = gpa.checked_add(done as u64) else { return false };
-            let Some(frame) = self.frame_of(at) else { return false };
+            let Some(at) = gpa.checked_add(done as u64) else {
+                return false;
+            };
+            let Some(frame) = self.frame_of(at) else {
+                return false;
+            };
             let off = at.page_offset() as usize;
             let n = (PAGE_SIZE as usize - off).min(len - done);
             // SAFETY: `off < 4096`, so the pointer stays inside the frame.

@@ -38,7 +38,9 @@ impl Paging {
         } else if cr4 & CR4_PAE != 0 {
             Self::Pae
         } else {
-            Self::Bits32 { pse: cr4 & CR4_PSE != 0 }
+            Self::Bits32 {
+                pse: cr4 & CR4_PSE != 0,
+            }
         }
     }
 }
@@ -63,7 +65,10 @@ pub struct Access {
 
 impl Access {
     fn error_code(self, present: bool) -> u32 {
-        u32::from(present) | u32::from(self.write) << 1 | u32::from(self.user) << 2 | u32::from(self.fetch) << 4
+        u32::from(present)
+            | u32::from(self.write) << 1
+            | u32::from(self.user) << 2
+            | u32::from(self.fetch) << 4
     }
 }
 
@@ -86,7 +91,10 @@ pub fn translate(
 ) -> Result<GuestPhys, WalkError> {
     let la = gva.raw();
     let fault = |present| Err(WalkError::PageFault(access.error_code(present)));
-    let read = |gpa: u64| mem.read_u64(GuestPhys::new(gpa)).ok_or(WalkError::NotRam(GuestPhys::new(gpa)));
+    let read = |gpa: u64| {
+        mem.read_u64(GuestPhys::new(gpa))
+            .ok_or(WalkError::NotRam(GuestPhys::new(gpa)))
+    };
     // Rights accumulate along the walk: every level must allow the access.
     let mut writable = true;
     let mut user = true;
@@ -143,7 +151,16 @@ pub fn translate(
             }
             check(pdpte);
             if pdpte & PS != 0 {
-                return finish(pdpte & 0x000f_ffff_c000_0000, 30, la, access, writable, user, exec, wp);
+                return finish(
+                    pdpte & 0x000f_ffff_c000_0000,
+                    30,
+                    la,
+                    access,
+                    writable,
+                    user,
+                    exec,
+                    wp,
+                );
             }
             (pdpte & ADDR, 21)
         }
@@ -155,7 +172,16 @@ pub fn translate(
     }
     check(pde);
     if pde & PS != 0 {
-        return finish(pde & 0x000f_ffff_ffe0_0000, 21, la, access, writable, user, exec, wp);
+        return finish(
+            pde & 0x000f_ffff_ffe0_0000,
+            21,
+            la,
+            access,
+            writable,
+            user,
+            exec,
+            wp,
+        );
     }
     let pte = read((pde & ADDR) + ((la >> 12) & 0x1ff) * 8)?;
     if pte & P == 0 {
@@ -203,12 +229,19 @@ mod tests {
         }
     }
 
-    const R: Access = Access { write: false, user: false, fetch: false };
+    const R: Access = Access {
+        write: false,
+        user: false,
+        fetch: false,
+    };
 
     #[test]
     fn no_paging_is_identity() {
         let m = Mem::default();
-        assert_eq!(translate(&m, Paging::Off, 0, GuestVirt::new(0x1234), R, false, false), Ok(GuestPhys::new(0x1234)));
+        assert_eq!(
+            translate(&m, Paging::Off, 0, GuestVirt::new(0x1234), R, false, false),
+            Ok(GuestPhys::new(0x1234))
+        );
     }
 
     #[test]
@@ -221,24 +254,65 @@ mod tests {
         m.set(0x4000 + 5 * 8, 0xabc000 | P);
         m.set(0x3000 + 8, 0x40_0000 | P | RW | PS);
         m.set(0x2000 + 8, 0x8000_0000 | P | RW | PS);
-        let t = |va| translate(&m, Paging::Level4, 0x1000, GuestVirt::new(va), R, true, true);
+        let t = |va| {
+            translate(
+                &m,
+                Paging::Level4,
+                0x1000,
+                GuestVirt::new(va),
+                R,
+                true,
+                true,
+            )
+        };
         assert_eq!(t(0x5123), Ok(GuestPhys::new(0xabc123)));
         assert_eq!(t(0x20_1234), Ok(GuestPhys::new(0x40_1234)));
         assert_eq!(t(0x4000_0010), Ok(GuestPhys::new(0x8000_0010)));
         assert_eq!(t(0x6000), Err(WalkError::PageFault(0)));
-        assert_eq!(t(0x8000_0000_0000), Err(WalkError::PageFault(0)), "non-canonical");
+        assert_eq!(
+            t(0x8000_0000_0000),
+            Err(WalkError::PageFault(0)),
+            "non-canonical"
+        );
         // Write to a read-only page with CR0.WP: present + write.
         let w = Access { write: true, ..R };
         assert_eq!(
-            translate(&m, Paging::Level4, 0x1000, GuestVirt::new(0x5000), w, true, true),
+            translate(
+                &m,
+                Paging::Level4,
+                0x1000,
+                GuestVirt::new(0x5000),
+                w,
+                true,
+                true
+            ),
             Err(WalkError::PageFault(3))
         );
         // ... allowed for the supervisor without WP.
-        assert!(translate(&m, Paging::Level4, 0x1000, GuestVirt::new(0x5000), w, true, false).is_ok());
+        assert!(
+            translate(
+                &m,
+                Paging::Level4,
+                0x1000,
+                GuestVirt::new(0x5000),
+                w,
+                true,
+                false
+            )
+            .is_ok()
+        );
         // A table outside RAM.
         m.set(0x1000 + 8 * 2, 0x200_0000 | P);
         assert_eq!(
-            translate(&m, Paging::Level4, 0x1000, GuestVirt::new(0x100_0000_0000), R, true, true),
+            translate(
+                &m,
+                Paging::Level4,
+                0x1000,
+                GuestVirt::new(0x100_0000_0000),
+                R,
+                true,
+                true
+            ),
             Err(WalkError::NotRam(GuestPhys::new(0x200_0000)))
         );
     }
@@ -251,14 +325,41 @@ mod tests {
         m.set(0x3000, 0x0020_0000 | P | RW | PS | NX);
         let f = Access { fetch: true, ..R };
         assert_eq!(
-            translate(&m, Paging::Level4, 0x1000, GuestVirt::new(0x100), f, true, true),
+            translate(
+                &m,
+                Paging::Level4,
+                0x1000,
+                GuestVirt::new(0x100),
+                f,
+                true,
+                true
+            ),
             Err(WalkError::PageFault(0x11))
         );
         // NX is ignored while EFER.NXE is clear.
-        assert!(translate(&m, Paging::Level4, 0x1000, GuestVirt::new(0x100), f, false, true).is_ok());
+        assert!(
+            translate(
+                &m,
+                Paging::Level4,
+                0x1000,
+                GuestVirt::new(0x100),
+                f,
+                false,
+                true
+            )
+            .is_ok()
+        );
         let u = Access { user: true, ..R };
         assert_eq!(
-            translate(&m, Paging::Level4, 0x1000, GuestVirt::new(0x100), u, true, true),
+            translate(
+                &m,
+                Paging::Level4,
+                0x1000,
+                GuestVirt::new(0x100),
+                u,
+                true,
+                true
+            ),
             Err(WalkError::PageFault(5))
         );
     }
@@ -270,7 +371,17 @@ mod tests {
         m.set(0x1000, 0x2000 | P | RW);
         m.set(0x2000 + 3 * 4, 0x0077_7000 | P | RW);
         m.set(0x1004, 0x0080_0000 | P | RW | PS);
-        let t = |va, pse| translate(&m, Paging::Bits32 { pse }, 0x1000, GuestVirt::new(va), R, false, false);
+        let t = |va, pse| {
+            translate(
+                &m,
+                Paging::Bits32 { pse },
+                0x1000,
+                GuestVirt::new(va),
+                R,
+                false,
+                false,
+            )
+        };
         assert_eq!(t(0x3456, false), Ok(GuestPhys::new(0x777456)));
         assert_eq!(t(0x40_1234, true), Ok(GuestPhys::new(0x80_1234)));
         // PAE: PDPT at 0x5000, PD at 0x6000, 2 MiB page.
@@ -278,7 +389,15 @@ mod tests {
         m.set(0x5000, 0x6000 | P);
         m.set(0x6000, 0x0060_0000 | P | RW | PS);
         assert_eq!(
-            translate(&m, Paging::Pae, 0x5000, GuestVirt::new(0x1_2345), R, false, false),
+            translate(
+                &m,
+                Paging::Pae,
+                0x5000,
+                GuestVirt::new(0x1_2345),
+                R,
+                false,
+                false
+            ),
             Ok(GuestPhys::new(0x61_2345))
         );
     }
@@ -287,7 +406,10 @@ mod tests {
     fn mode_from_registers() {
         use crate::arch::msr::efer::LMA;
         assert_eq!(Paging::from_state(0x11, 0, 0), Paging::Off);
-        assert_eq!(Paging::from_state(0x8000_0011, 0, 0), Paging::Bits32 { pse: false });
+        assert_eq!(
+            Paging::from_state(0x8000_0011, 0, 0),
+            Paging::Bits32 { pse: false }
+        );
         assert_eq!(Paging::from_state(0x8000_0011, 0x30, 0), Paging::Pae);
         assert_eq!(Paging::from_state(0x8000_0011, 0x20, LMA), Paging::Level4);
     }

@@ -45,7 +45,9 @@ pub fn init(fb: &'static mut FrameBuffer) {
 
 /// Draws text (a fatal path never waits for the lock).
 pub fn write(s: &str) {
-    let Some(mut guard) = CONSOLE.try_lock() else { return };
+    let Some(mut guard) = CONSOLE.try_lock() else {
+        return;
+    };
     if let Some(c) = guard.as_mut() {
         for ch in s.chars() {
             c.put(ch);
@@ -62,8 +64,8 @@ impl Console {
                 if self.x + CHAR_W > self.width.saturating_sub(MARGIN) {
                     self.newline();
                 }
-                let glyph = get_raster(ch, WEIGHT, HEIGHT)
-                    .or_else(|| get_raster('?', WEIGHT, HEIGHT));
+                let glyph =
+                    get_raster(ch, WEIGHT, HEIGHT).or_else(|| get_raster('?', WEIGHT, HEIGHT));
                 if let Some(glyph) = glyph {
                     for (dy, row) in glyph.raster().iter().enumerate() {
                         for (dx, &intensity) in row.iter().enumerate() {
@@ -102,7 +104,9 @@ impl Console {
 
     fn pixel(&mut self, x: usize, y: usize, intensity: u8) {
         let at = (y * self.stride + x) * self.bpp;
-        let Some(px) = self.buf.get_mut(at..at + self.bpp) else { return };
+        let Some(px) = self.buf.get_mut(at..at + self.bpp) else {
+            return;
+        };
         let v = intensity;
         match self.format {
             PixelFormat::Rgb | PixelFormat::Bgr => {

@@ -21,7 +21,9 @@ struct Sinks {
     ring: ring::Ring,
 }
 
-static SINKS: spin::Mutex<Sinks> = spin::Mutex::new(Sinks { ring: ring::Ring::new() });
+static SINKS: spin::Mutex<Sinks> = spin::Mutex::new(Sinks {
+    ring: ring::Ring::new(),
+});
 
 /// Writes raw text (no prefix) to every sink.
 struct Raw<'a>(&'a mut Sinks);
@@ -72,9 +74,16 @@ pub fn emergency(args: fmt::Arguments<'_>) {
         let _ = w.write_str(PREFIX);
         let _ = w.write_fmt(args);
         let _ = w.write_str("\n");
-        return;
+    } else {
+        #[cfg(target_os = "none")]
+        emergency_direct(args);
     }
-    #[cfg(target_os = "none")]
+}
+
+/// Writes straight to the UART (the sinks' lock is held by the code the
+/// fatal error interrupted).
+#[cfg(target_os = "none")]
+fn emergency_direct(args: fmt::Arguments<'_>) {
     {
         struct Direct;
         impl Write for Direct {

@@ -12,7 +12,10 @@ pub struct Ring {
 
 impl Ring {
     pub const fn new() -> Self {
-        Self { buf: [0; RING_SIZE], total: 0 }
+        Self {
+            buf: [0; RING_SIZE],
+            total: 0,
+        }
     }
 
     pub fn push(&mut self, bytes: &[u8]) {

@@ -19,7 +19,10 @@ pub fn init() -> bool {
     let Ok(mut uart) = (unsafe { Uart16550::new_port(COM1) }) else {
         return false;
     };
-    let config = Config { baud_rate: uart_16550::BaudRate::Baud115200, ..Config::default() };
+    let config = Config {
+        baud_rate: uart_16550::BaudRate::Baud115200,
+        ..Config::default()
+    };
     if uart.init(config).is_err() {
         return false;
     }

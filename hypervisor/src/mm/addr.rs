@@ -55,19 +55,23 @@ macro_rules! address {
 
 address!(
     /// A host-physical address (what VMCS/VMCB pointers and EPT/NPT leaves hold).
-    HostPhys, "hpa"
+    HostPhys,
+    "hpa"
 );
 address!(
     /// A host-virtual address in the hypervisor's own address space.
-    HostVirt, "hva"
+    HostVirt,
+    "hva"
 );
 address!(
     /// A guest-physical address (what EPT/NPT translate).
-    GuestPhys, "gpa"
+    GuestPhys,
+    "gpa"
 );
 address!(
     /// A guest-virtual (linear) address (what the guest's page tables translate).
-    GuestVirt, "gva"
+    GuestVirt,
+    "gva"
 );
 
 /// Size of a small page.
@@ -79,7 +83,10 @@ mod tests {
 
     #[test]
     fn arithmetic_is_checked() {
-        assert_eq!(GuestPhys::new(0x1000).checked_add(0x10), Some(GuestPhys::new(0x1010)));
+        assert_eq!(
+            GuestPhys::new(0x1000).checked_add(0x10),
+            Some(GuestPhys::new(0x1010))
+        );
         assert_eq!(HostPhys::new(u64::MAX).checked_add(1), None);
         assert_eq!(GuestVirt::new(0x1234).page_base(), GuestVirt::new(0x1000));
         assert_eq!(GuestVirt::new(0x1234).page_offset(), 0x234);

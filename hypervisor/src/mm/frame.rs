@@ -177,7 +177,9 @@ pub mod fake {
 
     impl VecMemory {
         pub fn frame(&mut self, pa: HostPhys) -> &mut [u8; 4096] {
-            self.frames.entry(pa.page_base().raw()).or_insert_with(|| Box::new([0; 4096]))
+            self.frames
+                .entry(pa.page_base().raw())
+                .or_insert_with(|| Box::new([0; 4096]))
         }
     }
 

@@ -20,7 +20,8 @@ pub fn init() -> Result<(), &'static str> {
     // SAFETY: the frames were just taken from the pool and are used for
     // nothing else; the physical window maps them.
     unsafe {
-        HEAP.lock().init(super::phys::ptr::<u8>(start), HEAP_SIZE as usize);
+        HEAP.lock()
+            .init(super::phys::ptr::<u8>(start), HEAP_SIZE as usize);
     }
     Ok(())
 }

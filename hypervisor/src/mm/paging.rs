@@ -18,8 +18,16 @@ pub struct Perms {
 }
 
 impl Perms {
-    pub const RWX: Self = Self { read: true, write: true, exec: true };
-    pub const RX: Self = Self { read: true, write: false, exec: true };
+    pub const RWX: Self = Self {
+        read: true,
+        write: true,
+        exec: true,
+    };
+    pub const RX: Self = Self {
+        read: true,
+        write: false,
+        exec: true,
+    };
 }
 
 /// How one table format encodes its entries.
@@ -74,7 +82,10 @@ impl<F: Format> Table<F> {
     /// An empty table (one zeroed root frame).
     pub fn new(mem: &mut impl TableMemory) -> Result<Self, MapError> {
         let root = mem.alloc_table().ok_or(MapError::NoMemory)?;
-        Ok(Self { root, _format: core::marker::PhantomData })
+        Ok(Self {
+            root,
+            _format: core::marker::PhantomData,
+        })
     }
 
     pub fn root(&self) -> HostPhys {
@@ -127,7 +138,12 @@ impl<F: Format> Table<F> {
             table = HostPhys::new(entry & ADDR_MASK);
         }
         let leaf = mem.read(table, index(gpa, 0));
-        F::present(leaf).then(|| (HostPhys::new((leaf & ADDR_MASK) | gpa.page_offset()), F::perms(leaf)))
+        F::present(leaf).then(|| {
+            (
+                HostPhys::new((leaf & ADDR_MASK) | gpa.page_offset()),
+                F::perms(leaf),
+            )
+        })
     }
 
     /// Frees every table frame (not the mapped frames: they belong to the VM).
@@ -208,7 +224,11 @@ impl TableAccess for FrameAlloc<super::frame::WindowMemory> {
     fn write_entry(&mut self, table: HostPhys, index: usize, value: u64) {
         let index = index & 0x1ff;
         // SAFETY: as in `read_entry`.
-        unsafe { super::phys::ptr::<u64>(table).add(index).write_volatile(value) }
+        unsafe {
+            super::phys::ptr::<u64>(table)
+                .add(index)
+                .write_volatile(value)
+        }
     }
 }
 
@@ -222,7 +242,8 @@ impl TableAccess for FrameAlloc<super::frame::fake::VecMemory> {
             .unwrap_or(0)
     }
     fn write_entry(&mut self, table: HostPhys, index: usize, value: u64) {
-        self.memory_mut().frame(table)[index * 8..index * 8 + 8].copy_from_slice(&value.to_le_bytes());
+        self.memory_mut().frame(table)[index * 8..index * 8 + 8]
+            .copy_from_slice(&value.to_le_bytes());
     }
 }
 
@@ -244,7 +265,11 @@ mod tests {
             e & 1 != 0
         }
         fn perms(e: u64) -> Perms {
-            Perms { read: true, write: e & 2 != 0, exec: e & 4 != 0 }
+            Perms {
+                read: true,
+                write: e & 2 != 0,
+                exec: e & 4 != 0,
+            }
         }
     }
 
@@ -252,10 +277,27 @@ mod tests {
     fn maps_and_translates() {
         let mut pool = fake::pool(64);
         let mut t = Table::<Toy>::new(&mut pool).unwrap();
-        t.map(&mut pool, GuestPhys::new(0x0), HostPhys::new(0x5000_0000), Perms::RWX).unwrap();
-        t.map(&mut pool, GuestPhys::new(0x20_1000), HostPhys::new(0x6000_0000), Perms::RX).unwrap();
-        t.map(&mut pool, GuestPhys::new(0xffff_ffff_f000), HostPhys::new(0x7000_0000), Perms::RWX)
-            .unwrap();
+        t.map(
+            &mut pool,
+            GuestPhys::new(0x0),
+            HostPhys::new(0x5000_0000),
+            Perms::RWX,
+        )
+        .unwrap();
+        t.map(
+            &mut pool,
+            GuestPhys::new(0x20_1000),
+            HostPhys::new(0x6000_0000),
+            Perms::RX,
+        )
+        .unwrap();
+        t.map(
+            &mut pool,
+            GuestPhys::new(0xffff_ffff_f000),
+            HostPhys::new(0x7000_0000),
+            Perms::RWX,
+        )
+        .unwrap();
         assert_eq!(
             t.translate(&pool, GuestPhys::new(0x123)),
             Some((HostPhys::new(0x5000_0123), Perms::RWX))
@@ -267,18 +309,32 @@ mod tests {
         assert_eq!(t.translate(&pool, GuestPhys::new(0x1000)), None);
         assert_eq!(t.translate(&pool, GuestPhys::new(MAX_GPA)), None);
         assert_eq!(
-            t.map(&mut pool, GuestPhys::new(0), HostPhys::new(0x1000), Perms::RWX),
+            t.map(
+                &mut pool,
+                GuestPhys::new(0),
+                HostPhys::new(0x1000),
+                Perms::RWX
+            ),
             Err(MapError::AlreadyMapped)
         );
         assert_eq!(
-            t.map(&mut pool, GuestPhys::new(MAX_GPA), HostPhys::new(0x1000), Perms::RWX),
+            t.map(
+                &mut pool,
+                GuestPhys::new(MAX_GPA),
+                HostPhys::new(0x1000),
+                Perms::RWX
+            ),
             Err(MapError::OutOfRange)
         );
         let mut leaves = Vec::new();
         t.for_each_leaf(&pool, |gpa, e| leaves.push((gpa.raw(), e & ADDR_MASK)));
         assert_eq!(
             leaves,
-            [(0, 0x5000_0000), (0x20_1000, 0x6000_0000), (0xffff_ffff_f000, 0x7000_0000)]
+            [
+                (0, 0x5000_0000),
+                (0x20_1000, 0x6000_0000),
+                (0xffff_ffff_f000, 0x7000_0000)
+            ]
         );
     }
 
@@ -287,8 +343,13 @@ mod tests {
         let mut pool = fake::pool(64);
         let mut t = Table::<Toy>::new(&mut pool).unwrap();
         for i in 0..512 {
-            t.map(&mut pool, GuestPhys::new(i * 4096), HostPhys::new(0x100_0000 + i * 4096), Perms::RWX)
-                .unwrap();
+            t.map(
+                &mut pool,
+                GuestPhys::new(i * 4096),
+                HostPhys::new(0x100_0000 + i * 4096),
+                Perms::RWX,
+            )
+            .unwrap();
         }
         // Root + PDPT + PD + one PT for 2 MiB of 4 KiB pages.
         assert_eq!(pool.stats().total - pool.stats().free, 4);
@@ -301,7 +362,12 @@ mod tests {
         let mut pool = fake::pool(3);
         let mut t = Table::<Toy>::new(&mut pool).unwrap();
         assert_eq!(
-            t.map(&mut pool, GuestPhys::new(0), HostPhys::new(0x1000), Perms::RWX),
+            t.map(
+                &mut pool,
+                GuestPhys::new(0),
+                HostPhys::new(0x1000),
+                Perms::RWX
+            ),
             Err(MapError::NoMemory)
         );
         t.destroy(&mut pool);

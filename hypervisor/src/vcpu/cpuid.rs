@@ -63,7 +63,8 @@ const LEAF1_ECX_HIDDEN: u32 = l1c::MONITOR
 
 /// Leaf 1 EDX bits hidden: no local APIC yet, no machine-check
 /// architecture, debug store, ACPI thermal control, HTT (one thread).
-const LEAF1_EDX_HIDDEN: u32 = l1d::APIC | l1d::MCE | l1d::MCA | l1d::DS | l1d::ACPI | l1d::HTT | l1d::TM | l1d::PBE;
+const LEAF1_EDX_HIDDEN: u32 =
+    l1d::APIC | l1d::MCE | l1d::MCA | l1d::DS | l1d::ACPI | l1d::HTT | l1d::TM | l1d::PBE;
 
 /// Leaf 7.0 EBX bits offered (SDM Vol. 2A Table 3-8): FSGSBASE, BMI1,
 /// AVX2, SMEP, BMI2, ERMS, AVX-512 (F, DQ, IFMA, PF, ER, CD, BW, VL),
@@ -92,8 +93,16 @@ const LEAF7_EBX_OFFERED: u32 = (1 << 0)
 /// Leaf 7.0 ECX offered: AVX512_VBMI, UMIP, AVX512_VBMI2, GFNI, VAES,
 /// VPCLMULQDQ, AVX512_VNNI, AVX512_BITALG, AVX512_VPOPCNTDQ, RDPID.
 /// Not PKU/OSPKE, WAITPKG, LA57, CET, SGX, ...
-const LEAF7_ECX_OFFERED: u32 =
-    (1 << 1) | (1 << 2) | (1 << 6) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12) | (1 << 14) | (1 << 22);
+const LEAF7_ECX_OFFERED: u32 = (1 << 1)
+    | (1 << 2)
+    | (1 << 6)
+    | (1 << 8)
+    | (1 << 9)
+    | (1 << 10)
+    | (1 << 11)
+    | (1 << 12)
+    | (1 << 14)
+    | (1 << 22);
 /// Leaf 7.0 EDX offered: AVX512_4VNNIW, AVX512_4FMAPS, FSRM. The
 /// speculation-control bits stay hidden until their MSRs are handled.
 const LEAF7_EDX_OFFERED: u32 = (1 << 2) | (1 << 3) | (1 << 4);
@@ -102,7 +111,8 @@ const LEAF7_EDX_OFFERED: u32 = (1 << 2) | (1 << 3) | (1 << 4);
 /// SSE4A, misaligned SSE, PREFETCHW, XOP, FMA4, TBM. Not SVM, CMP_LEGACY,
 /// extended APIC space, OSVW, IBS, SKINIT, WDT, LWP, node id, topology
 /// extensions, perf counters.
-const EXT1_ECX_OFFERED: u32 = (1 << 0) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 11) | (1 << 16) | (1 << 21);
+const EXT1_ECX_OFFERED: u32 =
+    (1 << 0) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 11) | (1 << 16) | (1 << 21);
 /// 0x8000_0001 EDX bit 27: RDTSCP.
 pub const EXT1_EDX_RDTSCP: u32 = 1 << 27;
 
@@ -112,7 +122,10 @@ const XSAVE1_EAX_OFFERED: u32 = 0b111;
 
 /// Leaves whose ECX selects a sub-leaf.
 fn indexed(leaf: u32) -> bool {
-    matches!(leaf, 4 | 7 | 0xb | 0xd | 0xf | 0x10 | 0x12 | 0x14 | 0x17 | 0x18 | 0x1f | 0x8000_001d)
+    matches!(
+        leaf,
+        4 | 7 | 0xb | 0xd | 0xf | 0x10 | 0x12 | 0x14 | 0x17 | 0x18 | 0x1f | 0x8000_001d
+    )
 }
 
 /// What the table builder needs to know besides the host's CPUID.
@@ -158,7 +171,13 @@ impl CpuidTable {
         let max_basic = host(0, 0)[0].min(0x1f);
         let max_ext = host(0x8000_0000, 0)[0].min(0x8000_0008);
         let entries = &mut t.entries;
-        let mut push = |leaf: u32, subleaf: u32, regs: [u32; 4]| entries.push(Entry { leaf, subleaf, regs });
+        let mut push = |leaf: u32, subleaf: u32, regs: [u32; 4]| {
+            entries.push(Entry {
+                leaf,
+                subleaf,
+                regs,
+            })
+        };
 
         let mut l0 = host(0, 0);
         l0[0] = max_basic;
@@ -171,7 +190,11 @@ impl CpuidTable {
                     // processor; the APIC ID (31:24) is patched per vCPU.
                     let b = (b & 0xff00) | (1 << 16);
                     let c = (c & !LEAF1_ECX_HIDDEN) | l1c::HYPERVISOR;
-                    let c = if opts.xcr0_max != 0 { c } else { c & !l1c::XSAVE };
+                    let c = if opts.xcr0_max != 0 {
+                        c
+                    } else {
+                        c & !l1c::XSAVE
+                    };
                     push(1, 0, [a, b, c, d & !LEAF1_EDX_HIDDEN]);
                 }
                 2 => push(2, 0, host(2, 0)),
@@ -187,11 +210,24 @@ impl CpuidTable {
                 }
                 7 => {
                     let [_, b, c, d] = host(7, 0);
-                    push(7, 0, [0, b & LEAF7_EBX_OFFERED, c & LEAF7_ECX_OFFERED, d & LEAF7_EDX_OFFERED]);
+                    push(
+                        7,
+                        0,
+                        [
+                            0,
+                            b & LEAF7_EBX_OFFERED,
+                            c & LEAF7_ECX_OFFERED,
+                            d & LEAF7_EDX_OFFERED,
+                        ],
+                    );
                 }
                 0xd if opts.xcr0_max != 0 => {
                     let [_, _, c, _] = host(0xd, 0);
-                    push(0xd, 0, [opts.xcr0_max as u32, 0, c, (opts.xcr0_max >> 32) as u32]);
+                    push(
+                        0xd,
+                        0,
+                        [opts.xcr0_max as u32, 0, c, (opts.xcr0_max >> 32) as u32],
+                    );
                     let [a1, ..] = host(0xd, 1);
                     push(0xd, 1, [a1 & XSAVE1_EAX_OFFERED, 0, 0, 0]);
                     for i in 2..64u32 {
@@ -214,7 +250,11 @@ impl CpuidTable {
         for (i, chunk) in SIGNATURE.chunks(4).enumerate() {
             sig[i] = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
         }
-        push(0x4000_0000, 0, [HYPERVISOR_MAX_LEAF, sig[0], sig[1], sig[2]]);
+        push(
+            0x4000_0000,
+            0,
+            [HYPERVISOR_MAX_LEAF, sig[0], sig[1], sig[2]],
+        );
         push(0x4000_0001, 0, [0; 4]);
 
         let mut e0 = host(0x8000_0000, 0);
@@ -241,7 +281,11 @@ impl CpuidTable {
     /// The answer for (`leaf`, `subleaf`): zeros for anything not offered.
     pub fn lookup(&self, leaf: u32, subleaf: u32, d: &Dynamic) -> [u32; 4] {
         let sub = if indexed(leaf) { subleaf } else { 0 };
-        let Some(e) = self.entries.iter().find(|e| e.leaf == leaf && e.subleaf == sub) else {
+        let Some(e) = self
+            .entries
+            .iter()
+            .find(|e| e.leaf == leaf && e.subleaf == sub)
+        else {
             return [0; 4];
         };
         let mut r = e.regs;
@@ -289,7 +333,12 @@ mod tests {
     fn host(leaf: u32, sub: u32) -> [u32; 4] {
         match (leaf, sub) {
             (0, _) => [0x16, 0x756e_6547, 0x6c65_746e, 0x4965_6e69],
-            (1, _) => [0x906ea, 0x0810_0800, 0xfffa_3203 | l1c::VMX | l1c::X2APIC, 0xbfeb_fbff],
+            (1, _) => [
+                0x906ea,
+                0x0810_0800,
+                0xfffa_3203 | l1c::VMX | l1c::X2APIC,
+                0xbfeb_fbff,
+            ],
             (4, 0) => [0x1c00_4121, 0x01c0_003f, 0x3f, 0],
             (4, 1) => [0x1c00_4122, 0x01c0_003f, 0x3f, 0],
             (4, _) => [0, 0, 0, 0],
@@ -306,10 +355,20 @@ mod tests {
     }
 
     fn table() -> CpuidTable {
-        CpuidTable::build(host, Options { xcr0_max: 0x7, rdtscp: true })
+        CpuidTable::build(
+            host,
+            Options {
+                xcr0_max: 0x7,
+                rdtscp: true,
+            },
+        )
     }
 
-    const D: Dynamic = Dynamic { apic_id: 3, osxsave: false, xcr0: 1 };
+    const D: Dynamic = Dynamic {
+        apic_id: 3,
+        osxsave: false,
+        xcr0: 1,
+    };
 
     #[test]
     fn signature_and_hypervisor_bit() {
@@ -327,7 +386,11 @@ mod tests {
         assert_eq!(l1[2] & l1c::X2APIC, 0);
         assert_eq!(l1[3] & l1d::APIC, 0);
         assert_eq!(l1[1] >> 24, 3, "APIC ID per vCPU");
-        assert_eq!(t.lookup(0x8000_0001, 0, &D)[2] & (1 << 2), 0, "SVM is never offered");
+        assert_eq!(
+            t.lookup(0x8000_0001, 0, &D)[2] & (1 << 2),
+            0,
+            "SVM is never offered"
+        );
     }
 
     #[test]
@@ -355,7 +418,11 @@ mod tests {
         assert_eq!(l7[1], LEAF7_EBX_OFFERED);
         assert_eq!(l7[2] & (1 << 3), 0, "no PKU");
         assert_eq!(t.lookup(7, 1, &D), [0; 4]);
-        assert_eq!(t.lookup(4, 1, &D)[0], 0x122, "one core, one thread per cache");
+        assert_eq!(
+            t.lookup(4, 1, &D)[0],
+            0x122,
+            "one core, one thread per cache"
+        );
         assert_eq!(t.lookup(4, 2, &D), [0; 4]);
         assert_eq!(t.lookup(0x8000_0008, 0, &D), [0x3027, 0, 0, 0]);
     }
@@ -369,7 +436,13 @@ mod tests {
 
     #[test]
     fn no_xsave_no_rdtscp() {
-        let t = CpuidTable::build(host, Options { xcr0_max: 0, rdtscp: false });
+        let t = CpuidTable::build(
+            host,
+            Options {
+                xcr0_max: 0,
+                rdtscp: false,
+            },
+        );
         assert_eq!(t.lookup(1, 0, &D)[2] & l1c::XSAVE, 0);
         assert_eq!(t.lookup(0xd, 0, &D), [0; 4]);
         assert_eq!(t.lookup(0x8000_0001, 0, &D)[3] & EXT1_EDX_RDTSCP, 0);

@@ -16,7 +16,10 @@ pub struct ConsoleLine {
 
 impl Default for ConsoleLine {
     fn default() -> Self {
-        Self { buf: [0; LINE_MAX], len: 0 }
+        Self {
+            buf: [0; LINE_MAX],
+            len: 0,
+        }
     }
 }
 

@@ -50,7 +50,12 @@ impl HostXstate {
             instr::write_cr4(cr4);
         }
         if !xsave {
-            return Self { xsave, xcr0_max: 0, area_size: 512, tsc_aux };
+            return Self {
+                xsave,
+                xcr0_max: 0,
+                area_size: 512,
+                tsc_aux,
+            };
         }
         let d = instr::cpuid(0xd, 0);
         let supported = u64::from(d[0]) | (u64::from(d[3]) << 32);
@@ -60,7 +65,12 @@ impl HostXstate {
         unsafe { xsetbv(0, xcr0_max) };
         // EBX: the size for the XCR0 now in force.
         let area_size = u64::from(instr::cpuid(0xd, 0)[1]);
-        Self { xsave, xcr0_max, area_size, tsc_aux }
+        Self {
+            xsave,
+            xcr0_max,
+            area_size,
+            tsc_aux,
+        }
     }
 }
 
@@ -76,8 +86,13 @@ pub struct Extended {
     tsc_aux: u64,
 }
 
-const SYSCALL_MSRS: [u32; 5] =
-    [msr::IA32_STAR, msr::IA32_LSTAR, msr::IA32_CSTAR, msr::IA32_FMASK, msr::IA32_KERNEL_GS_BASE];
+const SYSCALL_MSRS: [u32; 5] = [
+    msr::IA32_STAR,
+    msr::IA32_LSTAR,
+    msr::IA32_CSTAR,
+    msr::IA32_FMASK,
+    msr::IA32_KERNEL_GS_BASE,
+];
 
 /// XCR0 at reset: x87 only.
 pub const XCR0_RESET: u64 = 1;
@@ -97,7 +112,32 @@ impl Extended {
             phys::ptr::<u16>(area).write(FCW_DEFAULT);
             phys::ptr::<u32>(area).add(6).write(MXCSR_DEFAULT);
         }
-        Ok(Self { area, frames: n, xcr0: XCR0_RESET, dr: [0; 4], dr6: DR6_RESET, cr2: 0, syscall: [0; 5], tsc_aux: 0 })
+        Ok(Self {
+            area,
+            frames: n,
+            xcr0: XCR0_RESET,
+            dr: [0; 4],
+            dr6: DR6_RESET,
+            cr2: 0,
+            syscall: [0; 5],
+            tsc_aux: 0,
+        })
+    }
+
+    /// State with no save area, for host tests of the handlers (never
+    /// loaded or saved).
+    #[cfg(test)]
+    pub fn detached() -> Self {
+        Self {
+            area: HostPhys::new(0),
+            frames: 0,
+            xcr0: XCR0_RESET,
+            dr: [0; 4],
+            dr6: DR6_RESET,
+            cr2: 0,
+            syscall: [0; 5],
+            tsc_aux: 0,
+        }
     }
 
     /// Gives the save area back; the state must not be loaded or saved
@@ -128,7 +168,12 @@ impl Extended {
                 asm!("fxsave64 [{}]", in(reg) area, options(nostack));
             }
         }
-        self.dr = [instr::read_dr0(), instr::read_dr1(), instr::read_dr2(), instr::read_dr3()];
+        self.dr = [
+            instr::read_dr0(),
+            instr::read_dr1(),
+            instr::read_dr2(),
+            instr::read_dr3(),
+        ];
         if !B::SWITCHES_DR6 {
             self.dr6 = instr::read_dr6();
         }
@@ -161,7 +206,10 @@ impl Extended {
                 asm!("xrstor64 [{}]", in(reg) area, in("eax") host.xcr0_max as u32,
                      in("edx") (host.xcr0_max >> 32) as u32, options(nostack));
                 // Never more than the components saved and restored above.
-                xsetbv(0, (self.xcr0 & host.xcr0_max) | crate::arch::xsave::xcr0::X87);
+                xsetbv(
+                    0,
+                    (self.xcr0 & host.xcr0_max) | crate::arch::xsave::xcr0::X87,
+                );
             } else {
                 asm!("fxrstor64 [{}]", in(reg) area, options(nostack));
             }

@@ -9,6 +9,8 @@ pub mod io;
 pub mod lazy;
 pub mod msr;
 pub mod stats;
+#[cfg(test)]
+mod tests;
 
 use crate::arch::xsave;
 use crate::guest::insn::{self, Kind};
@@ -78,7 +80,10 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
             // emulated), so whatever IF says, a HLT never ends.
             let interrupts_enabled = cpu.rflags() & RFLAGS_IF != 0;
             match skip(cpu, env, info, Kind::Hlt) {
-                Action::Resume => Action::Stop(StopReason::Halted { rip, interrupts_enabled }),
+                Action::Resume => Action::Stop(StopReason::Halted {
+                    rip,
+                    interrupts_enabled,
+                }),
                 other => other,
             }
         }
@@ -102,15 +107,27 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
         Exit::Hypercall => {
             // As KVM answers a guest (DESIGN.md D1): the KVM API is for the
             // control domain only.
-            let ret = if cpu.cpl() != 0 { -KVM_EPERM } else { -KVM_ENOSYS };
+            let ret = if cpu.cpl() != 0 {
+                -KVM_EPERM
+            } else {
+                -KVM_ENOSYS
+            };
             let long = cpu.mode() == CpuMode::Long64;
-            cpu.gprs().rax = if long { ret as u64 } else { u64::from(ret as u32) };
+            cpu.gprs().rax = if long {
+                ret as u64
+            } else {
+                u64::from(ret as u32)
+            };
             skip(cpu, env, info, Kind::Hypercall)
         }
         Exit::CacheFlush => skip(cpu, env, info, Kind::CacheFlush),
         Exit::Io(io) => port_io(cpu, env, info, io),
         Exit::CrWrite { cr, gpr } => {
-            let mut value = if gpr == 4 { cpu.rsp() } else { cpu.gprs().get(gpr) };
+            let mut value = if gpr == 4 {
+                cpu.rsp()
+            } else {
+                cpu.gprs().get(gpr)
+            };
             if cpu.mode() != CpuMode::Long64 {
                 value &= 0xffff_ffff;
             }
@@ -138,9 +155,11 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
             rip,
         }),
         Exit::TripleFault => Action::Stop(StopReason::TripleFault { rip }),
-        Exit::Exception { vector, .. } => {
-            Action::Stop(StopReason::Unhandled { what: "exception", detail: u64::from(vector), rip })
-        }
+        Exit::Exception { vector, .. } => Action::Stop(StopReason::Unhandled {
+            what: "exception",
+            detail: u64::from(vector),
+            rip,
+        }),
         Exit::Undefined(_) => inject(cpu, Fault::UD),
         Exit::GeneralProtection(_) => inject(cpu, Fault::GP0),
         Exit::Interrupt => {
@@ -148,7 +167,11 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
             Action::Resume
         }
         Exit::EntryFailed { what, code } => Action::Stop(StopReason::EntryFailed { what, code }),
-        Exit::Unknown { reason, .. } => Action::Stop(StopReason::Unhandled { what: "exit reason", detail: reason, rip }),
+        Exit::Unknown { reason, .. } => Action::Stop(StopReason::Unhandled {
+            what: "exit reason",
+            detail: reason,
+            rip,
+        }),
     }
 }
 
@@ -157,7 +180,13 @@ fn inject<C: GuestCpu>(cpu: &mut C, fault: Fault) -> Action {
     Action::Resume
 }
 
-fn write_cr<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, cr: u8, value: u64) -> Action {
+fn write_cr<C: GuestCpu>(
+    cpu: &mut C,
+    env: &mut VmEnv,
+    info: ExitInfo,
+    cr: u8,
+    value: u64,
+) -> Action {
     match cpu.write_cr(cr, value) {
         Ok(CrEffect::None) => skip(cpu, env, info, Kind::CrAccess),
         Ok(CrEffect::LoadPdptes) => {
@@ -255,14 +284,20 @@ fn decode_at_rip<C: GuestCpu>(cpu: &C, env: &VmEnv) -> Result<(Kind, u8), insn::
     let paging = Paging::from_state(cpu.cr0(), cpu.cr4(), cpu.efer());
     let nxe = cpu.efer() & crate::arch::msr::efer::NXE != 0;
     let wp = cpu.cr0() & CR0_WP != 0;
-    let access = Access { fetch: true, user: cpu.cpl() == 3, write: false };
+    let access = Access {
+        fetch: true,
+        user: cpu.cpl() == 3,
+        write: false,
+    };
     let mut bytes = [0u8; insn::MAX_LEN];
     let mut got = 0;
     // Fetch up to 15 bytes, page by page: the tail may lie on an unmapped
     // page without hurting a short instruction.
     while got < bytes.len() {
         let la = GuestVirt::new(linear.wrapping_add(got as u64));
-        let Ok(gpa) = walk::translate(&env.ram, paging, cpu.cr3(), la, access, nxe, wp) else { break };
+        let Ok(gpa) = walk::translate(&env.ram, paging, cpu.cr3(), la, access, nxe, wp) else {
+            break;
+        };
         let n = (4096 - la.page_offset() as usize).min(bytes.len() - got);
         if !env.ram.read(gpa, &mut bytes[got..got + n]) {
             break;

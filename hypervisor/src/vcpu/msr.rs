@@ -27,15 +27,9 @@ pub const PASSTHROUGH: &[u32] = &[
 ];
 
 /// Emulated MSR state of one vCPU.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct MsrState {
     pub mtrr_def_type: u64,
-}
-
-impl Default for MsrState {
-    fn default() -> Self {
-        Self { mtrr_def_type: 0 }
-    }
 }
 
 /// IA32_MISC_ENABLE as guests see it: fast strings (bit 0), BTS and PEBS
@@ -51,7 +45,9 @@ const CR0_PG: u64 = 1 << 31;
 /// Memory types valid in PAT entries and MTRRs (SDM Vol. 3A 12.12.2):
 /// UC 0, WC 1, WT 4, WP 5, WB 6, UC- 7 (PAT only).
 fn valid_pat(pat: u64) -> bool {
-    pat.to_le_bytes().iter().all(|&t| matches!(t, 0 | 1 | 4 | 5 | 6 | 7))
+    pat.to_le_bytes()
+        .iter()
+        .all(|&t| matches!(t, 0 | 1 | 4 | 5 | 6 | 7))
 }
 
 /// MTRR_DEF_TYPE: type in bits 7:0 (no UC-), FE bit 10, E bit 11.
@@ -69,20 +65,30 @@ pub fn read(cpu: &impl GuestCpu, st: &MsrState, index: u32) -> Result<u64, Fault
         msr::IA32_MTRR_DEF_TYPE => st.mtrr_def_type,
         msr::IA32_MISC_ENABLE => MISC_ENABLE,
         msr::IA32_FEATURE_CONTROL => FEATURE_CONTROL_LOCKED,
-        msr::IA32_PLATFORM_ID | msr::IA32_BIOS_SIGN_ID | msr::IA32_MCG_CAP | msr::IA32_MCG_STATUS => 0,
+        msr::IA32_PLATFORM_ID
+        | msr::IA32_BIOS_SIGN_ID
+        | msr::IA32_MCG_CAP
+        | msr::IA32_MCG_STATUS => 0,
         msr::IA32_DEBUGCTL => 0,
         _ => return Err(Fault::GP0),
     })
 }
 
 /// WRMSR of an intercepted MSR.
-pub fn write(cpu: &mut impl GuestCpu, st: &mut MsrState, index: u32, value: u64) -> Result<(), Fault> {
+pub fn write(
+    cpu: &mut impl GuestCpu,
+    st: &mut MsrState,
+    index: u32,
+    value: u64,
+) -> Result<(), Fault> {
     match index {
         msr::IA32_EFER => {
             let old = cpu.efer();
             // SDM Vol. 4 / APM Vol. 2 3.1.7: reserved bits and changing LME
             // while paging is on fault.
-            if value & !EFER_GUEST_BITS != 0 || ((value ^ old) & efer::LME != 0 && cpu.cr0() & CR0_PG != 0) {
+            if value & !EFER_GUEST_BITS != 0
+                || ((value ^ old) & efer::LME != 0 && cpu.cr0() & CR0_PG != 0)
+            {
                 return Err(Fault::GP0);
             }
             cpu.set_efer(value);

@@ -5,8 +5,22 @@ use crate::virt::Exit;
 
 /// Exit kinds counted separately.
 pub const KINDS: [&str; 16] = [
-    "cpuid", "rdmsr", "wrmsr", "hlt", "xsetbv", "hypercall", "invd/wbinvd", "io", "cr", "npf",
-    "triple-fault", "exception", "undefined", "gp", "interrupt", "other",
+    "cpuid",
+    "rdmsr",
+    "wrmsr",
+    "hlt",
+    "xsetbv",
+    "hypercall",
+    "invd/wbinvd",
+    "io",
+    "cr",
+    "npf",
+    "triple-fault",
+    "exception",
+    "undefined",
+    "gp",
+    "interrupt",
+    "other",
 ];
 
 fn index(exit: &Exit) -> usize {
@@ -48,7 +62,11 @@ impl ExitStats {
 
     /// (name, count) of the kinds that happened.
     pub fn nonzero(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        KINDS.iter().zip(self.counts).filter(|(_, c)| *c > 0).map(|(k, c)| (*k, c))
+        KINDS
+            .iter()
+            .zip(self.counts)
+            .filter(|(_, c)| *c > 0)
+            .map(|(k, c)| (*k, c))
     }
 }
 
@@ -62,8 +80,14 @@ mod tests {
         s.count(&Exit::Cpuid);
         s.count(&Exit::Cpuid);
         s.count(&Exit::Hlt);
-        s.count(&Exit::Unknown { reason: 1, qualification: 0 });
+        s.count(&Exit::Unknown {
+            reason: 1,
+            qualification: 0,
+        });
         assert_eq!(s.total(), 4);
-        assert_eq!(s.nonzero().collect::<Vec<_>>(), [("cpuid", 2), ("hlt", 1), ("other", 1)]);
+        assert_eq!(
+            s.nonzero().collect::<Vec<_>>(),
+            [("cpuid", 2), ("hlt", 1), ("other", 1)]
+        );
     }
 }

@@ -37,18 +37,29 @@ pub enum Exit {
     CacheFlush,
     Io(IoAccess),
     /// MOV to CR`cr` from general register `gpr` (encoding order).
-    CrWrite { cr: u8, gpr: u8 },
+    CrWrite {
+        cr: u8,
+        gpr: u8,
+    },
     /// MOV from CR`cr` into general register `gpr`.
-    CrRead { cr: u8, gpr: u8 },
+    CrRead {
+        cr: u8,
+        gpr: u8,
+    },
     /// CLTS (clears CR0.TS).
     Clts,
     /// LMSW: loads CR0 bits 3:0 from `value`, but cannot clear PE.
-    Lmsw { value: u8 },
+    Lmsw {
+        value: u8,
+    },
     NestedPageFault(NestedFault),
     /// The guest triple-faulted (SVM: shutdown).
     TripleFault,
     /// An exception the hypervisor intercepts.
-    Exception { vector: u8, error: Option<u32> },
+    Exception {
+        vector: u8,
+        error: Option<u32>,
+    },
     /// An instruction the guest may not execute (VMX/SVM instructions,
     /// MONITOR/MWAIT): inject #UD.
     Undefined(&'static str),
@@ -58,9 +69,15 @@ pub enum Exit {
     /// the guest continues.
     Interrupt,
     /// VM entry failed: the VM cannot run (its state is invalid).
-    EntryFailed { what: &'static str, code: u64 },
+    EntryFailed {
+        what: &'static str,
+        code: u64,
+    },
     /// Anything else, with the raw vendor reason and qualification.
-    Unknown { reason: u64, qualification: u64 },
+    Unknown {
+        reason: u64,
+        qualification: u64,
+    },
 }
 
 /// An exit with what the hardware told about the exiting instruction.

@@ -53,12 +53,21 @@ pub struct Fault {
 
 impl Fault {
     /// #UD (SDM Vol. 3A 6.15, vector 6).
-    pub const UD: Self = Self { vector: 6, error: None };
+    pub const UD: Self = Self {
+        vector: 6,
+        error: None,
+    };
     /// #GP(0) (vector 13).
-    pub const GP0: Self = Self { vector: 13, error: Some(0) };
+    pub const GP0: Self = Self {
+        vector: 13,
+        error: Some(0),
+    };
     /// #PF with `error` (vector 14); the faulting address goes to CR2.
     pub const fn page_fault(error: u32) -> Self {
-        Self { vector: 14, error: Some(error) }
+        Self {
+            vector: 14,
+            error: Some(error),
+        }
     }
 }
 

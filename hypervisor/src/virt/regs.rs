@@ -214,8 +214,14 @@ mod tests {
         assert_eq!(CpuMode::from_state(0x10, 0, 0x9b), CpuMode::Real);
         assert_eq!(CpuMode::from_state(0x11, 0, 0x9b), CpuMode::Protected16);
         assert_eq!(CpuMode::from_state(0x11, 0, 0xc09b), CpuMode::Protected32);
-        assert_eq!(CpuMode::from_state(0x8000_0011, LMA, 0xa09b), CpuMode::Long64);
-        assert_eq!(CpuMode::from_state(0x8000_0011, LMA, 0xc09b), CpuMode::Protected32);
+        assert_eq!(
+            CpuMode::from_state(0x8000_0011, LMA, 0xa09b),
+            CpuMode::Long64
+        );
+        assert_eq!(
+            CpuMode::from_state(0x8000_0011, LMA, 0xc09b),
+            CpuMode::Protected32
+        );
     }
 
     #[test]

@@ -63,7 +63,11 @@ mod tests {
         let f = Features::from_cpuid(&CpuId::with_cpuid_fn(qemu_epyc(false))).unwrap();
         assert!(f.npt && !f.nrip_save && !f.vgif && !f.flush_by_asid && !f.decode_assists);
         assert_eq!((f.asids, f.revision), (16, 1));
-        assert!(Features::from_cpuid(&CpuId::with_cpuid_fn(qemu_epyc(true))).unwrap().vgif);
+        assert!(
+            Features::from_cpuid(&CpuId::with_cpuid_fn(qemu_epyc(true)))
+                .unwrap()
+                .vgif
+        );
     }
 
     #[test]

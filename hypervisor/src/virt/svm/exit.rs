@@ -21,13 +21,23 @@ pub fn read(vmcb: &Vmcb, nrip_save: bool) -> ExitInfo {
     };
     if c.exit_code & 0xffff_ffff == code::INVALID_LOW32 {
         return ExitInfo {
-            exit: Exit::EntryFailed { what: "VMRUN: invalid guest state (VMEXIT_INVALID)", code: c.exit_code },
+            exit: Exit::EntryFailed {
+                what: "VMRUN: invalid guest state (VMEXIT_INVALID)",
+                code: c.exit_code,
+            },
             len: None,
         };
     }
     let (exit, len) = match c.exit_code {
         code::CPUID => (Exit::Cpuid, nrip_len()),
-        code::MSR => (if c.exit_info1 == 0 { Exit::Rdmsr } else { Exit::Wrmsr }, nrip_len()),
+        code::MSR => (
+            if c.exit_info1 == 0 {
+                Exit::Rdmsr
+            } else {
+                Exit::Wrmsr
+            },
+            nrip_len(),
+        ),
         code::HLT => (Exit::Hlt, nrip_len()),
         code::XSETBV => (Exit::Xsetbv, nrip_len()),
         code::VMMCALL => (Exit::Hypercall, nrip_len()),
@@ -35,7 +45,10 @@ pub fn read(vmcb: &Vmcb, nrip_save: bool) -> ExitInfo {
         code::IOIO => {
             // For IOIO, EXITINFO2 holds the next RIP even without NRIP save.
             let len = c.exit_info2.wrapping_sub(rip);
-            (Exit::Io(io(c.exit_info1)), (1..=15).contains(&len).then_some(len as u8))
+            (
+                Exit::Io(io(c.exit_info1)),
+                (1..=15).contains(&len).then_some(len as u8),
+            )
         }
         code::NPF => {
             // EXITINFO1 is a page-fault error code: bit 1 write, bit 4 fetch.
@@ -60,7 +73,13 @@ pub fn read(vmcb: &Vmcb, nrip_save: bool) -> ExitInfo {
             let error = has_error_code(vector).then_some(c.exit_info1 as u32);
             (Exit::Exception { vector, error }, None)
         }
-        other => (Exit::Unknown { reason: other, qualification: c.exit_info1 }, None),
+        other => (
+            Exit::Unknown {
+                reason: other,
+                qualification: c.exit_info1,
+            },
+            None,
+        ),
     };
     ExitInfo { exit, len }
 }
@@ -91,9 +110,27 @@ mod tests {
     #[test]
     fn ioio_info() {
         // OUT dx, al to 0xe9 (SZ8, A16... address size bits ignored).
-        assert_eq!(io(0x00e9_0010), IoAccess { port: 0xe9, size: 1, input: false, string: false, rep: false });
+        assert_eq!(
+            io(0x00e9_0010),
+            IoAccess {
+                port: 0xe9,
+                size: 1,
+                input: false,
+                string: false,
+                rep: false
+            }
+        );
         // REP INSW from 0x1f0.
-        assert_eq!(io(0x01f0_0000 | 1 | 4 | 8 | 0x20), IoAccess { port: 0x1f0, size: 2, input: true, string: true, rep: true });
+        assert_eq!(
+            io(0x01f0_0000 | 1 | 4 | 8 | 0x20),
+            IoAccess {
+                port: 0x1f0,
+                size: 2,
+                input: true,
+                string: true,
+                rep: true
+            }
+        );
         assert_eq!(io(0x0cfc_0041).size, 4);
     }
 

@@ -42,7 +42,9 @@ impl Backend for Svm {
         };
         // SAFETY: VM_CR exists wherever SVM does.
         if unsafe { rdmsr(msr::AMD_VM_CR) } & caps::VM_CR_SVMDIS != 0 {
-            return Err(VirtError::DisabledByFirmware("SVM (VM_CR.SVMDIS; enable SVM/AMD-V in the firmware setup)"));
+            return Err(VirtError::DisabledByFirmware(
+                "SVM (VM_CR.SVMDIS; enable SVM/AMD-V in the firmware setup)",
+            ));
         }
         if !features.npt {
             return Err(VirtError::Unsupported("nested paging"));
@@ -63,7 +65,11 @@ impl Backend for Svm {
             wrmsr(msr::AMD_VM_HSAVE_PA, host_save_area.raw());
             asm!("vmsave rax", in("rax") host_vmcb.raw(), options(nostack));
         }
-        Ok(Self { features, host_save_area, host_vmcb })
+        Ok(Self {
+            features,
+            host_save_area,
+            host_vmcb,
+        })
     }
 
     fn describe(&self, out: &mut dyn core::fmt::Write) -> core::fmt::Result {

@@ -35,7 +35,11 @@ impl Format for Npt {
         entry & PRESENT != 0
     }
     fn perms(entry: u64) -> Perms {
-        Perms { read: true, write: entry & WRITABLE != 0, exec: entry & NO_EXECUTE == 0 }
+        Perms {
+            read: true,
+            write: entry & WRITABLE != 0,
+            exec: entry & NO_EXECUTE == 0,
+        }
     }
 }
 

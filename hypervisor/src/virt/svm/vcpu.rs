@@ -8,7 +8,7 @@ use crate::arch::instr::write_dr7;
 use crate::arch::msr::efer;
 use crate::mm::{HostPhys, phys};
 use crate::virt::regs::Segment;
-use crate::virt::{CrEffect, ExitInfo, Fault, Frames, GuestCpu, Gprs, SegmentReg, VirtError};
+use crate::virt::{CrEffect, ExitInfo, Fault, Frames, Gprs, GuestCpu, SegmentReg, VirtError};
 
 /// I/O permission map: 12 KiB (APM Vol. 2 15.10.1); MSR permission map:
 /// 8 KiB (15.11).
@@ -65,7 +65,13 @@ impl SvmVcpu {
                 }
             }
         }
-        let mut v = Self { vmcb, iopm, msrpm, gprs: Gprs::default(), nrip_save: features.nrip_save };
+        let mut v = Self {
+            vmcb,
+            iopm,
+            msrpm,
+            gprs: Gprs::default(),
+            nrip_save: features.nrip_save,
+        };
         v.init_vmcb(features, asid, nested_root, entry);
         Ok(v)
     }
@@ -134,15 +140,26 @@ impl SvmVcpu {
         c.np_control = NP_ENABLE;
         c.n_cr3 = nested_root.raw();
         let s = &mut v.save;
-        let real = |ar: u32| VmcbSegment { selector: 0, attrib: Segment::to_svm_attrib(ar), limit: 0xffff, base: 0 };
+        let real = |ar: u32| VmcbSegment {
+            selector: 0,
+            attrib: Segment::to_svm_attrib(ar),
+            limit: 0xffff,
+            base: 0,
+        };
         s.cs = real(Segment::REAL_CODE_AR);
         for seg in [&mut s.es, &mut s.ss, &mut s.ds, &mut s.fs, &mut s.gs] {
             *seg = real(Segment::REAL_DATA_AR);
         }
         s.ldtr = real(Segment::LDT_AR);
         s.tr = real(Segment::TSS_BUSY_AR);
-        s.gdtr = VmcbSegment { limit: 0xffff, ..Default::default() };
-        s.idtr = VmcbSegment { limit: 0xffff, ..Default::default() };
+        s.gdtr = VmcbSegment {
+            limit: 0xffff,
+            ..Default::default()
+        };
+        s.idtr = VmcbSegment {
+            limit: 0xffff,
+            ..Default::default()
+        };
         s.cpl = 0;
         // EFER.SVME must be set in a guest's EFER (APM Vol. 2 15.5.1); the
         // guest never sees it (MSR handler).
@@ -178,7 +195,11 @@ impl SvmVcpu {
         }
         // Re-deliver an event whose delivery the exit interrupted (APM Vol. 2
         // 15.7.2); EVENTINJ itself was consumed by VMRUN.
-        v.control.event_inj = if v.control.exit_int_info & event::VALID != 0 { v.control.exit_int_info } else { 0 };
+        v.control.event_inj = if v.control.exit_int_info & event::VALID != 0 {
+            v.control.exit_int_info
+        } else {
+            0
+        };
         let info = exit::read(v, nrip_save);
         self.gprs.rax = rax;
         info
@@ -291,7 +312,12 @@ impl GuestCpu for SvmVcpu {
             SegmentReg::Ldtr => s.ldtr,
             SegmentReg::Tr => s.tr,
         };
-        Segment { selector: seg.selector, base: seg.base, limit: seg.limit, ar: Segment::from_svm_attrib(seg.attrib) }
+        Segment {
+            selector: seg.selector,
+            base: seg.base,
+            limit: seg.limit,
+            ar: Segment::from_svm_attrib(seg.attrib),
+        }
     }
     fn cpl(&self) -> u8 {
         self.vmcb().save.cpl

@@ -11,7 +11,11 @@ pub fn adjust(required: u32, optional: u32, cap: u64) -> Result<u32, u32> {
     let may_be_one = (cap >> 32) as u32;
     let value = ((required | optional) & may_be_one) | must_be_one;
     let missing = required & !value;
-    if missing == 0 { Ok(value) } else { Err(missing) }
+    if missing == 0 {
+        Ok(value)
+    } else {
+        Err(missing)
+    }
 }
 
 /// IA32_VMX_BASIC (SDM Vol. 3D A.1).

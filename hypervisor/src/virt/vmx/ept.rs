@@ -2,8 +2,8 @@
 //! physical translation, built by the shared `mm::paging` builder in this
 //! format.
 
-use crate::mm::paging::{ADDR_MASK, Format, Perms};
 use crate::mm::HostPhys;
+use crate::mm::paging::{ADDR_MASK, Format, Perms};
 
 /// EPT entry bits (SDM Vol. 3C Tables 29-1..29-6).
 const READ: u64 = 1 << 0;
@@ -37,7 +37,11 @@ impl Format for Ept {
         entry & (READ | WRITE | EXEC) != 0
     }
     fn perms(entry: u64) -> Perms {
-        Perms { read: entry & READ != 0, write: entry & WRITE != 0, exec: entry & EXEC != 0 }
+        Perms {
+            read: entry & READ != 0,
+            write: entry & WRITE != 0,
+            exec: entry & EXEC != 0,
+        }
     }
 }
 

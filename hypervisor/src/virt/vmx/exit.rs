@@ -48,11 +48,12 @@ const INTR_TYPE_NMI: u32 = 2;
 /// # Safety
 /// The exiting vCPU's VMCS is current.
 pub unsafe fn read() -> ExitInfo {
-    // SAFETY (whole function): the caller made the VMCS current; these are
-    // read-only exit-information fields.
-    let raw = unsafe { vmcs::read(Field::ExitReason) } as u32;
-    let qual = unsafe { vmcs::read(Field::ExitQualification) };
-    let len = unsafe { vmcs::read(Field::ExitInstructionLength) } as u8;
+    // SAFETY: the caller made the VMCS current; these are read-only
+    // exit-information fields every VMX CPU has.
+    let field = |f| unsafe { vmcs::read(f) };
+    let raw = field(Field::ExitReason) as u32;
+    let qual = field(Field::ExitQualification);
+    let len = field(Field::ExitInstructionLength) as u8;
     let basic = raw as u16;
     if raw & ENTRY_FAILURE != 0 {
         let what = match basic {
@@ -61,7 +62,10 @@ pub unsafe fn read() -> ExitInfo {
             reason::MACHINE_CHECK => "machine check during entry",
             _ => "unknown entry failure",
         };
-        return ExitInfo { exit: Exit::EntryFailed { what, code: qual }, len: None };
+        return ExitInfo {
+            exit: Exit::EntryFailed { what, code: qual },
+            len: None,
+        };
     }
     let exit = match basic {
         reason::CPUID => Exit::Cpuid,
@@ -74,8 +78,7 @@ pub unsafe fn read() -> ExitInfo {
         reason::IO => Exit::Io(io(qual)),
         reason::CR_ACCESS => cr_access(qual),
         reason::EPT_VIOLATION => {
-            // SAFETY: see above.
-            let gpa = unsafe { vmcs::read(Field::GuestPhysicalAddress) };
+            let gpa = field(Field::GuestPhysicalAddress);
             // Exit qualification bits 1 (write) and 2 (fetch), SDM Table 28-7.
             Exit::NestedPageFault(NestedFault {
                 gpa: GuestPhys::new(gpa),
@@ -86,15 +89,16 @@ pub unsafe fn read() -> ExitInfo {
         reason::TRIPLE_FAULT => Exit::TripleFault,
         reason::EXTERNAL_INTERRUPT => Exit::Interrupt,
         reason::EXCEPTION_OR_NMI => {
-            // SAFETY: see above.
-            let info = unsafe { vmcs::read(Field::ExitInterruptionInfo) } as u32;
+            let info = field(Field::ExitInterruptionInfo) as u32;
             if (info >> 8) & 7 == INTR_TYPE_NMI {
                 Exit::Interrupt
             } else {
-                let error = (info & (1 << 11) != 0)
-                    // SAFETY: see above.
-                    .then(|| unsafe { vmcs::read(Field::ExitInterruptionErrorCode) } as u32);
-                Exit::Exception { vector: info as u8, error }
+                let error =
+                    (info & (1 << 11) != 0).then(|| field(Field::ExitInterruptionErrorCode) as u32);
+                Exit::Exception {
+                    vector: info as u8,
+                    error,
+                }
             }
         }
         reason::VMCLEAR..=reason::VMXON | reason::INVEPT | reason::INVVPID | reason::VMFUNC => {
@@ -103,10 +107,19 @@ pub unsafe fn read() -> ExitInfo {
         reason::GETSEC => Exit::Undefined("GETSEC"),
         reason::MWAIT | reason::MONITOR => Exit::Undefined("MONITOR/MWAIT"),
         reason::RDPMC => Exit::GeneralProtection("RDPMC"),
-        reason::EPT_MISCONFIG => Exit::Unknown { reason: u64::from(basic), qualification: qual },
-        _ => Exit::Unknown { reason: u64::from(basic), qualification: qual },
+        reason::EPT_MISCONFIG => Exit::Unknown {
+            reason: u64::from(basic),
+            qualification: qual,
+        },
+        _ => Exit::Unknown {
+            reason: u64::from(basic),
+            qualification: qual,
+        },
     };
-    ExitInfo { exit, len: Some(len) }
+    ExitInfo {
+        exit,
+        len: Some(len),
+    }
 }
 
 /// I/O exit qualification (SDM Vol. 3C Table 28-5): size − 1 in bits 2:0,
@@ -131,7 +144,9 @@ pub fn cr_access(qual: u64) -> Exit {
         0 => Exit::CrWrite { cr, gpr },
         1 => Exit::CrRead { cr, gpr },
         2 => Exit::Clts,
-        _ => Exit::Lmsw { value: ((qual >> 16) & 0xf) as u8 },
+        _ => Exit::Lmsw {
+            value: ((qual >> 16) & 0xf) as u8,
+        },
     }
 }
 
@@ -144,12 +159,24 @@ mod tests {
         // OUT dx, al to port 0xe9.
         assert_eq!(
             io(0x00e9_0000),
-            IoAccess { port: 0xe9, size: 1, input: false, string: false, rep: false }
+            IoAccess {
+                port: 0xe9,
+                size: 1,
+                input: false,
+                string: false,
+                rep: false
+            }
         );
         // REP INSD from port 0x1f0.
         assert_eq!(
             io(0x01f0_0000 | 0x3 | 0x8 | 0x10 | 0x20),
-            IoAccess { port: 0x1f0, size: 4, input: true, string: true, rep: true }
+            IoAccess {
+                port: 0x1f0,
+                size: 4,
+                input: true,
+                string: true,
+                rep: true
+            }
         );
     }
 

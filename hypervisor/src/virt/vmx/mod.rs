@@ -23,8 +23,8 @@ use crate::mm::{HostPhys, phys};
 use crate::virt::{Backend, ExitInfo, Frames, VirtError};
 use caps::{adjust, basic, ept_vpid, feature_control};
 use core::arch::asm;
-use vmcs::ctl;
 pub use vcpu::VmxVcpu;
+use vmcs::ctl;
 
 /// CR4.VMXE (SDM Vol. 3A 2.5).
 pub const CR4_VMXE: u64 = 1 << 13;
@@ -77,8 +77,12 @@ unsafe fn region_op(op: RegionOp, pa: HostPhys) -> bool {
     unsafe {
         match op {
             RegionOp::Vmxon => asm!("vmxon [{}]", "setna {}", in(reg) &addr, out(reg_byte) failed),
-            RegionOp::Vmclear => asm!("vmclear [{}]", "setna {}", in(reg) &addr, out(reg_byte) failed),
-            RegionOp::Vmptrld => asm!("vmptrld [{}]", "setna {}", in(reg) &addr, out(reg_byte) failed),
+            RegionOp::Vmclear => {
+                asm!("vmclear [{}]", "setna {}", in(reg) &addr, out(reg_byte) failed)
+            }
+            RegionOp::Vmptrld => {
+                asm!("vmptrld [{}]", "setna {}", in(reg) &addr, out(reg_byte) failed)
+            }
         }
     }
     failed == 0
@@ -95,19 +99,33 @@ enum RegionOp {
 const INV_SINGLE_CONTEXT: u64 = 1;
 const INV_ALL_CONTEXT: u64 = 2;
 
+/// Reads a VMX capability MSR.
+///
+/// # Safety
+/// CPUID must report VMX (then IA32_VMX_BASIC through the CR4 fixed-bit
+/// MSRs exist); the secondary-control, EPT/VPID and TRUE_* MSRs must only
+/// be read once IA32_VMX_BASIC and the primary controls say they exist.
+unsafe fn cap_msr(index: u32) -> u64 {
+    // SAFETY: guaranteed by the caller.
+    unsafe { rdmsr(index) }
+}
+
 impl Vmx {
     fn read_controls() -> Result<Controls, VirtError> {
-        // SAFETY (all reads below): CPUID said VMX exists, so the capability
-        // MSRs through IA32_VMX_EPT_VPID_CAP exist; the secondary and EPT
-        // MSRs are read only after the primary controls allow them.
-        let vmx_basic = unsafe { rdmsr(msr::IA32_VMX_BASIC) };
+        // SAFETY: `enable` checked CPUID for VMX.
+        let vmx_basic = unsafe { cap_msr(msr::IA32_VMX_BASIC) };
         let true_ctls = vmx_basic & basic::TRUE_CONTROLS != 0;
-        let cap = |plain: u32, tru: u32| unsafe { rdmsr(if true_ctls { tru } else { plain }) };
+        // SAFETY: the TRUE_* MSRs are read only when IA32_VMX_BASIC says
+        // they exist; the plain ones exist wherever VMX does.
+        let cap = |plain: u32, tru: u32| unsafe { cap_msr(if true_ctls { tru } else { plain }) };
 
         let pin = adjust(
             ctl::pin::EXTERNAL_INTERRUPT_EXITING | ctl::pin::NMI_EXITING,
             0,
-            cap(msr::IA32_VMX_PINBASED_CTLS, msr::IA32_VMX_TRUE_PINBASED_CTLS),
+            cap(
+                msr::IA32_VMX_PINBASED_CTLS,
+                msr::IA32_VMX_TRUE_PINBASED_CTLS,
+            ),
         )
         .map_err(|_| VirtError::Unsupported("VMX external-interrupt/NMI exiting"))?;
         let proc = adjust(
@@ -122,11 +140,14 @@ impl Vmx {
                 | ctl::proc::USE_TSC_OFFSETTING
                 | ctl::proc::ACTIVATE_SECONDARY,
             0,
-            cap(msr::IA32_VMX_PROCBASED_CTLS, msr::IA32_VMX_TRUE_PROCBASED_CTLS),
+            cap(
+                msr::IA32_VMX_PROCBASED_CTLS,
+                msr::IA32_VMX_TRUE_PROCBASED_CTLS,
+            ),
         )
         .map_err(|_| VirtError::Unsupported("VMX I/O and MSR bitmaps or secondary controls"))?;
         // SAFETY: ACTIVATE_SECONDARY is allowed, so the MSR exists.
-        let proc2_cap = unsafe { rdmsr(msr::IA32_VMX_PROCBASED_CTLS2) };
+        let proc2_cap = unsafe { cap_msr(msr::IA32_VMX_PROCBASED_CTLS2) };
         let proc2 = adjust(
             ctl::proc2::ENABLE_EPT | ctl::proc2::UNRESTRICTED_GUEST,
             ctl::proc2::ENABLE_VPID | ctl::proc2::ENABLE_RDTSCP,
@@ -150,13 +171,17 @@ impl Vmx {
         )
         .map_err(|_| VirtError::Unsupported("VMX EFER/PAT switching on exit"))?;
         let entry_cap = cap(msr::IA32_VMX_ENTRY_CTLS, msr::IA32_VMX_TRUE_ENTRY_CTLS);
-        let entry = adjust(ctl::entry::LOAD_EFER | ctl::entry::LOAD_PAT, ctl::entry::LOAD_DEBUG_CONTROLS, entry_cap)
-            .map_err(|_| VirtError::Unsupported("VMX EFER/PAT loading on entry"))?;
+        let entry = adjust(
+            ctl::entry::LOAD_EFER | ctl::entry::LOAD_PAT,
+            ctl::entry::LOAD_DEBUG_CONTROLS,
+            entry_cap,
+        )
+        .map_err(|_| VirtError::Unsupported("VMX EFER/PAT loading on entry"))?;
         if (entry_cap >> 32) as u32 & ctl::entry::IA32E_MODE_GUEST == 0 {
             return Err(VirtError::Unsupported("64-bit guests"));
         }
         // SAFETY: EPT is allowed, so the EPT/VPID capability MSR exists.
-        let ept_vpid = unsafe { rdmsr(msr::IA32_VMX_EPT_VPID_CAP) };
+        let ept_vpid = unsafe { cap_msr(msr::IA32_VMX_EPT_VPID_CAP) };
         if ept_vpid & ept_vpid::PAGE_WALK_4 == 0 || ept_vpid & ept_vpid::MEMORY_TYPE_WB == 0 {
             return Err(VirtError::Unsupported("4-level write-back EPT"));
         }
@@ -167,6 +192,8 @@ impl Vmx {
         if ept_vpid & ept_vpid::INVVPID == 0 {
             proc2 &= !ctl::proc2::ENABLE_VPID;
         }
+        // SAFETY: the fixed-bit MSRs exist wherever VMX does.
+        let fixed = |m| unsafe { cap_msr(m) };
         Ok(Controls {
             pin,
             proc,
@@ -174,11 +201,10 @@ impl Vmx {
             exit,
             entry,
             revision: (vmx_basic & basic::REVISION_MASK) as u32,
-            // SAFETY: the fixed-bit MSRs exist wherever VMX does.
-            cr0_fixed0: unsafe { rdmsr(msr::IA32_VMX_CR0_FIXED0) } & !(CR0_PE | CR0_PG),
-            cr0_fixed1: unsafe { rdmsr(msr::IA32_VMX_CR0_FIXED1) },
-            cr4_fixed0: unsafe { rdmsr(msr::IA32_VMX_CR4_FIXED0) },
-            cr4_fixed1: unsafe { rdmsr(msr::IA32_VMX_CR4_FIXED1) },
+            cr0_fixed0: fixed(msr::IA32_VMX_CR0_FIXED0) & !(CR0_PE | CR0_PG),
+            cr0_fixed1: fixed(msr::IA32_VMX_CR0_FIXED1),
+            cr4_fixed0: fixed(msr::IA32_VMX_CR4_FIXED0),
+            cr4_fixed1: fixed(msr::IA32_VMX_CR4_FIXED1),
             ept_vpid,
         })
     }
@@ -231,10 +257,15 @@ impl Backend for Vmx {
             // SAFETY: unlocked, so writable; enabling VMX outside SMX and
             // locking is what firmware normally does.
             unsafe {
-                wrmsr(msr::IA32_FEATURE_CONTROL, fc | feature_control::LOCK | feature_control::VMX_OUTSIDE_SMX)
+                wrmsr(
+                    msr::IA32_FEATURE_CONTROL,
+                    fc | feature_control::LOCK | feature_control::VMX_OUTSIDE_SMX,
+                )
             };
         } else if fc & feature_control::VMX_OUTSIDE_SMX == 0 {
-            return Err(VirtError::DisabledByFirmware("VMX (IA32_FEATURE_CONTROL is locked with VMX off; enable VT-x in the firmware setup)"));
+            return Err(VirtError::DisabledByFirmware(
+                "VMX (IA32_FEATURE_CONTROL is locked with VMX off; enable VT-x in the firmware setup)",
+            ));
         }
         let controls = Self::read_controls()?;
         // SDM Vol. 3C 24.8 "Restrictions on VMX Operation": CR0 and CR4 must
@@ -257,7 +288,11 @@ impl Backend for Vmx {
         if !unsafe { region_op(RegionOp::Vmxon, region) } {
             return Err(VirtError::Failed("VMXON"));
         }
-        Ok(Self { controls, vmxon_region: region, current: None })
+        Ok(Self {
+            controls,
+            vmxon_region: region,
+            current: None,
+        })
     }
 
     fn describe(&self, f: &mut dyn core::fmt::Write) -> core::fmt::Result {
@@ -273,7 +308,7 @@ impl Backend for Vmx {
             yes(c.vpid()),
             yes(c.proc2 & ctl::proc2::ENABLE_RDTSCP != 0),
             // SAFETY: the capability MSR exists (read in `enable`).
-            yes(unsafe { rdmsr(msr::IA32_VMX_BASIC) } & basic::TRUE_CONTROLS != 0),
+            yes(unsafe { cap_msr(msr::IA32_VMX_BASIC) } & basic::TRUE_CONTROLS != 0),
             c.revision
         )
     }

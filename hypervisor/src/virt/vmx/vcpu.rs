@@ -8,7 +8,7 @@ use crate::arch::instr::{rdmsr, read_cr0, read_cr3, read_cr4, write_cr2};
 use crate::arch::msr::{self, efer};
 use crate::mm::{HostPhys, phys};
 use crate::virt::regs::Segment;
-use crate::virt::{CrEffect, ExitInfo, Fault, Frames, GuestCpu, Gprs, SegmentReg, VirtError};
+use crate::virt::{CrEffect, ExitInfo, Fault, Frames, Gprs, GuestCpu, SegmentReg, VirtError};
 
 const CR0_PE: u64 = 1 << 0;
 const CR0_NE: u64 = 1 << 5;
@@ -20,7 +20,8 @@ const CR4_PAE: u64 = 1 << 5;
 /// CR4 bits a guest may own (SDM Vol. 3A 2.5): VME PVI TSD DE PSE PAE MCE
 /// PGE PCE OSFXSR OSXMMEXCPT UMIP FSGSBASE PCIDE OSXSAVE SMEP SMAP. Not
 /// VMXE, SMXE, LA57, PKE or CET: those features are not offered.
-pub const GUEST_CR4_ALLOWED: u64 = 0x7ff | (1 << 11) | (1 << 16) | (1 << 17) | (1 << 18) | (1 << 20) | (1 << 21);
+pub const GUEST_CR4_ALLOWED: u64 =
+    0x7ff | (1 << 11) | (1 << 16) | (1 << 17) | (1 << 18) | (1 << 20) | (1 << 21);
 
 /// Guest PAT at reset (SDM Vol. 3A 12.12.4).
 pub const PAT_RESET: u64 = 0x0007_0406_0007_0406;
@@ -127,7 +128,12 @@ impl VmxVcpu {
     }
 
     pub(super) fn free(self, frames: &mut Frames) {
-        for f in [self.vmcs, self.msr_bitmap, self.io_bitmap_a, self.io_bitmap_b] {
+        for f in [
+            self.vmcs,
+            self.msr_bitmap,
+            self.io_bitmap_a,
+            self.io_bitmap_b,
+        ] {
             frames.free(f);
         }
     }
@@ -140,7 +146,12 @@ impl VmxVcpu {
         let idtr = x86_64::instructions::tables::sidt();
         // SAFETY: the host-state MSRs exist on every x86-64 CPU.
         let (host_efer, host_pat, fs_base, gs_base) = unsafe {
-            (rdmsr(msr::IA32_EFER), rdmsr(msr::IA32_PAT), rdmsr(msr::IA32_FS_BASE), rdmsr(msr::IA32_GS_BASE))
+            (
+                rdmsr(msr::IA32_EFER),
+                rdmsr(msr::IA32_PAT),
+                rdmsr(msr::IA32_FS_BASE),
+                rdmsr(msr::IA32_GS_BASE),
+            )
         };
         let real_cr0 = (0x10 | c.cr0_fixed0) & self.cr0_fixed1;
         let fields: &[(Field, u64)] = &[
@@ -217,13 +228,52 @@ impl VmxVcpu {
             // SAFETY: as above.
             ok &= unsafe { vmcs::write(Field::Vpid, u64::from(self.vpid)) };
         }
-        for reg in [SegmentReg::Es, SegmentReg::Cs, SegmentReg::Ss, SegmentReg::Ds, SegmentReg::Fs, SegmentReg::Gs] {
-            let ar = if reg == SegmentReg::Cs { Segment::REAL_CODE_AR } else { Segment::REAL_DATA_AR };
-            ok &= self.set_segment(reg, Segment { selector: 0, base: 0, limit: 0xffff, ar });
+        for reg in [
+            SegmentReg::Es,
+            SegmentReg::Cs,
+            SegmentReg::Ss,
+            SegmentReg::Ds,
+            SegmentReg::Fs,
+            SegmentReg::Gs,
+        ] {
+            let ar = if reg == SegmentReg::Cs {
+                Segment::REAL_CODE_AR
+            } else {
+                Segment::REAL_DATA_AR
+            };
+            ok &= self.set_segment(
+                reg,
+                Segment {
+                    selector: 0,
+                    base: 0,
+                    limit: 0xffff,
+                    ar,
+                },
+            );
         }
-        ok &= self.set_segment(SegmentReg::Ldtr, Segment { selector: 0, base: 0, limit: 0xffff, ar: Segment::LDT_AR });
-        ok &= self.set_segment(SegmentReg::Tr, Segment { selector: 0, base: 0, limit: 0xffff, ar: Segment::TSS_BUSY_AR });
-        if ok { Ok(()) } else { Err(VirtError::Failed("VMWRITE while setting up the VMCS")) }
+        ok &= self.set_segment(
+            SegmentReg::Ldtr,
+            Segment {
+                selector: 0,
+                base: 0,
+                limit: 0xffff,
+                ar: Segment::LDT_AR,
+            },
+        );
+        ok &= self.set_segment(
+            SegmentReg::Tr,
+            Segment {
+                selector: 0,
+                base: 0,
+                limit: 0xffff,
+                ar: Segment::TSS_BUSY_AR,
+            },
+        );
+        if ok {
+            Ok(())
+        } else {
+            Err(VirtError::Failed("VMWRITE while setting up the VMCS"))
+        }
     }
 
     fn segment_fields(reg: SegmentReg) -> [Field; 4] {
@@ -235,7 +285,12 @@ impl VmxVcpu {
             SegmentReg::Ds => [GuestDsSelector, GuestDsBase, GuestDsLimit, GuestDsAr],
             SegmentReg::Fs => [GuestFsSelector, GuestFsBase, GuestFsLimit, GuestFsAr],
             SegmentReg::Gs => [GuestGsSelector, GuestGsBase, GuestGsLimit, GuestGsAr],
-            SegmentReg::Ldtr => [GuestLdtrSelector, GuestLdtrBase, GuestLdtrLimit, GuestLdtrAr],
+            SegmentReg::Ldtr => [
+                GuestLdtrSelector,
+                GuestLdtrBase,
+                GuestLdtrLimit,
+                GuestLdtrAr,
+            ],
             SegmentReg::Tr => [GuestTrSelector, GuestTrBase, GuestTrLimit, GuestTrAr],
         }
     }
@@ -269,7 +324,10 @@ impl VmxVcpu {
         if !unsafe { entry::enter(&mut self.gprs, self.launched) } {
             let err = self.read(Field::InstructionError);
             return ExitInfo {
-                exit: crate::virt::Exit::EntryFailed { what: "VMLAUNCH/VMRESUME (VM-instruction error)", code: err },
+                exit: crate::virt::Exit::EntryFailed {
+                    what: "VMLAUNCH/VMRESUME (VM-instruction error)",
+                    code: err,
+                },
                 len: None,
             };
         }
@@ -280,7 +338,10 @@ impl VmxVcpu {
         // on the next entry (SDM Vol. 3C 28.2.4, 27.6.1.1).
         let vectoring = self.read(Field::IdtVectoringInfo) as u32;
         if vectoring & INTR_VALID != 0 {
-            self.write(Field::EntryInterruptionInfo, u64::from(vectoring & !(1 << 12)));
+            self.write(
+                Field::EntryInterruptionInfo,
+                u64::from(vectoring & !(1 << 12)),
+            );
             if vectoring & INTR_ERROR_CODE != 0 {
                 let code = self.read(Field::IdtVectoringErrorCode);
                 self.write(Field::EntryExceptionErrorCode, code);
@@ -352,13 +413,15 @@ impl GuestCpu for VmxVcpu {
         self.write(Field::GuestRflags, rflags)
     }
     fn cr0(&self) -> u64 {
-        (self.read(Field::GuestCr0) & !self.cr0_mask) | (self.read(Field::Cr0ReadShadow) & self.cr0_mask)
+        (self.read(Field::GuestCr0) & !self.cr0_mask)
+            | (self.read(Field::Cr0ReadShadow) & self.cr0_mask)
     }
     fn cr3(&self) -> u64 {
         self.read(Field::GuestCr3)
     }
     fn cr4(&self) -> u64 {
-        (self.read(Field::GuestCr4) & !self.cr4_mask) | (self.read(Field::Cr4ReadShadow) & self.cr4_mask)
+        (self.read(Field::GuestCr4) & !self.cr4_mask)
+            | (self.read(Field::Cr4ReadShadow) & self.cr4_mask)
     }
     fn read_cr(&self, cr: u8) -> u64 {
         match cr {
@@ -384,7 +447,11 @@ impl GuestCpu for VmxVcpu {
                 self.flush_on_entry = true;
                 let paging = self.cr0() & CR0_PG != 0;
                 let pae_legacy = self.cr4() & CR4_PAE != 0 && self.efer() & efer::LMA == 0;
-                Ok(if paging && pae_legacy { CrEffect::LoadPdptes } else { CrEffect::None })
+                Ok(if paging && pae_legacy {
+                    CrEffect::LoadPdptes
+                } else {
+                    CrEffect::None
+                })
             }
             4 => {
                 // Exits happen only for bits in the mask (not offered).
@@ -408,9 +475,14 @@ impl GuestCpu for VmxVcpu {
         }
     }
     fn set_pdptes(&mut self, pdptes: [u64; 4]) {
-        for (f, v) in [Field::GuestPdpte0, Field::GuestPdpte1, Field::GuestPdpte2, Field::GuestPdpte3]
-            .into_iter()
-            .zip(pdptes)
+        for (f, v) in [
+            Field::GuestPdpte0,
+            Field::GuestPdpte1,
+            Field::GuestPdpte2,
+            Field::GuestPdpte3,
+        ]
+        .into_iter()
+        .zip(pdptes)
         {
             self.write(f, v);
         }
@@ -461,7 +533,11 @@ impl GuestCpu for VmxVcpu {
     fn skip_instruction(&mut self, len: u8) {
         let mode = self.mode();
         let rip = self.rip().wrapping_add(u64::from(len));
-        self.set_rip(if mode == crate::virt::CpuMode::Long64 { rip } else { rip & 0xffff_ffff });
+        self.set_rip(if mode == crate::virt::CpuMode::Long64 {
+            rip
+        } else {
+            rip & 0xffff_ffff
+        });
         let intr = self.read(Field::GuestInterruptibility);
         if intr & BLOCKING_STI_MOVSS != 0 {
             self.write(Field::GuestInterruptibility, intr & !BLOCKING_STI_MOVSS);

@@ -228,7 +228,12 @@ mod tests {
         assert_eq!(width_bits(Field::GuestRip), 3);
         assert_eq!(width_bits(Field::HostRsp), 3);
         // Bit 0 is the access type (full/high): all ours are "full".
-        for f in [Field::EptPointer, Field::GuestPat, Field::HostEfer, Field::GuestPdpte3] {
+        for f in [
+            Field::EptPointer,
+            Field::GuestPat,
+            Field::HostEfer,
+            Field::GuestPdpte3,
+        ] {
             assert_eq!(f as u32 & 1, 0);
         }
     }

@@ -1,0 +1,397 @@
+//! Host tests of the vendor-neutral exit handlers against a fake vCPU.
+
+use super::*;
+use crate::arch::msr::{self as m, efer};
+use crate::guest::GuestRam;
+use crate::vcpu::cpuid::{CpuidTable, Options};
+use crate::vcpu::lazy::Extended;
+use crate::virt::{Gprs, Segment};
+use crate::vm::VmEnv;
+
+/// A vCPU whose state is plain fields.
+#[derive(Default)]
+struct Fake {
+    gprs: Gprs,
+    rip: u64,
+    rflags: u64,
+    cr0: u64,
+    cr4: u64,
+    efer: u64,
+    pat: u64,
+    cpl: u8,
+    cs_ar: u32,
+    injected: Option<Fault>,
+}
+
+impl GuestCpu for Fake {
+    fn gprs(&mut self) -> &mut Gprs {
+        &mut self.gprs
+    }
+    fn rip(&self) -> u64 {
+        self.rip
+    }
+    fn set_rip(&mut self, rip: u64) {
+        self.rip = rip
+    }
+    fn rsp(&self) -> u64 {
+        0
+    }
+    fn rflags(&self) -> u64 {
+        self.rflags
+    }
+    fn set_rflags(&mut self, r: u64) {
+        self.rflags = r
+    }
+    fn cr0(&self) -> u64 {
+        self.cr0
+    }
+    fn cr3(&self) -> u64 {
+        0
+    }
+    fn cr4(&self) -> u64 {
+        self.cr4
+    }
+    fn read_cr(&self, _cr: u8) -> u64 {
+        0
+    }
+    fn efer(&self) -> u64 {
+        self.efer
+    }
+    fn set_efer(&mut self, v: u64) {
+        self.efer = (v & !efer::LMA) | (self.efer & efer::LMA)
+    }
+    fn write_cr(&mut self, _cr: u8, _v: u64) -> Result<CrEffect, Fault> {
+        Ok(CrEffect::None)
+    }
+    fn set_pdptes(&mut self, _p: [u64; 4]) {}
+    fn pat(&self) -> u64 {
+        self.pat
+    }
+    fn set_pat(&mut self, p: u64) {
+        self.pat = p
+    }
+    fn tsc_offset(&self) -> u64 {
+        0
+    }
+    fn set_tsc_offset(&mut self, _o: u64) {}
+    fn set_cr2(&mut self, _v: u64) {}
+    fn segment(&self, _r: SegmentReg) -> Segment {
+        Segment {
+            ar: self.cs_ar,
+            ..Default::default()
+        }
+    }
+    fn cpl(&self) -> u8 {
+        self.cpl
+    }
+    fn inject(&mut self, f: Fault) {
+        self.injected = Some(f)
+    }
+}
+
+/// A 64-bit guest at CPL 0.
+fn long_mode() -> Fake {
+    Fake {
+        rip: 0x1000,
+        cr0: 0x8000_0011,
+        cr4: 0x20,
+        efer: efer::LME | efer::LMA,
+        cs_ar: 0xa09b,
+        ..Default::default()
+    }
+}
+
+fn env() -> VmEnv {
+    let host = |leaf: u32, _sub: u32| match leaf {
+        0 => [0xd, 0, 0, 0],
+        1 => [0x906ea, 0, 1 << 5, 0],
+        _ => [0; 4],
+    };
+    VmEnv {
+        id: 1,
+        name: "t".into(),
+        ram: GuestRam::empty(),
+        cpuid: CpuidTable::build(
+            host,
+            Options {
+                xcr0_max: 0x7,
+                rdtscp: false,
+            },
+        ),
+        msrs: Default::default(),
+        lazy: Extended::detached(),
+        console: Default::default(),
+        stats: Default::default(),
+    }
+}
+
+fn exit(e: Exit, len: u8) -> ExitInfo {
+    ExitInfo {
+        exit: e,
+        len: Some(len),
+    }
+}
+
+#[test]
+fn cpuid_answers_from_the_table_and_skips() {
+    let (mut cpu, mut env) = (long_mode(), env());
+    cpu.gprs.rax = 0x4000_0000;
+    cpu.gprs.rcx = 0xdead;
+    assert_eq!(
+        handle(&mut cpu, &mut env, exit(Exit::Cpuid, 2), 7),
+        Action::Resume
+    );
+    assert_eq!(cpu.gprs.rbx, u64::from(u32::from_le_bytes(*b"Moji")));
+    assert_eq!(cpu.rip, 0x1002);
+    cpu.gprs.rax = 1;
+    handle(&mut cpu, &mut env, exit(Exit::Cpuid, 2), 7);
+    assert_eq!(cpu.gprs.rcx & (1 << 5), 0, "VMX hidden");
+    assert_ne!(cpu.gprs.rcx & (1 << 31), 0, "hypervisor bit");
+    assert_eq!(env.stats.total(), 2);
+}
+
+#[test]
+fn msr_policy() {
+    let (mut cpu, mut env) = (long_mode(), env());
+    // An MSR guests never get: #GP, RIP unchanged.
+    for index in [
+        m::AMD_VM_HSAVE_PA,
+        m::IA32_VMX_BASIC,
+        m::AMD_VM_CR,
+        0x1234_5678,
+    ] {
+        cpu.gprs.rcx = u64::from(index);
+        cpu.injected = None;
+        assert_eq!(
+            handle(&mut cpu, &mut env, exit(Exit::Rdmsr, 2), 7),
+            Action::Resume
+        );
+        assert_eq!(cpu.injected, Some(Fault::GP0), "{index:#x}");
+        assert_eq!(cpu.rip, 0x1000);
+    }
+    // FEATURE_CONTROL reads as locked with VMX off; writes fault.
+    cpu.gprs.rcx = u64::from(m::IA32_FEATURE_CONTROL);
+    cpu.injected = None;
+    handle(&mut cpu, &mut env, exit(Exit::Rdmsr, 2), 7);
+    assert_eq!((cpu.injected, cpu.gprs.rax, cpu.gprs.rdx), (None, 1, 0));
+    cpu.gprs.rax = 5;
+    handle(&mut cpu, &mut env, exit(Exit::Wrmsr, 2), 7);
+    assert_eq!(cpu.injected, Some(Fault::GP0));
+    // EFER: SVME is refused, NXE accepted.
+    cpu.injected = None;
+    cpu.gprs.rcx = u64::from(m::IA32_EFER);
+    cpu.gprs.set_edx_eax(efer::LME | efer::LMA | efer::SVME);
+    handle(&mut cpu, &mut env, exit(Exit::Wrmsr, 2), 7);
+    assert_eq!(cpu.injected, Some(Fault::GP0));
+    cpu.injected = None;
+    cpu.gprs.set_edx_eax(efer::LME | efer::LMA | efer::NXE);
+    handle(&mut cpu, &mut env, exit(Exit::Wrmsr, 2), 7);
+    assert_eq!(
+        (cpu.injected, cpu.efer),
+        (None, efer::LME | efer::LMA | efer::NXE)
+    );
+    // Clearing LME while paging is on faults.
+    cpu.gprs.set_edx_eax(efer::NXE);
+    handle(&mut cpu, &mut env, exit(Exit::Wrmsr, 2), 7);
+    assert_eq!(cpu.injected, Some(Fault::GP0));
+    // PAT: valid types only.
+    cpu.injected = None;
+    cpu.gprs.rcx = u64::from(m::IA32_PAT);
+    cpu.gprs.set_edx_eax(0x0606_0606_0606_0606);
+    handle(&mut cpu, &mut env, exit(Exit::Wrmsr, 2), 7);
+    assert_eq!((cpu.injected, cpu.pat), (None, 0x0606_0606_0606_0606));
+    cpu.gprs.set_edx_eax(0x0202);
+    handle(&mut cpu, &mut env, exit(Exit::Wrmsr, 2), 7);
+    assert_eq!(cpu.injected, Some(Fault::GP0));
+    // MTRR_DEF_TYPE round trip.
+    cpu.injected = None;
+    cpu.gprs.rcx = u64::from(m::IA32_MTRR_DEF_TYPE);
+    cpu.gprs.set_edx_eax(0x806);
+    handle(&mut cpu, &mut env, exit(Exit::Wrmsr, 2), 7);
+    cpu.gprs.set_edx_eax(0);
+    handle(&mut cpu, &mut env, exit(Exit::Rdmsr, 2), 7);
+    assert_eq!((cpu.injected, cpu.gprs.rax), (None, 0x806));
+}
+
+#[test]
+fn xsetbv_checks() {
+    let (mut cpu, mut env) = (long_mode(), env());
+    // Without CR4.OSXSAVE: #UD.
+    handle(&mut cpu, &mut env, exit(Exit::Xsetbv, 3), 7);
+    assert_eq!(cpu.injected, Some(Fault::UD));
+    cpu.cr4 |= CR4_OSXSAVE;
+    for (ecx, value, cpl) in [
+        (0, 0, 0),
+        (0, 2, 0),
+        (0, 5, 0),
+        (1, 3, 0),
+        (0, 3, 3),
+        (0, 0xf, 0),
+    ] {
+        cpu.injected = None;
+        cpu.cpl = cpl;
+        cpu.gprs.rcx = ecx;
+        cpu.gprs.set_edx_eax(value);
+        handle(&mut cpu, &mut env, exit(Exit::Xsetbv, 3), 7);
+        assert_eq!(
+            cpu.injected,
+            Some(Fault::GP0),
+            "ecx {ecx} value {value:#x} cpl {cpl}"
+        );
+    }
+    assert_eq!(env.lazy.xcr0, 1);
+}
+
+#[test]
+fn hypercalls_are_answered_as_kvm_answers_a_guest() {
+    let (mut cpu, mut env) = (long_mode(), env());
+    cpu.gprs.rax = 12345;
+    handle(&mut cpu, &mut env, exit(Exit::Hypercall, 3), 7);
+    assert_eq!(cpu.gprs.rax as i64, -1000, "-KVM_ENOSYS");
+    assert_eq!(cpu.rip, 0x1003);
+    cpu.cpl = 3;
+    handle(&mut cpu, &mut env, exit(Exit::Hypercall, 3), 7);
+    assert_eq!(cpu.gprs.rax as i64, -1, "-KVM_EPERM");
+    // In 32-bit mode the value is truncated to EAX.
+    let mut cpu = Fake {
+        cr0: 0x11,
+        cs_ar: 0xc09b,
+        ..Default::default()
+    };
+    handle(&mut cpu, &mut env, exit(Exit::Hypercall, 3), 7);
+    assert_eq!(cpu.gprs.rax, u64::from(-1000i32 as u32));
+}
+
+#[test]
+fn ports_console_exit_yield() {
+    let (mut cpu, mut env) = (long_mode(), env());
+    let out = |port, size| {
+        Exit::Io(crate::virt::exit::IoAccess {
+            port,
+            size,
+            input: false,
+            string: false,
+            rep: false,
+        })
+    };
+    cpu.gprs.rax = 0x4f;
+    assert_eq!(
+        handle(&mut cpu, &mut env, exit(out(0xe9, 1), 2), 7),
+        Action::Resume
+    );
+    assert_eq!(
+        handle(&mut cpu, &mut env, exit(out(0xf5, 1), 2), 7),
+        Action::Yield
+    );
+    cpu.gprs.rax = 0x1_0003;
+    assert_eq!(
+        handle(&mut cpu, &mut env, exit(out(0xf4, 2), 2), 7),
+        Action::Stop(StopReason::Exited(3))
+    );
+    assert_eq!(cpu.rip, 0x1006, "the exiting OUT is stepped over too");
+    // IN of one byte keeps the rest of RAX; IN of four zero-extends.
+    let inp = |port, size| {
+        Exit::Io(crate::virt::exit::IoAccess {
+            port,
+            size,
+            input: true,
+            string: false,
+            rep: false,
+        })
+    };
+    cpu.gprs.rax = 0xffff_ffff_1234_5678;
+    handle(&mut cpu, &mut env, exit(inp(0x80, 1), 2), 7);
+    assert_eq!(cpu.gprs.rax, 0xffff_ffff_1234_56ff);
+    handle(&mut cpu, &mut env, exit(inp(0x1234, 4), 1), 7);
+    assert_eq!(cpu.gprs.rax, 0xffff_ffff);
+    // String I/O stops the VM with a reason (no device needs it yet).
+    let s = Exit::Io(crate::virt::exit::IoAccess {
+        port: 0xe9,
+        size: 1,
+        input: false,
+        string: true,
+        rep: true,
+    });
+    assert!(matches!(
+        handle(&mut cpu, &mut env, exit(s, 2), 7),
+        Action::Stop(StopReason::Unhandled { .. })
+    ));
+}
+
+#[test]
+fn stops_with_reasons() {
+    let (mut cpu, mut env) = (long_mode(), env());
+    assert_eq!(
+        handle(&mut cpu, &mut env, exit(Exit::Hlt, 1), 7),
+        Action::Stop(StopReason::Halted {
+            rip: 0x1000,
+            interrupts_enabled: false
+        })
+    );
+    assert_eq!(cpu.rip, 0x1001, "RIP points past HLT, as after a real halt");
+    assert_eq!(
+        handle(
+            &mut cpu,
+            &mut env,
+            ExitInfo {
+                exit: Exit::TripleFault,
+                len: None
+            },
+            7
+        ),
+        Action::Stop(StopReason::TripleFault { rip: 0x1001 })
+    );
+    let npf = Exit::NestedPageFault(crate::virt::exit::NestedFault {
+        gpa: GuestPhys::new(0xfee0_0000),
+        write: true,
+        fetch: false,
+    });
+    assert!(matches!(
+        handle(
+            &mut cpu,
+            &mut env,
+            ExitInfo {
+                exit: npf,
+                len: None
+            },
+            7
+        ),
+        Action::Stop(StopReason::UnmappedAccess {
+            gpa: 0xfee0_0000,
+            write: true,
+            ..
+        })
+    ));
+    // VMX/SVM instructions and MONITOR/MWAIT raise #UD; RDPMC #GP.
+    handle(
+        &mut cpu,
+        &mut env,
+        exit(Exit::Undefined("VMX instruction"), 3),
+        7,
+    );
+    assert_eq!(cpu.injected, Some(Fault::UD));
+    handle(
+        &mut cpu,
+        &mut env,
+        exit(Exit::GeneralProtection("RDPMC"), 2),
+        7,
+    );
+    assert_eq!(cpu.injected, Some(Fault::GP0));
+}
+
+#[test]
+fn an_undecodable_instruction_stops_the_vm_instead_of_guessing() {
+    // No length from the hardware and no RAM to fetch from.
+    let (mut cpu, mut env) = (long_mode(), env());
+    let r = handle(
+        &mut cpu,
+        &mut env,
+        ExitInfo {
+            exit: Exit::Cpuid,
+            len: None,
+        },
+        7,
+    );
+    assert!(matches!(r, Action::Stop(StopReason::Unhandled { .. })));
+    assert_eq!(cpu.rip, 0x1000);
+}
