@@ -1,1 +1,104 @@
-fn main() {}
+//! `cargo xtask`: Mojito's developer commands (names from DESIGN.md §3).
+
+mod cmd {
+    pub mod build;
+    pub mod run;
+    pub mod test;
+}
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use xtask::Workspace;
+
+/// Build, pack, run and test the Mojito hypervisor.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the hypervisor and the guests (release, x86_64-unknown-none).
+    Build,
+    /// Build, then write the UEFI and BIOS disk images to target/mojito/.
+    Image {
+        /// Also write the UEFI image here: a file, or a USB stick's whole
+        /// disk device (e.g. /dev/sdb), which is erased.
+        #[arg(long, value_name = "PATH")]
+        usb: Option<PathBuf>,
+        /// Also write the BIOS image here.
+        #[arg(long, value_name = "PATH")]
+        bios: Option<PathBuf>,
+        /// Add files to the boot bundle: `*.elf` files go to guests/ and
+        /// start at boot, others keep their base name.
+        #[arg(long, value_name = "FILE", num_args = 1..)]
+        add: Vec<PathBuf>,
+        /// Overwrite the --usb device without asking.
+        #[arg(long, requires = "usb")]
+        yes: bool,
+    },
+    /// Boot Mojito in QEMU (or Bochs) with the serial console on this terminal.
+    Run(cmd::run::RunArgs),
+    /// Run every test: host unit tests, then boots under QEMU (SVM) and
+    /// Bochs (VMX).
+    Test {
+        /// Also run the long soak and Linux-guest tests.
+        #[arg(long)]
+        slow: bool,
+    },
+    /// Measure exit costs (not implemented yet).
+    Bench {
+        /// What to measure: Mojito's exits by default, or `linux` for the
+        /// Linux KVM reference.
+        what: Option<BenchWhat>,
+    },
+    /// Fuzz the hypervisor's decoders (not implemented yet).
+    Fuzz,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BenchWhat {
+    Linux,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ws = Workspace::locate();
+    let result = match cli.cmd {
+        Cmd::Build => cmd::build::build(&ws).map(|()| ExitCode::SUCCESS),
+        Cmd::Image {
+            usb,
+            bios,
+            add,
+            yes,
+        } => cmd::build::image(&ws, usb, bios, &add, yes).map(|()| ExitCode::SUCCESS),
+        Cmd::Run(args) => cmd::run::run(&ws, args),
+        Cmd::Test { slow } => cmd::test::test(&ws, slow).map(|()| ExitCode::SUCCESS),
+        Cmd::Bench { what: None } => Ok(not_yet(BENCH_MISSING)),
+        Cmd::Bench {
+            what: Some(BenchWhat::Linux),
+        } => Ok(not_yet(BENCH_LINUX_MISSING)),
+        Cmd::Fuzz => Ok(not_yet(FUZZ_MISSING)),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("xtask: error: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+const BENCH_MISSING: &str = "bench: not implemented yet: the exit-cost benchmark (instruction \
+    counts under QEMU -icount and Bochs) comes with the bench issue";
+const BENCH_LINUX_MISSING: &str = "bench linux: not implemented yet: the Linux KVM reference \
+    measurement comes with the bench issue";
+const FUZZ_MISSING: &str = "fuzz: not implemented yet: there are no fuzz targets yet (the \
+    instruction decoder and hypercall decode get them in a later issue)";
+
+/// For the commands of later issues: says what is missing, exits with 2.
+fn not_yet(message: &str) -> ExitCode {
+    eprintln!("xtask: {message}");
+    ExitCode::from(2)
+}

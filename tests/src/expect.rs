@@ -1,0 +1,154 @@
+//! What the serial log of a full boot must show (the hypervisor's serial
+//! contract): the hypervisor starts, names its CPU extension, runs every
+//! built-in guest to its expected end, stays up after a guest's triple
+//! fault, and powers the machine off.
+
+/// The hypervisor's first line.
+pub fn first_line() -> String {
+    format!("mojito: Mojito {} starting", env!("CARGO_PKG_VERSION"))
+}
+
+/// The hypervisor's last line.
+pub use xtask::POWER_OFF_LINE as LAST_LINE;
+
+/// The serial log's lines, without line-end characters.
+fn lines(serial: &str) -> Vec<&str> {
+    serial
+        .lines()
+        .map(|l| l.trim_end_matches(['\r', '\n']))
+        .collect()
+}
+
+/// Whether `line` is `mojito: vm <id> (<name>): stopped: <how>`, maybe
+/// followed by details (`... after 25 exits`).
+fn is_stop(line: &str, name: &str, how: &str) -> bool {
+    let Some(rest) = line.strip_prefix("mojito: vm ") else {
+        return false;
+    };
+    let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let Some(details) = rest[digits..].strip_prefix(&format!(" ({name}): stopped: {how}")) else {
+        return false;
+    };
+    digits > 0 && !details.starts_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// Everything the log lacks or shows wrongly, in words; empty when the run
+/// did all it should. `extension` is `SVM` or `VMX`.
+pub fn problems(serial: &str, extension: &str) -> Vec<String> {
+    let lines = lines(serial);
+    let find = |what: &dyn Fn(&str) -> bool| lines.iter().position(|l| what(l));
+    let mut problems = Vec::new();
+    let mut need = |what: String, at: Option<usize>| {
+        if at.is_none() {
+            problems.push(format!("no line {what}"));
+        }
+        at
+    };
+    let first = first_line();
+    need(format!("{first:?}"), find(&|l| l.starts_with(&first)));
+    let cpu = format!("mojito: cpu0: {extension}");
+    need(format!("starting {cpu:?}"), find(&|l| l.starts_with(&cpu)));
+    need(
+        "\"[demo] PASS\"".into(),
+        find(&|l| l.trim_end() == "[demo] PASS"),
+    );
+    for vm in ["isolate1", "isolate2"] {
+        let ok = format!("[{vm}] isolation ok");
+        need(format!("starting {ok:?}"), find(&|l| l.starts_with(&ok)));
+    }
+    let stops = [
+        ("demo", "exited with status 0"),
+        ("isolate1", "exited with status 0"),
+        ("isolate2", "exited with status 0"),
+        ("halt", "halted"),
+        ("triple", "triple fault"),
+    ];
+    let mut triple = None;
+    for (vm, how) in stops {
+        let what = format!("\"mojito: vm N ({vm}): stopped: {how}\"");
+        triple = need(what, find(&|l| is_stop(l, vm, how)));
+    }
+    let last = need(format!("{LAST_LINE:?}"), find(&|l| l == LAST_LINE));
+    if let (Some(t), Some(l)) = (triple, last)
+        && l < t
+    {
+        problems.push("the power-off line comes before the triple-fault stop".into());
+    }
+    for fatal in lines.iter().filter(|l| l.contains("mojito: FATAL")) {
+        problems.push(format!("a fatal error: {fatal:?}"));
+    }
+    problems
+}
+
+/// The demo guest's benchmark line (`[demo] cpuid round trip: ...`).
+pub fn cpuid_figure(serial: &str) -> Option<&str> {
+    serial
+        .lines()
+        .map(str::trim_end)
+        .find(|l| l.starts_with("[demo] cpuid round trip:"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good_log() -> String {
+        [
+            "bootloader noise",
+            &first_line(),
+            "mojito: cpu0: SVM npt nrips=0 vgif",
+            "[demo] cpuid round trip: 7000 TSC ticks (1000 iterations)",
+            "[demo] PASS",
+            "mojito: vm 1 (demo): stopped: exited with status 0",
+            "[isolate1] isolation ok (pattern 0x11)",
+            "[isolate2] isolation ok (pattern 0x22)",
+            "mojito: vm 2 (isolate1): stopped: exited with status 0",
+            "mojito: vm 3 (isolate2): stopped: exited with status 0",
+            "mojito: vm 4 (halt): stopped: halted",
+            "mojito: vm 5 (triple): stopped: triple fault",
+            LAST_LINE,
+        ]
+        .join("\r\n")
+    }
+
+    #[test]
+    fn a_full_run_passes() {
+        let log = good_log();
+        assert_eq!(problems(&log, "SVM"), Vec::<String>::new());
+        assert!(cpuid_figure(&log).unwrap().contains("7000 TSC ticks"));
+    }
+
+    #[test]
+    fn each_gap_is_named() {
+        let log = good_log();
+        assert_eq!(problems(&log, "VMX").len(), 1);
+        let no_halt = log.replace("stopped: halted", "stopped: exited with status 0");
+        assert!(problems(&no_halt, "SVM")[0].contains("(halt): stopped: halted"));
+        let failed = log.replace(
+            "(demo): stopped: exited with status 0",
+            "(demo): stopped: exited with status 1",
+        );
+        assert_eq!(problems(&failed, "SVM").len(), 1);
+        let fatal = format!("{log}\nmojito: FATAL exception 13");
+        assert!(problems(&fatal, "SVM")[0].contains("FATAL"));
+    }
+
+    #[test]
+    fn stop_lines() {
+        assert!(is_stop(
+            "mojito: vm 12 (demo): stopped: halted",
+            "demo",
+            "halted"
+        ));
+        assert!(!is_stop(
+            "mojito: vm (demo): stopped: halted",
+            "demo",
+            "halted"
+        ));
+        assert!(!is_stop(
+            "mojito: vm 1 (demo2): stopped: halted",
+            "demo",
+            "halted"
+        ));
+    }
+}

@@ -1,0 +1,274 @@
+//! One emulator run per test, in a directory of its own under
+//! `target/mojito/runs/` (kept when the test fails, removed when it passes).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use tempfile::TempDir;
+use xtask::bochs::{self, Bochs};
+use xtask::qemu::{self, Accel, Boot, Qemu, Serial};
+use xtask::runner::{self, Outcome, Watch};
+use xtask::sysdeps;
+use xtask::workspace::{command_line, read_lossy};
+
+use crate::expect;
+
+/// How long a whole boot may take before the emulator is killed, unless
+/// `MOJITO_BOOT_TIMEOUT` (seconds) says otherwise.
+pub const TIMEOUT: Duration = Duration::from_secs(180);
+
+fn timeout() -> Duration {
+    std::env::var("MOJITO_BOOT_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(TIMEOUT, Duration::from_secs)
+}
+
+/// Set it to QEMU `-d` items (e.g. `int,cpu_reset`) to trace QEMU runs.
+pub const QEMU_TRACE_VAR: &str = "MOJITO_QEMU_TRACE";
+
+/// Which image QEMU boots.
+#[derive(Clone, Copy, Debug)]
+pub enum Disk {
+    /// The UEFI image on an emulated USB stick (xHCI), with OVMF.
+    UefiUsb,
+    /// The BIOS image as the first IDE disk, with SeaBIOS.
+    Bios,
+}
+
+/// A finished run.
+pub struct Run {
+    pub test: &'static str,
+    pub command: String,
+    pub outcome: Outcome,
+    /// The emulator's own log, as much of it as explains a failure.
+    pub emulator_log: String,
+    dir: TempDir,
+}
+
+fn run_dir(test: &str) -> TempDir {
+    let runs = crate::runs_dir();
+    std::fs::create_dir_all(&runs)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", runs.display()));
+    tempfile::Builder::new()
+        .prefix(&format!("{test}-"))
+        .tempdir_in(&runs)
+        .unwrap_or_else(|e| panic!("cannot create a run directory in {}: {e}", runs.display()))
+}
+
+/// Boots `disk` in QEMU TCG with CPU model `cpu` (one with SVM), with
+/// `more` QEMU arguments.
+pub fn qemu(
+    test: &'static str,
+    disk: Disk,
+    cpu: &str,
+    mem_mib: u64,
+    smp: u32,
+    more: &[&str],
+) -> Run {
+    if let Err(e) = sysdeps::check(sysdeps::QEMU) {
+        panic!("{test}: {e:#}");
+    }
+    let images = crate::images();
+    let dir = run_dir(test);
+    let boot = match disk {
+        Disk::UefiUsb => {
+            let vars = qemu::fresh_vars(&dir.path().join("OVMF_VARS_4M.fd"))
+                .unwrap_or_else(|e| panic!("{test}: {e:#}"));
+            Boot::UefiUsb {
+                image: images.uefi.clone(),
+                vars,
+            }
+        }
+        Disk::Bios => Boot::Bios {
+            image: images.bios.clone(),
+        },
+    };
+    let serial = dir.path().join("serial.txt");
+    // QEMU's own trace (`-d`), on request: it is large, and OVMF fills
+    // `guest_errors` with TPM probes.
+    let trace_items = std::env::var(QEMU_TRACE_VAR).ok().filter(|v| !v.is_empty());
+    let trace_file = dir.path().join("qemu-trace.log");
+    let mut extra: Vec<String> = more.iter().map(|s| s.to_string()).collect();
+    if let Some(items) = &trace_items {
+        extra.extend([
+            "-d".into(),
+            items.clone(),
+            "-D".into(),
+            trace_file.display().to_string(),
+        ]);
+    }
+    let machine = Qemu {
+        boot,
+        accel: Accel::Tcg(cpu.into()),
+        mem_mib,
+        smp,
+        serial: Serial::File(serial.clone()),
+        extra,
+    };
+    let cmd = machine.command();
+    let command = command_line(&cmd);
+    let watch = Watch {
+        serial,
+        emulator_out: dir.path().join("qemu.log"),
+        timeout: Some(timeout()),
+        echo: false,
+    };
+    let outcome = runner::run(cmd, &watch).unwrap_or_else(|e| panic!("{test}: {e:#}"));
+    let mut emulator_log = format!("QEMU's output:\n{}", outcome.emulator_out);
+    match trace_items {
+        Some(items) => {
+            let trace = read_lossy(&trace_file);
+            let _ = write!(
+                emulator_log,
+                "\nQEMU's -d {items} trace, last 60 lines:\n{}",
+                tail(&trace, 60)
+            );
+        }
+        None => {
+            let _ = write!(
+                emulator_log,
+                "(for QEMU's own trace, rerun with {QEMU_TRACE_VAR}=int,cpu_reset,guest_errors)"
+            );
+        }
+    }
+    Run {
+        test,
+        command,
+        outcome,
+        emulator_log,
+        dir,
+    }
+}
+
+/// Boots the BIOS image in Bochs with CPU model `model` (one with VMX).
+pub fn bochs(test: &'static str, model: &str, mem_mib: u64, cpus: u32) -> Run {
+    if let Err(e) = sysdeps::check(sysdeps::BOCHS) {
+        panic!("{test}: {e:#}");
+    }
+    let images = crate::images();
+    let dir = run_dir(test);
+    // A copy: Bochs opens its disk read-write, and tests run in parallel.
+    let disk = dir.path().join("disk.img");
+    std::fs::copy(&images.bios, &disk)
+        .unwrap_or_else(|e| panic!("{test}: cannot copy {}: {e}", images.bios.display()));
+    let machine = Bochs {
+        dir: dir.path().to_path_buf(),
+        image: disk,
+        cpu_model: model.into(),
+        cpus,
+        mem_mib,
+    };
+    let cmd = machine
+        .prepare()
+        .unwrap_or_else(|e| panic!("{test}: {e:#}"));
+    let command = command_line(&cmd);
+    let watch = Watch {
+        serial: machine.serial_path(),
+        emulator_out: dir.path().join("bochs.out"),
+        timeout: Some(timeout()),
+        echo: false,
+    };
+    let outcome = runner::run(cmd, &watch).unwrap_or_else(|e| panic!("{test}: {e:#}"));
+    let log = read_lossy(&machine.log_path());
+    let emulator_log = format!(
+        "Bochs's output, last 20 lines:\n{}\nbochs.log, the last 40 lines about VMX, panics \
+         and errors:\n{}\nbochs.log, last 40 lines:\n{}",
+        tail(&outcome.emulator_out, 20),
+        tail(&bochs::interesting_log_lines(&log).join("\n"), 40),
+        tail(&log, 40)
+    );
+    Run {
+        test,
+        command,
+        outcome,
+        emulator_log,
+        dir,
+    }
+}
+
+/// `text` without the terminal escape sequences OVMF sends (they would
+/// clear the screen) and with other control characters made visible.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                // CSI: ESC [ parameters, then a final byte in '@'..='~'.
+                if chars.next() == Some('[') {
+                    chars.by_ref().find(|c| ('@'..='~').contains(c));
+                }
+            }
+            '\r' => {}
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Run {
+    /// Asserts that every built-in guest ended as it should under
+    /// `extension` (`SVM`/`VMX`), and, when `powered_off`, that the
+    /// emulator exited with status 0 (ACPI power-off). Prints the demo's
+    /// benchmark figure. On failure prints the whole serial log and the
+    /// emulator's log, and keeps the run directory.
+    pub fn assert_all_guests_ran(self, extension: &str, powered_off: bool) {
+        let o = &self.outcome;
+        let mut problems = expect::problems(&o.serial, extension);
+        if o.timed_out {
+            problems.insert(0, format!("timed out after {} s", timeout().as_secs()));
+        } else if powered_off && o.status.and_then(|s| s.code()) != Some(0) {
+            let status = o.status.map_or("none".into(), qemu::describe_exit);
+            problems.insert(0, format!("the emulator did not power off: {status}"));
+        }
+        let secs = o.elapsed.as_secs_f64();
+        if problems.is_empty() {
+            let figure =
+                expect::cpuid_figure(&o.serial).unwrap_or("[demo] printed no cpuid figure");
+            let cpu = o.serial.lines().find(|l| l.starts_with("mojito: cpu0: "));
+            println!(
+                "{}: {}",
+                self.test,
+                cpu.unwrap_or("no cpu0 line").trim_end()
+            );
+            println!("{}: {figure}", self.test);
+            println!(
+                "{}: all guests ran; the machine stopped after {secs:.1} s",
+                self.test
+            );
+            return;
+        }
+        let kept = self.dir.keep();
+        println!(
+            "{test} failed after {secs:.1} s:\n  - {list}\n\ncommand: {command}\nrun directory \
+             (kept): {dir}\n\n===== serial log =====\n{serial}\n===== end of serial log \
+             =====\n\n{emulator}\n",
+            test = self.test,
+            list = problems.join("\n  - "),
+            command = self.command,
+            dir = kept.display(),
+            serial = printable(&o.serial),
+            emulator = printable(&self.emulator_log),
+        );
+        // The report above says it all: fail the test without a panic
+        // message and backtrace pointing here.
+        std::panic::resume_unwind(Box::new(format!("{} failed", self.test)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn printable_drops_escape_sequences() {
+        let ovmf = "\u{1b}[2J\u{1b}[01;01H\u{1b}[=3hBdsDxe: ok\r\n\u{7}bell";
+        assert_eq!(super::printable(ovmf), "BdsDxe: ok\n\\u{7}bell");
+    }
+}

@@ -1,0 +1,159 @@
+//! `cargo xtask run`: boots Mojito with the serial console on this terminal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use xtask::bochs::{self, Bochs};
+use xtask::qemu::{self, Boot, Qemu, Serial};
+use xtask::runner::{self, Watch};
+use xtask::workspace::command_line;
+use xtask::{Workspace, image, parse_mem_mib, sysdeps};
+
+/// The machine's defaults (DESIGN.md §3).
+const DEFAULT_MEM: &str = "2G";
+const DEFAULT_SMP: u32 = 2;
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Number of CPUs [default: 2]
+    #[arg(long, value_name = "N")]
+    smp: Option<u32>,
+    /// Memory, like 2G or 512M [default: 2G]
+    #[arg(long, value_name = "SIZE")]
+    mem: Option<String>,
+    /// Boot the BIOS image (QEMU with SeaBIOS) instead of the UEFI one.
+    #[arg(long)]
+    bios: bool,
+    /// Run the BIOS image in Bochs with a VMX CPU (Skylake-X) instead of QEMU.
+    #[arg(long)]
+    bochs: bool,
+    /// A Linux kernel to run as a guest (needs the control domain).
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// The guest kernel's initrd (needs the control domain).
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// The guest kernel's command line (needs the control domain).
+    #[arg(long, value_name = "STR")]
+    append: Option<String>,
+    /// The guest's vCPUs (needs the control domain).
+    #[arg(long, value_name = "N")]
+    guest_cpus: Option<u32>,
+    /// The guest's memory (needs the control domain).
+    #[arg(long, value_name = "SIZE")]
+    guest_mem: Option<String>,
+}
+
+impl RunArgs {
+    /// The first flag given that only the control domain could honour.
+    fn control_domain_flag(&self) -> Option<&'static str> {
+        [
+            (self.kernel.is_some(), "--kernel"),
+            (self.initrd.is_some(), "--initrd"),
+            (self.append.is_some(), "--append"),
+            (self.guest_cpus.is_some(), "--guest-cpus"),
+            (self.guest_mem.is_some(), "--guest-mem"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
+}
+
+pub fn run(ws: &Workspace, args: RunArgs) -> Result<ExitCode> {
+    if let Some(flag) = args.control_domain_flag() {
+        eprintln!(
+            "xtask: run {flag} needs the control domain, which is not built yet (a later \
+             issue); run without it to boot the built-in guests"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let mem_mib = parse_mem_mib(args.mem.as_deref().unwrap_or(DEFAULT_MEM))?;
+    if args.bochs {
+        return run_bochs(ws, &args, mem_mib);
+    }
+    sysdeps::ensure(sysdeps::QEMU)?;
+    let images = image::build_images(ws, &[])?;
+    let (accel, why) = qemu::choose_accel();
+    println!("xtask: accelerator: {why}");
+    let boot = if args.bios {
+        Boot::Bios { image: images.bios }
+    } else {
+        let vars = qemu::fresh_vars(&ws.image_dir().join("OVMF_VARS_4M.fd"))?;
+        Boot::UefiUsb {
+            image: images.uefi,
+            vars,
+        }
+    };
+    let machine = Qemu {
+        boot,
+        accel,
+        mem_mib,
+        smp: args.smp.unwrap_or(DEFAULT_SMP),
+        serial: Serial::Terminal,
+        extra: Vec::new(),
+    };
+    let mut cmd = machine.command();
+    println!("xtask: {}", command_line(&cmd));
+    println!("xtask: Ctrl-A X quits QEMU");
+    let status = cmd.status()?;
+    println!("xtask: {}", qemu::describe_exit(status));
+    let code = status.code().unwrap_or(1).clamp(0, 255) as u8;
+    Ok(ExitCode::from(code))
+}
+
+fn run_bochs(ws: &Workspace, args: &RunArgs, mem_mib: u64) -> Result<ExitCode> {
+    sysdeps::ensure(sysdeps::BOCHS)?;
+    let images = image::build_images(ws, &[])?;
+    let dir = ws.image_dir().join("bochs-run");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let machine = Bochs {
+        dir: dir.clone(),
+        image: images.bios,
+        cpu_model: bochs::DEFAULT_MODEL.into(),
+        cpus: args.smp.unwrap_or(DEFAULT_SMP),
+        mem_mib,
+    };
+    let cmd = machine.prepare()?;
+    println!(
+        "xtask: Bochs, CPU model {} (VMX with EPT), {} CPUs, {mem_mib} MiB; its log: {}",
+        machine.cpu_model,
+        machine.cpus,
+        ws.show(&machine.log_path())
+    );
+    println!("xtask: {}", command_line(&cmd));
+    println!("xtask: Bochs always exits with status 1; Ctrl-C stops it");
+    let watch = Watch {
+        serial: machine.serial_path(),
+        emulator_out: dir.join("bochs.out"),
+        timeout: None,
+        echo: true,
+    };
+    let outcome = runner::run(cmd, &watch)?;
+    if outcome
+        .serial
+        .lines()
+        .any(|l| l.trim_end() == xtask::POWER_OFF_LINE)
+    {
+        println!(
+            "xtask: Bochs stopped after the hypervisor powered off ({:.1} s)",
+            outcome.elapsed.as_secs_f64()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let log = xtask::workspace::read_lossy(&machine.log_path());
+    println!(
+        "xtask: Bochs stopped before the hypervisor's last line; from {}:",
+        ws.show(&machine.log_path())
+    );
+    for line in last(&bochs::interesting_log_lines(&log), 40) {
+        println!("  {line}");
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+fn last<'a>(lines: &'a [&'a str], n: usize) -> &'a [&'a str] {
+    &lines[lines.len().saturating_sub(n)..]
+}

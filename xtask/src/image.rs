@@ -1,0 +1,195 @@
+//! Packing the boot bundle and writing the UEFI and BIOS disk images.
+//!
+//! The images come from the `loader` binary (see `loader/src/main.rs`):
+//! xtask does not link the `bootloader` builder, whose first build takes
+//! minutes, so that xtask itself compiles in seconds.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::artifacts::{self, Artifacts};
+use crate::workspace::{Workspace, run_checked};
+
+/// Bochs wants whole cylinders: 16 heads × 63 sectors × 512 bytes.
+pub const BOCHS_DISK_MULTIPLE: u64 = 516_096;
+
+/// The UEFI image's file name in `target/mojito`.
+pub const UEFI_IMAGE: &str = "mojito-uefi.img";
+/// The BIOS image's file name in `target/mojito`.
+pub const BIOS_IMAGE: &str = "mojito-bios.img";
+
+/// One file of the boot bundle: its name in the bundle and where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleEntry {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// The two images `make_images` writes.
+#[derive(Clone, Debug)]
+pub struct Images {
+    pub uefi: PathBuf,
+    pub bios: PathBuf,
+}
+
+impl Images {
+    /// The images as they are named in `dir` (e.g. `MOJITO_IMAGE_DIR`).
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            uefi: dir.join(UEFI_IMAGE),
+            bios: dir.join(BIOS_IMAGE),
+        }
+    }
+}
+
+/// The default bundle: every `guests/*.elf` starts at boot, in this order
+/// (the order gives the VM ids).
+pub fn default_bundle(a: &Artifacts) -> Result<Vec<BundleEntry>> {
+    let elf = |bundle_name: &str, guest: &str| -> Result<BundleEntry> {
+        let path = a
+            .guest(guest)
+            .with_context(|| format!("no guest binary named {guest}"))?;
+        Ok(BundleEntry {
+            name: format!("guests/{bundle_name}.elf"),
+            path: path.to_path_buf(),
+        })
+    };
+    Ok(vec![
+        elf("demo", "demo")?,
+        elf("isolate1", "isolate")?,
+        elf("isolate2", "isolate")?,
+        elf("halt", "halt")?,
+        elf("triple", "triple")?,
+    ])
+}
+
+/// The bundle entry for a file given to `image --add`: an ELF file
+/// (`*.elf`) goes to `guests/` and so starts at boot; anything else keeps
+/// its base name at the top of the bundle.
+pub fn extra_entry(path: &Path) -> Result<BundleEntry> {
+    if !path.is_file() {
+        bail!("--add {}: no such file", path.display());
+    }
+    let base = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("--add {}: the file name must be UTF-8", path.display()))?;
+    let name = if base.ends_with(".elf") {
+        format!("guests/{base}")
+    } else {
+        base.to_owned()
+    };
+    Ok(BundleEntry {
+        name,
+        path: path.to_path_buf(),
+    })
+}
+
+/// What to tell the user before the image builder's first build.
+pub const FIRST_BUILD_NOTE: &str =
+    "its first build takes 2-5 minutes (the bootloader crate compiles its own stages)";
+
+/// Where `cargo build -p loader` puts the `loader` binary.
+pub fn loader_path(ws: &Workspace) -> PathBuf {
+    ws.target.join("debug").join("loader")
+}
+
+/// Builds the `loader` binary (dev profile, the only profile its
+/// `bootloader` builder is ever built in) and returns its path.
+pub fn build_loader(ws: &Workspace) -> Result<PathBuf> {
+    let loader = loader_path(ws);
+    if !loader.is_file() {
+        eprintln!("xtask: building the image builder (loader); {FIRST_BUILD_NOTE}");
+    }
+    let mut cmd = ws.cargo();
+    cmd.args(["build", "-p", "loader"]);
+    run_checked(&mut cmd, "cargo build -p loader")?;
+    Ok(loader)
+}
+
+/// Writes `target/mojito/mojito-{uefi,bios}.img` holding `kernel` and
+/// `bundle`; the BIOS image is padded for Bochs.
+pub fn make_images(ws: &Workspace, kernel: &Path, bundle: &[BundleEntry]) -> Result<Images> {
+    let loader = build_loader(ws)?;
+    let dir = ws.image_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let images = Images::in_dir(&dir);
+    let mut cmd = std::process::Command::new(&loader);
+    cmd.arg("--kernel").arg(kernel);
+    cmd.arg("--uefi").arg(&images.uefi);
+    cmd.arg("--bios").arg(&images.bios);
+    cmd.arg("--bios-pad").arg(BOCHS_DISK_MULTIPLE.to_string());
+    for entry in bundle {
+        let mut arg = std::ffi::OsString::from(format!("{}=", entry.name));
+        arg.push(&entry.path);
+        cmd.arg("--file").arg(arg);
+    }
+    run_checked(&mut cmd, "loader (writing the disk images)")?;
+    Ok(images)
+}
+
+/// Builds everything and writes the images with the default bundle plus
+/// `extra` files (`image --add`). What `image`, `run` and the tests use.
+pub fn build_images(ws: &Workspace, extra: &[PathBuf]) -> Result<Images> {
+    let extra = extra
+        .iter()
+        .map(|p| extra_entry(p))
+        .collect::<Result<Vec<_>>>()?;
+    let built = artifacts::build(ws)?;
+    let mut bundle = default_bundle(&built)?;
+    for entry in extra {
+        if bundle.iter().any(|e| e.name == entry.name) {
+            bail!(
+                "--add {}: the bundle already holds {}",
+                entry.path.display(),
+                entry.name
+            );
+        }
+        bundle.push(entry);
+    }
+    make_images(ws, &built.hypervisor, &bundle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn added_files_are_named_by_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let elf = dir.path().join("extra.elf");
+        let txt = dir.path().join("boot.mojito");
+        std::fs::write(&elf, b"\x7fELF").unwrap();
+        std::fs::write(&txt, b"list\n").unwrap();
+        assert_eq!(extra_entry(&elf).unwrap().name, "guests/extra.elf");
+        assert_eq!(extra_entry(&txt).unwrap().name, "boot.mojito");
+        assert!(extra_entry(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn default_bundle_order() {
+        let a = Artifacts {
+            hypervisor: "hv".into(),
+            guests: artifacts::GUESTS
+                .iter()
+                .map(|g| (*g, PathBuf::from(g)))
+                .collect(),
+        };
+        let names: Vec<_> = default_bundle(&a)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "guests/demo.elf",
+                "guests/isolate1.elf",
+                "guests/isolate2.elf",
+                "guests/halt.elf",
+                "guests/triple.elf"
+            ]
+        );
+    }
+}
