@@ -7,8 +7,15 @@ use mojito_tests::machine::{self, Disk};
 /// SVM with NPT, no NRIP save, no VGIF. The machine `cargo xtask run` boots.
 #[test]
 fn svm_qemu() {
-    machine::qemu("svm_qemu", Disk::UefiUsb, "EPYC", 2048, 2, &[])
-        .assert_all_guests_ran("SVM", true);
+    machine::qemu(
+        "svm_qemu",
+        Disk::UefiUsb,
+        xtask::qemu::TCG_SVM_CPU,
+        2048,
+        2,
+        &[],
+    )
+    .assert_all_guests_ran("SVM", true);
 }
 
 /// The BIOS image with `-icount shift=0,align=off`: the guest's TSC counts
@@ -19,7 +26,7 @@ fn svm_qemu_bios_icount() {
     machine::qemu(
         "svm_qemu_bios_icount",
         Disk::Bios,
-        "EPYC",
+        xtask::qemu::TCG_SVM_CPU,
         512,
         1,
         &["-icount", "shift=0,align=off"],
