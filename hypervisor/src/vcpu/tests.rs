@@ -87,6 +87,7 @@ impl GuestCpu for Fake {
     fn inject(&mut self, f: Fault) {
         self.injected = Some(f)
     }
+    fn clear_interrupt_shadow(&mut self) {}
 }
 
 /// A 64-bit guest at CPL 0.

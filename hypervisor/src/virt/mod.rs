@@ -154,16 +154,16 @@ pub trait GuestCpu {
     fn cpl(&self) -> u8;
     /// Queues an exception for the next entry.
     fn inject(&mut self, fault: Fault);
-    /// Steps past the instruction that exited (and drops the one-instruction
-    /// interrupt shadow, as executing it would).
+    /// Drops the one-instruction interrupt shadow (STI / MOV SS blocking).
+    fn clear_interrupt_shadow(&mut self);
+    /// Steps past the instruction that exited, as executing it would: RIP
+    /// advances (wrapping at 4 GiB outside 64-bit mode) and the interrupt
+    /// shadow ends.
     fn skip_instruction(&mut self, len: u8) {
-        let rip = self.rip();
-        let next = if self.mode() == CpuMode::Long64 {
-            rip.wrapping_add(u64::from(len))
-        } else {
-            rip.wrapping_add(u64::from(len)) & 0xffff_ffff
-        };
-        self.set_rip(next);
+        let rip = self.rip().wrapping_add(u64::from(len));
+        let long = self.mode() == CpuMode::Long64;
+        self.set_rip(if long { rip } else { rip & 0xffff_ffff });
+        self.clear_interrupt_shadow();
     }
 
     /// The guest's operating mode, from CR0.PE, EFER.LMA and CS.

@@ -333,11 +333,7 @@ impl GuestCpu for SvmVcpu {
         }
         self.vmcb_mut().control.event_inj = ev;
     }
-    fn skip_instruction(&mut self, len: u8) {
-        let long = self.mode() == crate::virt::CpuMode::Long64;
-        let v = self.vmcb_mut();
-        let rip = v.save.rip.wrapping_add(u64::from(len));
-        v.save.rip = if long { rip } else { rip & 0xffff_ffff };
-        v.control.interrupt_shadow = 0;
+    fn clear_interrupt_shadow(&mut self) {
+        self.vmcb_mut().control.interrupt_shadow = 0;
     }
 }

@@ -530,14 +530,7 @@ impl GuestCpu for VmxVcpu {
         }
         self.write(Field::EntryInterruptionInfo, u64::from(info));
     }
-    fn skip_instruction(&mut self, len: u8) {
-        let mode = self.mode();
-        let rip = self.rip().wrapping_add(u64::from(len));
-        self.set_rip(if mode == crate::virt::CpuMode::Long64 {
-            rip
-        } else {
-            rip & 0xffff_ffff
-        });
+    fn clear_interrupt_shadow(&mut self) {
         let intr = self.read(Field::GuestInterruptibility);
         if intr & BLOCKING_STI_MOVSS != 0 {
             self.write(Field::GuestInterruptibility, intr & !BLOCKING_STI_MOVSS);
