@@ -4,11 +4,14 @@
 //! this crate depends on `core` only, so the hypervisor, a guest and a host
 //! tool all agree on one definition.
 //!
-//! Today it holds the boot-bundle format (how the loader hands files to the
-//! hypervisor) and the port-I/O conventions of Mojito's test guests. The KVM
-//! structures (`kvm_run`, `kvm_regs`, ...) join it with the control domain.
+//! It holds the boot-bundle format (how the loader hands files to the
+//! hypervisor), the port-I/O conventions of Mojito's test guests, and the
+//! KVM ABI the control domain speaks to the hypervisor ([`kvm`]: `kvm_run`,
+//! `kvm_regs`, ..., the request codes, and Mojito's own requests and
+//! hypercall convention in [`kvm::mojito`]).
 
 #![no_std]
 
 pub mod bundle;
 pub mod guest;
+pub mod kvm;

@@ -66,7 +66,12 @@ fn run_until_switch<B: Backend>(
     xcr0_max: u64,
 ) -> Option<crate::vm::StopReason> {
     let (cpu, env) = vm.parts()?;
-    backend.activate(cpu);
+    if !backend.activate(cpu) {
+        return Some(crate::vm::StopReason::EntryFailed {
+            what: "the vCPU could not be made current",
+            code: 0,
+        });
+    }
     loop {
         let info = backend.run(cpu, new_context);
         new_context = false;

@@ -191,6 +191,14 @@ impl<B: Backend> Vm<B> {
         xstate: &HostXstate,
     ) -> Result<Self, CreateError> {
         let entry = load_plan(elf, ram_size, |_, _| {})?;
+        // The heap allocations first: a full heap must fail the request, not
+        // abort the hypervisor after frames were taken.
+        let mut owned_name = String::new();
+        owned_name
+            .try_reserve_exact(name.len())
+            .map_err(|_| CreateError::NoMemory)?;
+        owned_name.push_str(name);
+        let cpuid = cpuid.try_clone().ok_or(CreateError::NoMemory)?;
         let mut ram = GuestRam::new(frames, ram_size).ok_or(CreateError::NoMemory)?;
         // Every step below undoes the earlier ones on failure.
         let mut loaded = true;
@@ -241,16 +249,15 @@ impl<B: Backend> Vm<B> {
                 return Err(CreateError::Virt(e));
             }
         };
-        backend.activate(&mut vcpu);
         let g = vcpu.gprs();
         g.rbx = u64::from(id);
         g.rcx = ram.size();
         Ok(Self {
             env: VmEnv {
                 id,
-                name: String::from(name),
+                name: owned_name,
                 ram,
-                cpuid: cpuid.clone(),
+                cpuid,
                 msrs: MsrState::default(),
                 lazy,
                 console: ConsoleLine::default(),

@@ -99,6 +99,26 @@ pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<(Kind, u8), DecodeError> {
     Ok((kind, len as u8))
 }
 
+/// For `MOV CRn, r` (0F 22 /r, SDM Vol. 2B): the control register and the
+/// general register (encoding order, with REX.R and REX.B), as SVM without
+/// decode assists must find them itself.
+pub fn mov_to_cr(bytes: &[u8], mode: CpuMode) -> Option<(u8, u8)> {
+    let bytes = &bytes[..bytes.len().min(MAX_LEN)];
+    let mut i = bytes.iter().take_while(|&&b| is_legacy_prefix(b)).count();
+    let mut rex = 0;
+    if mode == CpuMode::Long64 && bytes.get(i).is_some_and(|b| b & 0xf0 == 0x40) {
+        rex = *bytes.get(i)?;
+        i += 1;
+    }
+    if bytes.get(i..i + 2)? != [0x0f, 0x22] {
+        return None;
+    }
+    let modrm = *bytes.get(i + 2)?;
+    let cr = ((modrm >> 3) & 7) | ((rex & 4) << 1);
+    let gpr = (modrm & 7) | ((rex & 1) << 3);
+    Some((cr, gpr))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +200,18 @@ mod tests {
     }
 
     #[test]
+    fn mov_to_cr_operands() {
+        // mov cr4, rax / mov cr0, rbx / mov cr8, r12 / mov cr4, eax (32-bit)
+        assert_eq!(mov_to_cr(&[0x0f, 0x22, 0xe0], Long64), Some((4, 0)));
+        assert_eq!(mov_to_cr(&[0x0f, 0x22, 0xc3], Long64), Some((0, 3)));
+        assert_eq!(mov_to_cr(&[0x45, 0x0f, 0x22, 0xc4], Long64), Some((8, 12)));
+        assert_eq!(mov_to_cr(&[0x0f, 0x22, 0xe0], Protected32), Some((4, 0)));
+        assert_eq!(mov_to_cr(&[0x0f, 0x20, 0xe0], Long64), None, "MOV from CR");
+        assert_eq!(mov_to_cr(&[0x0f, 0x22], Long64), None);
+        assert_eq!(mov_to_cr(&[], Long64), None);
+    }
+
+    #[test]
     fn never_panics_on_any_two_bytes_with_prefixes() {
         for a in 0..=255u8 {
             for b in 0..=255u8 {
@@ -187,6 +219,7 @@ mod tests {
                     let _ = decode(&[a, b], mode);
                     let _ = decode(&[0x66, a, b, 0xd1], mode);
                     let _ = decode(&[0x0f, 0x01, a, b], mode);
+                    let _ = mov_to_cr(&[a, 0x0f, 0x22, b], mode);
                 }
             }
         }

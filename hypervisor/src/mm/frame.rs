@@ -92,7 +92,7 @@ impl<M: FrameMemory> FrameAlloc<M> {
             self.stats.free -= 1;
             return Some(frame);
         }
-        self.alloc_contiguous(1)
+        self.bump(1)
     }
 
     /// One zero-filled frame.
@@ -106,6 +106,18 @@ impl<M: FrameMemory> FrameAlloc<M> {
     /// hardware wants contiguous: SVM's I/O and MSR permission maps, the
     /// heap).
     pub fn alloc_contiguous(&mut self, n: u64) -> Option<HostPhys> {
+        // One frame is always contiguous: take it from the free list too, so
+        // freed single frames are reused.
+        if n == 1 {
+            return self.alloc_zeroed();
+        }
+        self.bump(n)
+    }
+
+    /// `n` fresh contiguous frames from a region, zero-filled. Multi-frame
+    /// runs given back go to the free list frame by frame: such runs are
+    /// rare (SVM permission maps, the heap) and made once per CPU.
+    fn bump(&mut self, n: u64) -> Option<HostPhys> {
         let bytes = n.checked_mul(PAGE_SIZE)?;
         let region = self.regions[..self.nregions]
             .iter_mut()
@@ -227,6 +239,15 @@ mod tests {
         assert!(a.add_region(0x10_0800, 0x10_3800)); // partial frames at both ends
         assert_eq!(a.stats().total, 2);
         assert_eq!(a.alloc(), Some(HostPhys::new(0x10_1000)));
+    }
+
+    #[test]
+    fn single_frames_are_reused_through_either_call() {
+        let mut a = fake::pool(2);
+        let f = a.alloc_contiguous(1).unwrap();
+        a.free(f);
+        assert_eq!(a.alloc_contiguous(1), Some(f));
+        assert_eq!(a.stats().free, 1);
     }
 
     #[test]

@@ -115,6 +115,30 @@ const EXT1_ECX_OFFERED: u32 =
     (1 << 0) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 11) | (1 << 16) | (1 << 21);
 /// 0x8000_0001 EDX bit 27: RDTSCP.
 pub const EXT1_EDX_RDTSCP: u32 = 1 << 27;
+/// 0x8000_0001 EDX offered (AMD APM Vol. 3 E.4.2): the legacy copies FPU,
+/// VME, DE, PSE, TSC, MSR, PAE, CX8, SYSCALL, MTRR, PGE, CMOV, PAT, PSE36,
+/// NX, MMXEXT, MMX, FXSR, 1 GiB pages, RDTSCP, LM, 3DNow!(Ext). Not the AMD
+/// copies of APIC, MCE and MCA (hidden in leaf 1 too), nor FFXSR (EFER.FFXSR
+/// is not accepted).
+const EXT1_EDX_OFFERED: u32 = 0x7f
+    | (1 << 8)
+    | (1 << 11)
+    | (1 << 12)
+    | (1 << 13)
+    | (1 << 15)
+    | (1 << 16)
+    | (1 << 17)
+    | (1 << 20)
+    | (1 << 22)
+    | (1 << 23)
+    | (1 << 24)
+    | (1 << 26)
+    | EXT1_EDX_RDTSCP
+    | (1 << 29)
+    | (1 << 30)
+    | (1 << 31);
+/// Leaf 7.0 ECX bit 22: RDPID (reads TSC_AUX, like RDTSCP).
+const LEAF7_ECX_RDPID: u32 = 1 << 22;
 
 /// XSAVE sub-leaf 1 EAX offered: XSAVEOPT, XSAVEC, XGETBV with ECX = 1.
 /// Not XSAVES (IA32_XSS is not emulated).
@@ -210,6 +234,8 @@ impl CpuidTable {
                 }
                 7 => {
                     let [_, b, c, d] = host(7, 0);
+                    // RDPID faults where RDTSCP does (VMX needs a control).
+                    let c = if opts.rdtscp { c } else { c & !LEAF7_ECX_RDPID };
                     push(
                         7,
                         0,
@@ -264,6 +290,7 @@ impl CpuidTable {
             let [a, b, c, d] = host(leaf, 0);
             match leaf {
                 0x8000_0001 => {
+                    let d = d & EXT1_EDX_OFFERED;
                     let d = if opts.rdtscp { d } else { d & !EXT1_EDX_RDTSCP };
                     push(leaf, 0, [a, b, c & EXT1_ECX_OFFERED, d]);
                 }
@@ -313,6 +340,17 @@ impl CpuidTable {
             }
         }
         size
+    }
+
+    /// A copy, or None if the heap cannot hold one.
+    pub fn try_clone(&self) -> Option<Self> {
+        let mut entries = Vec::new();
+        entries.try_reserve_exact(self.entries.len()).ok()?;
+        entries.extend_from_slice(&self.entries);
+        Some(Self {
+            entries,
+            xsave_components: self.xsave_components,
+        })
     }
 
     /// Number of entries (for tests and `info`).
@@ -446,5 +484,22 @@ mod tests {
         assert_eq!(t.lookup(1, 0, &D)[2] & l1c::XSAVE, 0);
         assert_eq!(t.lookup(0xd, 0, &D), [0; 4]);
         assert_eq!(t.lookup(0x8000_0001, 0, &D)[3] & EXT1_EDX_RDTSCP, 0);
+        assert_eq!(
+            t.lookup(7, 0, &D)[2] & LEAF7_ECX_RDPID,
+            0,
+            "RDPID goes with RDTSCP"
+        );
+    }
+
+    #[test]
+    fn amd_legacy_copies_hidden() {
+        let e1 = table().lookup(0x8000_0001, 0, &D)[3];
+        assert_eq!(
+            e1 & ((1 << 9) | (1 << 7) | (1 << 14) | (1 << 25)),
+            0,
+            "no APIC/MCE/MCA/FFXSR"
+        );
+        assert_ne!(e1 & (1 << 29), 0, "long mode");
+        assert_ne!(e1 & (1 << 20), 0, "NX");
     }
 }

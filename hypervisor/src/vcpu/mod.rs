@@ -34,6 +34,12 @@ pub enum Action {
 const KVM_ENOSYS: i64 = 1000;
 const KVM_EPERM: i64 = 1;
 
+/// Exceptions both back ends intercept: #DB (1) and #AC (17). Delivering
+/// either can raise the same exception again, which loops inside the CPU with
+/// no exit at all (CVE-2015-5307, CVE-2015-8104); intercepted, each delivery
+/// is a VM exit, and the exception is reflected to the guest.
+pub const INTERCEPTED_EXCEPTIONS: u64 = (1 << 1) | (1 << 17);
+
 const RFLAGS_IF: u64 = 1 << 9;
 const CR0_TS: u64 = 1 << 3;
 const CR0_WP: u64 = 1 << 16;
@@ -47,10 +53,19 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
         Exit::Cpuid => {
             let g = cpu.gprs();
             let (leaf, sub) = (g.rax as u32, g.rcx as u32);
+            // The live XCR0 (this vCPU owns the CPU's extended state): the
+            // guest may have changed it without an exit where the XSETBV
+            // intercept is not emulated (QEMU's TCG).
+            const XSAVE_LEAF: u32 = 0xd;
+            let xcr0 = if leaf == XSAVE_LEAF && xcr0_max != 0 {
+                live_xcr0(env.lazy.xcr0)
+            } else {
+                env.lazy.xcr0
+            };
             let d = cpuid::Dynamic {
                 apic_id: 0,
                 osxsave: cpu.cr4() & CR4_OSXSAVE != 0,
-                xcr0: env.lazy.xcr0,
+                xcr0,
             };
             let [a, b, c, dx] = env.cpuid.lookup(leaf, sub, &d);
             let g = cpu.gprs();
@@ -123,6 +138,21 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
         Exit::CacheFlush => skip(cpu, env, info, Kind::CacheFlush),
         Exit::Io(io) => port_io(cpu, env, info, io),
         Exit::CrWrite { cr, gpr } => {
+            let gpr = match gpr {
+                Some(g) => g,
+                None => {
+                    match fetch_at_rip(cpu, env).and_then(|c| insn::mov_to_cr(c.bytes(), c.mode)) {
+                        Some((decoded_cr, g)) if decoded_cr == cr => g,
+                        _ => {
+                            return Action::Stop(StopReason::Unhandled {
+                                what: "instruction that does not match its exit",
+                                detail: u64::from(cr),
+                                rip,
+                            });
+                        }
+                    }
+                }
+            };
             let mut value = if gpr == 4 {
                 cpu.rsp()
             } else {
@@ -135,7 +165,11 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
         }
         Exit::CrRead { cr, gpr } => {
             let v = cpu.read_cr(cr);
-            cpu.gprs().set(gpr, v);
+            if gpr == 4 {
+                cpu.set_rsp(v);
+            } else {
+                cpu.gprs().set(gpr, v);
+            }
             skip(cpu, env, info, Kind::CrAccess)
         }
         Exit::Clts => {
@@ -155,11 +189,9 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
             rip,
         }),
         Exit::TripleFault => Action::Stop(StopReason::TripleFault { rip }),
-        Exit::Exception { vector, .. } => Action::Stop(StopReason::Unhandled {
-            what: "exception",
-            detail: u64::from(vector),
-            rip,
-        }),
+        // The exceptions intercepted (#DB, #AC) belong to the guest: reflect
+        // them. Each delivery exits, so a nested-fault loop cannot hang the CPU.
+        Exit::Exception { vector, error } => inject(cpu, Fault { vector, error }),
         Exit::Undefined(_) => inject(cpu, Fault::UD),
         Exit::GeneralProtection(_) => inject(cpu, Fault::GP0),
         Exit::Interrupt => {
@@ -173,6 +205,20 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
             rip,
         }),
     }
+}
+
+/// XCR0 as the guest left it in the CPU (it owns the extended state while
+/// it runs here). Host unit tests see the value the handlers recorded.
+fn live_xcr0(recorded: u64) -> u64 {
+    #[cfg(not(test))]
+    {
+        let _ = recorded;
+        // SAFETY: only called when the host enabled XSAVE (`xcr0_max` != 0),
+        // so CR4.OSXSAVE is set and XGETBV cannot fault.
+        unsafe { crate::arch::instr::xgetbv(0) }
+    }
+    #[cfg(test)]
+    recorded
 }
 
 fn inject<C: GuestCpu>(cpu: &mut C, fault: Fault) -> Action {
@@ -271,38 +317,61 @@ fn skip<C: GuestCpu>(cpu: &mut C, env: &VmEnv, info: ExitInfo, expected: Kind) -
     Action::Resume
 }
 
-/// Fetches and decodes the instruction at CS:RIP through the guest's page
-/// tables.
+/// Fetches and decodes the instruction at CS:RIP.
 fn decode_at_rip<C: GuestCpu>(cpu: &C, env: &VmEnv) -> Result<(Kind, u8), insn::DecodeError> {
+    let code = fetch_at_rip(cpu, env).ok_or(insn::DecodeError::TooLong)?;
+    insn::decode(code.bytes(), code.mode)
+}
+
+/// The bytes at CS:RIP and the mode they execute in.
+struct Code {
+    buf: [u8; insn::MAX_LEN],
+    len: usize,
+    mode: CpuMode,
+}
+
+impl Code {
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Fetches up to 15 bytes at CS:RIP through the guest's page tables, page
+/// by page: the tail may lie on an unmapped page without hurting a short
+/// instruction. None if not even the first byte is readable.
+fn fetch_at_rip<C: GuestCpu>(cpu: &C, env: &VmEnv) -> Option<Code> {
     let mode = cpu.mode();
-    let cs = cpu.segment(SegmentReg::Cs);
+    let rip = cpu.rip();
     let linear = if mode == CpuMode::Long64 {
-        cpu.rip()
+        rip
     } else {
-        cs.base.wrapping_add(cpu.rip()) & 0xffff_ffff
+        cpu.segment(SegmentReg::Cs).base.wrapping_add(rip) & 0xffff_ffff
     };
-    let paging = Paging::from_state(cpu.cr0(), cpu.cr4(), cpu.efer());
-    let nxe = cpu.efer() & crate::arch::msr::efer::NXE != 0;
-    let wp = cpu.cr0() & CR0_WP != 0;
+    let (cr0, efer) = (cpu.cr0(), cpu.efer());
+    let paging = Paging::from_state(cr0, cpu.cr4(), efer);
+    let nxe = efer & crate::arch::msr::efer::NXE != 0;
+    let wp = cr0 & CR0_WP != 0;
     let access = Access {
         fetch: true,
         user: cpu.cpl() == 3,
         write: false,
     };
-    let mut bytes = [0u8; insn::MAX_LEN];
-    let mut got = 0;
-    // Fetch up to 15 bytes, page by page: the tail may lie on an unmapped
-    // page without hurting a short instruction.
-    while got < bytes.len() {
-        let la = GuestVirt::new(linear.wrapping_add(got as u64));
-        let Ok(gpa) = walk::translate(&env.ram, paging, cpu.cr3(), la, access, nxe, wp) else {
+    let cr3 = cpu.cr3();
+    let mut code = Code {
+        buf: [0; insn::MAX_LEN],
+        len: 0,
+        mode,
+    };
+    while code.len < insn::MAX_LEN {
+        let la = GuestVirt::new(linear.wrapping_add(code.len as u64));
+        let Ok(gpa) = walk::translate(&env.ram, paging, cr3, la, access, nxe, wp) else {
             break;
         };
-        let n = (4096 - la.page_offset() as usize).min(bytes.len() - got);
-        if !env.ram.read(gpa, &mut bytes[got..got + n]) {
+        let n = (4096 - la.page_offset() as usize).min(insn::MAX_LEN - code.len);
+        if !env.ram.read(gpa, &mut code.buf[code.len..code.len + n]) {
             break;
         }
-        got += n;
+        code.len += n;
     }
-    insn::decode(&bytes[..got], mode)
+    (code.len > 0).then_some(code)
 }

@@ -13,6 +13,7 @@ use crate::vm::VmEnv;
 struct Fake {
     gprs: Gprs,
     rip: u64,
+    rsp: u64,
     rflags: u64,
     cr0: u64,
     cr4: u64,
@@ -34,7 +35,10 @@ impl GuestCpu for Fake {
         self.rip = rip
     }
     fn rsp(&self) -> u64 {
-        0
+        self.rsp
+    }
+    fn set_rsp(&mut self, rsp: u64) {
+        self.rsp = rsp
     }
     fn rflags(&self) -> u64 {
         self.rflags
@@ -51,8 +55,8 @@ impl GuestCpu for Fake {
     fn cr4(&self) -> u64 {
         self.cr4
     }
-    fn read_cr(&self, _cr: u8) -> u64 {
-        0
+    fn read_cr(&self, cr: u8) -> u64 {
+        u64::from(cr) * 0x100
     }
     fn efer(&self) -> u64 {
         self.efer
@@ -395,4 +399,75 @@ fn an_undecodable_instruction_stops_the_vm_instead_of_guessing() {
     );
     assert!(matches!(r, Action::Stop(StopReason::Unhandled { .. })));
     assert_eq!(cpu.rip, 0x1000);
+}
+
+#[test]
+fn intercepted_exceptions_are_reflected() {
+    let (mut cpu, mut env) = (long_mode(), env());
+    let ac = ExitInfo {
+        exit: Exit::Exception {
+            vector: 17,
+            error: Some(0),
+        },
+        len: None,
+    };
+    assert_eq!(handle(&mut cpu, &mut env, ac, 7), Action::Resume);
+    assert_eq!(
+        cpu.injected,
+        Some(Fault {
+            vector: 17,
+            error: Some(0)
+        })
+    );
+    assert_eq!(
+        cpu.rip, 0x1000,
+        "a fault is delivered at the faulting instruction"
+    );
+    let db = ExitInfo {
+        exit: Exit::Exception {
+            vector: 1,
+            error: None,
+        },
+        len: None,
+    };
+    handle(&mut cpu, &mut env, db, 7);
+    assert_eq!(
+        cpu.injected,
+        Some(Fault {
+            vector: 1,
+            error: None
+        })
+    );
+}
+
+#[test]
+fn control_register_moves() {
+    let (mut cpu, mut env) = (long_mode(), env());
+    // MOV RSP, CR8 lands in RSP, not in a general register.
+    handle(
+        &mut cpu,
+        &mut env,
+        exit(Exit::CrRead { cr: 8, gpr: 4 }, 3),
+        7,
+    );
+    assert_eq!(cpu.rsp, 0x800);
+    handle(
+        &mut cpu,
+        &mut env,
+        exit(Exit::CrRead { cr: 3, gpr: 9 }, 4),
+        7,
+    );
+    assert_eq!(cpu.gprs.r9, 0x300);
+    // A CR write whose register the hardware did not name, with no code to
+    // decode: the VM stops rather than guess.
+    let r = handle(
+        &mut cpu,
+        &mut env,
+        ExitInfo {
+            exit: Exit::CrWrite { cr: 4, gpr: None },
+            len: None,
+        },
+        7,
+    );
+    assert!(matches!(r, Action::Stop(StopReason::Unhandled { .. })));
 }

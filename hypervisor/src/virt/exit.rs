@@ -36,10 +36,11 @@ pub enum Exit {
     /// INVD or WBINVD: no cache state of the guest's own to manage.
     CacheFlush,
     Io(IoAccess),
-    /// MOV to CR`cr` from general register `gpr` (encoding order).
+    /// MOV to CR`cr` from general register `gpr` (encoding order; None
+    /// where the hardware did not say: SVM without decode assists).
     CrWrite {
         cr: u8,
-        gpr: u8,
+        gpr: Option<u8>,
     },
     /// MOV from CR`cr` into general register `gpr`.
     CrRead {

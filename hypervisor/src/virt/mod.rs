@@ -113,8 +113,10 @@ pub trait Backend: Sized {
     /// Frees a vCPU's frames and flushes what the hardware cached for it.
     fn destroy_vcpu(&mut self, frames: &mut Frames, vcpu: Self::Vcpu);
     /// Makes `vcpu` the one whose state the accessors below reach (VMX:
-    /// VMPTRLD). Cheap when it already is.
-    fn activate(&mut self, vcpu: &mut Self::Vcpu);
+    /// VMPTRLD). Cheap when it already is. False if the hardware refused:
+    /// the vCPU must not be used then.
+    #[must_use]
+    fn activate(&mut self, vcpu: &mut Self::Vcpu) -> bool;
     /// Enters the guest until its next exit. `activate` must have been called.
     /// `new_context` asks for a TLB flush (another vCPU ran here since).
     fn run(&mut self, vcpu: &mut Self::Vcpu, new_context: bool) -> ExitInfo;
@@ -127,6 +129,7 @@ pub trait GuestCpu {
     fn rip(&self) -> u64;
     fn set_rip(&mut self, rip: u64);
     fn rsp(&self) -> u64;
+    fn set_rsp(&mut self, rsp: u64);
     fn rflags(&self) -> u64;
     fn set_rflags(&mut self, rflags: u64);
     /// CR0 and CR4 as the guest believes them to be.

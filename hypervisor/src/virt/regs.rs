@@ -160,6 +160,25 @@ impl Segment {
     pub const TSS_BUSY_AR: u32 = 0x8b;
 }
 
+/// CR4 bits (SDM Vol. 3A 2.5) and which a guest may own.
+pub mod cr4 {
+    pub const PSE: u64 = 1 << 4;
+    pub const PAE: u64 = 1 << 5;
+    pub const UMIP: u64 = 1 << 11;
+    pub const VMXE: u64 = 1 << 13;
+    pub const FSGSBASE: u64 = 1 << 16;
+    pub const PCIDE: u64 = 1 << 17;
+    pub const OSXSAVE: u64 = 1 << 18;
+    pub const SMEP: u64 = 1 << 20;
+    pub const SMAP: u64 = 1 << 21;
+    /// VME PVI TSD DE PSE PAE MCE PGE PCE OSFXSR OSXMMEXCPT: every x86-64
+    /// CPU has them.
+    pub const ALWAYS: u64 = 0x7ff;
+    /// Every bit a guest may own where the CPU has the feature. Not VMXE,
+    /// SMXE, LA57, PKE, CET, ...: those features are not offered.
+    pub const GUEST_ALLOWED: u64 = ALWAYS | UMIP | FSGSBASE | PCIDE | OSXSAVE | SMEP | SMAP;
+}
+
 /// The guest's operating mode (SDM Vol. 3A 2.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuMode {

@@ -34,7 +34,11 @@ core::arch::global_asm!(
     "mov r14, [rdi + {r14}]",
     "mov r15, [rdi + {r15}]",
     "mov rdi, [rdi + {rdi}]",
+    // GIF = 0 holds interrupts back in the host; RFLAGS.IF = 1 across VMRUN
+    // lets a physical interrupt make the guest exit (with V_INTR_MASKING the
+    // host's IF still gates physical interrupts, APM Vol. 2 15.21.1).
     "clgi",
+    "sti",
     "vmload rax",
     "vmrun rax",
     "vmsave rax",
@@ -58,6 +62,7 @@ core::arch::global_asm!(
     "mov [rdi + {rdi}], rax",
     "pop rax",
     "vmload rax",
+    "cli",
     "stgi",
     "pop rdi",
     "pop r15",

@@ -62,6 +62,19 @@ pub fn read(vmcb: &Vmcb, nrip_save: bool) -> ExitInfo {
                 None,
             )
         }
+        cr @ code::CR0_WRITE..=code::CR15_WRITE => {
+            // With decode assists, EXITINFO1 bit 63 says bits 3:0 name the
+            // register (APM Vol. 2 15.33.1); otherwise the handler decodes.
+            let info = c.exit_info1;
+            let gpr = (info & (1 << 63) != 0).then_some((info & 0xf) as u8);
+            (
+                Exit::CrWrite {
+                    cr: (cr - code::CR0_WRITE) as u8,
+                    gpr,
+                },
+                nrip_len(),
+            )
+        }
         code::SHUTDOWN => (Exit::TripleFault, None),
         code::INTR | code::NMI | code::SMI | code::INIT => (Exit::Interrupt, None),
         code::VMRUN..=code::SKINIT | code::INVLPGA => (Exit::Undefined("SVM instruction"), None),

@@ -26,6 +26,28 @@ pub struct Svm {
     /// The host's VMSAVE state (FS, GS, TR, LDTR, syscall MSRs), reloaded
     /// with VMLOAD after every exit.
     host_vmcb: HostPhys,
+    /// The I/O and MSR permission maps, shared by every vCPU: the policy is
+    /// the same for all (and one map for all keeps vCPU creation cheap).
+    maps: vcpu::PermissionMaps,
+    /// CR4 bits a guest may set on this CPU.
+    cr4_allowed: u64,
+}
+
+/// CR4 bits this CPU supports, of those a guest may own (the rest of
+/// `virt::regs::GUEST_CR4_ALLOWED` needs a CPUID feature).
+fn supported_cr4(cpuid: &raw_cpuid::CpuId<impl raw_cpuid::CpuIdReader>) -> u64 {
+    use crate::virt::regs::cr4;
+    let mut bits = cr4::ALWAYS;
+    let f = cpuid.get_feature_info();
+    let e = cpuid.get_extended_feature_info();
+    let has = |b: bool, bit: u64| if b { bit } else { 0 };
+    bits |= has(f.as_ref().is_some_and(|f| f.has_pcid()), cr4::PCIDE);
+    bits |= has(f.as_ref().is_some_and(|f| f.has_xsave()), cr4::OSXSAVE);
+    bits |= has(e.as_ref().is_some_and(|e| e.has_fsgsbase()), cr4::FSGSBASE);
+    bits |= has(e.as_ref().is_some_and(|e| e.has_smep()), cr4::SMEP);
+    bits |= has(e.as_ref().is_some_and(|e| e.has_smap()), cr4::SMAP);
+    bits |= has(e.as_ref().is_some_and(|e| e.has_umip()), cr4::UMIP);
+    bits
 }
 
 impl Backend for Svm {
@@ -37,7 +59,8 @@ impl Backend for Svm {
     const SWITCHES_DR6: bool = true;
 
     fn enable(frames: &mut Frames) -> Result<Self, VirtError> {
-        let Some(features) = Features::from_cpuid(&raw_cpuid::CpuId::new()) else {
+        let cpuid = raw_cpuid::CpuId::new();
+        let Some(features) = Features::from_cpuid(&cpuid) else {
             return Err(VirtError::Unsupported("the CPU does not offer SVM"));
         };
         // SAFETY: VM_CR exists wherever SVM does.
@@ -52,6 +75,7 @@ impl Backend for Svm {
         if features.asids < 2 {
             return Err(VirtError::Unsupported("ASIDs"));
         }
+        let maps = vcpu::PermissionMaps::new(frames)?;
         let host_save_area = frames.alloc_zeroed().ok_or(VirtError::NoMemory)?;
         let Some(host_vmcb) = frames.alloc_zeroed() else {
             frames.free(host_save_area);
@@ -65,10 +89,13 @@ impl Backend for Svm {
             wrmsr(msr::AMD_VM_HSAVE_PA, host_save_area.raw());
             asm!("vmsave rax", in("rax") host_vmcb.raw(), options(nostack));
         }
+        let cr4_allowed = supported_cr4(&cpuid);
         Ok(Self {
             features,
             host_save_area,
             host_vmcb,
+            maps,
+            cr4_allowed,
         })
     }
 
@@ -99,17 +126,28 @@ impl Backend for Svm {
         // ASID 0 belongs to the host; VM ids wrap around the ones there are.
         // Sharing an ASID is safe because a switch between vCPUs flushes.
         let asid = 1 + u32::from(vm_id.saturating_sub(1)) % (self.features.asids - 1);
-        SvmVcpu::new(frames, &self.features, asid, nested_root, entry)
+        SvmVcpu::new(
+            frames,
+            &self.features,
+            &self.maps,
+            self.cr4_allowed,
+            asid,
+            nested_root,
+            entry,
+        )
     }
 
     fn destroy_vcpu(&mut self, frames: &mut Frames, vcpu: SvmVcpu) {
         vcpu.free(frames);
     }
 
-    fn activate(&mut self, _vcpu: &mut SvmVcpu) {}
+    fn activate(&mut self, _vcpu: &mut SvmVcpu) -> bool {
+        true
+    }
 
     fn run(&mut self, vcpu: &mut SvmVcpu, new_context: bool) -> ExitInfo {
-        let tlb = if !new_context {
+        let flush = new_context || core::mem::take(&mut vcpu.flush_on_entry);
+        let tlb = if !flush {
             vmcb::tlb::NONE
         } else if self.features.flush_by_asid {
             vmcb::tlb::FLUSH_ASID

@@ -12,12 +12,16 @@ use crate::virt::{CrEffect, ExitInfo, Fault, Frames, Gprs, GuestCpu, SegmentReg,
 
 /// I/O permission map: 12 KiB (APM Vol. 2 15.10.1); MSR permission map:
 /// 8 KiB (15.11).
-const IOPM_FRAMES: u64 = 3;
-const MSRPM_FRAMES: u64 = 2;
+pub(super) const IOPM_FRAMES: u64 = 3;
+pub(super) const MSRPM_FRAMES: u64 = 2;
 
 const CR0_PE: u64 = 1 << 0;
 const CR0_PG: u64 = 1 << 31;
+const CR4_PSE: u64 = 1 << 4;
 const CR4_PAE: u64 = 1 << 5;
+const CR4_PGE: u64 = 1 << 7;
+const CR4_PCIDE: u64 = 1 << 17;
+const CR4_SMEP: u64 = 1 << 20;
 /// Guest PAT at reset (APM Vol. 2 7.8.2).
 const PAT_RESET: u64 = 0x0007_0406_0007_0406;
 /// DR6 and DR7 at reset.
@@ -26,36 +30,26 @@ const DR7_RESET: u64 = 0x400;
 /// DR7 bits 7:0: the breakpoint enables.
 const DR7_ENABLES: u64 = 0xff;
 
-pub struct SvmVcpu {
-    pub(super) vmcb: HostPhys,
+/// The I/O permission map (intercept every port) and the MSR permission
+/// map (intercept all but `vcpu::msr::PASSTHROUGH`), shared by every vCPU:
+/// the policy is the same for all.
+pub struct PermissionMaps {
     iopm: HostPhys,
     msrpm: HostPhys,
-    gprs: Gprs,
-    nrip_save: bool,
 }
 
-impl SvmVcpu {
-    pub(super) fn new(
-        frames: &mut Frames,
-        features: &Features,
-        asid: u32,
-        nested_root: HostPhys,
-        entry: u64,
-    ) -> Result<Self, VirtError> {
-        let vmcb = frames.alloc_zeroed().ok_or(VirtError::NoMemory)?;
-        let Some(iopm) = frames.alloc_contiguous(IOPM_FRAMES) else {
-            frames.free(vmcb);
-            return Err(VirtError::NoMemory);
-        };
+impl PermissionMaps {
+    pub fn new(frames: &mut Frames) -> Result<Self, VirtError> {
+        let iopm = frames
+            .alloc_contiguous(IOPM_FRAMES)
+            .ok_or(VirtError::NoMemory)?;
         let Some(msrpm) = frames.alloc_contiguous(MSRPM_FRAMES) else {
-            frames.free(vmcb);
             for i in 0..IOPM_FRAMES {
                 frames.free(HostPhys::new(iopm.raw() + i * 4096));
             }
             return Err(VirtError::NoMemory);
         };
-        // SAFETY: the maps were just allocated for this vCPU alone and are
-        // contiguous.
+        // SAFETY: the maps were just allocated, contiguous, for this use only.
         unsafe {
             core::ptr::write_bytes(phys::ptr::<u8>(iopm), 0xff, (IOPM_FRAMES * 4096) as usize);
             core::ptr::write_bytes(phys::ptr::<u8>(msrpm), 0xff, (MSRPM_FRAMES * 4096) as usize);
@@ -65,25 +59,44 @@ impl SvmVcpu {
                 }
             }
         }
+        Ok(Self { iopm, msrpm })
+    }
+}
+
+pub struct SvmVcpu {
+    pub(super) vmcb: HostPhys,
+    gprs: Gprs,
+    nrip_save: bool,
+    /// CR4 bits the guest may set (`Svm::cr4_allowed`).
+    cr4_allowed: u64,
+    /// The guest changed CR4 in a way that flushes its TLB.
+    pub(super) flush_on_entry: bool,
+}
+
+impl SvmVcpu {
+    pub(super) fn new(
+        frames: &mut Frames,
+        features: &Features,
+        maps: &PermissionMaps,
+        cr4_allowed: u64,
+        asid: u32,
+        nested_root: HostPhys,
+        entry: u64,
+    ) -> Result<Self, VirtError> {
+        let vmcb = frames.alloc_zeroed().ok_or(VirtError::NoMemory)?;
         let mut v = Self {
             vmcb,
-            iopm,
-            msrpm,
             gprs: Gprs::default(),
             nrip_save: features.nrip_save,
+            cr4_allowed,
+            flush_on_entry: false,
         };
-        v.init_vmcb(features, asid, nested_root, entry);
+        v.init_vmcb(features, maps, asid, nested_root, entry);
         Ok(v)
     }
 
     pub(super) fn free(self, frames: &mut Frames) {
         frames.free(self.vmcb);
-        for i in 0..IOPM_FRAMES {
-            frames.free(HostPhys::new(self.iopm.raw() + i * 4096));
-        }
-        for i in 0..MSRPM_FRAMES {
-            frames.free(HostPhys::new(self.msrpm.raw() + i * 4096));
-        }
     }
 
     fn vmcb(&self) -> &Vmcb {
@@ -99,10 +112,21 @@ impl SvmVcpu {
 
     /// The architectural reset state in real mode at 0:`entry` (APM Vol. 2
     /// 14.1.3 "Processor Initialization State").
-    fn init_vmcb(&mut self, features: &Features, asid: u32, nested_root: HostPhys, entry: u64) {
-        let (iopm, msrpm) = (self.iopm.raw(), self.msrpm.raw());
+    fn init_vmcb(
+        &mut self,
+        features: &Features,
+        maps: &PermissionMaps,
+        asid: u32,
+        nested_root: HostPhys,
+        entry: u64,
+    ) {
+        let (iopm, msrpm) = (maps.iopm.raw(), maps.msrpm.raw());
         let v = self.vmcb_mut();
         let c = &mut v.control;
+        // CR4 writes are checked against what a guest may own (VMX masks the
+        // same bits); CR0 and CR3 stay the guest's own.
+        c.intercept_cr = vmcb::CR4_WRITE_INTERCEPT;
+        c.intercept_exceptions = crate::vcpu::INTERCEPTED_EXCEPTIONS as u32;
         c.intercept_misc1 = misc1::INTR
             | misc1::NMI
             | misc1::SMI
@@ -219,6 +243,9 @@ impl GuestCpu for SvmVcpu {
     fn rsp(&self) -> u64 {
         self.vmcb().save.rsp
     }
+    fn set_rsp(&mut self, rsp: u64) {
+        self.vmcb_mut().save.rsp = rsp;
+    }
     fn rflags(&self) -> u64 {
         self.vmcb().save.rflags
     }
@@ -251,9 +278,9 @@ impl GuestCpu for SvmVcpu {
         s.efer = (value & !efer::LMA) | (s.efer & efer::LMA) | efer::SVME;
     }
     fn write_cr(&mut self, cr: u8, value: u64) -> Result<CrEffect, Fault> {
-        // No CR access is intercepted on SVM (nested paging, V_INTR_MASKING):
-        // this serves the vendor-neutral interface with the same checks the
-        // hardware applies.
+        // Only CR4 writes are intercepted on SVM (nested paging and
+        // V_INTR_MASKING leave CR0, CR3 and CR8 to the guest): the rest serves
+        // the vendor-neutral interface with the checks the hardware applies.
         match cr {
             0 => {
                 if value >> 32 != 0 || (value & CR0_PG != 0 && value & CR0_PE == 0) {
@@ -267,8 +294,22 @@ impl GuestCpu for SvmVcpu {
                 Ok(CrEffect::None)
             }
             4 => {
-                if value & CR4_PAE == 0 && self.efer() & efer::LMA != 0 {
+                // SDM Vol. 2B / APM Vol. 2 3.1.3: reserved or unoffered bits,
+                // clearing PAE in long mode, PCIDE outside long mode or with
+                // CR3[11:0] set all fault.
+                let long = self.efer() & efer::LMA != 0;
+                let old = self.cr4();
+                if value & !self.cr4_allowed != 0
+                    || (value & CR4_PAE == 0 && long)
+                    || (value & CR4_PCIDE != 0
+                        && old & CR4_PCIDE == 0
+                        && (!long || self.cr3() & 0xfff != 0))
+                {
                     return Err(Fault::GP0);
+                }
+                // Changing paging-structure bits flushes the TLB (SDM Vol. 3A 4.10.4.1).
+                if (old ^ value) & (CR4_PAE | CR4_PGE | CR4_PSE | CR4_PCIDE | CR4_SMEP) != 0 {
+                    self.flush_on_entry = true;
                 }
                 self.vmcb_mut().save.cr4 = value;
                 Ok(CrEffect::None)

@@ -193,6 +193,9 @@ const _: () = assert!(core::mem::size_of::<Save>() == 0xc00);
 const _: () = assert!(core::mem::size_of::<Vmcb>() == 0x1000);
 const _: () = assert!(core::mem::offset_of!(Vmcb, save) == 0x400);
 
+/// `intercept_cr` bit for writes to CR4 (writes are bits 31:16).
+pub const CR4_WRITE_INTERCEPT: u32 = 1 << (16 + 4);
+
 /// Intercept vector 3 (`intercept_misc1`, APM Vol. 2 Table B-1 offset 0x0c).
 pub mod misc1 {
     pub const INTR: u32 = 1 << 0;
@@ -246,14 +249,25 @@ pub const NP_ENABLE: u64 = 1 << 0;
 /// EVENTINJ / EXITINTINFO (APM Vol. 2 15.20): vector 7:0, type 10:8
 /// (3 = exception), error-code-valid bit 11, valid bit 31, error code 63:32.
 pub mod event {
+    pub const TYPE_MASK: u64 = 7 << 8;
     pub const TYPE_EXCEPTION: u64 = 3 << 8;
+    pub const TYPE_SOFTWARE_INTERRUPT: u64 = 4 << 8;
     pub const ERROR_VALID: u64 = 1 << 11;
     pub const VALID: u64 = 1 << 31;
+
+    /// An event an instruction raised: INTn (type 4), or INT3/INTO (the #BP
+    /// and #OF exceptions, vectors 3 and 4).
+    pub const fn from_instruction(ev: u64) -> bool {
+        let ty = ev & TYPE_MASK;
+        let vector = ev & 0xff;
+        ty == TYPE_SOFTWARE_INTERRUPT || (ty == TYPE_EXCEPTION && (vector == 3 || vector == 4))
+    }
 }
 
 /// Exit codes (APM Vol. 2 Appendix C, Table C-1).
 pub mod code {
     pub const CR0_READ: u64 = 0x00;
+    pub const CR0_WRITE: u64 = 0x10;
     pub const CR15_WRITE: u64 = 0x1f;
     pub const EXCEPTION_FIRST: u64 = 0x40;
     pub const EXCEPTION_LAST: u64 = 0x5f;
@@ -306,6 +320,20 @@ pub fn msrpm_bits(msr: u32) -> Option<(usize, u8)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_from_instructions() {
+        assert!(event::from_instruction(
+            event::VALID | event::TYPE_SOFTWARE_INTERRUPT | 0x80
+        ));
+        assert!(event::from_instruction(
+            event::VALID | event::TYPE_EXCEPTION | 3
+        ));
+        assert!(!event::from_instruction(
+            event::VALID | event::TYPE_EXCEPTION | 14
+        ));
+        assert!(!event::from_instruction(event::VALID | 0x20));
+    }
 
     #[test]
     fn msrpm_layout() {

@@ -40,6 +40,9 @@ pub mod reason {
 /// Bit 31 of the exit reason: VM entry failed (SDM Vol. 3C 28.2.1).
 const ENTRY_FAILURE: u32 = 1 << 31;
 
+/// #DB.
+const DEBUG_VECTOR: u8 = 1;
+
 /// Interruption-information type field (bits 10:8) value for an NMI.
 const INTR_TYPE_NMI: u32 = 2;
 
@@ -91,14 +94,19 @@ pub unsafe fn read() -> ExitInfo {
         reason::EXCEPTION_OR_NMI => {
             let info = field(Field::ExitInterruptionInfo) as u32;
             if (info >> 8) & 7 == INTR_TYPE_NMI {
+                // The exit consumed the NMI: run the host's handler now, whose
+                // IRET also ends NMI blocking (as KVM does).
+                // SAFETY: vector 2's handler only counts the NMI and returns.
+                unsafe { core::arch::asm!("int 2") };
                 Exit::Interrupt
             } else {
                 let error =
                     (info & (1 << 11) != 0).then(|| field(Field::ExitInterruptionErrorCode) as u32);
-                Exit::Exception {
-                    vector: info as u8,
-                    error,
+                let vector = info as u8;
+                if vector == DEBUG_VECTOR {
+                    merge_dr6(qual);
                 }
+                Exit::Exception { vector, error }
             }
         }
         reason::VMCLEAR..=reason::VMXON | reason::INVEPT | reason::INVVPID | reason::VMFUNC => {
@@ -122,6 +130,17 @@ pub unsafe fn read() -> ExitInfo {
     }
 }
 
+/// A #DB exit leaves DR6 alone and reports its new bits (B0–B3, BD, BS) in
+/// the exit qualification (SDM Vol. 3C 28.2.1): merge them, so the #DB the
+/// guest then receives finds DR6 as the CPU would have left it. The guest's
+/// DR6 is live in the CPU while it owns it (`vcpu::lazy`).
+fn merge_dr6(qual: u64) {
+    const DR6_STATUS: u64 = 0xf | (1 << 13) | (1 << 14);
+    let dr6 = crate::arch::instr::read_dr6();
+    // SAFETY: DR6 holds status only; the hypervisor never reads it.
+    unsafe { crate::arch::instr::write_dr6(dr6 | (qual & DR6_STATUS)) };
+}
+
 /// I/O exit qualification (SDM Vol. 3C Table 28-5): size − 1 in bits 2:0,
 /// direction (1 = IN) bit 3, string bit 4, REP bit 5, port bits 31:16.
 pub fn io(qual: u64) -> IoAccess {
@@ -141,7 +160,7 @@ pub fn cr_access(qual: u64) -> Exit {
     let cr = (qual & 0xf) as u8;
     let gpr = ((qual >> 8) & 0xf) as u8;
     match (qual >> 4) & 3 {
-        0 => Exit::CrWrite { cr, gpr },
+        0 => Exit::CrWrite { cr, gpr: Some(gpr) },
         1 => Exit::CrRead { cr, gpr },
         2 => Exit::Clts,
         _ => Exit::Lmsw {
@@ -183,7 +202,13 @@ mod tests {
     #[test]
     fn cr_qualification() {
         // MOV CR0, RBX.
-        assert_eq!(cr_access(0x300), Exit::CrWrite { cr: 0, gpr: 3 });
+        assert_eq!(
+            cr_access(0x300),
+            Exit::CrWrite {
+                cr: 0,
+                gpr: Some(3)
+            }
+        );
         // MOV R12, CR8.
         assert_eq!(cr_access(0xc18), Exit::CrRead { cr: 8, gpr: 12 });
         assert_eq!(cr_access(0x20), Exit::Clts);

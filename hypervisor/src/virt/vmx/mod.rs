@@ -328,7 +328,10 @@ impl Backend for Vmx {
         }
         self.current = None;
         let mut vcpu = vcpu;
-        self.activate(&mut vcpu);
+        if !self.activate(&mut vcpu) {
+            vcpu.free(frames);
+            return Err(VirtError::Failed("VMPTRLD"));
+        }
         if let Err(e) = vcpu.init_vmcs(&self.controls, entry) {
             self.destroy_vcpu(frames, vcpu);
             return Err(e);
@@ -350,18 +353,31 @@ impl Backend for Vmx {
         vcpu.free(frames);
     }
 
-    fn activate(&mut self, vcpu: &mut VmxVcpu) {
+    fn activate(&mut self, vcpu: &mut VmxVcpu) -> bool {
         if self.current != Some(vcpu.vmcs) {
             // SAFETY: VMX is on and the VMCS was VMCLEARed when made.
-            if unsafe { region_op(RegionOp::Vmptrld, vcpu.vmcs) } {
-                self.current = Some(vcpu.vmcs);
+            if !unsafe { region_op(RegionOp::Vmptrld, vcpu.vmcs) } {
+                // Whatever VMCS was current may still be: forget it, so that
+                // nothing writes another vCPU's VMCS by mistake.
+                self.current = None;
+                return false;
             }
+            self.current = Some(vcpu.vmcs);
         }
+        true
     }
 
     fn run(&mut self, vcpu: &mut VmxVcpu, _new_context: bool) -> ExitInfo {
         // VPID and EPT tag translations per VM: a switch needs no flush.
-        self.activate(vcpu);
+        if !self.activate(vcpu) {
+            return ExitInfo {
+                exit: crate::virt::Exit::EntryFailed {
+                    what: "VMPTRLD failed",
+                    code: 0,
+                },
+                len: None,
+            };
+        }
         if vcpu.flush_on_entry {
             vcpu.flush_on_entry = false;
             self.invvpid(vcpu.vpid);

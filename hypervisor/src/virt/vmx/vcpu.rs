@@ -16,6 +16,7 @@ const CR0_NW: u64 = 1 << 29;
 const CR0_CD: u64 = 1 << 30;
 const CR0_PG: u64 = 1 << 31;
 const CR4_PAE: u64 = 1 << 5;
+const CR4_PCIDE: u64 = 1 << 17;
 
 /// CR4 bits a guest may own (SDM Vol. 3A 2.5): VME PVI TSD DE PSE PAE MCE
 /// PGE PCE OSFXSR OSXMMEXCPT UMIP FSGSBASE PCIDE OSXSAVE SMEP SMAP. Not
@@ -160,7 +161,7 @@ impl VmxVcpu {
             (Field::ProcControls2, u64::from(c.proc2)),
             (Field::ExitControls, u64::from(c.exit)),
             (Field::EntryControls, u64::from(c.entry)),
-            (Field::ExceptionBitmap, 0),
+            (Field::ExceptionBitmap, crate::vcpu::INTERCEPTED_EXCEPTIONS),
             (Field::PageFaultErrorMask, 0),
             (Field::PageFaultErrorMatch, 0),
             (Field::Cr3TargetCount, 0),
@@ -366,6 +367,14 @@ impl VmxVcpu {
         }
         let old = self.cr0();
         let mut guest_efer = self.read(Field::GuestEfer);
+        // Leaving paging from 64-bit mode, or with PCIDE set, is #GP (SDM
+        // Vol. 2B MOV to CR0).
+        if value & CR0_PG == 0
+            && old & CR0_PG != 0
+            && (self.mode() == crate::virt::CpuMode::Long64 || self.cr4() & CR4_PCIDE != 0)
+        {
+            return Err(Fault::GP0);
+        }
         let mut effect = CrEffect::None;
         if value & CR0_PG != 0 && old & CR0_PG == 0 {
             if guest_efer & efer::LME != 0 {
@@ -405,6 +414,9 @@ impl GuestCpu for VmxVcpu {
     }
     fn rsp(&self) -> u64 {
         self.read(Field::GuestRsp)
+    }
+    fn set_rsp(&mut self, rsp: u64) {
+        self.write(Field::GuestRsp, rsp)
     }
     fn rflags(&self) -> u64 {
         self.read(Field::GuestRflags)

@@ -1,0 +1,244 @@
+//! What is Mojito's own: the hypercall convention, the requests KVM has no
+//! counterpart for, and the control domain's boot-info page.
+//!
+//! # The hypercall
+//!
+//! The control domain makes every request, KVM's and Mojito's, with one
+//! instruction: `VMCALL` on Intel, `VMMCALL` on AMD
+//! ([`mojito_boot_info::hypercall`] says which). It is the counterpart of
+//! `ioctl(fd, request, arg)`:
+//!
+//! | register | on entry                                   | on return          |
+//! |----------|--------------------------------------------|--------------------|
+//! | RAX      | request code (a 32-bit `_IOC` value)       | result             |
+//! | RDI      | handle (system, VM or vCPU)                | preserved          |
+//! | RSI      | argument                                   | preserved          |
+//!
+//! - The argument is an integer when the request's `_IOC` direction is
+//!   `IOC_NONE`, else the control-domain guest-physical address of a
+//!   structure of the encoded size ([`super::ioctl::takes_pointer`]).
+//! - The result is a value `>= 0` (what the ioctl would return: 0, a new
+//!   handle, a count) or `-errno` as a 64-bit two's complement, in the range
+//!   `-MAX_ERRNO..=-1` ([`decode_return`]).
+//! - Every other register is preserved, and RIP moves past the instruction.
+//! - Bits 63:32 of RAX must be zero; a request code that is not known gets
+//!   KVM's answer for an unknown ioctl (`-ENOTTY` on a VM handle, `-EINVAL`
+//!   on system and vCPU handles).
+//!
+//! RAX selects the function as it does in KVM's own guest hypercall ABI and
+//! in Linux system calls, and RDI/RSI are the first two argument registers
+//! of the System V ABI. Request codes all have a type byte in bits 15:8, so
+//! they never equal a `KVM_HC_*` number: an ordinary guest that issues one
+//! gets `-KVM_ENOSYS` like any unknown hypercall (DESIGN.md D1).
+//!
+//! # Mojito's requests
+//!
+//! They use the type byte [`MOJITO_IOCTL_TYPE`], never KVM's `0xAE`, so a
+//! future KVM request can never collide with one, and every structure has a
+//! `flags` field (unknown bits: `-EINVAL`) and zeroed padding to grow into.
+
+use core::mem::size_of;
+
+use super::ioctl::{io, iow, iowr};
+
+/// The ioctl type byte of Mojito's own requests.
+///
+/// 0xB8 is unassigned in Linux's `Documentation/userspace-api/ioctl/
+/// ioctl-number.rst` (checked against a 2025 tree: 0xB6 is `fpga-dfl.h`,
+/// 0xB7 `nsfs.h`/`remoteproc_cdev.h`, 0xC0 the next in use), so a Linux
+/// control domain that passes KVM requests through to `/dev/kvm` could
+/// still tell Mojito's apart by this byte alone.
+pub const MOJITO_IOCTL_TYPE: u8 = 0xB8;
+
+/// The system handle, the counterpart of an open `/dev/kvm`: always valid in
+/// the control domain, and never closed.
+pub const MOJITO_SYSTEM_HANDLE: u64 = 0;
+
+/// Largest errno a result can carry (as Linux's `MAX_ERRNO`): RAX values from
+/// `-MAX_ERRNO` to `-1` are errors, everything else is a value.
+pub const MAX_ERRNO: u64 = 4095;
+
+/// The RAX that reports `errno` (a positive `errno::E*`): `-errno`.
+pub const fn error_return(errno: i32) -> u64 {
+    (errno as i64).wrapping_neg() as u64
+}
+
+/// Splits a hypercall's RAX into a value or a positive errno.
+pub const fn decode_return(rax: u64) -> Result<u64, i32> {
+    if rax > u64::MAX - MAX_ERRNO {
+        Err((rax as i64).wrapping_neg() as i32)
+    } else {
+        Ok(rax)
+    }
+}
+
+/// [`mojito_boot_info::hypercall`]: use `VMCALL` (0F 01 C1), Intel VMX.
+pub const MOJITO_HYPERCALL_VMCALL: u32 = 1;
+/// [`mojito_boot_info::hypercall`]: use `VMMCALL` (0F 01 D9), AMD SVM.
+pub const MOJITO_HYPERCALL_VMMCALL: u32 = 2;
+
+/// Any handle but the system one: Closes the handle in RDI, like
+/// `close(2)`. Integer argument: 0. Closing a VM closes its vCPUs and gives
+/// back its memory slots and hypervisor metadata; closing a vCPU that is
+/// inside `KVM_RUN` fails with `-EBUSY`. Returns 0, or `-EBADF`.
+pub const MOJITO_CLOSE: u32 = io(MOJITO_IOCTL_TYPE, 0x00);
+
+/// vCPU: Gives the vCPU its run pages, the counterpart of `mmap` on a vCPU
+/// fd: [`mojito_run_pages`]. Returns 0.
+pub const MOJITO_SET_RUN_PAGES: u32 = iow(MOJITO_IOCTL_TYPE, 0x01, size_of::<mojito_run_pages>());
+
+/// System: Reads the hypervisor's log ring: [`mojito_log_read`]. Returns
+/// the number of bytes copied (also in `copied`).
+pub const MOJITO_READ_LOG: u32 = iowr(MOJITO_IOCTL_TYPE, 0x02, size_of::<mojito_log_read>());
+
+/// The `MOJITO_SET_RUN_PAGES` argument.
+///
+/// `gpa` is the page-aligned control-domain guest-physical address of
+/// `count` contiguous 4 KiB pages of control-domain RAM; `count` must be
+/// `KVM_GET_VCPU_MMAP_SIZE / 4096`. Page 0 holds `kvm_run`, page
+/// `KVM_PIO_PAGE_OFFSET` the port-I/O data. A vCPU needs its pages before
+/// its first `KVM_RUN`; setting them again replaces them.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct mojito_run_pages {
+    /// None defined: must be 0.
+    pub flags: u32,
+    pub count: u32,
+    pub gpa: u64,
+    /// Must be 0.
+    pub padding: [u64; 6],
+}
+
+assert_layout!(struct mojito_run_pages, size 64, align 8, {
+    flags: 0, count: 4, gpa: 8, padding: 16,
+});
+
+/// The `MOJITO_READ_LOG` argument.
+///
+/// Copies the oldest unread bytes of the log ring (UTF-8 text, lines ending
+/// in `\n`), at most `len`, to the control-domain guest-physical address
+/// `buf`, and never blocks. The bytes lost to ring overflow since the
+/// previous read are reported in `dropped`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct mojito_log_read {
+    /// In: none defined, must be 0.
+    pub flags: u32,
+    /// In: the buffer's size in bytes.
+    pub len: u32,
+    /// In: the buffer (control-domain guest-physical address).
+    pub buf: u64,
+    /// Out: bytes copied to `buf`.
+    pub copied: u32,
+    pub pad: u32,
+    /// Out: bytes lost since the previous read.
+    pub dropped: u64,
+    /// Must be 0.
+    pub padding: [u64; 4],
+}
+
+assert_layout!(struct mojito_log_read, size 64, align 8, {
+    flags: 0, len: 4, buf: 8, copied: 16, pad: 20, dropped: 24, padding: 32,
+});
+
+/// [`mojito_boot_info::magic`]: the bytes `MojitoBI`.
+pub const MOJITO_BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"MojitoBI");
+/// [`mojito_boot_info::version`] of the layout described here.
+pub const MOJITO_BOOT_INFO_VERSION: u32 = 1;
+/// Size of the boot-info page.
+pub const MOJITO_BOOT_INFO_SIZE: usize = 4096;
+/// Capacity of [`mojito_boot_info::memory`].
+pub const MOJITO_BOOT_INFO_MAX_MEMORY: usize = 160;
+
+/// [`mojito_memory_region::type_`]: RAM the control domain owns.
+pub const MOJITO_MEMORY_RAM: u32 = 1;
+/// [`mojito_memory_region::type_`]: not to be used.
+pub const MOJITO_MEMORY_RESERVED: u32 = 2;
+/// [`mojito_memory_region::type_`]: RAM holding the boot bundle; ordinary
+/// RAM once the control domain is done with the bundle.
+pub const MOJITO_MEMORY_BUNDLE: u32 = 3;
+/// [`mojito_memory_region::type_`]: RAM holding what the hypervisor built for
+/// the entry (this page, the initial page tables, GDT and stack); ordinary
+/// RAM once the control domain runs on its own.
+pub const MOJITO_MEMORY_BOOT: u32 = 4;
+
+/// One range of the control domain's guest-physical memory map.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct mojito_memory_region {
+    pub base: u64,
+    /// In bytes.
+    pub len: u64,
+    /// `MOJITO_MEMORY_*` (`type` is a Rust keyword).
+    pub type_: u32,
+    /// None defined: 0.
+    pub flags: u32,
+}
+
+assert_layout!(struct mojito_memory_region, size 24, align 8, {
+    base: 0, len: 8, type_: 16, flags: 20,
+});
+
+/// The control domain's boot-info page, one 4 KiB page.
+///
+/// The hypervisor enters the control domain's first vCPU in 64-bit mode
+/// with RDI holding this page's guest-physical address (the first argument
+/// register, so an `extern "sysv64" fn(u64)` entry point receives it).
+///
+/// Versioning: `version` changes only when a field changes meaning or place.
+/// A field added later takes bytes from `padding` (zero until then) and is
+/// announced by a bit in `flags`, so a reader of an older version still
+/// reads the page correctly; readers check `magic`, `version` and `size`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct mojito_boot_info {
+    /// [`MOJITO_BOOT_INFO_MAGIC`].
+    pub magic: u64,
+    /// [`MOJITO_BOOT_INFO_VERSION`].
+    pub version: u32,
+    /// None defined yet: 0.
+    pub flags: u32,
+    /// [`MOJITO_BOOT_INFO_SIZE`].
+    pub size: u32,
+    /// Which instruction makes a hypercall: `MOJITO_HYPERCALL_*`.
+    pub hypercall: u32,
+    /// How many vCPUs the control domain has (APIC ids 0..nr_vcpus).
+    pub nr_vcpus: u32,
+    /// Entries used in `memory`.
+    pub nr_memory: u32,
+    /// Guest-physical address of the boot bundle (a cpio newc archive).
+    pub bundle_gpa: u64,
+    /// Its length in bytes.
+    pub bundle_len: u64,
+    pub padding: [u64; 26],
+    /// The control domain's memory map, sorted by `base`, ranges disjoint.
+    pub memory: [mojito_memory_region; MOJITO_BOOT_INFO_MAX_MEMORY],
+}
+
+impl Default for mojito_boot_info {
+    fn default() -> Self {
+        Self {
+            magic: MOJITO_BOOT_INFO_MAGIC,
+            version: MOJITO_BOOT_INFO_VERSION,
+            flags: 0,
+            size: MOJITO_BOOT_INFO_SIZE as u32,
+            hypercall: 0,
+            nr_vcpus: 0,
+            nr_memory: 0,
+            bundle_gpa: 0,
+            bundle_len: 0,
+            padding: [0; 26],
+            memory: [mojito_memory_region {
+                base: 0,
+                len: 0,
+                type_: 0,
+                flags: 0,
+            }; MOJITO_BOOT_INFO_MAX_MEMORY],
+        }
+    }
+}
+
+assert_layout!(struct mojito_boot_info, size MOJITO_BOOT_INFO_SIZE, align 8, {
+    magic: 0, version: 8, flags: 12, size: 16, hypercall: 20, nr_vcpus: 24,
+    nr_memory: 28, bundle_gpa: 32, bundle_len: 40, padding: 48, memory: 256,
+});
