@@ -200,6 +200,7 @@ impl SvmVcpu {
     }
 
     /// Enters the guest once and translates the exit.
+    #[inline(always)]
     pub(super) fn run(&mut self, host_vmcb: HostPhys, tlb_control: u8) -> ExitInfo {
         let rax = self.gprs.rax;
         let v = self.vmcb_mut();
