@@ -236,6 +236,7 @@ fn errno_values() {
         (errno::EPERM, libc::EPERM),
         (errno::ENOENT, libc::ENOENT),
         (errno::EINTR, libc::EINTR),
+        (errno::EIO, libc::EIO),
         (errno::ENXIO, libc::ENXIO),
         (errno::E2BIG, libc::E2BIG),
         (errno::EBADF, libc::EBADF),

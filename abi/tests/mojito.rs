@@ -20,6 +20,7 @@ fn requests_have_their_own_type_byte() {
             IOC_READ | IOC_WRITE,
             size_of::<mojito_log_read>(),
         ),
+        (MOJITO_POWER_OFF, IOC_NONE, 0),
     ] {
         assert_eq!(ioctl::type_(code), MOJITO_IOCTL_TYPE);
         assert_eq!(ioctl::dir(code), dir);

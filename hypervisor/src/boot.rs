@@ -111,18 +111,66 @@ mod machine {
         // SDM Vol. 3C 24.6 / APM Vol. 2 15.4: the vendor decides which
         // extension to look for.
         let vendor = raw_cpuid::CpuId::new().get_vendor_info();
-        if vendor
+        let control = bundle
+            .and_then(|b| abi::bundle::Bundle::parse(b).ok())
+            .and_then(|b| b.get(CONTROL_ELF));
+        let intel = vendor
             .as_ref()
-            .is_some_and(|v| v.as_str() == "GenuineIntel")
-        {
-            run::<Vmx>(&guests, &xstate)
-        } else {
-            run::<Svm>(&guests, &xstate)
+            .is_some_and(|v| v.as_str() == "GenuineIntel");
+        match (control, bundle) {
+            (Some(cd), Some(bundle)) if intel => run_control::<Vmx>(cd.data, bundle, &xstate),
+            (Some(cd), Some(bundle)) => run_control::<Svm>(cd.data, bundle, &xstate),
+            _ if intel => run::<Vmx>(&guests, &xstate),
+            _ => run::<Svm>(&guests, &xstate),
         }
         log!("all guests have stopped; powering off");
         power::power_off();
         log!("power-off did not work; halting");
         crate::arch::instr::halt_forever()
+    }
+
+    /// The control domain's image in the boot bundle.
+    const CONTROL_ELF: &str = "control.elf";
+
+    /// Turns on `B`, logs the CPU line and builds the default CPUID table.
+    fn enable<B: Backend>(xstate: &HostXstate) -> (B, CpuidTable) {
+        let backend = B::enable(&mut FRAMES.lock());
+        let backend = match backend {
+            Ok(b) => b,
+            Err(e) => fatal(format_args!("cannot turn on {}: {e}", B::NAME)),
+        };
+        let mut line = String::new();
+        let _ = backend.describe(&mut line);
+        log!("cpu0: {line}");
+        let opts = Options {
+            xcr0_max: xstate.xcr0_max,
+            rdtscp: B::NAME == "SVM" || vmx_rdtscp(),
+        };
+        (backend, CpuidTable::build(crate::arch::instr::cpuid, opts))
+    }
+
+    /// Starts the control domain and runs it until it powers off or stops.
+    fn run_control<B: Backend>(elf: &'static [u8], bundle: &'static [u8], xstate: &HostXstate) {
+        let (mut backend, table) = enable::<B>(xstate);
+        let cd = crate::control::boot::create(
+            &mut backend,
+            &mut FRAMES.lock(),
+            elf,
+            bundle,
+            &table,
+            xstate,
+        );
+        let mut cd = match cd {
+            Ok(cd) => cd,
+            Err(e) => fatal(format_args!("cannot create the control domain: {e}")),
+        };
+        log!(
+            "control domain: {} MiB of RAM, {} MiB left to the hypervisor",
+            cd.env.ram.size() >> 20,
+            (FRAMES.lock().stats().free * 4096) >> 20
+        );
+        let reason = crate::control::run(&mut backend, &FRAMES, &mut cd, xstate);
+        log!("control domain stopped: {reason}");
     }
 
     /// The `guests/NAME.elf` files of the bundle, in bundle order.
@@ -136,20 +184,7 @@ mod machine {
     }
 
     fn run<B: Backend>(guests: &[(String, &'static [u8])], xstate: &HostXstate) {
-        let backend = B::enable(&mut FRAMES.lock());
-        let mut backend = match backend {
-            Ok(b) => b,
-            Err(e) => fatal(format_args!("cannot turn on {}: {e}", B::NAME)),
-        };
-        let mut line = String::new();
-        let _ = backend.describe(&mut line);
-        log!("cpu0: {line}");
-
-        let opts = Options {
-            xcr0_max: xstate.xcr0_max,
-            rdtscp: B::NAME == "SVM" || vmx_rdtscp(),
-        };
-        let table = CpuidTable::build(crate::arch::instr::cpuid, opts);
+        let (mut backend, table) = enable::<B>(xstate);
         let mut vms: Vec<Vm<B>> = Vec::new();
         for (name, elf) in guests {
             let id = vms.len() as u16 + 1;

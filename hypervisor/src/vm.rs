@@ -3,8 +3,8 @@
 //! succeeds completely or gives back everything it took (DESIGN.md D3).
 
 use crate::guest::GuestRam;
+use crate::mm::GuestPhys;
 use crate::mm::paging::{Perms, Table};
-use crate::mm::{GuestPhys, PAGE_SIZE};
 use crate::vcpu::cpuid::CpuidTable;
 use crate::vcpu::io::ConsoleLine;
 use crate::vcpu::lazy::{Extended, HostXstate};
@@ -95,10 +95,25 @@ pub enum Status {
     Stopped(StopReason),
 }
 
+/// What a new VM is.
+pub struct VmSpec<'a> {
+    pub id: u16,
+    pub name: &'a str,
+    /// Where the vCPU starts (real mode, CS = 0).
+    pub entry: u64,
+    pub cpuid: &'a CpuidTable,
+    /// The control domain: its hypercalls are the KVM API.
+    pub privileged: bool,
+    /// Ports the guest reaches directly (the control domain's COM1).
+    pub open_ports: &'a [core::ops::RangeInclusive<u16>],
+}
+
 /// The vendor-neutral state the exit handlers need.
 pub struct VmEnv {
     pub id: u16,
     pub name: String,
+    /// The control domain (DESIGN.md D1: only it may use the KVM API).
+    pub privileged: bool,
     pub ram: GuestRam,
     pub cpuid: CpuidTable,
     pub msrs: MsrState,
@@ -135,44 +150,34 @@ impl fmt::Display for CreateError {
 
 /// What is needed to load a test-guest ELF: (destination GPA, bytes to
 /// copy, total size) per PT_LOAD segment, and the entry point.
+/// Checks an ELF image's PT_LOAD segments against `ram_size` and calls
+/// `each(paddr, file bytes, memsz)` for each; returns the entry point.
 fn load_plan(
     elf: &[u8],
     ram_size: u64,
-    mut each: impl FnMut(u64, &[u8]),
+    mut each: impl FnMut(u64, &[u8], u64),
 ) -> Result<u64, CreateError> {
-    use xmas_elf::ElfFile;
-    use xmas_elf::program::Type;
-    let file = ElfFile::new(elf).map_err(|_| CreateError::BadImage("not an ELF file"))?;
-    if file.header.pt1.class() != xmas_elf::header::Class::SixtyFour {
-        return Err(CreateError::BadImage("not a 64-bit ELF"));
-    }
-    let entry = file.header.pt2.entry_point();
-    if entry >= abi::guest::ENTRY_MAX {
-        return Err(CreateError::BadImage(
-            "entry point is not below 64 KiB (real mode)",
-        ));
-    }
-    for ph in file.program_iter() {
-        if ph.get_type() != Ok(Type::Load) {
-            continue;
-        }
-        let (pa, filesz, memsz, off) = (
-            ph.physical_addr(),
-            ph.file_size(),
-            ph.mem_size(),
-            ph.offset(),
-        );
-        if filesz > memsz || pa.checked_add(memsz).is_none_or(|end| end > ram_size) {
+    use crate::guest::elf::{Elf, ElfError};
+    let file = Elf::parse(elf).map_err(|e| {
+        CreateError::BadImage(match e {
+            ElfError::NotElf => "not an ELF file",
+            ElfError::Not64BitLittleEndian => "not a 64-bit little-endian ELF",
+            ElfError::Truncated => "a header or segment lies outside the file",
+        })
+    })?;
+    for seg in file.segments() {
+        if seg
+            .paddr
+            .checked_add(seg.mem_size)
+            .is_none_or(|end| end > ram_size)
+        {
             return Err(CreateError::BadImage("a segment lies outside guest RAM"));
         }
-        let data = usize::try_from(off)
-            .ok()
-            .zip(usize::try_from(filesz).ok())
-            .and_then(|(o, n)| elf.get(o..o.checked_add(n)?))
-            .ok_or(CreateError::BadImage("a segment lies outside the file"))?;
-        each(pa, data);
     }
-    Ok(entry)
+    for seg in file.segments() {
+        each(seg.paddr, seg.data, seg.mem_size);
+    }
+    Ok(file.entry())
 }
 
 impl<B: Backend> Vm<B> {
@@ -190,48 +195,86 @@ impl<B: Backend> Vm<B> {
         cpuid: &CpuidTable,
         xstate: &HostXstate,
     ) -> Result<Self, CreateError> {
-        let entry = load_plan(elf, ram_size, |_, _| {})?;
+        let entry = load_plan(elf, ram_size, |_, _, _| {})?;
+        if entry >= abi::guest::ENTRY_MAX {
+            return Err(CreateError::BadImage(
+                "entry point is not below 64 KiB (real mode)",
+            ));
+        }
+        let ram = GuestRam::new(frames, ram_size).ok_or(CreateError::NoMemory)?;
+        let spec = VmSpec {
+            id,
+            name,
+            entry,
+            cpuid,
+            privileged: false,
+            open_ports: &[],
+        };
+        let mut vm = Self::assemble(backend, frames, ram, elf, &spec, xstate)?;
+        if let Some((vcpu, env)) = vm.parts() {
+            let g = vcpu.gprs();
+            g.rbx = u64::from(id);
+            g.rcx = env.ram.size();
+        }
+        Ok(vm)
+    }
+
+    /// Loads `elf` into `ram`, maps `ram` into new nested tables and makes
+    /// the vCPU (in the real-mode reset state at `spec.entry`). Takes `ram`:
+    /// on failure everything, `ram` included, goes back to the pool.
+    pub fn assemble(
+        backend: &mut B,
+        frames: &mut Frames,
+        mut ram: GuestRam,
+        elf: &[u8],
+        spec: &VmSpec<'_>,
+        xstate: &HostXstate,
+    ) -> Result<Self, CreateError> {
         // The heap allocations first: a full heap must fail the request, not
-        // abort the hypervisor after frames were taken.
-        let mut owned_name = String::new();
-        owned_name
-            .try_reserve_exact(name.len())
-            .map_err(|_| CreateError::NoMemory)?;
-        owned_name.push_str(name);
-        let cpuid = cpuid.try_clone().ok_or(CreateError::NoMemory)?;
-        let mut ram = GuestRam::new(frames, ram_size).ok_or(CreateError::NoMemory)?;
-        // Every step below undoes the earlier ones on failure.
+        // abort the hypervisor.
+        let heap = || -> Option<(String, CpuidTable)> {
+            let mut name = String::new();
+            name.try_reserve_exact(spec.name.len()).ok()?;
+            name.push_str(spec.name);
+            Some((name, spec.cpuid.try_clone()?))
+        };
+        let Some((name, cpuid)) = heap() else {
+            ram.free(frames);
+            return Err(CreateError::NoMemory);
+        };
         let mut loaded = true;
-        load_plan(elf, ram_size, |pa, data| {
-            loaded &= ram.write(GuestPhys::new(pa), data)
-        })?;
+        let size = ram.size();
+        let plan = load_plan(elf, size, |pa, data, memsz| {
+            loaded &= ram.write(GuestPhys::new(pa), data);
+            // The rest of the segment (.bss) is zero: RAM may not be.
+            let tail = (memsz as usize).saturating_sub(data.len());
+            loaded &= ram.zero(GuestPhys::new(pa + data.len() as u64), tail);
+        });
+        if let Err(e) = plan {
+            ram.free(frames);
+            return Err(e);
+        }
         if !loaded {
             ram.free(frames);
             return Err(CreateError::BadImage("a segment lies outside guest RAM"));
         }
-        let mut nested = match Table::<B::Nested>::new(frames) {
-            Ok(t) => t,
-            Err(_) => {
-                ram.free(frames);
-                return Err(CreateError::NoMemory);
-            }
+        let Ok(mut nested) = Table::<B::Nested>::new(frames) else {
+            ram.free(frames);
+            return Err(CreateError::NoMemory);
         };
-        for (i, &frame) in ram.frames().iter().enumerate() {
-            if nested
-                .map(
-                    frames,
-                    GuestPhys::new(i as u64 * PAGE_SIZE),
-                    frame,
-                    Perms::RWX,
-                )
-                .is_err()
-            {
-                nested.destroy(frames);
-                ram.free(frames);
-                return Err(CreateError::NoMemory);
-            }
+        let page = ram.page_size();
+        let mapped = ram.frames().iter().enumerate().all(|(i, &frame)| {
+            let gpa = GuestPhys::new(i as u64 * page.bytes());
+            nested
+                .map_sized(frames, gpa, frame, Perms::RWX, page)
+                .is_ok()
+        });
+        if !mapped {
+            nested.destroy(frames);
+            ram.free(frames);
+            return Err(CreateError::NoMemory);
         }
-        let lazy = match Extended::new(frames, xstate) {
+        let mut lazy = match Extended::new(frames, xstate) {
             Ok(l) => l,
             Err(_) => {
                 nested.destroy(frames);
@@ -239,23 +282,26 @@ impl<B: Backend> Vm<B> {
                 return Err(CreateError::NoMemory);
             }
         };
-        let mut vcpu = match backend.create_vcpu(frames, id, nested.root(), entry) {
+        let vcpu = match backend.create_vcpu(
+            frames,
+            spec.id,
+            nested.root(),
+            spec.entry,
+            spec.open_ports,
+        ) {
             Ok(v) => v,
             Err(e) => {
-                let mut lazy = lazy;
                 lazy.free(frames);
                 nested.destroy(frames);
                 ram.free(frames);
                 return Err(CreateError::Virt(e));
             }
         };
-        let g = vcpu.gprs();
-        g.rbx = u64::from(id);
-        g.rcx = ram.size();
         Ok(Self {
             env: VmEnv {
-                id,
-                name: owned_name,
+                id: spec.id,
+                name,
+                privileged: spec.privileged,
                 ram,
                 cpuid,
                 msrs: MsrState::default(),

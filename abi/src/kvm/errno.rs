@@ -8,6 +8,8 @@ pub const EPERM: i32 = 1;
 pub const ENOENT: i32 = 2;
 /// Interrupted: `KVM_RUN` gave the CPU back (`KVM_EXIT_INTR`).
 pub const EINTR: i32 = 4;
+/// Input/output error (e.g. no working power-off).
+pub const EIO: i32 = 5;
 /// No such device or address.
 pub const ENXIO: i32 = 6;
 /// Argument list too long (e.g. too many MSRs or CPUID entries).

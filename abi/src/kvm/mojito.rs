@@ -91,6 +91,11 @@ pub const MOJITO_SET_RUN_PAGES: u32 = iow(MOJITO_IOCTL_TYPE, 0x01, size_of::<moj
 /// the number of bytes copied (also in `copied`).
 pub const MOJITO_READ_LOG: u32 = iowr(MOJITO_IOCTL_TYPE, 0x02, size_of::<mojito_log_read>());
 
+/// System: Powers the machine off (ACPI S5), after the control domain has
+/// stopped its VMs. Integer argument: 0. Does not return on success; returns
+/// `-EIO` if the machine has no working power-off.
+pub const MOJITO_POWER_OFF: u32 = io(MOJITO_IOCTL_TYPE, 0x03);
+
 /// The `MOJITO_SET_RUN_PAGES` argument.
 ///
 /// `gpa` is the page-aligned control-domain guest-physical address of

@@ -1,37 +1,25 @@
-//! A guest's RAM: frames from the hypervisor pool, one per 4 KiB page, at
-//! guest-physical addresses 0 .. size. The hypervisor reads and writes it
-//! through the physical-memory window (to load images, fetch instructions
-//! and walk page tables).
+//! A guest's RAM: frames from the hypervisor pool at guest-physical
+//! addresses 0 .. size, either one per 4 KiB page (test guests) or one 2 MiB
+//! chunk per 2 MiB (the control domain, whose RAM is most of the machine).
+//! The hypervisor reads and writes it through the physical-memory window (to
+//! load images, fetch instructions and walk page tables).
 
 use super::walk::GuestMemory;
-use crate::mm::{GuestPhys, HostPhys, PAGE_SIZE};
+use crate::mm::paging::PageSize;
+use crate::mm::{GuestPhys, HostPhys};
 use alloc::vec::Vec;
 
 pub struct GuestRam {
+    /// The frame (or 2 MiB chunk) behind each page, in guest-physical order.
     frames: Vec<HostPhys>,
-}
-
-/// How a frame's bytes are reached (the physical window on the machine; a
-/// map in host tests).
-pub trait FrameBytes {
-    fn bytes(&self, frame: HostPhys) -> *mut u8;
-}
-
-/// The physical-memory window.
-#[derive(Debug)]
-pub struct Window;
-
-impl FrameBytes for Window {
-    fn bytes(&self, frame: HostPhys) -> *mut u8 {
-        crate::mm::phys::ptr::<u8>(frame)
-    }
+    page: PageSize,
 }
 
 impl GuestRam {
-    /// Takes `size` bytes (rounded up to pages) of zeroed frames from the
-    /// pool, or none at all if the pool runs dry.
+    /// Takes `size` bytes (rounded up to pages) of zeroed 4 KiB frames from
+    /// the pool, or none at all if the pool runs dry.
     pub fn new(frames: &mut crate::virt::Frames, size: u64) -> Option<Self> {
-        let pages = size.div_ceil(PAGE_SIZE);
+        let pages = size.div_ceil(PageSize::Size4K.bytes());
         let mut list = Vec::new();
         list.try_reserve_exact(usize::try_from(pages).ok()?).ok()?;
         for _ in 0..pages {
@@ -45,35 +33,74 @@ impl GuestRam {
                 }
             }
         }
-        Some(Self { frames: list })
+        Some(Self {
+            frames: list,
+            page: PageSize::Size4K,
+        })
+    }
+
+    /// Takes up to `size` bytes of 2 MiB chunks (at least one), leaving
+    /// `keep` bytes of the pool free for the hypervisor. Returns None if not
+    /// even one chunk can be had.
+    pub fn new_large(frames: &mut crate::virt::Frames, size: u64, keep: u64) -> Option<Self> {
+        let chunk = PageSize::Size2M.bytes();
+        let mut list = Vec::new();
+        while (list.len() as u64 + 1) * chunk <= size {
+            if frames.stats().free * 4096 < keep + chunk {
+                break;
+            }
+            if list.try_reserve(1).is_err() {
+                break;
+            }
+            match frames.alloc_2m() {
+                Some(c) => list.push(c),
+                None => break,
+            }
+        }
+        (!list.is_empty()).then_some(Self {
+            frames: list,
+            page: PageSize::Size2M,
+        })
     }
 
     /// RAM of no pages (what a stopped VM keeps).
     pub const fn empty() -> Self {
-        Self { frames: Vec::new() }
+        Self {
+            frames: Vec::new(),
+            page: PageSize::Size4K,
+        }
     }
 
     /// Gives every frame back to the pool.
     pub fn free(self, frames: &mut crate::virt::Frames) {
+        let per_page = self.page.bytes() / PageSize::Size4K.bytes();
         for f in self.frames {
-            frames.free(f);
+            for i in 0..per_page {
+                frames.free(HostPhys::new(f.raw() + i * PageSize::Size4K.bytes()));
+            }
         }
     }
 
     pub fn size(&self) -> u64 {
-        self.frames.len() as u64 * PAGE_SIZE
+        self.frames.len() as u64 * self.page.bytes()
     }
 
-    /// The frames, in guest-physical order (to build the nested tables).
+    /// The size of each entry of `frames`.
+    pub fn page_size(&self) -> PageSize {
+        self.page
+    }
+
+    /// The frames (or chunks), in guest-physical order (to build the nested
+    /// tables).
     pub fn frames(&self) -> &[HostPhys] {
         &self.frames
     }
 
-    /// The host frame behind `gpa`, if it is RAM.
-    pub fn frame_of(&self, gpa: GuestPhys) -> Option<HostPhys> {
-        self.frames
-            .get(usize::try_from(gpa.raw() / PAGE_SIZE).ok()?)
-            .copied()
+    /// The host address of the byte at `gpa`, if it is RAM.
+    pub fn host_of(&self, gpa: GuestPhys) -> Option<HostPhys> {
+        let page = self.page.bytes();
+        let base = self.frames.get(usize::try_from(gpa.raw() / page).ok()?)?;
+        Some(HostPhys::new(base.raw() + gpa.raw() % page))
     }
 
     /// Copies guest memory at `gpa` into `out`; false if any byte is not RAM.
@@ -100,20 +127,33 @@ impl GuestRam {
         })
     }
 
+    /// Fills `len` bytes at `gpa` with zeroes; false if any is not RAM.
+    pub fn zero(&mut self, gpa: GuestPhys, len: usize) -> bool {
+        if gpa
+            .raw()
+            .checked_add(len as u64)
+            .is_none_or(|end| end > self.size())
+        {
+            return false;
+        }
+        self.copy(gpa, len, |host, _, n| {
+            // SAFETY: as in `write`.
+            unsafe { core::ptr::write_bytes(host, 0, n) }
+        })
+    }
+
     fn copy(&self, gpa: GuestPhys, len: usize, mut f: impl FnMut(*mut u8, usize, usize)) -> bool {
+        let page = self.page.bytes() as usize;
         let mut done = 0usize;
         while done < len {
             let Some(at) = gpa.checked_add(done as u64) else {
                 return false;
             };
-            let Some(frame) = self.frame_of(at) else {
+            let Some(host) = self.host_of(at) else {
                 return false;
             };
-            let off = at.page_offset() as usize;
-            let n = (PAGE_SIZE as usize - off).min(len - done);
-            // SAFETY: `off < 4096`, so the pointer stays inside the frame.
-            let host = unsafe { Window.bytes(frame).add(off) };
-            f(host, done, n);
+            let n = (page - (at.raw() as usize % page)).min(len - done);
+            f(crate::mm::phys::ptr::<u8>(host), done, n);
             done += n;
         }
         true

@@ -33,7 +33,9 @@ impl Write for Raw<'_> {
         self.0.ring.push(s.as_bytes());
         #[cfg(target_os = "none")]
         {
-            serial::write(s.as_bytes());
+            if SERIAL_ON.load(core::sync::atomic::Ordering::Relaxed) {
+                serial::write(s.as_bytes());
+            }
             fbcon::write(s);
         }
         #[cfg(not(target_os = "none"))]
@@ -69,6 +71,8 @@ pub fn guest_line(name: &str, text: &[u8]) {
 /// Logs a line from a context that may have interrupted a logger (an
 /// exception handler): takes the lock if it can, otherwise writes anyway.
 pub fn emergency(args: fmt::Arguments<'_>) {
+    // A fatal error takes the serial line back from the control domain.
+    set_serial(true);
     if let Some(mut sinks) = SINKS.try_lock() {
         let mut w = Raw(&mut sinks);
         let _ = w.write_str(PREFIX);
@@ -97,6 +101,27 @@ fn emergency_direct(args: fmt::Arguments<'_>) {
         let _ = Direct.write_str("\n");
     }
 }
+
+/// Copies log text written since `cursor` into `out`: (bytes copied, bytes
+/// lost, next cursor). See `ring::Ring::read_since`.
+pub fn read_since(cursor: u64, out: &mut [u8]) -> (usize, u64, u64) {
+    SINKS.lock().ring.read_since(cursor, out)
+}
+
+/// How many bytes were ever logged: a reader that starts here sees only
+/// what comes next.
+pub fn position() -> u64 {
+    SINKS.lock().ring.total()
+}
+
+/// Stops (or resumes) writing the log to COM1: once the control domain owns
+/// the serial line (DESIGN.md D10) it echoes the ring itself. Fatal errors
+/// still go to the UART.
+pub fn set_serial(enabled: bool) {
+    SERIAL_ON.store(enabled, core::sync::atomic::Ordering::Relaxed);
+}
+
+static SERIAL_ON: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
 
 /// Copies the most recent log text into `out`; returns the bytes copied.
 pub fn recent(out: &mut [u8]) -> usize {

@@ -118,17 +118,45 @@ impl<M: FrameMemory> FrameAlloc<M> {
     /// runs given back go to the free list frame by frame: such runs are
     /// rare (SVM permission maps, the heap) and made once per CPU.
     fn bump(&mut self, n: u64) -> Option<HostPhys> {
+        self.bump_aligned(n, PAGE_SIZE, true)
+    }
+
+    /// `n` contiguous frames starting at a multiple of `align` bytes (a power
+    /// of two), zero-filled if `zero`. Frames skipped to reach the alignment
+    /// go to the free list, so nothing is lost.
+    fn bump_aligned(&mut self, n: u64, align: u64, zero: bool) -> Option<HostPhys> {
         let bytes = n.checked_mul(PAGE_SIZE)?;
-        let region = self.regions[..self.nregions]
-            .iter_mut()
-            .find(|r| r.end - r.next >= bytes)?;
-        let start = region.next;
-        region.next += bytes;
+        let fits = |r: &Region| {
+            let start = r.next.checked_next_multiple_of(align)?;
+            (start.checked_add(bytes)? <= r.end).then_some(start)
+        };
+        let i = self.regions[..self.nregions]
+            .iter()
+            .position(|r| fits(r).is_some())?;
+        let region = self.regions[i];
+        let start = fits(&region)?;
+        self.regions[i].next = start + bytes;
         self.stats.free -= n;
-        for i in 0..n {
-            self.mem.zero(HostPhys::new(start + i * PAGE_SIZE));
+        let mut skipped = region.next;
+        while skipped < start {
+            // `free` counts it back in.
+            self.stats.free -= 1;
+            self.free(HostPhys::new(skipped));
+            skipped += PAGE_SIZE;
+        }
+        if zero {
+            for k in 0..n {
+                self.mem.zero(HostPhys::new(start + k * PAGE_SIZE));
+            }
         }
         Some(HostPhys::new(start))
+    }
+
+    /// A 2 MiB-aligned run of 512 frames, not zeroed (the control domain's
+    /// RAM is handed over as it is; the hypervisor's own data never lived
+    /// there).
+    pub fn alloc_2m(&mut self) -> Option<HostPhys> {
+        self.bump_aligned(512, 512 * PAGE_SIZE, false)
     }
 
     /// Returns a frame to the pool.
@@ -248,6 +276,18 @@ mod tests {
         a.free(f);
         assert_eq!(a.alloc_contiguous(1), Some(f));
         assert_eq!(a.stats().free, 1);
+    }
+
+    #[test]
+    fn aligned_runs_keep_the_skipped_frames() {
+        let mut a = FrameAlloc::new(fake::VecMemory::default());
+        assert!(a.add_region(0x20_3000, 0x60_0000));
+        let total = a.stats().total;
+        assert_eq!(a.alloc_2m(), Some(HostPhys::new(0x40_0000)));
+        assert_eq!(a.stats().free, total - 512);
+        // The frames below the 2 MiB boundary went to the free list.
+        assert_eq!(a.alloc(), Some(HostPhys::new(0x3f_f000)));
+        assert_eq!(a.alloc_2m(), None);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! A format says how an entry is encoded; the walk, allocation and teardown
 //! are shared and unit-tested on the host against fake memory.
 //!
-//! Only 4 KiB leaves are built: guest RAM is a list of frames from the pool,
-//! not necessarily contiguous.
+//! Leaves are 4 KiB or 2 MiB: a VM's RAM from the pool is a list of frames,
+//! not necessarily contiguous; the control domain's RAM is 2 MiB chunks.
 
 use super::addr::{GuestPhys, HostPhys};
 use super::frame::{FrameAlloc, FrameMemory};
@@ -36,6 +36,10 @@ pub trait Format {
     fn table(table: HostPhys) -> u64;
     /// A 4 KiB leaf mapping `frame` with `perms`.
     fn leaf(frame: HostPhys, perms: Perms) -> u64;
+    /// A 2 MiB leaf (in a page directory) mapping the 2 MiB-aligned `frame`.
+    fn large_leaf(frame: HostPhys, perms: Perms) -> u64;
+    /// Whether a page-directory entry is a 2 MiB leaf.
+    fn is_large(entry: u64) -> bool;
     /// Whether `entry` maps anything (table or leaf).
     fn present(entry: u64) -> bool;
     /// The leaf's permissions.
@@ -66,6 +70,30 @@ pub enum MapError {
 
 /// Guest-physical addresses a 4-level table can translate.
 pub const MAX_GPA: u64 = 1 << 48;
+
+/// The two leaf sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageSize {
+    Size4K,
+    Size2M,
+}
+
+impl PageSize {
+    pub const fn bytes(self) -> u64 {
+        match self {
+            Self::Size4K => 1 << 12,
+            Self::Size2M => 1 << 21,
+        }
+    }
+    /// The table level that holds such a leaf (0 = page table, 1 = page
+    /// directory).
+    const fn level(self) -> u32 {
+        match self {
+            Self::Size4K => 0,
+            Self::Size2M => 1,
+        }
+    }
+}
 
 fn index(gpa: GuestPhys, level: u32) -> usize {
     ((gpa.raw() >> (12 + 9 * level)) & 0x1ff) as usize
@@ -101,14 +129,33 @@ impl<F: Format> Table<F> {
         frame: HostPhys,
         perms: Perms,
     ) -> Result<(), MapError> {
-        if gpa.raw() >= MAX_GPA {
+        self.map_sized(mem, gpa, frame, perms, PageSize::Size4K)
+    }
+
+    /// Maps a page of `size` at `gpa` (both `gpa` and `frame` aligned to it).
+    pub fn map_sized(
+        &mut self,
+        mem: &mut impl TableMemory,
+        gpa: GuestPhys,
+        frame: HostPhys,
+        perms: Perms,
+        size: PageSize,
+    ) -> Result<(), MapError> {
+        if gpa.raw() >= MAX_GPA
+            || !gpa.raw().is_multiple_of(size.bytes())
+            || !frame.raw().is_multiple_of(size.bytes())
+        {
             return Err(MapError::OutOfRange);
         }
+        let leaf_level = size.level();
         let mut table = self.root;
-        for level in (1..4).rev() {
+        for level in (leaf_level + 1..4).rev() {
             let i = index(gpa, level);
             let entry = mem.read(table, i);
             table = if F::present(entry) {
+                if level == 1 && F::is_large(entry) {
+                    return Err(MapError::AlreadyMapped);
+                }
                 HostPhys::new(entry & ADDR_MASK)
             } else {
                 let next = mem.alloc_table().ok_or(MapError::NoMemory)?;
@@ -116,12 +163,46 @@ impl<F: Format> Table<F> {
                 next
             };
         }
-        let i = index(gpa, 0);
+        let i = index(gpa, leaf_level);
         if F::present(mem.read(table, i)) {
             return Err(MapError::AlreadyMapped);
         }
-        mem.write(table, i, F::leaf(frame, perms));
+        let leaf = match size {
+            PageSize::Size4K => F::leaf(frame, perms),
+            PageSize::Size2M => F::large_leaf(frame, perms),
+        };
+        mem.write(table, i, leaf);
         Ok(())
+    }
+
+    /// Removes the mapping of the page of `size` at `gpa`; returns the frame
+    /// it mapped. The caller flushes the TLB (INVEPT / a flush on next entry).
+    /// Emptied tables stay until the table is destroyed.
+    pub fn unmap(
+        &mut self,
+        mem: &mut impl TableMemory,
+        gpa: GuestPhys,
+        size: PageSize,
+    ) -> Option<HostPhys> {
+        if gpa.raw() >= MAX_GPA {
+            return None;
+        }
+        let leaf_level = size.level();
+        let mut table = self.root;
+        for level in (leaf_level + 1..4).rev() {
+            let entry = mem.read(table, index(gpa, level));
+            if !F::present(entry) || (level == 1 && F::is_large(entry)) {
+                return None;
+            }
+            table = HostPhys::new(entry & ADDR_MASK);
+        }
+        let i = index(gpa, leaf_level);
+        let leaf = mem.read(table, i);
+        if !F::present(leaf) || (leaf_level == 1 && !F::is_large(leaf)) {
+            return None;
+        }
+        mem.write(table, i, 0);
+        Some(HostPhys::new(leaf & ADDR_MASK))
     }
 
     /// The frame and rights `gpa` maps to, if any.
@@ -134,6 +215,13 @@ impl<F: Format> Table<F> {
             let entry = mem.read(table, index(gpa, level));
             if !F::present(entry) {
                 return None;
+            }
+            if level == 1 && F::is_large(entry) {
+                let offset = gpa.raw() & (PageSize::Size2M.bytes() - 1);
+                return Some((
+                    HostPhys::new((entry & ADDR_MASK & !0x1f_ffff) | offset),
+                    F::perms(entry),
+                ));
             }
             table = HostPhys::new(entry & ADDR_MASK);
         }
@@ -152,7 +240,7 @@ impl<F: Format> Table<F> {
             if level > 0 {
                 for i in 0..512 {
                     let e = mem.read(table, i);
-                    if F::present(e) {
+                    if F::present(e) && !(level == 1 && F::is_large(e)) {
                         free_level::<F>(mem, HostPhys::new(e & ADDR_MASK), level - 1);
                     }
                 }
@@ -162,7 +250,8 @@ impl<F: Format> Table<F> {
         free_level::<F>(mem, self.root, 3);
     }
 
-    /// Visits every leaf as (guest-physical page, entry).
+    /// Visits every leaf as (guest-physical page, entry); a 2 MiB leaf is
+    /// visited once, at its base.
     pub fn for_each_leaf(&self, mem: &impl TableMemory, mut f: impl FnMut(GuestPhys, u64)) {
         fn walk<F: Format>(
             mem: &impl TableMemory,
@@ -177,7 +266,7 @@ impl<F: Format> Table<F> {
                     continue;
                 }
                 let gpa = base | (i << (12 + 9 * level));
-                if level == 0 {
+                if level == 0 || (level == 1 && F::is_large(e)) {
                     f(GuestPhys::new(gpa), e);
                 } else {
                     walk::<F>(mem, HostPhys::new(e & ADDR_MASK), level - 1, gpa, f);
@@ -271,6 +360,12 @@ mod tests {
                 exec: e & 4 != 0,
             }
         }
+        fn large_leaf(f: HostPhys, p: Perms) -> u64 {
+            Self::leaf(f, p) | 1 << 7
+        }
+        fn is_large(e: u64) -> bool {
+            e & 1 << 7 != 0
+        }
     }
 
     #[test]
@@ -353,6 +448,75 @@ mod tests {
         }
         // Root + PDPT + PD + one PT for 2 MiB of 4 KiB pages.
         assert_eq!(pool.stats().total - pool.stats().free, 4);
+        t.destroy(&mut pool);
+        assert_eq!(pool.stats().free, pool.stats().total);
+    }
+
+    #[test]
+    fn large_pages_and_unmap() {
+        let mut pool = fake::pool(64);
+        let mut t = Table::<Toy>::new(&mut pool).unwrap();
+        let big = PageSize::Size2M;
+        t.map_sized(
+            &mut pool,
+            GuestPhys::new(0x20_0000),
+            HostPhys::new(0x4000_0000),
+            Perms::RWX,
+            big,
+        )
+        .unwrap();
+        assert_eq!(
+            t.translate(&pool, GuestPhys::new(0x21_2345)),
+            Some((HostPhys::new(0x4001_2345), Perms::RWX))
+        );
+        // Misaligned large pages and 4 KiB pages under a large one are refused.
+        assert_eq!(
+            t.map_sized(
+                &mut pool,
+                GuestPhys::new(0x40_1000),
+                HostPhys::new(0),
+                Perms::RWX,
+                big
+            ),
+            Err(MapError::OutOfRange)
+        );
+        assert_eq!(
+            t.map(
+                &mut pool,
+                GuestPhys::new(0x20_1000),
+                HostPhys::new(0x1000),
+                Perms::RWX
+            ),
+            Err(MapError::AlreadyMapped)
+        );
+        t.map(
+            &mut pool,
+            GuestPhys::new(0x40_0000),
+            HostPhys::new(0x9000),
+            Perms::RWX,
+        )
+        .unwrap();
+        let mut leaves = Vec::new();
+        t.for_each_leaf(&pool, |gpa, _| leaves.push(gpa.raw()));
+        assert_eq!(leaves, [0x20_0000, 0x40_0000]);
+        // Unmap needs the right size.
+        assert_eq!(
+            t.unmap(&mut pool, GuestPhys::new(0x20_0000), PageSize::Size4K),
+            None
+        );
+        assert_eq!(
+            t.unmap(&mut pool, GuestPhys::new(0x20_0000), big),
+            Some(HostPhys::new(0x4000_0000))
+        );
+        assert_eq!(t.translate(&pool, GuestPhys::new(0x21_2345)), None);
+        assert_eq!(
+            t.unmap(&mut pool, GuestPhys::new(0x40_0000), PageSize::Size4K),
+            Some(HostPhys::new(0x9000))
+        );
+        assert_eq!(
+            t.unmap(&mut pool, GuestPhys::new(0x40_0000), PageSize::Size4K),
+            None
+        );
         t.destroy(&mut pool);
         assert_eq!(pool.stats().free, pool.stats().total);
     }

@@ -26,6 +26,8 @@ pub enum Action {
     Resume,
     /// Give the CPU to the next VM.
     Yield,
+    /// The control domain made a hypercall (a KVM API request).
+    ControlRequest,
     Stop(StopReason),
 }
 
@@ -119,6 +121,9 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
             unsafe { crate::arch::instr::xsetbv(0, value) };
             skip(cpu, env, info, Kind::Xsetbv)
         }
+        // The control domain's hypercalls are the KVM API: the caller (which
+        // owns the objects it names) carries them out, then `complete`s.
+        Exit::Hypercall if env.privileged => Action::ControlRequest,
         Exit::Hypercall => {
             // As KVM answers a guest (DESIGN.md D1): the KVM API is for the
             // control domain only.
@@ -295,6 +300,12 @@ fn port_io<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, io: IoAcce
         Action::Resume => action,
         stop => stop,
     }
+}
+
+/// Steps over an instruction whose exit the caller handled (a control
+/// domain's hypercall).
+pub fn complete<C: GuestCpu>(cpu: &mut C, env: &VmEnv, info: ExitInfo, expected: Kind) -> Action {
+    skip(cpu, env, info, expected)
 }
 
 /// Steps over the instruction that exited, whose length the hardware

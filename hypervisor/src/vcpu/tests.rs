@@ -92,6 +92,18 @@ impl GuestCpu for Fake {
         self.injected = Some(f)
     }
     fn clear_interrupt_shadow(&mut self) {}
+    fn system_regs(&self) -> crate::virt::SystemRegs {
+        crate::virt::SystemRegs {
+            cr0: self.cr0,
+            cr4: self.cr4,
+            efer: self.efer,
+            ..Default::default()
+        }
+    }
+    fn set_system_regs(&mut self, r: &crate::virt::SystemRegs) -> Result<CrEffect, Fault> {
+        (self.cr0, self.cr4, self.efer) = (r.cr0, r.cr4, r.efer);
+        Ok(CrEffect::None)
+    }
 }
 
 /// A 64-bit guest at CPL 0.
@@ -115,6 +127,7 @@ fn env() -> VmEnv {
     VmEnv {
         id: 1,
         name: "t".into(),
+        privileged: false,
         ram: GuestRam::empty(),
         cpuid: CpuidTable::build(
             host,

@@ -15,7 +15,7 @@ pub mod vmx;
 use crate::mm::frame::{FrameAlloc, WindowMemory};
 use crate::mm::{HostPhys, paging};
 pub use exit::{Exit, ExitInfo};
-pub use regs::{CpuMode, Gprs, Segment, SegmentReg};
+pub use regs::{CpuMode, DescTable, Gprs, Segment, SegmentReg, SystemRegs};
 
 /// Frames for VM metadata come from the machine's pool.
 pub type Frames = FrameAlloc<WindowMemory>;
@@ -102,13 +102,15 @@ pub trait Backend: Sized {
     fn describe(&self, f: &mut dyn core::fmt::Write) -> core::fmt::Result;
     /// Makes a vCPU in the architectural real-mode start state with RIP at
     /// `entry`, translating guest-physical addresses through `nested_root`.
-    /// `vm_id` tags its TLB entries (VPID / ASID).
+    /// `vm_id` tags its TLB entries (VPID / ASID). Port I/O to
+    /// `open_ports` does not exit (the control domain's COM1).
     fn create_vcpu(
         &mut self,
         frames: &mut Frames,
         vm_id: u16,
         nested_root: HostPhys,
         entry: u64,
+        open_ports: &[core::ops::RangeInclusive<u16>],
     ) -> Result<Self::Vcpu, VirtError>;
     /// Frees a vCPU's frames and flushes what the hardware cached for it.
     fn destroy_vcpu(&mut self, frames: &mut Frames, vcpu: Self::Vcpu);
@@ -148,6 +150,13 @@ pub trait GuestCpu {
     fn set_pdptes(&mut self, pdptes: [u64; 4]);
     /// Sets the guest's CR2 (for an injected #PF).
     fn set_cr2(&mut self, cr2: u64);
+    /// Segments, descriptor tables, CR0/3/4 and EFER as one whole (the
+    /// guest's view: shadowed bits as the guest set them).
+    fn system_regs(&self) -> SystemRegs;
+    /// Loads `regs` (KVM_SET_SREGS, the control domain's entry state).
+    /// Control-register values the hardware or policy refuses are an error
+    /// (`Fault::GP0`); the caller answers -EINVAL.
+    fn set_system_regs(&mut self, regs: &SystemRegs) -> Result<CrEffect, Fault>;
     fn pat(&self) -> u64;
     fn set_pat(&mut self, pat: u64);
     fn tsc_offset(&self) -> u64;

@@ -160,6 +160,50 @@ impl Segment {
     pub const TSS_BUSY_AR: u32 = 0x8b;
 }
 
+/// A descriptor-table register (GDTR, IDTR).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DescTable {
+    pub base: u64,
+    pub limit: u16,
+}
+
+/// The system state that `KVM_GET/SET_SREGS` and the control domain's
+/// 64-bit entry set as a whole: segments, descriptor tables, CR0/CR3/CR4
+/// and EFER. (CR2, CR8 and the APIC base travel separately.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SystemRegs {
+    pub cs: Segment,
+    pub ds: Segment,
+    pub es: Segment,
+    pub fs: Segment,
+    pub gs: Segment,
+    pub ss: Segment,
+    pub tr: Segment,
+    pub ldtr: Segment,
+    pub gdt: DescTable,
+    pub idt: DescTable,
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+}
+
+impl SystemRegs {
+    /// (register, segment) pairs, for back ends that set them one by one.
+    pub fn segments(&self) -> [(SegmentReg, Segment); 8] {
+        [
+            (SegmentReg::Es, self.es),
+            (SegmentReg::Cs, self.cs),
+            (SegmentReg::Ss, self.ss),
+            (SegmentReg::Ds, self.ds),
+            (SegmentReg::Fs, self.fs),
+            (SegmentReg::Gs, self.gs),
+            (SegmentReg::Ldtr, self.ldtr),
+            (SegmentReg::Tr, self.tr),
+        ]
+    }
+}
+
 /// CR4 bits (SDM Vol. 3A 2.5) and which a guest may own.
 pub mod cr4 {
     pub const PSE: u64 = 1 << 4;

@@ -75,7 +75,7 @@ impl Backend for Svm {
         if features.asids < 2 {
             return Err(VirtError::Unsupported("ASIDs"));
         }
-        let maps = vcpu::PermissionMaps::new(frames)?;
+        let maps = vcpu::PermissionMaps::new(frames, &[])?;
         let host_save_area = frames.alloc_zeroed().ok_or(VirtError::NoMemory)?;
         let Some(host_vmcb) = frames.alloc_zeroed() else {
             frames.free(host_save_area);
@@ -122,6 +122,7 @@ impl Backend for Svm {
         vm_id: u16,
         nested_root: HostPhys,
         entry: u64,
+        open_ports: &[core::ops::RangeInclusive<u16>],
     ) -> Result<SvmVcpu, VirtError> {
         // ASID 0 belongs to the host; VM ids wrap around the ones there are.
         // Sharing an ASID is safe because a switch between vCPUs flushes.
@@ -130,6 +131,7 @@ impl Backend for Svm {
             frames,
             &self.features,
             &self.maps,
+            open_ports,
             self.cr4_allowed,
             asid,
             nested_root,

@@ -12,6 +12,8 @@ const WRITABLE: u64 = 1 << 1;
 /// U/S set (APM Vol. 2 15.25.5; QEMU's TCG enforces it, FACTS.md).
 const USER: u64 = 1 << 2;
 const NO_EXECUTE: u64 = 1 << 63;
+/// PS (bit 7) in a page-directory entry: a 2 MiB page.
+const PAGE_SIZE: u64 = 1 << 7;
 
 /// The NPT format.
 #[derive(Debug)]
@@ -30,6 +32,12 @@ impl Format for Npt {
             e |= NO_EXECUTE;
         }
         e
+    }
+    fn large_leaf(frame: HostPhys, p: Perms) -> u64 {
+        Self::leaf(frame, p) | PAGE_SIZE
+    }
+    fn is_large(entry: u64) -> bool {
+        entry & PAGE_SIZE != 0
     }
     fn present(entry: u64) -> bool {
         entry & PRESENT != 0
@@ -54,5 +62,10 @@ mod tests {
         assert_eq!(Npt::leaf(HostPhys::new(0x7000), Perms::RX), 0x7005);
         assert_eq!(Npt::perms(0x7005), Perms::RX);
         assert!(!Npt::present(0x7006));
+        assert_eq!(
+            Npt::large_leaf(HostPhys::new(0x20_0000), Perms::RWX),
+            0x20_0087
+        );
+        assert!(Npt::is_large(0x20_0087));
     }
 }

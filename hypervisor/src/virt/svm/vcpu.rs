@@ -9,6 +9,7 @@ use crate::arch::msr::efer;
 use crate::mm::{HostPhys, phys};
 use crate::virt::regs::Segment;
 use crate::virt::{CrEffect, ExitInfo, Fault, Frames, Gprs, GuestCpu, SegmentReg, VirtError};
+use crate::virt::{DescTable, SystemRegs};
 
 /// I/O permission map: 12 KiB (APM Vol. 2 15.10.1); MSR permission map:
 /// 8 KiB (15.11).
@@ -39,7 +40,12 @@ pub struct PermissionMaps {
 }
 
 impl PermissionMaps {
-    pub fn new(frames: &mut Frames) -> Result<Self, VirtError> {
+    /// Maps that intercept everything but the MSRs in
+    /// `vcpu::msr::PASSTHROUGH` and the ports in `open_ports`.
+    pub fn new(
+        frames: &mut Frames,
+        open_ports: &[core::ops::RangeInclusive<u16>],
+    ) -> Result<Self, VirtError> {
         let iopm = frames
             .alloc_contiguous(IOPM_FRAMES)
             .ok_or(VirtError::NoMemory)?;
@@ -58,13 +64,29 @@ impl PermissionMaps {
                     *phys::ptr::<u8>(msrpm).add(byte) &= !(0b11 << bit);
                 }
             }
+            // One bit per port (APM Vol. 2 15.10.1).
+            for port in open_ports.iter().cloned().flatten() {
+                let bit = usize::from(port);
+                *phys::ptr::<u8>(iopm).add(bit / 8) &= !(1 << (bit % 8));
+            }
         }
         Ok(Self { iopm, msrpm })
+    }
+
+    pub fn free(self, frames: &mut Frames) {
+        for i in 0..IOPM_FRAMES {
+            frames.free(HostPhys::new(self.iopm.raw() + i * 4096));
+        }
+        for i in 0..MSRPM_FRAMES {
+            frames.free(HostPhys::new(self.msrpm.raw() + i * 4096));
+        }
     }
 }
 
 pub struct SvmVcpu {
     pub(super) vmcb: HostPhys,
+    /// Maps of its own, where it reaches ports others may not.
+    own_maps: Option<PermissionMaps>,
     gprs: Gprs,
     nrip_save: bool,
     /// CR4 bits the guest may set (`Svm::cr4_allowed`).
@@ -74,29 +96,49 @@ pub struct SvmVcpu {
 }
 
 impl SvmVcpu {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         frames: &mut Frames,
         features: &Features,
-        maps: &PermissionMaps,
+        shared_maps: &PermissionMaps,
+        open_ports: &[core::ops::RangeInclusive<u16>],
         cr4_allowed: u64,
         asid: u32,
         nested_root: HostPhys,
         entry: u64,
     ) -> Result<Self, VirtError> {
-        let vmcb = frames.alloc_zeroed().ok_or(VirtError::NoMemory)?;
+        let own_maps = if open_ports.is_empty() {
+            None
+        } else {
+            Some(PermissionMaps::new(frames, open_ports)?)
+        };
+        let Some(vmcb) = frames.alloc_zeroed() else {
+            if let Some(m) = own_maps {
+                m.free(frames);
+            }
+            return Err(VirtError::NoMemory);
+        };
         let mut v = Self {
             vmcb,
+            own_maps,
             gprs: Gprs::default(),
             nrip_save: features.nrip_save,
             cr4_allowed,
             flush_on_entry: false,
         };
-        v.init_vmcb(features, maps, asid, nested_root, entry);
+        let (iopm, msrpm) = match &v.own_maps {
+            Some(m) => (m.iopm, m.msrpm),
+            None => (shared_maps.iopm, shared_maps.msrpm),
+        };
+        v.init_vmcb(features, iopm, msrpm, asid, nested_root, entry);
         Ok(v)
     }
 
     pub(super) fn free(self, frames: &mut Frames) {
         frames.free(self.vmcb);
+        if let Some(m) = self.own_maps {
+            m.free(frames);
+        }
     }
 
     fn vmcb(&self) -> &Vmcb {
@@ -115,12 +157,13 @@ impl SvmVcpu {
     fn init_vmcb(
         &mut self,
         features: &Features,
-        maps: &PermissionMaps,
+        iopm: HostPhys,
+        msrpm: HostPhys,
         asid: u32,
         nested_root: HostPhys,
         entry: u64,
     ) {
-        let (iopm, msrpm) = (maps.iopm.raw(), maps.msrpm.raw());
+        let (iopm, msrpm) = (iopm.raw(), msrpm.raw());
         let v = self.vmcb_mut();
         let c = &mut v.control;
         // CR4 writes are checked against what a guest may own (VMX masks the
@@ -341,6 +384,75 @@ impl GuestCpu for SvmVcpu {
     }
     fn set_cr2(&mut self, cr2: u64) {
         self.vmcb_mut().save.cr2 = cr2;
+    }
+    fn system_regs(&self) -> SystemRegs {
+        let seg = |r| self.segment(r);
+        let s = &self.vmcb().save;
+        SystemRegs {
+            cs: seg(SegmentReg::Cs),
+            ds: seg(SegmentReg::Ds),
+            es: seg(SegmentReg::Es),
+            fs: seg(SegmentReg::Fs),
+            gs: seg(SegmentReg::Gs),
+            ss: seg(SegmentReg::Ss),
+            tr: seg(SegmentReg::Tr),
+            ldtr: seg(SegmentReg::Ldtr),
+            gdt: DescTable {
+                base: s.gdtr.base,
+                limit: s.gdtr.limit as u16,
+            },
+            idt: DescTable {
+                base: s.idtr.base,
+                limit: s.idtr.limit as u16,
+            },
+            cr0: s.cr0,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            efer: s.efer & !efer::SVME,
+        }
+    }
+    fn set_system_regs(&mut self, r: &SystemRegs) -> Result<CrEffect, Fault> {
+        if r.cr0 >> 32 != 0 || r.cr4 & !self.cr4_allowed != 0 {
+            return Err(Fault::GP0);
+        }
+        let v = |seg: Segment| VmcbSegment {
+            selector: seg.selector,
+            // An unusable segment (VMX's bit 16) is a non-present one here.
+            attrib: if seg.ar & (1 << 16) != 0 {
+                0
+            } else {
+                Segment::to_svm_attrib(seg.ar)
+            },
+            limit: seg.limit,
+            base: seg.base,
+        };
+        let s = &mut self.vmcb_mut().save;
+        s.cs = v(r.cs);
+        s.ds = v(r.ds);
+        s.es = v(r.es);
+        s.fs = v(r.fs);
+        s.gs = v(r.gs);
+        s.ss = v(r.ss);
+        s.tr = v(r.tr);
+        s.ldtr = v(r.ldtr);
+        s.gdtr = VmcbSegment {
+            limit: u32::from(r.gdt.limit),
+            base: r.gdt.base,
+            ..Default::default()
+        };
+        s.idtr = VmcbSegment {
+            limit: u32::from(r.idt.limit),
+            base: r.idt.base,
+            ..Default::default()
+        };
+        // APM Vol. 2 15.5.1: CPL is SS.DPL.
+        s.cpl = ((r.ss.ar >> 5) & 3) as u8;
+        s.cr0 = r.cr0;
+        s.cr3 = r.cr3;
+        s.cr4 = r.cr4;
+        s.efer = r.efer | efer::SVME;
+        self.flush_on_entry = true;
+        Ok(CrEffect::None)
     }
     fn segment(&self, reg: SegmentReg) -> Segment {
         let s = &self.vmcb().save;

@@ -9,6 +9,8 @@ use crate::mm::paging::{ADDR_MASK, Format, Perms};
 const READ: u64 = 1 << 0;
 const WRITE: u64 = 1 << 1;
 const EXEC: u64 = 1 << 2;
+/// Bit 7 of a page-directory entry: it maps a 2 MiB page (Table 29-4).
+const LARGE: u64 = 1 << 7;
 /// Leaf memory type in bits 5:3: 6 = write-back.
 const MEMTYPE_WB: u64 = 6 << 3;
 
@@ -32,6 +34,12 @@ impl Format for Ept {
             e |= EXEC;
         }
         e
+    }
+    fn large_leaf(frame: HostPhys, p: Perms) -> u64 {
+        Self::leaf(frame, p) | LARGE
+    }
+    fn is_large(entry: u64) -> bool {
+        entry & LARGE != 0
     }
     fn present(entry: u64) -> bool {
         entry & (READ | WRITE | EXEC) != 0
@@ -65,5 +73,10 @@ mod tests {
         assert_eq!(Ept::leaf(HostPhys::new(0x7000), Perms::RX), 0x7035);
         assert!(!Ept::present(0x7030));
         assert_eq!(Ept::perms(0x7035), Perms::RX);
+        assert_eq!(
+            Ept::large_leaf(HostPhys::new(0x20_0000), Perms::RWX),
+            0x20_00b7
+        );
+        assert!(Ept::is_large(0x20_00b7) && !Ept::is_large(0x7037));
     }
 }

@@ -319,8 +319,9 @@ impl Backend for Vmx {
         vm_id: u16,
         nested_root: HostPhys,
         entry: u64,
+        open_ports: &[core::ops::RangeInclusive<u16>],
     ) -> Result<VmxVcpu, VirtError> {
-        let vcpu = VmxVcpu::new(frames, &self.controls, vm_id, nested_root)?;
+        let vcpu = VmxVcpu::new(frames, &self.controls, vm_id, nested_root, open_ports)?;
         // SAFETY: VMX is on; the VMCS was initialised with the revision id.
         if !unsafe { region_op(RegionOp::Vmclear, vcpu.vmcs) } {
             vcpu.free(frames);

@@ -9,6 +9,7 @@ use crate::arch::msr::{self, efer};
 use crate::mm::{HostPhys, phys};
 use crate::virt::regs::Segment;
 use crate::virt::{CrEffect, ExitInfo, Fault, Frames, Gprs, GuestCpu, SegmentReg, VirtError};
+use crate::virt::{DescTable, SystemRegs};
 
 const CR0_PE: u64 = 1 << 0;
 const CR0_NE: u64 = 1 << 5;
@@ -77,6 +78,7 @@ impl VmxVcpu {
         c: &Controls,
         vm_id: u16,
         nested_root: HostPhys,
+        open_ports: &[core::ops::RangeInclusive<u16>],
     ) -> Result<Self, VirtError> {
         let mut got = [HostPhys::new(0); 4];
         for i in 0..got.len() {
@@ -99,6 +101,17 @@ impl VmxVcpu {
             core::ptr::write_bytes(phys::ptr::<u8>(io_bitmap_a), 0xff, 4096);
             core::ptr::write_bytes(phys::ptr::<u8>(io_bitmap_b), 0xff, 4096);
             core::ptr::write_bytes(phys::ptr::<u8>(msr_bitmap), 0xff, 4096);
+            // Bitmap A covers ports 0x0000-0x7fff, B 0x8000-0xffff, one bit
+            // each (SDM Vol. 3C 25.6.4).
+            for port in open_ports.iter().cloned().flatten() {
+                let map = if port < 0x8000 {
+                    io_bitmap_a
+                } else {
+                    io_bitmap_b
+                };
+                let bit = usize::from(port % 0x8000);
+                *phys::ptr::<u8>(map).add(bit / 8) &= !(1 << (bit % 8));
+            }
             for &m in crate::vcpu::msr::PASSTHROUGH {
                 for write in [false, true] {
                     if let Some((byte, bit)) = msr_bitmap_bit(m, write) {
@@ -113,7 +126,8 @@ impl VmxVcpu {
             msr_bitmap,
             io_bitmap_a,
             io_bitmap_b,
-            vpid: vm_id,
+            // VPID 0 is the host's (SDM Vol. 3C 25.6.12): VM ids start at 0.
+            vpid: (vm_id % 0xffff) + 1,
             eptp: super::ept::eptp(nested_root),
             gprs: Gprs::default(),
             launched: false,
@@ -517,6 +531,66 @@ impl GuestCpu for VmxVcpu {
         // SAFETY: the hypervisor never relies on CR2 outside its own fatal
         // page-fault report.
         unsafe { write_cr2(cr2) }
+    }
+    fn system_regs(&self) -> SystemRegs {
+        let seg = |r| self.segment(r);
+        SystemRegs {
+            cs: seg(SegmentReg::Cs),
+            ds: seg(SegmentReg::Ds),
+            es: seg(SegmentReg::Es),
+            fs: seg(SegmentReg::Fs),
+            gs: seg(SegmentReg::Gs),
+            ss: seg(SegmentReg::Ss),
+            tr: seg(SegmentReg::Tr),
+            ldtr: seg(SegmentReg::Ldtr),
+            gdt: DescTable {
+                base: self.read(Field::GuestGdtrBase),
+                limit: self.read(Field::GuestGdtrLimit) as u16,
+            },
+            idt: DescTable {
+                base: self.read(Field::GuestIdtrBase),
+                limit: self.read(Field::GuestIdtrLimit) as u16,
+            },
+            cr0: self.cr0(),
+            cr3: self.cr3(),
+            cr4: self.cr4(),
+            efer: self.efer(),
+        }
+    }
+    fn set_system_regs(&mut self, r: &SystemRegs) -> Result<CrEffect, Fault> {
+        if r.cr0 >> 32 != 0 || r.cr4 & self.cr4_mask & !(super::CR4_VMXE | self.cr4_fixed0) != 0 {
+            return Err(Fault::GP0);
+        }
+        let long = r.efer & efer::LMA != 0;
+        for (reg, s) in r.segments() {
+            self.set_segment(reg, s);
+        }
+        self.write(Field::GuestGdtrBase, r.gdt.base);
+        self.write(Field::GuestGdtrLimit, u64::from(r.gdt.limit));
+        self.write(Field::GuestIdtrBase, r.idt.base);
+        self.write(Field::GuestIdtrLimit, u64::from(r.idt.limit));
+        self.write(
+            Field::GuestCr0,
+            (r.cr0 | self.cr0_fixed0 | CR0_NE) & self.cr0_fixed1,
+        );
+        self.write(Field::Cr0ReadShadow, r.cr0);
+        self.write(Field::GuestCr4, r.cr4 | self.cr4_fixed0 | super::CR4_VMXE);
+        self.write(Field::Cr4ReadShadow, r.cr4);
+        self.write(Field::GuestCr3, r.cr3);
+        self.write(Field::GuestEfer, r.efer);
+        if long {
+            self.entry_controls |= ctl::entry::IA32E_MODE_GUEST;
+        } else {
+            self.entry_controls &= !ctl::entry::IA32E_MODE_GUEST;
+        }
+        self.write(Field::EntryControls, u64::from(self.entry_controls));
+        self.flush_on_entry = true;
+        let pae_paging = r.cr0 & CR0_PG != 0 && r.cr4 & CR4_PAE != 0 && !long;
+        Ok(if pae_paging {
+            CrEffect::LoadPdptes
+        } else {
+            CrEffect::None
+        })
     }
     fn segment(&self, reg: SegmentReg) -> Segment {
         let [sel, base, limit, ar] = Self::segment_fields(reg);

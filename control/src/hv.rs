@@ -1,0 +1,66 @@
+//! Hypercalls: the KVM API as `(RAX = request, RDI = handle, RSI = argument)`
+//! with the result in RAX (`abi::kvm::mojito`).
+
+use abi::kvm::mojito::{self, MOJITO_HYPERCALL_VMCALL, MOJITO_SYSTEM_HANDLE, mojito_log_read};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+static VMCALL: AtomicBool = AtomicBool::new(true);
+
+/// Picks the instruction the boot-info page names.
+pub fn init(hypercall: u32) {
+    VMCALL.store(hypercall == MOJITO_HYPERCALL_VMCALL, Ordering::Relaxed);
+}
+
+/// One hypercall; Ok(value) or Err(errno).
+pub fn call(request: u32, handle: u64, arg: u64) -> Result<u64, i32> {
+    let rax: u64;
+    // SAFETY: VMCALL/VMMCALL exits to the hypervisor, which preserves every
+    // register but RAX; memory named by `arg` may be written (hence no
+    // `nomem`).
+    unsafe {
+        if VMCALL.load(Ordering::Relaxed) {
+            core::arch::asm!("vmcall", inlateout("rax") u64::from(request) => rax, in("rdi") handle, in("rsi") arg);
+        } else {
+            core::arch::asm!("vmmcall", inlateout("rax") u64::from(request) => rax, in("rdi") handle, in("rsi") arg);
+        }
+    }
+    mojito::decode_return(rax)
+}
+
+/// A system request.
+pub fn system(request: u32, arg: u64) -> Result<u64, i32> {
+    call(request, MOJITO_SYSTEM_HANDLE, arg)
+}
+
+/// Copies what is new in the hypervisor's log ring to COM1.
+pub fn echo_log() {
+    let mut buf = [0u8; 512];
+    loop {
+        let mut req = mojito_log_read {
+            len: buf.len() as u32,
+            buf: buf.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        match system(
+            mojito::MOJITO_READ_LOG,
+            &mut req as *mut mojito_log_read as u64,
+        ) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if req.dropped > 0 {
+                    crate::println!(
+                        "control: ({} bytes of the hypervisor log were lost)",
+                        req.dropped
+                    );
+                }
+                crate::console::write_bytes(&buf[..(n as usize).min(buf.len())]);
+            }
+        }
+    }
+}
+
+/// Asks the hypervisor to power the machine off.
+pub fn power_off() {
+    echo_log();
+    let _ = system(mojito::MOJITO_POWER_OFF, 0);
+}

@@ -1,0 +1,56 @@
+//! Mojito's control domain: the privileged guest that owns COM1 and drives
+//! the hypervisor through the KVM API (DESIGN.md D1, D10).
+//!
+//! Today it starts, checks the hypercall interface, echoes the hypervisor's
+//! log ring, lists the boot bundle, and powers the machine off. The VMM and
+//! the operator's shell build on it.
+
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+mod bare;
+#[cfg(target_os = "none")]
+mod console;
+#[cfg(target_os = "none")]
+mod hv;
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("the control domain runs inside Mojito: boot it with `cargo xtask run`");
+    std::process::exit(2);
+}
+
+/// What the control domain does once it runs.
+#[cfg(target_os = "none")]
+fn run(info: &abi::kvm::mojito::mojito_boot_info) -> ! {
+    use abi::kvm::KVM_GET_API_VERSION;
+    hv::echo_log();
+    match hv::system(KVM_GET_API_VERSION, 0) {
+        Ok(v) => println!("control: KVM API version {v}"),
+        Err(e) => println!("control: KVM_GET_API_VERSION failed: -{e}"),
+    }
+    let ram: u64 = info
+        .memory
+        .iter()
+        .take(info.nr_memory as usize)
+        .filter(|r| r.type_ == abi::kvm::mojito::MOJITO_MEMORY_RAM)
+        .map(|r| r.len)
+        .sum();
+    println!("control: {} MiB of RAM, {} vCPU", ram >> 20, info.nr_vcpus);
+    // SAFETY: the boot-info page names the bundle's place in our RAM.
+    let bundle = unsafe {
+        core::slice::from_raw_parts(info.bundle_gpa as *const u8, info.bundle_len as usize)
+    };
+    match abi::bundle::Bundle::parse(bundle) {
+        Ok(b) => {
+            println!("control: boot bundle: {} files", b.len());
+            for f in b.files() {
+                println!("control:   {} ({} bytes)", f.name, f.data.len());
+            }
+        }
+        Err(e) => println!("control: boot bundle: {e}"),
+    }
+    println!("control: nothing more to do yet; powering off");
+    hv::power_off();
+    bare::halt()
+}

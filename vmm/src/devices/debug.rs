@@ -1,0 +1,136 @@
+//! The small ports of the test-guest convention (`abi::guest`): the
+//! debug-exit port that ends a VM with a status (DESIGN.md §3), the
+//! port-E9 debug console, the yield port, and the POST port.
+
+use super::{Effect, PortDevice};
+
+/// The debug-exit port (0xf4): writing `v` ends the VM with status `v`
+/// (0 = pass), as QEMU's `isa-debug-exit,iobase=0xf4,iosize=4` does. 1-, 2-
+/// and 4-byte writes are taken whole (little-endian); reads return all
+/// ones, as QEMU's device does.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DebugExit;
+
+/// Ports the debug-exit device decodes (QEMU's `iosize=0x04`).
+pub const DEBUG_EXIT_LEN: u16 = 4;
+
+impl PortDevice for DebugExit {
+    fn byte_wide(&self) -> bool {
+        false
+    }
+
+    fn read(&mut self, _offset: u16, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+
+    fn write(&mut self, _offset: u16, data: &[u8]) -> Effect {
+        let mut v = [0; 4];
+        for (dst, src) in v.iter_mut().zip(data) {
+            *dst = *src;
+        }
+        Effect::Exit(u32::from_le_bytes(v))
+    }
+}
+
+/// The debug console at `abi::guest::CONSOLE_PORT` (0xe9): every write's
+/// low byte is serial output; reads return 0xe9, as the Bochs and QEMU
+/// port-E9 hacks do, so a guest can probe for it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DebugCon;
+
+impl PortDevice for DebugCon {
+    fn byte_wide(&self) -> bool {
+        false
+    }
+
+    fn read(&mut self, _offset: u16, data: &mut [u8]) {
+        data.fill(0);
+        if let Some(first) = data.first_mut() {
+            *first = abi::guest::CONSOLE_PORT as u8;
+        }
+    }
+
+    fn write(&mut self, _offset: u16, data: &[u8]) -> Effect {
+        data.first().map_or(Effect::None, |&b| Effect::Output(b))
+    }
+}
+
+/// The yield port (`abi::guest::YIELD_PORT`): a write offers the CPU to the
+/// next VM. Reads return all ones.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct YieldPort;
+
+impl PortDevice for YieldPort {
+    fn byte_wide(&self) -> bool {
+        false
+    }
+
+    fn read(&mut self, _offset: u16, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+
+    fn write(&mut self, _offset: u16, _data: &[u8]) -> Effect {
+        Effect::Yield
+    }
+}
+
+/// The POST / I/O-delay port (`abi::guest::POST_PORT`, 0x80): writes are
+/// ignored, reads return 0xff. Mojito answers it inside the hypervisor, so
+/// this model only serves the host back end (and it is on the list of
+/// exits the differential test removes, `record::IN_HYPERVISOR`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PostPort;
+
+impl PortDevice for PostPort {
+    fn byte_wide(&self) -> bool {
+        false
+    }
+
+    fn read(&mut self, _offset: u16, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+
+    fn write(&mut self, _offset: u16, _data: &[u8]) -> Effect {
+        Effect::None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::PortBus;
+    use alloc::boxed::Box;
+
+    #[test]
+    fn debug_exit_takes_1_2_and_4_byte_writes() {
+        let mut bus = PortBus::new();
+        bus.insert(0xf4, DEBUG_EXIT_LEN, Box::new(DebugExit))
+            .unwrap();
+        assert_eq!(bus.write(0xf4, &[0]), Effect::Exit(0));
+        assert_eq!(bus.write(0xf4, &[0x34, 0x12]), Effect::Exit(0x1234));
+        assert_eq!(
+            bus.write(0xf4, &[1, 2, 3, 4]),
+            Effect::Exit(0x0403_0201)
+        );
+        let mut d = [0; 2];
+        bus.read(0xf4, &mut d);
+        assert_eq!(d, [0xff, 0xff]);
+        assert!(bus.unknown_reads().is_empty());
+    }
+
+    #[test]
+    fn debug_console_post_and_yield() {
+        let mut bus = PortBus::new();
+        bus.insert(0xe9, 1, Box::new(DebugCon)).unwrap();
+        bus.insert(0x80, 1, Box::new(PostPort)).unwrap();
+        bus.insert(0xf5, 1, Box::new(YieldPort)).unwrap();
+        assert_eq!(bus.write(0xe9, &[b'A', 0x12, 0, 0]), Effect::Output(b'A'));
+        let mut d = [0; 1];
+        bus.read(0xe9, &mut d);
+        assert_eq!(d, [0xe9]);
+        bus.read(0x80, &mut d);
+        assert_eq!(d, [0xff]);
+        assert_eq!(bus.write(0x80, &[0x55]), Effect::None);
+        assert_eq!(bus.write(0xf5, &[0]), Effect::Yield);
+    }
+}
