@@ -13,5 +13,6 @@
 #![no_std]
 
 pub mod bundle;
+pub mod elf;
 pub mod guest;
 pub mod kvm;

@@ -13,6 +13,8 @@ mod bare;
 mod console;
 #[cfg(target_os = "none")]
 mod hv;
+#[cfg(target_os = "none")]
+mod vm;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
@@ -41,16 +43,19 @@ fn run(info: &abi::kvm::mojito::mojito_boot_info) -> ! {
     let bundle = unsafe {
         core::slice::from_raw_parts(info.bundle_gpa as *const u8, info.bundle_len as usize)
     };
+    unsafe extern "C" {
+        static __image_end: u8;
+    }
+    let free_start = core::ptr::addr_of!(__image_end) as u64;
+    let mut ram = vm::Ram::new(free_start, info.bundle_gpa);
     match abi::bundle::Bundle::parse(bundle) {
         Ok(b) => {
             println!("control: boot bundle: {} files", b.len());
-            for f in b.files() {
-                println!("control:   {} ({} bytes)", f.name, f.data.len());
-            }
+            vm::run_all(&b, &mut ram);
         }
         Err(e) => println!("control: boot bundle: {e}"),
     }
-    println!("control: nothing more to do yet; powering off");
+    println!("control: all guests have stopped; powering off");
     hv::power_off();
     bare::halt()
 }

@@ -169,7 +169,7 @@ mod machine {
             cd.env.ram.size() >> 20,
             (FRAMES.lock().stats().free * 4096) >> 20
         );
-        let reason = crate::control::run(&mut backend, &FRAMES, &mut cd, xstate);
+        let reason = crate::control::run(&mut backend, &FRAMES, &mut cd, &table, xstate);
         log!("control domain stopped: {reason}");
     }
 

@@ -78,9 +78,9 @@ fn run_until_switch<B: Backend>(
         match vcpu::handle(cpu, env, info, xcr0_max) {
             Action::Resume => {}
             Action::Yield => return None,
-            // Test guests are never privileged; `handle` answers their
-            // hypercalls itself.
-            Action::ControlRequest => {}
+            // Test guests are neither the control domain nor KVM-API VMs:
+            // `handle` answers their hypercalls and ports itself.
+            Action::ControlRequest | Action::ForwardIo(_) => {}
             Action::Stop(reason) => return Some(reason),
         }
     }

@@ -95,6 +95,20 @@ pub enum Status {
     Stopped(StopReason),
 }
 
+/// Who a VM answers to, which decides how its exits are handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmKind {
+    /// A test guest from the boot bundle, run by the hypervisor itself with
+    /// the built-in ports (`vcpu::io`).
+    Builtin,
+    /// The control domain: its hypercalls are the KVM API (DESIGN.md D1:
+    /// only it may use it); it reaches COM1 directly.
+    Control,
+    /// A VM the control domain made through the KVM API: what the
+    /// hypervisor does not handle goes to its `kvm_run` page.
+    Kvm,
+}
+
 /// What a new VM is.
 pub struct VmSpec<'a> {
     pub id: u16,
@@ -102,8 +116,7 @@ pub struct VmSpec<'a> {
     /// Where the vCPU starts (real mode, CS = 0).
     pub entry: u64,
     pub cpuid: &'a CpuidTable,
-    /// The control domain: its hypercalls are the KVM API.
-    pub privileged: bool,
+    pub kind: VmKind,
     /// Ports the guest reaches directly (the control domain's COM1).
     pub open_ports: &'a [core::ops::RangeInclusive<u16>],
 }
@@ -112,8 +125,7 @@ pub struct VmSpec<'a> {
 pub struct VmEnv {
     pub id: u16,
     pub name: String,
-    /// The control domain (DESIGN.md D1: only it may use the KVM API).
-    pub privileged: bool,
+    pub kind: VmKind,
     pub ram: GuestRam,
     pub cpuid: CpuidTable,
     pub msrs: MsrState,
@@ -157,7 +169,7 @@ fn load_plan(
     ram_size: u64,
     mut each: impl FnMut(u64, &[u8], u64),
 ) -> Result<u64, CreateError> {
-    use crate::guest::elf::{Elf, ElfError};
+    use abi::elf::{Elf, ElfError};
     let file = Elf::parse(elf).map_err(|e| {
         CreateError::BadImage(match e {
             ElfError::NotElf => "not an ELF file",
@@ -207,7 +219,7 @@ impl<B: Backend> Vm<B> {
             name,
             entry,
             cpuid,
-            privileged: false,
+            kind: VmKind::Builtin,
             open_ports: &[],
         };
         let mut vm = Self::assemble(backend, frames, ram, elf, &spec, xstate)?;
@@ -301,7 +313,7 @@ impl<B: Backend> Vm<B> {
             env: VmEnv {
                 id: spec.id,
                 name,
-                privileged: spec.privileged,
+                kind: spec.kind,
                 ram,
                 cpuid,
                 msrs: MsrState::default(),

@@ -15,14 +15,34 @@ pub use xtask::POWER_OFF_LINE as LAST_LINE;
 fn lines(serial: &str) -> Vec<&str> {
     serial
         .lines()
-        .map(|l| l.trim_end_matches(['\r', '\n']))
+        // A UART being re-programmed (the control domain taking COM1 over)
+        // can emit a NUL that Bochs's file backend keeps.
+        .map(|l| l.trim_start_matches('\0').trim_end_matches(['\r', '\n']))
         .collect()
 }
 
-/// Whether `line` is `mojito: vm <id> (<name>): stopped: <how>`, maybe
+/// Who runs the test guests: the hypervisor itself (an image without the
+/// control domain) or the control domain through the KVM API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Builtin,
+    Control,
+}
+
+impl Mode {
+    /// The prefix of the lines that report a VM stopping.
+    fn stop_prefix(self) -> &'static str {
+        match self {
+            Self::Builtin => "mojito: vm ",
+            Self::Control => "control: vm ",
+        }
+    }
+}
+
+/// Whether `line` is `<prefix>vm <id> (<name>): stopped: <how>`, maybe
 /// followed by details (`... after 25 exits`).
-fn is_stop(line: &str, name: &str, how: &str) -> bool {
-    let Some(rest) = line.strip_prefix("mojito: vm ") else {
+fn is_stop(line: &str, mode: Mode, name: &str, how: &str) -> bool {
+    let Some(rest) = line.strip_prefix(mode.stop_prefix()) else {
         return false;
     };
     let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
@@ -34,7 +54,7 @@ fn is_stop(line: &str, name: &str, how: &str) -> bool {
 
 /// Everything the log lacks or shows wrongly, in words; empty when the run
 /// did all it should. `extension` is `SVM` or `VMX`.
-pub fn problems(serial: &str, extension: &str) -> Vec<String> {
+pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
     let lines = lines(serial);
     let find = |what: &dyn Fn(&str) -> bool| lines.iter().position(|l| what(l));
     let mut problems = Vec::new();
@@ -48,6 +68,14 @@ pub fn problems(serial: &str, extension: &str) -> Vec<String> {
     need(format!("{first:?}"), find(&|l| l.starts_with(&first)));
     let cpu = format!("mojito: cpu0: {extension}");
     need(format!("starting {cpu:?}"), find(&|l| l.starts_with(&cpu)));
+    if mode == Mode::Control {
+        for line in [
+            "control: Mojito control domain",
+            "control: KVM API version 12",
+        ] {
+            need(format!("starting {line:?}"), find(&|l| l.starts_with(line)));
+        }
+    }
     need(
         "\"[demo] PASS\"".into(),
         find(&|l| l.trim_end() == "[demo] PASS"),
@@ -65,8 +93,8 @@ pub fn problems(serial: &str, extension: &str) -> Vec<String> {
     ];
     let mut triple = None;
     for (vm, how) in stops {
-        let what = format!("\"mojito: vm N ({vm}): stopped: {how}\"");
-        triple = need(what, find(&|l| is_stop(l, vm, how)));
+        let what = format!("\"{}N ({vm}): stopped: {how}\"", mode.stop_prefix());
+        triple = need(what, find(&|l| is_stop(l, mode, vm, how)));
     }
     let last = need(format!("{LAST_LINE:?}"), find(&|l| l == LAST_LINE));
     if let (Some(t), Some(l)) = (triple, last)
@@ -86,6 +114,14 @@ pub fn cpuid_figure(serial: &str) -> Option<&str> {
         .lines()
         .map(str::trim_end)
         .find(|l| l.starts_with("[demo] cpuid round trip:"))
+}
+
+/// The demo guest's forwarded-exit line (`[demo] port 0x1ee round trip: ...`).
+pub fn port_figure(serial: &str) -> Option<&str> {
+    serial
+        .lines()
+        .map(str::trim_end)
+        .find(|l| l.starts_with("[demo] port ") && l.contains("round trip"))
 }
 
 #[cfg(test)]
@@ -114,39 +150,66 @@ mod tests {
     #[test]
     fn a_full_run_passes() {
         let log = good_log();
-        assert_eq!(problems(&log, "SVM"), Vec::<String>::new());
+        assert_eq!(problems(&log, "SVM", Mode::Builtin), Vec::<String>::new());
         assert!(cpuid_figure(&log).unwrap().contains("7000 TSC ticks"));
+    }
+
+    #[test]
+    fn control_mode_needs_the_control_domain() {
+        let log = good_log().replace("mojito: vm ", "control: vm ");
+        let p = problems(&log, "SVM", Mode::Control);
+        assert_eq!(p.len(), 2, "{p:?}");
+        let log = format!(
+            "{log}\ncontrol: Mojito control domain 0.1.0 starting\ncontrol: KVM API version 12"
+        );
+        assert_eq!(problems(&log, "SVM", Mode::Control), Vec::<String>::new());
     }
 
     #[test]
     fn each_gap_is_named() {
         let log = good_log();
-        assert_eq!(problems(&log, "VMX").len(), 1);
+        assert_eq!(problems(&log, "VMX", Mode::Builtin).len(), 1);
         let no_halt = log.replace("stopped: halted", "stopped: exited with status 0");
-        assert!(problems(&no_halt, "SVM")[0].contains("(halt): stopped: halted"));
+        assert!(problems(&no_halt, "SVM", Mode::Builtin)[0].contains("(halt): stopped: halted"));
         let failed = log.replace(
             "(demo): stopped: exited with status 0",
             "(demo): stopped: exited with status 1",
         );
-        assert_eq!(problems(&failed, "SVM").len(), 1);
+        assert_eq!(problems(&failed, "SVM", Mode::Builtin).len(), 1);
         let fatal = format!("{log}\nmojito: FATAL exception 13");
-        assert!(problems(&fatal, "SVM")[0].contains("FATAL"));
+        assert!(problems(&fatal, "SVM", Mode::Builtin)[0].contains("FATAL"));
     }
 
     #[test]
     fn stop_lines() {
+        let b = Mode::Builtin;
         assert!(is_stop(
             "mojito: vm 12 (demo): stopped: halted",
+            b,
             "demo",
             "halted"
         ));
         assert!(!is_stop(
             "mojito: vm (demo): stopped: halted",
+            b,
             "demo",
             "halted"
         ));
         assert!(!is_stop(
             "mojito: vm 1 (demo2): stopped: halted",
+            b,
+            "demo",
+            "halted"
+        ));
+        assert!(!is_stop(
+            "control: vm 1 (demo): stopped: halted",
+            b,
+            "demo",
+            "halted"
+        ));
+        assert!(is_stop(
+            "control: vm 1 (demo): stopped: halted",
+            Mode::Control,
             "demo",
             "halted"
         ));

@@ -34,6 +34,9 @@ pub enum Disk {
     UefiUsb,
     /// The BIOS image as the first IDE disk, with SeaBIOS.
     Bios,
+    /// The BIOS image without the control domain (the hypervisor runs the
+    /// guests itself).
+    BuiltinBios,
 }
 
 /// A finished run.
@@ -43,6 +46,8 @@ pub struct Run {
     pub outcome: Outcome,
     /// The emulator's own log, as much of it as explains a failure.
     pub emulator_log: String,
+    /// Who runs the test guests in this image.
+    pub mode: expect::Mode,
     dir: TempDir,
 }
 
@@ -82,6 +87,9 @@ pub fn qemu(
         }
         Disk::Bios => Boot::Bios {
             image: images.bios.clone(),
+        },
+        Disk::BuiltinBios => Boot::Bios {
+            image: images.builtin_bios.clone(),
         },
     };
     let serial = dir.path().join("serial.txt");
@@ -137,12 +145,16 @@ pub fn qemu(
         command,
         outcome,
         emulator_log,
+        mode: match disk {
+            Disk::BuiltinBios => expect::Mode::Builtin,
+            Disk::UefiUsb | Disk::Bios => expect::Mode::Control,
+        },
         dir,
     }
 }
 
 /// Boots the BIOS image in Bochs with CPU model `model` (one with VMX).
-pub fn bochs(test: &'static str, model: &str, mem_mib: u64, cpus: u32) -> Run {
+pub fn bochs(test: &'static str, model: &str, mem_mib: u64, cpus: u32, mode: expect::Mode) -> Run {
     if let Err(e) = sysdeps::check(sysdeps::BOCHS) {
         panic!("{test}: {e:#}");
     }
@@ -150,8 +162,12 @@ pub fn bochs(test: &'static str, model: &str, mem_mib: u64, cpus: u32) -> Run {
     let dir = run_dir(test);
     // A copy: Bochs opens its disk read-write, and tests run in parallel.
     let disk = dir.path().join("disk.img");
-    std::fs::copy(&images.bios, &disk)
-        .unwrap_or_else(|e| panic!("{test}: cannot copy {}: {e}", images.bios.display()));
+    let image = match mode {
+        expect::Mode::Control => &images.bios,
+        expect::Mode::Builtin => &images.builtin_bios,
+    };
+    std::fs::copy(image, &disk)
+        .unwrap_or_else(|e| panic!("{test}: cannot copy {}: {e}", image.display()));
     let machine = Bochs {
         dir: dir.path().to_path_buf(),
         image: disk,
@@ -183,6 +199,7 @@ pub fn bochs(test: &'static str, model: &str, mem_mib: u64, cpus: u32) -> Run {
         command,
         outcome,
         emulator_log,
+        mode,
         dir,
     }
 }
@@ -222,7 +239,7 @@ impl Run {
     /// emulator's log, and keeps the run directory.
     pub fn assert_all_guests_ran(self, extension: &str, powered_off: bool) {
         let o = &self.outcome;
-        let mut problems = expect::problems(&o.serial, extension);
+        let mut problems = expect::problems(&o.serial, extension, self.mode);
         if o.timed_out {
             problems.insert(0, format!("timed out after {} s", timeout().as_secs()));
         } else if powered_off && o.status.and_then(|s| s.code()) != Some(0) {
@@ -240,6 +257,9 @@ impl Run {
                 cpu.unwrap_or("no cpu0 line").trim_end()
             );
             println!("{}: {figure}", self.test);
+            if let Some(port) = expect::port_figure(&o.serial) {
+                println!("{}: {port}", self.test);
+            }
             println!(
                 "{}: all guests ran; the machine stopped after {secs:.1} s",
                 self.test

@@ -1,6 +1,11 @@
 //! Boots the real images: SVM under QEMU TCG, VMX under Bochs. One test
 //! binary, so the tests run in parallel; each takes a few seconds.
+//!
+//! Most boots run the test guests through the control domain and the KVM
+//! API; the `builtin` ones boot an image without the control domain, where
+//! the hypervisor runs them itself.
 
+use mojito_tests::expect::Mode;
 use mojito_tests::machine::{self, Disk};
 
 /// The UEFI image from an emulated USB stick (xHCI), OVMF, `-cpu EPYC`:
@@ -34,25 +39,61 @@ fn svm_qemu_bios_icount() {
     .assert_all_guests_ran("SVM", true);
 }
 
-/// The BIOS image, SeaBIOS, `-cpu max`: SVM with NPT and VGIF.
+/// As `svm_qemu_bios_icount`, with the hypervisor running the guests
+/// itself: the port round trip is then an exit handled in the hypervisor.
 #[test]
-fn svm_qemu_bios_max() {
-    machine::qemu("svm_qemu_bios_max", Disk::Bios, "max", 2048, 2, &[])
-        .assert_all_guests_ran("SVM", true);
+fn svm_qemu_builtin_icount() {
+    machine::qemu(
+        "svm_qemu_builtin_icount",
+        Disk::BuiltinBios,
+        xtask::qemu::TCG_SVM_CPU,
+        512,
+        1,
+        &["-icount", "shift=0,align=off"],
+    )
+    .assert_all_guests_ran("SVM", true);
+}
+
+/// The image without the control domain, SeaBIOS, `-cpu max`: SVM with NPT
+/// and VGIF.
+#[test]
+fn svm_qemu_builtin_max() {
+    machine::qemu(
+        "svm_qemu_builtin_max",
+        Disk::BuiltinBios,
+        "max",
+        2048,
+        2,
+        &[],
+    )
+    .assert_all_guests_ran("SVM", true);
 }
 
 /// The BIOS image in Bochs, Skylake-X: VMX with EPT (A/D bits, 1G pages),
 /// unrestricted guest, VPID, XSAVE/AVX. The machine `run --bochs` boots.
 #[test]
 fn vmx_bochs() {
-    machine::bochs("vmx_bochs", xtask::bochs::DEFAULT_MODEL, 2048, 2)
-        .assert_all_guests_ran("VMX", false);
+    machine::bochs(
+        "vmx_bochs",
+        xtask::bochs::DEFAULT_MODEL,
+        2048,
+        2,
+        Mode::Control,
+    )
+    .assert_all_guests_ran("VMX", false);
 }
 
 /// Bochs's oldest model with EPT and unrestricted guest (Westmere): no EPT
-/// A/D bits, no 1G pages, and no XSAVE or AVX.
+/// A/D bits, no 1G pages, and no XSAVE or AVX; the image without the
+/// control domain.
 #[test]
-fn vmx_bochs_arrandale() {
-    machine::bochs("vmx_bochs_arrandale", "corei5_arrandale_m520", 512, 1)
-        .assert_all_guests_ran("VMX", false);
+fn vmx_bochs_builtin_arrandale() {
+    machine::bochs(
+        "vmx_bochs_builtin_arrandale",
+        "corei5_arrandale_m520",
+        512,
+        1,
+        Mode::Builtin,
+    )
+    .assert_all_guests_ran("VMX", false);
 }

@@ -17,6 +17,8 @@ pub const GUESTS: [&str; 4] = ["demo", "isolate", "halt", "triple"];
 #[derive(Clone, Debug)]
 pub struct Artifacts {
     pub hypervisor: PathBuf,
+    /// The control domain's image (`control.elf` in the bundle).
+    pub control: PathBuf,
     /// Guest binary name and its ELF file, in `GUESTS` order.
     pub guests: Vec<(&'static str, PathBuf)>,
 }
@@ -31,14 +33,18 @@ impl Artifacts {
     }
 }
 
-/// Builds the hypervisor and the guests (release, `x86_64-unknown-none`).
+/// Builds the hypervisor, the control domain and the guests (release,
+/// `x86_64-unknown-none`).
 pub fn build(ws: &Workspace) -> Result<Artifacts> {
-    let what = format!("cargo build -p hypervisor -p guests --release --target {TARGET}");
+    let what =
+        format!("cargo build -p hypervisor -p control -p guests --release --target {TARGET}");
     let mut cmd = ws.cargo();
     cmd.args([
         "build",
         "-p",
         "hypervisor",
+        "-p",
+        "control",
         "-p",
         "guests",
         "--release",
@@ -49,10 +55,12 @@ pub fn build(ws: &Workspace) -> Result<Artifacts> {
     let out = ws.target.join(TARGET).join("release");
     let artifacts = Artifacts {
         hypervisor: out.join("hypervisor"),
+        control: out.join("control"),
         guests: GUESTS.iter().map(|g| (*g, out.join(g))).collect(),
     };
-    let expected =
-        std::iter::once(&artifacts.hypervisor).chain(artifacts.guests.iter().map(|g| &g.1));
+    let expected = [&artifacts.hypervisor, &artifacts.control]
+        .into_iter()
+        .chain(artifacts.guests.iter().map(|g| &g.1));
     for path in expected {
         if !path.is_file() {
             bail!(

@@ -18,6 +18,12 @@ pub const BOCHS_DISK_MULTIPLE: u64 = 516_096;
 pub const UEFI_IMAGE: &str = "mojito-uefi.img";
 /// The BIOS image's file name in `target/mojito`.
 pub const BIOS_IMAGE: &str = "mojito-bios.img";
+/// A BIOS image without the control domain: the hypervisor runs the test
+/// guests itself, with its built-in ports (the core's own test).
+pub const BUILTIN_BIOS_IMAGE: &str = "mojito-builtin-bios.img";
+
+/// The control domain's name in the boot bundle.
+pub const CONTROL_ELF: &str = "control.elf";
 
 /// One file of the boot bundle: its name in the bundle and where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,11 +32,13 @@ pub struct BundleEntry {
     pub path: PathBuf,
 }
 
-/// The two images `make_images` writes.
+/// The images `make_images` writes.
 #[derive(Clone, Debug)]
 pub struct Images {
     pub uefi: PathBuf,
     pub bios: PathBuf,
+    /// BIOS, no control domain.
+    pub builtin_bios: PathBuf,
 }
 
 impl Images {
@@ -39,12 +47,14 @@ impl Images {
         Self {
             uefi: dir.join(UEFI_IMAGE),
             bios: dir.join(BIOS_IMAGE),
+            builtin_bios: dir.join(BUILTIN_BIOS_IMAGE),
         }
     }
 }
 
-/// The default bundle: every `guests/*.elf` starts at boot, in this order
-/// (the order gives the VM ids).
+/// The default bundle: the control domain, and the test guests it starts
+/// at boot, in this order (the order gives the VM ids). Without
+/// `control.elf` the hypervisor runs the guests itself.
 pub fn default_bundle(a: &Artifacts) -> Result<Vec<BundleEntry>> {
     let elf = |bundle_name: &str, guest: &str| -> Result<BundleEntry> {
         let path = a
@@ -56,6 +66,10 @@ pub fn default_bundle(a: &Artifacts) -> Result<Vec<BundleEntry>> {
         })
     };
     Ok(vec![
+        BundleEntry {
+            name: CONTROL_ELF.into(),
+            path: a.control.clone(),
+        },
         elf("demo", "demo")?,
         elf("isolate1", "isolate")?,
         elf("isolate2", "isolate")?,
@@ -109,23 +123,35 @@ pub fn build_loader(ws: &Workspace) -> Result<PathBuf> {
 }
 
 /// Writes `target/mojito/mojito-{uefi,bios}.img` holding `kernel` and
-/// `bundle`; the BIOS image is padded for Bochs.
+/// `bundle` (the BIOS image padded for Bochs), and
+/// `mojito-builtin-bios.img` with the same bundle less the control domain.
 pub fn make_images(ws: &Workspace, kernel: &Path, bundle: &[BundleEntry]) -> Result<Images> {
     let loader = build_loader(ws)?;
     let dir = ws.image_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let images = Images::in_dir(&dir);
-    let mut cmd = std::process::Command::new(&loader);
-    cmd.arg("--kernel").arg(kernel);
-    cmd.arg("--uefi").arg(&images.uefi);
-    cmd.arg("--bios").arg(&images.bios);
-    cmd.arg("--bios-pad").arg(BOCHS_DISK_MULTIPLE.to_string());
-    for entry in bundle {
-        let mut arg = std::ffi::OsString::from(format!("{}=", entry.name));
-        arg.push(&entry.path);
-        cmd.arg("--file").arg(arg);
-    }
-    run_checked(&mut cmd, "loader (writing the disk images)")?;
+    let run =
+        |uefi: Option<&Path>, bios: &Path, entries: &mut dyn Iterator<Item = &BundleEntry>| {
+            let mut cmd = std::process::Command::new(&loader);
+            cmd.arg("--kernel").arg(kernel);
+            if let Some(uefi) = uefi {
+                cmd.arg("--uefi").arg(uefi);
+            }
+            cmd.arg("--bios").arg(bios);
+            cmd.arg("--bios-pad").arg(BOCHS_DISK_MULTIPLE.to_string());
+            for entry in entries {
+                let mut arg = std::ffi::OsString::from(format!("{}=", entry.name));
+                arg.push(&entry.path);
+                cmd.arg("--file").arg(arg);
+            }
+            run_checked(&mut cmd, "loader (writing the disk images)")
+        };
+    run(Some(&images.uefi), &images.bios, &mut bundle.iter())?;
+    run(
+        None,
+        &images.builtin_bios,
+        &mut bundle.iter().filter(|e| e.name != CONTROL_ELF),
+    )?;
     Ok(images)
 }
 
@@ -171,6 +197,7 @@ mod tests {
     fn default_bundle_order() {
         let a = Artifacts {
             hypervisor: "hv".into(),
+            control: "control".into(),
             guests: artifacts::GUESTS
                 .iter()
                 .map(|g| (*g, PathBuf::from(g)))
@@ -184,6 +211,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "control.elf",
                 "guests/demo.elf",
                 "guests/isolate1.elf",
                 "guests/isolate2.elf",

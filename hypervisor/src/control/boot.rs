@@ -64,7 +64,7 @@ pub fn create<B: Backend>(
     cpuid: &CpuidTable,
     xstate: &HostXstate,
 ) -> Result<Vm<B>, CreateError> {
-    let image = crate::guest::elf::Elf::parse(elf)
+    let image = abi::elf::Elf::parse(elf)
         .map_err(|_| CreateError::BadImage("control.elf is not a usable ELF file"))?;
     let (image_end, entry) = (image.end(), image.entry());
     let keep = reserve(frames.stats().free * 4096);
@@ -81,10 +81,24 @@ pub fn create<B: Backend>(
         name: "control",
         entry,
         cpuid,
-        privileged: true,
+        kind: crate::vm::VmKind::Control,
         open_ports: &[COM1_PORTS],
     };
     let mut vm = Vm::assemble(backend, frames, ram, elf, &spec, xstate)?;
+    // VMs may be backed by anything below the boot area (D3): the image and
+    // the bundle are the control domain's to give away.
+    if !super::memory::init(vm.env.ram.frames(), boot) {
+        vm.stop(
+            backend,
+            frames,
+            crate::vm::StopReason::Unhandled {
+                what: "control domain set-up",
+                detail: 0,
+                rip: 0,
+            },
+        );
+        return Err(CreateError::NoMemory);
+    }
     let nxe = crate::arch::instr::cpuid(0x8000_0001, 0)[3] & (1 << 20) != 0;
     let hypercall = if B::NAME == "VMX" {
         mojito::MOJITO_HYPERCALL_VMCALL

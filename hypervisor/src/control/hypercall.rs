@@ -5,13 +5,17 @@
 //! and only then carried out (seL4's decode/invoke split).
 
 use super::ControlState;
+use super::kvm::RUN_PAGES;
+use super::objects::{Handle, KvmVcpu, MAX_MEMSLOTS, MAX_VCPUS, Objects};
 use crate::guest::GuestRam;
 use crate::mm::GuestPhys;
-use crate::virt::Frames;
+use crate::vcpu::cpuid::CpuidTable;
+use crate::vcpu::lazy::HostXstate;
+use crate::virt::{Backend, Frames};
 use crate::vm::VmEnv;
-use abi::kvm::errno::{EFAULT, EINVAL, EIO};
-use abi::kvm::mojito::{self, MOJITO_SYSTEM_HANDLE, mojito_log_read};
-use abi::kvm::{self as req, KVM_API_VERSION};
+use abi::kvm::errno::{EBADF, EFAULT, EINVAL, EIO, ENOTTY};
+use abi::kvm::mojito::{self, MOJITO_SYSTEM_HANDLE, mojito_log_read, mojito_run_pages};
+use abi::kvm::{self as req, KVM_API_VERSION, kvm_regs, kvm_sregs, kvm_userspace_memory_region};
 
 /// How a hypercall ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,74 +80,225 @@ pub fn write_arg<T: Pod>(ram: &mut GuestRam, gpa: u64, v: &T) -> Result<(), i32>
     }
 }
 
-/// What a handle names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Target {
-    System,
+// SAFETY: as above (KVM structures, byte-identical to linux/kvm.h).
+unsafe impl Pod for abi::kvm::kvm_userspace_memory_region {}
+// SAFETY: as above.
+unsafe impl Pod for abi::kvm::kvm_regs {}
+// SAFETY: as above.
+unsafe impl Pod for abi::kvm::kvm_sregs {}
+// SAFETY: as above.
+unsafe impl Pod for abi::kvm::mojito::mojito_run_pages {}
+
+/// Everything a hypercall may touch besides the control domain itself.
+pub struct Ctx<'a, B: Backend> {
+    pub backend: &'a mut B,
+    pub objects: &'a mut Objects<B>,
+    pub state: &'a mut ControlState,
+    pub frames: &'a spin::Mutex<Frames>,
+    pub xstate: &'a HostXstate,
+    pub cpuid: &'a CpuidTable,
 }
 
 /// A decoded request, its argument already copied and checked.
-#[derive(Clone, Copy, Debug)]
 enum Request {
     GetApiVersion,
     CheckExtension(u64),
+    GetVcpuMmapSize,
+    CreateVm(u64),
     ReadLog { gpa: u64, arg: mojito_log_read },
     PowerOff,
+    Close,
+    SetMemory(kvm_userspace_memory_region),
+    CreateVcpu(u64),
+    SetRunPages(mojito_run_pages),
+    Run,
+    GetRegs(u64),
+    SetRegs(kvm_regs),
+    GetSregs(u64),
+    SetSregs(kvm_sregs),
 }
 
 /// Decodes a call: which object, which request, with what argument.
-fn decode(ram: &GuestRam, rax: u64, handle: u64, arg: u64) -> Result<(Target, Request), i32> {
+fn decode<B: Backend>(
+    objects: &Objects<B>,
+    ram: &GuestRam,
+    rax: u64,
+    handle: u64,
+    arg: u64,
+) -> Result<(Option<Handle>, Request), i32> {
     let target = match handle {
-        MOJITO_SYSTEM_HANDLE => Target::System,
-        // No VM or vCPU objects exist yet: every other handle is bad.
-        _ => return Err(abi::kvm::errno::EBADF),
+        MOJITO_SYSTEM_HANDLE => None,
+        h => Some(objects.lookup(h).ok_or(EBADF)?),
     };
     // Bits 63:32 of RAX must be zero: such a code is no request at all.
-    let Ok(code) = u32::try_from(rax) else {
-        return Err(EINVAL);
-    };
+    let code = u32::try_from(rax).map_err(|_| match target {
+        Some(Handle::Vm(_)) => ENOTTY,
+        _ => EINVAL,
+    })?;
     let request = match (target, code) {
-        (Target::System, req::KVM_GET_API_VERSION) => Request::GetApiVersion,
-        (Target::System, req::KVM_CHECK_EXTENSION) => Request::CheckExtension(arg),
-        (Target::System, mojito::MOJITO_READ_LOG) => {
+        (_, mojito::MOJITO_CLOSE) if target.is_some() => Request::Close,
+        (None, req::KVM_GET_API_VERSION) => Request::GetApiVersion,
+        (None | Some(Handle::Vm(_)), req::KVM_CHECK_EXTENSION) => Request::CheckExtension(arg),
+        (None, req::KVM_GET_VCPU_MMAP_SIZE) => Request::GetVcpuMmapSize,
+        (None, req::KVM_CREATE_VM) => Request::CreateVm(arg),
+        (None, mojito::MOJITO_READ_LOG) => {
             let a: mojito_log_read = read_arg(ram, arg)?;
             if a.flags != 0 || a.padding != [0; 4] {
                 return Err(EINVAL);
             }
             Request::ReadLog { gpa: arg, arg: a }
         }
-        (Target::System, mojito::MOJITO_POWER_OFF) => Request::PowerOff,
-        // KVM's answer to an unknown ioctl on a system fd.
-        (Target::System, _) => return Err(EINVAL),
+        (None, mojito::MOJITO_POWER_OFF) => Request::PowerOff,
+        (Some(Handle::Vm(_)), req::KVM_SET_USER_MEMORY_REGION) => {
+            Request::SetMemory(read_arg(ram, arg)?)
+        }
+        (Some(Handle::Vm(_)), req::KVM_CREATE_VCPU) => Request::CreateVcpu(arg),
+        (Some(Handle::Vcpu(_)), mojito::MOJITO_SET_RUN_PAGES) => {
+            let a: mojito_run_pages = read_arg(ram, arg)?;
+            if a.flags != 0 || a.padding != [0; 6] {
+                return Err(EINVAL);
+            }
+            Request::SetRunPages(a)
+        }
+        (Some(Handle::Vcpu(_)), req::KVM_RUN) => Request::Run,
+        (Some(Handle::Vcpu(_)), req::KVM_GET_REGS) => Request::GetRegs(arg),
+        (Some(Handle::Vcpu(_)), req::KVM_SET_REGS) => Request::SetRegs(read_arg(ram, arg)?),
+        (Some(Handle::Vcpu(_)), req::KVM_GET_SREGS) => Request::GetSregs(arg),
+        (Some(Handle::Vcpu(_)), req::KVM_SET_SREGS) => Request::SetSregs(read_arg(ram, arg)?),
+        // KVM's answers to an unknown ioctl: -ENOTTY on a VM fd, -EINVAL on
+        // system and vCPU fds (DESIGN.md D1).
+        (Some(Handle::Vm(_)), _) => return Err(ENOTTY),
+        (_, _) => return Err(EINVAL),
     };
     Ok((target, request))
 }
 
 /// Decodes and carries out one hypercall of the control domain.
-pub fn dispatch(
-    state: &mut ControlState,
-    env: &mut VmEnv,
-    _frames: &spin::Mutex<Frames>,
+pub fn dispatch<B: Backend>(
+    ctx: &mut Ctx<'_, B>,
+    cd: &mut VmEnv,
     rax: u64,
     handle: u64,
     arg: u64,
 ) -> Outcome {
-    let (_, request) = match decode(&env.ram, rax, handle, arg) {
+    let (target, request) = match decode(ctx.objects, &cd.ram, rax, handle, arg) {
         Ok(d) => d,
         Err(e) => return Outcome::Error(e),
     };
-    match request {
-        Request::GetApiVersion => Outcome::Value(u64::from(KVM_API_VERSION)),
-        Request::CheckExtension(cap) => Outcome::Value(check_extension(cap)),
-        Request::ReadLog { gpa, arg } => read_log(state, &mut env.ram, gpa, arg),
-        Request::PowerOff => Outcome::PowerOff,
+    let result = invoke(ctx, cd, target, request, handle);
+    match result {
+        Ok(Some(v)) => Outcome::Value(v),
+        Ok(None) => Outcome::PowerOff,
+        Err(e) => Outcome::Error(e),
     }
 }
 
-/// KVM_CHECK_EXTENSION: truthful. No VM or vCPU request is served yet, so
-/// no capability is offered yet.
-fn check_extension(_cap: u64) -> u64 {
-    0
+fn invoke<B: Backend>(
+    ctx: &mut Ctx<'_, B>,
+    cd: &mut VmEnv,
+    target: Option<Handle>,
+    request: Request,
+    handle: u64,
+) -> Result<Option<u64>, i32> {
+    let vm_index = match target {
+        Some(Handle::Vm(i) | Handle::Vcpu(i)) => i,
+        None => 0,
+    };
+    let v = match request {
+        Request::GetApiVersion => u64::from(KVM_API_VERSION),
+        Request::CheckExtension(cap) => check_extension(cap),
+        Request::GetVcpuMmapSize => RUN_PAGES * 4096,
+        Request::CreateVm(kind) => {
+            // KVM_X86_DEFAULT_VM (0) is the only type.
+            if kind != 0 {
+                return Err(EINVAL);
+            }
+            ctx.objects
+                .create_vm(&mut ctx.frames.lock(), ctx.cpuid, ctx.xstate)?
+        }
+        Request::ReadLog { gpa, arg } => read_log(ctx.state, &mut cd.ram, gpa, arg)?,
+        Request::PowerOff => return Ok(None),
+        Request::Close => ctx
+            .objects
+            .close(ctx.backend, &mut ctx.frames.lock(), handle)?,
+        Request::SetMemory(r) => {
+            ctx.objects
+                .set_memory(ctx.backend, &mut ctx.frames.lock(), vm_index, &r)?
+        }
+        Request::CreateVcpu(id) => {
+            ctx.objects
+                .create_vcpu(ctx.backend, &mut ctx.frames.lock(), vm_index, id)?
+        }
+        Request::SetRunPages(p) => {
+            let len = u64::from(p.count) * 4096;
+            if u64::from(p.count) != RUN_PAGES
+                || !p.gpa.is_multiple_of(4096)
+                || !cd.ram.covers(GuestPhys::new(p.gpa), len)
+            {
+                return Err(EINVAL);
+            }
+            let vc = vcpu_of(ctx.objects, vm_index)?;
+            vc.run_pages = Some(p.gpa);
+            0
+        }
+        Request::Run => {
+            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            super::kvm::run(ctx.backend, vm, cd, ctx.xstate)?
+        }
+        Request::GetRegs(gpa) => {
+            let vc = vcpu_of(ctx.objects, vm_index)?;
+            if !ctx.backend.activate(&mut vc.cpu) {
+                return Err(EINVAL);
+            }
+            write_arg(&mut cd.ram, gpa, &super::kvm::get_regs(&mut vc.cpu))?;
+            0
+        }
+        Request::SetRegs(r) => {
+            let vc = vcpu_of(ctx.objects, vm_index)?;
+            if !ctx.backend.activate(&mut vc.cpu) {
+                return Err(EINVAL);
+            }
+            super::kvm::set_regs(&mut vc.cpu, &r);
+            0
+        }
+        Request::GetSregs(gpa) => {
+            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            let vc = vm.vcpu.as_mut().ok_or(EBADF)?;
+            if !ctx.backend.activate(&mut vc.cpu) {
+                return Err(EINVAL);
+            }
+            let s = super::kvm::get_sregs::<B>(&vc.cpu, &vm.env);
+            write_arg(&mut cd.ram, gpa, &s)?;
+            0
+        }
+        Request::SetSregs(s) => {
+            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            let vc = vm.vcpu.as_mut().ok_or(EBADF)?;
+            if !ctx.backend.activate(&mut vc.cpu) {
+                return Err(EINVAL);
+            }
+            super::kvm::set_sregs::<B>(&mut vc.cpu, &mut vm.env, &s)?;
+            0
+        }
+    };
+    Ok(Some(v))
+}
+
+fn vcpu_of<B: Backend>(objects: &mut Objects<B>, vm: usize) -> Result<&mut KvmVcpu<B>, i32> {
+    objects.vm(vm).and_then(|v| v.vcpu.as_mut()).ok_or(EBADF)
+}
+
+/// KVM_CHECK_EXTENSION: truthful — what is implemented, nothing more.
+fn check_extension(cap: u64) -> u64 {
+    let Ok(cap) = u32::try_from(cap) else {
+        return 0;
+    };
+    match cap {
+        abi::kvm::KVM_CAP_USER_MEMORY | abi::kvm::KVM_CAP_IMMEDIATE_EXIT => 1,
+        abi::kvm::KVM_CAP_NR_VCPUS | abi::kvm::KVM_CAP_MAX_VCPUS => u64::from(MAX_VCPUS),
+        abi::kvm::KVM_CAP_NR_MEMSLOTS => u64::from(MAX_MEMSLOTS),
+        _ => 0,
+    }
 }
 
 /// MOJITO_READ_LOG: copies unread log bytes into the control domain's
@@ -153,10 +308,9 @@ fn read_log(
     ram: &mut GuestRam,
     gpa: u64,
     mut arg: mojito_log_read,
-) -> Outcome {
-    let end = arg.buf.checked_add(u64::from(arg.len));
-    if end.is_none_or(|end| end > ram.size()) {
-        return Outcome::Error(EFAULT);
+) -> Result<u64, i32> {
+    if !ram.covers(GuestPhys::new(arg.buf), u64::from(arg.len)) {
+        return Err(EFAULT);
     }
     let mut chunk = [0u8; 256];
     let mut copied = 0u32;
@@ -170,14 +324,12 @@ fn read_log(
             break;
         }
         if !ram.write(GuestPhys::new(arg.buf + u64::from(copied)), &chunk[..n]) {
-            return Outcome::Error(EFAULT);
+            return Err(EFAULT);
         }
         copied += n as u32;
     }
     arg.copied = copied;
     arg.dropped = dropped;
-    match write_arg(ram, gpa, &arg) {
-        Ok(()) => Outcome::Value(u64::from(copied)),
-        Err(e) => Outcome::Error(e),
-    }
+    write_arg(ram, gpa, &arg)?;
+    Ok(u64::from(copied))
 }

@@ -8,11 +8,16 @@
 
 pub mod boot;
 pub mod hypercall;
+pub mod kvm;
+pub mod memory;
+pub mod objects;
 
+use crate::vcpu::cpuid::CpuidTable;
 use crate::vcpu::lazy::HostXstate;
 use crate::vcpu::{self, Action};
 use crate::virt::{Backend, Frames, GuestCpu};
 use crate::vm::{StopReason, Vm};
+use objects::Objects;
 
 /// The COM1 ports the control domain drives itself.
 pub const COM1_PORTS: core::ops::RangeInclusive<u16> = 0x3f8..=0x3ff;
@@ -30,12 +35,14 @@ pub fn run<B: Backend>(
     backend: &mut B,
     frames: &spin::Mutex<Frames>,
     cd: &mut Vm<B>,
+    cpuid: &CpuidTable,
     xstate: &HostXstate,
 ) -> StopReason {
     // What was logged so far already went to COM1.
     let mut state = ControlState {
         log_cursor: crate::log::position(),
     };
+    let mut objects = Objects::<B>::default();
     let Some((cpu, env)) = cd.parts() else {
         return StopReason::Unhandled {
             what: "control domain without a vCPU",
@@ -44,39 +51,57 @@ pub fn run<B: Backend>(
         };
     };
     env.lazy.load::<B>(xstate);
-    if !backend.activate(cpu) {
-        return StopReason::EntryFailed {
-            what: "the control domain's vCPU could not be made current",
-            code: 0,
-        };
-    }
     // From here on the control domain owns COM1 and echoes the log ring.
+    // Drain the UART first: the control domain re-programs it, which resets
+    // its FIFO and would drop what is still queued.
+    #[cfg(target_os = "none")]
+    crate::log::serial::flush();
     crate::log::set_serial(false);
     let mut new_context = true;
-    loop {
+    let reason = loop {
+        if !backend.activate(cpu) {
+            break StopReason::EntryFailed {
+                what: "the control domain's vCPU could not be made current",
+                code: 0,
+            };
+        }
         let info = backend.run(cpu, new_context);
         new_context = false;
         match vcpu::handle(cpu, env, info, xstate.xcr0_max) {
-            Action::Resume | Action::Yield => {}
-            Action::Stop(reason) => {
-                crate::log::set_serial(true);
-                return reason;
-            }
+            Action::Resume | Action::Yield | Action::ForwardIo(_) => {}
+            Action::Stop(reason) => break reason,
             Action::ControlRequest => {
                 let g = *cpu.gprs();
-                let result = hypercall::dispatch(&mut state, env, frames, g.rax, g.rdi, g.rsi);
-                if let hypercall::Outcome::PowerOff = result {
-                    crate::log::set_serial(true);
-                    return StopReason::Exited(0);
+                let mut ctx = hypercall::Ctx {
+                    backend: &mut *backend,
+                    objects: &mut objects,
+                    state: &mut state,
+                    frames,
+                    xstate,
+                    cpuid,
+                };
+                let result = hypercall::dispatch(&mut ctx, env, g.rax, g.rdi, g.rsi);
+                if result == hypercall::Outcome::PowerOff {
+                    break StopReason::Exited(0);
                 }
+                // A request may have run a guest here: the control domain's
+                // vCPU must be current again, and its TLB context is new.
+                if !backend.activate(cpu) {
+                    break StopReason::EntryFailed {
+                        what: "the control domain's vCPU could not be made current",
+                        code: 0,
+                    };
+                }
+                new_context = true;
                 cpu.gprs().rax = result.rax();
                 if let Action::Stop(reason) =
                     vcpu::complete(cpu, env, info, crate::guest::insn::Kind::Hypercall)
                 {
-                    crate::log::set_serial(true);
-                    return reason;
+                    break reason;
                 }
             }
         }
-    }
+    };
+    crate::log::set_serial(true);
+    reason
 }

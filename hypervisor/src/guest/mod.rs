@@ -2,7 +2,6 @@
 //! tables (walked to fetch an instruction) and the length of the instruction
 //! that exited. Pure logic lives in `walk` and `insn`, tested on the host.
 
-pub mod elf;
 pub mod insn;
 pub mod ram;
 pub mod walk;

@@ -10,9 +10,32 @@ use crate::mm::{GuestPhys, HostPhys};
 use alloc::vec::Vec;
 
 pub struct GuestRam {
-    /// The frame (or 2 MiB chunk) behind each page, in guest-physical order.
+    /// The frame (or 2 MiB chunk) behind each page, in guest-physical order
+    /// (empty for a VM of the KVM API, whose RAM is `slots`).
     frames: Vec<HostPhys>,
     page: PageSize,
+    /// KVM memory slots: control-domain RAM mapped into the guest
+    /// (`KVM_SET_USER_MEMORY_REGION`).
+    slots: Vec<MemSlot>,
+}
+
+/// One memory slot of a VM made through the KVM API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemSlot {
+    pub slot: u32,
+    pub flags: u32,
+    /// Guest-physical base and size (page-aligned).
+    pub gpa: u64,
+    pub size: u64,
+    /// Where the memory is in the control domain (its guest-physical
+    /// address, `userspace_addr`).
+    pub cd_gpa: u64,
+}
+
+impl MemSlot {
+    pub fn contains(&self, gpa: u64) -> bool {
+        gpa >= self.gpa && gpa - self.gpa < self.size
+    }
 }
 
 impl GuestRam {
@@ -36,6 +59,7 @@ impl GuestRam {
         Some(Self {
             frames: list,
             page: PageSize::Size4K,
+            slots: Vec::new(),
         })
     }
 
@@ -60,6 +84,7 @@ impl GuestRam {
         (!list.is_empty()).then_some(Self {
             frames: list,
             page: PageSize::Size2M,
+            slots: Vec::new(),
         })
     }
 
@@ -68,6 +93,7 @@ impl GuestRam {
         Self {
             frames: Vec::new(),
             page: PageSize::Size4K,
+            slots: Vec::new(),
         }
     }
 
@@ -98,9 +124,58 @@ impl GuestRam {
 
     /// The host address of the byte at `gpa`, if it is RAM.
     pub fn host_of(&self, gpa: GuestPhys) -> Option<HostPhys> {
+        self.host_run(gpa).map(|(h, _)| h)
+    }
+
+    /// The host address of the byte at `gpa` and how many bytes from there
+    /// are contiguous in host memory, if it is RAM.
+    fn host_run(&self, gpa: GuestPhys) -> Option<(HostPhys, u64)> {
+        let gpa = gpa.raw();
+        if let Some(s) = self.slots.iter().find(|s| s.contains(gpa)) {
+            let cd = s.cd_gpa + (gpa - s.gpa);
+            let (host, run) = crate::control::memory::host_run(cd)?;
+            return Some((host, run.min(s.size - (gpa - s.gpa))));
+        }
         let page = self.page.bytes();
-        let base = self.frames.get(usize::try_from(gpa.raw() / page).ok()?)?;
-        Some(HostPhys::new(base.raw() + gpa.raw() % page))
+        let base = self.frames.get(usize::try_from(gpa / page).ok()?)?;
+        Some((HostPhys::new(base.raw() + gpa % page), page - gpa % page))
+    }
+
+    /// Whether all of `gpa .. gpa + len` is RAM.
+    pub fn covers(&self, gpa: GuestPhys, len: u64) -> bool {
+        let Some(end) = gpa.raw().checked_add(len) else {
+            return false;
+        };
+        let mut at = gpa.raw();
+        while at < end {
+            match self.host_run(GuestPhys::new(at)) {
+                Some((_, run)) => at = at.saturating_add(run),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// The memory slots (KVM API VMs).
+    pub fn slots(&self) -> &[MemSlot] {
+        &self.slots
+    }
+
+    /// Adds or replaces slot `s.slot` (the caller checked it); false if the
+    /// heap cannot hold it.
+    pub fn set_slot(&mut self, s: MemSlot) -> bool {
+        self.slots.retain(|o| o.slot != s.slot);
+        if self.slots.try_reserve(1).is_err() {
+            return false;
+        }
+        self.slots.push(s);
+        true
+    }
+
+    /// Removes slot `slot`, returning it.
+    pub fn remove_slot(&mut self, slot: u32) -> Option<MemSlot> {
+        let i = self.slots.iter().position(|o| o.slot == slot)?;
+        Some(self.slots.swap_remove(i))
     }
 
     /// Copies guest memory at `gpa` into `out`; false if any byte is not RAM.
@@ -143,16 +218,15 @@ impl GuestRam {
     }
 
     fn copy(&self, gpa: GuestPhys, len: usize, mut f: impl FnMut(*mut u8, usize, usize)) -> bool {
-        let page = self.page.bytes() as usize;
         let mut done = 0usize;
         while done < len {
             let Some(at) = gpa.checked_add(done as u64) else {
                 return false;
             };
-            let Some(host) = self.host_of(at) else {
+            let Some((host, run)) = self.host_run(at) else {
                 return false;
             };
-            let n = (page - (at.raw() as usize % page)).min(len - done);
+            let n = usize::try_from(run).unwrap_or(usize::MAX).min(len - done);
             f(crate::mm::phys::ptr::<u8>(host), done, n);
             done += n;
         }

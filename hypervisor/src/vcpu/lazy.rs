@@ -140,6 +140,16 @@ impl Extended {
         }
     }
 
+    /// The saved CR2 (where the back end does not switch it).
+    pub fn cr2(&self) -> u64 {
+        self.cr2
+    }
+
+    /// Sets the CR2 the next `load` puts into the CPU.
+    pub fn set_cr2(&mut self, v: u64) {
+        self.cr2 = v;
+    }
+
     /// Gives the save area back; the state must not be loaded or saved
     /// afterwards (the VM has stopped).
     pub fn free(&mut self, frames: &mut Frames) {

@@ -18,7 +18,7 @@ use crate::guest::walk::{self, Access, Paging};
 use crate::mm::{GuestPhys, GuestVirt};
 use crate::virt::exit::IoAccess;
 use crate::virt::{CpuMode, CrEffect, Exit, ExitInfo, Fault, GuestCpu, SegmentReg};
-use crate::vm::{StopReason, VmEnv};
+use crate::vm::{StopReason, VmEnv, VmKind};
 
 /// What the exit loop does next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +28,9 @@ pub enum Action {
     Yield,
     /// The control domain made a hypercall (a KVM API request).
     ControlRequest,
+    /// A port access for the VMM of a KVM-API VM: the instruction has not
+    /// been stepped over (it completes on the next `KVM_RUN`).
+    ForwardIo(IoAccess),
     Stop(StopReason),
 }
 
@@ -123,7 +126,7 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
         }
         // The control domain's hypercalls are the KVM API: the caller (which
         // owns the objects it names) carries them out, then `complete`s.
-        Exit::Hypercall if env.privileged => Action::ControlRequest,
+        Exit::Hypercall if env.kind == VmKind::Control => Action::ControlRequest,
         Exit::Hypercall => {
             // As KVM answers a guest (DESIGN.md D1): the KVM API is for the
             // control domain only.
@@ -264,6 +267,10 @@ fn write_cr<C: GuestCpu>(
 }
 
 fn port_io<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, io: IoAccess) -> Action {
+    // KVM-API VMs: everything but the POST port goes to the VMM.
+    if env.kind == VmKind::Kvm && io.port != abi::guest::POST_PORT {
+        return Action::ForwardIo(io);
+    }
     if io.string {
         // INS/OUTS need the guest's memory operand; no device here uses them
         // yet (the control domain's issue brings string I/O).
@@ -274,8 +281,15 @@ fn port_io<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, io: IoAcce
         });
     }
     let mut action = Action::Resume;
+    // Only test guests get the built-in devices; the control domain sees an
+    // absent device everywhere but the POST port (and COM1, passed through).
+    let builtin = env.kind == VmKind::Builtin || io.port == abi::guest::POST_PORT;
     if io.input {
-        let v = u64::from(io::read(io.port, io.size));
+        let v = if builtin {
+            u64::from(io::read(io.port, io.size))
+        } else {
+            u64::from(io::size_mask(io.size))
+        };
         let g = cpu.gprs();
         g.rax = match io.size {
             1 => (g.rax & !0xff) | v,
@@ -285,7 +299,12 @@ fn port_io<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, io: IoAcce
         };
     } else {
         let value = cpu.gprs().rax as u32;
-        match io::write(io.port, io.size, value) {
+        let out = if builtin {
+            io::write(io.port, io.size, value)
+        } else {
+            io::Output::Nothing
+        };
+        match out {
             io::Output::Nothing => {}
             io::Output::Console(b) => {
                 if let Some(line) = env.console.push(b) {
@@ -306,6 +325,18 @@ fn port_io<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, io: IoAcce
 /// domain's hypercall).
 pub fn complete<C: GuestCpu>(cpu: &mut C, env: &VmEnv, info: ExitInfo, expected: Kind) -> Action {
     skip(cpu, env, info, expected)
+}
+
+/// The length of the instruction that exited (reported or decoded), if it
+/// is the `expected` one.
+pub fn insn_len<C: GuestCpu>(cpu: &C, env: &VmEnv, info: ExitInfo, expected: Kind) -> Option<u8> {
+    match info.len {
+        Some(len) => Some(len),
+        None => match decode_at_rip(cpu, env) {
+            Ok((kind, len)) if kind == expected => Some(len),
+            _ => None,
+        },
+    }
 }
 
 /// Steps over the instruction that exited, whose length the hardware

@@ -79,6 +79,9 @@ impl GuestCpu for Fake {
     }
     fn set_tsc_offset(&mut self, _o: u64) {}
     fn set_cr2(&mut self, _v: u64) {}
+    fn cr2(&self) -> u64 {
+        0
+    }
     fn segment(&self, _r: SegmentReg) -> Segment {
         Segment {
             ar: self.cs_ar,
@@ -127,7 +130,7 @@ fn env() -> VmEnv {
     VmEnv {
         id: 1,
         name: "t".into(),
-        privileged: false,
+        kind: crate::vm::VmKind::Builtin,
         ram: GuestRam::empty(),
         cpuid: CpuidTable::build(
             host,

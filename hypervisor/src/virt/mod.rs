@@ -119,6 +119,9 @@ pub trait Backend: Sized {
     /// the vCPU must not be used then.
     #[must_use]
     fn activate(&mut self, vcpu: &mut Self::Vcpu) -> bool;
+    /// Drops what the hardware cached of `vcpu`'s nested translations (a
+    /// mapping was removed); takes effect before it next runs.
+    fn flush_nested(&mut self, vcpu: &mut Self::Vcpu);
     /// Enters the guest until its next exit. `activate` must have been called.
     /// `new_context` asks for a TLB flush (another vCPU ran here since).
     fn run(&mut self, vcpu: &mut Self::Vcpu, new_context: bool) -> ExitInfo;
@@ -148,8 +151,11 @@ pub trait GuestCpu {
     fn write_cr(&mut self, cr: u8, value: u64) -> Result<CrEffect, Fault>;
     /// Loads the four PAE page-directory pointers (after `CrEffect::LoadPdptes`).
     fn set_pdptes(&mut self, pdptes: [u64; 4]);
-    /// Sets the guest's CR2 (for an injected #PF).
+    /// Sets the guest's CR2 (for an injected #PF). On back ends that do not
+    /// switch CR2 this is the CPU's register: only while the vCPU owns it.
     fn set_cr2(&mut self, cr2: u64);
+    /// The guest's CR2, with the same caveat.
+    fn cr2(&self) -> u64;
     /// Segments, descriptor tables, CR0/3/4 and EFER as one whole (the
     /// guest's view: shadowed bits as the guest set them).
     fn system_regs(&self) -> SystemRegs;

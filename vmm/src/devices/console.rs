@@ -173,7 +173,7 @@ mod tests {
             c.push(b);
         }
         assert_eq!(lines.get().len(), 2);
-        assert_eq!(c.recent_text(), "r\nquiet\n");
+        assert_eq!(c.recent_text(), "orquiet\n");
     }
 
     #[test]

@@ -68,6 +68,7 @@ mod guest {
         super::memory::check(boot.ram_size);
         check_post_port();
         super::bench::cpuid_round_trip();
+        super::bench::port_round_trip();
         println!("PASS");
         exit(0)
     }

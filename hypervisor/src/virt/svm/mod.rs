@@ -147,6 +147,10 @@ impl Backend for Svm {
         true
     }
 
+    fn flush_nested(&mut self, vcpu: &mut SvmVcpu) {
+        vcpu.flush_on_entry = true;
+    }
+
     fn run(&mut self, vcpu: &mut SvmVcpu, new_context: bool) -> ExitInfo {
         let flush = new_context || core::mem::take(&mut vcpu.flush_on_entry);
         let tlb = if !flush {

@@ -382,6 +382,9 @@ impl GuestCpu for SvmVcpu {
     fn set_tsc_offset(&mut self, offset: u64) {
         self.vmcb_mut().control.tsc_offset = offset;
     }
+    fn cr2(&self) -> u64 {
+        self.vmcb().save.cr2
+    }
     fn set_cr2(&mut self, cr2: u64) {
         self.vmcb_mut().save.cr2 = cr2;
     }

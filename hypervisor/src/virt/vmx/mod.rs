@@ -368,6 +368,10 @@ impl Backend for Vmx {
         true
     }
 
+    fn flush_nested(&mut self, vcpu: &mut VmxVcpu) {
+        self.invept(vcpu.eptp);
+    }
+
     fn run(&mut self, vcpu: &mut VmxVcpu, _new_context: bool) -> ExitInfo {
         // VPID and EPT tag translations per VM: a switch needs no flush.
         if !self.activate(vcpu) {

@@ -525,6 +525,9 @@ impl GuestCpu for VmxVcpu {
     fn set_tsc_offset(&mut self, offset: u64) {
         self.write(Field::TscOffset, offset)
     }
+    fn cr2(&self) -> u64 {
+        crate::arch::instr::read_cr2()
+    }
     fn set_cr2(&mut self, cr2: u64) {
         // VMX does not switch CR2: the guest's value lives in the register
         // while this vCPU owns the CPU (lazy switching, `vcpu::lazy`).

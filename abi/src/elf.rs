@@ -1,9 +1,11 @@
-//! The little of ELF64 the hypervisor reads from its boot bundle: the entry
+//! The little of ELF64 that loading an image into a VM needs: the entry
 //! point and the PT_LOAD segments (System V gABI, "ELF Header" and "Program
-//! Header"). Hand-written rather than `xmas-elf` because that crate asserts
-//! on misaligned input and slices without bounds checks: here every field is
+//! Header"). The hypervisor reads the control domain's and test guests'
+//! images from the boot bundle with it, and the control domain its guests'.
+//! Hand-written rather than `xmas-elf` because that crate asserts on
+//! misaligned input and slices without bounds checks: here every field is
 //! read with a checked offset, so a malformed image is an error, never a
-//! panic, whatever its alignment inside the bundle.
+//! panic, whatever its alignment inside a bundle.
 
 /// One PT_LOAD segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,7 +149,10 @@ impl<'a> Elf<'a> {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+    use std::vec;
+    use std::vec::Vec;
 
     /// A minimal ELF64 with the given PT_LOADs (paddr, bytes, memsz).
     fn image(entry: u64, segs: &[(u64, &[u8], u64)]) -> Vec<u8> {

@@ -1,0 +1,522 @@
+//! The vCPU requests of the KVM API: registers in and out in KVM's
+//! structures, the reset state, and `KVM_RUN` — a CPU donation (DESIGN.md
+//! D2): the control domain's vCPU waits while the guest's runs on this CPU,
+//! until an exit the hypervisor does not handle, which is written to the
+//! guest vCPU's `kvm_run` page.
+
+use super::objects::{KvmVcpu, KvmVm, PendingIo};
+use crate::guest::GuestRam;
+use crate::guest::insn::Kind;
+use crate::mm::GuestPhys;
+use crate::vcpu::lazy::HostXstate;
+use crate::vcpu::{self, Action};
+use crate::virt::exit::IoAccess;
+use crate::virt::{Backend, CrEffect, DescTable, GuestCpu, Segment, SystemRegs};
+use crate::vm::{StopReason, VmEnv};
+use abi::kvm::errno::{EFAULT, EINTR, EINVAL};
+use abi::kvm::{
+    KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO,
+    KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_EXIT_SHUTDOWN, KVM_INTERNAL_ERROR_EMULATION,
+    KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON, kvm_dtable, kvm_regs, kvm_run_exit,
+    kvm_run_fail_entry, kvm_run_internal, kvm_run_io, kvm_segment, kvm_sregs,
+};
+
+/// `KVM_GET_VCPU_MMAP_SIZE`: the run page and the port-I/O data page.
+pub const RUN_PAGES: u64 = 2;
+/// Where port-I/O data sits in the run area (`io.data_offset`).
+pub const PIO_DATA_OFFSET: u64 = 4096;
+/// IA32_APIC_BASE as reported: xAPIC at 0xfee00000, enabled, BSP.
+pub const APIC_BASE_DEFAULT: u64 = 0xfee0_0900;
+
+/// Offsets of the fields RUN writes in `kvm_run` (asserted in `abi`).
+mod run_offset {
+    pub const IMMEDIATE_EXIT: u64 = 1;
+    pub const EXIT_REASON: u64 = 8;
+    pub const READY_FOR_INTERRUPT_INJECTION: u64 = 12;
+    pub const IF_FLAG: u64 = 13;
+    pub const CR8: u64 = 16;
+    pub const APIC_BASE: u64 = 24;
+    pub const EXIT: u64 = 32;
+}
+
+/// `kvm_segment` → the vendor-neutral segment (VMX access-rights layout).
+pub fn segment_from_kvm(s: &kvm_segment) -> Segment {
+    let b = |v: u8, shift: u32| u32::from(v & 1) << shift;
+    let ar = u32::from(s.type_ & 0xf)
+        | b(s.s, 4)
+        | (u32::from(s.dpl & 3) << 5)
+        | b(s.present, 7)
+        | b(s.avl, 12)
+        | b(s.l, 13)
+        | b(s.db, 14)
+        | b(s.g, 15)
+        | b(s.unusable, 16);
+    Segment {
+        selector: s.selector,
+        base: s.base,
+        limit: s.limit,
+        ar,
+    }
+}
+
+/// The vendor-neutral segment → `kvm_segment`.
+pub fn segment_to_kvm(s: &Segment) -> kvm_segment {
+    let bit = |shift: u32| ((s.ar >> shift) & 1) as u8;
+    kvm_segment {
+        base: s.base,
+        limit: s.limit,
+        selector: s.selector,
+        type_: (s.ar & 0xf) as u8,
+        present: bit(7),
+        dpl: ((s.ar >> 5) & 3) as u8,
+        db: bit(14),
+        s: bit(4),
+        l: bit(13),
+        g: bit(15),
+        avl: bit(12),
+        unusable: bit(16),
+        padding: 0,
+    }
+}
+
+fn dtable(d: &DescTable) -> kvm_dtable {
+    kvm_dtable {
+        base: d.base,
+        limit: d.limit,
+        padding: [0; 3],
+    }
+}
+
+/// KVM's vCPU reset state (what `KVM_CREATE_VCPU` leaves): real mode at
+/// F000:FFF0 with CS.base = 0xffff0000, CR0 = CD | NW | ET, RDX = the CPU
+/// signature (SDM Vol. 3A 9.1.1).
+pub fn reset<B: Backend>(backend: &mut B, vc: &mut KvmVcpu<B>) {
+    if !backend.activate(&mut vc.cpu) {
+        return;
+    }
+    let data = Segment {
+        selector: 0,
+        base: 0,
+        limit: 0xffff,
+        ar: Segment::REAL_DATA_AR,
+    };
+    let regs = SystemRegs {
+        cs: Segment {
+            selector: 0xf000,
+            base: 0xffff_0000,
+            limit: 0xffff,
+            ar: Segment::REAL_CODE_AR,
+        },
+        ds: data,
+        es: data,
+        fs: data,
+        gs: data,
+        ss: data,
+        tr: Segment {
+            selector: 0,
+            base: 0,
+            limit: 0xffff,
+            ar: Segment::TSS_BUSY_AR,
+        },
+        ldtr: Segment {
+            selector: 0,
+            base: 0,
+            limit: 0xffff,
+            ar: Segment::LDT_AR,
+        },
+        gdt: DescTable {
+            base: 0,
+            limit: 0xffff,
+        },
+        idt: DescTable {
+            base: 0,
+            limit: 0xffff,
+        },
+        cr0: 0x6000_0010,
+        cr3: 0,
+        cr4: 0,
+        efer: 0,
+    };
+    let _ = vc.cpu.set_system_regs(&regs);
+    vc.cpu.gprs().rdx = u64::from(crate::arch::instr::cpuid(1, 0)[0]);
+}
+
+/// KVM_GET_REGS.
+pub fn get_regs<C: GuestCpu>(cpu: &mut C) -> kvm_regs {
+    let (rip, rsp, rflags) = (cpu.rip(), cpu.rsp(), cpu.rflags());
+    let g = cpu.gprs();
+    kvm_regs {
+        rax: g.rax,
+        rbx: g.rbx,
+        rcx: g.rcx,
+        rdx: g.rdx,
+        rsi: g.rsi,
+        rdi: g.rdi,
+        rsp,
+        rbp: g.rbp,
+        r8: g.r8,
+        r9: g.r9,
+        r10: g.r10,
+        r11: g.r11,
+        r12: g.r12,
+        r13: g.r13,
+        r14: g.r14,
+        r15: g.r15,
+        rip,
+        rflags,
+    }
+}
+
+/// KVM_SET_REGS. RFLAGS bit 1 always reads as 1, as on hardware.
+pub fn set_regs<C: GuestCpu>(cpu: &mut C, r: &kvm_regs) {
+    let g = cpu.gprs();
+    (g.rax, g.rbx, g.rcx, g.rdx, g.rsi, g.rdi, g.rbp) =
+        (r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp);
+    (g.r8, g.r9, g.r10, g.r11, g.r12, g.r13, g.r14, g.r15) =
+        (r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15);
+    cpu.set_rsp(r.rsp);
+    cpu.set_rip(r.rip);
+    cpu.set_rflags(r.rflags | 2);
+}
+
+/// KVM_GET_SREGS. CR2 is read from where it lives while the control
+/// domain runs: the saved extended state (VMX) or the VMCB (SVM).
+pub fn get_sregs<B: Backend>(cpu: &B::Vcpu, env: &VmEnv) -> kvm_sregs {
+    let r = cpu.system_regs();
+    kvm_sregs {
+        cs: segment_to_kvm(&r.cs),
+        ds: segment_to_kvm(&r.ds),
+        es: segment_to_kvm(&r.es),
+        fs: segment_to_kvm(&r.fs),
+        gs: segment_to_kvm(&r.gs),
+        ss: segment_to_kvm(&r.ss),
+        tr: segment_to_kvm(&r.tr),
+        ldt: segment_to_kvm(&r.ldtr),
+        gdt: dtable(&r.gdt),
+        idt: dtable(&r.idt),
+        cr0: r.cr0,
+        cr2: if B::SWITCHES_CR2 {
+            cpu.cr2()
+        } else {
+            env.lazy.cr2()
+        },
+        cr3: r.cr3,
+        cr4: r.cr4,
+        cr8: cpu.read_cr(8),
+        efer: r.efer,
+        apic_base: APIC_BASE_DEFAULT,
+        interrupt_bitmap: [0; 4],
+    }
+}
+
+/// KVM_SET_SREGS, with KVM's consistency checks (`kvm_is_valid_sregs`):
+/// long mode needs PAE and LMA with LME and PG; LMA without them is refused.
+pub fn set_sregs<B: Backend>(cpu: &mut B::Vcpu, env: &mut VmEnv, s: &kvm_sregs) -> Result<(), i32> {
+    use crate::arch::msr::efer::{LMA, LME};
+    const CR0_PG: u64 = 1 << 31;
+    const CR4_PAE: u64 = 1 << 5;
+    let long = s.efer & LME != 0 && s.cr0 & CR0_PG != 0;
+    if (long && (s.cr4 & CR4_PAE == 0 || s.efer & LMA == 0))
+        || (!long && s.efer & LMA != 0)
+        || s.cr8 > 15
+    {
+        return Err(EINVAL);
+    }
+    if s.interrupt_bitmap != [0; 4] {
+        // Pending interrupts come with interrupt injection (next part).
+        return Err(EINVAL);
+    }
+    let regs = SystemRegs {
+        cs: segment_from_kvm(&s.cs),
+        ds: segment_from_kvm(&s.ds),
+        es: segment_from_kvm(&s.es),
+        fs: segment_from_kvm(&s.fs),
+        gs: segment_from_kvm(&s.gs),
+        ss: segment_from_kvm(&s.ss),
+        tr: segment_from_kvm(&s.tr),
+        ldtr: segment_from_kvm(&s.ldt),
+        gdt: DescTable {
+            base: s.gdt.base,
+            limit: s.gdt.limit,
+        },
+        idt: DescTable {
+            base: s.idt.base,
+            limit: s.idt.limit,
+        },
+        cr0: s.cr0,
+        cr3: s.cr3,
+        cr4: s.cr4,
+        efer: s.efer,
+    };
+    match cpu.set_system_regs(&regs) {
+        Ok(CrEffect::None) => {}
+        Ok(CrEffect::LoadPdptes) => cpu.set_pdptes(read_pdptes(&env.ram, s.cr3).ok_or(EINVAL)?),
+        Err(_) => return Err(EINVAL),
+    }
+    let _ = cpu.write_cr(8, s.cr8);
+    if B::SWITCHES_CR2 {
+        cpu.set_cr2(s.cr2);
+    } else {
+        env.lazy.set_cr2(s.cr2);
+    }
+    Ok(())
+}
+
+fn read_pdptes(ram: &GuestRam, cr3: u64) -> Option<[u64; 4]> {
+    let mut p = [0u64; 4];
+    for (i, e) in p.iter_mut().enumerate() {
+        let mut b = [0u8; 8];
+        if !ram.read(GuestPhys::new((cr3 & 0xffff_ffe0) + 8 * i as u64), &mut b) {
+            return None;
+        }
+        *e = u64::from_le_bytes(b);
+    }
+    Some(p)
+}
+
+/// How a RUN ended. (`kvm_run_exit` is 256 bytes, built once per exit:
+/// boxing it would cost an allocation on the path D8 keeps short.)
+#[allow(clippy::large_enum_variant)]
+pub enum RunEnd {
+    /// RUN returns 0 with this exit in the run page.
+    Exit(u32, kvm_run_exit),
+    /// RUN returns -EINTR with KVM_EXIT_INTR.
+    Interrupted,
+}
+
+/// KVM_RUN on a vCPU with run pages. `cd_env` is the control domain's
+/// (its RAM holds the run pages; its extended state is switched out and
+/// back in).
+pub fn run<B: Backend>(
+    backend: &mut B,
+    vm: &mut KvmVm<B>,
+    cd_env: &mut VmEnv,
+    xstate: &HostXstate,
+) -> Result<u64, i32> {
+    let KvmVm { env, vcpu, .. } = vm;
+    let vc = vcpu.as_mut().ok_or(EINVAL)?;
+    let run_gpa = vc.run_pages.ok_or(EINVAL)?;
+    let mut immediate = [0u8];
+    if !cd_env.ram.read(
+        GuestPhys::new(run_gpa + run_offset::IMMEDIATE_EXIT),
+        &mut immediate,
+    ) {
+        return Err(EFAULT);
+    }
+    if !backend.activate(&mut vc.cpu) {
+        return Err(EINVAL);
+    }
+    // Finish the port access the VMM handled since the last RUN.
+    if let Some(p) = vc.pending.take() {
+        if p.input {
+            let mut data = [0u8; 4];
+            let n = usize::from(p.size).min(4);
+            if !cd_env
+                .ram
+                .read(GuestPhys::new(run_gpa + PIO_DATA_OFFSET), &mut data[..n])
+            {
+                vc.pending = Some(p);
+                return Err(EFAULT);
+            }
+            let v = u64::from(u32::from_le_bytes(data));
+            let g = vc.cpu.gprs();
+            g.rax = match p.size {
+                1 => (g.rax & !0xff) | (v & 0xff),
+                2 => (g.rax & !0xffff) | (v & 0xffff),
+                _ => v,
+            };
+        }
+        vc.cpu.skip_instruction(p.len);
+    }
+    let end = if immediate[0] != 0 {
+        RunEnd::Interrupted
+    } else {
+        cd_env.lazy.save::<B>(xstate);
+        env.lazy.load::<B>(xstate);
+        let end = run_guest(backend, vc, env, cd_env, run_gpa, xstate);
+        env.lazy.save::<B>(xstate);
+        cd_env.lazy.load::<B>(xstate);
+        end
+    };
+    let (reason, exit, ret) = match end {
+        RunEnd::Exit(reason, exit) => (reason, exit, Ok(0)),
+        RunEnd::Interrupted => (KVM_EXIT_INTR, kvm_run_exit::default(), Err(EINTR)),
+    };
+    write_run_page(&mut cd_env.ram, run_gpa, reason, &exit, &mut vc.cpu)?;
+    ret
+}
+
+/// Runs the guest until an exit for the VMM.
+fn run_guest<B: Backend>(
+    backend: &mut B,
+    vc: &mut KvmVcpu<B>,
+    env: &mut VmEnv,
+    cd_env: &mut VmEnv,
+    run_gpa: u64,
+    xstate: &HostXstate,
+) -> RunEnd {
+    let mut new_context = true;
+    loop {
+        let info = backend.run(&mut vc.cpu, new_context);
+        new_context = false;
+        match vcpu::handle(&mut vc.cpu, env, info, xstate.xcr0_max) {
+            Action::Resume | Action::Yield | Action::ControlRequest => {}
+            Action::ForwardIo(io) => {
+                let Some(len) = vcpu::insn_len(&vc.cpu, env, info, Kind::Io) else {
+                    return internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]);
+                };
+                return forward_io(vc, cd_env, run_gpa, io, len);
+            }
+            Action::Stop(reason) => return stop_exit(reason),
+        }
+    }
+}
+
+/// KVM_EXIT_IO: the access goes to the VMM; OUT data (the low bytes of
+/// RAX) goes to the data page now, IN data comes back on the next RUN.
+fn forward_io<B: Backend>(
+    vc: &mut KvmVcpu<B>,
+    cd_env: &mut VmEnv,
+    run_gpa: u64,
+    io: IoAccess,
+    len: u8,
+) -> RunEnd {
+    if io.string {
+        // INS/OUTS come with the next part of the API; KVM would emulate
+        // them, so say so rather than pretend.
+        return internal(
+            KVM_INTERNAL_ERROR_EMULATION,
+            &[vc.cpu.rip(), u64::from(io.port)],
+        );
+    }
+    if !io.input {
+        let v = (vc.cpu.gprs().rax as u32).to_le_bytes();
+        let n = usize::from(io.size).min(4);
+        if !cd_env
+            .ram
+            .write(GuestPhys::new(run_gpa + PIO_DATA_OFFSET), &v[..n])
+        {
+            return internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]);
+        }
+    }
+    vc.pending = Some(PendingIo {
+        input: io.input,
+        size: io.size,
+        len,
+    });
+    let exit = kvm_run_exit {
+        io: kvm_run_io {
+            direction: if io.input {
+                KVM_EXIT_IO_IN
+            } else {
+                KVM_EXIT_IO_OUT
+            },
+            size: io.size,
+            port: io.port,
+            count: 1,
+            data_offset: PIO_DATA_OFFSET,
+        },
+    };
+    RunEnd::Exit(KVM_EXIT_IO, exit)
+}
+
+fn internal(suberror: u32, data: &[u64]) -> RunEnd {
+    let mut e = kvm_run_internal {
+        suberror,
+        ndata: 0,
+        data: [0; 16],
+    };
+    for (slot, v) in e.data.iter_mut().zip(data) {
+        *slot = *v;
+        e.ndata += 1;
+    }
+    RunEnd::Exit(KVM_EXIT_INTERNAL_ERROR, kvm_run_exit { internal: e })
+}
+
+/// What a stopped guest looks like through the KVM API.
+fn stop_exit(reason: StopReason) -> RunEnd {
+    match reason {
+        // HLT in userspace-irqchip mode: RIP is past the HLT, as in KVM.
+        StopReason::Halted { .. } => RunEnd::Exit(KVM_EXIT_HLT, kvm_run_exit::default()),
+        StopReason::TripleFault { .. } => RunEnd::Exit(KVM_EXIT_SHUTDOWN, kvm_run_exit::default()),
+        StopReason::EntryFailed { code, .. } => RunEnd::Exit(
+            KVM_EXIT_FAIL_ENTRY,
+            kvm_run_exit {
+                fail_entry: kvm_run_fail_entry {
+                    hardware_entry_failure_reason: code,
+                    cpu: 0,
+                    pad: 0,
+                },
+            },
+        ),
+        StopReason::UnmappedAccess { gpa, rip, .. } => {
+            internal(KVM_INTERNAL_ERROR_EMULATION, &[rip, gpa])
+        }
+        StopReason::Unhandled { detail, rip, .. } => {
+            internal(KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON, &[detail, rip])
+        }
+        StopReason::Exited(status) => internal(
+            KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
+            &[u64::from(status)],
+        ),
+    }
+}
+
+/// Writes what RUN reports into the run page (only those fields: the rest
+/// is the VMM's).
+fn write_run_page<C: GuestCpu>(
+    ram: &mut GuestRam,
+    run_gpa: u64,
+    reason: u32,
+    exit: &kvm_run_exit,
+    cpu: &mut C,
+) -> Result<(), i32> {
+    const RFLAGS_IF: u64 = 1 << 9;
+    let at = |off: u64| GuestPhys::new(run_gpa + off);
+    let if_flag = u8::from(cpu.rflags() & RFLAGS_IF != 0);
+    // SAFETY: `kvm_run_exit` is a 256-byte union of plain integers; viewing
+    // it as bytes reads initialised memory (every variant is built fully
+    // initialised, and `Default` zeroes all 256 bytes before a variant is
+    // written over it).
+    let exit_bytes = unsafe {
+        core::slice::from_raw_parts(
+            (exit as *const kvm_run_exit).cast::<u8>(),
+            core::mem::size_of::<kvm_run_exit>(),
+        )
+    };
+    let ok = ram.write(at(run_offset::EXIT_REASON), &reason.to_le_bytes())
+        && ram.write(at(run_offset::READY_FOR_INTERRUPT_INJECTION), &[0])
+        && ram.write(at(run_offset::IF_FLAG), &[if_flag])
+        && ram.write(at(run_offset::CR8), &cpu.read_cr(8).to_le_bytes())
+        && ram.write(at(run_offset::APIC_BASE), &APIC_BASE_DEFAULT.to_le_bytes())
+        && ram.write(at(run_offset::EXIT), exit_bytes);
+    if ok { Ok(()) } else { Err(EFAULT) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_round_trip() {
+        for ar in [0x9b, 0x93, 0xa09b, 0xc093, 0x8b, 0x82, 0x1_0000, 0xf0fb] {
+            let s = Segment {
+                selector: 0x10,
+                base: 0x1234,
+                limit: 0xfffff,
+                ar,
+            };
+            assert_eq!(segment_from_kvm(&segment_to_kvm(&s)), s, "{ar:#x}");
+        }
+        let k = segment_to_kvm(&Segment {
+            selector: 8,
+            base: 0,
+            limit: u32::MAX,
+            ar: 0xa09b,
+        });
+        assert_eq!(
+            (k.type_, k.s, k.dpl, k.present, k.l, k.db, k.g),
+            (0xb, 1, 0, 1, 1, 0, 1)
+        );
+    }
+}

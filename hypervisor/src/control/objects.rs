@@ -1,0 +1,375 @@
+//! The objects the control domain makes through the KVM API — VMs and their
+//! vCPUs — and the handles that name them, the counterpart of file
+//! descriptors on `/dev/kvm` (DESIGN.md D1). Handle 0 is the system; the
+//! others index a table. Closing a VM frees everything it held (D2, D3).
+
+use crate::guest::GuestRam;
+use crate::guest::ram::MemSlot;
+use crate::mm::paging::{PageSize, Perms, Table};
+use crate::mm::{GuestPhys, HostPhys};
+use crate::vcpu::cpuid::CpuidTable;
+use crate::vcpu::io::ConsoleLine;
+use crate::vcpu::lazy::{Extended, HostXstate};
+use crate::vcpu::msr::MsrState;
+use crate::vcpu::stats::ExitStats;
+use crate::virt::{Backend, Frames};
+use crate::vm::{VmEnv, VmKind};
+use abi::kvm::errno::{EBADF, EEXIST, EFAULT, EINVAL, ENOMEM, ENOSPC};
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// Most VMs at once (VM ids 1..=MAX_VMS tag their TLB entries).
+pub const MAX_VMS: usize = 64;
+/// Memory slots per VM (`KVM_CAP_NR_MEMSLOTS`).
+pub const MAX_MEMSLOTS: u32 = 32;
+/// vCPUs per VM (`KVM_CAP_MAX_VCPUS`): one until SMP comes.
+pub const MAX_VCPUS: u32 = 1;
+/// Most handles at once.
+const MAX_HANDLES: usize = 256;
+
+/// A port access forwarded to the VMM that completes on the next RUN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingIo {
+    pub input: bool,
+    pub size: u8,
+    /// Length of the IN/OUT instruction, to step over it then.
+    pub len: u8,
+}
+
+/// A vCPU made with `KVM_CREATE_VCPU`.
+pub struct KvmVcpu<B: Backend> {
+    pub cpu: B::Vcpu,
+    pub id: u32,
+    /// Its run pages (control-domain GPA), set by `MOJITO_SET_RUN_PAGES`.
+    pub run_pages: Option<u64>,
+    pub pending: Option<PendingIo>,
+}
+
+/// A VM made with `KVM_CREATE_VM`.
+pub struct KvmVm<B: Backend> {
+    /// Tags its TLB entries (VPID / ASID): 1..=MAX_VMS.
+    pub vm_id: u16,
+    pub env: VmEnv,
+    pub nested: Table<B::Nested>,
+    pub vcpu: Option<KvmVcpu<B>>,
+}
+
+/// What a handle names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handle {
+    Vm(usize),
+    Vcpu(usize),
+}
+
+/// Every VM and handle of the control domain.
+pub struct Objects<B: Backend> {
+    vms: Vec<Option<KvmVm<B>>>,
+    handles: Vec<Option<Handle>>,
+}
+
+impl<B: Backend> Default for Objects<B> {
+    fn default() -> Self {
+        Self {
+            vms: Vec::new(),
+            handles: Vec::new(),
+        }
+    }
+}
+
+/// Where a mapping of `offset` into a slot goes: a 2 MiB page where both
+/// addresses are 2 MiB-aligned and 2 MiB remain, else 4 KiB. Mapping and
+/// unmapping use the same rule.
+fn page_at(slot: &MemSlot, offset: u64) -> PageSize {
+    let big = PageSize::Size2M.bytes();
+    if (slot.gpa + offset).is_multiple_of(big)
+        && (slot.cd_gpa + offset).is_multiple_of(big)
+        && slot.size - offset >= big
+    {
+        PageSize::Size2M
+    } else {
+        PageSize::Size4K
+    }
+}
+
+impl<B: Backend> Objects<B> {
+    /// What `handle` names (handle 0, the system, is not in the table).
+    pub fn lookup(&self, handle: u64) -> Option<Handle> {
+        let i = usize::try_from(handle.checked_sub(1)?).ok()?;
+        *self.handles.get(i)?
+    }
+
+    fn new_handle(&mut self, h: Handle) -> Result<u64, i32> {
+        let i = match self.handles.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if self.handles.len() < MAX_HANDLES => {
+                self.handles.try_reserve(1).map_err(|_| ENOMEM)?;
+                self.handles.push(None);
+                self.handles.len() - 1
+            }
+            None => return Err(ENOSPC),
+        };
+        self.handles[i] = Some(h);
+        Ok(i as u64 + 1)
+    }
+
+    pub fn vm(&mut self, i: usize) -> Option<&mut KvmVm<B>> {
+        self.vms.get_mut(i)?.as_mut()
+    }
+
+    /// KVM_CREATE_VM: an empty VM (no memory, no vCPU).
+    pub fn create_vm(
+        &mut self,
+        frames: &mut Frames,
+        cpuid: &CpuidTable,
+        xstate: &HostXstate,
+    ) -> Result<u64, i32> {
+        let i = match self.vms.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if self.vms.len() < MAX_VMS => {
+                self.vms.try_reserve(1).map_err(|_| ENOMEM)?;
+                self.vms.push(None);
+                self.vms.len() - 1
+            }
+            None => return Err(ENOSPC),
+        };
+        if self.handles.iter().all(Option::is_some) && self.handles.len() >= MAX_HANDLES {
+            return Err(ENOSPC);
+        }
+        let vm_id = i as u16 + 1;
+        let mut name = String::new();
+        name.try_reserve(8).map_err(|_| ENOMEM)?;
+        let _ = core::fmt::Write::write_fmt(&mut name, format_args!("vm{vm_id}"));
+        let cpuid = cpuid.try_clone().ok_or(ENOMEM)?;
+        let nested = Table::<B::Nested>::new(frames).map_err(|_| ENOMEM)?;
+        let lazy = match Extended::new(frames, xstate) {
+            Ok(l) => l,
+            Err(_) => {
+                nested.destroy(frames);
+                return Err(ENOMEM);
+            }
+        };
+        let env = VmEnv {
+            id: vm_id,
+            name,
+            kind: VmKind::Kvm,
+            ram: GuestRam::empty(),
+            cpuid,
+            msrs: MsrState::default(),
+            lazy,
+            console: ConsoleLine::default(),
+            stats: ExitStats::default(),
+        };
+        self.vms[i] = Some(KvmVm {
+            vm_id,
+            env,
+            nested,
+            vcpu: None,
+        });
+        match self.new_handle(Handle::Vm(i)) {
+            Ok(h) => Ok(h),
+            Err(e) => {
+                if let Some(vm) = self.vms[i].take() {
+                    destroy_vm(None, frames, vm);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// KVM_CREATE_VCPU.
+    pub fn create_vcpu(
+        &mut self,
+        backend: &mut B,
+        frames: &mut Frames,
+        vm: usize,
+        id: u64,
+    ) -> Result<u64, i32> {
+        let v = self.vm(vm).ok_or(EBADF)?;
+        let id = u32::try_from(id).map_err(|_| EINVAL)?;
+        if id >= MAX_VCPUS {
+            return Err(EINVAL);
+        }
+        if v.vcpu.is_some() {
+            return Err(EEXIST);
+        }
+        // KVM's reset state: real mode at F000:FFF0 (set by `reset`).
+        let cpu = backend
+            .create_vcpu(frames, v.vm_id, v.nested.root(), RESET_RIP, &[])
+            .map_err(|e| match e {
+                crate::virt::VirtError::NoMemory => ENOMEM,
+                _ => EINVAL,
+            })?;
+        v.vcpu = Some(KvmVcpu {
+            cpu,
+            id,
+            run_pages: None,
+            pending: None,
+        });
+        let handle = self.new_handle(Handle::Vcpu(vm));
+        match (handle, self.vm(vm)) {
+            (Ok(h), Some(v)) => {
+                if let Some(vc) = v.vcpu.as_mut() {
+                    super::kvm::reset(backend, vc);
+                }
+                Ok(h)
+            }
+            (Err(e), Some(v)) => {
+                if let Some(vc) = v.vcpu.take() {
+                    backend.destroy_vcpu(frames, vc.cpu);
+                }
+                Err(e)
+            }
+            (r, None) => r,
+        }
+    }
+
+    /// KVM_SET_USER_MEMORY_REGION (arguments already copied).
+    pub fn set_memory(
+        &mut self,
+        backend: &mut B,
+        frames: &mut Frames,
+        vm: usize,
+        r: &abi::kvm::kvm_userspace_memory_region,
+    ) -> Result<u64, i32> {
+        const PAGE: u64 = 4096;
+        let v = self.vm(vm).ok_or(EBADF)?;
+        if r.slot >= MAX_MEMSLOTS
+            || r.flags != 0
+            || !r.guest_phys_addr.is_multiple_of(PAGE)
+            || !r.memory_size.is_multiple_of(PAGE)
+            || !r.userspace_addr.is_multiple_of(PAGE)
+            || r.guest_phys_addr
+                .checked_add(r.memory_size)
+                .is_none_or(|e| e > crate::mm::paging::MAX_GPA)
+        {
+            return Err(EINVAL);
+        }
+        let existing = v.env.ram.slots().iter().find(|s| s.slot == r.slot).copied();
+        if r.memory_size == 0 {
+            // Deleting: KVM answers -EINVAL for a slot that does not exist.
+            let old = existing.ok_or(EINVAL)?;
+            unmap_slot(v, frames, &old);
+            v.env.ram.remove_slot(old.slot);
+            flush(backend, v);
+            return Ok(0);
+        }
+        let new = MemSlot {
+            slot: r.slot,
+            flags: r.flags,
+            gpa: r.guest_phys_addr,
+            size: r.memory_size,
+            cd_gpa: r.userspace_addr,
+        };
+        if let Some(old) = existing {
+            // Moving or resizing a slot comes with the second part of the
+            // API; setting it again unchanged is a no-op, as in KVM.
+            return if old == new { Ok(0) } else { Err(EINVAL) };
+        }
+        let end = new.gpa + new.size;
+        if v.env
+            .ram
+            .slots()
+            .iter()
+            .any(|s| new.gpa < s.gpa + s.size && s.gpa < end)
+        {
+            return Err(EEXIST);
+        }
+        if !super::memory::usable(new.cd_gpa, new.size) {
+            return Err(EFAULT);
+        }
+        let mut offset = 0;
+        while offset < new.size {
+            let size = page_at(&new, offset);
+            let host = super::memory::host_run(new.cd_gpa + offset).map(|(h, _)| h);
+            let mapped = host.is_some_and(|h: HostPhys| {
+                v.nested
+                    .map_sized(
+                        frames,
+                        GuestPhys::new(new.gpa + offset),
+                        h,
+                        Perms::RWX,
+                        size,
+                    )
+                    .is_ok()
+            });
+            if !mapped {
+                // Nothing half-made: undo what this call mapped.
+                let partial = MemSlot {
+                    size: offset,
+                    ..new
+                };
+                unmap_slot(v, frames, &partial);
+                return Err(ENOMEM);
+            }
+            offset += size.bytes();
+        }
+        if !v.env.ram.set_slot(new) {
+            unmap_slot(v, frames, &new);
+            return Err(ENOMEM);
+        }
+        flush(backend, v);
+        Ok(0)
+    }
+
+    /// Closes `handle`: a vCPU goes, or a VM with everything it holds.
+    pub fn close(&mut self, backend: &mut B, frames: &mut Frames, handle: u64) -> Result<u64, i32> {
+        let h = self.lookup(handle).ok_or(EBADF)?;
+        match h {
+            Handle::Vcpu(vm) => {
+                if let Some(vc) = self.vm(vm).and_then(|v| v.vcpu.take()) {
+                    backend.destroy_vcpu(frames, vc.cpu);
+                }
+                self.forget(handle);
+            }
+            Handle::Vm(vm) => {
+                for slot in self.handles.iter_mut() {
+                    if matches!(*slot, Some(Handle::Vm(i) | Handle::Vcpu(i)) if i == vm) {
+                        *slot = None;
+                    }
+                }
+                if let Some(v) = self.vms.get_mut(vm).and_then(Option::take) {
+                    destroy_vm(Some(backend), frames, v);
+                }
+            }
+        }
+        Ok(0)
+    }
+
+    fn forget(&mut self, handle: u64) {
+        if let Some(slot) = usize::try_from(handle - 1)
+            .ok()
+            .and_then(|i| self.handles.get_mut(i))
+        {
+            *slot = None;
+        }
+    }
+}
+
+/// The reset state's RIP (CS base 0xffff_0000 makes it 0xffff_fff0).
+pub const RESET_RIP: u64 = 0xfff0;
+
+fn unmap_slot<B: Backend>(v: &mut KvmVm<B>, frames: &mut Frames, slot: &MemSlot) {
+    let mut offset = 0;
+    while offset < slot.size {
+        let size = page_at(slot, offset);
+        v.nested
+            .unmap(frames, GuestPhys::new(slot.gpa + offset), size);
+        offset += size.bytes();
+    }
+}
+
+fn flush<B: Backend>(backend: &mut B, v: &mut KvmVm<B>) {
+    if let Some(vc) = v.vcpu.as_mut() {
+        backend.flush_nested(&mut vc.cpu);
+    }
+}
+
+/// Frees a VM: its vCPU, nested tables and extended-state area (its RAM is
+/// the control domain's and stays).
+fn destroy_vm<B: Backend>(backend: Option<&mut B>, frames: &mut Frames, mut v: KvmVm<B>) {
+    if let (Some(b), Some(vc)) = (backend, v.vcpu.take()) {
+        b.destroy_vcpu(frames, vc.cpu);
+    }
+    v.nested.destroy(frames);
+    v.env.lazy.free(frames);
+}
