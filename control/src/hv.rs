@@ -13,15 +13,21 @@ pub fn init(hypercall: u32) {
 
 /// One hypercall; Ok(value) or Err(errno).
 pub fn call(request: u32, handle: u64, arg: u64) -> Result<u64, i32> {
+    call_raw(u64::from(request), handle, arg)
+}
+
+/// A hypercall with any RAX (to check what the hypervisor makes of codes
+/// that are no request).
+pub fn call_raw(request: u64, handle: u64, arg: u64) -> Result<u64, i32> {
     let rax: u64;
     // SAFETY: VMCALL/VMMCALL exits to the hypervisor, which preserves every
     // register but RAX; memory named by `arg` may be written (hence no
     // `nomem`).
     unsafe {
         if VMCALL.load(Ordering::Relaxed) {
-            core::arch::asm!("vmcall", inlateout("rax") u64::from(request) => rax, in("rdi") handle, in("rsi") arg);
+            core::arch::asm!("vmcall", inlateout("rax") request => rax, in("rdi") handle, in("rsi") arg);
         } else {
-            core::arch::asm!("vmmcall", inlateout("rax") u64::from(request) => rax, in("rdi") handle, in("rsi") arg);
+            core::arch::asm!("vmmcall", inlateout("rax") request => rax, in("rdi") handle, in("rsi") arg);
         }
     }
     mojito::decode_return(rax)

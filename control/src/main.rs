@@ -14,6 +14,8 @@ mod console;
 #[cfg(target_os = "none")]
 mod hv;
 #[cfg(target_os = "none")]
+mod selftest;
+#[cfg(target_os = "none")]
 mod vm;
 
 #[cfg(not(target_os = "none"))]
@@ -48,6 +50,18 @@ fn run(info: &abi::kvm::mojito::mojito_boot_info) -> ! {
     }
     let free_start = core::ptr::addr_of!(__image_end) as u64;
     let mut ram = vm::Ram::new(free_start, info.bundle_gpa);
+    let boot_area = info
+        .memory
+        .iter()
+        .take(info.nr_memory as usize)
+        .find(|r| r.type_ == abi::kvm::mojito::MOJITO_MEMORY_BOOT)
+        .map_or(0, |r| r.base);
+    match ram.alloc(2 << 20, 2 << 20) {
+        Some(scratch) => {
+            selftest::bad_requests(scratch, boot_area);
+        }
+        None => println!("control: FAIL no RAM for the bad-request checks"),
+    }
     match abi::bundle::Bundle::parse(bundle) {
         Ok(b) => {
             println!("control: boot bundle: {} files", b.len());

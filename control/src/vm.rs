@@ -26,7 +26,7 @@ impl Ram {
     }
 
     /// `len` bytes at a multiple of `align`, zeroed.
-    fn alloc(&mut self, len: u64, align: u64) -> Option<u64> {
+    pub fn alloc(&mut self, len: u64, align: u64) -> Option<u64> {
         let at = self.next.checked_next_multiple_of(align)?;
         let end = at.checked_add(len)?;
         if end > self.end {

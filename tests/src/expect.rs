@@ -72,6 +72,7 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
         for line in [
             "control: Mojito control domain",
             "control: KVM API version 12",
+            "control: bad requests:",
         ] {
             need(format!("starting {line:?}"), find(&|l| l.starts_with(line)));
         }
@@ -101,6 +102,9 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
         && l < t
     {
         problems.push("the power-off line comes before the triple-fault stop".into());
+    }
+    for fail in lines.iter().filter(|l| l.starts_with("control: FAIL")) {
+        problems.push(format!("the control domain failed a check: {fail:?}"));
     }
     for fatal in lines.iter().filter(|l| l.contains("mojito: FATAL")) {
         problems.push(format!("a fatal error: {fatal:?}"));
@@ -158,11 +162,14 @@ mod tests {
     fn control_mode_needs_the_control_domain() {
         let log = good_log().replace("mojito: vm ", "control: vm ");
         let p = problems(&log, "SVM", Mode::Control);
-        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(p.len(), 3, "{p:?}");
         let log = format!(
-            "{log}\ncontrol: Mojito control domain 0.1.0 starting\ncontrol: KVM API version 12"
+            "{log}\ncontrol: Mojito control domain 0.1.0 starting\ncontrol: KVM API version 12\n\
+             control: bad requests: 24 checked, each refused as KVM refuses it"
         );
         assert_eq!(problems(&log, "SVM", Mode::Control), Vec::<String>::new());
+        let failed = format!("{log}\ncontrol: FAIL bad request: x");
+        assert_eq!(problems(&failed, "SVM", Mode::Control).len(), 1);
     }
 
     #[test]

@@ -260,6 +260,8 @@ impl Vm for HostVm {
                 inside: Mutex::new(None),
                 run_ptr: run_ptr.as_ptr() as usize,
             }),
+            quirks: true,
+            quirk_count: 0,
             _slots: self.slots.clone(),
         })
     }
@@ -369,6 +371,8 @@ pub struct HostVcpu {
     fd: VcpuFd,
     run_size: usize,
     kick: Arc<KickState>,
+    quirks: bool,
+    quirk_count: u64,
     _slots: Slots,
 }
 
@@ -377,6 +381,64 @@ impl HostVcpu {
         if let Ok(mut inside) = self.kick.inside.lock() {
             *inside = thread;
         }
+    }
+}
+
+impl HostVcpu {
+    /// KVM_RUN, once.
+    fn run_once(&mut self) -> api::Result<()> {
+        // SAFETY: KVM_RUN on a vCPU fd takes no argument; the run page it
+        // fills is the mapping `fd` owns.
+        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::c_ulong::from(k::KVM_RUN), 0) };
+        if r < 0 { Err(last_errno()) } else { Ok(()) }
+    }
+
+    /// KVM_RUN, with the host-KVM defects in [`Quirk`] worked around.
+    fn run_with_quirks(&mut self) -> api::Result<()> {
+        loop {
+            self.run_once()?;
+            if !self.quirks {
+                return Ok(());
+            }
+            match self.xgetbv_fixup() {
+                Some(()) => {
+                    self.quirk_count += 1;
+                    continue;
+                }
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// If the exit is an emulation failure on XGETBV (0F 01 D0) with ECX =
+    /// 0, performs it: EDX:EAX = XCR0, RIP += 3.
+    fn xgetbv_fixup(&mut self) -> Option<()> {
+        let page = self.run_page();
+        let run = page.run();
+        if run.exit_reason != k::KVM_EXIT_INTERNAL_ERROR {
+            return None;
+        }
+        // SAFETY: the union member KVM fills for an emulation failure; any
+        // bit pattern of its integers is valid.
+        let e = unsafe { run.exit.emulation_failure };
+        let bytes_valid = e.flags & k::KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES != 0;
+        if e.suberror != k::KVM_INTERNAL_ERROR_EMULATION
+            || !bytes_valid
+            || e.insn_bytes.get(..3) != Some(&[0x0f, 0x01, 0xd0][..])
+        {
+            return None;
+        }
+        let mut regs = self.fd.get_regs().ok()?;
+        if regs.rcx as u32 != 0 {
+            return None;
+        }
+        let xcrs = self.fd.get_xcrs().ok()?;
+        let xcr0 = xcrs.xcrs.iter().take(xcrs.nr_xcrs as usize).find(|x| x.xcr == 0)?.value;
+        regs.rax = xcr0 & 0xffff_ffff;
+        regs.rdx = xcr0 >> 32;
+        regs.rip += 3;
+        self.fd.set_regs(&regs).ok()?;
+        Some(())
     }
 }
 
@@ -389,10 +451,7 @@ impl Vcpu for HostVcpu {
         let result = if self.kick.requested.swap(false, Ordering::SeqCst) {
             Err(k::errno::EINTR)
         } else {
-            // SAFETY: KVM_RUN on a vCPU fd takes no argument; the run page it
-            // fills is the mapping `fd` owns.
-            let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::c_ulong::from(k::KVM_RUN), 0) };
-            if r < 0 { Err(last_errno()) } else { Ok(()) }
+            self.run_with_quirks()
         };
         self.set_inside(None);
         // A kick sets immediate_exit; it has done its job (or the RUN ended

@@ -14,6 +14,8 @@ mod bench;
 #[cfg(target_os = "none")]
 mod cpuid;
 #[cfg(target_os = "none")]
+mod hypercall;
+#[cfg(target_os = "none")]
 mod memory;
 #[cfg(target_os = "none")]
 mod msr;
@@ -67,6 +69,7 @@ mod guest {
         super::xstate::check();
         super::memory::check(boot.ram_size);
         check_post_port();
+        super::hypercall::check();
         super::bench::cpuid_round_trip();
         super::bench::port_round_trip();
         println!("PASS");
