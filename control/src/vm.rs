@@ -48,7 +48,14 @@ struct Guest<'a> {
     line: [u8; 160],
     len: usize,
     stopped: bool,
+    /// KVM_EXIT_INTRs in a row (the timer gave us the CPU back).
+    ticks_in_a_row: u32,
+    ticks: u64,
 }
+
+/// A guest that lets this many timer ticks pass in a row without a single
+/// exit to us is stopped: it would otherwise keep its CPU forever.
+const MAX_TICKS_IN_A_ROW: u32 = 4;
 
 fn err(e: i32) -> &'static str {
     match e {
@@ -126,6 +133,8 @@ fn create<'a>(
         line: [0; 160],
         len: 0,
         stopped: false,
+        ticks_in_a_row: 0,
+        ticks: 0,
     })
 }
 
@@ -155,9 +164,21 @@ impl Guest<'_> {
         // SAFETY: the run page is ours; the hypervisor wrote it during RUN.
         let run = unsafe { &mut *self.run };
         match r {
-            Err(abi::kvm::errno::EINTR) => return Step::Continue,
+            Err(abi::kvm::errno::EINTR) => {
+                self.ticks += 1;
+                self.ticks_in_a_row += 1;
+                if self.ticks_in_a_row >= MAX_TICKS_IN_A_ROW {
+                    return Step::Stop(
+                        "killed after timer ticks without an exit:",
+                        u64::from(self.ticks_in_a_row),
+                    );
+                }
+                // The CPU is ours for a moment (the place to serve COM1 once
+                // there is a shell); then the same guest goes on.
+                return Step::Continue;
+            }
             Err(e) => return Step::Stop("KVM_RUN failed", e as u64),
-            Ok(_) => {}
+            Ok(_) => self.ticks_in_a_row = 0,
         }
         match run.exit_reason {
             KVM_EXIT_IO => {
@@ -248,18 +269,17 @@ pub fn run_all(bundle: &abi::bundle::Bundle<'_>, ram: &mut Ram) {
                     Step::Yield => break,
                     Step::Stop(why, v) => {
                         hv::echo_log();
+                        let (n, name, ticks) = (i + 1, g.name, g.ticks);
                         match why {
-                            "exited with status" => {
-                                println!("control: vm {} ({}): stopped: {why} {v}", i + 1, g.name)
+                            "exited with status" | "killed after timer ticks without an exit:" => {
+                                println!(
+                                    "control: vm {n} ({name}): stopped: {why} {v} ({ticks} ticks in all)"
+                                )
                             }
                             "halted" | "triple fault" => {
-                                println!("control: vm {} ({}): stopped: {why}", i + 1, g.name)
+                                println!("control: vm {n} ({name}): stopped: {why} ({ticks} ticks)")
                             }
-                            _ => println!(
-                                "control: vm {} ({}): stopped: {why} ({v:#x})",
-                                i + 1,
-                                g.name
-                            ),
+                            _ => println!("control: vm {n} ({name}): stopped: {why} ({v:#x})"),
                         }
                         let _ = hv::call(MOJITO_CLOSE, g.vm, 0);
                         g.stopped = true;

@@ -86,6 +86,20 @@ mod machine {
         );
 
         let xstate = HostXstate::init();
+        if crate::arch::apic::start_timer() {
+            match crate::arch::apic::measure_period() {
+                Some(tsc) => log!(
+                    "timer: local APIC, periodic, vector {:#x}, a tick every {} TSC cycles (uncalibrated)",
+                    crate::arch::apic::TIMER_VECTOR,
+                    tsc
+                ),
+                None => log!(
+                    "timer: local APIC programmed, but no tick came; a guest that never exits keeps its CPU"
+                ),
+            }
+        } else {
+            log!("timer: no local APIC timer; a guest that never exits keeps its CPU");
+        }
         if power::init(boot_info.rsdp_addr.into_option()).is_none() {
             log!("acpi: no S5 power-off found; the machine will halt instead");
         }
@@ -170,7 +184,11 @@ mod machine {
             (FRAMES.lock().stats().free * 4096) >> 20
         );
         let reason = crate::control::run(&mut backend, &FRAMES, &mut cd, &table, xstate);
-        log!("control domain stopped: {reason}");
+        log!(
+            "control domain stopped: {reason} ({} timer ticks, {} interrupts)",
+            crate::arch::apic::TICKS.load(core::sync::atomic::Ordering::Relaxed),
+            crate::arch::idt::INTERRUPTS.load(core::sync::atomic::Ordering::Relaxed)
+        );
     }
 
     /// The `guests/NAME.elf` files of the bundle, in bundle order.

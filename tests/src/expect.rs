@@ -93,6 +93,14 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
         ("triple", "triple fault"),
     ];
     let mut triple = None;
+    if mode == Mode::Control {
+        // The guest that never exits: the timer gave the CPU back (D2).
+        let how = "killed after timer ticks without an exit";
+        need(
+            format!("\"control: vm N (spin): stopped: {how}\""),
+            find(&|l| is_stop(l, mode, "spin", how)),
+        );
+    }
     for (vm, how) in stops {
         let what = format!("\"{}N ({vm}): stopped: {how}\"", mode.stop_prefix());
         triple = need(what, find(&|l| is_stop(l, mode, vm, how)));
@@ -162,10 +170,11 @@ mod tests {
     fn control_mode_needs_the_control_domain() {
         let log = good_log().replace("mojito: vm ", "control: vm ");
         let p = problems(&log, "SVM", Mode::Control);
-        assert_eq!(p.len(), 3, "{p:?}");
+        assert_eq!(p.len(), 4, "{p:?}");
         let log = format!(
             "{log}\ncontrol: Mojito control domain 0.1.0 starting\ncontrol: KVM API version 12\n\
-             control: bad requests: 24 checked, each refused as KVM refuses it"
+             control: bad requests: 24 checked, each refused as KVM refuses it\n\
+             control: vm 6 (spin): stopped: killed after timer ticks without an exit: 4 (4 ticks in all)"
         );
         assert_eq!(problems(&log, "SVM", Mode::Control), Vec::<String>::new());
         let failed = format!("{log}\ncontrol: FAIL bad request: x");

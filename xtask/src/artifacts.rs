@@ -11,7 +11,7 @@ use crate::workspace::{Workspace, output_of, run_checked};
 pub const TARGET: &str = "x86_64-unknown-none";
 
 /// The guest binaries of the `guests` crate.
-pub const GUESTS: [&str; 4] = ["demo", "isolate", "halt", "triple"];
+pub const GUESTS: [&str; 5] = ["demo", "isolate", "halt", "triple", "spin"];
 
 /// What `build` produced.
 #[derive(Clone, Debug)]

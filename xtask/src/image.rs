@@ -22,6 +22,9 @@ pub const BIOS_IMAGE: &str = "mojito-bios.img";
 /// guests itself, with its built-in ports (the core's own test).
 pub const BUILTIN_BIOS_IMAGE: &str = "mojito-builtin-bios.img";
 
+/// The guest that never exits.
+pub const SPIN_ELF: &str = "guests/spin.elf";
+
 /// The control domain's name in the boot bundle.
 pub const CONTROL_ELF: &str = "control.elf";
 
@@ -75,6 +78,7 @@ pub fn default_bundle(a: &Artifacts) -> Result<Vec<BundleEntry>> {
         elf("isolate2", "isolate")?,
         elf("halt", "halt")?,
         elf("triple", "triple")?,
+        elf("spin", "spin")?,
     ])
 }
 
@@ -147,10 +151,13 @@ pub fn make_images(ws: &Workspace, kernel: &Path, bundle: &[BundleEntry]) -> Res
             run_checked(&mut cmd, "loader (writing the disk images)")
         };
     run(Some(&images.uefi), &images.bios, &mut bundle.iter())?;
+    // The hypervisor's own round robin does not preempt: `spin` is only for
+    // the control domain, which gets its CPU back on the timer.
+    let builtin = |e: &&BundleEntry| e.name != CONTROL_ELF && e.name != SPIN_ELF;
     run(
         None,
         &images.builtin_bios,
-        &mut bundle.iter().filter(|e| e.name != CONTROL_ELF),
+        &mut bundle.iter().filter(builtin),
     )?;
     Ok(images)
 }
@@ -216,7 +223,8 @@ mod tests {
                 "guests/isolate1.elf",
                 "guests/isolate2.elf",
                 "guests/halt.elf",
-                "guests/triple.elf"
+                "guests/triple.elf",
+                "guests/spin.elf"
             ]
         );
     }

@@ -158,34 +158,6 @@ pub fn init() {
     unsafe { x86_64::instructions::tables::lidt(&ptr) };
 }
 
-/// IA32_APIC_BASE: xAPIC global enable (bit 11) and x2APIC mode (bit 10)
-/// (SDM Vol. 3A 11.4.4).
-const APIC_ENABLE: u64 = 1 << 11;
-const APIC_X2APIC: u64 = 1 << 10;
-/// The EOI register: xAPIC offset 0xb0, x2APIC MSR 0x80b (SDM Vol. 3A 11.8.5).
-const XAPIC_EOI: u64 = 0xb0;
-const X2APIC_EOI_MSR: u32 = 0x80b;
-
-/// Acknowledges an interrupt from the local APIC (whatever the firmware left
-/// enabled).
-fn local_apic_eoi() {
-    // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU.
-    let base = unsafe { super::instr::rdmsr(super::msr::IA32_APIC_BASE) };
-    if base & APIC_ENABLE == 0 {
-        return;
-    }
-    if base & APIC_X2APIC != 0 {
-        // SAFETY: writing 0 to the x2APIC EOI MSR acknowledges the interrupt.
-        unsafe { super::instr::wrmsr(X2APIC_EOI_MSR, 0) };
-    } else {
-        let eoi = crate::mm::HostPhys::new((base & !0xfff) + XAPIC_EOI);
-        // SAFETY: the physical window maps the APIC page (the bootloader maps
-        // the whole physical address range up to the highest region); writing
-        // 0 to EOI acknowledges the interrupt.
-        unsafe { crate::mm::phys::ptr::<u32>(eoi).write_volatile(0) };
-    }
-}
-
 const NAMES: [&str; 32] = [
     "#DE divide error",
     "#DB debug",
@@ -228,7 +200,13 @@ extern "C" fn isr_dispatch(f: &mut IsrFrame) {
         if (super::pic::PIC1_BASE..super::pic::PIC2_BASE + 8).contains(&(v as u8)) {
             super::pic::acknowledge(v as u8);
         } else {
-            local_apic_eoi();
+            if v as u8 == super::apic::TIMER_VECTOR {
+                super::apic::on_tick();
+            }
+            // The spurious vector takes no EOI (SDM Vol. 3A 11.9).
+            if v as u8 != super::apic::SPURIOUS_VECTOR {
+                super::apic::eoi();
+            }
         }
         return;
     }

@@ -143,6 +143,16 @@ pub fn take_pending_interrupts() {
     unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) };
 }
 
+/// Sleeps until the next interrupt and lets the hypervisor's handler take
+/// it (the control domain's HLT: idle until the next tick).
+#[inline]
+pub fn wait_for_interrupt() {
+    // SAFETY: the hypervisor's interrupt handlers only acknowledge and count;
+    // STI's one-instruction shadow keeps the wake-up from slipping in
+    // between STI and HLT.
+    unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+}
+
 /// Stops this CPU for good.
 pub fn halt_forever() -> ! {
     loop {

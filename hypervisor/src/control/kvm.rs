@@ -356,11 +356,19 @@ fn run_guest<B: Backend>(
     xstate: &HostXstate,
 ) -> RunEnd {
     let mut new_context = true;
+    // A tick that came while the control domain ran is no reason to stop.
+    crate::arch::apic::take_tick();
     loop {
         let info = backend.run(&mut vc.cpu, new_context);
         new_context = false;
         match vcpu::handle(&mut vc.cpu, env, info, xstate.xcr0_max) {
-            Action::Resume | Action::Yield | Action::ControlRequest => {}
+            Action::Resume | Action::Yield | Action::ControlRequest => {
+                // The hypervisor's timer ticked: the control domain gets its
+                // CPU back (KVM_EXIT_INTR, RUN returns -EINTR; D2).
+                if crate::arch::apic::take_tick() {
+                    return RunEnd::Interrupted;
+                }
+            }
             Action::ForwardIo(io) => {
                 let Some(len) = vcpu::insn_len(&vc.cpu, env, info, Kind::Io) else {
                     return internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]);

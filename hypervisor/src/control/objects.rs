@@ -328,6 +328,7 @@ impl<B: Backend> Objects<B> {
                     }
                 }
                 if let Some(v) = self.vms.get_mut(vm).and_then(Option::take) {
+                    log_exits(&v.env);
                     destroy_vm(Some(backend), frames, v);
                 }
             }
@@ -343,6 +344,16 @@ impl<B: Backend> Objects<B> {
             *slot = None;
         }
     }
+}
+
+/// Logs a closing VM's exits by kind (what the hypervisor handled and what
+/// went to the VMM), as the built-in runner does for its guests.
+fn log_exits(env: &VmEnv) {
+    let mut line = String::new();
+    for (kind, n) in env.stats.nonzero() {
+        let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" {kind}={n}"));
+    }
+    crate::log!("{} closed; exits:{line}", env.name);
 }
 
 /// The reset state's RIP (CS base 0xffff_0000 makes it 0xffff_fff0).

@@ -95,6 +95,13 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
                 Err(f) => inject(cpu, f),
             }
         }
+        // The control domain's HLT means "nothing to do until the next
+        // event": the CPU sleeps until the hypervisor's own timer (or another
+        // interrupt) and the control domain goes on.
+        Exit::Hlt if env.kind == VmKind::Control && crate::arch::apic::timer_running() => {
+            crate::arch::instr::wait_for_interrupt();
+            skip(cpu, env, info, Kind::Hlt)
+        }
         Exit::Hlt => {
             // Nothing can interrupt this vCPU yet (no interrupt controller is
             // emulated), so whatever IF says, a HLT never ends.

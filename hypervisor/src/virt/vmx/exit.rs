@@ -32,6 +32,7 @@ pub mod reason {
     pub const EPT_MISCONFIG: u16 = 49;
     pub const INVEPT: u16 = 50;
     pub const INVVPID: u16 = 53;
+    pub const PREEMPTION_TIMER: u16 = 52;
     pub const WBINVD: u16 = 54;
     pub const XSETBV: u16 = 55;
     pub const VMFUNC: u16 = 59;
@@ -90,7 +91,9 @@ pub unsafe fn read() -> ExitInfo {
             })
         }
         reason::TRIPLE_FAULT => Exit::TripleFault,
-        reason::EXTERNAL_INTERRUPT => Exit::Interrupt,
+        // The preemption timer only guarantees an exit: the hypervisor's
+        // tick, if due, is taken in the interrupt window that follows.
+        reason::EXTERNAL_INTERRUPT | reason::PREEMPTION_TIMER => Exit::Interrupt,
         reason::EXCEPTION_OR_NMI => {
             let info = field(Field::ExitInterruptionInfo) as u32;
             if (info >> 8) & 7 == INTR_TYPE_NMI {

@@ -47,6 +47,12 @@ pub struct Controls {
     pub cr4_fixed0: u64,
     pub cr4_fixed1: u64,
     pub ept_vpid: u64,
+    /// The VMX-preemption timer's start value (0: not used): it counts the
+    /// TSC divided by 2^IA32_VMX_MISC[4:0] down while a guest runs and makes
+    /// it exit at zero (SDM Vol. 3C 26.5.1). It backs up external-interrupt
+    /// exiting, which Bochs only honours while the guest has IF = 1, so the
+    /// hypervisor's tick always reaches it within about one period.
+    pub preemption_timer: u32,
 }
 
 impl Controls {
@@ -121,7 +127,7 @@ impl Vmx {
 
         let pin = adjust(
             ctl::pin::EXTERNAL_INTERRUPT_EXITING | ctl::pin::NMI_EXITING,
-            0,
+            ctl::pin::PREEMPTION_TIMER,
             cap(
                 msr::IA32_VMX_PINBASED_CTLS,
                 msr::IA32_VMX_TRUE_PINBASED_CTLS,
@@ -194,7 +200,18 @@ impl Vmx {
         }
         // SAFETY: the fixed-bit MSRs exist wherever VMX does.
         let fixed = |m| unsafe { cap_msr(m) };
+        // SAFETY: IA32_VMX_MISC exists wherever VMX does.
+        let rate = unsafe { cap_msr(msr::IA32_VMX_MISC) } & 0x1f;
+        let period = crate::arch::apic::period_tsc();
+        let mut pin = pin;
+        let preemption_timer = if pin & ctl::pin::PREEMPTION_TIMER != 0 && period != 0 {
+            u32::try_from((period >> rate).max(1)).unwrap_or(u32::MAX)
+        } else {
+            pin &= !ctl::pin::PREEMPTION_TIMER;
+            0
+        };
         Ok(Controls {
+            preemption_timer,
             pin,
             proc,
             proc2,
@@ -301,12 +318,13 @@ impl Backend for Vmx {
         write!(
             f,
             "VMX: EPT 4-level write-back (2M pages {}, 1G pages {}, A/D {}), VPID {}, unrestricted guest, \
-             RDTSCP {}, true controls {}, VMCS revision {:#x}",
+             RDTSCP {}, preemption timer {}, true controls {}, VMCS revision {:#x}",
             yes(c.ept_vpid & ept_vpid::LARGE_PAGE_2M != 0),
             yes(c.ept_vpid & ept_vpid::LARGE_PAGE_1G != 0),
             yes(c.ept_vpid & ept_vpid::ACCESSED_DIRTY != 0),
             yes(c.vpid()),
             yes(c.proc2 & ctl::proc2::ENABLE_RDTSCP != 0),
+            yes(c.preemption_timer != 0),
             // SAFETY: the capability MSR exists (read in `enable`).
             yes(unsafe { cap_msr(msr::IA32_VMX_BASIC) } & basic::TRUE_CONTROLS != 0),
             c.revision

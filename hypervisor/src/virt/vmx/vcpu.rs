@@ -239,6 +239,11 @@ impl VmxVcpu {
         ];
         // SAFETY: this vCPU's VMCS is current (the caller activated it).
         let mut ok = fields.iter().all(|&(f, v)| unsafe { vmcs::write(f, v) });
+        if c.preemption_timer != 0 {
+            // SAFETY: as above; the field exists when the control does.
+            ok &=
+                unsafe { vmcs::write(Field::PreemptionTimerValue, u64::from(c.preemption_timer)) };
+        }
         if c.vpid() {
             // SAFETY: as above.
             ok &= unsafe { vmcs::write(Field::Vpid, u64::from(self.vpid)) };

@@ -88,6 +88,7 @@ pub enum Field {
     GuestInterruptibility = 0x4824,
     GuestActivityState = 0x4826,
     GuestSysenterCs = 0x482a,
+    PreemptionTimerValue = 0x482e,
     HostSysenterCs = 0x4c00,
     // Natural-width fields (B.4).
     Cr0GuestHostMask = 0x6000,
@@ -171,6 +172,7 @@ pub mod ctl {
         pub const EXTERNAL_INTERRUPT_EXITING: u32 = 1 << 0;
         pub const NMI_EXITING: u32 = 1 << 3;
         pub const VIRTUAL_NMIS: u32 = 1 << 5;
+        pub const PREEMPTION_TIMER: u32 = 1 << 6;
     }
     pub mod proc {
         pub const INTERRUPT_WINDOW_EXITING: u32 = 1 << 2;

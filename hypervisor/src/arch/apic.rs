@@ -1,0 +1,157 @@
+//! The host's local APIC (SDM Vol. 3A chapter 11): the hypervisor's own
+//! periodic timer, which gives the control domain its CPU back from a guest
+//! that never exits (DESIGN.md D2), and end-of-interrupt. xAPIC registers
+//! through the physical-memory window, or x2APIC MSRs where the firmware
+//! left x2APIC on.
+//!
+//! The timer runs on a fixed count for now; calibrating it against the PIT,
+//! HPET or ACPI PM timer comes with the SMP/time issue.
+
+use super::instr::{rdmsr, wrmsr};
+use super::msr::IA32_APIC_BASE;
+use crate::mm::{HostPhys, phys};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// IA32_APIC_BASE bits (SDM Vol. 3A 11.4.4).
+const APIC_ENABLE: u64 = 1 << 11;
+const APIC_X2APIC: u64 = 1 << 10;
+
+/// xAPIC register offsets; the x2APIC MSR is 0x800 + offset / 16 (SDM Vol.
+/// 3A Table 11-1, 11.12.1).
+mod reg {
+    pub const EOI: u32 = 0xb0;
+    pub const SVR: u32 = 0xf0;
+    pub const LVT_TIMER: u32 = 0x320;
+    pub const TIMER_INITIAL: u32 = 0x380;
+    pub const TIMER_DIVIDE: u32 = 0x3e0;
+}
+
+/// SVR bit 8: APIC software enable.
+const SVR_ENABLE: u32 = 1 << 8;
+/// LVT timer bit 17: periodic mode.
+const TIMER_PERIODIC: u32 = 1 << 17;
+/// Divide configuration 0b0011: divide by 16.
+const DIVIDE_BY_16: u32 = 0b0011;
+
+/// The timer's vector and the spurious-interrupt vector.
+pub const TIMER_VECTOR: u8 = 0xef;
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// Timer count (after the divide by 16): about 16 ms under QEMU's 1 GHz
+/// APIC clock, shorter on a real bus clock.
+const TIMER_COUNT: u32 = 1_000_000;
+
+static TICK: AtomicBool = AtomicBool::new(false);
+/// Timer interrupts taken, for `stats` and tests.
+pub static TICKS: AtomicU64 = AtomicU64::new(0);
+static RUNNING: AtomicBool = AtomicBool::new(false);
+/// The measured tick period in TSC cycles (0: no timer).
+static PERIOD_TSC: AtomicU64 = AtomicU64::new(0);
+
+/// The timer's period in TSC cycles, once measured (0 without a timer).
+pub fn period_tsc() -> u64 {
+    PERIOD_TSC.load(Ordering::Relaxed)
+}
+
+fn base() -> u64 {
+    // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU.
+    unsafe { rdmsr(IA32_APIC_BASE) }
+}
+
+fn write(r: u32, v: u32) {
+    let b = base();
+    if b & APIC_X2APIC != 0 {
+        // SAFETY: in x2APIC mode each register is the MSR 0x800 + r/16.
+        unsafe { wrmsr(0x800 + r / 16, u64::from(v)) };
+    } else {
+        let pa = HostPhys::new((b & !0xfff) + u64::from(r));
+        // SAFETY: the physical window maps the APIC page (checked by
+        // `start_timer` before the first write); the register exists.
+        unsafe { phys::ptr::<u32>(pa).write_volatile(v) };
+    }
+}
+
+/// Whether the xAPIC page is reachable through the physical window (the
+/// bootloader maps physical memory up to the highest region it knows of).
+#[cfg(target_os = "none")]
+fn xapic_mapped() -> bool {
+    use x86_64::structures::paging::{OffsetPageTable, PageTable, Translate};
+    let (frame, _) = x86_64::registers::control::Cr3::read();
+    let offset = phys::to_virt(HostPhys::new(0)).raw();
+    let table = phys::ptr::<PageTable>(HostPhys::new(frame.start_address().as_u64()));
+    // SAFETY: CR3 holds the active PML4 and the window maps it; the table is
+    // only read.
+    let pt = unsafe { OffsetPageTable::new(&mut *table, x86_64::VirtAddr::new(offset)) };
+    let apic = phys::to_virt(HostPhys::new(base() & !0xfff)).raw();
+    pt.translate_addr(x86_64::VirtAddr::new(apic)).is_some()
+}
+
+/// Starts the periodic timer; false (and no timer) if the local APIC is off
+/// or out of reach.
+#[cfg(target_os = "none")]
+pub fn start_timer() -> bool {
+    let b = base();
+    if b & APIC_ENABLE == 0 || (b & APIC_X2APIC == 0 && !xapic_mapped()) {
+        return false;
+    }
+    write(reg::SVR, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
+    write(reg::TIMER_DIVIDE, DIVIDE_BY_16);
+    write(reg::LVT_TIMER, TIMER_PERIODIC | u32::from(TIMER_VECTOR));
+    write(reg::TIMER_INITIAL, TIMER_COUNT);
+    RUNNING.store(true, Ordering::Relaxed);
+    true
+}
+
+/// Waits for two ticks with interrupts on (bounded) and returns the TSC
+/// cycles between them, or None if no tick came: the timer then counts as
+/// not running.
+#[cfg(target_os = "none")]
+pub fn measure_period() -> Option<u64> {
+    let wait = || {
+        let seen = TICKS.load(Ordering::Relaxed);
+        for _ in 0..200_000_000u64 {
+            // SAFETY: the hypervisor's interrupt handlers only acknowledge and
+            // count; one instruction with interrupts on per round.
+            unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
+            if TICKS.load(Ordering::Relaxed) != seen {
+                return Some(super::instr::rdtsc());
+            }
+        }
+        None
+    };
+    let first = wait();
+    let second = first.and_then(|_| wait());
+    take_tick();
+    match (first, second) {
+        (Some(a), Some(b)) => {
+            PERIOD_TSC.store(b - a, Ordering::Relaxed);
+            Some(b - a)
+        }
+        _ => {
+            RUNNING.store(false, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// Whether the timer runs (so a HLT will end).
+pub fn timer_running() -> bool {
+    RUNNING.load(Ordering::Relaxed)
+}
+
+/// Called from the timer's interrupt handler.
+pub fn on_tick() {
+    TICKS.fetch_add(1, Ordering::Relaxed);
+    TICK.store(true, Ordering::Relaxed);
+}
+
+/// Whether a tick came since the last call (and forgets it).
+pub fn take_tick() -> bool {
+    TICK.swap(false, Ordering::Relaxed)
+}
+
+/// Acknowledges the interrupt being handled.
+pub fn eoi() {
+    if base() & APIC_ENABLE != 0 {
+        write(reg::EOI, 0);
+    }
+}
