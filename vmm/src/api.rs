@@ -9,7 +9,7 @@
 //! | [`Vm`] | VM fd | `alloc_memory` (the back end's counterpart of `mmap`), `set_user_memory_region` / `delete_user_memory_region` (`KVM_SET_USER_MEMORY_REGION`), `memory`, `create_vcpu` (`KVM_CREATE_VCPU`), `check_extension` (`KVM_CHECK_EXTENSION` on the VM), `enable_cap` (`KVM_ENABLE_CAP`), `set_msr_filter` (`KVM_X86_SET_MSR_FILTER`) |
 //! | [`Vcpu`] | vCPU fd | `run` (`KVM_RUN`), `run_page` (the `mmap` of the vCPU fd), `kicker`, `get_regs`/`set_regs`, `get_sregs`/`set_sregs`, `set_cpuid2`, `get_msrs`/`set_msrs`, `get_fpu`/`set_fpu`, `get_xsave`/`set_xsave` (`KVM_GET_*`/`KVM_SET_*`) |
 //!
-//! Two back ends implement them: [`crate::host`] over Linux `/dev/kvm`
+//! Two back ends implement them: `crate::host` over Linux `/dev/kvm`
 //! (`kvm-ioctls`, feature `std`), and the control domain's, which issues
 //! one Mojito hypercall per method (DESIGN.md D1: handle, request code,
 //! argument GPA).
@@ -371,7 +371,9 @@ impl<'a> RunPage<'a> {
         // SAFETY: start..end lies inside the area `from_raw` vouches for and
         // outside the `kvm_run` that `run`/`run_mut` borrow; `&mut self`
         // makes the borrow exclusive.
-        Some(unsafe { core::slice::from_raw_parts_mut(self.ptr.cast::<u8>().as_ptr().add(start), n) })
+        Some(unsafe {
+            core::slice::from_raw_parts_mut(self.ptr.cast::<u8>().as_ptr().add(start), n)
+        })
     }
 
     /// Gives up the view for `kvm_run` and the rest of the area after it

@@ -308,7 +308,10 @@ mod tests {
         });
         assert!(matches!(
             exit,
-            Exit::MmioWrite { addr: 0xfee0_0000, data: [1, 2, 3, 4] }
+            Exit::MmioWrite {
+                addr: 0xfee0_0000,
+                data: [1, 2, 3, 4]
+            }
         ));
         let mut area = vec![0u64; AREA / 8];
         let exit = with_page(&mut area, |run, _| {

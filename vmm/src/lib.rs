@@ -4,7 +4,7 @@
 //! The VMM is written against a small KVM-API trait ([`api`]). In the
 //! control domain (`no_std` + `alloc`, target `x86_64-unknown-none`) the
 //! back end issues Mojito hypercalls; on a Linux host (feature `std`)
-//! [`host`] uses `/dev/kvm` through `kvm-ioctls`, so everything here is
+//! `host` uses `/dev/kvm` through `kvm-ioctls`, so everything here is
 //! tested in plain `cargo test` and the same guests' exit streams can be
 //! compared between Mojito and KVM ([`record`]).
 //!
@@ -17,7 +17,7 @@
 //! | [`loader`] | test-guest ELF, flat binary, multiboot v1 |
 //! | [`policy`] | CPUID table and MSR filter (Mojito's look) |
 //! | [`record`] | the exit stream and what the differential test leaves out |
-//! | [`host`] | the Linux `/dev/kvm` back end (feature `std`) |
+//! | `host` | the Linux `/dev/kvm` back end (feature `std`) |
 
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![cfg_attr(
@@ -30,6 +30,8 @@ extern crate alloc;
 pub mod api;
 pub mod devices;
 pub mod exit;
+#[cfg(test)]
+mod fake;
 #[cfg(feature = "std")]
 pub mod host;
 pub mod loader;

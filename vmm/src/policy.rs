@@ -147,7 +147,10 @@ mod tests {
             leaf(0x4000_0001, 0xffff),
         ];
         let out = mojito_look(&table);
-        let get = |f| out.iter().filter(move |e: &&kvm_cpuid_entry2| e.function == f);
+        let get = |f| {
+            out.iter()
+                .filter(move |e: &&kvm_cpuid_entry2| e.function == f)
+        };
         assert_eq!(get(1).next().unwrap().ecx, 1 | LEAF1_ECX_HYPERVISOR);
         assert_eq!(get(0x8000_0001).next().unwrap().ecx, 2);
         assert_eq!(get(SVM_LEAF).next().unwrap().ecx, 0);

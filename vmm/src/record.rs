@@ -64,7 +64,9 @@ impl fmt::Display for ExitRecord {
                 }
                 Ok(())
             }
-            Self::MmioRead { addr, len, value } => write!(f, "mmio read  {addr:#x}/{len} = {value:#x}"),
+            Self::MmioRead { addr, len, value } => {
+                write!(f, "mmio read  {addr:#x}/{len} = {value:#x}")
+            }
             Self::MmioWrite { addr, len, value } => {
                 write!(f, "mmio write {addr:#x}/{len} <- {value:#x}")
             }
@@ -220,10 +222,26 @@ mod tests {
         assert_eq!(
             r.records(),
             [
-                ExitRecord::IoOut { port: 0x3f8, size: 2, value: 1 },
-                ExitRecord::IoOut { port: 0x3f8, size: 2, value: 2 },
-                ExitRecord::IoOut { port: 0x3f8, size: 2, value: 3 },
-                ExitRecord::IoIn { port: 0x60, size: 1, value: 0xff },
+                ExitRecord::IoOut {
+                    port: 0x3f8,
+                    size: 2,
+                    value: 1
+                },
+                ExitRecord::IoOut {
+                    port: 0x3f8,
+                    size: 2,
+                    value: 2
+                },
+                ExitRecord::IoOut {
+                    port: 0x3f8,
+                    size: 2,
+                    value: 3
+                },
+                ExitRecord::IoIn {
+                    port: 0x60,
+                    size: 1,
+                    value: 0xff
+                },
             ]
         );
     }
@@ -243,14 +261,38 @@ mod tests {
     #[test]
     fn in_hypervisor_exits_are_removed() {
         let host = [
-            ExitRecord::IoOut { port: 0xe9, size: 1, value: b'a'.into() },
-            ExitRecord::IoIn { port: 0x80, size: 1, value: 0xff },
-            ExitRecord::IoOut { port: 0x80, size: 1, value: 0 },
-            ExitRecord::IoOut { port: 0xf4, size: 1, value: 0 },
+            ExitRecord::IoOut {
+                port: 0xe9,
+                size: 1,
+                value: b'a'.into(),
+            },
+            ExitRecord::IoIn {
+                port: 0x80,
+                size: 1,
+                value: 0xff,
+            },
+            ExitRecord::IoOut {
+                port: 0x80,
+                size: 1,
+                value: 0,
+            },
+            ExitRecord::IoOut {
+                port: 0xf4,
+                size: 1,
+                value: 0,
+            },
         ];
         let mojito = [
-            ExitRecord::IoOut { port: 0xe9, size: 1, value: b'a'.into() },
-            ExitRecord::IoOut { port: 0xf4, size: 1, value: 0 },
+            ExitRecord::IoOut {
+                port: 0xe9,
+                size: 1,
+                value: b'a'.into(),
+            },
+            ExitRecord::IoOut {
+                port: 0xf4,
+                size: 1,
+                value: 0,
+            },
         ];
         assert_eq!(first_difference(&host, &mojito), Some(1));
         assert_eq!(first_difference(&comparable(&host), &mojito), None);
@@ -259,7 +301,11 @@ mod tests {
 
     #[test]
     fn display() {
-        let r = ExitRecord::IoOut { port: 0xe9, size: 1, value: 0x41 };
+        let r = ExitRecord::IoOut {
+            port: 0xe9,
+            size: 1,
+            value: 0x41,
+        };
         assert_eq!(format!("{r}"), "out 0x00e9/1 <- 0x41 'A'");
         assert_eq!(format!("{}", ExitRecord::Shutdown), "shutdown");
     }

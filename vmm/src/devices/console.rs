@@ -152,7 +152,10 @@ mod tests {
 
     impl Sink for Lines {
         fn line(&mut self, name: &str, line: &str) {
-            self.0.lock().unwrap().push(alloc::format!("[{name}] {line}"));
+            self.0
+                .lock()
+                .unwrap()
+                .push(alloc::format!("[{name}] {line}"));
         }
     }
 

@@ -108,10 +108,7 @@ mod tests {
             .unwrap();
         assert_eq!(bus.write(0xf4, &[0]), Effect::Exit(0));
         assert_eq!(bus.write(0xf4, &[0x34, 0x12]), Effect::Exit(0x1234));
-        assert_eq!(
-            bus.write(0xf4, &[1, 2, 3, 4]),
-            Effect::Exit(0x0403_0201)
-        );
+        assert_eq!(bus.write(0xf4, &[1, 2, 3, 4]), Effect::Exit(0x0403_0201));
         let mut d = [0; 2];
         bus.read(0xf4, &mut d);
         assert_eq!(d, [0xff, 0xff]);

@@ -149,7 +149,9 @@ impl PortBus {
                 for (i, byte) in data.iter_mut().enumerate() {
                     let p = port.wrapping_add(i as u16);
                     match self.find(p) {
-                        Some((offset, slot)) => slot.device.read(offset, core::slice::from_mut(byte)),
+                        Some((offset, slot)) => {
+                            slot.device.read(offset, core::slice::from_mut(byte))
+                        }
                         None => *byte = 0xff,
                     }
                 }

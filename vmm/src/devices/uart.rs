@@ -167,7 +167,10 @@ impl Uart {
         if self.mcr & MCR_LOOP != 0 {
             let m = self.mcr;
             let bit = |mask, line| if m & mask != 0 { line } else { 0 };
-            bit(MCR_RTS, MSR_CTS) | bit(MCR_DTR, MSR_DSR) | bit(MCR_OUT1, MSR_RI) | bit(MCR_OUT2, MSR_DCD)
+            bit(MCR_RTS, MSR_CTS)
+                | bit(MCR_DTR, MSR_DSR)
+                | bit(MCR_OUT1, MSR_RI)
+                | bit(MCR_OUT2, MSR_DCD)
         } else {
             MSR_CTS | MSR_DSR | MSR_DCD
         }
@@ -222,7 +225,11 @@ impl Uart {
                     // interrupt (data sheet, Table IV).
                     self.thre_pending = false;
                 }
-                let fifo = if self.fcr & FCR_ENABLE != 0 { IIR_FIFO_ON } else { 0 };
+                let fifo = if self.fcr & FCR_ENABLE != 0 {
+                    IIR_FIFO_ON
+                } else {
+                    0
+                };
                 iir | fifo
             }
             LCR => self.lcr,

@@ -66,7 +66,9 @@ pub fn parse(image: &[u8]) -> Result<Elf<'_>, LoadError> {
     let offset = pt2.ph_offset();
     if count > 0 {
         if u64::from(pt2.ph_entry_size()) != entry_size {
-            return Err(LoadError::BadImage("program-header entry size wrong for the class"));
+            return Err(LoadError::BadImage(
+                "program-header entry size wrong for the class",
+            ));
         }
         let end = count
             .checked_mul(entry_size)
@@ -78,7 +80,14 @@ pub fn parse(image: &[u8]) -> Result<Elf<'_>, LoadError> {
             return Err(LoadError::BadImage("program headers misaligned"));
         }
     }
-    debug_assert_eq!(file.header.pt1.class(), if class64 { Class::SixtyFour } else { Class::ThirtyTwo });
+    debug_assert_eq!(
+        file.header.pt1.class(),
+        if class64 {
+            Class::SixtyFour
+        } else {
+            Class::ThirtyTwo
+        }
+    );
     let mut segments = Vec::new();
     for ph in file.program_iter() {
         if ph.get_type() != Ok(Type::Load) {
@@ -86,7 +95,9 @@ pub fn parse(image: &[u8]) -> Result<Elf<'_>, LoadError> {
         }
         let (filesz, memsz, off) = (ph.file_size(), ph.mem_size(), ph.offset());
         if filesz > memsz {
-            return Err(LoadError::BadImage("segment file size exceeds its memory size"));
+            return Err(LoadError::BadImage(
+                "segment file size exceeds its memory size",
+            ));
         }
         let data = usize::try_from(off)
             .ok()
@@ -116,7 +127,11 @@ pub(crate) mod tests {
     /// A minimal little-endian ELF: the given (paddr, vaddr, bytes, memsz)
     /// segments, entry `entry`. Segment data follows the headers.
     pub fn build(class64: bool, entry: u64, segs: &[(u64, u64, &[u8], u64)]) -> Vec<u8> {
-        let (eh, ph) = if class64 { (64usize, 56usize) } else { (52, 32) };
+        let (eh, ph) = if class64 {
+            (64usize, 56usize)
+        } else {
+            (52, 32)
+        };
         let mut data_off = eh + ph * segs.len();
         let mut out = vec![0u8; data_off];
         out[..4].copy_from_slice(b"\x7fELF");
@@ -127,7 +142,11 @@ pub(crate) mod tests {
             out[at..at + bytes.len()].copy_from_slice(bytes)
         };
         put(&mut out, 16, &2u16.to_le_bytes()); // ET_EXEC
-        put(&mut out, 18, &(if class64 { 62u16 } else { 3 }).to_le_bytes());
+        put(
+            &mut out,
+            18,
+            &(if class64 { 62u16 } else { 3 }).to_le_bytes(),
+        );
         put(&mut out, 20, &1u32.to_le_bytes());
         if class64 {
             put(&mut out, 24, &entry.to_le_bytes());

@@ -49,7 +49,10 @@ impl fmt::Display for LoadError {
             Self::BadEntry(e) => write!(f, "entry point {e:#x} cannot be reached"),
             Self::NoMultibootHeader => f.write_str("no multiboot header in the first 8 KiB"),
             Self::UnsupportedMultibootFlags(bits) => {
-                write!(f, "multiboot header requires unsupported features {bits:#x}")
+                write!(
+                    f,
+                    "multiboot header requires unsupported features {bits:#x}"
+                )
             }
         }
     }
@@ -177,7 +180,9 @@ impl<'a> Aligned<'a> {
             // SAFETY: `owned` holds at least `len` bytes (len.div_ceil(8)
             // words), any byte of a u64 may be read as u8, and the slice
             // borrows `self`, so the vector outlives it unchanged.
-            None => unsafe { core::slice::from_raw_parts(self.owned.as_ptr().cast::<u8>(), self.len) },
+            None => unsafe {
+                core::slice::from_raw_parts(self.owned.as_ptr().cast::<u8>(), self.len)
+            },
         }
     }
 }
@@ -293,9 +298,15 @@ mod tests {
         let mut mem = vec![0u8; 0x10000];
         let ram = GuestRam::from_slice(&mut mem);
         let high_entry = elf::tests::build(true, 0x10000, &[(0x8000, 0x8000, b"x", 1)]);
-        assert_eq!(load_test_guest(&ram, &high_entry, 1), Err(LoadError::BadEntry(0x10000)));
+        assert_eq!(
+            load_test_guest(&ram, &high_entry, 1),
+            Err(LoadError::BadEntry(0x10000))
+        );
         let too_big = elf::tests::build(true, 0x8000, &[(0x8000, 0x8000, b"x", 0x9000)]);
-        assert!(matches!(load_test_guest(&ram, &too_big, 1), Err(LoadError::OutsideRam { .. })));
+        assert!(matches!(
+            load_test_guest(&ram, &too_big, 1),
+            Err(LoadError::OutsideRam { .. })
+        ));
         assert_eq!(load_test_guest(&ram, b"MZ", 1), Err(LoadError::NotElf));
     }
 
@@ -318,8 +329,14 @@ mod tests {
         assert_eq!(s.mode, Mode::Real { cs: 0, ip: 0x7c00 });
         let s = load_flat(&ram, b"\xf4", 0x10000).unwrap();
         assert_eq!(s.mode, Mode::Real { cs: 0x1000, ip: 0 });
-        assert_eq!(load_flat(&ram, b"\xf4", 0x10008), Err(LoadError::BadEntry(0x10008)));
-        assert!(matches!(load_flat(&ram, &[0; 32], 0x1fff0), Err(LoadError::OutsideRam { .. })));
+        assert_eq!(
+            load_flat(&ram, b"\xf4", 0x10008),
+            Err(LoadError::BadEntry(0x10008))
+        );
+        assert!(matches!(
+            load_flat(&ram, &[0; 32], 0x1fff0),
+            Err(LoadError::OutsideRam { .. })
+        ));
         let mut b = [0];
         ram.read(0x10000, &mut b).unwrap();
         assert_eq!(b, [0xf4]);
@@ -332,7 +349,10 @@ mod tests {
             ..Default::default()
         };
         let regs = Start {
-            mode: Mode::Real { cs: 0x1000, ip: 0x10 },
+            mode: Mode::Real {
+                cs: 0x1000,
+                ip: 0x10,
+            },
             rax: 0,
             rbx: 7,
             rcx: 9,
@@ -352,7 +372,10 @@ mod tests {
         assert_eq!(regs.rax, 0x2bad_b002);
         assert_eq!(regs.rflags & (1 << 9), 0, "interrupts off");
         assert_eq!(sregs.cr0 & 1, 1);
-        assert_eq!((sregs.cs.db, sregs.cs.g, sregs.cs.limit), (1, 1, 0xffff_ffff));
+        assert_eq!(
+            (sregs.cs.db, sregs.cs.g, sregs.cs.limit),
+            (1, 1, 0xffff_ffff)
+        );
         assert_eq!(sregs.ss.type_, TYPE_DATA_RW_ACCESSED);
     }
 }

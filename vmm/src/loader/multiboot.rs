@@ -172,7 +172,8 @@ fn load_by_address_fields(
         len: bss_end - load,
     };
     ram.write(load, data).map_err(|_| oops)?;
-    ram.fill(end, (bss_end - end) as usize, 0).map_err(|_| oops)?;
+    ram.fill(end, (bss_end - end) as usize, 0)
+        .map_err(|_| oops)?;
     Ok((u64::from(h.entry_addr), bss_end))
 }
 
@@ -199,7 +200,9 @@ struct Placer<'r, 'a> {
 impl Placer<'_, '_> {
     fn reserve(&mut self, len: u64, align: u64) -> Result<u32, LoadError> {
         let at = self.next.next_multiple_of(align);
-        let end = at.checked_add(len).ok_or(LoadError::OutsideRam { gpa: at, len })?;
+        let end = at
+            .checked_add(len)
+            .ok_or(LoadError::OutsideRam { gpa: at, len })?;
         check_fits(self.ram, at, len)?;
         let addr = u32::try_from(at).map_err(|_| LoadError::OutsideRam { gpa: at, len })?;
         if end > u64::from(u32::MAX) {
@@ -214,7 +217,10 @@ impl Placer<'_, '_> {
         let len = bytes.len() as u64;
         self.ram
             .write(u64::from(at), bytes)
-            .map_err(|_| LoadError::OutsideRam { gpa: at.into(), len })?;
+            .map_err(|_| LoadError::OutsideRam {
+                gpa: at.into(),
+                len,
+            })?;
         Ok(at)
     }
 
@@ -334,7 +340,11 @@ mod tests {
     /// A multiboot header with the given flags (and address fields).
     fn header(flags: u32, fields: [u32; 5]) -> Vec<u8> {
         let mut h = Vec::new();
-        for w in [HEADER_MAGIC, flags, 0u32.wrapping_sub(HEADER_MAGIC).wrapping_sub(flags)] {
+        for w in [
+            HEADER_MAGIC,
+            flags,
+            0u32.wrapping_sub(HEADER_MAGIC).wrapping_sub(flags),
+        ] {
             h.extend_from_slice(&w.to_le_bytes());
         }
         if flags & FLAG_AOUT_KLUDGE != 0 {
@@ -350,7 +360,11 @@ mod tests {
     fn elf_kernel() -> Vec<u8> {
         let mut seg = header(FLAG_PAGE_ALIGN | FLAG_MEMORY_INFO, [0; 5]);
         seg.extend_from_slice(&[0xf4; 4]); // hlt
-        let image = elf::tests::build(false, 0xc010_000c, &[(0x10_0000, 0xc010_0000, &seg, 0x2000)]);
+        let image = elf::tests::build(
+            false,
+            0xc010_000c,
+            &[(0x10_0000, 0xc010_0000, &seg, 0x2000)],
+        );
         // The header must be in the first 8 KiB: it is, right after the
         // ELF and program headers.
         assert!(find_header(&image).is_ok());
@@ -503,7 +517,10 @@ mod tests {
         let ram = GuestRam::from_slice(&mut mem);
         // Address fields that point before the file.
         let bad = header(FLAG_AOUT_KLUDGE, [0x1000, 0x0, 0, 0, 0x1000]);
-        assert!(matches!(load(&ram, &bad, "", &[]), Err(LoadError::BadImage(_))));
+        assert!(matches!(
+            load(&ram, &bad, "", &[]),
+            Err(LoadError::BadImage(_))
+        ));
         // A kernel that does not fit.
         assert!(matches!(
             load(&ram, &elf_kernel(), "", &[]),

@@ -8,8 +8,8 @@
 //! alignment and every field offset — which `abi/tests/layout.rs` proves
 //! for each pair, and all their fields are integers (or arrays and unions
 //! of integers), so every bit pattern is valid in both. Conversions are
-//! therefore `transmute`s of whole values ([`same`]); `transmute` itself
-//! refuses types of different sizes at compile time.
+//! therefore copies of whole values (`same`), whose size check is
+//! a compile-time assert.
 //!
 //! # Kicks
 //!
@@ -18,7 +18,7 @@
 //! signal the thread inside `KVM_RUN` (a no-op handler for `SIGRTMIN`,
 //! installed without `SA_RESTART`, so the ioctl returns `EINTR`). The
 //! kicker only touches the run page and the thread while the vCPU is inside
-//! [`Vcpu::run`](crate::api::Vcpu::run), under a lock the run takes too, so
+//! [`Vcpu::run`], under a lock the run takes too, so
 //! it never writes to an unmapped page or signals a thread that has exited.
 //!
 //! # Memory
@@ -260,8 +260,6 @@ impl Vm for HostVm {
                 inside: Mutex::new(None),
                 run_ptr: run_ptr.as_ptr() as usize,
             }),
-            quirks: true,
-            quirk_count: 0,
             _slots: self.slots.clone(),
         })
     }
@@ -354,8 +352,8 @@ impl Kick for HostKicker {
             // kernel reads on entry to KVM_RUN; the signal ends a KVM_RUN
             // already under way.
             unsafe {
-                let immediate_exit =
-                    (state.run_ptr as *mut u8).add(core::mem::offset_of!(k::kvm_run, immediate_exit));
+                let immediate_exit = (state.run_ptr as *mut u8)
+                    .add(core::mem::offset_of!(k::kvm_run, immediate_exit));
                 core::ptr::write_volatile(immediate_exit, 1);
                 libc::pthread_kill(thread, kick_signal());
             }
@@ -371,8 +369,6 @@ pub struct HostVcpu {
     fd: VcpuFd,
     run_size: usize,
     kick: Arc<KickState>,
-    quirks: bool,
-    quirk_count: u64,
     _slots: Slots,
 }
 
@@ -381,64 +377,6 @@ impl HostVcpu {
         if let Ok(mut inside) = self.kick.inside.lock() {
             *inside = thread;
         }
-    }
-}
-
-impl HostVcpu {
-    /// KVM_RUN, once.
-    fn run_once(&mut self) -> api::Result<()> {
-        // SAFETY: KVM_RUN on a vCPU fd takes no argument; the run page it
-        // fills is the mapping `fd` owns.
-        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::c_ulong::from(k::KVM_RUN), 0) };
-        if r < 0 { Err(last_errno()) } else { Ok(()) }
-    }
-
-    /// KVM_RUN, with the host-KVM defects in [`Quirk`] worked around.
-    fn run_with_quirks(&mut self) -> api::Result<()> {
-        loop {
-            self.run_once()?;
-            if !self.quirks {
-                return Ok(());
-            }
-            match self.xgetbv_fixup() {
-                Some(()) => {
-                    self.quirk_count += 1;
-                    continue;
-                }
-                None => return Ok(()),
-            }
-        }
-    }
-
-    /// If the exit is an emulation failure on XGETBV (0F 01 D0) with ECX =
-    /// 0, performs it: EDX:EAX = XCR0, RIP += 3.
-    fn xgetbv_fixup(&mut self) -> Option<()> {
-        let page = self.run_page();
-        let run = page.run();
-        if run.exit_reason != k::KVM_EXIT_INTERNAL_ERROR {
-            return None;
-        }
-        // SAFETY: the union member KVM fills for an emulation failure; any
-        // bit pattern of its integers is valid.
-        let e = unsafe { run.exit.emulation_failure };
-        let bytes_valid = e.flags & k::KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES != 0;
-        if e.suberror != k::KVM_INTERNAL_ERROR_EMULATION
-            || !bytes_valid
-            || e.insn_bytes.get(..3) != Some(&[0x0f, 0x01, 0xd0][..])
-        {
-            return None;
-        }
-        let mut regs = self.fd.get_regs().ok()?;
-        if regs.rcx as u32 != 0 {
-            return None;
-        }
-        let xcrs = self.fd.get_xcrs().ok()?;
-        let xcr0 = xcrs.xcrs.iter().take(xcrs.nr_xcrs as usize).find(|x| x.xcr == 0)?.value;
-        regs.rax = xcr0 & 0xffff_ffff;
-        regs.rdx = xcr0 >> 32;
-        regs.rip += 3;
-        self.fd.set_regs(&regs).ok()?;
-        Some(())
     }
 }
 
@@ -451,7 +389,10 @@ impl Vcpu for HostVcpu {
         let result = if self.kick.requested.swap(false, Ordering::SeqCst) {
             Err(k::errno::EINTR)
         } else {
-            self.run_with_quirks()
+            // SAFETY: KVM_RUN on a vCPU fd takes no argument; the run page
+            // it fills is the mapping `fd` owns.
+            let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::c_ulong::from(k::KVM_RUN), 0) };
+            if r < 0 { Err(last_errno()) } else { Ok(()) }
         };
         self.set_inside(None);
         // A kick sets immediate_exit; it has done its job (or the RUN ended
@@ -502,7 +443,9 @@ impl Vcpu for HostVcpu {
 
     fn set_sregs(&mut self, sregs: &k::kvm_sregs) -> api::Result<()> {
         // SAFETY: as above.
-        self.fd.set_sregs(&unsafe { same(*sregs) }).map_err(errno_of)
+        self.fd
+            .set_sregs(&unsafe { same(*sregs) })
+            .map_err(errno_of)
     }
 
     fn set_cpuid2(&mut self, entries: &[k::kvm_cpuid_entry2]) -> api::Result<()> {

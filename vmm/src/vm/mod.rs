@@ -2,18 +2,22 @@
 //! guest's console, and the run loop that handles exits, records the exit
 //! stream and says why the VM stopped.
 //!
+//! `handle.rs` holds the exit handlers, `stop.rs` the stop reasons and
+//! exit counts; `tests.rs` drives the loop with the scripted back end.
+//!
 //! Interrupts: this is the userspace-irqchip configuration (no
 //! `KVM_CREATE_IRQCHIP`, no split irqchip yet), and no device raises an
 //! interrupt, so a HLT can never be woken: the VM stops as "halted".
 
-use abi::kvm::{
-    KVM_API_VERSION, KVM_CAP_X86_MSR_FILTER, KVM_ENOSYS, KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT,
-    KVM_EXIT_HYPERCALL, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO,
-    KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_EXIT_SYSTEM_EVENT,
-    KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR, KVM_EXIT_DEBUG, KVM_MSR_FILTER_DEFAULT_ALLOW, errno,
-};
+mod handle;
+mod stop;
+#[cfg(test)]
+mod tests;
+
+pub use stop::{ExitCounts, Outcome, StopReason, exit_reason_name};
+
+use abi::kvm::{KVM_API_VERSION, KVM_CAP_X86_MSR_FILTER, KVM_MSR_FILTER_DEFAULT_ALLOW, errno};
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -21,14 +25,15 @@ use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::api::{self, Errno, GuestRam, Kick, MsrFilterRange, System, Vcpu as _};
+use crate::devices::PortBus;
 use crate::devices::console::{Console, RING_DEFAULT, Sink};
 use crate::devices::debug::{DebugCon, DebugExit, PostPort, YieldPort};
 use crate::devices::uart::{COM1, UART_LEN, Uart};
-use crate::devices::{Effect, PortBus};
 use crate::exit::Exit;
 use crate::loader::{self, LoadError, Start, multiboot};
 use crate::policy;
 use crate::record::{ExitRecord, RECORD_LIMIT_DEFAULT, Recorder};
+use handle::{Next, State};
 
 /// Default guest RAM (DESIGN.md §3: a guest gets 256 MiB).
 pub const DEFAULT_RAM: u64 = 256 << 20;
@@ -137,119 +142,6 @@ fn kvm<T>(request: &'static str, r: api::Result<T>) -> Result<T, Error> {
     r.map_err(|errno| Error::Kvm { request, errno })
 }
 
-/// Why the run loop returned.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StopReason {
-    /// The guest wrote `status` to the debug-exit port (0 = pass).
-    Exited(u32),
-    /// HLT with no interrupt source that could wake the vCPU.
-    Halted,
-    /// `KVM_EXIT_SHUTDOWN`: a triple fault.
-    Shutdown,
-    /// `KVM_EXIT_FAIL_ENTRY`.
-    FailEntry { reason: u64, cpu: u32 },
-    /// `KVM_EXIT_INTERNAL_ERROR`: the suberror and its data words.
-    InternalError { suberror: u32, data: Vec<u64> },
-    /// `KVM_EXIT_SYSTEM_EVENT` of this type.
-    SystemEvent(u32),
-    /// The guest wrote the yield port and the VM stops on yields
-    /// ([`VmConfig::stop_on_yield`]); `run` again to continue.
-    Yield,
-    /// [`StopHandle::stop`] was called; `run` again to continue.
-    Requested,
-    /// `KVM_RUN` itself failed with this errno.
-    RunFailed(Errno),
-    /// An exit the VMM does not handle.
-    Unhandled { exit_reason: u32 },
-    /// A run page that contradicts itself.
-    Malformed { exit_reason: u32, what: &'static str },
-}
-
-impl fmt::Display for StopReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Exited(s) => write!(f, "exited with status {s}"),
-            Self::Halted => f.write_str("halted"),
-            Self::Shutdown => f.write_str("triple fault"),
-            Self::FailEntry { reason, cpu } => {
-                write!(f, "VM entry failed (hardware reason {reason:#x}, cpu {cpu})")
-            }
-            Self::InternalError { suberror, data } => {
-                write!(f, "internal error {suberror} {data:x?}")
-            }
-            Self::SystemEvent(kind) => write!(f, "system event {kind}"),
-            Self::Yield => f.write_str("yielded"),
-            Self::Requested => f.write_str("stopped on request"),
-            Self::RunFailed(e) => write!(f, "KVM_RUN failed: errno {e}"),
-            Self::Unhandled { exit_reason } => write!(f, "unhandled exit reason {exit_reason}"),
-            Self::Malformed { exit_reason, what } => {
-                write!(f, "malformed exit (reason {exit_reason}): {what}")
-            }
-        }
-    }
-}
-
-/// Exits per `KVM_EXIT_*` reason (before string I/O is flattened), and the
-/// MMIO addresses no device claims.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ExitCounts {
-    pub by_reason: BTreeMap<u32, u64>,
-    pub mmio_reads: BTreeMap<u64, u64>,
-    pub mmio_writes: BTreeMap<u64, u64>,
-}
-
-impl ExitCounts {
-    /// Exits of reason `exit_reason` so far.
-    pub fn get(&self, exit_reason: u32) -> u64 {
-        self.by_reason.get(&exit_reason).copied().unwrap_or(0)
-    }
-
-    fn count(&mut self, exit_reason: u32) {
-        *self.by_reason.entry(exit_reason).or_default() += 1;
-    }
-}
-
-/// The name of an exit reason, for reports.
-pub fn exit_reason_name(reason: u32) -> &'static str {
-    match reason {
-        KVM_EXIT_IO => "io",
-        KVM_EXIT_HYPERCALL => "hypercall",
-        KVM_EXIT_DEBUG => "debug",
-        KVM_EXIT_HLT => "hlt",
-        KVM_EXIT_MMIO => "mmio",
-        KVM_EXIT_IRQ_WINDOW_OPEN => "irq_window_open",
-        KVM_EXIT_SHUTDOWN => "shutdown",
-        KVM_EXIT_FAIL_ENTRY => "fail_entry",
-        KVM_EXIT_INTR => "intr",
-        KVM_EXIT_INTERNAL_ERROR => "internal_error",
-        KVM_EXIT_SYSTEM_EVENT => "system_event",
-        KVM_EXIT_X86_RDMSR => "x86_rdmsr",
-        KVM_EXIT_X86_WRMSR => "x86_wrmsr",
-        _ => "other",
-    }
-}
-
-impl fmt::Display for ExitCounts {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first = true;
-        for (reason, n) in &self.by_reason {
-            if !first {
-                f.write_str(", ")?;
-            }
-            first = false;
-            write!(f, "{} ({reason}): {n}", exit_reason_name(*reason))?;
-        }
-        Ok(())
-    }
-}
-
-/// What `run` returns: why the VM stopped and the exits so far.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outcome {
-    pub reason: StopReason,
-    pub exits: ExitCounts,
-}
-
 /// Stops a running VM from another thread or CPU: the run loop returns
 /// [`StopReason::Requested`] at its next exit, and the kick makes that
 /// exit come at once.
@@ -265,23 +157,6 @@ impl<K: Kick> StopHandle<K> {
         self.flag.store(true, Ordering::SeqCst);
         self.kicker.kick();
     }
-}
-
-/// Everything the exit handlers touch (kept apart from the vCPU, whose
-/// run page an exit borrows).
-struct State {
-    bus: PortBus,
-    console: Console,
-    recorder: Recorder,
-    exits: ExitCounts,
-    uart_base: u16,
-    stop_on_yield: bool,
-}
-
-/// What an exit handler decided.
-enum Next {
-    Continue,
-    Stop(StopReason),
 }
 
 /// A VM with one vCPU.
@@ -316,7 +191,9 @@ impl<V: api::Vm> Vm<V> {
         sink: Box<dyn Sink>,
     ) -> Result<Self, Error> {
         if config.ram_size == 0 || config.ram_size % 4096 != 0 || config.ram_size > MAX_RAM {
-            return Err(Error::Config("RAM size must be a non-zero multiple of 4 KiB up to 3 GiB"));
+            return Err(Error::Config(
+                "RAM size must be a non-zero multiple of 4 KiB up to 3 GiB",
+            ));
         }
         let version = kvm("KVM_GET_API_VERSION", system.api_version())?;
         if version != KVM_API_VERSION {
@@ -329,7 +206,10 @@ impl<V: api::Vm> Vm<V> {
             vm.set_user_memory_region(0, 0, abi::guest::GUEST_RAM_BASE, memory),
         )?;
         if config.deny_mojito_msrs {
-            let has = kvm("KVM_CHECK_EXTENSION", vm.check_extension(KVM_CAP_X86_MSR_FILTER))?;
+            let has = kvm(
+                "KVM_CHECK_EXTENSION",
+                vm.check_extension(KVM_CAP_X86_MSR_FILTER),
+            )?;
             if has == 0 {
                 return Err(Error::Kvm {
                     request: "KVM_X86_SET_MSR_FILTER",
@@ -521,168 +401,4 @@ impl<V: api::Vm> Vm<V> {
             exits: self.state.exits.clone(),
         }
     }
-}
-
-impl State {
-    fn handle(&mut self, exit: Exit<'_>) -> Next {
-        match exit {
-            Exit::IoIn {
-                port,
-                size,
-                count: _,
-                data,
-            } => {
-                self.exits.count(KVM_EXIT_IO);
-                for element in data.chunks_exact_mut(usize::from(size)) {
-                    self.bus.read(port, element);
-                    self.recorder.push_io(false, port, size, element);
-                }
-                Next::Continue
-            }
-            Exit::IoOut {
-                port,
-                size,
-                count: _,
-                data,
-            } => {
-                self.exits.count(KVM_EXIT_IO);
-                let mut next = Next::Continue;
-                for element in data.chunks_exact(usize::from(size)) {
-                    self.recorder.push_io(true, port, size, element);
-                    match self.bus.write(port, element) {
-                        Effect::None => {}
-                        Effect::Output(b) => self.state_output(b),
-                        Effect::Exit(status) => {
-                            // The guest is gone: later elements of a REP
-                            // OUTS are not performed.
-                            return Next::Stop(StopReason::Exited(status));
-                        }
-                        Effect::Yield if self.stop_on_yield => next = Next::Stop(StopReason::Yield),
-                        Effect::Yield => {}
-                    }
-                }
-                next
-            }
-            Exit::MmioRead { addr, data } => {
-                self.exits.count(KVM_EXIT_MMIO);
-                *self.exits.mmio_reads.entry(addr).or_default() += 1;
-                data.fill(0xff);
-                self.recorder.push(ExitRecord::MmioRead {
-                    addr,
-                    len: data.len() as u8,
-                    value: le_value(data),
-                });
-                Next::Continue
-            }
-            Exit::MmioWrite { addr, data } => {
-                self.exits.count(KVM_EXIT_MMIO);
-                *self.exits.mmio_writes.entry(addr).or_default() += 1;
-                self.recorder.push(ExitRecord::MmioWrite {
-                    addr,
-                    len: data.len() as u8,
-                    value: le_value(data),
-                });
-                Next::Continue
-            }
-            Exit::Hlt => {
-                self.exits.count(KVM_EXIT_HLT);
-                self.recorder.push(ExitRecord::Hlt);
-                Next::Stop(StopReason::Halted)
-            }
-            Exit::Shutdown => {
-                self.exits.count(KVM_EXIT_SHUTDOWN);
-                self.recorder.push(ExitRecord::Shutdown);
-                Next::Stop(StopReason::Shutdown)
-            }
-            Exit::FailEntry { reason, cpu } => {
-                self.exits.count(KVM_EXIT_FAIL_ENTRY);
-                self.recorder.push(ExitRecord::FailEntry { reason });
-                Next::Stop(StopReason::FailEntry { reason, cpu })
-            }
-            Exit::InternalError {
-                suberror,
-                ndata,
-                data,
-            } => {
-                self.exits.count(KVM_EXIT_INTERNAL_ERROR);
-                self.recorder.push(ExitRecord::InternalError { suberror });
-                let n = (ndata as usize).min(data.len());
-                Next::Stop(StopReason::InternalError {
-                    suberror,
-                    data: data.get(..n).unwrap_or_default().to_vec(),
-                })
-            }
-            Exit::Hypercall { nr, ret, .. } => {
-                // Only what KVM_CAP_EXIT_HYPERCALL enabled reaches the VMM,
-                // and the VMM implements none: answer as KVM answers an
-                // unknown hypercall (DESIGN.md D1).
-                self.exits.count(KVM_EXIT_HYPERCALL);
-                self.recorder.push(ExitRecord::Hypercall { nr });
-                *ret = (-i64::from(KVM_ENOSYS)) as u64;
-                Next::Continue
-            }
-            Exit::Intr => {
-                // Not recorded: it says when the VMM got its CPU back, not
-                // what the guest did.
-                self.exits.count(KVM_EXIT_INTR);
-                Next::Continue
-            }
-            Exit::IrqWindowOpen => {
-                self.exits.count(KVM_EXIT_IRQ_WINDOW_OPEN);
-                self.recorder.push(ExitRecord::IrqWindowOpen);
-                Next::Continue
-            }
-            Exit::Debug { exception, .. } => {
-                self.exits.count(KVM_EXIT_DEBUG);
-                self.recorder.push(ExitRecord::Debug { exception });
-                Next::Stop(StopReason::Unhandled {
-                    exit_reason: KVM_EXIT_DEBUG,
-                })
-            }
-            Exit::SystemEvent { kind } => {
-                self.exits.count(KVM_EXIT_SYSTEM_EVENT);
-                self.recorder.push(ExitRecord::SystemEvent { kind });
-                Next::Stop(StopReason::SystemEvent(kind))
-            }
-            Exit::RdMsr { index, error, .. } => {
-                // Only MSRs a filter sends to user space get here; the VMM
-                // emulates none of them: #GP, as KVM would.
-                self.exits.count(KVM_EXIT_X86_RDMSR);
-                self.recorder.push(ExitRecord::RdMsr { index });
-                *error = 1;
-                Next::Continue
-            }
-            Exit::WrMsr {
-                index, data, error, ..
-            } => {
-                self.exits.count(KVM_EXIT_X86_WRMSR);
-                self.recorder.push(ExitRecord::WrMsr { index, value: data });
-                *error = 1;
-                Next::Continue
-            }
-            Exit::Other(exit_reason) => {
-                self.exits.count(exit_reason);
-                self.recorder.push(ExitRecord::Other { exit_reason });
-                Next::Stop(StopReason::Unhandled { exit_reason })
-            }
-            Exit::Malformed { exit_reason, what } => {
-                self.exits.count(exit_reason);
-                self.recorder.push(ExitRecord::Other { exit_reason });
-                Next::Stop(StopReason::Malformed { exit_reason, what })
-            }
-        }
-    }
-
-    fn state_output(&mut self, byte: u8) {
-        self.console.push(byte);
-    }
-}
-
-/// Up to 8 bytes, little-endian, as a number.
-fn le_value(data: &[u8]) -> u64 {
-    let mut v = [0; 8];
-    for (d, s) in v.iter_mut().zip(data) {
-        *d = *s;
-    }
-    u64::from_le_bytes(v)
 }

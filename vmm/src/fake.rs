@@ -1,0 +1,321 @@
+//! A scripted back end for unit tests of the run loop: each `KVM_RUN`
+//! writes the next scripted exit into a run area in ordinary memory, as a
+//! kernel would, and remembers what the VMM left in it.
+
+use std::collections::VecDeque;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
+
+use abi::kvm::{
+    KVM_EXIT_HLT, KVM_EXIT_HYPERCALL, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_EXIT_MMIO,
+    KVM_PIO_PAGE_OFFSET, errno, kvm_cpuid_entry2, kvm_enable_cap, kvm_msr_entry, kvm_regs, kvm_run,
+    kvm_run_io, kvm_sregs,
+};
+
+use crate::api::{self, GuestMemory, GuestRam, Kick, RunPage, System, Vcpu, Vm};
+
+/// One scripted `KVM_RUN` result.
+#[derive(Clone, Debug)]
+pub enum Scripted {
+    /// `KVM_EXIT_IO`: `count` elements of `size` bytes; for OUT, `data`
+    /// holds them.
+    Io {
+        out: bool,
+        port: u16,
+        size: u8,
+        count: u32,
+        data: Vec<u8>,
+    },
+    /// `KVM_EXIT_MMIO`.
+    Mmio {
+        addr: u64,
+        len: u32,
+        write: Option<u64>,
+    },
+    /// `KVM_EXIT_HYPERCALL` with RAX = `nr`.
+    Hypercall { nr: u64 },
+    /// Just this exit reason.
+    Reason(u32),
+    /// `KVM_RUN` fails with this errno.
+    Fail(i32),
+}
+
+/// What the VMM answered, per exit: the IN data or MMIO data or hypercall
+/// result it left in the run page.
+pub type Answers = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// The fake system.
+pub struct FakeSystem {
+    pub script: Vec<Scripted>,
+    pub answers: Answers,
+}
+
+impl FakeSystem {
+    pub fn new(script: Vec<Scripted>) -> Self {
+        Self {
+            script,
+            answers: Answers::default(),
+        }
+    }
+}
+
+impl System for FakeSystem {
+    type Vm = FakeVm;
+
+    fn api_version(&self) -> api::Result<u32> {
+        Ok(12)
+    }
+    fn check_extension(&self, _cap: u32) -> api::Result<u32> {
+        Ok(0)
+    }
+    fn vcpu_mmap_size(&self) -> api::Result<usize> {
+        Ok(AREA)
+    }
+    fn supported_cpuid(&self) -> api::Result<Vec<kvm_cpuid_entry2>> {
+        Ok(vec![kvm_cpuid_entry2 {
+            function: 1,
+            ..Default::default()
+        }])
+    }
+    fn create_vm(&self) -> api::Result<FakeVm> {
+        Ok(FakeVm {
+            script: self.script.clone().into(),
+            answers: self.answers.clone(),
+            slot0: None,
+        })
+    }
+}
+
+/// Heap memory standing in for guest RAM.
+pub struct FakeMemory {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: owned heap memory, only accessed through `GuestRam` copies.
+unsafe impl Send for FakeMemory {}
+
+impl FakeMemory {
+    fn new(len: usize) -> Self {
+        let boxed: Box<[u8]> = vec![0; len].into_boxed_slice();
+        let ptr = NonNull::new(Box::into_raw(boxed).cast::<u8>()).unwrap();
+        Self { ptr, len }
+    }
+}
+
+impl Drop for FakeMemory {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` came from `Box::into_raw` of a boxed slice of
+        // exactly `len` bytes, freed once, here.
+        drop(unsafe {
+            Box::from_raw(core::ptr::slice_from_raw_parts_mut(
+                self.ptr.as_ptr(),
+                self.len,
+            ))
+        });
+    }
+}
+
+impl GuestMemory for FakeMemory {
+    fn ram(&self) -> GuestRam<'_> {
+        // SAFETY: the allocation lives as long as `self`; no references
+        // into it exist.
+        unsafe { GuestRam::from_raw(self.ptr, self.len) }
+    }
+}
+
+/// The fake VM.
+pub struct FakeVm {
+    script: VecDeque<Scripted>,
+    answers: Answers,
+    slot0: Option<FakeMemory>,
+}
+
+impl Vm for FakeVm {
+    type Memory = FakeMemory;
+    type Vcpu = FakeVcpu;
+
+    fn alloc_memory(&mut self, size: u64) -> api::Result<FakeMemory> {
+        Ok(FakeMemory::new(size as usize))
+    }
+    fn set_user_memory_region(
+        &mut self,
+        slot: u32,
+        _flags: u32,
+        _gpa: u64,
+        memory: FakeMemory,
+    ) -> api::Result<()> {
+        if slot != 0 || self.slot0.is_some() {
+            return Err(errno::EEXIST);
+        }
+        self.slot0 = Some(memory);
+        Ok(())
+    }
+    fn delete_user_memory_region(&mut self, slot: u32) -> api::Result<FakeMemory> {
+        if slot != 0 {
+            return Err(errno::ENOENT);
+        }
+        self.slot0.take().ok_or(errno::ENOENT)
+    }
+    fn memory(&self, slot: u32) -> Option<GuestRam<'_>> {
+        (slot == 0).then(|| self.slot0.as_ref().map(GuestMemory::ram))?
+    }
+    fn create_vcpu(&mut self, _id: u32) -> api::Result<FakeVcpu> {
+        Ok(FakeVcpu {
+            area: vec![0; AREA / 8],
+            script: std::mem::take(&mut self.script),
+            answers: self.answers.clone(),
+            pending: None,
+            regs: kvm_regs::default(),
+            sregs: kvm_sregs::default(),
+        })
+    }
+    fn check_extension(&self, _cap: u32) -> api::Result<u32> {
+        Ok(0)
+    }
+    fn enable_cap(&mut self, _cap: &kvm_enable_cap) -> api::Result<()> {
+        Err(errno::EINVAL)
+    }
+}
+
+const AREA: usize = 8192;
+
+/// Kicks nothing: the fake never blocks.
+#[derive(Clone)]
+pub struct NoKick;
+
+impl Kick for NoKick {
+    fn kick(&self) {}
+}
+
+/// The fake vCPU.
+pub struct FakeVcpu {
+    area: Vec<u64>,
+    script: VecDeque<Scripted>,
+    answers: Answers,
+    /// The previous exit, whose answer is collected on the next run.
+    pending: Option<Scripted>,
+    regs: kvm_regs,
+    sregs: kvm_sregs,
+}
+
+impl FakeVcpu {
+    fn page(&mut self) -> RunPage<'_> {
+        let ptr = NonNull::new(self.area.as_mut_ptr().cast::<u8>()).unwrap();
+        // SAFETY: the area is owned by `self`, 8-byte aligned, AREA bytes,
+        // and borrowed mutably for the page's lifetime.
+        unsafe { RunPage::from_raw(ptr, AREA) }.unwrap()
+    }
+
+    /// What the VMM left in the run page for the previous exit.
+    fn collect_answer(&mut self) {
+        let Some(prev) = self.pending.take() else {
+            return;
+        };
+        let (run, rest) = self.page().into_parts();
+        let answer = match prev {
+            Scripted::Io {
+                out: false,
+                size,
+                count,
+                ..
+            } => {
+                let start = PIO_OFFSET - size_of::<kvm_run>();
+                rest[start..start + usize::from(size) * count as usize].to_vec()
+            }
+            Scripted::Mmio {
+                len, write: None, ..
+            } => {
+                // SAFETY: union members of plain integers.
+                let data = unsafe { run.exit.mmio.data };
+                data[..len as usize].to_vec()
+            }
+            Scripted::Hypercall { .. } => {
+                // SAFETY: as above.
+                let ret = unsafe { run.exit.hypercall.ret };
+                ret.to_le_bytes().to_vec()
+            }
+            _ => return,
+        };
+        self.answers.lock().unwrap().push(answer);
+    }
+}
+
+const PIO_OFFSET: usize = KVM_PIO_PAGE_OFFSET as usize * 4096;
+
+impl Vcpu for FakeVcpu {
+    type Kicker = NoKick;
+
+    fn run(&mut self) -> api::Result<RunPage<'_>> {
+        self.collect_answer();
+        let next = self
+            .script
+            .pop_front()
+            .unwrap_or(Scripted::Reason(KVM_EXIT_HLT));
+        self.pending = Some(next.clone());
+        let (run, rest) = self.page().into_parts();
+        match next {
+            Scripted::Io {
+                out,
+                port,
+                size,
+                count,
+                data,
+            } => {
+                run.exit_reason = KVM_EXIT_IO;
+                run.exit.io = kvm_run_io {
+                    direction: if out { KVM_EXIT_IO_OUT } else { KVM_EXIT_IO_IN },
+                    size,
+                    port,
+                    count,
+                    data_offset: PIO_OFFSET as u64,
+                };
+                let start = PIO_OFFSET - size_of::<kvm_run>();
+                rest[start..start + data.len()].copy_from_slice(&data);
+            }
+            Scripted::Mmio { addr, len, write } => {
+                run.exit_reason = KVM_EXIT_MMIO;
+                run.exit.mmio.phys_addr = addr;
+                run.exit.mmio.len = len;
+                run.exit.mmio.is_write = u8::from(write.is_some());
+                run.exit.mmio.data = write.unwrap_or(0).to_le_bytes();
+            }
+            Scripted::Hypercall { nr } => {
+                run.exit_reason = KVM_EXIT_HYPERCALL;
+                run.exit.hypercall.nr = nr;
+            }
+            Scripted::Reason(r) => run.exit_reason = r,
+            Scripted::Fail(e) => return Err(e),
+        }
+        Ok(self.page())
+    }
+    fn run_page(&mut self) -> RunPage<'_> {
+        self.page()
+    }
+    fn kicker(&self) -> NoKick {
+        NoKick
+    }
+    fn get_regs(&self) -> api::Result<kvm_regs> {
+        Ok(self.regs)
+    }
+    fn set_regs(&mut self, regs: &kvm_regs) -> api::Result<()> {
+        self.regs = *regs;
+        Ok(())
+    }
+    fn get_sregs(&self) -> api::Result<kvm_sregs> {
+        Ok(self.sregs)
+    }
+    fn set_sregs(&mut self, sregs: &kvm_sregs) -> api::Result<()> {
+        self.sregs = *sregs;
+        Ok(())
+    }
+    fn set_cpuid2(&mut self, _entries: &[kvm_cpuid_entry2]) -> api::Result<()> {
+        Ok(())
+    }
+    fn get_msrs(&self, _entries: &mut [kvm_msr_entry]) -> api::Result<usize> {
+        Ok(0)
+    }
+    fn set_msrs(&mut self, _entries: &[kvm_msr_entry]) -> api::Result<usize> {
+        Ok(0)
+    }
+}

@@ -1,0 +1,192 @@
+//! The exit handlers: each exit is answered (devices, all ones for
+//! nothing), counted, recorded, and either continues the guest or stops
+//! the run loop with a reason.
+
+use abi::kvm::{
+    KVM_ENOSYS, KVM_EXIT_DEBUG, KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_HYPERCALL,
+    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MMIO,
+    KVM_EXIT_SHUTDOWN, KVM_EXIT_SYSTEM_EVENT, KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR,
+};
+
+use super::stop::{ExitCounts, StopReason};
+use crate::devices::console::Console;
+use crate::devices::{Effect, PortBus};
+use crate::exit::Exit;
+use crate::record::{ExitRecord, Recorder};
+
+/// Everything the exit handlers touch (kept apart from the vCPU, whose
+/// run page an exit borrows).
+pub(super) struct State {
+    pub(super) bus: PortBus,
+    pub(super) console: Console,
+    pub(super) recorder: Recorder,
+    pub(super) exits: ExitCounts,
+    pub(super) uart_base: u16,
+    pub(super) stop_on_yield: bool,
+}
+
+/// What an exit handler decided.
+pub(super) enum Next {
+    Continue,
+    Stop(StopReason),
+}
+
+impl State {
+    pub(super) fn handle(&mut self, exit: Exit<'_>) -> Next {
+        match exit {
+            Exit::IoIn {
+                port,
+                size,
+                count: _,
+                data,
+            } => {
+                self.exits.count(KVM_EXIT_IO);
+                for element in data.chunks_exact_mut(usize::from(size)) {
+                    self.bus.read(port, element);
+                    self.recorder.push_io(false, port, size, element);
+                }
+                Next::Continue
+            }
+            Exit::IoOut {
+                port,
+                size,
+                count: _,
+                data,
+            } => {
+                self.exits.count(KVM_EXIT_IO);
+                let mut next = Next::Continue;
+                for element in data.chunks_exact(usize::from(size)) {
+                    self.recorder.push_io(true, port, size, element);
+                    match self.bus.write(port, element) {
+                        Effect::None => {}
+                        Effect::Output(b) => self.console.push(b),
+                        Effect::Exit(status) => {
+                            // The guest is gone: later elements of a REP
+                            // OUTS are not performed.
+                            return Next::Stop(StopReason::Exited(status));
+                        }
+                        Effect::Yield if self.stop_on_yield => next = Next::Stop(StopReason::Yield),
+                        Effect::Yield => {}
+                    }
+                }
+                next
+            }
+            Exit::MmioRead { addr, data } => {
+                self.exits.count(KVM_EXIT_MMIO);
+                *self.exits.mmio_reads.entry(addr).or_default() += 1;
+                data.fill(0xff);
+                self.recorder.push(ExitRecord::MmioRead {
+                    addr,
+                    len: data.len() as u8,
+                    value: le_value(data),
+                });
+                Next::Continue
+            }
+            Exit::MmioWrite { addr, data } => {
+                self.exits.count(KVM_EXIT_MMIO);
+                *self.exits.mmio_writes.entry(addr).or_default() += 1;
+                self.recorder.push(ExitRecord::MmioWrite {
+                    addr,
+                    len: data.len() as u8,
+                    value: le_value(data),
+                });
+                Next::Continue
+            }
+            Exit::Hlt => {
+                self.exits.count(KVM_EXIT_HLT);
+                self.recorder.push(ExitRecord::Hlt);
+                Next::Stop(StopReason::Halted)
+            }
+            Exit::Shutdown => {
+                self.exits.count(KVM_EXIT_SHUTDOWN);
+                self.recorder.push(ExitRecord::Shutdown);
+                Next::Stop(StopReason::Shutdown)
+            }
+            Exit::FailEntry { reason, cpu } => {
+                self.exits.count(KVM_EXIT_FAIL_ENTRY);
+                self.recorder.push(ExitRecord::FailEntry { reason });
+                Next::Stop(StopReason::FailEntry { reason, cpu })
+            }
+            Exit::InternalError {
+                suberror,
+                ndata,
+                data,
+            } => {
+                self.exits.count(KVM_EXIT_INTERNAL_ERROR);
+                self.recorder.push(ExitRecord::InternalError { suberror });
+                let n = (ndata as usize).min(data.len());
+                Next::Stop(StopReason::InternalError {
+                    suberror,
+                    data: data.get(..n).unwrap_or_default().to_vec(),
+                })
+            }
+            Exit::Hypercall { nr, ret, .. } => {
+                // Only what KVM_CAP_EXIT_HYPERCALL enabled reaches the VMM,
+                // and the VMM implements none: answer as KVM answers an
+                // unknown hypercall (DESIGN.md D1).
+                self.exits.count(KVM_EXIT_HYPERCALL);
+                self.recorder.push(ExitRecord::Hypercall { nr });
+                *ret = (-i64::from(KVM_ENOSYS)) as u64;
+                Next::Continue
+            }
+            Exit::Intr => {
+                // Not recorded: it says when the VMM got its CPU back, not
+                // what the guest did.
+                self.exits.count(KVM_EXIT_INTR);
+                Next::Continue
+            }
+            Exit::IrqWindowOpen => {
+                self.exits.count(KVM_EXIT_IRQ_WINDOW_OPEN);
+                self.recorder.push(ExitRecord::IrqWindowOpen);
+                Next::Continue
+            }
+            Exit::Debug { exception, .. } => {
+                self.exits.count(KVM_EXIT_DEBUG);
+                self.recorder.push(ExitRecord::Debug { exception });
+                Next::Stop(StopReason::Unhandled {
+                    exit_reason: KVM_EXIT_DEBUG,
+                })
+            }
+            Exit::SystemEvent { kind } => {
+                self.exits.count(KVM_EXIT_SYSTEM_EVENT);
+                self.recorder.push(ExitRecord::SystemEvent { kind });
+                Next::Stop(StopReason::SystemEvent(kind))
+            }
+            Exit::RdMsr { index, error, .. } => {
+                // Only MSRs a filter sends to user space get here; the VMM
+                // emulates none of them: #GP, as KVM would.
+                self.exits.count(KVM_EXIT_X86_RDMSR);
+                self.recorder.push(ExitRecord::RdMsr { index });
+                *error = 1;
+                Next::Continue
+            }
+            Exit::WrMsr {
+                index, data, error, ..
+            } => {
+                self.exits.count(KVM_EXIT_X86_WRMSR);
+                self.recorder.push(ExitRecord::WrMsr { index, value: data });
+                *error = 1;
+                Next::Continue
+            }
+            Exit::Other(exit_reason) => {
+                self.exits.count(exit_reason);
+                self.recorder.push(ExitRecord::Other { exit_reason });
+                Next::Stop(StopReason::Unhandled { exit_reason })
+            }
+            Exit::Malformed { exit_reason, what } => {
+                self.exits.count(exit_reason);
+                self.recorder.push(ExitRecord::Other { exit_reason });
+                Next::Stop(StopReason::Malformed { exit_reason, what })
+            }
+        }
+    }
+}
+
+/// Up to 8 bytes, little-endian, as a number.
+fn le_value(data: &[u8]) -> u64 {
+    let mut v = [0; 8];
+    for (d, s) in v.iter_mut().zip(data) {
+        *d = *s;
+    }
+    u64::from_le_bytes(v)
+}
