@@ -149,7 +149,7 @@ fn guest(name: &str) -> Vec<u8> {
         let out = Command::new(cargo)
             // From the guests' own directory, so the build belongs to their
             // workspace whichever workspace this test was built in.
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../guests"))
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/guests"))
             // Flags meant for this host build (coverage, sanitizers) must
             // not reach the bare-metal guests.
             .env_remove("RUSTFLAGS")
