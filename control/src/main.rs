@@ -59,6 +59,7 @@ fn run(info: &abi::kvm::mojito::mojito_boot_info) -> ! {
     match ram.alloc(2 << 20, 2 << 20) {
         Some(scratch) => {
             selftest::bad_requests(scratch, boot_area);
+            selftest::state_requests(scratch);
         }
         None => println!("control: FAIL no RAM for the bad-request checks"),
     }

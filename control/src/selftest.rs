@@ -178,3 +178,185 @@ pub fn bad_requests(scratch: u64, boot_area: u64) -> bool {
     }
     c.failed == 0
 }
+
+/// The vCPU-state requests do what KVM's do: round trips and refusals.
+/// `scratch` is 2 MiB of free RAM of ours.
+pub fn state_requests(scratch: u64) -> bool {
+    let mut c = Checks { run: 0, failed: 0 };
+    let mut good = |what: &str, ok: bool| {
+        c.run += 1;
+        if !ok {
+            c.failed += 1;
+            println!("control: FAIL request: {what}");
+        }
+    };
+    // KVM_GET_SUPPORTED_CPUID: -E2BIG with nent = the count needed.
+    let cpuid = scratch as *mut kvm_cpuid2;
+    // SAFETY: `scratch` is free RAM of ours, large enough for 256 entries.
+    unsafe { (*cpuid).nent = 1 };
+    let e2big = hv::system(KVM_GET_SUPPORTED_CPUID, scratch) == Err(E2BIG);
+    // SAFETY: as above; the hypervisor wrote nent.
+    let needed = unsafe { (*cpuid).nent };
+    good(
+        "KVM_GET_SUPPORTED_CPUID with too small a nent",
+        e2big && needed > 1,
+    );
+    let ok = hv::system(KVM_GET_SUPPORTED_CPUID, scratch).is_ok();
+    // SAFETY: the entries follow the header.
+    let entries = unsafe {
+        core::slice::from_raw_parts((scratch + 8) as *const kvm_cpuid_entry2, needed as usize)
+    };
+    let signature = entries
+        .iter()
+        .find(|e| e.function == 0x4000_0000)
+        .map(|e| (e.ebx, e.ecx, e.edx));
+    let mojito = (
+        u32::from_le_bytes(*b"Moji"),
+        u32::from_le_bytes(*b"toMo"),
+        u32::from_le_bytes(*b"jito"),
+    );
+    good(
+        "KVM_GET_SUPPORTED_CPUID has MojitoMojito",
+        ok && signature == Some(mojito),
+    );
+    let no_vmx = entries
+        .iter()
+        .find(|e| e.function == 1)
+        .is_some_and(|e| e.ecx & (1 << 5) == 0 && e.ecx & (1 << 31) != 0);
+    good(
+        "KVM_GET_SUPPORTED_CPUID hides VMX and sets the hypervisor bit",
+        no_vmx,
+    );
+    // KVM_GET_MSR_INDEX_LIST.
+    let list = scratch as *mut u32;
+    // SAFETY: as above.
+    unsafe { *list = 0 };
+    good(
+        "KVM_GET_MSR_INDEX_LIST with nmsrs 0",
+        hv::system(KVM_GET_MSR_INDEX_LIST, scratch) == Err(E2BIG),
+    );
+    good(
+        "KVM_GET_MSR_INDEX_LIST",
+        hv::system(KVM_GET_MSR_INDEX_LIST, scratch).is_ok(),
+    );
+    let Ok(vm) = hv::system(KVM_CREATE_VM, 0) else {
+        println!("control: FAIL request: KVM_CREATE_VM");
+        return false;
+    };
+    let Ok(vcpu) = hv::call(KVM_CREATE_VCPU, vm, 0) else {
+        println!("control: FAIL request: KVM_CREATE_VCPU");
+        return false;
+    };
+    // KVM_SET_MSRS / KVM_GET_MSRS: processes in order, stops at the first bad one.
+    #[repr(C)]
+    struct Msrs {
+        nmsrs: u32,
+        pad: u32,
+        e: [kvm_msr_entry; 3],
+    }
+    let entry = |index, data| kvm_msr_entry {
+        index,
+        reserved: 0,
+        data,
+    };
+    let set = Msrs {
+        nmsrs: 3,
+        pad: 0,
+        e: [
+            entry(0xc000_0082, 0xffff_8000_1234_0000),
+            entry(0x174, 0x10),
+            entry(0xc000_0082, 0x8000_0000_0000),
+        ],
+    };
+    good(
+        "KVM_SET_MSRS stops at a non-canonical LSTAR",
+        hv::call(KVM_SET_MSRS, vcpu, &set as *const _ as u64) == Ok(2),
+    );
+    let mut get = Msrs {
+        nmsrs: 3,
+        pad: 0,
+        e: [
+            entry(0xc000_0082, 0),
+            entry(0x174, 0),
+            entry(0x1234_5678, 0),
+        ],
+    };
+    let n = hv::call(KVM_GET_MSRS, vcpu, &mut get as *mut _ as u64);
+    good(
+        "KVM_GET_MSRS reads back and stops at an unknown MSR",
+        n == Ok(2) && get.e[0].data == 0xffff_8000_1234_0000 && get.e[1].data == 0x10,
+    );
+    // KVM_SET_FPU / KVM_GET_FPU.
+    let mut fpu = kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    };
+    fpu.xmm[3] = [0x5a; 16];
+    let set_ok = hv::call(KVM_SET_FPU, vcpu, &fpu as *const _ as u64).is_ok();
+    let mut back = kvm_fpu::default();
+    let get_ok = hv::call(KVM_GET_FPU, vcpu, &mut back as *mut _ as u64).is_ok();
+    good(
+        "KVM_SET_FPU / KVM_GET_FPU round trip",
+        set_ok && get_ok && back.xmm[3] == [0x5a; 16] && back.mxcsr == 0x1f80,
+    );
+    fpu.mxcsr = 0xffff_0000;
+    good(
+        "KVM_SET_FPU with reserved MXCSR bits",
+        hv::call(KVM_SET_FPU, vcpu, &fpu as *const _ as u64) == Err(EINVAL),
+    );
+    // KVM_GET_XSAVE / KVM_SET_XSAVE: a bad header is refused, a good image taken.
+    let xsave = scratch as *mut kvm_xsave;
+    let got = hv::call(KVM_GET_XSAVE, vcpu, scratch).is_ok();
+    // SAFETY: the image is in our scratch RAM.
+    let xmm3 = unsafe { (*xsave).region[(160 + 48) / 4] };
+    good(
+        "KVM_GET_XSAVE sees what KVM_SET_FPU set",
+        got && xmm3 == 0x5a5a_5a5a,
+    );
+    good(
+        "KVM_SET_XSAVE of what KVM_GET_XSAVE gave",
+        hv::call(KVM_SET_XSAVE, vcpu, scratch).is_ok(),
+    );
+    // SAFETY: as above; XCOMP_BV (bytes 520..528) set: the compacted form.
+    unsafe { (*xsave).region[520 / 4] = 1 << 31 };
+    good(
+        "KVM_SET_XSAVE in the compacted form",
+        hv::call(KVM_SET_XSAVE, vcpu, scratch) == Err(EINVAL),
+    );
+    // KVM_GET_XCRS / KVM_SET_XCRS.
+    let mut xcrs = kvm_xcrs::default();
+    let ok = hv::call(KVM_GET_XCRS, vcpu, &mut xcrs as *mut _ as u64).is_ok();
+    good(
+        "KVM_GET_XCRS: XCR0 = x87 after reset",
+        ok && xcrs.nr_xcrs == 1 && xcrs.xcrs[0].value == 1,
+    );
+    xcrs.xcrs[0].value = 0;
+    good(
+        "KVM_SET_XCRS with XCR0 = 0",
+        hv::call(KVM_SET_XCRS, vcpu, &xcrs as *const _ as u64) == Err(EINVAL),
+    );
+    // KVM_ENABLE_CAP.
+    let mut cap = kvm_enable_cap {
+        cap: KVM_CAP_EXIT_HYPERCALL,
+        ..Default::default()
+    };
+    cap.args[0] = 1 << KVM_HC_MAP_GPA_RANGE;
+    good(
+        "KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL)",
+        hv::call(KVM_ENABLE_CAP, vm, &cap as *const _ as u64).is_ok(),
+    );
+    cap.args[0] = 1 << 3;
+    good(
+        "KVM_ENABLE_CAP with an unknown hypercall",
+        hv::call(KVM_ENABLE_CAP, vm, &cap as *const _ as u64) == Err(EINVAL),
+    );
+    let _ = hv::call(MOJITO_CLOSE, vm, 0);
+    if c.failed == 0 {
+        println!(
+            "control: state requests: {} checked, each as KVM does it",
+            c.run
+        );
+    }
+    c.failed == 0
+}

@@ -126,6 +126,8 @@ pub struct VmEnv {
     pub id: u16,
     pub name: String,
     pub kind: VmKind,
+    /// Hypercalls that exit to the VMM (`KVM_CAP_EXIT_HYPERCALL`'s mask).
+    pub hypercall_exits: u64,
     pub ram: GuestRam,
     pub cpuid: CpuidTable,
     pub msrs: MsrState,
@@ -314,6 +316,7 @@ impl<B: Backend> Vm<B> {
                 id: spec.id,
                 name,
                 kind: spec.kind,
+                hypercall_exits: 0,
                 ram,
                 cpuid,
                 msrs: MsrState::default(),

@@ -73,6 +73,7 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
             "control: Mojito control domain",
             "control: KVM API version 12",
             "control: bad requests:",
+            "control: state requests:",
         ] {
             need(format!("starting {line:?}"), find(&|l| l.starts_with(line)));
         }
@@ -170,10 +171,11 @@ mod tests {
     fn control_mode_needs_the_control_domain() {
         let log = good_log().replace("mojito: vm ", "control: vm ");
         let p = problems(&log, "SVM", Mode::Control);
-        assert_eq!(p.len(), 4, "{p:?}");
+        assert_eq!(p.len(), 5, "{p:?}");
         let log = format!(
             "{log}\ncontrol: Mojito control domain 0.1.0 starting\ncontrol: KVM API version 12\n\
              control: bad requests: 24 checked, each refused as KVM refuses it\n\
+             control: state requests: 18 checked, each as KVM does it\n\
              control: vm 6 (spin): stopped: killed after timer ticks without an exit: 4 (4 ticks in all)"
         );
         assert_eq!(problems(&log, "SVM", Mode::Control), Vec::<String>::new());

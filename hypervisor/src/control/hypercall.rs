@@ -15,7 +15,10 @@ use crate::virt::{Backend, Frames};
 use crate::vm::VmEnv;
 use abi::kvm::errno::{EBADF, EFAULT, EINVAL, EIO, ENOTTY};
 use abi::kvm::mojito::{self, MOJITO_SYSTEM_HANDLE, mojito_log_read, mojito_run_pages};
-use abi::kvm::{self as req, KVM_API_VERSION, kvm_regs, kvm_sregs, kvm_userspace_memory_region};
+use abi::kvm::{
+    self as req, KVM_API_VERSION, kvm_enable_cap, kvm_fpu, kvm_regs, kvm_sregs,
+    kvm_userspace_memory_region, kvm_xcrs,
+};
 
 /// How a hypercall ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +91,16 @@ unsafe impl Pod for abi::kvm::kvm_regs {}
 unsafe impl Pod for abi::kvm::kvm_sregs {}
 // SAFETY: as above.
 unsafe impl Pod for abi::kvm::mojito::mojito_run_pages {}
+// SAFETY: as above.
+unsafe impl Pod for abi::kvm::kvm_cpuid_entry2 {}
+// SAFETY: as above.
+unsafe impl Pod for abi::kvm::kvm_msr_entry {}
+// SAFETY: as above.
+unsafe impl Pod for abi::kvm::kvm_fpu {}
+// SAFETY: as above.
+unsafe impl Pod for abi::kvm::kvm_xcrs {}
+// SAFETY: as above.
+unsafe impl Pod for abi::kvm::kvm_enable_cap {}
 
 /// Everything a hypercall may touch besides the control domain itself.
 pub struct Ctx<'a, B: Backend> {
@@ -116,6 +129,19 @@ enum Request {
     SetRegs(kvm_regs),
     GetSregs(u64),
     SetSregs(kvm_sregs),
+    GetSupportedCpuid(u64),
+    SetCpuid2(u64),
+    GetMsrIndexList(u64),
+    GetMsrs(u64),
+    SetMsrs(u64),
+    GetFpu(u64),
+    SetFpu(kvm_fpu),
+    GetXsave(u64),
+    SetXsave(u64),
+    GetXcrs(u64),
+    SetXcrs(kvm_xcrs),
+    EnableCapVm(kvm_enable_cap),
+    EnableCapVcpu,
 }
 
 /// Decodes a call: which object, which request, with what argument.
@@ -165,6 +191,22 @@ fn decode<B: Backend>(
         (Some(Handle::Vcpu(_)), req::KVM_SET_REGS) => Request::SetRegs(read_arg(ram, arg)?),
         (Some(Handle::Vcpu(_)), req::KVM_GET_SREGS) => Request::GetSregs(arg),
         (Some(Handle::Vcpu(_)), req::KVM_SET_SREGS) => Request::SetSregs(read_arg(ram, arg)?),
+        (None, req::KVM_GET_SUPPORTED_CPUID) => Request::GetSupportedCpuid(arg),
+        (None, req::KVM_GET_MSR_INDEX_LIST) => Request::GetMsrIndexList(arg),
+        (Some(Handle::Vcpu(_)), req::KVM_SET_CPUID2) => Request::SetCpuid2(arg),
+        (Some(Handle::Vcpu(_)), req::KVM_GET_MSRS) => Request::GetMsrs(arg),
+        (Some(Handle::Vcpu(_)), req::KVM_SET_MSRS) => Request::SetMsrs(arg),
+        (Some(Handle::Vcpu(_)), req::KVM_GET_FPU) => Request::GetFpu(arg),
+        (Some(Handle::Vcpu(_)), req::KVM_SET_FPU) => Request::SetFpu(read_arg(ram, arg)?),
+        (Some(Handle::Vcpu(_)), req::KVM_GET_XSAVE) => Request::GetXsave(arg),
+        (Some(Handle::Vcpu(_)), req::KVM_SET_XSAVE) => Request::SetXsave(arg),
+        (Some(Handle::Vcpu(_)), req::KVM_GET_XCRS) => Request::GetXcrs(arg),
+        (Some(Handle::Vcpu(_)), req::KVM_SET_XCRS) => Request::SetXcrs(read_arg(ram, arg)?),
+        (Some(Handle::Vm(_)), req::KVM_ENABLE_CAP) => Request::EnableCapVm(read_arg(ram, arg)?),
+        (Some(Handle::Vcpu(_)), req::KVM_ENABLE_CAP) => {
+            let _: kvm_enable_cap = read_arg(ram, arg)?;
+            Request::EnableCapVcpu
+        }
         // KVM's answers to an unknown ioctl: -ENOTTY on a VM fd, -EINVAL on
         // system and vCPU fds (DESIGN.md D1).
         (Some(Handle::Vm(_)), _) => return Err(ENOTTY),
@@ -271,6 +313,67 @@ fn invoke<B: Backend>(
             write_arg(&mut cd.ram, gpa, &s)?;
             0
         }
+        Request::GetSupportedCpuid(gpa) => {
+            super::state::get_supported_cpuid(&mut cd.ram, gpa, ctx.cpuid)?
+        }
+        Request::GetMsrIndexList(gpa) => super::state::get_msr_index_list(&mut cd.ram, gpa)?,
+        Request::SetCpuid2(gpa) => {
+            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            super::state::set_cpuid2(&cd.ram, gpa, &mut vm.env, ctx.cpuid)?
+        }
+        Request::GetMsrs(gpa) | Request::SetMsrs(gpa) => {
+            let write = matches!(request, Request::SetMsrs(_));
+            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            let vc = vm.vcpu.as_mut().ok_or(EBADF)?;
+            if !ctx.backend.activate(&mut vc.cpu) {
+                return Err(EINVAL);
+            }
+            super::state::msrs::<B>(&mut cd.ram, gpa, &mut vc.cpu, &mut vm.env, write)?
+        }
+        Request::GetFpu(gpa) => {
+            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            write_arg(&mut cd.ram, gpa, &super::state::get_fpu(&vm.env))?;
+            0
+        }
+        Request::SetFpu(f) => super::state::set_fpu(
+            &mut ctx.objects.vm(vm_index).ok_or(EBADF)?.env,
+            &f,
+            ctx.xstate,
+        )?,
+        Request::GetXsave(gpa) => super::state::get_xsave(
+            &mut cd.ram,
+            gpa,
+            &ctx.objects.vm(vm_index).ok_or(EBADF)?.env,
+        )?,
+        Request::SetXsave(gpa) => super::state::set_xsave(
+            &cd.ram,
+            gpa,
+            &mut ctx.objects.vm(vm_index).ok_or(EBADF)?.env,
+            ctx.xstate,
+        )?,
+        Request::GetXcrs(gpa) => {
+            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            write_arg(&mut cd.ram, gpa, &super::state::get_xcrs(&vm.env))?;
+            0
+        }
+        Request::SetXcrs(x) => super::state::set_xcrs(
+            &mut ctx.objects.vm(vm_index).ok_or(EBADF)?.env,
+            &x,
+            ctx.xstate,
+        )?,
+        Request::EnableCapVm(c) => {
+            // KVM_CAP_EXIT_HYPERCALL: the hypercalls (a bit per number) that
+            // exit to the VMM; KVM accepts only KVM_HC_MAP_GPA_RANGE.
+            const VALID: u64 = 1 << abi::kvm::KVM_HC_MAP_GPA_RANGE;
+            if c.flags != 0 || c.cap != abi::kvm::KVM_CAP_EXIT_HYPERCALL || c.args[0] & !VALID != 0
+            {
+                return Err(EINVAL);
+            }
+            ctx.objects.vm(vm_index).ok_or(EBADF)?.env.hypercall_exits = c.args[0];
+            0
+        }
+        // No capability can be enabled on a vCPU yet.
+        Request::EnableCapVcpu => return Err(EINVAL),
         Request::SetSregs(s) => {
             let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
             let vc = vm.vcpu.as_mut().ok_or(EBADF)?;
@@ -294,7 +397,13 @@ fn check_extension(cap: u64) -> u64 {
         return 0;
     };
     match cap {
-        abi::kvm::KVM_CAP_USER_MEMORY | abi::kvm::KVM_CAP_IMMEDIATE_EXIT => 1,
+        abi::kvm::KVM_CAP_USER_MEMORY
+        | abi::kvm::KVM_CAP_IMMEDIATE_EXIT
+        | abi::kvm::KVM_CAP_EXT_CPUID
+        | abi::kvm::KVM_CAP_XSAVE
+        | abi::kvm::KVM_CAP_XCRS => 1,
+        // The bit mask of hypercalls that can exit (only KVM_HC_MAP_GPA_RANGE).
+        abi::kvm::KVM_CAP_EXIT_HYPERCALL => 1 << abi::kvm::KVM_HC_MAP_GPA_RANGE,
         abi::kvm::KVM_CAP_NR_VCPUS | abi::kvm::KVM_CAP_MAX_VCPUS => u64::from(MAX_VCPUS),
         abi::kvm::KVM_CAP_NR_MEMSLOTS => u64::from(MAX_MEMSLOTS),
         _ => 0,

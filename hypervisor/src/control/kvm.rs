@@ -4,7 +4,7 @@
 //! until an exit the hypervisor does not handle, which is written to the
 //! guest vCPU's `kvm_run` page.
 
-use super::objects::{KvmVcpu, KvmVm, PendingIo};
+use super::objects::{KvmVcpu, KvmVm, Pending};
 use crate::guest::GuestRam;
 use crate::guest::insn::Kind;
 use crate::mm::GuestPhys;
@@ -15,10 +15,11 @@ use crate::virt::{Backend, CrEffect, DescTable, GuestCpu, Segment, SystemRegs};
 use crate::vm::{StopReason, VmEnv};
 use abi::kvm::errno::{EFAULT, EINTR, EINVAL};
 use abi::kvm::{
-    KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO,
-    KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_EXIT_SHUTDOWN, KVM_INTERNAL_ERROR_EMULATION,
-    KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON, kvm_dtable, kvm_regs, kvm_run_exit,
-    kvm_run_fail_entry, kvm_run_internal, kvm_run_io, kvm_segment, kvm_sregs,
+    KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_HYPERCALL, KVM_EXIT_HYPERCALL_LONG_MODE,
+    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT,
+    KVM_EXIT_SHUTDOWN, KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
+    kvm_dtable, kvm_regs, kvm_run_exit, kvm_run_fail_entry, kvm_run_hypercall, kvm_run_internal,
+    kvm_run_io, kvm_segment, kvm_sregs,
 };
 
 /// `KVM_GET_VCPU_MMAP_SIZE`: the run page and the port-I/O data page.
@@ -306,27 +307,12 @@ pub fn run<B: Backend>(
     if !backend.activate(&mut vc.cpu) {
         return Err(EINVAL);
     }
-    // Finish the port access the VMM handled since the last RUN.
+    // Finish the exit the VMM handled since the last RUN.
     if let Some(p) = vc.pending.take() {
-        if p.input {
-            let mut data = [0u8; 4];
-            let n = usize::from(p.size).min(4);
-            if !cd_env
-                .ram
-                .read(GuestPhys::new(run_gpa + PIO_DATA_OFFSET), &mut data[..n])
-            {
-                vc.pending = Some(p);
-                return Err(EFAULT);
-            }
-            let v = u64::from(u32::from_le_bytes(data));
-            let g = vc.cpu.gprs();
-            g.rax = match p.size {
-                1 => (g.rax & !0xff) | (v & 0xff),
-                2 => (g.rax & !0xffff) | (v & 0xffff),
-                _ => v,
-            };
+        if let Err(e) = complete(vc, &cd_env.ram, run_gpa, p) {
+            vc.pending = Some(p);
+            return Err(e);
         }
-        vc.cpu.skip_instruction(p.len);
     }
     let end = if immediate[0] != 0 {
         RunEnd::Interrupted
@@ -345,6 +331,50 @@ pub fn run<B: Backend>(
     write_run_page(&mut cd_env.ram, run_gpa, reason, &exit, &mut vc.cpu)?;
     ret
 }
+
+/// Completes a forwarded exit with what the VMM left in the run pages.
+fn complete<B: Backend>(
+    vc: &mut KvmVcpu<B>,
+    cd: &GuestRam,
+    run_gpa: u64,
+    p: Pending,
+) -> Result<(), i32> {
+    match p {
+        Pending::Io { input, size, len } => {
+            if input {
+                let mut data = [0u8; 4];
+                let n = usize::from(size).min(4);
+                if !cd.read(GuestPhys::new(run_gpa + PIO_DATA_OFFSET), &mut data[..n]) {
+                    return Err(EFAULT);
+                }
+                let v = u64::from(u32::from_le_bytes(data));
+                let g = vc.cpu.gprs();
+                g.rax = match size {
+                    1 => (g.rax & !0xff) | (v & 0xff),
+                    2 => (g.rax & !0xffff) | (v & 0xffff),
+                    _ => v,
+                };
+            }
+            vc.cpu.skip_instruction(len);
+        }
+        Pending::Hypercall { len, long_mode } => {
+            let mut ret = [0u8; 8];
+            if !cd.read(
+                GuestPhys::new(run_gpa + run_offset::EXIT + HYPERCALL_RET_OFFSET),
+                &mut ret,
+            ) {
+                return Err(EFAULT);
+            }
+            let ret = u64::from_le_bytes(ret);
+            vc.cpu.gprs().rax = if long_mode { ret } else { ret & 0xffff_ffff };
+            vc.cpu.skip_instruction(len);
+        }
+    }
+    Ok(())
+}
+
+/// `kvm_run_hypercall::ret`'s offset in the exit union.
+const HYPERCALL_RET_OFFSET: u64 = 56;
 
 /// Runs the guest until an exit for the VMM.
 fn run_guest<B: Backend>(
@@ -374,6 +404,27 @@ fn run_guest<B: Backend>(
                     return internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]);
                 };
                 return forward_io(vc, cd_env, run_gpa, io, len);
+            }
+            Action::ForwardHypercall => {
+                let Some(len) = vcpu::insn_len(&vc.cpu, env, info, Kind::Hypercall) else {
+                    return internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]);
+                };
+                let long_mode = vc.cpu.mode() == crate::virt::CpuMode::Long64;
+                vc.pending = Some(Pending::Hypercall { len, long_mode });
+                let g = *vc.cpu.gprs();
+                let exit = kvm_run_exit {
+                    hypercall: kvm_run_hypercall {
+                        nr: g.rax,
+                        args: [g.rbx, g.rcx, g.rdx, g.rsi, 0, 0],
+                        ret: 0,
+                        flags: if long_mode {
+                            KVM_EXIT_HYPERCALL_LONG_MODE
+                        } else {
+                            0
+                        },
+                    },
+                };
+                return RunEnd::Exit(KVM_EXIT_HYPERCALL, exit);
             }
             Action::Stop(reason) => return stop_exit(reason),
         }
@@ -407,7 +458,7 @@ fn forward_io<B: Backend>(
             return internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]);
         }
     }
-    vc.pending = Some(PendingIo {
+    vc.pending = Some(Pending::Io {
         input: io.input,
         size: io.size,
         len,

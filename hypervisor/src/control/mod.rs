@@ -11,6 +11,7 @@ pub mod hypercall;
 pub mod kvm;
 pub mod memory;
 pub mod objects;
+pub mod state;
 
 use crate::vcpu::cpuid::CpuidTable;
 use crate::vcpu::lazy::HostXstate;
@@ -68,7 +69,7 @@ pub fn run<B: Backend>(
         let info = backend.run(cpu, new_context);
         new_context = false;
         match vcpu::handle(cpu, env, info, xstate.xcr0_max) {
-            Action::Resume | Action::Yield | Action::ForwardIo(_) => {}
+            Action::Resume | Action::Yield | Action::ForwardIo(_) | Action::ForwardHypercall => {}
             Action::Stop(reason) => break reason,
             Action::ControlRequest => {
                 let g = *cpu.gprs();

@@ -27,13 +27,14 @@ pub const MAX_VCPUS: u32 = 1;
 /// Most handles at once.
 const MAX_HANDLES: usize = 256;
 
-/// A port access forwarded to the VMM that completes on the next RUN.
+/// An exit forwarded to the VMM that completes on the next RUN, and the
+/// length of the instruction to step over then.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PendingIo {
-    pub input: bool,
-    pub size: u8,
-    /// Length of the IN/OUT instruction, to step over it then.
-    pub len: u8,
+pub enum Pending {
+    /// IN (the data comes from the data page) or OUT.
+    Io { input: bool, size: u8, len: u8 },
+    /// VMCALL/VMMCALL: RAX gets `kvm_run.hypercall.ret`.
+    Hypercall { len: u8, long_mode: bool },
 }
 
 /// A vCPU made with `KVM_CREATE_VCPU`.
@@ -42,7 +43,7 @@ pub struct KvmVcpu<B: Backend> {
     pub id: u32,
     /// Its run pages (control-domain GPA), set by `MOJITO_SET_RUN_PAGES`.
     pub run_pages: Option<u64>,
-    pub pending: Option<PendingIo>,
+    pub pending: Option<Pending>,
 }
 
 /// A VM made with `KVM_CREATE_VM`.
@@ -152,6 +153,7 @@ impl<B: Backend> Objects<B> {
             id: vm_id,
             name,
             kind: VmKind::Kvm,
+            hypercall_exits: 0,
             ram: GuestRam::empty(),
             cpuid,
             msrs: MsrState::default(),

@@ -353,6 +353,64 @@ impl CpuidTable {
         })
     }
 
+    /// The entries: (leaf, subleaf, whether the subleaf matters, EAX..EDX),
+    /// what `KVM_GET_SUPPORTED_CPUID` reports.
+    pub fn entries(&self) -> impl Iterator<Item = (u32, u32, bool, [u32; 4])> + '_ {
+        self.entries
+            .iter()
+            .map(|e| (e.leaf, e.subleaf, indexed(e.leaf), e.regs))
+    }
+
+    /// The table a VMM asks for with `KVM_SET_CPUID2`, made what Mojito can
+    /// offer (DESIGN.md D9): feature bits are the VMM's ∩ `self` (the
+    /// default policy, itself host ∩ what Mojito virtualizes); descriptive
+    /// leaves (vendor, cache and brand) are the VMM's; the sizes of leaf 0xD
+    /// are Mojito's; the hypervisor range 0x4000_xxxx is taken as given; a
+    /// leaf the default policy does not offer (PMU, topology, 0x15/0x16 …)
+    /// reads zero; VMX and SVM are never offered and the hypervisor bit is
+    /// always set. None if the heap cannot hold it.
+    pub fn restrict(&self, given: impl Iterator<Item = (u32, u32, [u32; 4])>) -> Option<Self> {
+        let mut t = Self {
+            entries: Vec::new(),
+            xsave_components: self.xsave_components,
+        };
+        for (leaf, subleaf, regs) in given {
+            let sub = if indexed(leaf) { subleaf } else { 0 };
+            let own = self
+                .entries
+                .iter()
+                .find(|e| e.leaf == leaf && e.subleaf == sub)
+                .map(|e| e.regs);
+            let and = |i: usize| own.map_or(0, |o| o[i] & regs[i]);
+            let mine = |i: usize| own.map_or(0, |o| o[i]);
+            let r = match leaf {
+                0x4000_0000..=0x4000_ffff => regs,
+                0 | 2 | 4 | 0x8000_0000 | 0x8000_0002..=0x8000_0006 if own.is_some() => regs,
+                1 => [
+                    regs[0],
+                    mine(1),
+                    (and(2) | l1c::HYPERVISOR) & !l1c::VMX,
+                    and(3),
+                ],
+                0xd if sub == 0 => [and(0), mine(1), mine(2), and(3)],
+                0xd if sub >= 2 => [mine(0), mine(1), mine(2), mine(3)],
+                0x8000_0001 => [regs[0], regs[1], and(2), and(3)],
+                0x8000_0008 => [mine(0), and(1), and(2), and(3)],
+                _ => [and(0), and(1), and(2), and(3)],
+            };
+            if t.entries.iter().any(|e| e.leaf == leaf && e.subleaf == sub) {
+                continue;
+            }
+            t.entries.try_reserve(1).ok()?;
+            t.entries.push(Entry {
+                leaf,
+                subleaf: sub,
+                regs: r,
+            });
+        }
+        Some(t)
+    }
+
     /// Number of entries (for tests and `info`).
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -470,6 +528,39 @@ mod tests {
         let t = table();
         assert_eq!(t.lookup(0x4000_0000, 5, &D), t.lookup(0x4000_0000, 0, &D));
         assert_eq!(t.lookup(1, 9, &D), t.lookup(1, 0, &D));
+    }
+
+    #[test]
+    fn a_vmms_table_is_restricted_to_the_policy() {
+        let t = table();
+        let given = [
+            (0u32, 0u32, [0x16, 1, 2, 3]),
+            (1, 0, [0x1234, 0xffff_ffff, 0xffff_ffff, 0xffff_ffff]),
+            (7, 0, [0, 0xffff_ffff, 0xffff_ffff, 0xffff_ffff]),
+            (0x15, 0, [2, 200, 38_400_000, 0]),
+            (0x4000_0000, 0, [0x4000_0010, 0x11, 0x22, 0x33]),
+            (0x8000_0001, 0, [0, 0, 0xffff_ffff, 0xffff_ffff]),
+        ];
+        let r = t.restrict(given.into_iter()).unwrap();
+        let l1 = r.lookup(1, 0, &D);
+        assert_eq!(l1[0], 0x1234, "the VMM's signature");
+        assert_eq!(l1[2] & l1c::VMX, 0, "never VMX");
+        assert_ne!(l1[2] & l1c::HYPERVISOR, 0, "always the hypervisor bit");
+        assert_eq!(l1[2] & l1c::X2APIC, 0, "not offered by the policy");
+        assert_eq!(r.lookup(7, 0, &D)[1], LEAF7_EBX_OFFERED);
+        assert_eq!(r.lookup(0x15, 0, &D), [0; 4], "no raw frequencies");
+        assert_eq!(
+            r.lookup(0x4000_0000, 0, &D),
+            [0x4000_0010, 0x11, 0x22, 0x33],
+            "as given"
+        );
+        assert_eq!(r.lookup(0x8000_0001, 0, &D)[2] & (1 << 2), 0, "never SVM");
+        assert_eq!(r.lookup(0, 0, &D), [0x16, 1, 2, 3]);
+        assert_eq!(
+            r.lookup(0xd, 0, &D),
+            [0; 4],
+            "a leaf the VMM left out reads zero"
+        );
     }
 
     #[test]

@@ -25,6 +25,26 @@ pub struct HostXstate {
     pub area_size: u64,
     /// IA32_TSC_AUX exists (RDTSCP or RDPID).
     pub tsc_aux: bool,
+    /// MXCSR bits this CPU has (FXSAVE's MXCSR_MASK; SDM Vol. 1 11.6.6):
+    /// restoring an MXCSR with others set faults.
+    pub mxcsr_mask: u32,
+}
+
+/// MXCSR_MASK when FXSAVE reports 0 (SDM Vol. 1 11.6.6).
+const MXCSR_MASK_DEFAULT: u32 = 0xffbf;
+
+/// FXSAVE's MXCSR_MASK field.
+fn mxcsr_mask() -> u32 {
+    #[repr(C, align(16))]
+    struct Fx([u8; 512]);
+    let mut fx = Fx([0; 512]);
+    // SAFETY: FXSAVE writes the 512-byte, 16-byte-aligned buffer; CR4.OSFXSR
+    // is set (by `init`).
+    unsafe { asm!("fxsave64 [{}]", in(reg) fx.0.as_mut_ptr(), options(nostack)) };
+    match u32::from_le_bytes([fx.0[28], fx.0[29], fx.0[30], fx.0[31]]) {
+        0 => MXCSR_MASK_DEFAULT,
+        m => m,
+    }
 }
 
 const CR4_OSFXSR: u64 = 1 << 9;
@@ -49,12 +69,14 @@ impl HostXstate {
             }
             instr::write_cr4(cr4);
         }
+        let mxcsr_mask = mxcsr_mask();
         if !xsave {
             return Self {
                 xsave,
                 xcr0_max: 0,
                 area_size: 512,
                 tsc_aux,
+                mxcsr_mask,
             };
         }
         let d = instr::cpuid(0xd, 0);
@@ -70,6 +92,7 @@ impl HostXstate {
             xcr0_max,
             area_size,
             tsc_aux,
+            mxcsr_mask,
         }
     }
 }
@@ -138,6 +161,56 @@ impl Extended {
             syscall: [0; 5],
             tsc_aux: 0,
         }
+    }
+
+    /// A saved MSR this module switches (the syscall MSRs where the back
+    /// end does not, and TSC_AUX), while the vCPU does not own the CPU.
+    pub fn msr<B: Backend>(&self, index: u32) -> Option<u64> {
+        if index == msr::IA32_TSC_AUX {
+            return Some(self.tsc_aux);
+        }
+        let i = SYSCALL_MSRS.iter().position(|&m| m == index)?;
+        (!B::SWITCHES_SYSCALL_MSRS)
+            .then(|| self.syscall.get(i).copied())
+            .flatten()
+    }
+
+    /// Sets a saved MSR (see `msr`); false if this module does not keep it
+    /// or the value would fault when loaded (non-canonical addresses,
+    /// reserved bits).
+    pub fn set_msr<B: Backend>(&mut self, index: u32, value: u64) -> bool {
+        if index == msr::IA32_TSC_AUX {
+            // Bits 63:32 are reserved (SDM Vol. 4 Table 2-2).
+            if value >> 32 != 0 {
+                return false;
+            }
+            self.tsc_aux = value;
+            return true;
+        }
+        let Some(i) = SYSCALL_MSRS.iter().position(|&m| m == index) else {
+            return false;
+        };
+        let canonical = ((value as i64) << 16 >> 16) as u64 == value;
+        let ok = match index {
+            msr::IA32_LSTAR | msr::IA32_CSTAR | msr::IA32_KERNEL_GS_BASE => canonical,
+            msr::IA32_FMASK => value >> 32 == 0,
+            _ => true,
+        };
+        if B::SWITCHES_SYSCALL_MSRS || !ok {
+            return false;
+        }
+        match self.syscall.get_mut(i) {
+            Some(slot) => {
+                *slot = value;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The save area: the standard-format XSAVE image (or the FXSAVE image).
+    pub fn area(&self) -> (HostPhys, u64) {
+        (self.area, self.frames * PAGE_SIZE)
     }
 
     /// The saved CR2 (where the back end does not switch it).

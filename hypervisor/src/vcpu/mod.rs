@@ -31,6 +31,9 @@ pub enum Action {
     /// A port access for the VMM of a KVM-API VM: the instruction has not
     /// been stepped over (it completes on the next `KVM_RUN`).
     ForwardIo(IoAccess),
+    /// A hypercall for the VMM (`KVM_EXIT_HYPERCALL`); it completes, with
+    /// the VMM's return value, on the next `KVM_RUN`.
+    ForwardHypercall,
     Stop(StopReason),
 }
 
@@ -134,6 +137,15 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
         // The control domain's hypercalls are the KVM API: the caller (which
         // owns the objects it names) carries them out, then `complete`s.
         Exit::Hypercall if env.kind == VmKind::Control => Action::ControlRequest,
+        // A hypercall the VMM enabled with KVM_CAP_EXIT_HYPERCALL.
+        Exit::Hypercall
+            if env.kind == VmKind::Kvm
+                && cpu.cpl() == 0
+                && cpu.gprs().rax < 64
+                && env.hypercall_exits & (1 << cpu.gprs().rax) != 0 =>
+        {
+            Action::ForwardHypercall
+        }
         Exit::Hypercall => {
             // As KVM answers a guest (DESIGN.md D1): the KVM API is for the
             // control domain only.

@@ -82,6 +82,12 @@ impl GuestCpu for Fake {
     fn cr2(&self) -> u64 {
         0
     }
+    fn hw_msr(&self, _index: u32) -> Option<u64> {
+        None
+    }
+    fn set_hw_msr(&mut self, _index: u32, _value: u64) -> bool {
+        false
+    }
     fn segment(&self, _r: SegmentReg) -> Segment {
         Segment {
             ar: self.cs_ar,
@@ -131,6 +137,7 @@ fn env() -> VmEnv {
         id: 1,
         name: "t".into(),
         kind: crate::vm::VmKind::Builtin,
+        hypercall_exits: 0,
         ram: GuestRam::empty(),
         cpuid: CpuidTable::build(
             host,

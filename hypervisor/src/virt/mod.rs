@@ -156,6 +156,13 @@ pub trait GuestCpu {
     fn set_cr2(&mut self, cr2: u64);
     /// The guest's CR2, with the same caveat.
     fn cr2(&self) -> u64;
+    /// An MSR the back end keeps in its control structure (VMX: SYSENTER
+    /// and the FS/GS bases; SVM: those and the syscall MSRs), for
+    /// `KVM_GET_MSRS`. None for any other MSR.
+    fn hw_msr(&self, index: u32) -> Option<u64>;
+    /// Sets such an MSR (`KVM_SET_MSRS`); false for another MSR or a value
+    /// the hardware would refuse (a non-canonical address).
+    fn set_hw_msr(&mut self, index: u32, value: u64) -> bool;
     /// Segments, descriptor tables, CR0/3/4 and EFER as one whole (the
     /// guest's view: shadowed bits as the guest set them).
     fn system_regs(&self) -> SystemRegs;

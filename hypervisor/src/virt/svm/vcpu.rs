@@ -5,7 +5,7 @@
 use super::vmcb::{self, NP_ENABLE, Vmcb, VmcbSegment, event, misc1, misc2, vintr};
 use super::{Features, entry, exit};
 use crate::arch::instr::write_dr7;
-use crate::arch::msr::efer;
+use crate::arch::msr::{self, efer};
 use crate::mm::{HostPhys, phys};
 use crate::virt::regs::Segment;
 use crate::virt::{CrEffect, ExitInfo, Fault, Frames, Gprs, GuestCpu, SegmentReg, VirtError};
@@ -381,6 +381,48 @@ impl GuestCpu for SvmVcpu {
     }
     fn set_tsc_offset(&mut self, offset: u64) {
         self.vmcb_mut().control.tsc_offset = offset;
+    }
+    fn hw_msr(&self, index: u32) -> Option<u64> {
+        let s = &self.vmcb().save;
+        Some(match index {
+            msr::IA32_STAR => s.star,
+            msr::IA32_LSTAR => s.lstar,
+            msr::IA32_CSTAR => s.cstar,
+            msr::IA32_FMASK => s.sfmask,
+            msr::IA32_KERNEL_GS_BASE => s.kernel_gs_base,
+            msr::IA32_SYSENTER_CS => s.sysenter_cs,
+            msr::IA32_SYSENTER_ESP => s.sysenter_esp,
+            msr::IA32_SYSENTER_EIP => s.sysenter_eip,
+            msr::IA32_FS_BASE => s.fs.base,
+            msr::IA32_GS_BASE => s.gs.base,
+            _ => return None,
+        })
+    }
+    fn set_hw_msr(&mut self, index: u32, value: u64) -> bool {
+        let canonical = ((value as i64) << 16 >> 16) as u64 == value;
+        let s = &mut self.vmcb_mut().save;
+        let slot = match index {
+            msr::IA32_STAR => &mut s.star,
+            msr::IA32_LSTAR => &mut s.lstar,
+            msr::IA32_CSTAR => &mut s.cstar,
+            msr::IA32_FMASK => &mut s.sfmask,
+            msr::IA32_KERNEL_GS_BASE => &mut s.kernel_gs_base,
+            msr::IA32_SYSENTER_CS => &mut s.sysenter_cs,
+            msr::IA32_SYSENTER_ESP => &mut s.sysenter_esp,
+            msr::IA32_SYSENTER_EIP => &mut s.sysenter_eip,
+            msr::IA32_FS_BASE => &mut s.fs.base,
+            msr::IA32_GS_BASE => &mut s.gs.base,
+            _ => return false,
+        };
+        let ok = match index {
+            msr::IA32_STAR => true,
+            msr::IA32_FMASK | msr::IA32_SYSENTER_CS => value >> 32 == 0,
+            _ => canonical,
+        };
+        if ok {
+            *slot = value;
+        }
+        ok
     }
     fn cr2(&self) -> u64 {
         self.vmcb().save.cr2

@@ -296,6 +296,18 @@ impl VmxVcpu {
         }
     }
 
+    /// The guest-state field of an MSR VM entry and exit switch.
+    fn msr_field(index: u32) -> Option<Field> {
+        Some(match index {
+            msr::IA32_SYSENTER_CS => Field::GuestSysenterCs,
+            msr::IA32_SYSENTER_ESP => Field::GuestSysenterEsp,
+            msr::IA32_SYSENTER_EIP => Field::GuestSysenterEip,
+            msr::IA32_FS_BASE => Field::GuestFsBase,
+            msr::IA32_GS_BASE => Field::GuestGsBase,
+            _ => return None,
+        })
+    }
+
     fn segment_fields(reg: SegmentReg) -> [Field; 4] {
         use Field::*;
         match reg {
@@ -529,6 +541,20 @@ impl GuestCpu for VmxVcpu {
     }
     fn set_tsc_offset(&mut self, offset: u64) {
         self.write(Field::TscOffset, offset)
+    }
+    fn hw_msr(&self, index: u32) -> Option<u64> {
+        Some(self.read(Self::msr_field(index)?))
+    }
+    fn set_hw_msr(&mut self, index: u32, value: u64) -> bool {
+        let Some(field) = Self::msr_field(index) else {
+            return false;
+        };
+        let canonical = ((value as i64) << 16 >> 16) as u64 == value;
+        if !canonical || (index == msr::IA32_SYSENTER_CS && value >> 32 != 0) {
+            return false;
+        }
+        self.write(field, value);
+        true
     }
     fn cr2(&self) -> u64 {
         crate::arch::instr::read_cr2()
