@@ -189,25 +189,40 @@ impl Guest<'_> {
             KVM_EXIT_IO => {
                 // SAFETY: `io` is the member KVM_EXIT_IO fills.
                 let io = unsafe { run.exit.io };
-                // SAFETY: data_offset lies in our run pages (the second page).
-                let data = unsafe { (self.run as *mut u8).add(io.data_offset as usize) };
-                if io.direction == KVM_EXIT_IO_OUT {
-                    // SAFETY: as above; `size` ≤ 4 bytes.
-                    let v = unsafe { data.cast::<u32>().read_unaligned() };
-                    match io.port {
-                        CONSOLE_PORT => self.console(v as u8),
-                        EXIT_PORT => return Step::Stop("exited with status", u64::from(v & 0xff)),
-                        YIELD_PORT => return Step::Yield,
-                        _ => {}
-                    }
-                } else {
-                    let v: u32 = if io.port == CONSOLE_PORT {
-                        0xe9
+                let size = usize::from(io.size);
+                if !matches!(size, 1 | 2 | 4) || size * io.count as usize > 4096 {
+                    return Step::Stop("malformed KVM_EXIT_IO", u64::from(io.count));
+                }
+                // SAFETY: data_offset lies in our run pages (the second
+                // page), which hold `count` elements of `size` bytes.
+                let data = unsafe {
+                    core::slice::from_raw_parts_mut(
+                        (self.run as *mut u8).add(io.data_offset as usize),
+                        size * io.count as usize,
+                    )
+                };
+                // INS/OUTS come as `count` elements in a row.
+                for element in data.chunks_exact_mut(size) {
+                    if io.direction == KVM_EXIT_IO_OUT {
+                        let mut v = [0u8; 4];
+                        v[..size].copy_from_slice(element);
+                        let v = u32::from_le_bytes(v);
+                        match io.port {
+                            CONSOLE_PORT => self.console(v as u8),
+                            EXIT_PORT => {
+                                return Step::Stop("exited with status", u64::from(v & 0xff));
+                            }
+                            YIELD_PORT => return Step::Yield,
+                            _ => {}
+                        }
                     } else {
-                        u32::MAX
-                    };
-                    // SAFETY: as above.
-                    unsafe { data.cast::<u32>().write_unaligned(v) };
+                        let v: u32 = if io.port == CONSOLE_PORT {
+                            0xe9
+                        } else {
+                            u32::MAX
+                        };
+                        element.copy_from_slice(&v.to_le_bytes()[..size]);
+                    }
                 }
                 Step::Continue
             }
@@ -231,7 +246,7 @@ impl Guest<'_> {
 /// Runs every `guests/NAME.elf` of the bundle, round robin on the yield
 /// port, until all have stopped.
 pub fn run_all(bundle: &abi::bundle::Bundle<'_>, ram: &mut Ram) {
-    let mut guests: [Option<Guest<'_>>; 8] = Default::default();
+    let mut guests: [Option<Guest<'_>>; 16] = Default::default();
     let mut n = 0;
     for f in bundle.files() {
         let Some(name) = f

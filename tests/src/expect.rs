@@ -78,16 +78,26 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
             need(format!("starting {line:?}"), find(&|l| l.starts_with(line)));
         }
     }
-    need(
-        "\"[demo] PASS\"".into(),
-        find(&|l| l.trim_end() == "[demo] PASS"),
-    );
+    let mut passing = vec!["demo", "fpustate"];
+    if mode == Mode::Control {
+        passing.push("portio");
+        // INS/OUTS data reaches the VMM in memory order, DF clear or set.
+        for way in ["forwards", "backwards"] {
+            let line = format!("[portio] rep outsb to the console, {way}");
+            need(format!("{line:?}"), find(&|l| l.trim_end() == line));
+        }
+    }
+    for vm in &passing {
+        let pass = format!("[{vm}] PASS");
+        need(format!("{pass:?}"), find(&|l| l.trim_end() == pass));
+    }
     for vm in ["isolate1", "isolate2"] {
         let ok = format!("[{vm}] isolation ok");
         need(format!("starting {ok:?}"), find(&|l| l.starts_with(&ok)));
     }
-    let stops = [
+    let mut stops = vec![
         ("demo", "exited with status 0"),
+        ("fpustate", "exited with status 0"),
         ("isolate1", "exited with status 0"),
         ("isolate2", "exited with status 0"),
         ("halt", "halted"),
@@ -95,6 +105,7 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
     ];
     let mut triple = None;
     if mode == Mode::Control {
+        stops.insert(0, ("portio", "exited with status 0"));
         // The guest that never exits: the timer gave the CPU back (D2).
         let how = "killed after timer ticks without an exit";
         need(
@@ -154,6 +165,8 @@ mod tests {
             "mojito: vm 2 (isolate1): stopped: exited with status 0",
             "mojito: vm 3 (isolate2): stopped: exited with status 0",
             "mojito: vm 4 (halt): stopped: halted",
+            "[fpustate] PASS",
+            "mojito: vm 6 (fpustate): stopped: exited with status 0",
             "mojito: vm 5 (triple): stopped: triple fault",
             LAST_LINE,
         ]
@@ -171,12 +184,17 @@ mod tests {
     fn control_mode_needs_the_control_domain() {
         let log = good_log().replace("mojito: vm ", "control: vm ");
         let p = problems(&log, "SVM", Mode::Control);
-        assert_eq!(p.len(), 5, "{p:?}");
+        // Four starting lines, the spin guest's stop, portio's PASS, its
+        // two console lines and its stop.
+        assert_eq!(p.len(), 9, "{p:?}");
         let log = format!(
             "{log}\ncontrol: Mojito control domain 0.1.0 starting\ncontrol: KVM API version 12\n\
              control: bad requests: 24 checked, each refused as KVM refuses it\n\
              control: state requests: 18 checked, each as KVM does it\n\
-             control: vm 6 (spin): stopped: killed after timer ticks without an exit: 4 (4 ticks in all)"
+             control: vm 6 (spin): stopped: killed after timer ticks without an exit: 10 (10 ticks in all)\n\
+             [portio] rep outsb to the console, forwards\n\
+             [portio] rep outsb to the console, backwards\n\
+             [portio] PASS\ncontrol: vm 8 (portio): stopped: exited with status 0 (0 ticks in all)"
         );
         assert_eq!(problems(&log, "SVM", Mode::Control), Vec::<String>::new());
         let failed = format!("{log}\ncontrol: FAIL bad request: x");

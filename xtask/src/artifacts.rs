@@ -11,7 +11,9 @@ use crate::workspace::{Workspace, output_of, run_checked};
 pub const TARGET: &str = "x86_64-unknown-none";
 
 /// The guest binaries of the `guests` crate.
-pub const GUESTS: [&str; 5] = ["demo", "isolate", "halt", "triple", "spin"];
+pub const GUESTS: [&str; 7] = [
+    "demo", "isolate", "halt", "triple", "spin", "fpustate", "portio",
+];
 
 /// What `build` produced.
 #[derive(Clone, Debug)]

@@ -22,11 +22,12 @@ pub const BIOS_IMAGE: &str = "mojito-bios.img";
 /// guests itself, with its built-in ports (the core's own test).
 pub const BUILTIN_BIOS_IMAGE: &str = "mojito-builtin-bios.img";
 
-/// The guest that never exits.
-pub const SPIN_ELF: &str = "guests/spin.elf";
-
 /// The control domain's name in the boot bundle.
 pub const CONTROL_ELF: &str = "control.elf";
+
+/// What the built-in image leaves out: the control domain, the guest that
+/// never exits, and the guest whose INS/OUTS need a VMM.
+pub const CONTROL_ONLY: [&str; 3] = [CONTROL_ELF, "guests/spin.elf", "guests/portio.elf"];
 
 /// One file of the boot bundle: its name in the bundle and where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +80,8 @@ pub fn default_bundle(a: &Artifacts) -> Result<Vec<BundleEntry>> {
         elf("halt", "halt")?,
         elf("triple", "triple")?,
         elf("spin", "spin")?,
+        elf("fpustate", "fpustate")?,
+        elf("portio", "portio")?,
     ])
 }
 
@@ -152,8 +155,9 @@ pub fn make_images(ws: &Workspace, kernel: &Path, bundle: &[BundleEntry]) -> Res
         };
     run(Some(&images.uefi), &images.bios, &mut bundle.iter())?;
     // The hypervisor's own round robin does not preempt: `spin` is only for
-    // the control domain, which gets its CPU back on the timer.
-    let builtin = |e: &&BundleEntry| e.name != CONTROL_ELF && e.name != SPIN_ELF;
+    // the control domain, which gets its CPU back on the timer; `portio`'s
+    // INS/OUTS need a VMM.
+    let builtin = |e: &&BundleEntry| !CONTROL_ONLY.contains(&e.name.as_str());
     run(
         None,
         &images.builtin_bios,
@@ -224,7 +228,9 @@ mod tests {
                 "guests/isolate2.elf",
                 "guests/halt.elf",
                 "guests/triple.elf",
-                "guests/spin.elf"
+                "guests/spin.elf",
+                "guests/fpustate.elf",
+                "guests/portio.elf"
             ]
         );
     }

@@ -309,7 +309,7 @@ pub fn run<B: Backend>(
     }
     // Finish the exit the VMM handled since the last RUN.
     if let Some(p) = vc.pending.take() {
-        if let Err(e) = complete(vc, &cd_env.ram, run_gpa, p) {
+        if let Err(e) = complete(vc, env, &cd_env.ram, run_gpa, p) {
             vc.pending = Some(p);
             return Err(e);
         }
@@ -335,6 +335,7 @@ pub fn run<B: Backend>(
 /// Completes a forwarded exit with what the VMM left in the run pages.
 fn complete<B: Backend>(
     vc: &mut KvmVcpu<B>,
+    env: &mut VmEnv,
     cd: &GuestRam,
     run_gpa: u64,
     p: Pending,
@@ -369,6 +370,7 @@ fn complete<B: Backend>(
             vc.cpu.gprs().rax = if long_mode { ret } else { ret & 0xffff_ffff };
             vc.cpu.skip_instruction(len);
         }
+        Pending::String(b) => super::string_io::complete(&mut vc.cpu, env, cd, run_gpa, b)?,
     }
     Ok(())
 }
@@ -397,6 +399,12 @@ fn run_guest<B: Backend>(
                 // CPU back (KVM_EXIT_INTR, RUN returns -EINTR; D2).
                 if crate::arch::apic::take_tick() {
                     return RunEnd::Interrupted;
+                }
+            }
+            Action::ForwardIo(io) if io.string => {
+                match super::string_io::start(vc, env, &mut cd_env.ram, run_gpa, io) {
+                    super::string_io::Start::Exit(end) => return end,
+                    super::string_io::Start::Resume => {}
                 }
             }
             Action::ForwardIo(io) => {
@@ -440,14 +448,6 @@ fn forward_io<B: Backend>(
     io: IoAccess,
     len: u8,
 ) -> RunEnd {
-    if io.string {
-        // INS/OUTS come with the next part of the API; KVM would emulate
-        // them, so say so rather than pretend.
-        return internal(
-            KVM_INTERNAL_ERROR_EMULATION,
-            &[vc.cpu.rip(), u64::from(io.port)],
-        );
-    }
     if !io.input {
         let v = (vc.cpu.gprs().rax as u32).to_le_bytes();
         let n = usize::from(io.size).min(4);
@@ -479,7 +479,7 @@ fn forward_io<B: Backend>(
     RunEnd::Exit(KVM_EXIT_IO, exit)
 }
 
-fn internal(suberror: u32, data: &[u64]) -> RunEnd {
+pub(super) fn internal(suberror: u32, data: &[u64]) -> RunEnd {
     let mut e = kvm_run_internal {
         suberror,
         ndata: 0,

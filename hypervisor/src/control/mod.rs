@@ -12,6 +12,7 @@ pub mod kvm;
 pub mod memory;
 pub mod objects;
 pub mod state;
+pub mod string_io;
 
 use crate::vcpu::cpuid::CpuidTable;
 use crate::vcpu::lazy::HostXstate;

@@ -35,6 +35,8 @@ pub enum Pending {
     Io { input: bool, size: u8, len: u8 },
     /// VMCALL/VMMCALL: RAX gets `kvm_run.hypercall.ret`.
     Hypercall { len: u8, long_mode: bool },
+    /// A batch of INS/OUTS elements.
+    String(super::string_io::StringBatch),
 }
 
 /// A vCPU made with `KVM_CREATE_VCPU`.

@@ -6,7 +6,7 @@
 //! instruction must be the one the exit reported, so a guest that rewrote
 //! its code between the exit and the fetch gets no surprises.
 
-use crate::virt::CpuMode;
+use crate::virt::{CpuMode, SegmentReg};
 
 /// The longest x86 instruction (SDM Vol. 2A 2.1).
 pub const MAX_LEN: usize = 15;
@@ -119,10 +119,103 @@ pub fn mov_to_cr(bytes: &[u8], mode: CpuMode) -> Option<(u8, u8)> {
     Some((cr, gpr))
 }
 
+/// What INS/OUTS needs beyond the exit's own report (SDM Vol. 2B "INS",
+/// "OUTS"; Vol. 1 3.6.1 for the address size), found the same way on VMX and
+/// SVM: from the instruction's prefixes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StringIo {
+    pub len: u8,
+    /// The address size: 2, 4 or 8 bytes (RSI/RDI/RCX are used masked).
+    pub addr_size: u8,
+    /// OUTS's source segment (DS unless overridden); INS always writes ES.
+    pub segment: SegmentReg,
+    /// REP (F3; F2 acts the same on INS/OUTS).
+    pub rep: bool,
+}
+
+/// Decodes INS/OUTS (6C–6F) at the start of `bytes`; None for anything else.
+pub fn string_io(bytes: &[u8], mode: CpuMode) -> Option<StringIo> {
+    let bytes = &bytes[..bytes.len().min(MAX_LEN)];
+    let mut op = StringIo {
+        len: 0,
+        addr_size: match mode {
+            CpuMode::Real | CpuMode::Protected16 => 2,
+            CpuMode::Protected32 => 4,
+            CpuMode::Long64 => 8,
+        },
+        segment: SegmentReg::Ds,
+        rep: false,
+    };
+    let mut addr_override = false;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i).filter(|&&b| is_legacy_prefix(b)) {
+        match b {
+            0x67 => addr_override = true,
+            0xf2 | 0xf3 => op.rep = true,
+            0x26 => op.segment = SegmentReg::Es,
+            0x2e => op.segment = SegmentReg::Cs,
+            0x36 => op.segment = SegmentReg::Ss,
+            0x3e => op.segment = SegmentReg::Ds,
+            0x64 => op.segment = SegmentReg::Fs,
+            0x65 => op.segment = SegmentReg::Gs,
+            _ => {}
+        }
+        i += 1;
+    }
+    if mode == CpuMode::Long64 && bytes.get(i).is_some_and(|b| b & 0xf0 == 0x40) {
+        i += 1;
+    }
+    if !matches!(bytes.get(i)?, 0x6c..=0x6f) {
+        return None;
+    }
+    if addr_override {
+        op.addr_size = match op.addr_size {
+            2 => 4,
+            _ => {
+                if mode == CpuMode::Long64 {
+                    4
+                } else {
+                    2
+                }
+            }
+        };
+    }
+    op.len = i as u8 + 1;
+    Some(op)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use CpuMode::*;
+
+    #[test]
+    fn string_io_operands() {
+        let plain = |len, addr_size, rep| StringIo {
+            len,
+            addr_size,
+            segment: SegmentReg::Ds,
+            rep,
+        };
+        assert_eq!(string_io(&[0x6e], Long64), Some(plain(1, 8, false)));
+        assert_eq!(string_io(&[0xf3, 0x6c], Real), Some(plain(2, 2, true)));
+        assert_eq!(
+            string_io(&[0xf3, 0x67, 0x6d], Protected32),
+            Some(plain(3, 2, true))
+        );
+        assert_eq!(string_io(&[0x67, 0x6f], Long64), Some(plain(2, 4, false)));
+        assert_eq!(string_io(&[0x67, 0x6f], Real), Some(plain(2, 4, false)));
+        assert_eq!(
+            string_io(&[0x65, 0xf2, 0x66, 0x48, 0x6f], Long64),
+            Some(StringIo {
+                segment: SegmentReg::Gs,
+                ..plain(5, 8, true)
+            })
+        );
+        assert_eq!(string_io(&[0xee], Long64), None);
+        assert_eq!(string_io(&[0xf3], Long64), None);
+        assert_eq!(string_io(&[], Long64), None);
+    }
 
     #[test]
     fn plain_instructions() {

@@ -189,11 +189,9 @@ impl GuestRam {
     /// Copies `data` into guest memory at `gpa`; false if any byte is not RAM
     /// (nothing is written then).
     pub fn write(&mut self, gpa: GuestPhys, data: &[u8]) -> bool {
-        if gpa
-            .raw()
-            .checked_add(data.len() as u64)
-            .is_none_or(|end| end > self.size())
-        {
+        // Checked first so that a partly-RAM range writes nothing (memory
+        // slots make the RAM of a KVM-API VM a set of ranges, not one).
+        if !self.covers(gpa, data.len() as u64) {
             return false;
         }
         self.copy(gpa, data.len(), |host, done, n| {
@@ -204,11 +202,7 @@ impl GuestRam {
 
     /// Fills `len` bytes at `gpa` with zeroes; false if any is not RAM.
     pub fn zero(&mut self, gpa: GuestPhys, len: usize) -> bool {
-        if gpa
-            .raw()
-            .checked_add(len as u64)
-            .is_none_or(|end| end > self.size())
-        {
+        if !self.covers(gpa, len as u64) {
             return false;
         }
         self.copy(gpa, len, |host, _, n| {

@@ -7,6 +7,7 @@
 pub mod cpuid;
 pub mod io;
 pub mod lazy;
+pub mod linear;
 pub mod msr;
 pub mod stats;
 #[cfg(test)]
@@ -50,7 +51,7 @@ pub const INTERCEPTED_EXCEPTIONS: u64 = (1 << 1) | (1 << 17);
 
 const RFLAGS_IF: u64 = 1 << 9;
 const CR0_TS: u64 = 1 << 3;
-const CR0_WP: u64 = 1 << 16;
+pub(crate) const CR0_WP: u64 = 1 << 16;
 const CR4_OSXSAVE: u64 = 1 << 18;
 
 /// Handles one exit.
@@ -376,6 +377,12 @@ fn skip<C: GuestCpu>(cpu: &mut C, env: &VmEnv, info: ExitInfo, expected: Kind) -
     };
     cpu.skip_instruction(len);
     Action::Resume
+}
+
+/// The INS/OUTS at CS:RIP, decoded for its prefixes (None if it is not one).
+pub fn string_io_at_rip<C: GuestCpu>(cpu: &C, env: &VmEnv) -> Option<insn::StringIo> {
+    let code = fetch_at_rip(cpu, env)?;
+    insn::string_io(code.bytes(), code.mode)
 }
 
 /// Fetches and decodes the instruction at CS:RIP.

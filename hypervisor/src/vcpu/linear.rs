@@ -1,0 +1,117 @@
+//! Reading and writing the guest's memory by linear address, through its own
+//! page tables, for the instructions the hypervisor completes itself (the
+//! memory operand of INS/OUTS). A range may cross pages; each page is
+//! translated on its own, with the rights of the access (SDM Vol. 3A 4.6).
+//! The walker does not set accessed/dirty bits in the guest's tables.
+
+use super::CR0_WP;
+use crate::guest::walk::{self, Access, Paging, WalkError};
+use crate::mm::GuestVirt;
+use crate::virt::GuestCpu;
+use crate::vm::VmEnv;
+
+/// Why a copy failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinearError {
+    /// The guest takes #PF with this error code; CR2 = `addr`.
+    PageFault { addr: u64, code: u32 },
+    /// The address is not guest RAM (or a paging structure is not).
+    NotRam,
+}
+
+fn access<C: GuestCpu>(cpu: &C, write: bool) -> Access {
+    Access {
+        write,
+        user: cpu.cpl() == 3,
+        fetch: false,
+    }
+}
+
+/// Calls `each(gpa, range)` for every page piece of `[linear, linear+len)`,
+/// translated for `write` or read; stops at the first failure.
+fn pieces<C: GuestCpu>(
+    cpu: &C,
+    env: &VmEnv,
+    linear: u64,
+    len: usize,
+    write: bool,
+    mut each: impl FnMut(crate::mm::GuestPhys, core::ops::Range<usize>) -> bool,
+) -> Result<(), LinearError> {
+    let (cr0, efer) = (cpu.cr0(), cpu.efer());
+    let paging = Paging::from_state(cr0, cpu.cr4(), efer);
+    let nxe = efer & crate::arch::msr::efer::NXE != 0;
+    let wp = cr0 & CR0_WP != 0;
+    let mut done = 0;
+    while done < len {
+        let addr = linear.wrapping_add(done as u64);
+        let la = GuestVirt::new(addr);
+        let gpa =
+            match walk::translate(&env.ram, paging, cpu.cr3(), la, access(cpu, write), nxe, wp) {
+                Ok(gpa) => gpa,
+                Err(WalkError::PageFault(code)) => {
+                    return Err(LinearError::PageFault { addr, code });
+                }
+                Err(WalkError::NotRam(_)) => return Err(LinearError::NotRam),
+            };
+        let n = (4096 - la.page_offset() as usize).min(len - done);
+        if !each(gpa, done..done + n) {
+            return Err(LinearError::NotRam);
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+/// Checks that the guest could write `[linear, linear+len)` without
+/// copying anything (INS checks before the VMM reads the port).
+pub fn check_write<C: GuestCpu>(
+    cpu: &C,
+    env: &VmEnv,
+    linear: u64,
+    len: usize,
+) -> Result<(), LinearError> {
+    pieces(cpu, env, linear, len, true, |gpa, r| {
+        env.ram.covers(gpa, r.len() as u64)
+    })
+}
+
+/// Reads `out.len()` bytes at `linear`.
+pub fn read<C: GuestCpu>(
+    cpu: &C,
+    env: &VmEnv,
+    linear: u64,
+    out: &mut [u8],
+) -> Result<(), LinearError> {
+    let len = out.len();
+    pieces(cpu, env, linear, len, false, |gpa, r| {
+        env.ram.read(gpa, &mut out[r])
+    })
+}
+
+/// Writes `data` at `linear`.
+pub fn write<C: GuestCpu>(
+    cpu: &C,
+    env: &mut VmEnv,
+    linear: u64,
+    data: &[u8],
+) -> Result<(), LinearError> {
+    // Translate everything first so a fault writes nothing.
+    check_write(cpu, env, linear, data.len())?;
+    let mut gpas = [(crate::mm::GuestPhys::new(0), 0, 0); 2];
+    let mut k = 0;
+    pieces(cpu, env, linear, data.len(), true, |gpa, r| {
+        // `data` is at most a page long: two pieces at most.
+        let Some(slot) = gpas.get_mut(k) else {
+            return false;
+        };
+        *slot = (gpa, r.start, r.end);
+        k += 1;
+        true
+    })?;
+    for &(gpa, from, to) in &gpas[..k] {
+        if !env.ram.write(gpa, &data[from..to]) {
+            return Err(LinearError::NotRam);
+        }
+    }
+    Ok(())
+}
