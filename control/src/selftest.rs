@@ -190,6 +190,21 @@ pub fn state_requests(scratch: u64) -> bool {
             println!("control: FAIL request: {what}");
         }
     };
+    // KVM_CHECK_EXTENSION names what the requests below rely on, and only
+    // that (no in-kernel irqchip yet).
+    for (cap, want) in [
+        (KVM_CAP_EXT_CPUID, 1),
+        (KVM_CAP_XSAVE, 1),
+        (KVM_CAP_XCRS, 1),
+        (KVM_CAP_ENABLE_CAP_VM, 1),
+        (KVM_CAP_EXIT_HYPERCALL, 1 << KVM_HC_MAP_GPA_RANGE),
+        (KVM_CAP_IRQCHIP, 0),
+    ] {
+        good(
+            "KVM_CHECK_EXTENSION of a state capability",
+            hv::system(KVM_CHECK_EXTENSION, u64::from(cap)) == Ok(want),
+        );
+    }
     // KVM_GET_SUPPORTED_CPUID: -E2BIG with nent = the count needed.
     let cpuid = scratch as *mut kvm_cpuid2;
     // SAFETY: `scratch` is free RAM of ours, large enough for 256 entries.

@@ -302,6 +302,8 @@ pub fn run_all(bundle: &abi::bundle::Bundle<'_>, ram: &mut Ram) {
                             _ => println!("control: vm {n} ({name}): stopped: {why} ({v:#x})"),
                         }
                         let _ = hv::call(MOJITO_CLOSE, g.vm, 0);
+                        // The hypervisor's line about the close (its exits).
+                        hv::echo_log();
                         g.stopped = true;
                         break;
                     }

@@ -401,7 +401,8 @@ fn check_extension(cap: u64) -> u64 {
         | abi::kvm::KVM_CAP_IMMEDIATE_EXIT
         | abi::kvm::KVM_CAP_EXT_CPUID
         | abi::kvm::KVM_CAP_XSAVE
-        | abi::kvm::KVM_CAP_XCRS => 1,
+        | abi::kvm::KVM_CAP_XCRS
+        | abi::kvm::KVM_CAP_ENABLE_CAP_VM => 1,
         // The bit mask of hypercalls that can exit (only KVM_HC_MAP_GPA_RANGE).
         abi::kvm::KVM_CAP_EXIT_HYPERCALL => 1 << abi::kvm::KVM_HC_MAP_GPA_RANGE,
         abi::kvm::KVM_CAP_NR_VCPUS | abi::kvm::KVM_CAP_MAX_VCPUS => u64::from(MAX_VCPUS),

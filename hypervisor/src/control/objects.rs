@@ -357,7 +357,11 @@ fn log_exits(env: &VmEnv) {
     for (kind, n) in env.stats.nonzero() {
         let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" {kind}={n}"));
     }
-    crate::log!("{} closed; exits:{line}", env.name);
+    if line.is_empty() {
+        crate::log!("{} closed; it never ran", env.name);
+    } else {
+        crate::log!("{} closed; exits:{line}", env.name);
+    }
 }
 
 /// The reset state's RIP (CS base 0xffff_0000 makes it 0xffff_fff0).

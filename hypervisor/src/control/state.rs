@@ -77,7 +77,8 @@ fn write_u32(ram: &mut GuestRam, gpa: u64, v: u32) -> Result<(), i32> {
 }
 
 /// KVM_GET_SUPPORTED_CPUID: the default policy's entries. With `nent` too
-/// small, -E2BIG and `nent` set to what is needed (as KVM does).
+/// small, -E2BIG and `nent` set to what is needed (KVM leaves `nent` as it
+/// was; setting it saves a VMM its guessing loop and breaks none).
 pub fn get_supported_cpuid(
     ram: &mut GuestRam,
     gpa: u64,

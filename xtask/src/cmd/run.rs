@@ -28,26 +28,26 @@ pub struct RunArgs {
     /// Run the BIOS image in Bochs with a VMX CPU (Skylake-X) instead of QEMU.
     #[arg(long)]
     bochs: bool,
-    /// A Linux kernel to run as a guest (needs the control domain).
+    /// A Linux kernel to run as a guest (not yet: the Linux-guest step).
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
-    /// The guest kernel's initrd (needs the control domain).
+    /// The guest kernel's initrd (not yet: the Linux-guest step).
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
-    /// The guest kernel's command line (needs the control domain).
+    /// The guest kernel's command line (not yet: the Linux-guest step).
     #[arg(long, value_name = "STR")]
     append: Option<String>,
-    /// The guest's vCPUs (needs the control domain).
+    /// The guest's vCPUs (not yet: the Linux-guest step).
     #[arg(long, value_name = "N")]
     guest_cpus: Option<u32>,
-    /// The guest's memory (needs the control domain).
+    /// The guest's memory (not yet: the Linux-guest step).
     #[arg(long, value_name = "SIZE")]
     guest_mem: Option<String>,
 }
 
 impl RunArgs {
-    /// The first flag given that only the control domain could honour.
-    fn control_domain_flag(&self) -> Option<&'static str> {
+    /// The first flag given that needs Linux-guest support.
+    fn linux_flag(&self) -> Option<&'static str> {
         [
             (self.kernel.is_some(), "--kernel"),
             (self.initrd.is_some(), "--initrd"),
@@ -61,10 +61,11 @@ impl RunArgs {
 }
 
 pub fn run(ws: &Workspace, args: RunArgs) -> Result<ExitCode> {
-    if let Some(flag) = args.control_domain_flag() {
+    if let Some(flag) = args.linux_flag() {
         eprintln!(
-            "xtask: run {flag} needs the control domain, which is not built yet (a later \
-             issue); run without it to boot the built-in guests"
+            "xtask: run {flag} is not supported yet: the control domain runs only the test \
+             guests of the boot bundle until its VMM can boot Linux (a later issue); run \
+             without it to boot those"
         );
         return Ok(ExitCode::from(2));
     }
