@@ -308,11 +308,11 @@ pub fn run<B: Backend>(
         return Err(EINVAL);
     }
     // Finish the exit the VMM handled since the last RUN.
-    if let Some(p) = vc.pending.take() {
-        if let Err(e) = complete(vc, env, &cd_env.ram, run_gpa, p) {
-            vc.pending = Some(p);
-            return Err(e);
-        }
+    if let Some(p) = vc.pending.take()
+        && let Err(e) = complete(vc, env, &cd_env.ram, run_gpa, p)
+    {
+        vc.pending = Some(p);
+        return Err(e);
     }
     let end = if immediate[0] != 0 {
         RunEnd::Interrupted

@@ -54,7 +54,9 @@ impl StringBatch {
     }
 }
 
-/// What the start of an INS/OUTS led to.
+/// What the start of an INS/OUTS led to. (Returned by value at once, as
+/// `RunEnd` is.)
+#[allow(clippy::large_enum_variant)]
 pub enum Start {
     /// Exit to the VMM (or an internal error).
     Exit(RunEnd),
@@ -262,6 +264,64 @@ mod tests {
         assert_eq!(advance(0xdead_0000_ffff, 1, 0xffff), 0xdead_0000_0000);
         assert_eq!(advance(0xdead_ffff_ffff, 2, 0xffff_ffff), 1);
         assert_eq!(advance(0x1000, 4u64.wrapping_neg(), u64::MAX), 0xffc);
+    }
+
+    fn outs_batch(n: u16, rep: bool, mask: u64, backward: bool) -> StringBatch {
+        StringBatch {
+            input: false,
+            size: 2,
+            n,
+            len: 2,
+            rep,
+            mask,
+            start: 0,
+            backward,
+        }
+    }
+
+    /// A long-mode vCPU at RIP 0x1000 with RSI and RCX set.
+    fn cpu(rsi: u64, rcx: u64) -> crate::vcpu::tests::Fake {
+        let mut cpu = crate::vcpu::tests::Fake {
+            rip: 0x1000,
+            cr0: 0x8000_0011,
+            efer: 0x500,
+            cs_ar: crate::virt::regs::ar::L,
+            ..Default::default()
+        };
+        cpu.gprs.rsi = rsi;
+        cpu.gprs.rcx = rcx;
+        cpu
+    }
+
+    fn finish(cpu: &mut crate::vcpu::tests::Fake, b: StringBatch) {
+        let mut env = crate::vcpu::tests::env();
+        let cd = GuestRam::empty();
+        assert_eq!(complete(cpu, &mut env, &cd, 0, b), Ok(()));
+    }
+
+    #[test]
+    fn a_rep_batch_runs_the_instruction_again_until_rcx_is_zero() {
+        let mut c = cpu(0x2000, 10);
+        finish(&mut c, outs_batch(4, true, u64::MAX, false));
+        assert_eq!((c.gprs.rsi, c.gprs.rcx, c.rip), (0x2008, 6, 0x1000));
+        finish(&mut c, outs_batch(6, true, u64::MAX, false));
+        assert_eq!((c.gprs.rsi, c.gprs.rcx, c.rip), (0x200c + 8, 0, 0x1002));
+    }
+
+    #[test]
+    fn without_rep_one_element_and_the_instruction_is_done() {
+        let mut c = cpu(0x2000, 7);
+        finish(&mut c, outs_batch(1, false, u64::MAX, true));
+        assert_eq!((c.gprs.rsi, c.gprs.rcx, c.rip), (0x1ffe, 7, 0x1002));
+    }
+
+    #[test]
+    fn sixteen_bit_addresses_wrap_and_keep_the_upper_bits() {
+        let mut c = cpu(0xaaaa_0000_fffe, 0x5555_0000_0001);
+        finish(&mut c, outs_batch(1, true, 0xffff, false));
+        assert_eq!(c.gprs.rsi, 0xaaaa_0000_0000);
+        assert_eq!(c.gprs.rcx, 0x5555_0000_0000);
+        assert_eq!(c.rip, 0x1002);
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod linear;
 pub mod msr;
 pub mod stats;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::arch::xsave;
 use crate::guest::insn::{self, Kind};

@@ -10,18 +10,18 @@ use crate::vm::VmEnv;
 
 /// A vCPU whose state is plain fields.
 #[derive(Default)]
-struct Fake {
-    gprs: Gprs,
-    rip: u64,
-    rsp: u64,
-    rflags: u64,
-    cr0: u64,
-    cr4: u64,
-    efer: u64,
-    pat: u64,
-    cpl: u8,
-    cs_ar: u32,
-    injected: Option<Fault>,
+pub(crate) struct Fake {
+    pub(crate) gprs: Gprs,
+    pub(crate) rip: u64,
+    pub(crate) rsp: u64,
+    pub(crate) rflags: u64,
+    pub(crate) cr0: u64,
+    pub(crate) cr4: u64,
+    pub(crate) efer: u64,
+    pub(crate) pat: u64,
+    pub(crate) cpl: u8,
+    pub(crate) cs_ar: u32,
+    pub(crate) injected: Option<Fault>,
 }
 
 impl GuestCpu for Fake {
@@ -127,7 +127,7 @@ fn long_mode() -> Fake {
     }
 }
 
-fn env() -> VmEnv {
+pub(crate) fn env() -> VmEnv {
     let host = |leaf: u32, _sub: u32| match leaf {
         0 => [0xd, 0, 0, 0],
         1 => [0x906ea, 0, 1 << 5, 0],
