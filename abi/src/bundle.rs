@@ -1,8 +1,8 @@
 //! The boot bundle: how the loader hands files to the hypervisor.
 //!
 //! The bootloader loads one "ramdisk" next to the kernel; Mojito's loader
-//! fills it with a bundle — an archive of named files (guest images, and
-//! later the control domain and its boot script).
+//! fills it with a bundle — an archive of named files: the control domain
+//! (`control.elf`) and guest images (`guests/*.elf`).
 //!
 //! The bundle is a plain **cpio "newc"** archive, the format of Linux's
 //! initramfs, so ordinary tools build and inspect it:

@@ -1,6 +1,6 @@
-//! Conventions between the hypervisor (or, later, the VMM) and Mojito's own
-//! test guests. These are ports the hypervisor's built-in device set answers
-//! while no control domain exists; DESIGN.md §3 fixes the end-of-test port.
+//! Conventions between Mojito's own test guests and whoever runs them: the
+//! control domain's VMM, or the hypervisor's built-in device set in an image
+//! without a control domain. DESIGN.md §3 fixes the end-of-test port.
 
 /// Debug console: every byte written (OUT of any width writes its low byte)
 /// is appended to the guest's output line, printed as `[NAME] line`.

@@ -1,6 +1,6 @@
 //! The hypervisor's log: every line goes to COM1 and the framebuffer text
 //! console, prefixed `mojito: ` (DESIGN.md D10), and into a ring that the
-//! control domain will echo and the `log` command will show.
+//! control domain reads (`MOJITO_READ_LOG`) and echoes once it owns COM1.
 //!
 //! Logging is for boot, VM lifecycle and errors. It is never called on the
 //! exit path of an exit the hypervisor handles itself (D8).
