@@ -463,6 +463,11 @@ fn forward_io<B: Backend>(
         size: io.size,
         len,
     });
+    io_exit(io, 1)
+}
+
+/// `KVM_EXIT_IO` for `count` elements of `io` in the data page.
+pub(super) fn io_exit(io: IoAccess, count: u32) -> RunEnd {
     let exit = kvm_run_exit {
         io: kvm_run_io {
             direction: if io.input {
@@ -472,7 +477,7 @@ fn forward_io<B: Backend>(
             },
             size: io.size,
             port: io.port,
-            count: 1,
+            count,
             data_offset: PIO_DATA_OFFSET,
         },
     };

@@ -11,7 +11,7 @@
 //! VMM sees anything. Writes of INS to addresses that are not RAM are
 //! dropped, as on a bus with nothing there.
 
-use super::kvm::{PIO_DATA_OFFSET, RunEnd, internal};
+use super::kvm::{PIO_DATA_OFFSET, RunEnd, internal, io_exit};
 use super::objects::{KvmVcpu, Pending};
 use crate::guest::GuestRam;
 use crate::mm::GuestPhys;
@@ -19,10 +19,7 @@ use crate::vcpu::linear::{self, LinearError};
 use crate::virt::exit::IoAccess;
 use crate::virt::{Backend, CpuMode, Fault, GuestCpu, SegmentReg};
 use crate::vm::VmEnv;
-use abi::kvm::{
-    KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_INTERNAL_ERROR_EMULATION, kvm_run_exit,
-    kvm_run_io,
-};
+use abi::kvm::KVM_INTERNAL_ERROR_EMULATION;
 
 /// The most data one exit carries (KVM's `pio read-ahead` buffer).
 const MAX_BATCH_BYTES: usize = 1024;
@@ -188,20 +185,7 @@ pub fn start<B: Backend>(
         }
     }
     vc.pending = Some(Pending::String(batch));
-    let exit = kvm_run_exit {
-        io: kvm_run_io {
-            direction: if io.input {
-                KVM_EXIT_IO_IN
-            } else {
-                KVM_EXIT_IO_OUT
-            },
-            size: io.size,
-            port: io.port,
-            count: u32::from(batch.n),
-            data_offset: PIO_DATA_OFFSET,
-        },
-    };
-    Start::Exit(RunEnd::Exit(KVM_EXIT_IO, exit))
+    Start::Exit(io_exit(io, u32::from(batch.n)))
 }
 
 /// Finishes a batch on the next RUN: INS data goes to the guest's memory,
