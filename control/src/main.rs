@@ -8,11 +8,16 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
 mod bare;
 #[cfg(target_os = "none")]
 mod console;
 #[cfg(target_os = "none")]
 mod hv;
+#[cfg(target_os = "none")]
+mod mem;
 #[cfg(target_os = "none")]
 mod selftest;
 #[cfg(target_os = "none")]
@@ -49,7 +54,7 @@ fn run(info: &abi::kvm::mojito::mojito_boot_info) -> ! {
         static __image_end: u8;
     }
     let free_start = core::ptr::addr_of!(__image_end) as u64;
-    let mut ram = vm::Ram::new(free_start, info.bundle_gpa);
+    let mut ram = mem::Ram::new(free_start, info.bundle_gpa);
     let boot_area = info
         .memory
         .iter()
@@ -63,10 +68,25 @@ fn run(info: &abi::kvm::mojito::mojito_boot_info) -> ! {
         }
         None => println!("control: FAIL no RAM for the bad-request checks"),
     }
+    // The rest of our free RAM is the heap: the VMM's data and guest RAM.
+    match ram.rest(2 << 20).filter(|&(_, len)| len >= mem::HEAP_MIN) {
+        Some((start, len)) => {
+            mem::init_heap(start, len);
+            println!("control: heap: {} MiB at {start:#x}", len >> 20);
+        }
+        None => {
+            println!(
+                "control: FATAL less than {} MiB of RAM left for the heap",
+                mem::HEAP_MIN >> 20
+            );
+            hv::power_off();
+            bare::halt()
+        }
+    }
     match abi::bundle::Bundle::parse(bundle) {
         Ok(b) => {
             println!("control: boot bundle: {} files", b.len());
-            vm::run_all(&b, &mut ram);
+            vm::run_all(&b);
         }
         Err(e) => println!("control: boot bundle: {e}"),
     }

@@ -14,30 +14,13 @@ use abi::kvm::*;
 /// RAM of each test guest.
 const GUEST_RAM: u64 = 4 << 20;
 
-/// A bump allocator over the control domain's free RAM.
-pub struct Ram {
-    next: u64,
-    end: u64,
-}
-
-impl Ram {
-    pub fn new(start: u64, end: u64) -> Self {
-        Self { next: start, end }
-    }
-
-    /// `len` bytes at a multiple of `align`, zeroed.
-    pub fn alloc(&mut self, len: u64, align: u64) -> Option<u64> {
-        let at = self.next.checked_next_multiple_of(align)?;
-        let end = at.checked_add(len)?;
-        if end > self.end {
-            return None;
-        }
-        self.next = end;
-        // SAFETY: [at, end) is free RAM of ours (identity-mapped), handed out
-        // once.
-        unsafe { core::ptr::write_bytes(at as *mut u8, 0, len as usize) };
-        Some(at)
-    }
+/// `len` zeroed bytes at a multiple of `align` from the heap, kept for
+/// good (the VM's memory and run pages outlive this runner's use of them).
+fn pages(len: u64, align: u64) -> Option<u64> {
+    let layout = core::alloc::Layout::from_size_align(len as usize, align as usize).ok()?;
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
+    (!p.is_null()).then_some(p as u64)
 }
 
 struct Guest<'a> {
@@ -72,16 +55,9 @@ fn err(e: i32) -> &'static str {
 }
 
 /// Makes VM `id` from `elf`.
-fn create<'a>(
-    ram: &mut Ram,
-    id: u64,
-    name: &'a str,
-    elf: &[u8],
-) -> Result<Guest<'a>, &'static str> {
+fn create<'a>(id: u64, name: &'a str, elf: &[u8]) -> Result<Guest<'a>, &'static str> {
     let image = abi::elf::Elf::parse(elf).map_err(|_| "not a usable ELF file")?;
-    let mem = ram
-        .alloc(GUEST_RAM, 2 << 20)
-        .ok_or("out of control-domain memory")?;
+    let mem = pages(GUEST_RAM, 2 << 20).ok_or("out of control-domain memory")?;
     for seg in image.segments() {
         if seg.paddr.saturating_add(seg.mem_size) > GUEST_RAM {
             return Err("a segment lies outside guest RAM");
@@ -105,12 +81,10 @@ fn create<'a>(
     };
     hv::call(KVM_SET_USER_MEMORY_REGION, vm, &region as *const _ as u64).map_err(err)?;
     let vcpu = hv::call(KVM_CREATE_VCPU, vm, 0).map_err(err)?;
-    let pages = hv::system(KVM_GET_VCPU_MMAP_SIZE, 0).map_err(err)?;
-    let run = ram
-        .alloc(pages, 4096)
-        .ok_or("out of control-domain memory")?;
+    let run_size = hv::system(KVM_GET_VCPU_MMAP_SIZE, 0).map_err(err)?;
+    let run = pages(run_size, 4096).ok_or("out of control-domain memory")?;
     let rp = mojito_run_pages {
-        count: (pages / 4096) as u32,
+        count: (run_size / 4096) as u32,
         gpa: run,
         ..Default::default()
     };
@@ -245,7 +219,7 @@ impl Guest<'_> {
 
 /// Runs every `guests/NAME.elf` of the bundle, round robin on the yield
 /// port, until all have stopped.
-pub fn run_all(bundle: &abi::bundle::Bundle<'_>, ram: &mut Ram) {
+pub fn run_all(bundle: &abi::bundle::Bundle<'_>) {
     let mut guests: [Option<Guest<'_>>; 16] = Default::default();
     let mut n = 0;
     for f in bundle.files() {
@@ -263,7 +237,7 @@ pub fn run_all(bundle: &abi::bundle::Bundle<'_>, ram: &mut Ram) {
             );
             continue;
         }
-        match create(ram, n as u64 + 1, name, f.data) {
+        match create(n as u64 + 1, name, f.data) {
             Ok(g) => {
                 println!(
                     "control: vm {} ({name}): created with {} MiB of RAM",
