@@ -5,7 +5,7 @@
 //!
 //! | trait | KVM handle | methods (ioctl) |
 //! |---|---|---|
-//! | [`System`] | `/dev/kvm` | `api_version` (`KVM_GET_API_VERSION`), `check_extension` (`KVM_CHECK_EXTENSION`), `vcpu_mmap_size` (`KVM_GET_VCPU_MMAP_SIZE`), `supported_cpuid` (`KVM_GET_SUPPORTED_CPUID`), `create_vm` (`KVM_CREATE_VM`) |
+//! | [`System`] | `/dev/kvm` | `api_version` (`KVM_GET_API_VERSION`), `check_extension` (`KVM_CHECK_EXTENSION`), `vcpu_mmap_size` (`KVM_GET_VCPU_MMAP_SIZE`), `supported_cpuid` (`KVM_GET_SUPPORTED_CPUID`), `create_vm` (`KVM_CREATE_VM`); `refuses_mojito_msrs` (no request: what the hypervisor behind the back end does by itself) |
 //! | [`Vm`] | VM fd | `alloc_memory` (the back end's counterpart of `mmap`), `set_user_memory_region` / `delete_user_memory_region` (`KVM_SET_USER_MEMORY_REGION`), `memory`, `create_vcpu` (`KVM_CREATE_VCPU`), `check_extension` (`KVM_CHECK_EXTENSION` on the VM), `enable_cap` (`KVM_ENABLE_CAP`), `set_msr_filter` (`KVM_X86_SET_MSR_FILTER`) |
 //! | [`Vcpu`] | vCPU fd | `run` (`KVM_RUN`), `run_page` (the `mmap` of the vCPU fd), `kicker`, `get_regs`/`set_regs`, `get_sregs`/`set_sregs`, `set_cpuid2`, `get_msrs`/`set_msrs`, `get_fpu`/`set_fpu`, `get_xsave`/`set_xsave` (`KVM_GET_*`/`KVM_SET_*`) |
 //!
@@ -74,6 +74,13 @@ pub trait System {
     fn supported_cpuid(&self) -> Result<Vec<kvm_cpuid_entry2>>;
     /// `KVM_CREATE_VM` with the default machine type.
     fn create_vm(&self) -> Result<Self::Vm>;
+    /// Whether the hypervisor behind this back end refuses the MSRs of
+    /// [`crate::policy::MOJITO_DENIED_MSRS`] by itself (#GP), so that
+    /// [`crate::VmConfig::deny_mojito_msrs`] needs no MSR filter: Mojito's
+    /// MSR policy does; KVM does not (the default). Not a KVM request.
+    fn refuses_mojito_msrs(&self) -> bool {
+        false
+    }
 }
 
 /// A VM handle.

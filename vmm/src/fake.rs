@@ -48,6 +48,8 @@ pub type Answers = Arc<Mutex<Vec<Vec<u8>>>>;
 pub struct FakeSystem {
     pub script: Vec<Scripted>,
     pub answers: Answers,
+    /// What `refuses_mojito_msrs` answers (the fake has no MSR filter).
+    pub mojito: bool,
 }
 
 impl FakeSystem {
@@ -55,6 +57,7 @@ impl FakeSystem {
         Self {
             script,
             answers: Answers::default(),
+            mojito: false,
         }
     }
 }
@@ -76,6 +79,9 @@ impl System for FakeSystem {
             function: 1,
             ..Default::default()
         }])
+    }
+    fn refuses_mojito_msrs(&self) -> bool {
+        self.mojito
     }
     fn create_vm(&self) -> api::Result<FakeVm> {
         Ok(FakeVm {

@@ -23,6 +23,10 @@ pub(super) struct State {
     pub(super) exits: ExitCounts,
     pub(super) uart_base: u16,
     pub(super) stop_on_yield: bool,
+    /// `KVM_EXIT_INTR`s since the last other exit.
+    pub(super) intrs_in_a_row: u32,
+    /// `VmConfig::max_intrs_in_a_row`.
+    pub(super) max_intrs_in_a_row: u32,
 }
 
 /// What an exit handler decided.
@@ -33,6 +37,9 @@ pub(super) enum Next {
 
 impl State {
     pub(super) fn handle(&mut self, exit: Exit<'_>) -> Next {
+        if !matches!(exit, Exit::Intr) {
+            self.intrs_in_a_row = 0;
+        }
         match exit {
             Exit::IoIn {
                 port,
@@ -133,6 +140,12 @@ impl State {
                 // Not recorded: it says when the VMM got its CPU back, not
                 // what the guest did.
                 self.exits.count(KVM_EXIT_INTR);
+                self.intrs_in_a_row = self.intrs_in_a_row.saturating_add(1);
+                if self.max_intrs_in_a_row > 0 && self.intrs_in_a_row >= self.max_intrs_in_a_row {
+                    return Next::Stop(StopReason::NoExit {
+                        intrs: self.intrs_in_a_row,
+                    });
+                }
                 Next::Continue
             }
             Exit::IrqWindowOpen => {

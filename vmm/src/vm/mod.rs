@@ -75,6 +75,12 @@ pub struct VmConfig {
     pub stop_on_yield: bool,
     /// Bytes of recent output kept for `console`.
     pub console_ring: usize,
+    /// Stop the VM with [`StopReason::NoExit`] after this many
+    /// `KVM_EXIT_INTR`s in a row with no other exit between them (0:
+    /// never). Under Mojito the hypervisor's timer ends `KVM_RUN` with
+    /// `KVM_EXIT_INTR` on every tick (DESIGN.md D2), so this stops a guest
+    /// that keeps its CPU without ever exiting to the VMM.
+    pub max_intrs_in_a_row: u32,
 }
 
 impl VmConfig {
@@ -90,6 +96,7 @@ impl VmConfig {
             record_limit: RECORD_LIMIT_DEFAULT,
             stop_on_yield: false,
             console_ring: RING_DEFAULT,
+            max_intrs_in_a_row: 0,
         }
     }
 
@@ -205,7 +212,7 @@ impl<V: api::Vm> Vm<V> {
             "KVM_SET_USER_MEMORY_REGION",
             vm.set_user_memory_region(0, 0, abi::guest::GUEST_RAM_BASE, memory),
         )?;
-        if config.deny_mojito_msrs {
+        if config.deny_mojito_msrs && !system.refuses_mojito_msrs() {
             let has = kvm(
                 "KVM_CHECK_EXTENSION",
                 vm.check_extension(KVM_CAP_X86_MSR_FILTER),
@@ -266,6 +273,8 @@ impl<V: api::Vm> Vm<V> {
                 exits: ExitCounts::default(),
                 uart_base: config.uart_base,
                 stop_on_yield: config.stop_on_yield,
+                intrs_in_a_row: 0,
+                max_intrs_in_a_row: config.max_intrs_in_a_row,
             },
             stop: Arc::new(AtomicBool::new(false)),
             name: config.name.clone(),

@@ -34,6 +34,10 @@ pub enum StopReason {
     Requested,
     /// `KVM_RUN` itself failed with this errno.
     RunFailed(Errno),
+    /// `intrs` `KVM_EXIT_INTR`s came in a row without another exit
+    /// ([`VmConfig::max_intrs_in_a_row`]): the guest keeps its CPU and
+    /// never exits to the VMM.
+    NoExit { intrs: u32 },
     /// An exit the VMM does not handle.
     Unhandled { exit_reason: u32 },
     /// A run page that contradicts itself.
@@ -90,6 +94,9 @@ impl fmt::Display for StopReason {
             Self::Yield => f.write_str("yielded"),
             Self::Requested => f.write_str("stopped on request"),
             Self::RunFailed(e) => write!(f, "KVM_RUN failed: errno {e}"),
+            Self::NoExit { intrs } => {
+                write!(f, "no exit to the VMM in {intrs} KVM_EXIT_INTRs in a row")
+            }
             Self::Unhandled { exit_reason } => write!(f, "unhandled exit reason {exit_reason}"),
             Self::Malformed { exit_reason, what } => {
                 write!(f, "malformed exit (reason {exit_reason}): {what}")

@@ -213,3 +213,52 @@ fn failed_instruction_bytes() {
     assert_eq!(r.failed_instruction(), Some(vec![0x0f, 0x01, 0xd0]));
     assert_eq!(StopReason::Halted.failed_instruction(), None);
 }
+
+#[test]
+fn intrs_in_a_row_stop_the_vm() {
+    let config = VmConfig {
+        max_intrs_in_a_row: 3,
+        ..small()
+    };
+    let intr = || Scripted::Reason(KVM_EXIT_INTR);
+    // Two in a row, an exit, then three in a row (one as RUN's EINTR).
+    let script = vec![
+        intr(),
+        intr(),
+        io(true, 0x2e, 1, 1, &[0]),
+        intr(),
+        Scripted::Fail(errno::EINTR),
+        intr(),
+        Scripted::Reason(KVM_EXIT_HLT),
+    ];
+    let (mut watched, _) = vm(script, config);
+    let outcome = watched.run();
+    assert_eq!(outcome.reason, StopReason::NoExit { intrs: 3 });
+    assert_eq!(outcome.exits.get(KVM_EXIT_INTR), 5);
+    // Off by default: the same kind of script runs to the HLT.
+    let script = vec![
+        intr(),
+        intr(),
+        intr(),
+        intr(),
+        Scripted::Reason(KVM_EXIT_HLT),
+    ];
+    let (mut unwatched, _) = vm(script, small());
+    assert_eq!(unwatched.run().reason, StopReason::Halted);
+}
+
+#[test]
+fn mojito_look_needs_a_filter_only_where_the_hypervisor_does_not_refuse() {
+    // The fake offers no KVM_CAP_X86_MSR_FILTER.
+    let config = small().mojito_look();
+    let mut system = FakeSystem::new(vec![]);
+    assert_eq!(
+        Vm::create(&system, &config, Box::new(Discard)).err(),
+        Some(Error::Kvm {
+            request: "KVM_X86_SET_MSR_FILTER",
+            errno: errno::EINVAL
+        })
+    );
+    system.mojito = true;
+    assert!(Vm::create(&system, &config, Box::new(Discard)).is_ok());
+}
