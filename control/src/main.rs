@@ -19,6 +19,8 @@ mod hv;
 #[cfg(target_os = "none")]
 mod mem;
 #[cfg(target_os = "none")]
+mod mojito;
+#[cfg(target_os = "none")]
 mod selftest;
 #[cfg(target_os = "none")]
 mod vm;
