@@ -1,11 +1,14 @@
 //! Boot tests for Mojito: each test boots a real disk image in an emulator
 //! (QEMU for SVM, Bochs for VMX), waits for the machine to stop, and checks
-//! the serial log against the hypervisor's contract (`expect`).
+//! the serial log against the hypervisor's contract (`expect`). Boots
+//! through the control domain also compare each guest's exit stream with
+//! the same guest's on the host's `/dev/kvm` (`differential`).
 //!
 //! The images come from `MOJITO_IMAGE_DIR` (`cargo xtask test` sets it to
 //! `target/mojito`); without it they are built here, through xtask's
 //! library, so `cargo test -p mojito-tests` works on its own.
 
+pub mod differential;
 pub mod expect;
 pub mod machine;
 

@@ -240,6 +240,13 @@ impl Run {
     pub fn assert_all_guests_ran(self, extension: &str, powered_off: bool) {
         let o = &self.outcome;
         let mut problems = expect::problems(&o.serial, extension, self.mode);
+        // The exit streams against host KVM's, once the boot itself is good.
+        let mut differential = Vec::new();
+        if self.mode == expect::Mode::Control && problems.is_empty() {
+            let report = crate::differential::check(&o.serial);
+            problems.extend(report.problems);
+            differential = report.lines;
+        }
         if o.timed_out {
             problems.insert(0, format!("timed out after {} s", timeout().as_secs()));
         } else if powered_off && o.status.and_then(|s| s.code()) != Some(0) {
@@ -259,6 +266,9 @@ impl Run {
             println!("{}: {figure}", self.test);
             if let Some(port) = expect::port_figure(&o.serial) {
                 println!("{}: {port}", self.test);
+            }
+            for line in &differential {
+                println!("{}: exit stream {line}", self.test);
             }
             println!(
                 "{}: all guests ran; the machine stopped after {secs:.1} s",
