@@ -1,15 +1,18 @@
 //! Mojito's control domain: the privileged guest that owns COM1 and drives
 //! the hypervisor through the KVM API (DESIGN.md D1, D10).
 //!
-//! Today it starts, checks the hypercall interface, echoes the hypervisor's
-//! log ring, lists the boot bundle, and powers the machine off. The VMM and
-//! the operator's shell build on it.
+//! Today it starts, checks the hypercall interface and the VMM's Mojito back
+//! end, echoes the hypervisor's log ring, runs the boot bundle's test guests
+//! with the VMM (`vmm`, on the back end in `mojito.rs`), and powers the
+//! machine off. The operator's shell builds on it.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
 extern crate alloc;
 
+#[cfg(target_os = "none")]
+mod backend_check;
 #[cfg(target_os = "none")]
 mod bare;
 #[cfg(target_os = "none")]
@@ -85,6 +88,8 @@ fn run(info: &abi::kvm::mojito::mojito_boot_info) -> ! {
             bare::halt()
         }
     }
+    backend_check::run();
+    hv::echo_log();
     match abi::bundle::Bundle::parse(bundle) {
         Ok(b) => {
             println!("control: boot bundle: {} files", b.len());
