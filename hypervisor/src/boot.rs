@@ -131,9 +131,24 @@ mod machine {
         let intel = vendor
             .as_ref()
             .is_some_and(|v| v.as_str() == "GenuineIntel");
+        let config = bundle
+            .and_then(|b| abi::bundle::Bundle::parse(b).ok())
+            .and_then(|b| b.get(crate::config::FILE))
+            .map(|f| {
+                let text = core::str::from_utf8(f.data).unwrap_or("");
+                crate::config::parse(text, |line, what| {
+                    log!(
+                        "{} line {line}: {what}; the line is skipped",
+                        crate::config::FILE
+                    )
+                })
+            })
+            .unwrap_or_default();
         match (control, bundle) {
-            (Some(cd), Some(bundle)) if intel => run_control::<Vmx>(cd.data, bundle, &xstate),
-            (Some(cd), Some(bundle)) => run_control::<Svm>(cd.data, bundle, &xstate),
+            (Some(cd), Some(bundle)) if intel => {
+                run_control::<Vmx>(cd.data, bundle, config, &xstate)
+            }
+            (Some(cd), Some(bundle)) => run_control::<Svm>(cd.data, bundle, config, &xstate),
             _ if intel => run::<Vmx>(&guests, &xstate),
             _ => run::<Svm>(&guests, &xstate),
         }
@@ -164,13 +179,19 @@ mod machine {
     }
 
     /// Starts the control domain and runs it until it powers off or stops.
-    fn run_control<B: Backend>(elf: &'static [u8], bundle: &'static [u8], xstate: &HostXstate) {
+    fn run_control<B: Backend>(
+        elf: &'static [u8],
+        bundle: &'static [u8],
+        config: crate::config::Config,
+        xstate: &HostXstate,
+    ) {
         let (mut backend, table) = enable::<B>(xstate);
         let cd = crate::control::boot::create(
             &mut backend,
             &mut FRAMES.lock(),
             elf,
             bundle,
+            config.control_ram,
             &table,
             xstate,
         );
@@ -183,6 +204,15 @@ mod machine {
             cd.env.ram.size() >> 20,
             (FRAMES.lock().stats().free * 4096) >> 20
         );
+        if let Some(asked) = config.control_ram
+            && asked > cd.env.ram.size()
+        {
+            log!(
+                "{}: control-ram asks for {} MiB; that is all there is to give",
+                crate::config::FILE,
+                asked >> 20
+            );
+        }
         let reason = crate::control::run(&mut backend, &FRAMES, &mut cd, &table, xstate);
         log!(
             "control domain stopped: {reason} ({} timer ticks, {} interrupts)",

@@ -15,6 +15,7 @@ extern crate alloc;
 
 pub mod arch;
 pub mod boot;
+pub mod config;
 pub mod control;
 pub mod guest;
 pub mod log;

@@ -55,12 +55,14 @@ fn reserve(free: u64) -> u64 {
     (free / 8).clamp(64 << 20, 1 << 30)
 }
 
-/// Makes the control domain from its ELF image and the boot bundle.
+/// Makes the control domain from its ELF image and the boot bundle, with
+/// at most `max_ram` bytes of RAM (`mojito.conf`'s `control-ram`).
 pub fn create<B: Backend>(
     backend: &mut B,
     frames: &mut Frames,
     elf: &[u8],
     bundle: &[u8],
+    max_ram: Option<u64>,
     cpuid: &CpuidTable,
     xstate: &HostXstate,
 ) -> Result<Vm<B>, CreateError> {
@@ -68,7 +70,8 @@ pub fn create<B: Backend>(
         .map_err(|_| CreateError::BadImage("control.elf is not a usable ELF file"))?;
     let (image_end, entry) = (image.end(), image.entry());
     let keep = reserve(frames.stats().free * 4096);
-    let ram = GuestRam::new_large(frames, u64::MAX, keep).ok_or(CreateError::NoMemory)?;
+    let ram = GuestRam::new_large(frames, max_ram.unwrap_or(u64::MAX), keep)
+        .ok_or(CreateError::NoMemory)?;
     let size = ram.size();
     let boot = size - CHUNK;
     let bundle_gpa = (boot.saturating_sub(bundle.len() as u64)) & !(CHUNK - 1);

@@ -22,6 +22,10 @@ pub struct RunArgs {
     /// Memory, like 2G or 512M [default: 2G]
     #[arg(long, value_name = "SIZE")]
     mem: Option<String>,
+    /// Add files to the boot bundle, as `image --add` does (`*.elf` files
+    /// start as guests; `mojito.conf` sets the hypervisor's options).
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    add: Vec<PathBuf>,
     /// Boot the BIOS image (QEMU with SeaBIOS) instead of the UEFI one.
     #[arg(long)]
     bios: bool,
@@ -74,7 +78,7 @@ pub fn run(ws: &Workspace, args: RunArgs) -> Result<ExitCode> {
         return run_bochs(ws, &args, mem_mib);
     }
     sysdeps::ensure(sysdeps::QEMU)?;
-    let images = image::build_images(ws, &[])?;
+    let images = image::build_images(ws, &args.add)?;
     let (accel, why) = qemu::choose_accel();
     println!("xtask: accelerator: {why}");
     let boot = if args.bios {
@@ -105,7 +109,7 @@ pub fn run(ws: &Workspace, args: RunArgs) -> Result<ExitCode> {
 
 fn run_bochs(ws: &Workspace, args: &RunArgs, mem_mib: u64) -> Result<ExitCode> {
     sysdeps::ensure(sysdeps::BOCHS)?;
-    let images = image::build_images(ws, &[])?;
+    let images = image::build_images(ws, &args.add)?;
     let dir = ws.image_dir().join("bochs-run");
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
