@@ -7,7 +7,9 @@ use uart_16550::{Config, Uart16550};
 
 static mut UART: Option<Uart16550<PioBackend>> = None;
 
-/// Programs COM1 at 115200 8N1.
+/// Programs COM1 at 115200 8N1, interrupting on received data: the
+/// hypervisor takes that interrupt (IRQ 4) and gives us the CPU back from a
+/// running guest (DESIGN.md D2).
 pub fn init() {
     // SAFETY: COM1's ports are ours (passed through); the control domain
     // has one vCPU, so nothing else touches `UART`.
@@ -15,6 +17,7 @@ pub fn init() {
         if let Ok(mut uart) = Uart16550::new_port(0x3f8) {
             let config = Config {
                 baud_rate: uart_16550::BaudRate::Baud115200,
+                interrupts: uart_16550::spec::registers::IER::DATA_READY,
                 ..Config::default()
             };
             if uart.init(config).is_ok() {
@@ -35,6 +38,13 @@ pub fn write_bytes(bytes: &[u8]) {
         }
         uart.send_bytes_exact(&[b]);
     }
+}
+
+/// A received byte, if one is waiting.
+pub fn read_byte() -> Option<u8> {
+    // SAFETY: one vCPU, no interrupts: no concurrent access to `UART`.
+    let uart = unsafe { (*core::ptr::addr_of_mut!(UART)).as_mut() };
+    uart?.try_receive_byte().ok()
 }
 
 struct Console;

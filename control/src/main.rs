@@ -3,12 +3,12 @@
 //!
 //! Today it starts, checks the hypercall interface and the VMM's Mojito back
 //! end, echoes the hypervisor's log ring, runs the boot bundle's test guests
-//! with the VMM (`vmm`, on the back end in `mojito.rs`), and powers the
-//! machine off. The operator's shell builds on it.
+//! with the VMM (`vmm`, on the back end in `mojito.rs`) while answering the
+//! operator's commands on COM1 (`operator.rs`), and powers the machine off.
+//! The operator's shell builds on it.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-#[cfg(target_os = "none")]
 extern crate alloc;
 
 #[cfg(target_os = "none")]
@@ -23,6 +23,9 @@ mod hv;
 mod mem;
 #[cfg(target_os = "none")]
 mod mojito;
+// Built on the host too, for its unit tests.
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+mod operator;
 #[cfg(target_os = "none")]
 mod selftest;
 #[cfg(target_os = "none")]

@@ -29,6 +29,7 @@ use vmm::vm::{Error, Outcome, StopReason, Vm, VmConfig};
 
 use crate::hv;
 use crate::mojito::{Mojito, MojitoVm};
+use crate::operator::{self, LineReader};
 use crate::println;
 
 /// RAM of each test guest.
@@ -95,11 +96,44 @@ impl Sink for Serial {
     }
 }
 
-/// A VM of the bundle: its number, name, and the VM until it stops.
+/// A VM of the bundle: its number, name, the VM until it stops, and then
+/// why it stopped and its exit count.
 struct Guest<'a> {
     n: usize,
     name: &'a str,
     vm: Option<Vm<MojitoVm>>,
+    stopped: Option<(StopReason, u64)>,
+}
+
+/// Exits the VMM has seen (`KVM_EXIT_INTR` included).
+fn total(exits: &vmm::vm::ExitCounts) -> u64 {
+    exits.by_reason.values().sum()
+}
+
+/// Answers one operator command (`crate::operator`).
+fn command(line: &str, guests: &[Guest<'_>]) {
+    let mut words = line.split_whitespace();
+    match (words.next(), words.next()) {
+        (None, _) => {}
+        (Some("help"), None) => {
+            println!("commands: help, list (alias vms): the VMs with their state and exits");
+        }
+        (Some("list" | "vms"), None) => {
+            println!("  ID NAME          EXITS STATE");
+            for g in guests {
+                let (state, exits) = match (&g.vm, &g.stopped) {
+                    (Some(vm), _) => (alloc::string::String::from("running"), total(vm.exits())),
+                    (None, Some((reason, exits))) => (alloc::format!("stopped: {reason}"), *exits),
+                    (None, None) => (alloc::string::String::from("gone"), 0),
+                };
+                println!("{:>4} {:<12} {exits:>6} {state}", g.n, g.name);
+            }
+        }
+        (Some(word @ ("help" | "list" | "vms")), Some(_)) => {
+            println!("{word} takes no arguments")
+        }
+        (Some(word), _) => println!("unknown command '{word}'; try help"),
+    }
 }
 
 /// Makes VM `n` from the test-guest ELF image `elf`.
@@ -107,6 +141,7 @@ fn create(n: usize, name: &str, elf: &[u8]) -> Result<Vm<MojitoVm>, Error> {
     let config = VmConfig {
         vm_id: n as u32,
         stop_on_yield: true,
+        stop_on_intr: true,
         max_intrs_in_a_row: MAX_TICKS_IN_A_ROW,
         ..VmConfig::new(name).mojito_look().ram(GUEST_RAM)
     };
@@ -167,6 +202,7 @@ pub fn run_all(bundle: &abi::bundle::Bundle<'_>) {
                     n,
                     name,
                     vm: Some(vm),
+                    stopped: None,
                 });
             }
             Err(e) => {
@@ -176,15 +212,21 @@ pub fn run_all(bundle: &abi::bundle::Bundle<'_>) {
             }
         }
     }
+    let mut input = LineReader::default();
     loop {
         let mut any = false;
-        for g in guests.iter_mut() {
+        for i in 0..guests.len() {
+            // The operator first: COM1 input ended the last RUN.
+            while let Some(line) = operator::poll(&mut input) {
+                command(&line, &guests);
+            }
+            let g = &mut guests[i];
             let Some(vm) = g.vm.as_mut() else {
                 continue;
             };
             any = true;
             let outcome = vm.run();
-            if matches!(outcome.reason, StopReason::Yield | StopReason::Requested) {
+            if outcome.reason.is_pause() {
                 continue;
             }
             hv::echo_log();
@@ -194,6 +236,7 @@ pub fn run_all(bundle: &abi::bundle::Bundle<'_>) {
             // Dropping the VM closes it (MOJITO_CLOSE): the hypervisor frees
             // what it held and logs its exits; its RAM returns to our heap.
             g.vm = None;
+            g.stopped = Some((outcome.reason.clone(), total(&outcome.exits)));
             hv::echo_log();
             print_stream(g.n, g.name, &records, dropped);
         }

@@ -213,11 +213,16 @@ mod machine {
                 asked >> 20
             );
         }
+        // COM1 input ends a guest's RUN and wakes the control domain's HLT.
+        crate::arch::com1_irq::enable();
         let reason = crate::control::run(&mut backend, &FRAMES, &mut cd, &table, xstate);
+        let load =
+            |n: &core::sync::atomic::AtomicU64| n.load(core::sync::atomic::Ordering::Relaxed);
         log!(
-            "control domain stopped: {reason} ({} timer ticks, {} interrupts)",
-            crate::arch::apic::TICKS.load(core::sync::atomic::Ordering::Relaxed),
-            crate::arch::idt::INTERRUPTS.load(core::sync::atomic::Ordering::Relaxed)
+            "control domain stopped: {reason} ({} timer ticks, {} COM1 interrupts, {} interrupts)",
+            load(&crate::arch::apic::TICKS),
+            load(&crate::arch::com1_irq::INTERRUPTS),
+            load(&crate::arch::idt::INTERRUPTS)
         );
     }
 

@@ -133,6 +133,77 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
     problems
 }
 
+/// The `spin` guest's line before it spins.
+pub const SPIN_LINE: &str = "[spin] spinning without exits";
+
+/// What a boot whose operator typed `help`, `frob` and `list` after
+/// [`SPIN_LINE`] lacks: the answers, with `spin` still running in the list
+/// (the control domain got its CPU back from the spinning guest), and a RUN
+/// that COM1 input ended (the hypervisor took the UART's interrupt, not
+/// only its timer).
+pub fn typing_problems(serial: &str) -> Vec<String> {
+    let lines = lines(serial);
+    let find = |what: &dyn Fn(&str) -> bool| lines.iter().position(|l| what(l));
+    let mut problems = Vec::new();
+    for (line, answer) in [
+        ("mojito> help", "commands: help, list"),
+        ("mojito> frob", "unknown command 'frob'; try help"),
+    ] {
+        match find(&|l| l == line) {
+            None => problems.push(format!("no line {line:?}: the typed command was not read")),
+            Some(at) => {
+                if !lines[at + 1..].iter().any(|l| l.starts_with(answer)) {
+                    problems.push(format!("no answer {answer:?} after {line:?}"));
+                }
+            }
+        }
+    }
+    let spin_stop = find(&|l| is_stop(l, Mode::Control, "spin", "killed"));
+    match find(&|l| l == "mojito> list") {
+        None => problems.push("no line \"mojito> list\": the typed command was not read".into()),
+        Some(at) => {
+            let row = lines[at + 1..].iter().position(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.len() == 4 && w[1] == "spin" && w[3] == "running"
+            });
+            match (row, spin_stop) {
+                (None, _) => problems.push(
+                    "`list` shows no row \"N spin EXITS running\": the control domain did not \
+                     answer while the guest spun"
+                        .into(),
+                ),
+                (Some(r), Some(stop)) if at + 1 + r > stop => {
+                    problems.push("`list` was answered only after spin had stopped".into())
+                }
+                _ => {}
+            }
+        }
+    }
+    if runs_ended_by_input(serial) == 0 {
+        problems.push(
+            "no VM's closing line says a RUN ended \"by COM1 input\": the hypervisor did not \
+             take COM1's interrupt"
+                .into(),
+        );
+    }
+    problems
+}
+
+/// RUNs that COM1 input ended, from the VMs' closing lines.
+pub fn runs_ended_by_input(serial: &str) -> u64 {
+    lines(serial)
+        .iter()
+        .filter_map(|l| {
+            l.split_once("by COM1 input ")?
+                .1
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
 /// The demo guest's benchmark line (`[demo] cpuid round trip: ...`).
 pub fn cpuid_figure(serial: &str) -> Option<&str> {
     serial
@@ -172,6 +243,41 @@ mod tests {
             LAST_LINE,
         ]
         .join("\r\n")
+    }
+
+    fn typed_log() -> Vec<&'static str> {
+        vec![
+            SPIN_LINE,
+            "mojito> help",
+            "commands: help, list (alias vms): the VMs with their state and exits",
+            "mojito> frob",
+            "unknown command 'frob'; try help",
+            "mojito> list",
+            "  ID NAME          EXITS STATE",
+            "   6 spin              3 running",
+            "control: vm 6 (spin): stopped: killed after timer ticks without an exit: 10",
+            "mojito: vm 6 (spin) closed; exits: intr=12; RUN ended by the timer 9 times, by COM1 \
+             input 1 time",
+        ]
+    }
+
+    #[test]
+    fn typing_needs_answers_while_spin_runs_and_an_input_ended_run() {
+        let log = typed_log().join("\r\n");
+        assert_eq!(typing_problems(&log), Vec::<String>::new());
+        let late = typed_log()
+            .iter()
+            .map(|l| l.replace("running", "stopped"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(typing_problems(&late).len(), 1, "{late}");
+        let mut swapped = typed_log();
+        swapped.swap(7, 8);
+        assert!(typing_problems(&swapped.join("\n"))[0].contains("only after spin had stopped"));
+        let ticks_only = log.replace("by COM1 input 1 time", "by COM1 input 0 times");
+        assert!(typing_problems(&ticks_only)[0].contains("COM1's interrupt"));
+        let unread = log.replace("mojito> frob", "");
+        assert!(typing_problems(&unread)[0].contains("\"mojito> frob\""));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 pub mod differential;
 pub mod expect;
 pub mod machine;
+pub mod typist;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

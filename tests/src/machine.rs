@@ -12,6 +12,7 @@ use xtask::sysdeps;
 use xtask::workspace::{command_line, read_lossy};
 
 use crate::expect;
+use crate::typist::{Keys, Typist};
 
 /// How long a whole boot may take before the emulator is killed, unless
 /// `MOJITO_BOOT_TIMEOUT` (seconds) says otherwise.
@@ -23,6 +24,9 @@ fn timeout() -> Duration {
         .and_then(|s| s.parse().ok())
         .map_or(TIMEOUT, Duration::from_secs)
 }
+
+/// Set it (to anything) to keep the run directories of passing tests too.
+pub const KEEP_RUNS_VAR: &str = "MOJITO_KEEP_RUNS";
 
 /// Set it to QEMU `-d` items (e.g. `int,cpu_reset`) to trace QEMU runs.
 pub const QEMU_TRACE_VAR: &str = "MOJITO_QEMU_TRACE";
@@ -48,7 +52,26 @@ pub struct Run {
     pub emulator_log: String,
     /// Who runs the test guests in this image.
     pub mode: expect::Mode,
+    /// Whether keys were typed into the console (and what went wrong with
+    /// that).
+    pub typed: Option<Result<(), String>>,
     dir: TempDir,
+}
+
+/// Starts typing `keys` into a run's console, if there are any.
+fn typist(test: &str, serial: &std::path::Path, keys: Vec<Keys>) -> Option<Typist> {
+    (!keys.is_empty()).then(|| {
+        Typist::start(serial.to_path_buf(), keys).unwrap_or_else(|e| panic!("{test}: {e}"))
+    })
+}
+
+/// Waits for the typist and reads the serial log it wrote.
+fn finish_typing(typist: Option<Typist>, outcome: &mut Outcome) -> Option<Result<(), String>> {
+    let t = typist?;
+    let serial = t.serial.clone();
+    let done = t.finish();
+    outcome.serial = read_lossy(&serial);
+    Some(done)
 }
 
 fn run_dir(test: &str) -> TempDir {
@@ -62,7 +85,7 @@ fn run_dir(test: &str) -> TempDir {
 }
 
 /// Boots `disk` in QEMU TCG with CPU model `cpu` (one with SVM), with
-/// `more` QEMU arguments.
+/// `more` QEMU arguments, typing `keys` into its console.
 pub fn qemu(
     test: &'static str,
     disk: Disk,
@@ -70,6 +93,7 @@ pub fn qemu(
     mem_mib: u64,
     smp: u32,
     more: &[&str],
+    keys: Vec<Keys>,
 ) -> Run {
     if let Err(e) = sysdeps::check(sysdeps::QEMU) {
         panic!("{test}: {e:#}");
@@ -93,6 +117,7 @@ pub fn qemu(
         },
     };
     let serial = dir.path().join("serial.txt");
+    let typist = typist(test, &serial, keys);
     // QEMU's own trace (`-d`), on request: it is large, and OVMF fills
     // `guest_errors` with TPM probes.
     let trace_items = std::env::var(QEMU_TRACE_VAR).ok().filter(|v| !v.is_empty());
@@ -111,7 +136,9 @@ pub fn qemu(
         accel: Accel::Tcg(cpu.into()),
         mem_mib,
         smp,
-        serial: Serial::File(serial.clone()),
+        serial: typist
+            .as_ref()
+            .map_or_else(|| Serial::File(serial.clone()), |t| Serial::Tcp(t.port)),
         extra,
     };
     let cmd = machine.command();
@@ -122,7 +149,8 @@ pub fn qemu(
         timeout: Some(timeout()),
         echo: false,
     };
-    let outcome = runner::run(cmd, &watch).unwrap_or_else(|e| panic!("{test}: {e:#}"));
+    let mut outcome = runner::run(cmd, &watch).unwrap_or_else(|e| panic!("{test}: {e:#}"));
+    let typed = finish_typing(typist, &mut outcome);
     let mut emulator_log = format!("QEMU's output:\n{}", outcome.emulator_out);
     match trace_items {
         Some(items) => {
@@ -149,12 +177,21 @@ pub fn qemu(
             Disk::BuiltinBios => expect::Mode::Builtin,
             Disk::UefiUsb | Disk::Bios => expect::Mode::Control,
         },
+        typed,
         dir,
     }
 }
 
-/// Boots the BIOS image in Bochs with CPU model `model` (one with VMX).
-pub fn bochs(test: &'static str, model: &str, mem_mib: u64, cpus: u32, mode: expect::Mode) -> Run {
+/// Boots the BIOS image in Bochs with CPU model `model` (one with VMX),
+/// typing `keys` into its console.
+pub fn bochs(
+    test: &'static str,
+    model: &str,
+    mem_mib: u64,
+    cpus: u32,
+    mode: expect::Mode,
+    keys: Vec<Keys>,
+) -> Run {
     if let Err(e) = sysdeps::check(sysdeps::BOCHS) {
         panic!("{test}: {e:#}");
     }
@@ -168,12 +205,15 @@ pub fn bochs(test: &'static str, model: &str, mem_mib: u64, cpus: u32, mode: exp
     };
     std::fs::copy(image, &disk)
         .unwrap_or_else(|e| panic!("{test}: cannot copy {}: {e}", image.display()));
+    let serial = dir.path().join("serial.txt");
+    let typist = typist(test, &serial, keys);
     let machine = Bochs {
         dir: dir.path().to_path_buf(),
         image: disk,
         cpu_model: model.into(),
         cpus,
         mem_mib,
+        com1_tcp: typist.as_ref().map(|t| t.port),
     };
     let cmd = machine
         .prepare()
@@ -185,7 +225,8 @@ pub fn bochs(test: &'static str, model: &str, mem_mib: u64, cpus: u32, mode: exp
         timeout: Some(timeout()),
         echo: false,
     };
-    let outcome = runner::run(cmd, &watch).unwrap_or_else(|e| panic!("{test}: {e:#}"));
+    let mut outcome = runner::run(cmd, &watch).unwrap_or_else(|e| panic!("{test}: {e:#}"));
+    let typed = finish_typing(typist, &mut outcome);
     let log = read_lossy(&machine.log_path());
     let emulator_log = format!(
         "Bochs's output, last 20 lines:\n{}\nbochs.log, the last 40 lines about VMX, panics \
@@ -200,6 +241,7 @@ pub fn bochs(test: &'static str, model: &str, mem_mib: u64, cpus: u32, mode: exp
         outcome,
         emulator_log,
         mode,
+        typed,
         dir,
     }
 }
@@ -240,6 +282,11 @@ impl Run {
     pub fn assert_all_guests_ran(self, extension: &str, powered_off: bool) {
         let o = &self.outcome;
         let mut problems = expect::problems(&o.serial, extension, self.mode);
+        match &self.typed {
+            Some(Err(e)) => problems.push(format!("typing into the console: {e}")),
+            Some(Ok(())) => problems.extend(expect::typing_problems(&o.serial)),
+            None => {}
+        }
         // The exit streams against host KVM's, once the boot itself is good.
         let mut differential = Vec::new();
         if self.mode == expect::Mode::Control && problems.is_empty() {
@@ -267,6 +314,17 @@ impl Run {
             if let Some(port) = expect::port_figure(&o.serial) {
                 println!("{}: {port}", self.test);
             }
+            if let Some(Ok(())) = self.typed {
+                let lines: Vec<&str> = o.serial.lines().collect();
+                let at = lines.iter().position(|l| l.trim_end() == "mojito> list");
+                let row = at.and_then(|a| lines[a..].iter().find(|l| l.contains(" spin ")));
+                println!(
+                    "{}: typed while spin spun; `list` answered: {:?}; RUNs ended by COM1 input: {}",
+                    self.test,
+                    row.map_or("", |r| r.trim_end()),
+                    expect::runs_ended_by_input(&o.serial)
+                );
+            }
             for line in &differential {
                 println!("{}: exit stream {line}", self.test);
             }
@@ -274,6 +332,13 @@ impl Run {
                 "{}: all guests ran; the machine stopped after {secs:.1} s",
                 self.test
             );
+            if std::env::var_os(KEEP_RUNS_VAR).is_some() {
+                println!(
+                    "{}: run directory kept: {}",
+                    self.test,
+                    self.dir.keep().display()
+                );
+            }
             return;
         }
         let kept = self.dir.keep();

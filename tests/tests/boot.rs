@@ -7,9 +7,21 @@
 
 use mojito_tests::expect::Mode;
 use mojito_tests::machine::{self, Disk};
+use mojito_tests::typist::Keys;
+
+/// What the operator types while the `spin` guest spins: the control
+/// domain must answer at once (COM1 input ends the guest's RUN; D2), so
+/// `list` shows `spin` still running (`expect::typing_problems`).
+fn typing() -> Vec<Keys> {
+    vec![Keys {
+        after: mojito_tests::expect::SPIN_LINE,
+        keys: "help\rfrob\rlist\r",
+    }]
+}
 
 /// The UEFI image from an emulated USB stick (xHCI), OVMF, `-cpu EPYC`:
 /// SVM with NPT, no NRIP save, no VGIF. The machine `cargo xtask run` boots.
+/// Types commands while a guest spins.
 #[test]
 fn svm_qemu() {
     machine::qemu(
@@ -19,6 +31,7 @@ fn svm_qemu() {
         2048,
         2,
         &[],
+        typing(),
     )
     .assert_all_guests_ran("SVM", true);
 }
@@ -35,6 +48,7 @@ fn svm_qemu_bios_icount() {
         512,
         1,
         &["-icount", "shift=0,align=off"],
+        vec![],
     )
     .assert_all_guests_ran("SVM", true);
 }
@@ -50,6 +64,7 @@ fn svm_qemu_builtin_icount() {
         512,
         1,
         &["-icount", "shift=0,align=off"],
+        vec![],
     )
     .assert_all_guests_ran("SVM", true);
 }
@@ -65,12 +80,14 @@ fn svm_qemu_builtin_max() {
         2048,
         2,
         &[],
+        vec![],
     )
     .assert_all_guests_ran("SVM", true);
 }
 
 /// The BIOS image in Bochs, Skylake-X: VMX with EPT (A/D bits, 1G pages),
 /// unrestricted guest, VPID, XSAVE/AVX. The machine `run --bochs` boots.
+/// Types commands while a guest spins.
 #[test]
 fn vmx_bochs() {
     machine::bochs(
@@ -79,6 +96,7 @@ fn vmx_bochs() {
         2048,
         2,
         Mode::Control,
+        typing(),
     )
     .assert_all_guests_ran("VMX", false);
 }
@@ -94,6 +112,7 @@ fn vmx_bochs_builtin_arrandale() {
         512,
         1,
         Mode::Builtin,
+        vec![],
     )
     .assert_all_guests_ran("VMX", false);
 }

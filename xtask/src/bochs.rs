@@ -25,6 +25,9 @@ pub struct Bochs {
     pub cpu_model: String,
     pub cpus: u32,
     pub mem_mib: u64,
+    /// COM1 as a TCP client of this port on 127.0.0.1 (a test that types
+    /// into the console listens there) instead of the file `serial.txt`.
+    pub com1_tcp: Option<u16>,
 }
 
 impl Bochs {
@@ -46,6 +49,7 @@ impl Bochs {
             cpu_model,
             cpus,
             mem_mib,
+            com1_tcp,
         } = self;
         let (serial, log) = (self.serial_path(), self.log_path());
         [
@@ -61,7 +65,10 @@ impl Bochs {
             "boot: disk".into(),
             "clock: sync=none".into(),
             "panic: action=fatal".into(),
-            format!("com1: enabled=1, mode=file, dev={}", serial.display()),
+            match com1_tcp {
+                Some(port) => format!("com1: enabled=1, mode=socket-client, dev=127.0.0.1:{port}"),
+                None => format!("com1: enabled=1, mode=file, dev={}", serial.display()),
+            },
             "port_e9_hack: enabled=1".into(),
             "display_library: sdl2".into(),
             "speaker: enabled=0".into(),
@@ -122,6 +129,7 @@ mod tests {
             cpu_model: DEFAULT_MODEL.into(),
             cpus: 1,
             mem_mib: 512,
+            com1_tcp: None,
         };
         let c = b.config();
         assert!(c.contains(

@@ -84,6 +84,9 @@ pub enum Serial {
     Terminal,
     /// A file; the monitor is off.
     File(PathBuf),
+    /// A TCP client of this port on 127.0.0.1 (a test that types into the
+    /// console listens there); the monitor is off.
+    Tcp(u16),
 }
 
 /// One QEMU machine.
@@ -147,6 +150,10 @@ impl Qemu {
             Serial::File(path) => {
                 let file = format!("file:{}", path.display());
                 push(&["-serial", &file, "-monitor", "none"]);
+            }
+            Serial::Tcp(port) => {
+                let dev = format!("tcp:127.0.0.1:{port}");
+                push(&["-serial", &dev, "-monitor", "none"]);
             }
         }
         a.extend(self.extra.iter().cloned());

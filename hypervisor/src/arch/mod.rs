@@ -1,7 +1,9 @@
 //! The host CPU: descriptor tables, exceptions, privileged instructions,
-//! MSR numbers, legacy interrupt controllers and power-off.
+//! MSR numbers, legacy interrupt controllers, COM1's interrupt and
+//! power-off.
 
 pub mod apic;
+pub mod com1_irq;
 pub mod gdt;
 #[cfg(target_os = "none")]
 pub mod idt;

@@ -1,7 +1,8 @@
-//! The legacy 8259 PICs: remapped away from the exception vectors and fully
-//! masked. The firmware may leave the PIT ticking through them; with the
-//! hypervisor's interrupts disabled such an interrupt would stay pending and
-//! make every guest exit at once, forever.
+//! The legacy 8259 PICs: remapped away from the exception vectors and
+//! masked but for the lines the hypervisor takes (COM1's, `com1_irq`). The
+//! firmware may leave the PIT ticking through them; with the hypervisor's
+//! interrupts disabled such an interrupt would stay pending and make every
+//! guest exit at once, forever.
 
 use super::instr::{inb, outb};
 
@@ -32,6 +33,19 @@ pub fn init_masked() {
         outb(PIC1_DATA, 0xff);
         outb(PIC2_DATA, 0xff);
         let _ = inb(PIC1_DATA);
+    }
+}
+
+/// Unmasks line `irq` (0–7) of the master PIC.
+pub fn unmask(irq: u8) {
+    if irq >= 8 {
+        return;
+    }
+    // SAFETY: the PIC's mask register (OCW1) belongs to the hypervisor;
+    // clearing one bit enables that line only.
+    unsafe {
+        let mask = inb(PIC1_DATA);
+        outb(PIC1_DATA, mask & !(1 << irq));
     }
 }
 

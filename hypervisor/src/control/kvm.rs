@@ -282,7 +282,18 @@ pub enum RunEnd {
     /// RUN returns 0 with this exit in the run page.
     Exit(u32, kvm_run_exit),
     /// RUN returns -EINTR with KVM_EXIT_INTR.
-    Interrupted,
+    Interrupted(Intr),
+}
+
+/// Why a RUN returned -EINTR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Intr {
+    /// `immediate_exit` was set.
+    ImmediateExit,
+    /// The hypervisor's timer ticked.
+    Tick,
+    /// COM1 input came for the control domain.
+    Input,
 }
 
 /// KVM_RUN on a vCPU with run pages. `cd_env` is the control domain's
@@ -294,7 +305,9 @@ pub fn run<B: Backend>(
     cd_env: &mut VmEnv,
     xstate: &HostXstate,
 ) -> Result<u64, i32> {
-    let KvmVm { env, vcpu, .. } = vm;
+    let KvmVm {
+        env, vcpu, intrs, ..
+    } = vm;
     let vc = vcpu.as_mut().ok_or(EINVAL)?;
     let run_gpa = vc.run_pages.ok_or(EINVAL)?;
     let mut immediate = [0u8];
@@ -315,7 +328,11 @@ pub fn run<B: Backend>(
         return Err(e);
     }
     let end = if immediate[0] != 0 {
-        RunEnd::Interrupted
+        RunEnd::Interrupted(Intr::ImmediateExit)
+    } else if crate::arch::com1_irq::take_input() {
+        // Input that came while the control domain ran: it may have read it
+        // already, but may as well have checked COM1 just before.
+        RunEnd::Interrupted(Intr::Input)
     } else {
         cd_env.lazy.save::<B>(xstate);
         env.lazy.load::<B>(xstate);
@@ -326,7 +343,10 @@ pub fn run<B: Backend>(
     };
     let (reason, exit, ret) = match end {
         RunEnd::Exit(reason, exit) => (reason, exit, Ok(0)),
-        RunEnd::Interrupted => (KVM_EXIT_INTR, kvm_run_exit::default(), Err(EINTR)),
+        RunEnd::Interrupted(why) => {
+            intrs.count(why);
+            (KVM_EXIT_INTR, kvm_run_exit::default(), Err(EINTR))
+        }
     };
     write_run_page(&mut cd_env.ram, run_gpa, reason, &exit, &mut vc.cpu)?;
     ret
@@ -395,10 +415,15 @@ fn run_guest<B: Backend>(
         new_context = false;
         match vcpu::handle(&mut vc.cpu, env, info, xstate.xcr0_max) {
             Action::Resume | Action::Yield | Action::ControlRequest => {
-                // The hypervisor's timer ticked: the control domain gets its
-                // CPU back (KVM_EXIT_INTR, RUN returns -EINTR; D2).
+                // The hypervisor's timer ticked, or COM1 input came: the
+                // control domain gets its CPU back (KVM_EXIT_INTR, RUN
+                // returns -EINTR; D2).
+                if crate::arch::com1_irq::take_input() {
+                    crate::arch::apic::take_tick();
+                    return RunEnd::Interrupted(Intr::Input);
+                }
                 if crate::arch::apic::take_tick() {
-                    return RunEnd::Interrupted;
+                    return RunEnd::Interrupted(Intr::Tick);
                 }
             }
             Action::ForwardIo(io) if io.string => {

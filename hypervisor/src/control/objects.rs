@@ -55,6 +55,28 @@ pub struct KvmVm<B: Backend> {
     pub env: VmEnv,
     pub nested: Table<B::Nested>,
     pub vcpu: Option<KvmVcpu<B>>,
+    /// Why its RUNs returned -EINTR, for its closing log line.
+    pub intrs: IntrCounts,
+}
+
+/// RUNs that returned -EINTR, by cause.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IntrCounts {
+    pub immediate_exit: u64,
+    pub tick: u64,
+    pub input: u64,
+}
+
+impl IntrCounts {
+    pub fn count(&mut self, why: super::kvm::Intr) {
+        use super::kvm::Intr;
+        let n = match why {
+            Intr::ImmediateExit => &mut self.immediate_exit,
+            Intr::Tick => &mut self.tick,
+            Intr::Input => &mut self.input,
+        };
+        *n += 1;
+    }
 }
 
 /// What a handle names.
@@ -168,6 +190,7 @@ impl<B: Backend> Objects<B> {
             env,
             nested,
             vcpu: None,
+            intrs: IntrCounts::default(),
         });
         match self.new_handle(Handle::Vm(i)) {
             Ok(h) => Ok(h),
@@ -332,7 +355,7 @@ impl<B: Backend> Objects<B> {
                     }
                 }
                 if let Some(v) = self.vms.get_mut(vm).and_then(Option::take) {
-                    log_exits(&v.env);
+                    log_exits(&v.env, &v.intrs);
                     destroy_vm(Some(backend), frames, v);
                 }
             }
@@ -351,17 +374,44 @@ impl<B: Backend> Objects<B> {
 }
 
 /// Logs a closing VM's exits by kind (what the hypervisor handled and what
-/// went to the VMM), as the built-in runner does for its guests.
-fn log_exits(env: &VmEnv) {
+/// went to the VMM), as the built-in runner does for its guests, and why
+/// its RUNs returned -EINTR:
+///
+/// ```text
+/// vm 7 (spin) closed; exits: intr=10; RUN ended by the timer 9 times, by COM1 input 1 time
+/// ```
+fn log_exits(env: &VmEnv, intrs: &IntrCounts) {
+    use core::fmt::Write;
     let mut line = String::new();
     for (kind, n) in env.stats.nonzero() {
-        let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" {kind}={n}"));
+        let _ = write!(line, " {kind}={n}");
     }
     if line.is_empty() {
         crate::log!("{} closed; it never ran", env.name);
-    } else {
-        crate::log!("{} closed; exits:{line}", env.name);
+        return;
     }
+    let times = |n: u64| if n == 1 { "time" } else { "times" };
+    if intrs.tick + intrs.input + intrs.immediate_exit == 0 {
+        crate::log!("{} closed; exits:{line}", env.name);
+        return;
+    }
+    let _ = write!(
+        line,
+        "; RUN ended by the timer {} {}, by COM1 input {} {}",
+        intrs.tick,
+        times(intrs.tick),
+        intrs.input,
+        times(intrs.input)
+    );
+    if intrs.immediate_exit > 0 {
+        let _ = write!(
+            line,
+            ", by immediate_exit {} {}",
+            intrs.immediate_exit,
+            times(intrs.immediate_exit)
+        );
+    }
+    crate::log!("{} closed; exits:{line}", env.name);
 }
 
 /// The reset state's RIP (CS base 0xffff_0000 makes it 0xffff_fff0).

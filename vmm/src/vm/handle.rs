@@ -23,6 +23,8 @@ pub(super) struct State {
     pub(super) exits: ExitCounts,
     pub(super) uart_base: u16,
     pub(super) stop_on_yield: bool,
+    /// `VmConfig::stop_on_intr`.
+    pub(super) stop_on_intr: bool,
     /// `KVM_EXIT_INTR`s since the last other exit.
     pub(super) intrs_in_a_row: u32,
     /// `VmConfig::max_intrs_in_a_row`.
@@ -145,6 +147,9 @@ impl State {
                     return Next::Stop(StopReason::NoExit {
                         intrs: self.intrs_in_a_row,
                     });
+                }
+                if self.stop_on_intr {
+                    return Next::Stop(StopReason::Interrupted);
                 }
                 Next::Continue
             }

@@ -73,6 +73,11 @@ pub struct VmConfig {
     /// [`StopReason::Yield`] (so a caller can interleave VMs) instead of
     /// being ignored.
     pub stop_on_yield: bool,
+    /// Whether `KVM_EXIT_INTR` (under Mojito: the hypervisor's timer or
+    /// COM1 input gave the control domain its CPU back) stops the run loop
+    /// with [`StopReason::Interrupted`], so that the caller can look at its
+    /// console input, instead of running the vCPU again at once.
+    pub stop_on_intr: bool,
     /// Bytes of recent output kept for `console`.
     pub console_ring: usize,
     /// Stop the VM with [`StopReason::NoExit`] after this many
@@ -95,6 +100,7 @@ impl VmConfig {
             uart_base: COM1,
             record_limit: RECORD_LIMIT_DEFAULT,
             stop_on_yield: false,
+            stop_on_intr: false,
             console_ring: RING_DEFAULT,
             max_intrs_in_a_row: 0,
         }
@@ -273,6 +279,7 @@ impl<V: api::Vm> Vm<V> {
                 exits: ExitCounts::default(),
                 uart_base: config.uart_base,
                 stop_on_yield: config.stop_on_yield,
+                stop_on_intr: config.stop_on_intr,
                 intrs_in_a_row: 0,
                 max_intrs_in_a_row: config.max_intrs_in_a_row,
             },
@@ -402,7 +409,7 @@ impl<V: api::Vm> Vm<V> {
                 break reason;
             }
         };
-        if !matches!(reason, StopReason::Yield | StopReason::Requested) {
+        if !reason.is_pause() {
             self.state.console.flush();
         }
         Outcome {

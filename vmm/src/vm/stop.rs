@@ -32,6 +32,9 @@ pub enum StopReason {
     Yield,
     /// [`StopHandle::stop`] was called; `run` again to continue.
     Requested,
+    /// `KVM_EXIT_INTR` and the VM stops on them
+    /// ([`VmConfig::stop_on_intr`]); `run` again to continue.
+    Interrupted,
     /// `KVM_RUN` itself failed with this errno.
     RunFailed(Errno),
     /// `intrs` `KVM_EXIT_INTR`s came in a row without another exit
@@ -48,6 +51,12 @@ pub enum StopReason {
 }
 
 impl StopReason {
+    /// Whether the VM only paused (a yield, a stop request, an
+    /// interrupted RUN): `run` again continues it.
+    pub fn is_pause(&self) -> bool {
+        matches!(self, Self::Yield | Self::Requested | Self::Interrupted)
+    }
+
     /// For `KVM_INTERNAL_ERROR_EMULATION` with the instruction bytes
     /// attached (`kvm_run_emulation_failure`): the bytes KVM fetched at the
     /// instruction it could not emulate (`insn_size` of them; KVM reports
@@ -93,6 +102,7 @@ impl fmt::Display for StopReason {
             Self::SystemEvent(kind) => write!(f, "system event {kind}"),
             Self::Yield => f.write_str("yielded"),
             Self::Requested => f.write_str("stopped on request"),
+            Self::Interrupted => f.write_str("KVM_RUN interrupted"),
             Self::RunFailed(e) => write!(f, "KVM_RUN failed: errno {e}"),
             Self::NoExit { intrs } => {
                 write!(f, "no exit to the VMM in {intrs} KVM_EXIT_INTRs in a row")

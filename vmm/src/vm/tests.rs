@@ -248,6 +248,32 @@ fn intrs_in_a_row_stop_the_vm() {
 }
 
 #[test]
+fn stop_on_intr_pauses_and_the_watchdog_still_counts() {
+    let config = VmConfig {
+        max_intrs_in_a_row: 3,
+        stop_on_intr: true,
+        ..small()
+    };
+    let intr = || Scripted::Reason(KVM_EXIT_INTR);
+    let script = vec![
+        intr(),
+        Scripted::Fail(errno::EINTR),
+        intr(),
+        Scripted::Reason(KVM_EXIT_HLT),
+    ];
+    let (mut vm, _) = vm(script, config);
+    // Each KVM_EXIT_INTR pauses the loop; the count in a row goes on across
+    // the pauses, and the third stops the VM.
+    assert_eq!(vm.run().reason, StopReason::Interrupted);
+    assert!(StopReason::Interrupted.is_pause());
+    assert_eq!(vm.run().reason, StopReason::Interrupted);
+    let outcome = vm.run();
+    assert_eq!(outcome.reason, StopReason::NoExit { intrs: 3 });
+    assert!(!outcome.reason.is_pause());
+    assert_eq!(outcome.exits.get(KVM_EXIT_INTR), 3);
+}
+
+#[test]
 fn mojito_look_needs_a_filter_only_where_the_hypervisor_does_not_refuse() {
     // The fake offers no KVM_CAP_X86_MSR_FILTER.
     let config = small().mojito_look();

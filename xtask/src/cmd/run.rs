@@ -120,6 +120,7 @@ fn run_bochs(ws: &Workspace, args: &RunArgs, mem_mib: u64) -> Result<ExitCode> {
         cpu_model: bochs::DEFAULT_MODEL.into(),
         cpus: args.smp.unwrap_or(DEFAULT_SMP),
         mem_mib,
+        com1_tcp: None,
     };
     let cmd = machine.prepare()?;
     println!(

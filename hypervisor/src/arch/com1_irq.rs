@@ -1,0 +1,36 @@
+//! COM1's interrupt (IRQ 4 on the legacy master PIC, the PC/AT
+//! assignment). The control domain owns COM1 (DESIGN.md D10) and programs
+//! the UART to interrupt on received data; the hypervisor only unmasks the
+//! line and notes that input came, so that a guest's RUN ends with
+//! `KVM_EXIT_INTR` and the control domain reads the input at once (D2), and
+//! so that the control domain's HLT wakes.
+//!
+//! The PIC's input is edge-triggered: the UART raises its line when data
+//! arrives and lowers it when the receive buffer is empty, so one interrupt
+//! comes per burst of input that the control domain reads.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// COM1's line on the master PIC.
+pub const IRQ: u8 = 4;
+
+static INPUT: AtomicBool = AtomicBool::new(false);
+/// COM1 interrupts taken, for the logs and tests.
+pub static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+
+/// Unmasks COM1's line: from now on its interrupts reach the hypervisor.
+#[cfg(target_os = "none")]
+pub fn enable() {
+    super::pic::unmask(IRQ);
+}
+
+/// Called from the interrupt handler.
+pub fn on_interrupt() {
+    INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+    INPUT.store(true, Ordering::Relaxed);
+}
+
+/// Whether input came since the last call (and forgets it).
+pub fn take_input() -> bool {
+    INPUT.swap(false, Ordering::Relaxed)
+}

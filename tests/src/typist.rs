@@ -1,0 +1,191 @@
+//! Typing into the console of an emulated machine: its COM1 is a TCP
+//! client of a listener here, a thread copies what it sends to the run's
+//! `serial.txt` (so a run reads the same either way) and, each time a given
+//! text appears in that output, sends the keys that go with it.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Keys to type once `after` has appeared in the output.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    pub after: &'static str,
+    pub keys: &'static str,
+}
+
+/// The listener's thread.
+pub struct Typist {
+    pub port: u16,
+    /// Where the output goes.
+    pub serial: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<(), String>>,
+}
+
+/// How long the thread waits for data before it looks at its stop flag.
+const POLL: Duration = Duration::from_millis(50);
+
+impl Typist {
+    /// Listens on a free port of 127.0.0.1; the output goes to `serial`.
+    pub fn start(serial: PathBuf, script: Vec<Keys>) -> Result<Self, String> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| format!("no local address: {e}"))?
+            .port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let path = serial.clone();
+        let thread = std::thread::spawn(move || relay(&listener, &path, script, &flag));
+        Ok(Self {
+            port,
+            serial,
+            stop,
+            thread,
+        })
+    }
+
+    /// Waits for the thread, once the emulator has ended; says what it
+    /// could not do (an error, or keys it never typed).
+    pub fn finish(self) -> Result<(), String> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err("the typist's thread panicked".into()))
+    }
+}
+
+fn relay(
+    listener: &TcpListener,
+    serial: &PathBuf,
+    mut script: Vec<Keys>,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let mut out =
+        File::create(serial).map_err(|e| format!("cannot create {}: {e}", serial.display()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("listener: {e}"))?;
+    let mut stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if stop.load(Ordering::SeqCst) {
+                    return Err("the emulator never connected its COM1".into());
+                }
+                std::thread::sleep(POLL);
+            }
+            Err(e) => return Err(format!("accept: {e}")),
+        }
+    };
+    let setup = |r: std::io::Result<()>| r.map_err(|e| format!("COM1 connection: {e}"));
+    setup(stream.set_nonblocking(false))?;
+    setup(stream.set_read_timeout(Some(POLL)))?;
+    // What came since the last keys were typed: the next `after` is looked
+    // for in it only, so a script is followed in order.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    script.reverse();
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.write_all(&buf[..n])
+                    .map_err(|e| format!("cannot write {}: {e}", serial.display()))?;
+                seen.extend_from_slice(&buf[..n]);
+                while let Some(next) = script.last() {
+                    let Some(at) = find(&seen, next.after.as_bytes()) else {
+                        break;
+                    };
+                    stream
+                        .write_all(next.keys.as_bytes())
+                        .map_err(|e| format!("cannot type {:?}: {e}", next.keys))?;
+                    seen.drain(..at + next.after.len());
+                    script.pop();
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // The emulator went away.
+            Err(_) => break,
+        }
+    }
+    match script.last() {
+        Some(k) => Err(format!(
+            "{:?} never appeared, so {:?} was never typed",
+            k.after, k.keys
+        )),
+        None => Ok(()),
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpStream;
+
+    #[test]
+    fn types_after_each_text_in_order_and_keeps_the_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let serial = dir.path().join("serial.txt");
+        let script = vec![
+            Keys {
+                after: "login:",
+                keys: "root\r",
+            },
+            Keys {
+                after: "$ ",
+                keys: "ls\r",
+            },
+        ];
+        let typist = Typist::start(serial.clone(), script).unwrap();
+        let mut machine = TcpStream::connect(("127.0.0.1", typist.port)).unwrap();
+        // "$ " before "login:" does not count: the script goes in order.
+        machine.write_all(b"$ boot\r\nlog").unwrap();
+        machine.write_all(b"in: ").unwrap();
+        let mut typed = [0u8; 5];
+        machine.read_exact(&mut typed).unwrap();
+        assert_eq!(&typed, b"root\r");
+        machine.write_all(b"\r\n$ ").unwrap();
+        let mut typed = [0u8; 3];
+        machine.read_exact(&mut typed).unwrap();
+        assert_eq!(&typed, b"ls\r");
+        drop(machine);
+        typist.finish().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&serial).unwrap(),
+            "$ boot\r\nlogin: \r\n$ "
+        );
+    }
+
+    #[test]
+    fn says_what_it_never_typed() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = vec![Keys {
+            after: "never",
+            keys: "x",
+        }];
+        let typist = Typist::start(dir.path().join("s.txt"), script).unwrap();
+        let machine = TcpStream::connect(("127.0.0.1", typist.port)).unwrap();
+        drop(machine);
+        let e = typist.finish().unwrap_err();
+        assert!(e.contains("\"never\" never appeared"), "{e}");
+        let idle = Typist::start(dir.path().join("t.txt"), vec![]).unwrap();
+        assert!(idle.finish().unwrap_err().contains("never connected"));
+    }
+}
