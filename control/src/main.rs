@@ -18,6 +18,8 @@ mod bare;
 #[cfg(target_os = "none")]
 mod console;
 #[cfg(target_os = "none")]
+mod exhaust;
+#[cfg(target_os = "none")]
 mod hv;
 #[cfg(target_os = "none")]
 mod mem;
@@ -69,7 +71,8 @@ fn run(info: &abi::kvm::mojito::mojito_boot_info) -> ! {
         .take(info.nr_memory as usize)
         .find(|r| r.type_ == abi::kvm::mojito::MOJITO_MEMORY_BOOT)
         .map_or(0, |r| r.base);
-    match ram.alloc(2 << 20, 2 << 20) {
+    let scratch = ram.alloc(2 << 20, 2 << 20);
+    match scratch {
         Some(scratch) => {
             selftest::bad_requests(scratch, boot_area);
             selftest::state_requests(scratch);
@@ -90,6 +93,9 @@ fn run(info: &abi::kvm::mojito::mojito_boot_info) -> ! {
             hv::power_off();
             bare::halt()
         }
+    }
+    if let Some(scratch) = scratch {
+        exhaust::run(scratch);
     }
     backend_check::run();
     hv::echo_log();

@@ -75,6 +75,7 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
             "control: bad requests:",
             "control: state requests:",
             "control: Mojito back end:",
+            "control: metadata pool:",
         ] {
             need(format!("starting {line:?}"), find(&|l| l.starts_with(line)));
         }
@@ -291,14 +292,15 @@ mod tests {
     fn control_mode_needs_the_control_domain() {
         let log = good_log().replace("mojito: vm ", "control: vm ");
         let p = problems(&log, "SVM", Mode::Control);
-        // Five starting lines, the spin guest's stop, portio's PASS, its
+        // Six starting lines, the spin guest's stop, portio's PASS, its
         // two console lines and its stop.
-        assert_eq!(p.len(), 10, "{p:?}");
+        assert_eq!(p.len(), 11, "{p:?}");
         let log = format!(
             "{log}\ncontrol: Mojito control domain 0.1.0 starting\ncontrol: KVM API version 12\n\
              control: bad requests: 24 checked, each refused as KVM refuses it\n\
              control: state requests: 18 checked, each as KVM does it\n\
              control: Mojito back end: 19 checks, each as vmm::api says\n\
+             control: metadata pool: KVM_CREATE_VM 2 frames; each with fewer: -ENOMEM\n\
              control: vm 6 (spin): stopped: killed after timer ticks without an exit: 10 (10 ticks in all)\n\
              [portio] rep outsb to the console, forwards\n\
              [portio] rep outsb to the console, backwards\n\

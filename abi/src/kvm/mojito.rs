@@ -96,6 +96,17 @@ pub const MOJITO_READ_LOG: u32 = iowr(MOJITO_IOCTL_TYPE, 0x02, size_of::<mojito_
 /// `-EIO` if the machine has no working power-off.
 pub const MOJITO_POWER_OFF: u32 = io(MOJITO_IOCTL_TYPE, 0x03);
 
+/// System: Reads, and with [`MOJITO_POOL_SET_LIMIT`] limits, the
+/// hypervisor's pool of frames for VM metadata (nested page tables,
+/// VMCS/VMCB, bitmaps): [`mojito_metadata_pool`]. Returns 0. A limit lets
+/// the control domain keep memory for itself, and test how requests behave
+/// when the pool runs out (`-ENOMEM`, nothing half-made).
+pub const MOJITO_METADATA_POOL: u32 =
+    iowr(MOJITO_IOCTL_TYPE, 0x04, size_of::<mojito_metadata_pool>());
+
+/// [`mojito_metadata_pool::flags`]: set the limit from `limit`.
+pub const MOJITO_POOL_SET_LIMIT: u32 = 1;
+
 /// The `MOJITO_SET_RUN_PAGES` argument.
 ///
 /// `gpa` is the page-aligned control-domain guest-physical address of
@@ -144,6 +155,33 @@ pub struct mojito_log_read {
 
 assert_layout!(struct mojito_log_read, size 64, align 8, {
     flags: 0, len: 4, buf: 8, copied: 16, pad: 20, dropped: 24, padding: 32,
+});
+
+/// The `MOJITO_METADATA_POOL` argument. Counts are 4 KiB frames.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct mojito_metadata_pool {
+    /// In: 0 (only read) or [`MOJITO_POOL_SET_LIMIT`].
+    pub flags: u32,
+    /// Must be 0.
+    pub pad: u32,
+    /// In, with [`MOJITO_POOL_SET_LIMIT`]: how many of the free frames may
+    /// still be taken from now on; `u64::MAX` lifts the limit. Frames given
+    /// back later can be taken again.
+    pub limit: u64,
+    /// Out: frames in the pool.
+    pub total: u64,
+    /// Out: free frames.
+    pub free: u64,
+    /// Out: free frames that may be taken (`free` less those the limit
+    /// holds back).
+    pub available: u64,
+    /// Must be 0.
+    pub padding: [u64; 3],
+}
+
+assert_layout!(struct mojito_metadata_pool, size 64, align 8, {
+    flags: 0, pad: 4, limit: 8, total: 16, free: 24, available: 32, padding: 40,
 });
 
 /// [`mojito_boot_info::magic`]: the bytes `MojitoBI`.

@@ -51,6 +51,8 @@ pub unsafe trait Pod: Copy {}
 // explicit padding fields (asserted in abi), so any bytes are a valid value.
 unsafe impl Pod for mojito_log_read {}
 // SAFETY: as above.
+unsafe impl Pod for abi::kvm::mojito::mojito_metadata_pool {}
+// SAFETY: as above.
 unsafe impl Pod for abi::kvm::mojito::mojito_boot_info {}
 
 /// Copies a `T` out of control-domain memory (before anything checks it:
@@ -118,7 +120,14 @@ enum Request {
     CheckExtension(u64),
     GetVcpuMmapSize,
     CreateVm(u64),
-    ReadLog { gpa: u64, arg: mojito_log_read },
+    ReadLog {
+        gpa: u64,
+        arg: mojito_log_read,
+    },
+    MetadataPool {
+        gpa: u64,
+        arg: mojito::mojito_metadata_pool,
+    },
     PowerOff,
     Close,
     SetMemory(kvm_userspace_memory_region),
@@ -175,6 +184,13 @@ fn decode<B: Backend>(
             Request::ReadLog { gpa: arg, arg: a }
         }
         (None, mojito::MOJITO_POWER_OFF) => Request::PowerOff,
+        (None, mojito::MOJITO_METADATA_POOL) => {
+            let a: mojito::mojito_metadata_pool = read_arg(ram, arg)?;
+            if a.flags & !mojito::MOJITO_POOL_SET_LIMIT != 0 || a.pad != 0 || a.padding != [0; 3] {
+                return Err(EINVAL);
+            }
+            Request::MetadataPool { gpa: arg, arg: a }
+        }
         (Some(Handle::Vm(_)), req::KVM_SET_USER_MEMORY_REGION) => {
             Request::SetMemory(read_arg(ram, arg)?)
         }
@@ -260,6 +276,19 @@ fn invoke<B: Backend>(
         }
         Request::ReadLog { gpa, arg } => read_log(ctx.state, &mut cd.ram, gpa, arg)?,
         Request::PowerOff => return Ok(None),
+        Request::MetadataPool { gpa, mut arg } => {
+            let mut frames = ctx.frames.lock();
+            if arg.flags & mojito::MOJITO_POOL_SET_LIMIT != 0 {
+                frames.set_limit(arg.limit);
+            }
+            let stats = frames.stats();
+            arg.total = stats.total;
+            arg.free = stats.free;
+            arg.available = frames.available();
+            drop(frames);
+            write_arg(&mut cd.ram, gpa, &arg)?;
+            0
+        }
         Request::Close => ctx
             .objects
             .close(ctx.backend, &mut ctx.frames.lock(), handle)?,

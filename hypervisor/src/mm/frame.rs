@@ -47,6 +47,9 @@ pub struct FrameAlloc<M: FrameMemory> {
     nregions: usize,
     free_list: u64,
     stats: FrameStats,
+    /// Allocation fails rather than take `free` below this
+    /// (`MOJITO_METADATA_POOL`'s limit).
+    floor: u64,
 }
 
 /// Marks the end of the free list (no frame lives at the top of the address
@@ -61,6 +64,7 @@ impl<M: FrameMemory> FrameAlloc<M> {
             nregions: 0,
             free_list: NIL,
             stats: FrameStats { total: 0, free: 0 },
+            floor: 0,
         }
     }
 
@@ -84,8 +88,22 @@ impl<M: FrameMemory> FrameAlloc<M> {
         true
     }
 
+    /// Lets at most `limit` more frames be taken (beyond those given back
+    /// later); `u64::MAX` lifts the limit.
+    pub fn set_limit(&mut self, limit: u64) {
+        self.floor = self.stats.free.saturating_sub(limit);
+    }
+
+    /// Free frames that may be taken under the limit.
+    pub fn available(&self) -> u64 {
+        self.stats.free.saturating_sub(self.floor)
+    }
+
     /// One frame, contents unspecified.
     pub fn alloc(&mut self) -> Option<HostPhys> {
+        if self.available() == 0 {
+            return None;
+        }
         if self.free_list != NIL {
             let frame = HostPhys::new(self.free_list);
             self.free_list = self.mem.read_link(frame);
@@ -125,6 +143,9 @@ impl<M: FrameMemory> FrameAlloc<M> {
     /// of two), zero-filled if `zero`. Frames skipped to reach the alignment
     /// go to the free list, so nothing is lost.
     fn bump_aligned(&mut self, n: u64, align: u64, zero: bool) -> Option<HostPhys> {
+        if self.available() < n {
+            return None;
+        }
         let bytes = n.checked_mul(PAGE_SIZE)?;
         let fits = |r: &Region| {
             let start = r.next.checked_next_multiple_of(align)?;
@@ -247,6 +268,27 @@ pub mod fake {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limit_holds_frames_back_until_lifted() {
+        let mut a = fake::pool(8);
+        let first = a.alloc().unwrap();
+        a.set_limit(2);
+        assert_eq!((a.stats().free, a.available()), (7, 2));
+        let f = [a.alloc().unwrap(), a.alloc().unwrap()];
+        assert_eq!(a.alloc(), None);
+        assert_eq!(a.alloc_contiguous(2), None);
+        // Frames given back can be taken again.
+        a.free(f[0]);
+        assert_eq!(a.available(), 1);
+        assert!(a.alloc().is_some());
+        a.set_limit(u64::MAX);
+        assert_eq!(a.available(), 5);
+        assert!(a.alloc_contiguous(3).is_some());
+        a.free(first);
+        a.set_limit(0);
+        assert_eq!(a.alloc(), None);
+    }
 
     #[test]
     fn allocates_until_empty_then_none() {

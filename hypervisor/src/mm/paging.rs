@@ -120,8 +120,8 @@ impl<F: Format> Table<F> {
         self.root
     }
 
-    /// Maps the 4 KiB guest page `gpa` to `frame`. Tables made along the way
-    /// stay (they are freed with the whole table) if a later step fails.
+    /// Maps the 4 KiB guest page `gpa` to `frame`. If a table cannot be
+    /// made, the tables this call made are freed again: nothing half-made.
     pub fn map(
         &mut self,
         mem: &mut impl TableMemory,
@@ -149,6 +149,10 @@ impl<F: Format> Table<F> {
         }
         let leaf_level = size.level();
         let mut table = self.root;
+        // The entries that point at tables this call made (at most three;
+        // once one is made, every table below it is new too).
+        let mut made: [(HostPhys, usize); 3] = [(HostPhys::new(0), 0); 3];
+        let mut n_made = 0;
         for level in (leaf_level + 1..4).rev() {
             let i = index(gpa, level);
             let entry = mem.read(table, i);
@@ -158,8 +162,17 @@ impl<F: Format> Table<F> {
                 }
                 HostPhys::new(entry & ADDR_MASK)
             } else {
-                let next = mem.alloc_table().ok_or(MapError::NoMemory)?;
+                let Some(next) = mem.alloc_table() else {
+                    for &(parent, pi) in made[..n_made].iter().rev() {
+                        let t = HostPhys::new(mem.read(parent, pi) & ADDR_MASK);
+                        mem.write(parent, pi, 0);
+                        mem.free_table(t);
+                    }
+                    return Err(MapError::NoMemory);
+                };
                 mem.write(table, i, F::table(next));
+                made[n_made] = (table, i);
+                n_made += 1;
                 next
             };
         }
@@ -176,8 +189,10 @@ impl<F: Format> Table<F> {
     }
 
     /// Removes the mapping of the page of `size` at `gpa`; returns the frame
-    /// it mapped. The caller flushes the TLB (INVEPT / a flush on next entry).
-    /// Emptied tables stay until the table is destroyed.
+    /// it mapped. Tables it leaves empty are freed (not the root), so the
+    /// tables a VM holds are always those its mappings need. The caller
+    /// flushes the TLB and paging-structure caches (INVEPT / a flush on next
+    /// entry) before any table frame can be used again.
     pub fn unmap(
         &mut self,
         mem: &mut impl TableMemory,
@@ -189,11 +204,17 @@ impl<F: Format> Table<F> {
         }
         let leaf_level = size.level();
         let mut table = self.root;
+        // The entries walked through, from the root's down.
+        let mut path: [(HostPhys, usize); 3] = [(HostPhys::new(0), 0); 3];
+        let mut depth = 0;
         for level in (leaf_level + 1..4).rev() {
-            let entry = mem.read(table, index(gpa, level));
+            let i = index(gpa, level);
+            let entry = mem.read(table, i);
             if !F::present(entry) || (level == 1 && F::is_large(entry)) {
                 return None;
             }
+            path[depth] = (table, i);
+            depth += 1;
             table = HostPhys::new(entry & ADDR_MASK);
         }
         let i = index(gpa, leaf_level);
@@ -202,6 +223,14 @@ impl<F: Format> Table<F> {
             return None;
         }
         mem.write(table, i, 0);
+        for &(parent, pi) in path[..depth].iter().rev() {
+            if (0..512).any(|k| F::present(mem.read(table, k))) {
+                break;
+            }
+            mem.write(parent, pi, 0);
+            mem.free_table(table);
+            table = parent;
+        }
         Some(HostPhys::new(leaf & ADDR_MASK))
     }
 
@@ -534,7 +563,87 @@ mod tests {
             ),
             Err(MapError::NoMemory)
         );
+        // The PDPT and PD it made went back at once: nothing half-made.
+        assert_eq!(pool.stats().free, 2);
         t.destroy(&mut pool);
         assert_eq!(pool.stats().free, 3);
+    }
+
+    #[test]
+    fn unmap_frees_the_tables_it_empties() {
+        let mut pool = fake::pool(64);
+        let mut t = Table::<Toy>::new(&mut pool).unwrap();
+        let used = |pool: &crate::mm::frame::FrameAlloc<_>| {
+            let s: crate::mm::frame::FrameStats = crate::mm::frame::FrameAlloc::stats(pool);
+            s.total - s.free
+        };
+        let a = GuestPhys::new(0x1000);
+        let b = GuestPhys::new(0x2000);
+        // 512 GiB away: its own PDPT, PD and PT.
+        let far = GuestPhys::new(0x80_0000_0000);
+        for (gpa, frame) in [(a, 0x1000), (b, 0x2000), (far, 0x3000)] {
+            t.map(&mut pool, gpa, HostPhys::new(frame), Perms::RWX)
+                .unwrap();
+        }
+        assert_eq!(used(&pool), 1 + 3 + 3);
+        assert_eq!(
+            t.unmap(&mut pool, far, PageSize::Size4K),
+            Some(HostPhys::new(0x3000))
+        );
+        assert_eq!(used(&pool), 1 + 3);
+        // `b` still shares the tables of `a`.
+        assert!(t.unmap(&mut pool, a, PageSize::Size4K).is_some());
+        assert_eq!(used(&pool), 1 + 3);
+        assert_eq!(
+            t.translate(&pool, b),
+            Some((HostPhys::new(0x2000), Perms::RWX))
+        );
+        assert!(t.unmap(&mut pool, b, PageSize::Size4K).is_some());
+        assert_eq!(used(&pool), 1, "only the root is left");
+        // A 2 MiB leaf's PD and PDPT go too.
+        t.map_sized(
+            &mut pool,
+            GuestPhys::new(0x20_0000),
+            HostPhys::new(0x4000_0000),
+            Perms::RWX,
+            PageSize::Size2M,
+        )
+        .unwrap();
+        assert_eq!(used(&pool), 3);
+        assert!(
+            t.unmap(&mut pool, GuestPhys::new(0x20_0000), PageSize::Size2M)
+                .is_some()
+        );
+        assert_eq!(used(&pool), 1);
+        t.destroy(&mut pool);
+        assert_eq!(used(&pool), 0);
+    }
+
+    #[test]
+    fn a_failed_map_keeps_the_tables_it_found() {
+        // Root, PDPT, PD, PT for the first page; a second page 1 GiB away
+        // needs a PD and a PT, and only one frame is left.
+        let mut pool = fake::pool(5);
+        let mut t = Table::<Toy>::new(&mut pool).unwrap();
+        t.map(
+            &mut pool,
+            GuestPhys::new(0),
+            HostPhys::new(0x1000),
+            Perms::RWX,
+        )
+        .unwrap();
+        assert_eq!(pool.stats().free, 1);
+        let far = GuestPhys::new(0x4000_0000);
+        assert_eq!(
+            t.map(&mut pool, far, HostPhys::new(0x2000), Perms::RWX),
+            Err(MapError::NoMemory)
+        );
+        assert_eq!(pool.stats().free, 1);
+        assert_eq!(
+            t.translate(&pool, GuestPhys::new(0)),
+            Some((HostPhys::new(0x1000), Perms::RWX))
+        );
+        t.destroy(&mut pool);
+        assert_eq!(pool.stats().free, 5);
     }
 }
