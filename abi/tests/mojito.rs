@@ -21,6 +21,11 @@ fn requests_have_their_own_type_byte() {
             size_of::<mojito_log_read>(),
         ),
         (MOJITO_POWER_OFF, IOC_NONE, 0),
+        (
+            MOJITO_METADATA_POOL,
+            IOC_READ | IOC_WRITE,
+            size_of::<mojito_metadata_pool>(),
+        ),
     ] {
         assert_eq!(ioctl::type_(code), MOJITO_IOCTL_TYPE);
         assert_eq!(ioctl::dir(code), dir);
@@ -31,6 +36,7 @@ fn requests_have_their_own_type_byte() {
     }
     assert_eq!(MOJITO_SET_RUN_PAGES, 0x4040_b801);
     assert_eq!(MOJITO_READ_LOG, 0xc040_b802);
+    assert_eq!(MOJITO_METADATA_POOL, 0xc040_b804);
 }
 
 #[test]
