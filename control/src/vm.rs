@@ -176,7 +176,8 @@ fn report(n: usize, name: &str, outcome: &Outcome) {
 }
 
 /// Runs every `guests/NAME.elf` of the bundle, round robin on the yield
-/// port, until all have stopped.
+/// port, until all have stopped, answering the operator's commands
+/// whenever a RUN returns `KVM_EXIT_INTR`.
 pub fn run_all(bundle: &abi::bundle::Bundle<'_>) {
     let mut guests: Vec<Guest<'_>> = Vec::new();
     for f in bundle.files() {
@@ -216,16 +217,29 @@ pub fn run_all(bundle: &abi::bundle::Bundle<'_>) {
     loop {
         let mut any = false;
         for i in 0..guests.len() {
-            // The operator first: COM1 input ended the last RUN.
-            while let Some(line) = operator::poll(&mut input) {
-                command(&line, &guests);
+            if guests[i].vm.is_none() {
+                continue;
             }
+            any = true;
+            // A KVM_EXIT_INTR (the timer, or COM1 input) gives the operator
+            // a turn, then the same guest goes on: switching guests only on
+            // yields keeps a guest's measured loops free of other guests.
+            let outcome = loop {
+                while let Some(line) = operator::poll(&mut input) {
+                    command(&line, &guests);
+                }
+                let Some(vm) = guests[i].vm.as_mut() else {
+                    break None;
+                };
+                let outcome = vm.run();
+                if outcome.reason != StopReason::Interrupted {
+                    break Some(outcome);
+                }
+            };
             let g = &mut guests[i];
-            let Some(vm) = g.vm.as_mut() else {
+            let (Some(outcome), Some(vm)) = (outcome, g.vm.as_mut()) else {
                 continue;
             };
-            any = true;
-            let outcome = vm.run();
             if outcome.reason.is_pause() {
                 continue;
             }
