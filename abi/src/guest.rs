@@ -21,6 +21,13 @@ pub const YIELD_PORT: u16 = 0xf5;
 /// and reads return 0xff.
 pub const POST_PORT: u16 = 0x80;
 
+/// The MMIO scratch device: a page of device memory (no memory slot maps
+/// it, so every access exits as `KVM_EXIT_MMIO`) that keeps what is written
+/// and returns it. Inside the first GiB, which test guests identity-map.
+/// Guest-physical addresses outside RAM and this page read as all ones.
+pub const MMIO_SCRATCH_BASE: u64 = 0x2000_0000;
+pub const MMIO_SCRATCH_SIZE: u64 = 0x1000;
+
 /// Guest-physical address at which a test guest's RAM begins.
 pub const GUEST_RAM_BASE: u64 = 0;
 

@@ -165,9 +165,16 @@ fn report(n: usize, name: &str, outcome: &Outcome) {
         StopReason::Shutdown => println!("{head} triple fault ({ticks} ticks)"),
         StopReason::RunFailed(e) => println!("{head} KVM_RUN failed ({e:#x})"),
         StopReason::FailEntry { reason, .. } => println!("{head} VM entry failed ({reason:#x})"),
-        StopReason::InternalError { suberror, .. } => {
-            println!("{head} internal error ({suberror:#x})")
-        }
+        StopReason::InternalError { suberror, .. } => match outcome.reason.failed_instruction() {
+            Some(bytes) => {
+                let mut hex = alloc::string::String::new();
+                for b in &bytes {
+                    let _ = core::fmt::Write::write_fmt(&mut hex, format_args!(" {b:02x}"));
+                }
+                println!("{head} internal error ({suberror:#x}), cannot emulate:{hex}")
+            }
+            None => println!("{head} internal error ({suberror:#x})"),
+        },
         StopReason::Unhandled { exit_reason } => {
             println!("{head} unexpected exit ({exit_reason:#x})")
         }

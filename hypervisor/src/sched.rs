@@ -80,7 +80,10 @@ fn run_until_switch<B: Backend>(
             Action::Yield => return None,
             // Test guests are neither the control domain nor KVM-API VMs:
             // `handle` answers their hypercalls and ports itself.
-            Action::ControlRequest | Action::ForwardIo(_) | Action::ForwardHypercall => {}
+            Action::ControlRequest
+            | Action::ForwardIo(_)
+            | Action::ForwardHypercall
+            | Action::ForwardMmio(_) => {}
             Action::Stop(reason) => return Some(reason),
         }
     }

@@ -83,6 +83,7 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
     let mut passing = vec!["demo", "fpustate"];
     if mode == Mode::Control {
         passing.push("portio");
+        passing.push("mmio");
         // INS/OUTS data reaches the VMM in memory order, DF clear or set.
         for way in ["forwards", "backwards"] {
             let line = format!("[portio] rep outsb to the console, {way}");
@@ -108,6 +109,9 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
     let mut triple = None;
     if mode == Mode::Control {
         stops.insert(0, ("portio", "exited with status 0"));
+        stops.insert(0, ("mmio", "exited with status 0"));
+        // x87 on device memory: outside the decoder's set, as in KVM.
+        stops.insert(0, ("mmiofail", "internal error (0x1), cannot emulate: d9"));
         // The guest that never exits: the timer gave the CPU back (D2).
         let how = "killed after timer ticks without an exit";
         need(
@@ -293,8 +297,9 @@ mod tests {
         let log = good_log().replace("mojito: vm ", "control: vm ");
         let p = problems(&log, "SVM", Mode::Control);
         // Six starting lines, the spin guest's stop, portio's PASS, its
-        // two console lines and its stop.
-        assert_eq!(p.len(), 11, "{p:?}");
+        // two console lines and its stop, mmio's PASS and stop, mmiofail's
+        // stop.
+        assert_eq!(p.len(), 14, "{p:?}");
         let log = format!(
             "{log}\ncontrol: Mojito control domain 0.1.0 starting\ncontrol: KVM API version 12\n\
              control: bad requests: 24 checked, each refused as KVM refuses it\n\
@@ -304,7 +309,9 @@ mod tests {
              control: vm 6 (spin): stopped: killed after timer ticks without an exit: 10 (10 ticks in all)\n\
              [portio] rep outsb to the console, forwards\n\
              [portio] rep outsb to the console, backwards\n\
-             [portio] PASS\ncontrol: vm 8 (portio): stopped: exited with status 0 (0 ticks in all)"
+             [portio] PASS\ncontrol: vm 8 (portio): stopped: exited with status 0 (0 ticks in all)\n\
+             [mmio] PASS\ncontrol: vm 9 (mmio): stopped: exited with status 0 (1 ticks in all)\n\
+             control: vm 10 (mmiofail): stopped: internal error (0x1), cannot emulate: d9 00 90"
         );
         assert_eq!(problems(&log, "SVM", Mode::Control), Vec::<String>::new());
         let failed = format!("{log}\ncontrol: FAIL bad request: x");

@@ -355,6 +355,51 @@ fn halt_stops_as_halted() {
     assert_eq!(run.records.last(), Some(&ExitRecord::Hlt));
 }
 
+/// The `mmio` guest's forms agree on RAM and on the VMM's scratch page
+/// (KVM's own emulator does the device accesses here).
+#[test]
+fn mmio_guest_passes() {
+    let Some(_) = kvm("mmio_guest_passes") else {
+        return;
+    };
+    let run = run_test_guest("mmio", WATCHDOG);
+    assert_eq!(
+        reason(&run),
+        StopReason::Exited(0),
+        "output: {:#?}",
+        run.lines
+    );
+    assert_eq!(run.lines.last().map(String::as_str), Some("PASS"));
+    let reads = run
+        .records
+        .iter()
+        .filter(|r| matches!(r, ExitRecord::MmioRead { .. }))
+        .count();
+    let writes = run
+        .records
+        .iter()
+        .filter(|r| matches!(r, ExitRecord::MmioWrite { .. }))
+        .count();
+    assert!(reads > 50 && writes > 50, "{reads} reads, {writes} writes");
+}
+
+/// An instruction outside the MMIO decoder's set on device memory: KVM's
+/// emulator fails on it too, with the instruction's bytes.
+#[test]
+fn mmiofail_stops_with_an_emulation_failure() {
+    let Some(_) = kvm("mmiofail_stops_with_an_emulation_failure") else {
+        return;
+    };
+    let run = run_test_guest("mmiofail", WATCHDOG);
+    let r = reason(&run);
+    let bytes = r.failed_instruction().unwrap_or_default();
+    assert!(
+        bytes.starts_with(&[0xd9]),
+        "{r:?} (bytes {bytes:02x?}), output: {:?}",
+        run.lines
+    );
+}
+
 #[test]
 fn triple_fault_is_caught() {
     let Some(_) = kvm("triple_fault_is_caught") else {

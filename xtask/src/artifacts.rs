@@ -11,8 +11,8 @@ use crate::workspace::{Workspace, output_of, run_checked};
 pub const TARGET: &str = "x86_64-unknown-none";
 
 /// The guest binaries of the `guests` crate.
-pub const GUESTS: [&str; 7] = [
-    "demo", "isolate", "halt", "triple", "spin", "fpustate", "portio",
+pub const GUESTS: [&str; 9] = [
+    "demo", "isolate", "halt", "triple", "spin", "fpustate", "portio", "mmio", "mmiofail",
 ];
 
 /// What `build` produced.

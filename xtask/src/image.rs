@@ -27,7 +27,13 @@ pub const CONTROL_ELF: &str = "control.elf";
 
 /// What the built-in image leaves out: the control domain, the guest that
 /// never exits, and the guest whose INS/OUTS need a VMM.
-pub const CONTROL_ONLY: [&str; 3] = [CONTROL_ELF, "guests/spin.elf", "guests/portio.elf"];
+pub const CONTROL_ONLY: [&str; 5] = [
+    CONTROL_ELF,
+    "guests/spin.elf",
+    "guests/portio.elf",
+    "guests/mmio.elf",
+    "guests/mmiofail.elf",
+];
 
 /// One file of the boot bundle: its name in the bundle and where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,6 +88,8 @@ pub fn default_bundle(a: &Artifacts) -> Result<Vec<BundleEntry>> {
         elf("spin", "spin")?,
         elf("fpustate", "fpustate")?,
         elf("portio", "portio")?,
+        elf("mmio", "mmio")?,
+        elf("mmiofail", "mmiofail")?,
     ])
 }
 
@@ -156,7 +164,7 @@ pub fn make_images(ws: &Workspace, kernel: &Path, bundle: &[BundleEntry]) -> Res
     run(Some(&images.uefi), &images.bios, &mut bundle.iter())?;
     // The hypervisor's own round robin does not preempt: `spin` is only for
     // the control domain, which gets its CPU back on the timer; `portio`'s
-    // INS/OUTS need a VMM.
+    // INS/OUTS and `mmio`'s device accesses need a VMM.
     let builtin = |e: &&BundleEntry| !CONTROL_ONLY.contains(&e.name.as_str());
     run(
         None,
@@ -230,7 +238,9 @@ mod tests {
                 "guests/triple.elf",
                 "guests/spin.elf",
                 "guests/fpustate.elf",
-                "guests/portio.elf"
+                "guests/portio.elf",
+                "guests/mmio.elf",
+                "guests/mmiofail.elf"
             ]
         );
     }

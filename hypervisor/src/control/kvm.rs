@@ -30,7 +30,7 @@ pub const PIO_DATA_OFFSET: u64 = 4096;
 pub const APIC_BASE_DEFAULT: u64 = 0xfee0_0900;
 
 /// Offsets of the fields RUN writes in `kvm_run` (asserted in `abi`).
-mod run_offset {
+pub(super) mod run_offset {
     pub const IMMEDIATE_EXIT: u64 = 1;
     pub const EXIT_REASON: u64 = 8;
     pub const READY_FOR_INTERRUPT_INJECTION: u64 = 12;
@@ -320,14 +320,21 @@ pub fn run<B: Backend>(
     if !backend.activate(&mut vc.cpu) {
         return Err(EINVAL);
     }
-    // Finish the exit the VMM handled since the last RUN.
-    if let Some(p) = vc.pending.take()
-        && let Err(e) = complete(vc, env, &cd_env.ram, run_gpa, p)
-    {
-        vc.pending = Some(p);
-        return Err(e);
+    // Finish the exit the VMM handled since the last RUN; an instruction
+    // with a second device access exits again at once.
+    let mut next = None;
+    if let Some(p) = vc.pending.take() {
+        match complete(vc, env, &cd_env.ram, run_gpa, p) {
+            Ok(end) => next = end,
+            Err(e) => {
+                vc.pending = Some(p);
+                return Err(e);
+            }
+        }
     }
-    let end = if immediate[0] != 0 {
+    let end = if let Some(end) = next {
+        end
+    } else if immediate[0] != 0 {
         RunEnd::Interrupted(Intr::ImmediateExit)
     } else if crate::arch::com1_irq::take_input() {
         // Input that came while the control domain ran: it may have read it
@@ -359,7 +366,7 @@ fn complete<B: Backend>(
     cd: &GuestRam,
     run_gpa: u64,
     p: Pending,
-) -> Result<(), i32> {
+) -> Result<Option<RunEnd>, i32> {
     match p {
         Pending::Io { input, size, len } => {
             if input {
@@ -391,8 +398,9 @@ fn complete<B: Backend>(
             vc.cpu.skip_instruction(len);
         }
         Pending::String(b) => super::string_io::complete(&mut vc.cpu, env, cd, run_gpa, b)?,
+        Pending::Mmio(a) => return super::mmio::complete(vc, env, cd, run_gpa, a),
     }
-    Ok(())
+    Ok(None)
 }
 
 /// `kvm_run_hypercall::ret`'s offset in the exit union.
@@ -438,6 +446,10 @@ fn run_guest<B: Backend>(
                 };
                 return forward_io(vc, cd_env, run_gpa, io, len);
             }
+            Action::ForwardMmio(f) => match super::mmio::start(vc, env, f) {
+                super::mmio::Start::Exit(end) => return end,
+                super::mmio::Start::Resume => {}
+            },
             Action::ForwardHypercall => {
                 let Some(len) = vcpu::insn_len(&vc.cpu, env, info, Kind::Hypercall) else {
                     return internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]);

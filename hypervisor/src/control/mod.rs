@@ -10,6 +10,7 @@ pub mod boot;
 pub mod hypercall;
 pub mod kvm;
 pub mod memory;
+pub mod mmio;
 pub mod objects;
 pub mod state;
 pub mod string_io;
@@ -70,7 +71,11 @@ pub fn run<B: Backend>(
         let info = backend.run(cpu, new_context);
         new_context = false;
         match vcpu::handle(cpu, env, info, xstate.xcr0_max) {
-            Action::Resume | Action::Yield | Action::ForwardIo(_) | Action::ForwardHypercall => {}
+            Action::Resume
+            | Action::Yield
+            | Action::ForwardIo(_)
+            | Action::ForwardHypercall
+            | Action::ForwardMmio(_) => {}
             Action::Stop(reason) => break reason,
             Action::ControlRequest => {
                 let g = *cpu.gprs();

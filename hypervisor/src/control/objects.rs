@@ -37,6 +37,8 @@ pub enum Pending {
     Hypercall { len: u8, long_mode: bool },
     /// A batch of INS/OUTS elements.
     String(super::string_io::StringBatch),
+    /// A device access (`KVM_EXIT_MMIO`).
+    Mmio(super::mmio::MmioAccess),
 }
 
 /// A vCPU made with `KVM_CREATE_VCPU`.

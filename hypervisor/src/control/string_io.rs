@@ -61,7 +61,7 @@ pub enum Start {
     Resume,
 }
 
-fn mask_of(addr_size: u8) -> u64 {
+pub(super) fn mask_of(addr_size: u8) -> u64 {
     match addr_size {
         2 => 0xffff,
         4 => 0xffff_ffff,
@@ -71,7 +71,7 @@ fn mask_of(addr_size: u8) -> u64 {
 
 /// `reg` advanced by `delta` under `mask`: a 16-bit update keeps the upper
 /// bits, a 32-bit one zero-extends (SDM Vol. 1 3.4.1.1).
-fn advance(reg: u64, delta: u64, mask: u64) -> u64 {
+pub(super) fn advance(reg: u64, delta: u64, mask: u64) -> u64 {
     let v = reg.wrapping_add(delta) & mask;
     if mask == 0xffff { (reg & !mask) | v } else { v }
 }

@@ -62,6 +62,20 @@ fn pieces<C: GuestCpu>(
     Ok(())
 }
 
+/// The guest-physical address a write to `linear` goes to (RAM or not).
+pub fn translate_write<C: GuestCpu>(cpu: &C, env: &VmEnv, linear: u64) -> Result<u64, LinearError> {
+    let (cr0, efer) = (cpu.cr0(), cpu.efer());
+    let paging = Paging::from_state(cr0, cpu.cr4(), efer);
+    let nxe = efer & crate::arch::msr::efer::NXE != 0;
+    let wp = cr0 & CR0_WP != 0;
+    let la = GuestVirt::new(linear);
+    match walk::translate(&env.ram, paging, cpu.cr3(), la, access(cpu, true), nxe, wp) {
+        Ok(gpa) => Ok(gpa.raw()),
+        Err(WalkError::PageFault(code)) => Err(LinearError::PageFault { addr: linear, code }),
+        Err(WalkError::NotRam(_)) => Err(LinearError::NotRam),
+    }
+}
+
 /// Checks that the guest could write `[linear, linear+len)` without
 /// copying anything (INS checks before the VMM reads the port).
 pub fn check_write<C: GuestCpu>(

@@ -35,6 +35,9 @@ pub enum Action {
     /// A hypercall for the VMM (`KVM_EXIT_HYPERCALL`); it completes, with
     /// the VMM's return value, on the next `KVM_RUN`.
     ForwardHypercall,
+    /// A KVM-API VM's data access to a guest-physical address no memory
+    /// slot maps: MMIO for its VMM (`control::mmio`).
+    ForwardMmio(crate::virt::exit::NestedFault),
     Stop(StopReason),
 }
 
@@ -210,6 +213,7 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
             let v = (old & !0xe) | u64::from(value & 0xf) | (old & 1);
             write_cr(cpu, env, info, 0, v)
         }
+        Exit::NestedPageFault(f) if env.kind == VmKind::Kvm && !f.fetch => Action::ForwardMmio(f),
         Exit::NestedPageFault(f) => Action::Stop(StopReason::UnmappedAccess {
             gpa: f.gpa.raw(),
             write: f.write,
@@ -402,6 +406,16 @@ impl Code {
     fn bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
+}
+
+/// The bytes at CS:RIP (up to 15; how many were readable) and the mode
+/// they execute in.
+pub fn fetch_code<C: GuestCpu>(
+    cpu: &C,
+    env: &VmEnv,
+) -> Option<([u8; insn::MAX_LEN], usize, CpuMode)> {
+    let code = fetch_at_rip(cpu, env)?;
+    Some((code.buf, code.len, code.mode))
 }
 
 /// Fetches up to 15 bytes at CS:RIP through the guest's page tables, page

@@ -1,4 +1,6 @@
-//! Device models and the port-I/O bus that dispatches to them.
+//! Device models, the port-I/O bus that dispatches to them, and the MMIO
+//! scratch page of the test guests (`scratch`; every other MMIO address
+//! reads as all ones).
 //!
 //! Every model answers every access: a read of a register it does not
 //! have returns what the hardware would (usually all ones or 0), never an
@@ -9,6 +11,7 @@
 
 pub mod console;
 pub mod debug;
+pub mod scratch;
 pub mod uart;
 
 use alloc::boxed::Box;

@@ -10,6 +10,7 @@ use abi::kvm::{
 
 use super::stop::{ExitCounts, StopReason};
 use crate::devices::console::Console;
+use crate::devices::scratch::Scratch;
 use crate::devices::{Effect, PortBus};
 use crate::exit::Exit;
 use crate::record::{ExitRecord, Recorder};
@@ -18,6 +19,7 @@ use crate::record::{ExitRecord, Recorder};
 /// run page an exit borrows).
 pub(super) struct State {
     pub(super) bus: PortBus,
+    pub(super) scratch: Scratch,
     pub(super) console: Console,
     pub(super) recorder: Recorder,
     pub(super) exits: ExitCounts,
@@ -82,8 +84,10 @@ impl State {
             }
             Exit::MmioRead { addr, data } => {
                 self.exits.count(KVM_EXIT_MMIO);
-                *self.exits.mmio_reads.entry(addr).or_default() += 1;
-                data.fill(0xff);
+                if !self.scratch.read(addr, data) {
+                    *self.exits.mmio_reads.entry(addr).or_default() += 1;
+                    data.fill(0xff);
+                }
                 self.recorder.push(ExitRecord::MmioRead {
                     addr,
                     len: data.len() as u8,
@@ -93,7 +97,9 @@ impl State {
             }
             Exit::MmioWrite { addr, data } => {
                 self.exits.count(KVM_EXIT_MMIO);
-                *self.exits.mmio_writes.entry(addr).or_default() += 1;
+                if !self.scratch.write(addr, data) {
+                    *self.exits.mmio_writes.entry(addr).or_default() += 1;
+                }
                 self.recorder.push(ExitRecord::MmioWrite {
                     addr,
                     len: data.len() as u8,

@@ -274,6 +274,7 @@ impl<V: api::Vm> Vm<V> {
             vm,
             state: State {
                 bus,
+                scratch: Default::default(),
                 console: Console::new(&config.name, config.console_ring, sink),
                 recorder: Recorder::new(config.record_limit),
                 exits: ExitCounts::default(),
