@@ -1,0 +1,57 @@
+//! `cargo xtask fuzz`: runs the `fuzz/` crate's cargo-fuzz targets (today
+//! `mmio_decode`: the MMIO instruction decoder against iced-x86) for a
+//! while, installing cargo-fuzz first if it is missing.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use xtask::Workspace;
+use xtask::workspace::run_checked;
+
+/// The cargo-fuzz release the targets are known to build with.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// The fuzz targets, in `fuzz/fuzz_targets/`.
+pub const TARGETS: [&str; 1] = ["mmio_decode"];
+
+fn cargo_fuzz_present(ws: &Workspace) -> bool {
+    ws.cargo()
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Fuzzes each target for `seconds`; libFuzzer prints its executions.
+pub fn fuzz(ws: &Workspace, seconds: u32) -> Result<()> {
+    if !cargo_fuzz_present(ws) {
+        println!(
+            "xtask: cargo-fuzz is missing; installing it (cargo install cargo-fuzz --version \
+             ={CARGO_FUZZ_VERSION} --locked, a few minutes; libFuzzer needs a C++ compiler: \
+             apt-get install g++)"
+        );
+        let what = format!("cargo install cargo-fuzz --version ={CARGO_FUZZ_VERSION} --locked");
+        run_checked(ws.cargo().args(what.split(' ').skip(1)), &what)?;
+    }
+    let dir = ws.root.join("fuzz");
+    if !dir.join("Cargo.toml").is_file() {
+        bail!("{} has no Cargo.toml", dir.display());
+    }
+    for target in TARGETS {
+        println!(
+            "xtask: fuzzing {target} for {seconds} s (crashes go to fuzz/artifacts/{target}/)"
+        );
+        let mut cmd: Command = ws.cargo();
+        cmd.current_dir(&dir).args([
+            "fuzz",
+            "run",
+            target,
+            "--",
+            &format!("-max_total_time={seconds}"),
+            "-max_len=15",
+            "-print_final_stats=1",
+        ]);
+        run_checked(&mut cmd, &format!("cargo fuzz run {target}"))
+            .with_context(|| format!("fuzz target {target} failed: a difference or crash"))?;
+    }
+    Ok(())
+}
