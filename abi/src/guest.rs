@@ -28,6 +28,33 @@ pub const POST_PORT: u16 = 0x80;
 pub const MMIO_SCRATCH_BASE: u64 = 0x2000_0000;
 pub const MMIO_SCRATCH_SIZE: u64 = 0x1000;
 
+/// The memory-slot test port. Writes are commands to the VMM: 1 fetches
+/// the dirty log of the logged slot (`KVM_GET_DIRTY_LOG`); 2 moves the
+/// logged slot to [`MOVED_SLOT_BASE`], 3 moves it back. A 4-byte read
+/// returns the next page index of the last fetched log, or `0xffff_ffff`
+/// when there is none left.
+pub const MEMTEST_PORT: u16 = 0xf6;
+pub const MEMTEST_FETCH_DIRTY_LOG: u8 = 1;
+pub const MEMTEST_MOVE_AWAY: u8 = 2;
+pub const MEMTEST_MOVE_BACK: u8 = 3;
+/// No more page indices.
+pub const MEMTEST_END: u32 = 0xffff_ffff;
+
+/// The logged slot: RAM with `KVM_MEM_LOG_DIRTY_PAGES` (slot 1), zeroed.
+pub const LOGGED_SLOT_BASE: u64 = 0x1000_0000;
+pub const LOGGED_SLOT_PAGES: u64 = 16;
+/// Where `MEMTEST_MOVE_AWAY` moves it.
+pub const MOVED_SLOT_BASE: u64 = 0x1200_0000;
+/// The read-only slot (slot 2, `KVM_MEM_READONLY`): byte `i` holds
+/// [`rom_byte`]`(i)`; the guest's writes exit as MMIO and change nothing.
+pub const ROM_BASE: u64 = 0x1100_0000;
+pub const ROM_SIZE: u64 = 0x1_0000;
+
+/// The read-only slot's contents at offset `i`.
+pub const fn rom_byte(i: u64) -> u8 {
+    (i as u8).wrapping_mul(7) ^ (i >> 8) as u8 ^ 0x5a
+}
+
 /// Guest-physical address at which a test guest's RAM begins.
 pub const GUEST_RAM_BASE: u64 = 0;
 

@@ -63,12 +63,13 @@ impl Checks {
     }
 
     /// Tries `attempt` with 0, 1, … frames available until it succeeds;
-    /// returns the frames it took and its value.
+    /// returns the frames it took (negative: it freed more than it took)
+    /// and its value.
     fn sweep(
         &mut self,
         what: &str,
         mut attempt: impl FnMut() -> Result<u64, i32>,
-    ) -> Option<(u64, u64)> {
+    ) -> Option<(i64, u64)> {
         for n in 0..=MAX_COST {
             let Ok(before) = pool(Some(n)) else {
                 self.check(false, format_args!("{what}: cannot set the limit"));
@@ -81,9 +82,9 @@ impl Checks {
             };
             match got {
                 Ok(v) => {
-                    let cost = before.free - after.free;
+                    let cost = before.free as i64 - after.free as i64;
                     self.check(
-                        cost <= n,
+                        cost <= n as i64,
                         format_args!("{what} took {cost} frames with {n} available"),
                     );
                     return Some((cost, v));
@@ -143,7 +144,7 @@ pub fn run(scratch: u64) {
     );
 
     let mut costs = String::new();
-    let mut note = |what: &str, cost: u64| {
+    let mut note = |what: &str, cost: i64| {
         let _ = write!(
             costs,
             "{}{what} {cost}",
@@ -181,6 +182,19 @@ pub fn run(scratch: u64) {
         if let Some((cost, _)) = c.sweep("a 4 MiB slot", || set_memory(vm, &big)) {
             note("a 4 MiB slot of 4 KiB pages", cost);
         }
+        // Moving it, logging it, to a place across a 1 GiB boundary in a
+        // new region: its 4 old tables are freed first, the new place needs
+        // 5 (a PDPT, two PDs, two PTs), so with none to spare the move
+        // fails and must put the old mapping back.
+        let moved = kvm_userspace_memory_region {
+            flags: abi::kvm::KVM_MEM_LOG_DIRTY_PAGES,
+            guest_phys_addr: 3 * REGION + (1 << 30) - (2 << 20),
+            ..big
+        };
+        if let Some((cost, _)) = c.sweep("moving it", || set_memory(vm, &moved)) {
+            note("moving it and turning on dirty logging", cost);
+        }
+        let big = moved;
         // Deleting the slots gives their tables back at once.
         let in_use = pool(Some(u64::MAX)).map(|p| p.free);
         for r in [&page, &big] {

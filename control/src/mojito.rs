@@ -246,6 +246,43 @@ impl Vm for MojitoVm {
         Ok(())
     }
 
+    fn change_user_memory_region(
+        &mut self,
+        slot: u32,
+        flags: u32,
+        guest_phys_addr: u64,
+    ) -> api::Result<()> {
+        let memory = self.slots.get(&slot).ok_or(ENOENT)?;
+        self.set_region(&kvm_userspace_memory_region {
+            slot,
+            flags,
+            guest_phys_addr,
+            memory_size: memory.0.len() as u64,
+            userspace_addr: memory.0.gpa(),
+        })
+    }
+
+    fn get_dirty_log(&mut self, slot: u32) -> api::Result<Vec<u64>> {
+        let memory = self.slots.get(&slot).ok_or(ENOENT)?;
+        let words = (memory.0.len() as u64).div_ceil(PAGE as u64 * 64) as usize;
+        let mut bits: Vec<u64> = Vec::new();
+        bits.try_reserve_exact(words).map_err(|_| ENOMEM)?;
+        bits.resize(words, 0);
+        // The heap is identity-mapped: the buffer's address is its
+        // guest-physical address.
+        let log = abi::kvm::kvm_dirty_log {
+            slot,
+            padding1: 0,
+            dirty_bitmap: bits.as_mut_ptr() as u64,
+        };
+        zero(hv::call(
+            abi::kvm::KVM_GET_DIRTY_LOG,
+            self.handle,
+            &log as *const _ as u64,
+        ))?;
+        Ok(bits)
+    }
+
     fn delete_user_memory_region(&mut self, slot: u32) -> api::Result<MojitoMemory> {
         let memory = self.slots.get(&slot).ok_or(ENOENT)?;
         self.set_region(&kvm_userspace_memory_region {

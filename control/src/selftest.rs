@@ -118,6 +118,67 @@ pub fn bad_requests(scratch: u64, boot_area: u64) -> bool {
         EINVAL,
     );
     c.expect(
+        "moving a slot onto another backing",
+        set(&region(0, 0, 0x40_0000, 0x10_0000, scratch + 0x1000)),
+        EINVAL,
+    );
+    c.expect(
+        "making a slot read-only",
+        set(&region(0, KVM_MEM_READONLY, 0, 0x10_0000, scratch)),
+        EINVAL,
+    );
+    let log = |slot, bitmap| kvm_dirty_log {
+        slot,
+        padding1: 0,
+        dirty_bitmap: bitmap,
+    };
+    let get_log = |l: &kvm_dirty_log| hv::call(KVM_GET_DIRTY_LOG, vm, l as *const _ as u64);
+    c.expect(
+        "dirty log of a slot that does not log",
+        get_log(&log(0, scratch)),
+        ENOENT,
+    );
+    c.expect(
+        "dirty log of a slot that does not exist",
+        get_log(&log(7, scratch)),
+        ENOENT,
+    );
+    c.expect(
+        "dirty log of a slot number too high",
+        get_log(&log(4096, scratch)),
+        EINVAL,
+    );
+    c.expect(
+        "dirty log with its argument outside our RAM",
+        hv::call(KVM_GET_DIRTY_LOG, vm, NOT_OURS),
+        EFAULT,
+    );
+    let ok = set(&region(
+        0,
+        KVM_MEM_LOG_DIRTY_PAGES,
+        0x40_0000,
+        0x10_0000,
+        scratch,
+    ));
+    if ok != Ok(0) {
+        c.failed += 1;
+        println!("control: FAIL bad request: moving a slot and logging it was refused: {ok:?}");
+    }
+    c.expect(
+        "dirty log into memory outside our RAM",
+        get_log(&log(0, NOT_OURS)),
+        EFAULT,
+    );
+    if get_log(&log(0, scratch + 0x1000)) != Ok(0) {
+        c.failed += 1;
+        println!("control: FAIL bad request: the dirty log of a logging slot was refused");
+    }
+    c.expect(
+        "dirty log on the system handle",
+        hv::system(KVM_GET_DIRTY_LOG, scratch),
+        EINVAL,
+    );
+    c.expect(
         "vCPU id beyond the maximum",
         hv::call(KVM_CREATE_VCPU, vm, 5),
         EINVAL,
@@ -190,14 +251,15 @@ pub fn state_requests(scratch: u64) -> bool {
             println!("control: FAIL request: {what}");
         }
     };
-    // KVM_CHECK_EXTENSION names what the requests below rely on, and only
-    // that (no in-kernel irqchip yet).
+    // KVM_CHECK_EXTENSION names what the requests rely on, and only that
+    // (no in-kernel irqchip yet).
     for (cap, want) in [
         (KVM_CAP_EXT_CPUID, 1),
         (KVM_CAP_XSAVE, 1),
         (KVM_CAP_XCRS, 1),
         (KVM_CAP_ENABLE_CAP_VM, 1),
         (KVM_CAP_EXIT_HYPERCALL, 1 << KVM_HC_MAP_GPA_RANGE),
+        (KVM_CAP_READONLY_MEM, 1),
         (KVM_CAP_IRQCHIP, 0),
     ] {
         good(

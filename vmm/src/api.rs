@@ -106,6 +106,19 @@ pub trait Vm {
     /// `KVM_SET_USER_MEMORY_REGION` with `memory_size` 0: deletes slot
     /// `slot` and returns its memory. `ENOENT` when there is no such slot.
     fn delete_user_memory_region(&mut self, slot: u32) -> Result<Self::Memory>;
+    /// `KVM_SET_USER_MEMORY_REGION` on an existing slot: the same memory at
+    /// `guest_phys_addr` with `flags` (KVM allows a move and turning
+    /// `KVM_MEM_LOG_DIRTY_PAGES` on or off). `ENOENT` when there is no such
+    /// slot.
+    fn change_user_memory_region(
+        &mut self,
+        slot: u32,
+        flags: u32,
+        guest_phys_addr: u64,
+    ) -> Result<()>;
+    /// `KVM_GET_DIRTY_LOG`: the pages of slot `slot` written since the last
+    /// call, one bit per 4 KiB page in 64-bit words.
+    fn get_dirty_log(&mut self, slot: u32) -> Result<Vec<u64>>;
     /// The memory of slot `slot`, if it exists.
     fn memory(&self, slot: u32) -> Option<GuestRam<'_>>;
     /// `KVM_CREATE_VCPU` with vCPU id `id`.

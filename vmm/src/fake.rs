@@ -163,6 +163,15 @@ impl Vm for FakeVm {
         }
         self.slot0.take().ok_or(errno::ENOENT)
     }
+    fn change_user_memory_region(&mut self, slot: u32, _flags: u32, _gpa: u64) -> api::Result<()> {
+        if slot != 0 || self.slot0.is_none() {
+            return Err(errno::ENOENT);
+        }
+        Ok(())
+    }
+    fn get_dirty_log(&mut self, _slot: u32) -> api::Result<Vec<u64>> {
+        Err(errno::EINVAL)
+    }
     fn memory(&self, slot: u32) -> Option<GuestRam<'_>> {
         (slot == 0).then(|| self.slot0.as_ref().map(GuestMemory::ram))?
     }

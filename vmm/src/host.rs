@@ -238,6 +238,33 @@ impl Vm for HostVm {
         Ok(memory)
     }
 
+    fn change_user_memory_region(
+        &mut self,
+        slot: u32,
+        flags: u32,
+        guest_phys_addr: u64,
+    ) -> api::Result<()> {
+        let slots = self.slots.lock().map_err(|_| k::errno::EINVAL)?;
+        let memory = slots.get(&slot).ok_or(k::errno::ENOENT)?;
+        let region = kb::kvm_userspace_memory_region {
+            slot,
+            flags,
+            guest_phys_addr,
+            memory_size: memory.0.len as u64,
+            userspace_addr: memory.0.ptr.as_ptr() as u64,
+        };
+        // SAFETY: the same memory the slot already has, still mapped.
+        unsafe { self.fd.set_user_memory_region(region) }.map_err(errno_of)
+    }
+
+    fn get_dirty_log(&mut self, slot: u32) -> api::Result<Vec<u64>> {
+        let size = {
+            let slots = self.slots.lock().map_err(|_| k::errno::EINVAL)?;
+            slots.get(&slot).ok_or(k::errno::ENOENT)?.0.len
+        };
+        self.fd.get_dirty_log(slot, size).map_err(errno_of)
+    }
+
     fn memory(&self, slot: u32) -> Option<GuestRam<'_>> {
         let slots = self.slots.lock().ok()?;
         let m = slots.get(&slot)?;

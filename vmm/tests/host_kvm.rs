@@ -400,6 +400,27 @@ fn mmiofail_stops_with_an_emulation_failure() {
     );
 }
 
+/// Read-only slots, dirty logging and moving a slot on the host's KVM.
+#[test]
+fn memslots_guest() {
+    let Some(_) = kvm("memslots_guest") else {
+        return;
+    };
+    let run = run_test_guest("memslots", WATCHDOG);
+    assert_eq!(
+        reason(&run),
+        StopReason::Exited(0),
+        "output: {:#?}",
+        run.lines
+    );
+    assert!(
+        run.lines
+            .contains(&"dirty log 2: wrote [1, 3, 9, 12], the log [1, 3, 9, 12]".into()),
+        "{:#?}",
+        run.lines
+    );
+}
+
 #[test]
 fn triple_fault_is_caught() {
     let Some(_) = kvm("triple_fault_is_caught") else {

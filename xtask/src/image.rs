@@ -27,12 +27,13 @@ pub const CONTROL_ELF: &str = "control.elf";
 
 /// What the built-in image leaves out: the control domain, the guest that
 /// never exits, and the guest whose INS/OUTS need a VMM.
-pub const CONTROL_ONLY: [&str; 5] = [
+pub const CONTROL_ONLY: [&str; 6] = [
     CONTROL_ELF,
     "guests/spin.elf",
     "guests/portio.elf",
     "guests/mmio.elf",
     "guests/mmiofail.elf",
+    "guests/memslots.elf",
 ];
 
 /// One file of the boot bundle: its name in the bundle and where it is.
@@ -90,6 +91,7 @@ pub fn default_bundle(a: &Artifacts) -> Result<Vec<BundleEntry>> {
         elf("portio", "portio")?,
         elf("mmio", "mmio")?,
         elf("mmiofail", "mmiofail")?,
+        elf("memslots", "memslots")?,
     ])
 }
 
@@ -240,7 +242,8 @@ mod tests {
                 "guests/fpustate.elf",
                 "guests/portio.elf",
                 "guests/mmio.elf",
-                "guests/mmiofail.elf"
+                "guests/mmiofail.elf",
+                "guests/memslots.elf"
             ]
         );
     }

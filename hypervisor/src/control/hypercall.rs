@@ -53,6 +53,8 @@ unsafe impl Pod for mojito_log_read {}
 // SAFETY: as above.
 unsafe impl Pod for abi::kvm::mojito::mojito_metadata_pool {}
 // SAFETY: as above.
+unsafe impl Pod for abi::kvm::kvm_dirty_log {}
+// SAFETY: as above.
 unsafe impl Pod for abi::kvm::mojito::mojito_boot_info {}
 
 /// Copies a `T` out of control-domain memory (before anything checks it:
@@ -128,6 +130,7 @@ enum Request {
         gpa: u64,
         arg: mojito::mojito_metadata_pool,
     },
+    GetDirtyLog(abi::kvm::kvm_dirty_log),
     PowerOff,
     Close,
     SetMemory(kvm_userspace_memory_region),
@@ -195,6 +198,7 @@ fn decode<B: Backend>(
             Request::SetMemory(read_arg(ram, arg)?)
         }
         (Some(Handle::Vm(_)), req::KVM_CREATE_VCPU) => Request::CreateVcpu(arg),
+        (Some(Handle::Vm(_)), req::KVM_GET_DIRTY_LOG) => Request::GetDirtyLog(read_arg(ram, arg)?),
         (Some(Handle::Vcpu(_)), mojito::MOJITO_SET_RUN_PAGES) => {
             let a: mojito_run_pages = read_arg(ram, arg)?;
             if a.flags != 0 || a.padding != [0; 6] {
@@ -300,6 +304,10 @@ fn invoke<B: Backend>(
             ctx.objects
                 .create_vcpu(ctx.backend, &mut ctx.frames.lock(), vm_index, id)?
         }
+        Request::GetDirtyLog(log) => {
+            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            super::dirty::get_log(ctx.backend, &mut ctx.frames.lock(), vm, &mut cd.ram, &log)?
+        }
         Request::SetRunPages(p) => {
             let len = u64::from(p.count) * 4096;
             if u64::from(p.count) != RUN_PAGES
@@ -314,7 +322,7 @@ fn invoke<B: Backend>(
         }
         Request::Run => {
             let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
-            super::kvm::run(ctx.backend, vm, cd, ctx.xstate)?
+            super::kvm::run(ctx.backend, vm, cd, ctx.frames, ctx.xstate)?
         }
         Request::GetRegs(gpa) => {
             let vc = vcpu_of(ctx.objects, vm_index)?;
@@ -431,7 +439,8 @@ fn check_extension(cap: u64) -> u64 {
         | abi::kvm::KVM_CAP_EXT_CPUID
         | abi::kvm::KVM_CAP_XSAVE
         | abi::kvm::KVM_CAP_XCRS
-        | abi::kvm::KVM_CAP_ENABLE_CAP_VM => 1,
+        | abi::kvm::KVM_CAP_ENABLE_CAP_VM
+        | abi::kvm::KVM_CAP_READONLY_MEM => 1,
         // The bit mask of hypercalls that can exit (only KVM_HC_MAP_GPA_RANGE).
         abi::kvm::KVM_CAP_EXIT_HYPERCALL => 1 << abi::kvm::KVM_HC_MAP_GPA_RANGE,
         abi::kvm::KVM_CAP_NR_VCPUS | abi::kvm::KVM_CAP_MAX_VCPUS => u64::from(MAX_VCPUS),

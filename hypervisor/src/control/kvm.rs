@@ -11,7 +11,7 @@ use crate::mm::GuestPhys;
 use crate::vcpu::lazy::HostXstate;
 use crate::vcpu::{self, Action};
 use crate::virt::exit::IoAccess;
-use crate::virt::{Backend, CrEffect, DescTable, GuestCpu, Segment, SystemRegs};
+use crate::virt::{Backend, CrEffect, DescTable, Frames, GuestCpu, Segment, SystemRegs};
 use crate::vm::{StopReason, VmEnv};
 use abi::kvm::errno::{EFAULT, EINTR, EINVAL};
 use abi::kvm::{
@@ -303,10 +303,15 @@ pub fn run<B: Backend>(
     backend: &mut B,
     vm: &mut KvmVm<B>,
     cd_env: &mut VmEnv,
+    frames: &spin::Mutex<Frames>,
     xstate: &HostXstate,
 ) -> Result<u64, i32> {
     let KvmVm {
-        env, vcpu, intrs, ..
+        env,
+        vcpu,
+        intrs,
+        nested,
+        ..
     } = vm;
     let vc = vcpu.as_mut().ok_or(EINVAL)?;
     let run_gpa = vc.run_pages.ok_or(EINVAL)?;
@@ -343,7 +348,8 @@ pub fn run<B: Backend>(
     } else {
         cd_env.lazy.save::<B>(xstate);
         env.lazy.load::<B>(xstate);
-        let end = run_guest(backend, vc, env, cd_env, run_gpa, xstate);
+        let mem = NestedMemory { nested, frames };
+        let end = run_guest(backend, vc, env, mem, cd_env, run_gpa, xstate);
         env.lazy.save::<B>(xstate);
         cd_env.lazy.load::<B>(xstate);
         end
@@ -406,11 +412,19 @@ fn complete<B: Backend>(
 /// `kvm_run_hypercall::ret`'s offset in the exit union.
 const HYPERCALL_RET_OFFSET: u64 = 56;
 
+/// The VM's nested page tables and the pool their frames come from (dirty
+/// logging changes the rights of a page while the guest runs).
+struct NestedMemory<'a, B: Backend> {
+    nested: &'a mut crate::mm::paging::Table<B::Nested>,
+    frames: &'a spin::Mutex<Frames>,
+}
+
 /// Runs the guest until an exit for the VMM.
 fn run_guest<B: Backend>(
     backend: &mut B,
     vc: &mut KvmVcpu<B>,
     env: &mut VmEnv,
+    mem: NestedMemory<'_, B>,
     cd_env: &mut VmEnv,
     run_gpa: u64,
     xstate: &HostXstate,
@@ -446,6 +460,17 @@ fn run_guest<B: Backend>(
                 };
                 return forward_io(vc, cd_env, run_gpa, io, len);
             }
+            // A first write to a page of a slot that logs dirty pages.
+            Action::ForwardMmio(f)
+                if f.write
+                    && super::dirty::write_fault(
+                        backend,
+                        mem.frames,
+                        env,
+                        mem.nested,
+                        vc,
+                        f.gpa.raw(),
+                    ) => {}
             Action::ForwardMmio(f) => match super::mmio::start(vc, env, f) {
                 super::mmio::Start::Exit(end) => return end,
                 super::mmio::Start::Resume => {}

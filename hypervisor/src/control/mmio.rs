@@ -172,7 +172,7 @@ fn page_fault<C: GuestCpu>(cpu: &mut C, e: LinearError) -> Start {
 }
 
 /// Starts the access the guest just faulted on at `f.gpa`.
-pub fn start<B: Backend>(vc: &mut KvmVcpu<B>, env: &VmEnv, f: NestedFault) -> Start {
+pub fn start<B: Backend>(vc: &mut KvmVcpu<B>, env: &mut VmEnv, f: NestedFault) -> Start {
     let cpu = &mut vc.cpu;
     let Some((bytes, n, mode)) = crate::vcpu::fetch_code(cpu, env) else {
         return Start::Exit(emulation_failure(&[]));
@@ -208,6 +208,19 @@ pub fn start<B: Backend>(vc: &mut KvmVcpu<B>, env: &VmEnv, f: NestedFault) -> St
             mmio_exit(gpa, size, Some(imm & mask(size))),
         ),
         Op::Load(_) | Op::LoadExtend { .. } | Op::Alu { .. } => {
+            // A read-only slot is RAM for reads: only the write exits.
+            let mut data = [0u8; 8];
+            if env.ram.read(f.gpa, &mut data[..usize::from(size)]) {
+                let a = MmioAccess {
+                    insn,
+                    gpa,
+                    read: Some(Then::Finish),
+                };
+                return match finish_read(vc, env, a, data) {
+                    Some(end) => Start::Exit(end),
+                    None => Start::Resume,
+                };
+            }
             (read(Then::Finish), mmio_exit(gpa, size, None))
         }
         Op::Stos | Op::Movs => {
@@ -310,17 +323,15 @@ pub fn complete<B: Backend>(
     run_gpa: u64,
     a: MmioAccess,
 ) -> Result<Option<RunEnd>, i32> {
-    let cpu = &mut vc.cpu;
     let insn = a.insn;
-    let size = insn.size;
-    let Some(then) = a.read else {
+    if a.read.is_none() {
         // A write: the instruction is done.
         match insn.op {
-            Op::Movs | Op::Stos => string_step(cpu, &insn),
-            _ => cpu.skip_instruction(insn.len),
+            Op::Movs | Op::Stos => string_step(&mut vc.cpu, &insn),
+            _ => vc.cpu.skip_instruction(insn.len),
         }
         return Ok(None);
-    };
+    }
     let mut data = [0u8; 8];
     if !cd.read(
         GuestPhys::new(run_gpa + run_offset::EXIT + MMIO_DATA_OFFSET),
@@ -328,6 +339,21 @@ pub fn complete<B: Backend>(
     ) {
         return Err(abi::kvm::errno::EFAULT);
     }
+    Ok(finish_read(vc, env, a, data))
+}
+
+/// Finishes a read access with the bytes read: returns the exit of the
+/// instruction's second access, if it has one.
+fn finish_read<B: Backend>(
+    vc: &mut KvmVcpu<B>,
+    env: &mut VmEnv,
+    a: MmioAccess,
+    data: [u8; 8],
+) -> Option<RunEnd> {
+    let cpu = &mut vc.cpu;
+    let insn = a.insn;
+    let size = insn.size;
+    let then = a.read?;
     let v = u64::from_le_bytes(data) & mask(size);
     match (insn.op, then) {
         (Op::Load(r), _) => set_reg(cpu, r, size, v),
@@ -365,7 +391,7 @@ pub fn complete<B: Backend>(
                         gpa: a.gpa,
                         read: None,
                     }));
-                    return Ok(Some(mmio_exit(a.gpa, size, Some(res))));
+                    return Some(mmio_exit(a.gpa, size, Some(res)));
                 }
                 (_, false, Src::Reg(r)) => set_reg(cpu, r, size, res),
                 (_, false, Src::Imm(_)) => {}
@@ -377,7 +403,7 @@ pub fn complete<B: Backend>(
                 Err(e) => {
                     // The mapping changed since the exit.
                     let _ = page_fault(cpu, e);
-                    return Ok(None);
+                    return None;
                 }
             }
         }
@@ -387,14 +413,14 @@ pub fn complete<B: Backend>(
                 gpa,
                 read: None,
             }));
-            return Ok(Some(mmio_exit(gpa, size, Some(v))));
+            return Some(mmio_exit(gpa, size, Some(v)));
         }
         // Stores never read; MOVS always says where it writes.
-        _ => return Ok(Some(emulation_failure(&[]))),
+        _ => return Some(emulation_failure(&[])),
     }
     match insn.op {
         Op::Movs | Op::Stos => string_step(cpu, &insn),
         _ => cpu.skip_instruction(insn.len),
     }
-    Ok(None)
+    None
 }

@@ -7,6 +7,7 @@
 //! for is decoded and checked before anything is done.
 
 pub mod boot;
+pub mod dirty;
 pub mod hypercall;
 pub mod kvm;
 pub mod memory;

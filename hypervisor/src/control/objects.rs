@@ -5,8 +5,8 @@
 
 use crate::guest::GuestRam;
 use crate::guest::ram::MemSlot;
+use crate::mm::GuestPhys;
 use crate::mm::paging::{PageSize, Perms, Table};
-use crate::mm::{GuestPhys, HostPhys};
 use crate::vcpu::cpuid::CpuidTable;
 use crate::vcpu::io::ConsoleLine;
 use crate::vcpu::lazy::{Extended, HostXstate};
@@ -108,7 +108,9 @@ impl<B: Backend> Default for Objects<B> {
 /// unmapping use the same rule.
 fn page_at(slot: &MemSlot, offset: u64) -> PageSize {
     let big = PageSize::Size2M.bytes();
-    if (slot.gpa + offset).is_multiple_of(big)
+    // Dirty logging opens one 4 KiB page at a time.
+    if !slot.logs_dirty()
+        && (slot.gpa + offset).is_multiple_of(big)
         && (slot.cd_gpa + offset).is_multiple_of(big)
         && slot.size - offset >= big
     {
@@ -252,7 +254,10 @@ impl<B: Backend> Objects<B> {
         }
     }
 
-    /// KVM_SET_USER_MEMORY_REGION (arguments already copied).
+    /// KVM_SET_USER_MEMORY_REGION (arguments already copied): add, delete,
+    /// move (a new `guest_phys_addr`, same size and backing) or turn
+    /// `KVM_MEM_LOG_DIRTY_PAGES` on or off, with KVM's rules; nothing
+    /// half-made on failure.
     pub fn set_memory(
         &mut self,
         backend: &mut B,
@@ -260,10 +265,11 @@ impl<B: Backend> Objects<B> {
         vm: usize,
         r: &abi::kvm::kvm_userspace_memory_region,
     ) -> Result<u64, i32> {
+        use abi::kvm::{KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY};
         const PAGE: u64 = 4096;
         let v = self.vm(vm).ok_or(EBADF)?;
         if r.slot >= MAX_MEMSLOTS
-            || r.flags != 0
+            || r.flags & !(KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY) != 0
             || !r.guest_phys_addr.is_multiple_of(PAGE)
             || !r.memory_size.is_multiple_of(PAGE)
             || !r.userspace_addr.is_multiple_of(PAGE)
@@ -290,51 +296,62 @@ impl<B: Backend> Objects<B> {
             cd_gpa: r.userspace_addr,
         };
         if let Some(old) = existing {
-            // Moving or resizing a slot comes with the second part of the
-            // API; setting it again unchanged is a no-op, as in KVM.
-            return if old == new { Ok(0) } else { Err(EINVAL) };
+            // KVM: an existing slot keeps its size, backing and
+            // read-only-ness (resizing is deleting and adding again); it may
+            // move, or turn dirty logging on or off. The same again is a
+            // no-op.
+            if old.size != new.size
+                || old.cd_gpa != new.cd_gpa
+                || (old.flags ^ new.flags) & KVM_MEM_READONLY != 0
+            {
+                return Err(EINVAL);
+            }
+            if old == new {
+                return Ok(0);
+            }
         }
         let end = new.gpa + new.size;
         if v.env
             .ram
             .slots()
             .iter()
-            .any(|s| new.gpa < s.gpa + s.size && s.gpa < end)
+            .any(|s| s.slot != new.slot && new.gpa < s.gpa + s.size && s.gpa < end)
         {
             return Err(EEXIST);
         }
         if !super::memory::usable(new.cd_gpa, new.size) {
             return Err(EFAULT);
         }
-        let mut offset = 0;
-        while offset < new.size {
-            let size = page_at(&new, offset);
-            let host = super::memory::host_run(new.cd_gpa + offset).map(|(h, _)| h);
-            let mapped = host.is_some_and(|h: HostPhys| {
-                v.nested
-                    .map_sized(
-                        frames,
-                        GuestPhys::new(new.gpa + offset),
-                        h,
-                        Perms::RWX,
-                        size,
-                    )
-                    .is_ok()
-            });
-            if !mapped {
-                // Nothing half-made: undo what this call mapped.
-                let partial = MemSlot {
-                    size: offset,
-                    ..new
-                };
-                unmap_slot(v, frames, &partial);
-                return Err(ENOMEM);
-            }
-            offset += size.bytes();
-        }
+        // The slot (and its bitmap) first: a heap failure changes nothing.
+        let bits_before = existing.and_then(|o| {
+            let d = v.env.ram.dirty_map(o.slot)?;
+            let mut copy = Vec::new();
+            copy.try_reserve_exact(d.bits.len()).ok()?;
+            copy.extend_from_slice(&d.bits);
+            Some(copy)
+        });
         if !v.env.ram.set_slot(new) {
-            unmap_slot(v, frames, &new);
             return Err(ENOMEM);
+        }
+        if let Some(old) = existing {
+            unmap_slot(v, frames, &old);
+        }
+        if let Err(e) = map_slot(v, frames, &new) {
+            // Nothing half-made: the old slot, mapping and bitmap come back
+            // (the tables just freed make room for them again).
+            v.env.ram.remove_slot(new.slot);
+            if let Some(old) = existing
+                && v.env.ram.set_slot(old)
+            {
+                if let (Some(bits), Some(d)) = (bits_before, v.env.ram.dirty_map(old.slot)) {
+                    d.bits = bits;
+                }
+                if map_slot(v, frames, &old).is_err() {
+                    v.env.ram.remove_slot(old.slot);
+                }
+            }
+            flush(backend, v);
+            return Err(e);
         }
         flush(backend, v);
         Ok(0)
@@ -427,6 +444,45 @@ fn unmap_slot<B: Backend>(v: &mut KvmVm<B>, frames: &mut Frames, slot: &MemSlot)
             .unmap(frames, GuestPhys::new(slot.gpa + offset), size);
         offset += size.bytes();
     }
+}
+
+/// How a slot's pages are mapped: read-only slots, and slots that log dirty
+/// pages, without write (a write to the first exits as MMIO; to the second
+/// it marks the page dirty and opens it, `control::dirty`).
+fn perms_of(slot: &MemSlot) -> Perms {
+    if slot.readonly() || slot.logs_dirty() {
+        Perms::RX
+    } else {
+        Perms::RWX
+    }
+}
+
+/// Maps every page of `slot`; on failure unmaps what it mapped (and frees
+/// the tables made for it) and answers `-ENOMEM` (or `-EFAULT` for memory
+/// that stopped being the control domain's).
+fn map_slot<B: Backend>(v: &mut KvmVm<B>, frames: &mut Frames, slot: &MemSlot) -> Result<(), i32> {
+    let perms = perms_of(slot);
+    let mut offset = 0;
+    while offset < slot.size {
+        let size = page_at(slot, offset);
+        let result = match super::memory::host_run(slot.cd_gpa + offset) {
+            Some((host, _)) => v
+                .nested
+                .map_sized(frames, GuestPhys::new(slot.gpa + offset), host, perms, size)
+                .map_err(|_| ENOMEM),
+            None => Err(EFAULT),
+        };
+        if let Err(e) = result {
+            let partial = MemSlot {
+                size: offset,
+                ..*slot
+            };
+            unmap_slot(v, frames, &partial);
+            return Err(e);
+        }
+        offset += size.bytes();
+    }
+    Ok(())
 }
 
 fn flush<B: Backend>(backend: &mut B, v: &mut KvmVm<B>) {

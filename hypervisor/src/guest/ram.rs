@@ -17,6 +17,16 @@ pub struct GuestRam {
     /// KVM memory slots: control-domain RAM mapped into the guest
     /// (`KVM_SET_USER_MEMORY_REGION`).
     slots: Vec<MemSlot>,
+    /// The dirty bitmaps of the slots with `KVM_MEM_LOG_DIRTY_PAGES`: one
+    /// bit per 4 KiB page, as `KVM_GET_DIRTY_LOG` hands them out.
+    dirty: Vec<DirtyMap>,
+}
+
+/// A slot's pages written since the last `KVM_GET_DIRTY_LOG`.
+#[derive(Debug)]
+pub struct DirtyMap {
+    pub slot: u32,
+    pub bits: Vec<u64>,
 }
 
 /// One memory slot of a VM made through the KVM API.
@@ -35,6 +45,21 @@ pub struct MemSlot {
 impl MemSlot {
     pub fn contains(&self, gpa: u64) -> bool {
         gpa >= self.gpa && gpa - self.gpa < self.size
+    }
+
+    /// `KVM_MEM_READONLY`: the guest's writes exit as MMIO.
+    pub fn readonly(&self) -> bool {
+        self.flags & abi::kvm::KVM_MEM_READONLY != 0
+    }
+
+    /// `KVM_MEM_LOG_DIRTY_PAGES`.
+    pub fn logs_dirty(&self) -> bool {
+        self.flags & abi::kvm::KVM_MEM_LOG_DIRTY_PAGES != 0
+    }
+
+    /// 4 KiB pages in the slot.
+    pub fn pages(&self) -> u64 {
+        self.size / PageSize::Size4K.bytes()
     }
 }
 
@@ -60,6 +85,7 @@ impl GuestRam {
             frames: list,
             page: PageSize::Size4K,
             slots: Vec::new(),
+            dirty: Vec::new(),
         })
     }
 
@@ -85,6 +111,7 @@ impl GuestRam {
             frames: list,
             page: PageSize::Size2M,
             slots: Vec::new(),
+            dirty: Vec::new(),
         })
     }
 
@@ -94,6 +121,7 @@ impl GuestRam {
             frames: Vec::new(),
             page: PageSize::Size4K,
             slots: Vec::new(),
+            dirty: Vec::new(),
         }
     }
 
@@ -161,21 +189,76 @@ impl GuestRam {
         &self.slots
     }
 
-    /// Adds or replaces slot `s.slot` (the caller checked it); false if the
-    /// heap cannot hold it.
+    /// Adds or replaces slot `s.slot` (the caller checked it), with an
+    /// empty dirty bitmap if it logs dirty pages (a replaced slot that
+    /// logged already keeps its bitmap when it keeps its size). False if the
+    /// heap cannot hold it; nothing changed then.
     pub fn set_slot(&mut self, s: MemSlot) -> bool {
-        self.slots.retain(|o| o.slot != s.slot);
+        let words = usize::try_from(s.pages().div_ceil(64)).unwrap_or(usize::MAX);
+        let keep = self
+            .dirty
+            .iter()
+            .any(|d| d.slot == s.slot && d.bits.len() == words);
+        let mut bits = Vec::new();
+        if s.logs_dirty() && !keep {
+            if bits.try_reserve_exact(words).is_err() || self.dirty.try_reserve(1).is_err() {
+                return false;
+            }
+            bits.resize(words, 0);
+        }
         if self.slots.try_reserve(1).is_err() {
             return false;
         }
+        if !s.logs_dirty() || !keep {
+            self.dirty.retain(|d| d.slot != s.slot);
+        }
+        if s.logs_dirty() && !keep {
+            self.dirty.push(DirtyMap { slot: s.slot, bits });
+        }
+        self.slots.retain(|o| o.slot != s.slot);
         self.slots.push(s);
         true
     }
 
-    /// Removes slot `slot`, returning it.
+    /// Removes slot `slot` (and its dirty bitmap), returning it.
     pub fn remove_slot(&mut self, slot: u32) -> Option<MemSlot> {
         let i = self.slots.iter().position(|o| o.slot == slot)?;
+        self.dirty.retain(|d| d.slot != slot);
         Some(self.slots.swap_remove(i))
+    }
+
+    /// The slot holding `gpa`, if any.
+    pub fn slot_of(&self, gpa: u64) -> Option<&MemSlot> {
+        self.slots.iter().find(|s| s.contains(gpa))
+    }
+
+    /// Marks the page at `gpa` dirty if its slot logs dirty pages.
+    pub fn mark_dirty(&mut self, gpa: u64) {
+        let Some(s) = self.slots.iter().find(|s| s.contains(gpa)) else {
+            return;
+        };
+        let page = (gpa - s.gpa) / PageSize::Size4K.bytes();
+        if let Some(d) = self.dirty.iter_mut().find(|d| d.slot == s.slot)
+            && let Some(w) = d.bits.get_mut((page / 64) as usize)
+        {
+            *w |= 1 << (page % 64);
+        }
+    }
+
+    /// Slot `slot`'s dirty bitmap, to hand out and clear.
+    pub fn dirty_map(&mut self, slot: u32) -> Option<&mut DirtyMap> {
+        self.dirty.iter_mut().find(|d| d.slot == slot)
+    }
+
+    /// Whether the guest may write all of `gpa .. gpa + len`: RAM and no
+    /// read-only slot.
+    pub fn writable(&self, gpa: GuestPhys, len: u64) -> bool {
+        let end = gpa.raw().saturating_add(len);
+        self.covers(gpa, len)
+            && !self
+                .slots
+                .iter()
+                .any(|s| s.readonly() && gpa.raw() < s.gpa + s.size && s.gpa < end)
     }
 
     /// Copies guest memory at `gpa` into `out`; false if any byte is not RAM.
@@ -186,29 +269,45 @@ impl GuestRam {
         })
     }
 
-    /// Copies `data` into guest memory at `gpa`; false if any byte is not RAM
-    /// (nothing is written then).
+    /// Copies `data` into guest memory at `gpa` as a guest's write would
+    /// (the hypervisor completing INS or MOVS): false if any byte is not
+    /// RAM or is in a read-only slot (nothing is written then). The pages
+    /// written count as dirty.
     pub fn write(&mut self, gpa: GuestPhys, data: &[u8]) -> bool {
         // Checked first so that a partly-RAM range writes nothing (memory
         // slots make the RAM of a KVM-API VM a set of ranges, not one).
-        if !self.covers(gpa, data.len() as u64) {
+        if !self.writable(gpa, data.len() as u64) {
             return false;
         }
+        self.mark_range_dirty(gpa, data.len());
         self.copy(gpa, data.len(), |host, done, n| {
             // SAFETY: as in `read`; the frame belongs to this guest.
             unsafe { core::ptr::copy_nonoverlapping(data[done..].as_ptr(), host, n) }
         })
     }
 
-    /// Fills `len` bytes at `gpa` with zeroes; false if any is not RAM.
+    /// Fills `len` bytes at `gpa` with zeroes; false if any is not RAM the
+    /// guest may write.
     pub fn zero(&mut self, gpa: GuestPhys, len: usize) -> bool {
-        if !self.covers(gpa, len as u64) {
+        if !self.writable(gpa, len as u64) {
             return false;
         }
+        self.mark_range_dirty(gpa, len);
         self.copy(gpa, len, |host, _, n| {
             // SAFETY: as in `write`.
             unsafe { core::ptr::write_bytes(host, 0, n) }
         })
+    }
+
+    fn mark_range_dirty(&mut self, gpa: GuestPhys, len: usize) {
+        if self.dirty.is_empty() || len == 0 {
+            return;
+        }
+        let page = PageSize::Size4K.bytes();
+        let (first, last) = (gpa.raw() / page, (gpa.raw() + len as u64 - 1) / page);
+        for p in first..=last {
+            self.mark_dirty(p * page);
+        }
     }
 
     fn copy(&self, gpa: GuestPhys, len: usize, mut f: impl FnMut(*mut u8, usize, usize)) -> bool {

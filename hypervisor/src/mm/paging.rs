@@ -234,6 +234,41 @@ impl<F: Format> Table<F> {
         Some(HostPhys::new(leaf & ADDR_MASK))
     }
 
+    /// Gives the leaf of `size` at `gpa` the rights `perms` (same frame);
+    /// false if there is no such leaf. The caller flushes the TLB.
+    pub fn protect(
+        &mut self,
+        mem: &mut impl TableMemory,
+        gpa: GuestPhys,
+        size: PageSize,
+        perms: Perms,
+    ) -> bool {
+        if gpa.raw() >= MAX_GPA {
+            return false;
+        }
+        let leaf_level = size.level();
+        let mut table = self.root;
+        for level in (leaf_level + 1..4).rev() {
+            let entry = mem.read(table, index(gpa, level));
+            if !F::present(entry) || (level == 1 && F::is_large(entry)) {
+                return false;
+            }
+            table = HostPhys::new(entry & ADDR_MASK);
+        }
+        let i = index(gpa, leaf_level);
+        let leaf = mem.read(table, i);
+        if !F::present(leaf) || (leaf_level == 1 && !F::is_large(leaf)) {
+            return false;
+        }
+        let frame = HostPhys::new(leaf & ADDR_MASK);
+        let new = match size {
+            PageSize::Size4K => F::leaf(frame, perms),
+            PageSize::Size2M => F::large_leaf(frame, perms),
+        };
+        mem.write(table, i, new);
+        true
+    }
+
     /// The frame and rights `gpa` maps to, if any.
     pub fn translate(&self, mem: &impl TableMemory, gpa: GuestPhys) -> Option<(HostPhys, Perms)> {
         if gpa.raw() >= MAX_GPA {
@@ -617,6 +652,28 @@ mod tests {
         assert_eq!(used(&pool), 1);
         t.destroy(&mut pool);
         assert_eq!(used(&pool), 0);
+    }
+
+    #[test]
+    fn protect_changes_rights_not_frames() {
+        let mut pool = fake::pool(16);
+        let mut t = Table::<Toy>::new(&mut pool).unwrap();
+        let g = GuestPhys::new(0x3000);
+        t.map(&mut pool, g, HostPhys::new(0x7000), Perms::RX)
+            .unwrap();
+        assert!(t.protect(&mut pool, g, PageSize::Size4K, Perms::RWX));
+        assert_eq!(
+            t.translate(&pool, g),
+            Some((HostPhys::new(0x7000), Perms::RWX))
+        );
+        assert!(!t.protect(
+            &mut pool,
+            GuestPhys::new(0x4000),
+            PageSize::Size4K,
+            Perms::RX
+        ));
+        assert!(!t.protect(&mut pool, g, PageSize::Size2M, Perms::RX));
+        t.destroy(&mut pool);
     }
 
     #[test]

@@ -76,7 +76,8 @@ pub fn translate_write<C: GuestCpu>(cpu: &C, env: &VmEnv, linear: u64) -> Result
     }
 }
 
-/// Checks that the guest could write `[linear, linear+len)` without
+/// Checks that the guest could write `[linear, linear+len)` (RAM outside
+/// read-only slots) without
 /// copying anything (INS checks before the VMM reads the port).
 pub fn check_write<C: GuestCpu>(
     cpu: &C,
@@ -85,7 +86,7 @@ pub fn check_write<C: GuestCpu>(
     len: usize,
 ) -> Result<(), LinearError> {
     pieces(cpu, env, linear, len, true, |gpa, r| {
-        env.ram.covers(gpa, r.len() as u64)
+        env.ram.writable(gpa, r.len() as u64)
     })
 }
 

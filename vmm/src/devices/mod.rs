@@ -11,6 +11,7 @@
 
 pub mod console;
 pub mod debug;
+pub mod memtest;
 pub mod scratch;
 pub mod uart;
 
@@ -30,6 +31,9 @@ pub enum Effect {
     Exit(u32),
     /// The guest offers to give up the CPU (`abi::guest::YIELD_PORT`).
     Yield,
+    /// A command for the VMM about the VM itself (the memory-slot test
+    /// port, `abi::guest::MEMTEST_PORT`).
+    Command(u8),
 }
 
 /// A device on the port-I/O bus.

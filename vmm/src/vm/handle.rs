@@ -37,6 +37,8 @@ pub(super) struct State {
 pub(super) enum Next {
     Continue,
     Stop(StopReason),
+    /// Carry out a memory-slot test command (`Vm::memtest`), then go on.
+    Command(u8),
 }
 
 impl State {
@@ -78,6 +80,7 @@ impl State {
                         }
                         Effect::Yield if self.stop_on_yield => next = Next::Stop(StopReason::Yield),
                         Effect::Yield => {}
+                        Effect::Command(c) => next = Next::Command(c),
                     }
                 }
                 next

@@ -16,7 +16,10 @@ mod tests;
 
 pub use stop::{ExitCounts, Outcome, StopReason, exit_reason_name};
 
-use abi::kvm::{KVM_API_VERSION, KVM_CAP_X86_MSR_FILTER, KVM_MSR_FILTER_DEFAULT_ALLOW, errno};
+use abi::kvm::{
+    KVM_API_VERSION, KVM_CAP_X86_MSR_FILTER, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
+    KVM_MSR_FILTER_DEFAULT_ALLOW, errno,
+};
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -24,10 +27,13 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::api::{self, Errno, GuestRam, Kick, MsrFilterRange, System, Vcpu as _};
+use crate::api::{
+    self, Errno, GuestMemory as _, GuestRam, Kick, MsrFilterRange, System, Vcpu as _,
+};
 use crate::devices::PortBus;
 use crate::devices::console::{Console, RING_DEFAULT, Sink};
 use crate::devices::debug::{DebugCon, DebugExit, PostPort, YieldPort};
+use crate::devices::memtest::MemTest;
 use crate::devices::uart::{COM1, UART_LEN, Uart};
 use crate::exit::Exit;
 use crate::loader::{self, LoadError, Start, multiboot};
@@ -37,6 +43,10 @@ use handle::{Next, State};
 
 /// Default guest RAM (DESIGN.md §3: a guest gets 256 MiB).
 pub const DEFAULT_RAM: u64 = 256 << 20;
+
+/// The memory-slot test's slots (`VmConfig::memtest`, `abi::guest`).
+pub const LOGGED_SLOT: u32 = 1;
+pub const ROM_SLOT: u32 = 2;
 /// Largest RAM in one slot from GPA 0: below the 32-bit PCI/APIC hole.
 pub const MAX_RAM: u64 = 3 << 30;
 
@@ -86,6 +96,10 @@ pub struct VmConfig {
     /// `KVM_EXIT_INTR` on every tick (DESIGN.md D2), so this stops a guest
     /// that keeps its CPU without ever exiting to the VMM.
     pub max_intrs_in_a_row: u32,
+    /// The memory-slot test of Mojito's test guests: a slot that logs dirty
+    /// pages at `abi::guest::LOGGED_SLOT_BASE`, a read-only one at
+    /// `ROM_BASE`, and the `MEMTEST_PORT` device.
+    pub memtest: bool,
 }
 
 impl VmConfig {
@@ -103,14 +117,17 @@ impl VmConfig {
             stop_on_intr: false,
             console_ring: RING_DEFAULT,
             max_intrs_in_a_row: 0,
+            memtest: false,
         }
     }
 
     /// Mojito's look: its CPUID signature and MSR refusals, so Mojito's
-    /// own test guests pass their checks under another back end.
+    /// own test guests pass their checks under another back end, and the
+    /// memory-slot test they use.
     pub fn mojito_look(mut self) -> Self {
         self.cpuid = CpuidPolicy::MojitoLook;
         self.deny_mojito_msrs = true;
+        self.memtest = true;
         self
     }
 
@@ -244,6 +261,31 @@ impl<V: api::Vm> Vm<V> {
                 vm.set_msr_filter(KVM_MSR_FILTER_DEFAULT_ALLOW, &ranges),
             )?;
         }
+        if config.memtest {
+            use abi::guest::{LOGGED_SLOT_BASE, LOGGED_SLOT_PAGES, ROM_BASE, ROM_SIZE, rom_byte};
+            let logged = kvm(
+                "allocating guest memory",
+                vm.alloc_memory(LOGGED_SLOT_PAGES * 4096),
+            )?;
+            kvm(
+                "KVM_SET_USER_MEMORY_REGION",
+                vm.set_user_memory_region(
+                    LOGGED_SLOT,
+                    KVM_MEM_LOG_DIRTY_PAGES,
+                    LOGGED_SLOT_BASE,
+                    logged,
+                ),
+            )?;
+            let rom = kvm("allocating guest memory", vm.alloc_memory(ROM_SIZE))?;
+            let bytes: Vec<u8> = (0..ROM_SIZE).map(rom_byte).collect();
+            rom.ram()
+                .write(0, &bytes)
+                .map_err(|_| Error::Config("the read-only slot is too small"))?;
+            kvm(
+                "KVM_SET_USER_MEMORY_REGION",
+                vm.set_user_memory_region(ROM_SLOT, KVM_MEM_READONLY, ROM_BASE, rom),
+            )?;
+        }
         let mut vcpu = kvm("KVM_CREATE_VCPU", vm.create_vcpu(0))?;
         match config.cpuid {
             CpuidPolicy::Unset => {}
@@ -268,6 +310,10 @@ impl<V: api::Vm> Vm<V> {
         for (base, len, device) in standard {
             bus.insert(base, len, device)
                 .map_err(|_| Error::Config("the UART overlaps a standard port"))?;
+        }
+        if config.memtest {
+            bus.insert(abi::guest::MEMTEST_PORT, 1, Box::new(MemTest::default()))
+                .map_err(|_| Error::Config("the UART overlaps the memory-slot test port"))?;
         }
         Ok(Self {
             vcpu,
@@ -388,6 +434,45 @@ impl<V: api::Vm> Vm<V> {
         self.state.recorder.dropped()
     }
 
+    /// Carries out a command of the memory-slot test port: fetch the logged
+    /// slot's dirty log (its page indices go to the port), or move the slot
+    /// away and back. A failure leaves the list empty / the slot where it
+    /// was, which the guest sees.
+    fn memtest(&mut self, command: u8) {
+        use abi::guest::{
+            LOGGED_SLOT_BASE, MEMTEST_FETCH_DIRTY_LOG, MEMTEST_MOVE_AWAY, MEMTEST_MOVE_BACK,
+            MOVED_SLOT_BASE,
+        };
+        let mut pages = Vec::new();
+        match command {
+            MEMTEST_FETCH_DIRTY_LOG => {
+                if let Ok(bits) = self.vm.get_dirty_log(LOGGED_SLOT) {
+                    for (i, w) in bits.iter().enumerate() {
+                        for b in 0..64 {
+                            if w & (1 << b) != 0 {
+                                pages.push((i * 64 + b) as u32);
+                            }
+                        }
+                    }
+                }
+            }
+            MEMTEST_MOVE_AWAY | MEMTEST_MOVE_BACK => {
+                let to = if command == MEMTEST_MOVE_AWAY {
+                    MOVED_SLOT_BASE
+                } else {
+                    LOGGED_SLOT_BASE
+                };
+                let _ = self
+                    .vm
+                    .change_user_memory_region(LOGGED_SLOT, KVM_MEM_LOG_DIRTY_PAGES, to);
+            }
+            _ => {}
+        }
+        if let Some(port) = self.state.bus.get_mut::<MemTest>(abi::guest::MEMTEST_PORT) {
+            port.set_pages(pages);
+        }
+    }
+
     /// Exit counts so far.
     pub fn exits(&self) -> &ExitCounts {
         &self.state.exits
@@ -406,8 +491,10 @@ impl<V: api::Vm> Vm<V> {
                 Err(errno::EINTR) => Exit::Intr,
                 Err(e) => break StopReason::RunFailed(e),
             };
-            if let Next::Stop(reason) = self.state.handle(exit) {
-                break reason;
+            match self.state.handle(exit) {
+                Next::Continue => {}
+                Next::Stop(reason) => break reason,
+                Next::Command(c) => self.memtest(c),
             }
         };
         if !reason.is_pause() {
