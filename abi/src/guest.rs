@@ -28,6 +28,13 @@ pub const POST_PORT: u16 = 0x80;
 pub const MMIO_SCRATCH_BASE: u64 = 0x2000_0000;
 pub const MMIO_SCRATCH_SIZE: u64 = 0x1000;
 
+/// The interrupt test port: writing `v` makes the VMM raise external
+/// interrupt vector `v` (userspace irqchip): it injects it with
+/// `KVM_INTERRUPT` as soon as `ready_for_interrupt_injection` says the guest
+/// can take it, asking for the interrupt window meanwhile, and wakes a
+/// guest halted in HLT with it.
+pub const IRQ_PORT: u16 = 0xf7;
+
 /// The memory-slot test port. Writes are commands to the VMM: 1 fetches
 /// the dirty log of the logged slot (`KVM_GET_DIRTY_LOG`); 2 moves the
 /// logged slot to [`MOVED_SLOT_BASE`], 3 moves it back. A 4-byte read

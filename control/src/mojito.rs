@@ -455,6 +455,13 @@ impl Vcpu for MojitoVcpu {
         self.set(KVM_SET_SREGS, sregs)
     }
 
+    fn interrupt(&mut self, vector: u32) -> api::Result<()> {
+        self.set(
+            abi::kvm::KVM_INTERRUPT,
+            &abi::kvm::kvm_interrupt { irq: vector },
+        )
+    }
+
     fn set_cpuid2(&mut self, entries: &[kvm_cpuid_entry2]) -> api::Result<()> {
         let mut buf = CpuidBuf::new();
         buf.entries

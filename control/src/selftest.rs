@@ -221,6 +221,23 @@ pub fn bad_requests(scratch: u64, boot_area: u64) -> bool {
                     EINVAL,
                 );
             }
+            let irq = |irq: u32| kvm_interrupt { irq };
+            let interrupt = |i: &kvm_interrupt| hv::call(KVM_INTERRUPT, vcpu, i as *const _ as u64);
+            c.expect("KVM_INTERRUPT of vector 256", interrupt(&irq(256)), EINVAL);
+            if interrupt(&irq(0x20)) != Ok(0) {
+                c.failed += 1;
+                println!("control: FAIL bad request: KVM_INTERRUPT of vector 0x20 was refused");
+            }
+            c.expect(
+                "KVM_INTERRUPT with one still queued",
+                interrupt(&irq(0x21)),
+                ENXIO,
+            );
+            c.expect(
+                "KVM_INTERRUPT on a VM handle",
+                hv::call(KVM_INTERRUPT, vm, &irq(0x20) as *const _ as u64),
+                ENOTTY,
+            );
             let _ = hv::call(MOJITO_CLOSE, vcpu, 0);
             c.expect("a closed vCPU", hv::call(KVM_RUN, vcpu, 0), EBADF);
         }

@@ -83,7 +83,8 @@ fn run_until_switch<B: Backend>(
             Action::ControlRequest
             | Action::ForwardIo(_)
             | Action::ForwardHypercall
-            | Action::ForwardMmio(_) => {}
+            | Action::ForwardMmio(_)
+            | Action::InterruptWindow => {}
             Action::Stop(reason) => return Some(reason),
         }
     }

@@ -48,6 +48,8 @@ pub type Answers = Arc<Mutex<Vec<Vec<u8>>>>;
 pub struct FakeSystem {
     pub script: Vec<Scripted>,
     pub answers: Answers,
+    /// Every `KVM_INTERRUPT` vector, in order.
+    pub interrupts: Arc<Mutex<Vec<u32>>>,
     /// What `refuses_mojito_msrs` answers (the fake has no MSR filter).
     pub mojito: bool,
 }
@@ -57,6 +59,7 @@ impl FakeSystem {
         Self {
             script,
             answers: Answers::default(),
+            interrupts: Arc::default(),
             mojito: false,
         }
     }
@@ -87,6 +90,7 @@ impl System for FakeSystem {
         Ok(FakeVm {
             script: self.script.clone().into(),
             answers: self.answers.clone(),
+            interrupts: self.interrupts.clone(),
             slot0: None,
         })
     }
@@ -134,6 +138,7 @@ impl GuestMemory for FakeMemory {
 pub struct FakeVm {
     script: VecDeque<Scripted>,
     answers: Answers,
+    interrupts: Arc<Mutex<Vec<u32>>>,
     slot0: Option<FakeMemory>,
 }
 
@@ -180,6 +185,7 @@ impl Vm for FakeVm {
             area: vec![0; AREA / 8],
             script: std::mem::take(&mut self.script),
             answers: self.answers.clone(),
+            interrupts: self.interrupts.clone(),
             pending: None,
             regs: kvm_regs::default(),
             sregs: kvm_sregs::default(),
@@ -208,6 +214,7 @@ pub struct FakeVcpu {
     area: Vec<u64>,
     script: VecDeque<Scripted>,
     answers: Answers,
+    interrupts: Arc<Mutex<Vec<u32>>>,
     /// The previous exit, whose answer is collected on the next run.
     pending: Option<Scripted>,
     regs: kvm_regs,
@@ -322,6 +329,13 @@ impl Vcpu for FakeVcpu {
     }
     fn set_sregs(&mut self, sregs: &kvm_sregs) -> api::Result<()> {
         self.sregs = *sregs;
+        Ok(())
+    }
+    fn interrupt(&mut self, vector: u32) -> api::Result<()> {
+        self.interrupts
+            .lock()
+            .map_err(|_| errno::EINVAL)?
+            .push(vector);
         Ok(())
     }
     fn set_cpuid2(&mut self, _entries: &[kvm_cpuid_entry2]) -> api::Result<()> {

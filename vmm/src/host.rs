@@ -475,6 +475,20 @@ impl Vcpu for HostVcpu {
             .map_err(errno_of)
     }
 
+    fn interrupt(&mut self, vector: u32) -> api::Result<()> {
+        let arg = k::kvm_interrupt { irq: vector };
+        // SAFETY: KVM_INTERRUPT reads one `kvm_interrupt` (identical layout
+        // to the kernel's, checked in abi) from the pointer.
+        let r = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::c_ulong::from(k::KVM_INTERRUPT),
+                &arg as *const k::kvm_interrupt,
+            )
+        };
+        if r < 0 { Err(last_errno()) } else { Ok(()) }
+    }
+
     fn set_cpuid2(&mut self, entries: &[k::kvm_cpuid_entry2]) -> api::Result<()> {
         let entries: Vec<kb::kvm_cpuid_entry2> = entries
             .iter()

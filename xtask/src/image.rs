@@ -27,13 +27,14 @@ pub const CONTROL_ELF: &str = "control.elf";
 
 /// What the built-in image leaves out: the control domain, the guest that
 /// never exits, and the guest whose INS/OUTS need a VMM.
-pub const CONTROL_ONLY: [&str; 6] = [
+pub const CONTROL_ONLY: [&str; 7] = [
     CONTROL_ELF,
     "guests/spin.elf",
     "guests/portio.elf",
     "guests/mmio.elf",
     "guests/mmiofail.elf",
     "guests/memslots.elf",
+    "guests/irq.elf",
 ];
 
 /// One file of the boot bundle: its name in the bundle and where it is.
@@ -92,6 +93,7 @@ pub fn default_bundle(a: &Artifacts) -> Result<Vec<BundleEntry>> {
         elf("mmio", "mmio")?,
         elf("mmiofail", "mmiofail")?,
         elf("memslots", "memslots")?,
+        elf("irq", "irq")?,
     ])
 }
 
@@ -243,7 +245,8 @@ mod tests {
                 "guests/portio.elf",
                 "guests/mmio.elf",
                 "guests/mmiofail.elf",
-                "guests/memslots.elf"
+                "guests/memslots.elf",
+                "guests/irq.elf"
             ]
         );
     }

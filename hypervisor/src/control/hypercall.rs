@@ -13,7 +13,7 @@ use crate::vcpu::cpuid::CpuidTable;
 use crate::vcpu::lazy::HostXstate;
 use crate::virt::{Backend, Frames};
 use crate::vm::VmEnv;
-use abi::kvm::errno::{EBADF, EFAULT, EINVAL, EIO, ENOTTY};
+use abi::kvm::errno::{EBADF, EFAULT, EINVAL, EIO, ENOTTY, ENXIO};
 use abi::kvm::mojito::{self, MOJITO_SYSTEM_HANDLE, mojito_log_read, mojito_run_pages};
 use abi::kvm::{
     self as req, KVM_API_VERSION, kvm_enable_cap, kvm_fpu, kvm_regs, kvm_sregs,
@@ -54,6 +54,8 @@ unsafe impl Pod for mojito_log_read {}
 unsafe impl Pod for abi::kvm::mojito::mojito_metadata_pool {}
 // SAFETY: as above.
 unsafe impl Pod for abi::kvm::kvm_dirty_log {}
+// SAFETY: as above.
+unsafe impl Pod for abi::kvm::kvm_interrupt {}
 // SAFETY: as above.
 unsafe impl Pod for abi::kvm::mojito::mojito_boot_info {}
 
@@ -131,6 +133,7 @@ enum Request {
         arg: mojito::mojito_metadata_pool,
     },
     GetDirtyLog(abi::kvm::kvm_dirty_log),
+    Interrupt(u32),
     PowerOff,
     Close,
     SetMemory(kvm_userspace_memory_region),
@@ -207,6 +210,9 @@ fn decode<B: Backend>(
             Request::SetRunPages(a)
         }
         (Some(Handle::Vcpu(_)), req::KVM_RUN) => Request::Run,
+        (Some(Handle::Vcpu(_)), req::KVM_INTERRUPT) => {
+            Request::Interrupt(read_arg::<abi::kvm::kvm_interrupt>(ram, arg)?.irq)
+        }
         (Some(Handle::Vcpu(_)), req::KVM_GET_REGS) => Request::GetRegs(arg),
         (Some(Handle::Vcpu(_)), req::KVM_SET_REGS) => Request::SetRegs(read_arg(ram, arg)?),
         (Some(Handle::Vcpu(_)), req::KVM_GET_SREGS) => Request::GetSregs(arg),
@@ -303,6 +309,16 @@ fn invoke<B: Backend>(
         Request::CreateVcpu(id) => {
             ctx.objects
                 .create_vcpu(ctx.backend, &mut ctx.frames.lock(), vm_index, id)?
+        }
+        Request::Interrupt(irq) => {
+            // KVM: a vector ≥ 256 is -EINVAL, and one still queued -ENXIO.
+            let vc = vcpu_of(ctx.objects, vm_index)?;
+            let vector = u8::try_from(irq).map_err(|_| EINVAL)?;
+            if vc.irq.is_some() {
+                return Err(ENXIO);
+            }
+            vc.irq = Some(vector);
+            0
         }
         Request::GetDirtyLog(log) => {
             let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;

@@ -17,9 +17,9 @@ use abi::kvm::errno::{EFAULT, EINTR, EINVAL};
 use abi::kvm::{
     KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_HYPERCALL, KVM_EXIT_HYPERCALL_LONG_MODE,
     KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT,
-    KVM_EXIT_SHUTDOWN, KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
-    kvm_dtable, kvm_regs, kvm_run_exit, kvm_run_fail_entry, kvm_run_hypercall, kvm_run_internal,
-    kvm_run_io, kvm_segment, kvm_sregs,
+    KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_SHUTDOWN, KVM_INTERNAL_ERROR_EMULATION,
+    KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON, kvm_dtable, kvm_regs, kvm_run_exit,
+    kvm_run_fail_entry, kvm_run_hypercall, kvm_run_internal, kvm_run_io, kvm_segment, kvm_sregs,
 };
 
 /// `KVM_GET_VCPU_MMAP_SIZE`: the run page and the port-I/O data page.
@@ -31,7 +31,8 @@ pub const APIC_BASE_DEFAULT: u64 = 0xfee0_0900;
 
 /// Offsets of the fields RUN writes in `kvm_run` (asserted in `abi`).
 pub(super) mod run_offset {
-    pub const IMMEDIATE_EXIT: u64 = 1;
+    /// `request_interrupt_window`, then `immediate_exit` at 1.
+    pub const REQUEST_INTERRUPT_WINDOW: u64 = 0;
     pub const EXIT_REASON: u64 = 8;
     pub const READY_FOR_INTERRUPT_INJECTION: u64 = 12;
     pub const IF_FLAG: u64 = 13;
@@ -92,6 +93,7 @@ fn dtable(d: &DescTable) -> kvm_dtable {
 /// F000:FFF0 with CS.base = 0xffff0000, CR0 = CD | NW | ET, RDX = the CPU
 /// signature (SDM Vol. 3A 9.1.1).
 pub fn reset<B: Backend>(backend: &mut B, vc: &mut KvmVcpu<B>) {
+    vc.irq = None;
     if !backend.activate(&mut vc.cpu) {
         return;
     }
@@ -315,13 +317,15 @@ pub fn run<B: Backend>(
     } = vm;
     let vc = vcpu.as_mut().ok_or(EINVAL)?;
     let run_gpa = vc.run_pages.ok_or(EINVAL)?;
-    let mut immediate = [0u8];
+    // request_interrupt_window and immediate_exit.
+    let mut head = [0u8; 2];
     if !cd_env.ram.read(
-        GuestPhys::new(run_gpa + run_offset::IMMEDIATE_EXIT),
-        &mut immediate,
+        GuestPhys::new(run_gpa + run_offset::REQUEST_INTERRUPT_WINDOW),
+        &mut head,
     ) {
         return Err(EFAULT);
     }
+    let (want_window, immediate) = (head[0] != 0, head[1] != 0);
     if !backend.activate(&mut vc.cpu) {
         return Err(EINVAL);
     }
@@ -339,8 +343,11 @@ pub fn run<B: Backend>(
     }
     let end = if let Some(end) = next {
         end
-    } else if immediate[0] != 0 {
+    } else if immediate {
         RunEnd::Interrupted(Intr::ImmediateExit)
+    } else if want_window && vc.irq.is_none() && vc.cpu.interrupt_allowed() {
+        // The window is open already (KVM would enter and exit at once).
+        RunEnd::Exit(KVM_EXIT_IRQ_WINDOW_OPEN, kvm_run_exit::default())
     } else if crate::arch::com1_irq::take_input() {
         // Input that came while the control domain ran: it may have read it
         // already, but may as well have checked COM1 just before.
@@ -349,7 +356,15 @@ pub fn run<B: Backend>(
         cd_env.lazy.save::<B>(xstate);
         env.lazy.load::<B>(xstate);
         let mem = NestedMemory { nested, frames };
-        let end = run_guest(backend, vc, env, mem, cd_env, run_gpa, xstate);
+        let end = run_guest(
+            backend,
+            vc,
+            env,
+            mem,
+            cd_env,
+            (run_gpa, want_window),
+            xstate,
+        );
         env.lazy.save::<B>(xstate);
         cd_env.lazy.load::<B>(xstate);
         end
@@ -361,7 +376,8 @@ pub fn run<B: Backend>(
             (KVM_EXIT_INTR, kvm_run_exit::default(), Err(EINTR))
         }
     };
-    write_run_page(&mut cd_env.ram, run_gpa, reason, &exit, &mut vc.cpu)?;
+    let ready = vc.irq.is_none() && vc.cpu.interrupt_allowed();
+    write_run_page(&mut cd_env.ram, run_gpa, reason, &exit, &mut vc.cpu, ready)?;
     ret
 }
 
@@ -426,13 +442,30 @@ fn run_guest<B: Backend>(
     env: &mut VmEnv,
     mem: NestedMemory<'_, B>,
     cd_env: &mut VmEnv,
-    run_gpa: u64,
+    (run_gpa, want_window): (u64, bool),
     xstate: &HostXstate,
 ) -> RunEnd {
     let mut new_context = true;
     // A tick that came while the control domain ran is no reason to stop.
     crate::arch::apic::take_tick();
+    // Whether the interrupt-window exit is on (set once here, then only
+    // when it must change).
+    let mut window = vc.irq.is_some() || want_window;
+    vc.cpu.set_interrupt_window(window);
     loop {
+        // KVM_INTERRUPT's vector goes in as soon as the guest can take it
+        // (userspace irqchip); until then the window exit is on.
+        if let Some(vector) = vc.irq
+            && vc.cpu.interrupt_allowed()
+        {
+            vc.cpu.inject_interrupt(vector);
+            vc.irq = None;
+        }
+        let want = vc.irq.is_some() || want_window;
+        if want != window {
+            vc.cpu.set_interrupt_window(want);
+            window = want;
+        }
         let info = backend.run(&mut vc.cpu, new_context);
         new_context = false;
         match vcpu::handle(&mut vc.cpu, env, info, xstate.xcr0_max) {
@@ -475,6 +508,13 @@ fn run_guest<B: Backend>(
                 super::mmio::Start::Exit(end) => return end,
                 super::mmio::Start::Resume => {}
             },
+            Action::InterruptWindow => {
+                // `vcpu::handle` turned the window exit off.
+                window = false;
+                if want_window && vc.irq.is_none() {
+                    return RunEnd::Exit(KVM_EXIT_IRQ_WINDOW_OPEN, kvm_run_exit::default());
+                }
+            }
             Action::ForwardHypercall => {
                 let Some(len) = vcpu::insn_len(&vc.cpu, env, info, Kind::Hypercall) else {
                     return internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]);
@@ -596,6 +636,7 @@ fn write_run_page<C: GuestCpu>(
     reason: u32,
     exit: &kvm_run_exit,
     cpu: &mut C,
+    ready_for_interrupt: bool,
 ) -> Result<(), i32> {
     const RFLAGS_IF: u64 = 1 << 9;
     let at = |off: u64| GuestPhys::new(run_gpa + off);
@@ -610,13 +651,29 @@ fn write_run_page<C: GuestCpu>(
             core::mem::size_of::<kvm_run_exit>(),
         )
     };
-    let ok = ram.write(at(run_offset::EXIT_REASON), &reason.to_le_bytes())
-        && ram.write(at(run_offset::READY_FOR_INTERRUPT_INJECTION), &[0])
-        && ram.write(at(run_offset::IF_FLAG), &[if_flag])
-        && ram.write(at(run_offset::CR8), &cpu.read_cr(8).to_le_bytes())
-        && ram.write(at(run_offset::APIC_BASE), &APIC_BASE_DEFAULT.to_le_bytes())
-        && ram.write(at(run_offset::EXIT), exit_bytes);
-    if ok { Ok(()) } else { Err(EFAULT) }
+    // exit_reason .. the end of the exit union is one contiguous run of the
+    // page (`kvm_run` offsets 8..288): one copy per exit. `flags` (14) is
+    // 0, as KVM leaves it outside SMM.
+    const START: u64 = run_offset::EXIT_REASON;
+    let mut head = [0u8; (run_offset::EXIT - START) as usize + 256];
+    let mut put = |off: u64, bytes: &[u8]| {
+        let i = (off - START) as usize;
+        head[i..i + bytes.len()].copy_from_slice(bytes);
+    };
+    put(run_offset::EXIT_REASON, &reason.to_le_bytes());
+    put(
+        run_offset::READY_FOR_INTERRUPT_INJECTION,
+        &[u8::from(ready_for_interrupt)],
+    );
+    put(run_offset::IF_FLAG, &[if_flag]);
+    put(run_offset::CR8, &cpu.read_cr(8).to_le_bytes());
+    put(run_offset::APIC_BASE, &APIC_BASE_DEFAULT.to_le_bytes());
+    put(run_offset::EXIT, exit_bytes);
+    if ram.write(at(START), &head) {
+        Ok(())
+    } else {
+        Err(EFAULT)
+    }
 }
 
 #[cfg(test)]

@@ -76,7 +76,8 @@ pub fn run<B: Backend>(
             | Action::Yield
             | Action::ForwardIo(_)
             | Action::ForwardHypercall
-            | Action::ForwardMmio(_) => {}
+            | Action::ForwardMmio(_)
+            | Action::InterruptWindow => {}
             Action::Stop(reason) => break reason,
             Action::ControlRequest => {
                 let g = *cpu.gprs();

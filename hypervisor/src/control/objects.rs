@@ -48,6 +48,9 @@ pub struct KvmVcpu<B: Backend> {
     /// Its run pages (control-domain GPA), set by `MOJITO_SET_RUN_PAGES`.
     pub run_pages: Option<u64>,
     pub pending: Option<Pending>,
+    /// The vector `KVM_INTERRUPT` queued, injected as soon as the guest can
+    /// take it.
+    pub irq: Option<u8>,
 }
 
 /// A VM made with `KVM_CREATE_VM`.
@@ -235,6 +238,7 @@ impl<B: Backend> Objects<B> {
             id,
             run_pages: None,
             pending: None,
+            irq: None,
         });
         let handle = self.new_handle(Handle::Vcpu(vm));
         match (handle, self.vm(vm)) {

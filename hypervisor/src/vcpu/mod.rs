@@ -38,6 +38,8 @@ pub enum Action {
     /// A KVM-API VM's data access to a guest-physical address no memory
     /// slot maps: MMIO for its VMM (`control::mmio`).
     ForwardMmio(crate::virt::exit::NestedFault),
+    /// The interrupt window a KVM-API VM's run loop asked for opened.
+    InterruptWindow,
     Stop(StopReason),
 }
 
@@ -229,6 +231,10 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
         Exit::Interrupt => {
             crate::arch::instr::take_pending_interrupts();
             Action::Resume
+        }
+        Exit::InterruptWindow => {
+            cpu.set_interrupt_window(false);
+            Action::InterruptWindow
         }
         Exit::EntryFailed { what, code } => Action::Stop(StopReason::EntryFailed { what, code }),
         Exit::Unknown { reason, .. } => Action::Stop(StopReason::Unhandled {

@@ -4,7 +4,7 @@
 use crate::virt::Exit;
 
 /// Exit kinds counted separately.
-pub const KINDS: [&str; 16] = [
+pub const KINDS: [&str; 17] = [
     "cpuid",
     "rdmsr",
     "wrmsr",
@@ -21,6 +21,7 @@ pub const KINDS: [&str; 16] = [
     "gp",
     "interrupt",
     "other",
+    "interrupt-window",
 ];
 
 fn index(exit: &Exit) -> usize {
@@ -41,6 +42,7 @@ fn index(exit: &Exit) -> usize {
         Exit::GeneralProtection(_) => 13,
         Exit::Interrupt => 14,
         Exit::EntryFailed { .. } | Exit::Unknown { .. } => 15,
+        Exit::InterruptWindow => 16,
     }
 }
 

@@ -22,6 +22,8 @@ pub(crate) struct Fake {
     pub(crate) cpl: u8,
     pub(crate) cs_ar: u32,
     pub(crate) injected: Option<Fault>,
+    pub(crate) interrupt: Option<u8>,
+    pub(crate) window: bool,
 }
 
 impl GuestCpu for Fake {
@@ -101,6 +103,15 @@ impl GuestCpu for Fake {
         self.injected = Some(f)
     }
     fn clear_interrupt_shadow(&mut self) {}
+    fn interrupt_allowed(&self) -> bool {
+        self.rflags & (1 << 9) != 0 && self.injected.is_none() && self.interrupt.is_none()
+    }
+    fn inject_interrupt(&mut self, vector: u8) {
+        self.interrupt = Some(vector);
+    }
+    fn set_interrupt_window(&mut self, on: bool) {
+        self.window = on;
+    }
     fn system_regs(&self) -> crate::virt::SystemRegs {
         crate::virt::SystemRegs {
             cr0: self.cr0,
@@ -405,6 +416,40 @@ fn stops_with_reasons() {
         7,
     );
     assert_eq!(cpu.injected, Some(Fault::GP0));
+}
+
+#[test]
+fn kvm_vms_get_mmio_and_the_interrupt_window() {
+    let mut cpu = Fake {
+        rip: 0x1000,
+        ..Default::default()
+    };
+    let mut env = env();
+    env.kind = VmKind::Kvm;
+    let fault = |write, fetch| {
+        Exit::NestedPageFault(crate::virt::exit::NestedFault {
+            gpa: GuestPhys::new(0x2000_0000),
+            write,
+            fetch,
+        })
+    };
+    let info = |exit| ExitInfo { exit, len: None };
+    // A data access is MMIO for the VMM; a fetch from there cannot be.
+    assert!(matches!(
+        handle(&mut cpu, &mut env, info(fault(true, false)), 7),
+        Action::ForwardMmio(f) if f.write
+    ));
+    assert!(matches!(
+        handle(&mut cpu, &mut env, info(fault(false, true)), 7),
+        Action::Stop(StopReason::UnmappedAccess { fetch: true, .. })
+    ));
+    // The window exit is turned off and handed to the run loop.
+    cpu.window = true;
+    assert!(matches!(
+        handle(&mut cpu, &mut env, info(Exit::InterruptWindow), 7),
+        Action::InterruptWindow
+    ));
+    assert!(!cpu.window);
 }
 
 #[test]

@@ -69,6 +69,9 @@ pub enum Exit {
     /// A physical interrupt, NMI or SMI arrived: the hypervisor takes it and
     /// the guest continues.
     Interrupt,
+    /// The guest can take an external interrupt now (the window the
+    /// hypervisor asked for with `GuestCpu::set_interrupt_window`).
+    InterruptWindow,
     /// VM entry failed: the VM cannot run (its state is invalid).
     EntryFailed {
         what: &'static str,
@@ -110,6 +113,7 @@ impl Exit {
             Self::Undefined(_) => "undefined",
             Self::GeneralProtection(_) => "gp",
             Self::Interrupt => "interrupt",
+            Self::InterruptWindow => "interrupt-window",
             Self::EntryFailed { .. } => "entry-failed",
             Self::Unknown { .. } => "unknown",
         }

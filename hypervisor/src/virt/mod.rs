@@ -181,6 +181,15 @@ pub trait GuestCpu {
     fn inject(&mut self, fault: Fault);
     /// Drops the one-instruction interrupt shadow (STI / MOV SS blocking).
     fn clear_interrupt_shadow(&mut self);
+    /// Whether an external interrupt can be delivered at the next entry:
+    /// RFLAGS.IF = 1, no STI / MOV SS shadow, and no event already queued.
+    fn interrupt_allowed(&self) -> bool;
+    /// Queues external interrupt `vector` for the next entry (the caller
+    /// checked `interrupt_allowed`).
+    fn inject_interrupt(&mut self, vector: u8);
+    /// Asks for an `Exit::InterruptWindow` as soon as the guest can take an
+    /// external interrupt (or stops asking).
+    fn set_interrupt_window(&mut self, on: bool);
     /// Steps past the instruction that exited, as executing it would: RIP
     /// advances (wrapping at 4 GiB outside 64-bit mode) and the interrupt
     /// shadow ends.

@@ -95,6 +95,21 @@ impl PortDevice for PostPort {
     }
 }
 
+/// The interrupt test port (`abi::guest::IRQ_PORT`): a write raises the
+/// external interrupt vector written. Reads return all ones.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IrqPort;
+
+impl PortDevice for IrqPort {
+    fn read(&mut self, _offset: u16, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+
+    fn write(&mut self, _offset: u16, data: &[u8]) -> Effect {
+        data.first().map_or(Effect::None, |&v| Effect::Irq(v))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

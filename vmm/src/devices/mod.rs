@@ -34,6 +34,8 @@ pub enum Effect {
     /// A command for the VMM about the VM itself (the memory-slot test
     /// port, `abi::guest::MEMTEST_PORT`).
     Command(u8),
+    /// Raise external interrupt vector (`abi::guest::IRQ_PORT`).
+    Irq(u8),
 }
 
 /// A device on the port-I/O bus.

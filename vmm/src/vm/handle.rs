@@ -27,6 +27,11 @@ pub(super) struct State {
     pub(super) stop_on_yield: bool,
     /// `VmConfig::stop_on_intr`.
     pub(super) stop_on_intr: bool,
+    /// The interrupt vector raised and not yet injected (userspace
+    /// irqchip: `Vm::arm_interrupt`).
+    pub(super) pending_irq: Option<u8>,
+    /// What `request_interrupt_window` in the run page says.
+    pub(super) window_requested: bool,
     /// `KVM_EXIT_INTR`s since the last other exit.
     pub(super) intrs_in_a_row: u32,
     /// `VmConfig::max_intrs_in_a_row`.
@@ -81,6 +86,7 @@ impl State {
                         Effect::Yield if self.stop_on_yield => next = Next::Stop(StopReason::Yield),
                         Effect::Yield => {}
                         Effect::Command(c) => next = Next::Command(c),
+                        Effect::Irq(v) => self.pending_irq = Some(v),
                     }
                 }
                 next
@@ -113,7 +119,13 @@ impl State {
             Exit::Hlt => {
                 self.exits.count(KVM_EXIT_HLT);
                 self.recorder.push(ExitRecord::Hlt);
-                Next::Stop(StopReason::Halted)
+                // An interrupt on its way wakes the vCPU (injected on the
+                // next RUN); otherwise nothing can.
+                if self.pending_irq.is_some() {
+                    Next::Continue
+                } else {
+                    Next::Stop(StopReason::Halted)
+                }
             }
             Exit::Shutdown => {
                 self.exits.count(KVM_EXIT_SHUTDOWN);

@@ -32,7 +32,7 @@ use crate::api::{
 };
 use crate::devices::PortBus;
 use crate::devices::console::{Console, RING_DEFAULT, Sink};
-use crate::devices::debug::{DebugCon, DebugExit, PostPort, YieldPort};
+use crate::devices::debug::{DebugCon, DebugExit, IrqPort, PostPort, YieldPort};
 use crate::devices::memtest::MemTest;
 use crate::devices::uart::{COM1, UART_LEN, Uart};
 use crate::exit::Exit;
@@ -300,12 +300,13 @@ impl<V: api::Vm> Vm<V> {
             }
         }
         let mut bus = PortBus::new();
-        let standard: [(u16, u16, Box<dyn crate::devices::PortDevice>); 5] = [
+        let standard: [(u16, u16, Box<dyn crate::devices::PortDevice>); 6] = [
             (config.uart_base, UART_LEN, Box::new(Uart::new())),
             (abi::guest::EXIT_PORT, 1, Box::new(DebugExit)),
             (abi::guest::CONSOLE_PORT, 1, Box::new(DebugCon)),
             (abi::guest::YIELD_PORT, 1, Box::new(YieldPort)),
             (abi::guest::POST_PORT, 1, Box::new(PostPort)),
+            (abi::guest::IRQ_PORT, 1, Box::new(IrqPort)),
         ];
         for (base, len, device) in standard {
             bus.insert(base, len, device)
@@ -327,6 +328,8 @@ impl<V: api::Vm> Vm<V> {
                 uart_base: config.uart_base,
                 stop_on_yield: config.stop_on_yield,
                 stop_on_intr: config.stop_on_intr,
+                pending_irq: None,
+                window_requested: false,
                 intrs_in_a_row: 0,
                 max_intrs_in_a_row: config.max_intrs_in_a_row,
             },
@@ -434,6 +437,28 @@ impl<V: api::Vm> Vm<V> {
         self.state.recorder.dropped()
     }
 
+    /// Userspace irqchip: injects the raised vector with `KVM_INTERRUPT` if
+    /// the last exit said the guest can take it, and otherwise asks for the
+    /// interrupt window (`KVM_EXIT_IRQ_WINDOW_OPEN`), as a VMM with its own
+    /// PIC does.
+    fn arm_interrupt(&mut self) {
+        let mut want_window = false;
+        if let Some(vector) = self.state.pending_irq {
+            let ready = self.vcpu.run_page().run().ready_for_interrupt_injection != 0;
+            if ready && self.vcpu.interrupt(u32::from(vector)).is_ok() {
+                self.state.pending_irq = None;
+            } else {
+                want_window = true;
+            }
+        }
+        // The run page is touched only when the request changes (this runs
+        // before every RUN).
+        if want_window != self.state.window_requested {
+            self.vcpu.run_page().run_mut().request_interrupt_window = u8::from(want_window);
+            self.state.window_requested = want_window;
+        }
+    }
+
     /// Carries out a command of the memory-slot test port: fetch the logged
     /// slot's dirty log (its page indices go to the port), or move the slot
     /// away and back. A failure leaves the list empty / the slot where it
@@ -484,6 +509,7 @@ impl<V: api::Vm> Vm<V> {
             if self.stop.swap(false, Ordering::SeqCst) {
                 break StopReason::Requested;
             }
+            self.arm_interrupt();
             let exit = match self.vcpu.run() {
                 Ok(page) => Exit::decode(page),
                 // KVM_RUN interrupted (a kick, a signal, immediate_exit):

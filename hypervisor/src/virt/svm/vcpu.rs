@@ -535,4 +535,28 @@ impl GuestCpu for SvmVcpu {
     fn clear_interrupt_shadow(&mut self) {
         self.vmcb_mut().control.interrupt_shadow = 0;
     }
+    fn interrupt_allowed(&self) -> bool {
+        // APM Vol. 2 15.20: EVENTINJ of an external interrupt is taken
+        // regardless of IF, so check it here: IF (RFLAGS bit 9) = 1, no
+        // shadow, nothing queued.
+        let v = self.vmcb();
+        v.save.rflags & (1 << 9) != 0
+            && v.control.interrupt_shadow & 1 == 0
+            && v.control.event_inj & event::VALID == 0
+    }
+    fn inject_interrupt(&mut self, vector: u8) {
+        self.vmcb_mut().control.event_inj = event::VALID | event::TYPE_INTR | u64::from(vector);
+    }
+    fn set_interrupt_window(&mut self, on: bool) {
+        // APM Vol. 2 15.21.4: a virtual interrupt (V_IRQ) with VINTR
+        // intercepted exits as soon as the guest could take it.
+        let c = &mut self.vmcb_mut().control;
+        if on {
+            c.vintr |= vintr::V_IRQ | vintr::V_IGN_TPR;
+            c.intercept_misc1 |= misc1::VINTR;
+        } else {
+            c.vintr &= !(vintr::V_IRQ | vintr::V_IGN_TPR);
+            c.intercept_misc1 &= !misc1::VINTR;
+        }
+    }
 }

@@ -202,6 +202,7 @@ pub mod misc1 {
     pub const NMI: u32 = 1 << 1;
     pub const SMI: u32 = 1 << 2;
     pub const INIT: u32 = 1 << 3;
+    pub const VINTR: u32 = 1 << 4;
     pub const RDPMC: u32 = 1 << 15;
     pub const CPUID: u32 = 1 << 18;
     pub const INVD: u32 = 1 << 22;
@@ -231,7 +232,12 @@ pub mod misc2 {
 /// `vintr` bits (offset 0x60).
 pub mod vintr {
     pub const V_TPR_MASK: u64 = 0xf;
+    /// A virtual interrupt is pending (with VINTR intercepted: exit once the
+    /// guest could take it).
+    pub const V_IRQ: u64 = 1 << 8;
     pub const V_GIF: u64 = 1 << 9;
+    /// The pending virtual interrupt ignores the guest's TPR.
+    pub const V_IGN_TPR: u64 = 1 << 20;
     pub const V_INTR_MASKING: u64 = 1 << 24;
     pub const V_GIF_ENABLE: u64 = 1 << 25;
 }
@@ -250,6 +256,7 @@ pub const NP_ENABLE: u64 = 1 << 0;
 /// (3 = exception), error-code-valid bit 11, valid bit 31, error code 63:32.
 pub mod event {
     pub const TYPE_MASK: u64 = 7 << 8;
+    pub const TYPE_INTR: u64 = 0;
     pub const TYPE_EXCEPTION: u64 = 3 << 8;
     pub const TYPE_SOFTWARE_INTERRUPT: u64 = 4 << 8;
     pub const ERROR_VALID: u64 = 1 << 11;
@@ -275,6 +282,7 @@ pub mod code {
     pub const NMI: u64 = 0x61;
     pub const SMI: u64 = 0x62;
     pub const INIT: u64 = 0x63;
+    pub const VINTR: u64 = 0x64;
     pub const RDPMC: u64 = 0x6f;
     pub const CPUID: u64 = 0x72;
     pub const INVD: u64 = 0x76;

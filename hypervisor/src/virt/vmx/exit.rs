@@ -11,6 +11,7 @@ pub mod reason {
     pub const EXTERNAL_INTERRUPT: u16 = 1;
     pub const TRIPLE_FAULT: u16 = 2;
     pub const INIT: u16 = 3;
+    pub const INTERRUPT_WINDOW: u16 = 7;
     pub const CPUID: u16 = 10;
     pub const GETSEC: u16 = 11;
     pub const HLT: u16 = 12;
@@ -94,6 +95,7 @@ pub unsafe fn read() -> ExitInfo {
         // The preemption timer only guarantees an exit: the hypervisor's
         // tick, if due, is taken in the interrupt window that follows.
         reason::EXTERNAL_INTERRUPT | reason::PREEMPTION_TIMER => Exit::Interrupt,
+        reason::INTERRUPT_WINDOW => Exit::InterruptWindow,
         reason::EXCEPTION_OR_NMI => {
             let info = field(Field::ExitInterruptionInfo) as u32;
             if (info >> 8) & 7 == INTR_TYPE_NMI {

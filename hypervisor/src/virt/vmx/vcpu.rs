@@ -34,6 +34,10 @@ const DR7_RESET: u64 = 0x400;
 const INTR_VALID: u32 = 1 << 31;
 const INTR_ERROR_CODE: u32 = 1 << 11;
 const INTR_TYPE_HW_EXCEPTION: u32 = 3 << 8;
+/// Type 0: external interrupt.
+const INTR_TYPE_EXTERNAL: u32 = 0;
+/// RFLAGS.IF.
+const RFLAGS_IF: u64 = 1 << 9;
 /// Blocking by STI / MOV SS (guest interruptibility bits 0 and 1).
 const BLOCKING_STI_MOVSS: u64 = 3;
 
@@ -654,6 +658,30 @@ impl GuestCpu for VmxVcpu {
         let intr = self.read(Field::GuestInterruptibility);
         if intr & BLOCKING_STI_MOVSS != 0 {
             self.write(Field::GuestInterruptibility, intr & !BLOCKING_STI_MOVSS);
+        }
+    }
+    fn interrupt_allowed(&self) -> bool {
+        // SDM Vol. 3C 26.3.1.5: an external interrupt may be injected only
+        // with IF = 1 and no blocking by STI or MOV SS.
+        self.read(Field::GuestRflags) & RFLAGS_IF != 0
+            && self.read(Field::GuestInterruptibility) & BLOCKING_STI_MOVSS == 0
+            && self.read(Field::EntryInterruptionInfo) as u32 & INTR_VALID == 0
+    }
+    fn inject_interrupt(&mut self, vector: u8) {
+        let info = INTR_VALID | INTR_TYPE_EXTERNAL | u32::from(vector);
+        self.write(Field::EntryInterruptionInfo, u64::from(info));
+    }
+    fn set_interrupt_window(&mut self, on: bool) {
+        // SDM Vol. 3C 25.6.2: interrupt-window exiting (every VMX CPU
+        // allows it).
+        let c = self.read(Field::ProcControls) as u32;
+        let want = if on {
+            c | ctl::proc::INTERRUPT_WINDOW_EXITING
+        } else {
+            c & !ctl::proc::INTERRUPT_WINDOW_EXITING
+        };
+        if want != c {
+            self.write(Field::ProcControls, u64::from(want));
         }
     }
 }
