@@ -211,6 +211,22 @@ impl Drop for MojitoVm {
     }
 }
 
+/// Slot `slot` of `memory` at `guest_phys_addr` with `flags`.
+fn region(
+    slot: u32,
+    flags: u32,
+    guest_phys_addr: u64,
+    memory: &MojitoMemory,
+) -> kvm_userspace_memory_region {
+    kvm_userspace_memory_region {
+        slot,
+        flags,
+        guest_phys_addr,
+        memory_size: memory.0.len() as u64,
+        userspace_addr: memory.0.gpa(),
+    }
+}
+
 impl Vm for MojitoVm {
     type Memory = MojitoMemory;
     type Vcpu = MojitoVcpu;
@@ -235,13 +251,7 @@ impl Vm for MojitoVm {
         if self.slots.contains_key(&slot) {
             return Err(EEXIST);
         }
-        self.set_region(&kvm_userspace_memory_region {
-            slot,
-            flags,
-            guest_phys_addr,
-            memory_size: memory.0.len() as u64,
-            userspace_addr: memory.0.gpa(),
-        })?;
+        self.set_region(&region(slot, flags, guest_phys_addr, &memory))?;
         self.slots.insert(slot, memory);
         Ok(())
     }
@@ -253,13 +263,7 @@ impl Vm for MojitoVm {
         guest_phys_addr: u64,
     ) -> api::Result<()> {
         let memory = self.slots.get(&slot).ok_or(ENOENT)?;
-        self.set_region(&kvm_userspace_memory_region {
-            slot,
-            flags,
-            guest_phys_addr,
-            memory_size: memory.0.len() as u64,
-            userspace_addr: memory.0.gpa(),
-        })
+        self.set_region(&region(slot, flags, guest_phys_addr, memory))
     }
 
     fn get_dirty_log(&mut self, slot: u32) -> api::Result<Vec<u64>> {

@@ -167,6 +167,22 @@ pub struct HostVm {
     slots: Slots,
 }
 
+/// Slot `slot` of `memory` at `guest_phys_addr` with `flags`.
+fn region(
+    slot: u32,
+    flags: u32,
+    guest_phys_addr: u64,
+    memory: &HostMemory,
+) -> kb::kvm_userspace_memory_region {
+    kb::kvm_userspace_memory_region {
+        slot,
+        flags,
+        guest_phys_addr,
+        memory_size: memory.0.len as u64,
+        userspace_addr: memory.0.ptr.as_ptr() as u64,
+    }
+}
+
 impl Vm for HostVm {
     type Memory = HostMemory;
     type Vcpu = HostVcpu;
@@ -206,17 +222,14 @@ impl Vm for HostVm {
         if slots.contains_key(&slot) {
             return Err(k::errno::EEXIST);
         }
-        let region = kb::kvm_userspace_memory_region {
-            slot,
-            flags,
-            guest_phys_addr,
-            memory_size: memory.0.len as u64,
-            userspace_addr: memory.0.ptr.as_ptr() as u64,
-        };
         // SAFETY: the memory stays mapped while the slot exists: it goes
         // into `slots`, shared with every vCPU, and leaves only through
         // `delete_user_memory_region` after the slot is gone.
-        unsafe { self.fd.set_user_memory_region(region) }.map_err(errno_of)?;
+        unsafe {
+            self.fd
+                .set_user_memory_region(region(slot, flags, guest_phys_addr, &memory))
+        }
+        .map_err(errno_of)?;
         slots.insert(slot, memory);
         Ok(())
     }
@@ -246,15 +259,9 @@ impl Vm for HostVm {
     ) -> api::Result<()> {
         let slots = self.slots.lock().map_err(|_| k::errno::EINVAL)?;
         let memory = slots.get(&slot).ok_or(k::errno::ENOENT)?;
-        let region = kb::kvm_userspace_memory_region {
-            slot,
-            flags,
-            guest_phys_addr,
-            memory_size: memory.0.len as u64,
-            userspace_addr: memory.0.ptr.as_ptr() as u64,
-        };
+        let r = region(slot, flags, guest_phys_addr, memory);
         // SAFETY: the same memory the slot already has, still mapped.
-        unsafe { self.fd.set_user_memory_region(region) }.map_err(errno_of)
+        unsafe { self.fd.set_user_memory_region(r) }.map_err(errno_of)
     }
 
     fn get_dirty_log(&mut self, slot: u32) -> api::Result<Vec<u64>> {

@@ -99,6 +99,16 @@ fn index(gpa: GuestPhys, level: u32) -> usize {
     ((gpa.raw() >> (12 + 9 * level)) & 0x1ff) as usize
 }
 
+/// A leaf found by `Table::find_leaf`: the table holding it, its index and
+/// entry, and the entries walked through to get there (root first).
+struct Leaf {
+    table: HostPhys,
+    index: usize,
+    entry: u64,
+    path: [(HostPhys, usize); 3],
+    depth: usize,
+}
+
 /// A 4-level table rooted at `root` in format `F`.
 #[derive(Debug)]
 pub struct Table<F: Format> {
@@ -188,6 +198,38 @@ impl<F: Format> Table<F> {
         Ok(())
     }
 
+    /// Walks to the leaf of `size` at `gpa`: None if there is no such leaf
+    /// (nothing mapped there, or a page of the other size).
+    fn find_leaf(&self, mem: &impl TableMemory, gpa: GuestPhys, size: PageSize) -> Option<Leaf> {
+        if gpa.raw() >= MAX_GPA {
+            return None;
+        }
+        let leaf_level = size.level();
+        let mut w = Leaf {
+            table: self.root,
+            index: 0,
+            entry: 0,
+            path: [(HostPhys::new(0), 0); 3],
+            depth: 0,
+        };
+        for level in (leaf_level + 1..4).rev() {
+            let i = index(gpa, level);
+            let entry = mem.read(w.table, i);
+            if !F::present(entry) || (level == 1 && F::is_large(entry)) {
+                return None;
+            }
+            w.path[w.depth] = (w.table, i);
+            w.depth += 1;
+            w.table = HostPhys::new(entry & ADDR_MASK);
+        }
+        w.index = index(gpa, leaf_level);
+        w.entry = mem.read(w.table, w.index);
+        if !F::present(w.entry) || (leaf_level == 1 && !F::is_large(w.entry)) {
+            return None;
+        }
+        Some(w)
+    }
+
     /// Removes the mapping of the page of `size` at `gpa`; returns the frame
     /// it mapped. Tables it leaves empty are freed (not the root), so the
     /// tables a VM holds are always those its mappings need. The caller
@@ -199,31 +241,10 @@ impl<F: Format> Table<F> {
         gpa: GuestPhys,
         size: PageSize,
     ) -> Option<HostPhys> {
-        if gpa.raw() >= MAX_GPA {
-            return None;
-        }
-        let leaf_level = size.level();
-        let mut table = self.root;
-        // The entries walked through, from the root's down.
-        let mut path: [(HostPhys, usize); 3] = [(HostPhys::new(0), 0); 3];
-        let mut depth = 0;
-        for level in (leaf_level + 1..4).rev() {
-            let i = index(gpa, level);
-            let entry = mem.read(table, i);
-            if !F::present(entry) || (level == 1 && F::is_large(entry)) {
-                return None;
-            }
-            path[depth] = (table, i);
-            depth += 1;
-            table = HostPhys::new(entry & ADDR_MASK);
-        }
-        let i = index(gpa, leaf_level);
-        let leaf = mem.read(table, i);
-        if !F::present(leaf) || (leaf_level == 1 && !F::is_large(leaf)) {
-            return None;
-        }
-        mem.write(table, i, 0);
-        for &(parent, pi) in path[..depth].iter().rev() {
+        let w = self.find_leaf(mem, gpa, size)?;
+        mem.write(w.table, w.index, 0);
+        let mut table = w.table;
+        for &(parent, pi) in w.path[..w.depth].iter().rev() {
             if (0..512).any(|k| F::present(mem.read(table, k))) {
                 break;
             }
@@ -231,7 +252,7 @@ impl<F: Format> Table<F> {
             mem.free_table(table);
             table = parent;
         }
-        Some(HostPhys::new(leaf & ADDR_MASK))
+        Some(HostPhys::new(w.entry & ADDR_MASK))
     }
 
     /// Gives the leaf of `size` at `gpa` the rights `perms` (same frame);
@@ -243,29 +264,15 @@ impl<F: Format> Table<F> {
         size: PageSize,
         perms: Perms,
     ) -> bool {
-        if gpa.raw() >= MAX_GPA {
+        let Some(w) = self.find_leaf(mem, gpa, size) else {
             return false;
-        }
-        let leaf_level = size.level();
-        let mut table = self.root;
-        for level in (leaf_level + 1..4).rev() {
-            let entry = mem.read(table, index(gpa, level));
-            if !F::present(entry) || (level == 1 && F::is_large(entry)) {
-                return false;
-            }
-            table = HostPhys::new(entry & ADDR_MASK);
-        }
-        let i = index(gpa, leaf_level);
-        let leaf = mem.read(table, i);
-        if !F::present(leaf) || (leaf_level == 1 && !F::is_large(leaf)) {
-            return false;
-        }
-        let frame = HostPhys::new(leaf & ADDR_MASK);
+        };
+        let frame = HostPhys::new(w.entry & ADDR_MASK);
         let new = match size {
             PageSize::Size4K => F::leaf(frame, perms),
             PageSize::Size2M => F::large_leaf(frame, perms),
         };
-        mem.write(table, i, new);
+        mem.write(w.table, w.index, new);
         true
     }
 
