@@ -37,6 +37,8 @@ pub enum StopReason {
         gpa: u64,
         write: bool,
         fetch: bool,
+        /// While an event was being delivered.
+        delivery: bool,
         rip: u64,
     },
     /// An exit the hypervisor cannot handle yet.
@@ -70,6 +72,7 @@ impl fmt::Display for StopReason {
                 write,
                 fetch,
                 rip,
+                ..
             } => write!(
                 f,
                 "{} of guest-physical {gpa:#x}, which is not RAM, at rip {rip:#x}",

@@ -176,8 +176,8 @@ pub trait Vcpu {
     /// `KVM_SET_CPUID2`: the guest's whole CPUID table.
     fn set_cpuid2(&mut self, entries: &[kvm_cpuid_entry2]) -> Result<()>;
     /// `KVM_INTERRUPT` (userspace irqchip): queues external interrupt
-    /// `vector`, delivered when the guest can take it. `ENXIO` while one is
-    /// still queued; `EINVAL` for a vector ≥ 256.
+    /// `vector` (replacing one still queued), delivered when the guest can
+    /// take it; `EINVAL` for a vector ≥ 256.
     fn interrupt(&mut self, vector: u32) -> Result<()>;
     /// `KVM_GET_MSRS`: fills `data` of each entry in turn; returns how many
     /// were read (it stops at the first MSR it cannot read).

@@ -13,7 +13,7 @@ use crate::vcpu::cpuid::CpuidTable;
 use crate::vcpu::lazy::HostXstate;
 use crate::virt::{Backend, Frames};
 use crate::vm::VmEnv;
-use abi::kvm::errno::{EBADF, EFAULT, EINVAL, EIO, ENOTTY, ENXIO};
+use abi::kvm::errno::{EBADF, EFAULT, EINVAL, EIO, ENOTTY};
 use abi::kvm::mojito::{self, MOJITO_SYSTEM_HANDLE, mojito_log_read, mojito_run_pages};
 use abi::kvm::{
     self as req, KVM_API_VERSION, kvm_enable_cap, kvm_fpu, kvm_regs, kvm_sregs,
@@ -311,13 +311,10 @@ fn invoke<B: Backend>(
                 .create_vcpu(ctx.backend, &mut ctx.frames.lock(), vm_index, id)?
         }
         Request::Interrupt(irq) => {
-            // KVM: a vector ≥ 256 is -EINVAL, and one still queued -ENXIO.
+            // KVM with the irqchip in userspace: a vector ≥ 256 is -EINVAL;
+            // a new one replaces one still queued.
             let vc = vcpu_of(ctx.objects, vm_index)?;
-            let vector = u8::try_from(irq).map_err(|_| EINVAL)?;
-            if vc.irq.is_some() {
-                return Err(ENXIO);
-            }
-            vc.irq = Some(vector);
+            vc.irq = Some(u8::try_from(irq).map_err(|_| EINVAL)?);
             0
         }
         Request::GetDirtyLog(log) => {

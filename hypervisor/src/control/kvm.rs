@@ -522,16 +522,17 @@ fn run_guest<B: Backend>(
                 let long_mode = vc.cpu.mode() == crate::virt::CpuMode::Long64;
                 vc.pending = Some(Pending::Hypercall { len, long_mode });
                 let g = *vc.cpu.gprs();
-                let exit = kvm_run_exit {
-                    hypercall: kvm_run_hypercall {
-                        nr: g.rax,
-                        args: [g.rbx, g.rcx, g.rdx, g.rsi, 0, 0],
-                        ret: 0,
-                        flags: if long_mode {
-                            KVM_EXIT_HYPERCALL_LONG_MODE
-                        } else {
-                            0
-                        },
+                // Zeroed whole first: a union literal would leave the bytes
+                // past the variant uninitialised, and all 256 go to the page.
+                let mut exit = kvm_run_exit::default();
+                exit.hypercall = kvm_run_hypercall {
+                    nr: g.rax,
+                    args: [g.rbx, g.rcx, g.rdx, g.rsi, 0, 0],
+                    ret: 0,
+                    flags: if long_mode {
+                        KVM_EXIT_HYPERCALL_LONG_MODE
+                    } else {
+                        0
                     },
                 };
                 return RunEnd::Exit(KVM_EXIT_HYPERCALL, exit);
@@ -570,18 +571,17 @@ fn forward_io<B: Backend>(
 
 /// `KVM_EXIT_IO` for `count` elements of `io` in the data page.
 pub(super) fn io_exit(io: IoAccess, count: u32) -> RunEnd {
-    let exit = kvm_run_exit {
-        io: kvm_run_io {
-            direction: if io.input {
-                KVM_EXIT_IO_IN
-            } else {
-                KVM_EXIT_IO_OUT
-            },
-            size: io.size,
-            port: io.port,
-            count,
-            data_offset: PIO_DATA_OFFSET,
+    let mut exit = kvm_run_exit::default();
+    exit.io = kvm_run_io {
+        direction: if io.input {
+            KVM_EXIT_IO_IN
+        } else {
+            KVM_EXIT_IO_OUT
         },
+        size: io.size,
+        port: io.port,
+        count,
+        data_offset: PIO_DATA_OFFSET,
     };
     RunEnd::Exit(KVM_EXIT_IO, exit)
 }
@@ -596,7 +596,9 @@ pub(super) fn internal(suberror: u32, data: &[u64]) -> RunEnd {
         *slot = *v;
         e.ndata += 1;
     }
-    RunEnd::Exit(KVM_EXIT_INTERNAL_ERROR, kvm_run_exit { internal: e })
+    let mut exit = kvm_run_exit::default();
+    exit.internal = e;
+    RunEnd::Exit(KVM_EXIT_INTERNAL_ERROR, exit)
 }
 
 /// What a stopped guest looks like through the KVM API.
@@ -605,16 +607,23 @@ fn stop_exit(reason: StopReason) -> RunEnd {
         // HLT in userspace-irqchip mode: RIP is past the HLT, as in KVM.
         StopReason::Halted { .. } => RunEnd::Exit(KVM_EXIT_HLT, kvm_run_exit::default()),
         StopReason::TripleFault { .. } => RunEnd::Exit(KVM_EXIT_SHUTDOWN, kvm_run_exit::default()),
-        StopReason::EntryFailed { code, .. } => RunEnd::Exit(
-            KVM_EXIT_FAIL_ENTRY,
-            kvm_run_exit {
-                fail_entry: kvm_run_fail_entry {
-                    hardware_entry_failure_reason: code,
-                    cpu: 0,
-                    pad: 0,
-                },
-            },
-        ),
+        StopReason::EntryFailed { code, .. } => {
+            let mut exit = kvm_run_exit::default();
+            exit.fail_entry = kvm_run_fail_entry {
+                hardware_entry_failure_reason: code,
+                cpu: 0,
+                pad: 0,
+            };
+            RunEnd::Exit(KVM_EXIT_FAIL_ENTRY, exit)
+        }
+        // KVM: a fault while delivering an event is DELIVERY_EV (with the
+        // address); any other access it cannot emulate, EMULATION.
+        StopReason::UnmappedAccess {
+            gpa,
+            rip,
+            delivery: true,
+            ..
+        } => internal(abi::kvm::KVM_INTERNAL_ERROR_DELIVERY_EV, &[rip, gpa]),
         StopReason::UnmappedAccess { gpa, rip, .. } => {
             internal(KVM_INTERNAL_ERROR_EMULATION, &[rip, gpa])
         }
@@ -642,9 +651,10 @@ fn write_run_page<C: GuestCpu>(
     let at = |off: u64| GuestPhys::new(run_gpa + off);
     let if_flag = u8::from(cpu.rflags() & RFLAGS_IF != 0);
     // SAFETY: `kvm_run_exit` is a 256-byte union of plain integers; viewing
-    // it as bytes reads initialised memory (every variant is built fully
-    // initialised, and `Default` zeroes all 256 bytes before a variant is
-    // written over it).
+    // it as bytes reads initialised memory: every exit starts as
+    // `kvm_run_exit::default()`, which zeroes all 256 bytes, and a variant
+    // is then assigned over it (no union literal in this crate builds one,
+    // which would leave the bytes past the variant uninitialised).
     let exit_bytes = unsafe {
         core::slice::from_raw_parts(
             (exit as *const kvm_run_exit).cast::<u8>(),

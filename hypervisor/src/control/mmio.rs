@@ -65,8 +65,12 @@ pub struct MmioAccess {
 }
 
 /// The instruction's bytes for `KVM_INTERNAL_ERROR_EMULATION`, laid out as
-/// `kvm_run.emulation_failure`: flags, then the length and up to 15 bytes.
+/// `kvm_run.emulation_failure`: flags, then the length and up to 15 bytes;
+/// without bytes (none could be fetched), no data, as in KVM.
 fn emulation_failure(bytes: &[u8]) -> RunEnd {
+    if bytes.is_empty() {
+        return super::kvm::internal(KVM_INTERNAL_ERROR_EMULATION, &[]);
+    }
     let n = bytes.len().min(crate::guest::insn::MAX_LEN);
     let mut packed = [0u8; 16];
     packed[0] = n as u8;
@@ -84,7 +88,9 @@ fn emulation_failure(bytes: &[u8]) -> RunEnd {
     e.data[0] = KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES;
     e.data[1] = word(0);
     e.data[2] = word(1);
-    RunEnd::Exit(KVM_EXIT_INTERNAL_ERROR, kvm_run_exit { internal: e })
+    let mut exit = kvm_run_exit::default();
+    exit.internal = e;
+    RunEnd::Exit(KVM_EXIT_INTERNAL_ERROR, exit)
 }
 
 fn mmio_exit(gpa: u64, size: u8, write: Option<u64>) -> RunEnd {
@@ -98,7 +104,9 @@ fn mmio_exit(gpa: u64, size: u8, write: Option<u64>) -> RunEnd {
         let bytes = v.to_le_bytes();
         m.data[..usize::from(size)].copy_from_slice(&bytes[..usize::from(size)]);
     }
-    RunEnd::Exit(KVM_EXIT_MMIO, kvm_run_exit { mmio: m })
+    let mut exit = kvm_run_exit::default();
+    exit.mmio = m;
+    RunEnd::Exit(KVM_EXIT_MMIO, exit)
 }
 
 /// Register `r` (`size` bytes; AH–BH for high-byte registers).

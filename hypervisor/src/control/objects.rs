@@ -326,32 +326,40 @@ impl<B: Backend> Objects<B> {
         if !super::memory::usable(new.cd_gpa, new.size) {
             return Err(EFAULT);
         }
-        // The slot (and its bitmap) first: a heap failure changes nothing.
-        let bits_before = existing.and_then(|o| {
-            let d = v.env.ram.dirty_map(o.slot)?;
-            let mut copy = Vec::new();
-            copy.try_reserve_exact(d.bits.len()).ok()?;
-            copy.extend_from_slice(&d.bits);
-            Some(copy)
-        });
-        if !v.env.ram.set_slot(new) {
+        // The old slot comes out whole (it goes back without allocating); a
+        // slot that keeps logging keeps its bitmap, as in KVM.
+        let mut taken = existing.and_then(|o| v.env.ram.take_slot(o.slot));
+        let reuse = if new.logs_dirty() {
+            taken.as_mut().and_then(|t| t.1.take())
+        } else {
+            None
+        };
+        if let Err(bits) = v.env.ram.insert_slot(new, reuse) {
+            if let Some(mut t) = taken {
+                t.1 = t.1.or(bits);
+                v.env.ram.restore_slot(t);
+            }
             return Err(ENOMEM);
         }
-        if let Some(old) = existing {
-            unmap_slot(v, frames, &old);
+        if let Some((old, _)) = &taken {
+            unmap_slot(v, frames, old);
         }
         if let Err(e) = map_slot(v, frames, &new) {
             // Nothing half-made: the old slot, mapping and bitmap come back
-            // (the tables just freed make room for them again).
-            v.env.ram.remove_slot(new.slot);
-            if let Some(old) = existing
-                && v.env.ram.set_slot(old)
-            {
-                if let (Some(bits), Some(d)) = (bits_before, v.env.ram.dirty_map(old.slot)) {
-                    d.bits = bits;
-                }
+            // (the tables just freed make room for its mapping again).
+            let new_bits = v.env.ram.take_slot(new.slot).and_then(|t| t.1);
+            if let Some(mut t) = taken {
+                let old = t.0;
+                t.1 = t.1.or(new_bits);
+                v.env.ram.restore_slot(t);
                 if map_slot(v, frames, &old).is_err() {
                     v.env.ram.remove_slot(old.slot);
+                    crate::log!(
+                        "{}: slot {} could not be moved nor put back (no frames for its page \
+                         tables): deleted",
+                        v.env.name,
+                        old.slot
+                    );
                 }
             }
             flush(backend, v);

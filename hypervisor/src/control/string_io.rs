@@ -168,7 +168,7 @@ pub fn start<B: Backend>(
     };
     let data_gpa = GuestPhys::new(run_gpa + PIO_DATA_OFFSET);
     if io.input {
-        if let Err(e) = linear::check_write(cpu, env, batch.start, batch.bytes()) {
+        if let Err(e) = linear::check_write_ram(cpu, env, batch.start, batch.bytes()) {
             return fault_to_guest(cpu, e);
         }
     } else {

@@ -189,35 +189,66 @@ impl GuestRam {
         &self.slots
     }
 
-    /// Adds or replaces slot `s.slot` (the caller checked it), with an
-    /// empty dirty bitmap if it logs dirty pages (a replaced slot that
-    /// logged already keeps its bitmap when it keeps its size). False if the
-    /// heap cannot hold it; nothing changed then.
-    pub fn set_slot(&mut self, s: MemSlot) -> bool {
-        let words = usize::try_from(s.pages().div_ceil(64)).unwrap_or(usize::MAX);
-        let keep = self
+    /// Adds slot `s` (the caller checked it and removed any slot of that
+    /// number). If it logs dirty pages its bitmap is `bits` (a slot's own,
+    /// kept across a move) or a new, empty one. Err (with `bits` given
+    /// back) if the heap cannot hold it; nothing changed then.
+    pub fn insert_slot(
+        &mut self,
+        s: MemSlot,
+        bits: Option<DirtyMap>,
+    ) -> Result<(), Option<DirtyMap>> {
+        if self.slots.try_reserve(1).is_err() {
+            return Err(bits);
+        }
+        if s.logs_dirty() {
+            let words = usize::try_from(s.pages().div_ceil(64)).unwrap_or(usize::MAX);
+            let map = match bits {
+                Some(mut d) if d.bits.len() == words => {
+                    d.slot = s.slot;
+                    d
+                }
+                other => {
+                    let mut fresh = Vec::new();
+                    if fresh.try_reserve_exact(words).is_err() {
+                        return Err(other);
+                    }
+                    fresh.resize(words, 0);
+                    DirtyMap {
+                        slot: s.slot,
+                        bits: fresh,
+                    }
+                }
+            };
+            if self.dirty.try_reserve(1).is_err() {
+                return Err(Some(map));
+            }
+            self.dirty.push(map);
+        }
+        self.slots.push(s);
+        Ok(())
+    }
+
+    /// Removes slot `slot` with its dirty bitmap, for `restore_slot` to put
+    /// back (or for the caller to replace).
+    pub fn take_slot(&mut self, slot: u32) -> Option<(MemSlot, Option<DirtyMap>)> {
+        let i = self.slots.iter().position(|o| o.slot == slot)?;
+        let s = self.slots.swap_remove(i);
+        let d = self
             .dirty
             .iter()
-            .any(|d| d.slot == s.slot && d.bits.len() == words);
-        let mut bits = Vec::new();
-        if s.logs_dirty() && !keep {
-            if bits.try_reserve_exact(words).is_err() || self.dirty.try_reserve(1).is_err() {
-                return false;
-            }
-            bits.resize(words, 0);
-        }
-        if self.slots.try_reserve(1).is_err() {
-            return false;
-        }
-        if !s.logs_dirty() || !keep {
-            self.dirty.retain(|d| d.slot != s.slot);
-        }
-        if s.logs_dirty() && !keep {
-            self.dirty.push(DirtyMap { slot: s.slot, bits });
-        }
-        self.slots.retain(|o| o.slot != s.slot);
+            .position(|d| d.slot == slot)
+            .map(|j| self.dirty.swap_remove(j));
+        Some((s, d))
+    }
+
+    /// Puts back what `take_slot` removed: the room it left is still there,
+    /// so this allocates nothing.
+    pub fn restore_slot(&mut self, (s, d): (MemSlot, Option<DirtyMap>)) {
         self.slots.push(s);
-        true
+        if let Some(d) = d {
+            self.dirty.push(d);
+        }
     }
 
     /// Removes slot `slot` (and its dirty bitmap), returning it.
@@ -331,5 +362,60 @@ impl GuestMemory for GuestRam {
     fn read_u64(&self, gpa: GuestPhys) -> Option<u64> {
         let mut b = [0u8; 8];
         self.read(gpa, &mut b).then(|| u64::from_le_bytes(b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use abi::kvm::{KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY};
+
+    fn slot(n: u32, flags: u32, gpa: u64) -> MemSlot {
+        MemSlot {
+            slot: n,
+            flags,
+            gpa,
+            size: 130 * 4096,
+            cd_gpa: 0x40_0000,
+        }
+    }
+
+    #[test]
+    fn dirty_bitmaps_follow_their_slot() {
+        let mut ram = GuestRam::empty();
+        let logged = slot(1, KVM_MEM_LOG_DIRTY_PAGES, 0x1000_0000);
+        assert!(ram.insert_slot(logged, None).is_ok());
+        // 130 pages: three words.
+        assert_eq!(ram.dirty_map(1).map(|d| d.bits.len()), Some(3));
+        ram.mark_dirty(0x1000_0000 + 129 * 4096 + 5);
+        ram.mark_dirty(0x2000_0000);
+        assert_eq!(ram.dirty_map(1).unwrap().bits, [0, 0, 2]);
+        // Moved, it keeps its bitmap; put back, too.
+        let taken = ram.take_slot(1).unwrap();
+        assert!(ram.slot_of(0x1000_0000).is_none() && ram.dirty_map(1).is_none());
+        ram.restore_slot(taken);
+        let (old, bits) = ram.take_slot(1).unwrap();
+        assert!(
+            ram.insert_slot(
+                MemSlot {
+                    gpa: 0x3000_0000,
+                    ..old
+                },
+                bits
+            )
+            .is_ok()
+        );
+        assert_eq!(ram.dirty_map(1).unwrap().bits, [0, 0, 2]);
+        ram.mark_dirty(0x3000_0000);
+        assert_eq!(ram.dirty_map(1).unwrap().bits, [1, 0, 2]);
+        // A slot that does not log has no bitmap; a read-only one is not
+        // writable.
+        assert!(
+            ram.insert_slot(slot(2, KVM_MEM_READONLY, 0x5000_0000), None)
+                .is_ok()
+        );
+        assert!(ram.dirty_map(2).is_none());
+        assert!(ram.slot_of(0x5000_0000).is_some_and(MemSlot::readonly));
+        assert!(ram.remove_slot(1).is_some() && ram.dirty_map(1).is_none());
     }
 }

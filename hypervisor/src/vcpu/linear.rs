@@ -90,6 +90,20 @@ pub fn check_write<C: GuestCpu>(
     })
 }
 
+/// Checks that the guest could write `[linear, linear+len)` as far as its
+/// page tables go and that it is RAM, read-only slots included (INS: the
+/// port is read first; data for a read-only page is then dropped).
+pub fn check_write_ram<C: GuestCpu>(
+    cpu: &C,
+    env: &VmEnv,
+    linear: u64,
+    len: usize,
+) -> Result<(), LinearError> {
+    pieces(cpu, env, linear, len, true, |gpa, r| {
+        env.ram.covers(gpa, r.len() as u64)
+    })
+}
+
 /// Reads `out.len()` bytes at `linear`.
 pub fn read<C: GuestCpu>(
     cpu: &C,

@@ -215,11 +215,19 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
             let v = (old & !0xe) | u64::from(value & 0xf) | (old & 1);
             write_cr(cpu, env, info, 0, v)
         }
-        Exit::NestedPageFault(f) if env.kind == VmKind::Kvm && !f.fetch => Action::ForwardMmio(f),
+        // Only the instruction's own data access is MMIO: one that pushed an
+        // event's frame or walked the guest's page tables cannot be
+        // emulated from the instruction at RIP.
+        Exit::NestedPageFault(f)
+            if env.kind == VmKind::Kvm && !f.fetch && f.final_address && !f.during_delivery =>
+        {
+            Action::ForwardMmio(f)
+        }
         Exit::NestedPageFault(f) => Action::Stop(StopReason::UnmappedAccess {
             gpa: f.gpa.raw(),
             write: f.write,
             fetch: f.fetch,
+            delivery: f.during_delivery,
             rip,
         }),
         Exit::TripleFault => Action::Stop(StopReason::TripleFault { rip }),

@@ -384,6 +384,8 @@ fn stops_with_reasons() {
         gpa: GuestPhys::new(0xfee0_0000),
         write: true,
         fetch: false,
+        final_address: true,
+        during_delivery: false,
     });
     assert!(matches!(
         handle(
@@ -431,6 +433,17 @@ fn kvm_vms_get_mmio_and_the_interrupt_window() {
             gpa: GuestPhys::new(0x2000_0000),
             write,
             fetch,
+            final_address: true,
+            during_delivery: false,
+        })
+    };
+    let not_data = |final_address, during_delivery| {
+        Exit::NestedPageFault(crate::virt::exit::NestedFault {
+            gpa: GuestPhys::new(0x2000_0000),
+            write: true,
+            fetch: false,
+            final_address,
+            during_delivery,
         })
     };
     let info = |exit| ExitInfo { exit, len: None };
@@ -442,6 +455,19 @@ fn kvm_vms_get_mmio_and_the_interrupt_window() {
     assert!(matches!(
         handle(&mut cpu, &mut env, info(fault(false, true)), 7),
         Action::Stop(StopReason::UnmappedAccess { fetch: true, .. })
+    ));
+    // Pushing an event's frame, or walking the guest's page tables, is no
+    // access of the instruction at RIP: not MMIO.
+    assert!(matches!(
+        handle(&mut cpu, &mut env, info(not_data(true, true)), 7),
+        Action::Stop(StopReason::UnmappedAccess { delivery: true, .. })
+    ));
+    assert!(matches!(
+        handle(&mut cpu, &mut env, info(not_data(false, false)), 7),
+        Action::Stop(StopReason::UnmappedAccess {
+            delivery: false,
+            ..
+        })
     ));
     // The window exit is turned off and handed to the run loop.
     cpu.window = true;

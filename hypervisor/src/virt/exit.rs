@@ -21,6 +21,12 @@ pub struct NestedFault {
     pub gpa: GuestPhys,
     pub write: bool,
     pub fetch: bool,
+    /// The access was the instruction's own (to the final translation of a
+    /// linear address), not to a guest page-table entry.
+    pub final_address: bool,
+    /// It happened while an event (interrupt, exception) was being
+    /// delivered (pushing to the stack, reading the IDT).
+    pub during_delivery: bool,
 }
 
 /// Why the guest left.

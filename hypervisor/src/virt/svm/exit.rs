@@ -51,13 +51,18 @@ pub fn read(vmcb: &Vmcb, nrip_save: bool) -> ExitInfo {
             )
         }
         code::NPF => {
-            // EXITINFO1 is a page-fault error code: bit 1 write, bit 4 fetch.
+            // EXITINFO1 is a page-fault error code: bit 1 write, bit 4 fetch,
+            // bit 32 the final guest-physical address, bit 33 a guest page
+            // table (APM Vol. 2 15.25.6); EXITINTINFO valid: during event
+            // delivery.
             let e = c.exit_info1;
             (
                 Exit::NestedPageFault(NestedFault {
                     gpa: GuestPhys::new(c.exit_info2),
                     write: e & 2 != 0,
                     fetch: e & 16 != 0,
+                    final_address: e & (1 << 32) != 0 && e & (1 << 33) == 0,
+                    during_delivery: c.exit_int_info & super::vmcb::event::VALID != 0,
                 }),
                 None,
             )

@@ -84,11 +84,16 @@ pub unsafe fn read() -> ExitInfo {
         reason::CR_ACCESS => cr_access(qual),
         reason::EPT_VIOLATION => {
             let gpa = field(Field::GuestPhysicalAddress);
-            // Exit qualification bits 1 (write) and 2 (fetch), SDM Table 28-7.
+            // Exit qualification bits 1 (write), 2 (fetch), 7 (a linear
+            // address was translated) and 8 (this is its final address, not
+            // a paging-structure entry), SDM Table 28-7; IDT-vectoring
+            // information valid: during event delivery (28.2.4).
             Exit::NestedPageFault(NestedFault {
                 gpa: GuestPhys::new(gpa),
                 write: qual & 2 != 0,
                 fetch: qual & 4 != 0,
+                final_address: qual & (3 << 7) == 3 << 7,
+                during_delivery: field(Field::IdtVectoringInfo) & (1 << 31) != 0,
             })
         }
         reason::TRIPLE_FAULT => Exit::TripleFault,
