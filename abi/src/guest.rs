@@ -35,6 +35,16 @@ pub const MMIO_SCRATCH_SIZE: u64 = 0x1000;
 /// guest halted in HLT with it.
 pub const IRQ_PORT: u16 = 0xf7;
 
+/// The debugging test port: writing 1 has the VMM single-step the guest
+/// (`KVM_SET_GUEST_DEBUG` with `KVM_GUESTDBG_SINGLESTEP`), 2 take its INT3s
+/// as breakpoints (`KVM_GUESTDBG_USE_SW_BP`; the VMM steps over each), 0
+/// stop debugging. A 4-byte read returns the `KVM_EXIT_DEBUG`s of the last
+/// session.
+pub const DEBUG_PORT: u16 = 0xf8;
+pub const DEBUG_OFF: u8 = 0;
+pub const DEBUG_SINGLE_STEP: u8 = 1;
+pub const DEBUG_SW_BREAKPOINTS: u8 = 2;
+
 /// The memory-slot test port. Writes are commands to the VMM: 1 fetches
 /// the dirty log of the logged slot (`KVM_GET_DIRTY_LOG`); 2 moves the
 /// logged slot to [`MOVED_SLOT_BASE`], 3 moves it back. A 4-byte read

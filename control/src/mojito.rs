@@ -459,6 +459,14 @@ impl Vcpu for MojitoVcpu {
         self.set(KVM_SET_SREGS, sregs)
     }
 
+    fn set_guest_debug(&mut self, control: u32) -> api::Result<()> {
+        let debug = abi::kvm::kvm_guest_debug {
+            control,
+            ..Default::default()
+        };
+        self.set(abi::kvm::KVM_SET_GUEST_DEBUG, &debug)
+    }
+
     fn interrupt(&mut self, vector: u32) -> api::Result<()> {
         self.set(
             abi::kvm::KVM_INTERRUPT,

@@ -236,6 +236,28 @@ pub fn bad_requests(scratch: u64, boot_area: u64) -> bool {
                 hv::call(KVM_INTERRUPT, vm, &irq(0x20) as *const _ as u64),
                 ENOTTY,
             );
+            let debug = |control| kvm_guest_debug {
+                control,
+                ..Default::default()
+            };
+            let set_debug =
+                |d: &kvm_guest_debug| hv::call(KVM_SET_GUEST_DEBUG, vcpu, d as *const _ as u64);
+            c.expect(
+                "KVM_SET_GUEST_DEBUG with hardware breakpoints (not done yet)",
+                set_debug(&debug(KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP)),
+                EINVAL,
+            );
+            c.expect(
+                "KVM_SET_GUEST_DEBUG injecting a #BP",
+                set_debug(&debug(KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_INJECT_BP)),
+                EINVAL,
+            );
+            if set_debug(&debug(KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP)) != Ok(0)
+                || set_debug(&debug(0)) != Ok(0)
+            {
+                c.failed += 1;
+                println!("control: FAIL bad request: KVM_SET_GUEST_DEBUG single-step was refused");
+            }
             let _ = hv::call(MOJITO_CLOSE, vcpu, 0);
             c.expect("a closed vCPU", hv::call(KVM_RUN, vcpu, 0), EBADF);
         }
@@ -275,6 +297,7 @@ pub fn state_requests(scratch: u64) -> bool {
         (KVM_CAP_ENABLE_CAP_VM, 1),
         (KVM_CAP_EXIT_HYPERCALL, 1 << KVM_HC_MAP_GPA_RANGE),
         (KVM_CAP_READONLY_MEM, 1),
+        (KVM_CAP_SET_GUEST_DEBUG, 1),
         (KVM_CAP_IRQCHIP, 0),
     ] {
         good(

@@ -86,6 +86,7 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
         passing.push("mmio");
         passing.push("memslots");
         passing.push("irq");
+        passing.push("debug");
         // INS/OUTS data reaches the VMM in memory order, DF clear or set.
         for way in ["forwards", "backwards"] {
             let line = format!("[portio] rep outsb to the console, {way}");
@@ -114,6 +115,7 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
         stops.insert(0, ("mmio", "exited with status 0"));
         stops.insert(0, ("memslots", "exited with status 0"));
         stops.insert(0, ("irq", "exited with status 0"));
+        stops.insert(0, ("debug", "exited with status 0"));
         // x87 on device memory: outside the decoder's set, as in KVM.
         stops.insert(0, ("mmiofail", "internal error (0x1), cannot emulate: d9"));
         // The guest that never exits: the timer gave the CPU back (D2).
@@ -301,9 +303,9 @@ mod tests {
         let log = good_log().replace("mojito: vm ", "control: vm ");
         let p = problems(&log, "SVM", Mode::Control);
         // Six starting lines, the spin guest's stop, portio's PASS, its
-        // two console lines and its stop, mmio's, memslots' and irq's PASS
-        // and stop, mmiofail's stop.
-        assert_eq!(p.len(), 18, "{p:?}");
+        // two console lines and its stop, mmio's, memslots', irq's and
+        // debug's PASS and stop, mmiofail's stop.
+        assert_eq!(p.len(), 20, "{p:?}");
         let log = format!(
             "{log}\ncontrol: Mojito control domain 0.1.0 starting\ncontrol: KVM API version 12\n\
              control: bad requests: 24 checked, each refused as KVM refuses it\n\
@@ -317,7 +319,8 @@ mod tests {
              [mmio] PASS\ncontrol: vm 9 (mmio): stopped: exited with status 0 (1 ticks in all)\n\
              control: vm 10 (mmiofail): stopped: internal error (0x1), cannot emulate: d9 00 90\n\
              [memslots] PASS\ncontrol: vm 11 (memslots): stopped: exited with status 0\n\
-             [irq] PASS\ncontrol: vm 12 (irq): stopped: exited with status 0"
+             [irq] PASS\ncontrol: vm 12 (irq): stopped: exited with status 0\n\
+             [debug] PASS\ncontrol: vm 13 (debug): stopped: exited with status 0"
         );
         assert_eq!(problems(&log, "SVM", Mode::Control), Vec::<String>::new());
         let failed = format!("{log}\ncontrol: FAIL bad request: x");

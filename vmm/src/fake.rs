@@ -331,6 +331,9 @@ impl Vcpu for FakeVcpu {
         self.sregs = *sregs;
         Ok(())
     }
+    fn set_guest_debug(&mut self, _control: u32) -> api::Result<()> {
+        Ok(())
+    }
     fn interrupt(&mut self, vector: u32) -> api::Result<()> {
         self.interrupts
             .lock()

@@ -482,6 +482,14 @@ impl Vcpu for HostVcpu {
             .map_err(errno_of)
     }
 
+    fn set_guest_debug(&mut self, control: u32) -> api::Result<()> {
+        let debug = kb::kvm_guest_debug {
+            control,
+            ..Default::default()
+        };
+        self.fd.set_guest_debug(&debug).map_err(errno_of)
+    }
+
     fn interrupt(&mut self, vector: u32) -> api::Result<()> {
         let arg = k::kvm_interrupt { irq: vector };
         // SAFETY: KVM_INTERRUPT reads one `kvm_interrupt` (identical layout

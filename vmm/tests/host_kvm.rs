@@ -453,6 +453,34 @@ fn irq_guest_passes() {
     assert!(window, "no KVM_EXIT_IRQ_WINDOW_OPEN: {:?}", run.records);
 }
 
+/// Single-stepping and software breakpoints on the host's KVM.
+#[test]
+fn debug_guest() {
+    let Some(_) = kvm("debug_guest") else {
+        return;
+    };
+    let run = run_test_guest("debug", WATCHDOG);
+    if on_kvm_pvm() {
+        // kvm-pvm reports one single step fewer (tests/src/differential.rs
+        // lists it).
+        assert_eq!(
+            reason(&run),
+            StopReason::Exited(1),
+            "output: {:#?}",
+            run.lines
+        );
+        assert_eq!(run.lines, ["FAIL: single-stepping: 5 debug exits, not 6"]);
+        println!("KNOWN DIVERGENCE debug: 5 single-step exits on kvm-pvm");
+        return;
+    }
+    assert_eq!(
+        reason(&run),
+        StopReason::Exited(0),
+        "output: {:#?}",
+        run.lines
+    );
+}
+
 #[test]
 fn triple_fault_is_caught() {
     let Some(_) = kvm("triple_fault_is_caught") else {

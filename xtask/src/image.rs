@@ -27,7 +27,7 @@ pub const CONTROL_ELF: &str = "control.elf";
 
 /// What the built-in image leaves out: the control domain, the guest that
 /// never exits, and the guest whose INS/OUTS need a VMM.
-pub const CONTROL_ONLY: [&str; 7] = [
+pub const CONTROL_ONLY: [&str; 8] = [
     CONTROL_ELF,
     "guests/spin.elf",
     "guests/portio.elf",
@@ -35,6 +35,7 @@ pub const CONTROL_ONLY: [&str; 7] = [
     "guests/mmiofail.elf",
     "guests/memslots.elf",
     "guests/irq.elf",
+    "guests/debug.elf",
 ];
 
 /// One file of the boot bundle: its name in the bundle and where it is.
@@ -94,6 +95,7 @@ pub fn default_bundle(a: &Artifacts) -> Result<Vec<BundleEntry>> {
         elf("mmiofail", "mmiofail")?,
         elf("memslots", "memslots")?,
         elf("irq", "irq")?,
+        elf("debug", "debug")?,
     ])
 }
 
@@ -246,7 +248,8 @@ mod tests {
                 "guests/mmio.elf",
                 "guests/mmiofail.elf",
                 "guests/memslots.elf",
-                "guests/irq.elf"
+                "guests/irq.elf",
+                "guests/debug.elf"
             ]
         );
     }

@@ -57,6 +57,8 @@ unsafe impl Pod for abi::kvm::kvm_dirty_log {}
 // SAFETY: as above.
 unsafe impl Pod for abi::kvm::kvm_interrupt {}
 // SAFETY: as above.
+unsafe impl Pod for abi::kvm::kvm_guest_debug {}
+// SAFETY: as above.
 unsafe impl Pod for abi::kvm::mojito::mojito_boot_info {}
 
 /// Copies a `T` out of control-domain memory (before anything checks it:
@@ -134,6 +136,7 @@ enum Request {
     },
     GetDirtyLog(abi::kvm::kvm_dirty_log),
     Interrupt(u32),
+    SetGuestDebug(u32),
     PowerOff,
     Close,
     SetMemory(kvm_userspace_memory_region),
@@ -210,6 +213,9 @@ fn decode<B: Backend>(
             Request::SetRunPages(a)
         }
         (Some(Handle::Vcpu(_)), req::KVM_RUN) => Request::Run,
+        (Some(Handle::Vcpu(_)), req::KVM_SET_GUEST_DEBUG) => {
+            Request::SetGuestDebug(read_arg::<abi::kvm::kvm_guest_debug>(ram, arg)?.control)
+        }
         (Some(Handle::Vcpu(_)), req::KVM_INTERRUPT) => {
             Request::Interrupt(read_arg::<abi::kvm::kvm_interrupt>(ram, arg)?.irq)
         }
@@ -309,6 +315,13 @@ fn invoke<B: Backend>(
         Request::CreateVcpu(id) => {
             ctx.objects
                 .create_vcpu(ctx.backend, &mut ctx.frames.lock(), vm_index, id)?
+        }
+        Request::SetGuestDebug(control) => {
+            let vc = vcpu_of(ctx.objects, vm_index)?;
+            if !ctx.backend.activate(&mut vc.cpu) {
+                return Err(EINVAL);
+            }
+            super::kvm::set_guest_debug(vc, control)?
         }
         Request::Interrupt(irq) => {
             // KVM with the irqchip in userspace: a vector ≥ 256 is -EINVAL;
@@ -453,7 +466,8 @@ fn check_extension(cap: u64) -> u64 {
         | abi::kvm::KVM_CAP_XSAVE
         | abi::kvm::KVM_CAP_XCRS
         | abi::kvm::KVM_CAP_ENABLE_CAP_VM
-        | abi::kvm::KVM_CAP_READONLY_MEM => 1,
+        | abi::kvm::KVM_CAP_READONLY_MEM
+        | abi::kvm::KVM_CAP_SET_GUEST_DEBUG => 1,
         // The bit mask of hypercalls that can exit (only KVM_HC_MAP_GPA_RANGE).
         abi::kvm::KVM_CAP_EXIT_HYPERCALL => 1 << abi::kvm::KVM_HC_MAP_GPA_RANGE,
         abi::kvm::KVM_CAP_NR_VCPUS | abi::kvm::KVM_CAP_MAX_VCPUS => u64::from(MAX_VCPUS),

@@ -333,12 +333,17 @@ pub fn run<B: Backend>(
     // with a second device access exits again at once.
     let mut next = None;
     if let Some(p) = vc.pending.take() {
+        let rip = vc.cpu.rip();
         match complete(vc, env, &cd_env.ram, run_gpa, p) {
             Ok(end) => next = end,
             Err(e) => {
                 vc.pending = Some(p);
                 return Err(e);
             }
+        }
+        // Single-stepping: the instruction the VMM completed was a step.
+        if next.is_none() && single_stepping(vc) && vc.cpu.rip() != rip {
+            next = Some(debug_exit(&vc.cpu, DB_VECTOR));
         }
     }
     let end = if let Some(end) = next {
@@ -425,6 +430,63 @@ fn complete<B: Backend>(
     Ok(None)
 }
 
+/// `KVM_SET_GUEST_DEBUG`: single-stepping (`KVM_EXIT_DEBUG` after every
+/// instruction) and software breakpoints (INT3 exits instead of #BP).
+/// Hardware breakpoints are not done yet: `-EINVAL`, as for the injection
+/// flags KVM has and Mojito does not.
+pub fn set_guest_debug<B: Backend>(vc: &mut KvmVcpu<B>, control: u32) -> Result<u64, i32> {
+    use abi::kvm::{KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_SW_BP};
+    if control & !(KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_USE_SW_BP) != 0 {
+        return Err(EINVAL);
+    }
+    vc.debug = if control & KVM_GUESTDBG_ENABLE != 0 {
+        control
+    } else {
+        0
+    };
+    let sw_bp = vc.debug & KVM_GUESTDBG_USE_SW_BP != 0;
+    vc.cpu.set_exception_intercept(BP_VECTOR, sw_bp);
+    vc.cpu.set_int_n_intercept(sw_bp);
+    Ok(0)
+}
+
+/// #DB and #BP.
+const DB_VECTOR: u8 = 1;
+const BP_VECTOR: u8 = 3;
+/// RFLAGS.TF.
+const RFLAGS_TF: u64 = 1 << 8;
+/// DR6 of a single-step trap: BS (bit 14) and the bits that read as ones.
+const DR6_SINGLE_STEP: u64 = 0xffff_4ff0;
+
+fn single_stepping<B: Backend>(vc: &KvmVcpu<B>) -> bool {
+    vc.debug & abi::kvm::KVM_GUESTDBG_SINGLESTEP != 0
+}
+
+/// `KVM_EXIT_DEBUG` for exception `vector` at the guest's RIP (as a linear
+/// address, as KVM reports it).
+fn debug_exit<C: GuestCpu>(cpu: &C, vector: u8) -> RunEnd {
+    let base = cpu.segment(crate::virt::SegmentReg::Cs).base;
+    let mut exit = kvm_run_exit::default();
+    exit.debug = abi::kvm::kvm_run_debug {
+        arch: abi::kvm::kvm_debug_exit_arch {
+            exception: u32::from(vector),
+            pad: 0,
+            pc: if cpu.mode() == crate::virt::CpuMode::Long64 {
+                cpu.rip()
+            } else {
+                base.wrapping_add(cpu.rip()) & 0xffff_ffff
+            },
+            dr6: if vector == DB_VECTOR {
+                DR6_SINGLE_STEP
+            } else {
+                0
+            },
+            dr7: cpu.dr7(),
+        },
+    };
+    RunEnd::Exit(abi::kvm::KVM_EXIT_DEBUG, exit)
+}
+
 /// `kvm_run_hypercall::ret`'s offset in the exit union.
 const HYPERCALL_RET_OFFSET: u64 = 56;
 
@@ -466,9 +528,46 @@ fn run_guest<B: Backend>(
             vc.cpu.set_interrupt_window(want);
             window = want;
         }
+        // Nothing of this on the path of a VM nobody debugs.
+        let debugging = vc.debug != 0;
+        let stepping = debugging && single_stepping(vc);
+        let guest_tf = stepping && vc.cpu.rflags() & RFLAGS_TF != 0;
+        if stepping {
+            vc.cpu.arm_single_step();
+        }
         let info = backend.run(&mut vc.cpu, new_context);
         new_context = false;
+        if stepping {
+            vc.cpu.disarm_single_step(guest_tf);
+        }
+        // INT n intercepted for the debugger (QEMU's SVM takes INT3 so):
+        // INT3 is a breakpoint, any other INT n goes on to the guest.
+        if debugging && matches!(info.exit, crate::virt::Exit::SoftwareInterrupt) {
+            match crate::vcpu::fetch_code(&vc.cpu, env) {
+                Some((b, n, _)) if n >= 1 && b[0] == 0xcc => {
+                    return debug_exit(&vc.cpu, BP_VECTOR);
+                }
+                Some((b, n, _)) if n >= 2 && b[0] == 0xcd => {
+                    vc.cpu.inject_software_interrupt(b[1], 2);
+                    continue;
+                }
+                _ => return internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]),
+            }
+        }
+        // The debugger's exceptions go to the VMM, not to the guest.
+        if debugging
+            && let crate::virt::Exit::Exception { vector, .. } = info.exit
+            && ((vector == DB_VECTOR && stepping)
+                || (vector == BP_VECTOR && vc.debug & abi::kvm::KVM_GUESTDBG_USE_SW_BP != 0))
+        {
+            return debug_exit(&vc.cpu, vector);
+        }
+        let rip = if stepping { vc.cpu.rip() } else { 0 };
         match vcpu::handle(&mut vc.cpu, env, info, xstate.xcr0_max) {
+            // An instruction the hypervisor carried out was a step too.
+            Action::Resume if stepping && vc.cpu.rip() != rip => {
+                return debug_exit(&vc.cpu, DB_VECTOR);
+            }
             Action::Resume | Action::Yield | Action::ControlRequest => {
                 // The hypervisor's timer ticked, or COM1 input came: the
                 // control domain gets its CPU back (KVM_EXIT_INTR, RUN

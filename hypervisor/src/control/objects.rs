@@ -51,6 +51,8 @@ pub struct KvmVcpu<B: Backend> {
     /// The vector `KVM_INTERRUPT` queued, injected as soon as the guest can
     /// take it.
     pub irq: Option<u8>,
+    /// `KVM_SET_GUEST_DEBUG`'s control bits (0: not debugged).
+    pub debug: u32,
 }
 
 /// A VM made with `KVM_CREATE_VM`.
@@ -239,6 +241,7 @@ impl<B: Backend> Objects<B> {
             run_pages: None,
             pending: None,
             irq: None,
+            debug: 0,
         });
         let handle = self.new_handle(Handle::Vcpu(vm));
         match (handle, self.vm(vm)) {

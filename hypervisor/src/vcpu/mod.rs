@@ -244,6 +244,13 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
             cpu.set_interrupt_window(false);
             Action::InterruptWindow
         }
+        // Intercepted only while a KVM-API VM's debugger wants INT3s (the
+        // run loop takes it before this); anywhere else, stop.
+        Exit::SoftwareInterrupt => Action::Stop(StopReason::Unhandled {
+            what: "INT n exit",
+            detail: 0,
+            rip,
+        }),
         Exit::EntryFailed { what, code } => Action::Stop(StopReason::EntryFailed { what, code }),
         Exit::Unknown { reason, .. } => Action::Stop(StopReason::Unhandled {
             what: "exit reason",

@@ -43,6 +43,7 @@ fn index(exit: &Exit) -> usize {
         Exit::Interrupt => 14,
         Exit::EntryFailed { .. } | Exit::Unknown { .. } => 15,
         Exit::InterruptWindow => 16,
+        Exit::SoftwareInterrupt => 11,
     }
 }
 

@@ -112,6 +112,22 @@ impl GuestCpu for Fake {
     fn set_interrupt_window(&mut self, on: bool) {
         self.window = on;
     }
+    fn set_exception_intercept(&mut self, _vector: u8, _on: bool) {}
+    fn arm_single_step(&mut self) {
+        self.rflags |= 1 << 8;
+    }
+    fn disarm_single_step(&mut self, guest_tf: bool) {
+        if !guest_tf {
+            self.rflags &= !(1 << 8);
+        }
+    }
+    fn set_int_n_intercept(&mut self, _on: bool) {}
+    fn inject_software_interrupt(&mut self, _vector: u8, len: u8) {
+        self.rip += u64::from(len);
+    }
+    fn dr7(&self) -> u64 {
+        0x400
+    }
     fn system_regs(&self) -> crate::virt::SystemRegs {
         crate::virt::SystemRegs {
             cr0: self.cr0,

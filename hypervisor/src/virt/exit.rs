@@ -78,6 +78,9 @@ pub enum Exit {
     /// The guest can take an external interrupt now (the window the
     /// hypervisor asked for with `GuestCpu::set_interrupt_window`).
     InterruptWindow,
+    /// INT n (or, under QEMU's SVM, INT3) while intercepted
+    /// (`GuestCpu::set_int_n_intercept`).
+    SoftwareInterrupt,
     /// VM entry failed: the VM cannot run (its state is invalid).
     EntryFailed {
         what: &'static str,
@@ -120,6 +123,7 @@ impl Exit {
             Self::GeneralProtection(_) => "gp",
             Self::Interrupt => "interrupt",
             Self::InterruptWindow => "interrupt-window",
+            Self::SoftwareInterrupt => "int-n",
             Self::EntryFailed { .. } => "entry-failed",
             Self::Unknown { .. } => "unknown",
         }

@@ -190,6 +190,25 @@ pub trait GuestCpu {
     /// Asks for an `Exit::InterruptWindow` as soon as the guest can take an
     /// external interrupt (or stops asking).
     fn set_interrupt_window(&mut self, on: bool);
+    /// Intercepts exception `vector` (an `Exit::Exception`) or stops; #DB
+    /// and #AC stay intercepted always (`vcpu::INTERCEPTED_EXCEPTIONS`).
+    fn set_exception_intercept(&mut self, vector: u8, on: bool);
+    /// Sets RFLAGS.TF for a single-step trap after the next instruction
+    /// (with what the hardware needs besides, e.g. VMX's pending single
+    /// step inside an STI/MOV SS shadow). The caller clears TF again.
+    fn arm_single_step(&mut self);
+    /// Undoes `arm_single_step` after the exit: TF as the guest had it
+    /// (`guest_tf`), and no single step left pending for the next entry
+    /// (VMX records one when an instruction with TF = 1 exits).
+    fn disarm_single_step(&mut self, guest_tf: bool);
+    /// Intercepts INT n (SVM; VMX has no such intercept and ignores it).
+    /// QEMU's SVM takes INT3 through this intercept instead of #BP's.
+    fn set_int_n_intercept(&mut self, on: bool);
+    /// Delivers software interrupt `vector` as INT n at RIP, `len` bytes
+    /// long, would (after an `Exit::SoftwareInterrupt`).
+    fn inject_software_interrupt(&mut self, vector: u8, len: u8);
+    /// The guest's DR7.
+    fn dr7(&self) -> u64;
     /// Steps past the instruction that exited, as executing it would: RIP
     /// advances (wrapping at 4 GiB outside 64-bit mode) and the interrupt
     /// shadow ends.

@@ -110,6 +110,30 @@ impl PortDevice for IrqPort {
     }
 }
 
+/// The debugging test port (`abi::guest::DEBUG_PORT`): a write is a
+/// command for the VMM's debugger; a read returns how many
+/// `KVM_EXIT_DEBUG`s the last session had.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DebugPort {
+    pub exits: u32,
+}
+
+impl PortDevice for DebugPort {
+    fn byte_wide(&self) -> bool {
+        false
+    }
+
+    fn read(&mut self, _offset: u16, data: &mut [u8]) {
+        for (dst, src) in data.iter_mut().zip(self.exits.to_le_bytes()) {
+            *dst = src;
+        }
+    }
+
+    fn write(&mut self, _offset: u16, data: &[u8]) -> Effect {
+        data.first().map_or(Effect::None, |&c| Effect::Debug(c))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,8 @@ pub enum Effect {
     Command(u8),
     /// Raise external interrupt vector (`abi::guest::IRQ_PORT`).
     Irq(u8),
+    /// A debugging command (`abi::guest::DEBUG_PORT`).
+    Debug(u8),
 }
 
 /// A device on the port-I/O bus.

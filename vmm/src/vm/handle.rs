@@ -10,6 +10,7 @@ use abi::kvm::{
 
 use super::stop::{ExitCounts, StopReason};
 use crate::devices::console::Console;
+use crate::devices::debug::DebugPort;
 use crate::devices::scratch::Scratch;
 use crate::devices::{Effect, PortBus};
 use crate::exit::Exit;
@@ -32,6 +33,8 @@ pub(super) struct State {
     pub(super) pending_irq: Option<u8>,
     /// What `request_interrupt_window` in the run page says.
     pub(super) window_requested: bool,
+    /// The guest asked to be debugged (`abi::guest::DEBUG_PORT`).
+    pub(super) debugging: bool,
     /// `KVM_EXIT_INTR`s since the last other exit.
     pub(super) intrs_in_a_row: u32,
     /// `VmConfig::max_intrs_in_a_row`.
@@ -44,6 +47,11 @@ pub(super) enum Next {
     Stop(StopReason),
     /// Carry out a memory-slot test command (`Vm::memtest`), then go on.
     Command(u8),
+    /// Carry out a debugging command (`Vm::debug_command`), then go on.
+    Debug(u8),
+    /// Step over the INT3 a software-breakpoint exit stopped at, then go
+    /// on.
+    SkipBreakpoint,
 }
 
 impl State {
@@ -87,6 +95,7 @@ impl State {
                         Effect::Yield => {}
                         Effect::Command(c) => next = Next::Command(c),
                         Effect::Irq(v) => self.pending_irq = Some(v),
+                        Effect::Debug(c) => next = Next::Debug(c),
                     }
                 }
                 next
@@ -182,9 +191,21 @@ impl State {
             Exit::Debug { exception, .. } => {
                 self.exits.count(KVM_EXIT_DEBUG);
                 self.recorder.push(ExitRecord::Debug { exception });
-                Next::Stop(StopReason::Unhandled {
-                    exit_reason: KVM_EXIT_DEBUG,
-                })
+                let Some(port) = self
+                    .bus
+                    .get_mut::<DebugPort>(abi::guest::DEBUG_PORT)
+                    .filter(|_| self.debugging)
+                else {
+                    return Next::Stop(StopReason::Unhandled {
+                        exit_reason: KVM_EXIT_DEBUG,
+                    });
+                };
+                port.exits += 1;
+                if exception == 3 {
+                    Next::SkipBreakpoint
+                } else {
+                    Next::Continue
+                }
             }
             Exit::SystemEvent { kind } => {
                 self.exits.count(KVM_EXIT_SYSTEM_EVENT);

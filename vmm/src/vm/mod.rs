@@ -32,7 +32,7 @@ use crate::api::{
 };
 use crate::devices::PortBus;
 use crate::devices::console::{Console, RING_DEFAULT, Sink};
-use crate::devices::debug::{DebugCon, DebugExit, IrqPort, PostPort, YieldPort};
+use crate::devices::debug::{DebugCon, DebugExit, DebugPort, IrqPort, PostPort, YieldPort};
 use crate::devices::memtest::MemTest;
 use crate::devices::uart::{COM1, UART_LEN, Uart};
 use crate::exit::Exit;
@@ -300,13 +300,14 @@ impl<V: api::Vm> Vm<V> {
             }
         }
         let mut bus = PortBus::new();
-        let standard: [(u16, u16, Box<dyn crate::devices::PortDevice>); 6] = [
+        let standard: [(u16, u16, Box<dyn crate::devices::PortDevice>); 7] = [
             (config.uart_base, UART_LEN, Box::new(Uart::new())),
             (abi::guest::EXIT_PORT, 1, Box::new(DebugExit)),
             (abi::guest::CONSOLE_PORT, 1, Box::new(DebugCon)),
             (abi::guest::YIELD_PORT, 1, Box::new(YieldPort)),
             (abi::guest::POST_PORT, 1, Box::new(PostPort)),
             (abi::guest::IRQ_PORT, 1, Box::new(IrqPort)),
+            (abi::guest::DEBUG_PORT, 1, Box::new(DebugPort::default())),
         ];
         for (base, len, device) in standard {
             bus.insert(base, len, device)
@@ -330,6 +331,7 @@ impl<V: api::Vm> Vm<V> {
                 stop_on_intr: config.stop_on_intr,
                 pending_irq: None,
                 window_requested: false,
+                debugging: false,
                 intrs_in_a_row: 0,
                 max_intrs_in_a_row: config.max_intrs_in_a_row,
             },
@@ -459,6 +461,27 @@ impl<V: api::Vm> Vm<V> {
         }
     }
 
+    /// Carries out a command of the debugging test port: single-step,
+    /// software breakpoints, or off; a new session's count starts at 0.
+    fn debug_command(&mut self, command: u8) {
+        use abi::guest::{DEBUG_SINGLE_STEP, DEBUG_SW_BREAKPOINTS};
+        use abi::kvm::{KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_SW_BP};
+        let control = match command {
+            DEBUG_SINGLE_STEP => KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP,
+            DEBUG_SW_BREAKPOINTS => KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP,
+            _ => 0,
+        };
+        self.state.debugging = control != 0 && self.vcpu.set_guest_debug(control).is_ok();
+        if control == 0 {
+            let _ = self.vcpu.set_guest_debug(0);
+        }
+        if let Some(port) = self.state.bus.get_mut::<DebugPort>(abi::guest::DEBUG_PORT)
+            && control != 0
+        {
+            port.exits = 0;
+        }
+    }
+
     /// Carries out a command of the memory-slot test port: fetch the logged
     /// slot's dirty log (its page indices go to the port), or move the slot
     /// away and back. A failure leaves the list empty / the slot where it
@@ -521,6 +544,19 @@ impl<V: api::Vm> Vm<V> {
                 Next::Continue => {}
                 Next::Stop(reason) => break reason,
                 Next::Command(c) => self.memtest(c),
+                Next::Debug(c) => self.debug_command(c),
+                Next::SkipBreakpoint => {
+                    // KVM leaves RIP on the INT3: step over it.
+                    match self.vcpu.get_regs() {
+                        Ok(mut regs) => {
+                            regs.rip += 1;
+                            if let Err(e) = self.vcpu.set_regs(&regs) {
+                                break StopReason::RunFailed(e);
+                            }
+                        }
+                        Err(e) => break StopReason::RunFailed(e),
+                    }
+                }
             }
         };
         if !reason.is_pause() {

@@ -547,6 +547,45 @@ impl GuestCpu for SvmVcpu {
     fn inject_interrupt(&mut self, vector: u8) {
         self.vmcb_mut().control.event_inj = event::VALID | event::TYPE_INTR | u64::from(vector);
     }
+    fn set_exception_intercept(&mut self, vector: u8, on: bool) {
+        let always = crate::vcpu::INTERCEPTED_EXCEPTIONS as u32;
+        let bit = 1u32 << (vector & 31);
+        let c = &mut self.vmcb_mut().control;
+        c.intercept_exceptions = if on {
+            c.intercept_exceptions | bit
+        } else {
+            (c.intercept_exceptions & !bit) | (always & bit)
+        };
+    }
+    fn arm_single_step(&mut self) {
+        // RFLAGS.TF (bit 8): the trap comes after the next instruction, also
+        // inside an interrupt shadow.
+        self.vmcb_mut().save.rflags |= 1 << 8;
+    }
+    fn disarm_single_step(&mut self, guest_tf: bool) {
+        if !guest_tf {
+            self.vmcb_mut().save.rflags &= !(1 << 8);
+        }
+    }
+    fn set_int_n_intercept(&mut self, on: bool) {
+        let c = &mut self.vmcb_mut().control;
+        if on {
+            c.intercept_misc1 |= misc1::INTN;
+        } else {
+            c.intercept_misc1 &= !misc1::INTN;
+        }
+    }
+    fn inject_software_interrupt(&mut self, vector: u8, len: u8) {
+        // APM Vol. 2 15.20: a software interrupt (type 4) pushes the RIP in
+        // the VMCB as its return address: past the instruction.
+        let rip = self.vmcb().save.rip.wrapping_add(u64::from(len));
+        let v = self.vmcb_mut();
+        v.save.rip = rip;
+        v.control.event_inj = event::VALID | event::TYPE_SOFTWARE_INTERRUPT | u64::from(vector);
+    }
+    fn dr7(&self) -> u64 {
+        self.vmcb().save.dr7
+    }
     fn set_interrupt_window(&mut self, on: bool) {
         // APM Vol. 2 15.21.4: a virtual interrupt (V_IRQ) with VINTR
         // intercepted exits as soon as the guest could take it.

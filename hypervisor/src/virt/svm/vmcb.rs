@@ -205,6 +205,7 @@ pub mod misc1 {
     pub const VINTR: u32 = 1 << 4;
     pub const RDPMC: u32 = 1 << 15;
     pub const CPUID: u32 = 1 << 18;
+    pub const INTN: u32 = 1 << 21;
     pub const INVD: u32 = 1 << 22;
     pub const HLT: u32 = 1 << 24;
     pub const INVLPGA: u32 = 1 << 26;
@@ -286,6 +287,7 @@ pub mod code {
     pub const RDPMC: u64 = 0x6f;
     pub const CPUID: u64 = 0x72;
     pub const INVD: u64 = 0x76;
+    pub const SWINT: u64 = 0x75;
     pub const HLT: u64 = 0x78;
     pub const INVLPGA: u64 = 0x7a;
     pub const IOIO: u64 = 0x7b;

@@ -671,6 +671,53 @@ impl GuestCpu for VmxVcpu {
         let info = INTR_VALID | INTR_TYPE_EXTERNAL | u32::from(vector);
         self.write(Field::EntryInterruptionInfo, u64::from(info));
     }
+    fn set_exception_intercept(&mut self, vector: u8, on: bool) {
+        let always = crate::vcpu::INTERCEPTED_EXCEPTIONS;
+        let bit = 1u64 << (vector & 31);
+        let map = self.read(Field::ExceptionBitmap);
+        let want = if on {
+            map | bit
+        } else {
+            (map & !bit) | (always & bit)
+        };
+        if want != map {
+            self.write(Field::ExceptionBitmap, want);
+        }
+    }
+    fn arm_single_step(&mut self) {
+        const RFLAGS_TF: u64 = 1 << 8;
+        // SDM Vol. 3C 26.3.1.5: with TF = 1 inside an STI / MOV SS shadow,
+        // the pending single step must be in the pending debug exceptions
+        // (BS, bit 14), or the entry fails.
+        if self.read(Field::GuestInterruptibility) & BLOCKING_STI_MOVSS != 0 {
+            let pending = self.read(Field::GuestPendingDebug);
+            self.write(Field::GuestPendingDebug, pending | (1 << 14));
+        }
+        let rflags = self.read(Field::GuestRflags);
+        self.write(Field::GuestRflags, rflags | RFLAGS_TF);
+    }
+    fn disarm_single_step(&mut self, guest_tf: bool) {
+        const RFLAGS_TF: u64 = 1 << 8;
+        if !guest_tf {
+            let rflags = self.read(Field::GuestRflags);
+            self.write(Field::GuestRflags, rflags & !RFLAGS_TF);
+        }
+        let pending = self.read(Field::GuestPendingDebug);
+        if pending & (1 << 14) != 0 {
+            self.write(Field::GuestPendingDebug, pending & !(1 << 14));
+        }
+    }
+    fn set_int_n_intercept(&mut self, _on: bool) {}
+    fn inject_software_interrupt(&mut self, vector: u8, len: u8) {
+        // Type 4 (software interrupt) with its instruction length (SDM Vol.
+        // 3C 26.6.1.1). Not reached: VMX never exits for INT n.
+        let info = INTR_VALID | (4 << 8) | u32::from(vector);
+        self.write(Field::EntryInstructionLength, u64::from(len));
+        self.write(Field::EntryInterruptionInfo, u64::from(info));
+    }
+    fn dr7(&self) -> u64 {
+        self.read(Field::GuestDr7)
+    }
     fn set_interrupt_window(&mut self, on: bool) {
         // SDM Vol. 3C 25.6.2: interrupt-window exiting (every VMX CPU
         // allows it).
