@@ -44,6 +44,14 @@ pub const DEBUG_PORT: u16 = 0xf8;
 pub const DEBUG_OFF: u8 = 0;
 pub const DEBUG_SINGLE_STEP: u8 = 1;
 pub const DEBUG_SW_BREAKPOINTS: u8 = 2;
+/// Hardware breakpoints at the addresses written to [`DEBUG_ADDR_PORT`]
+/// (DR0 up): an instruction breakpoint, or with [`DEBUG_WATCH_WRITE`] a
+/// 4-byte write watchpoint. The VMM resumes each hit (with RFLAGS.RF).
+pub const DEBUG_HW_BREAKPOINTS: u8 = 3;
+/// 4-byte writes: breakpoint addresses for [`DEBUG_HW_BREAKPOINTS`] (up to
+/// four; a command starts the list anew).
+pub const DEBUG_ADDR_PORT: u16 = 0xf9;
+pub const DEBUG_WATCH_WRITE: u32 = 1 << 31;
 
 /// The memory-slot test port. Writes are commands to the VMM: 1 fetches
 /// the dirty log of the logged slot (`KVM_GET_DIRTY_LOG`); 2 moves the

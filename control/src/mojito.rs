@@ -459,10 +459,11 @@ impl Vcpu for MojitoVcpu {
         self.set(KVM_SET_SREGS, sregs)
     }
 
-    fn set_guest_debug(&mut self, control: u32) -> api::Result<()> {
+    fn set_guest_debug(&mut self, control: u32, debugreg: [u64; 8]) -> api::Result<()> {
         let debug = abi::kvm::kvm_guest_debug {
             control,
-            ..Default::default()
+            pad: 0,
+            arch: abi::kvm::kvm_guest_debug_arch { debugreg },
         };
         self.set(abi::kvm::KVM_SET_GUEST_DEBUG, &debug)
     }

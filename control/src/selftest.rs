@@ -243,8 +243,8 @@ pub fn bad_requests(scratch: u64, boot_area: u64) -> bool {
             let set_debug =
                 |d: &kvm_guest_debug| hv::call(KVM_SET_GUEST_DEBUG, vcpu, d as *const _ as u64);
             c.expect(
-                "KVM_SET_GUEST_DEBUG with hardware breakpoints (not done yet)",
-                set_debug(&debug(KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP)),
+                "KVM_SET_GUEST_DEBUG with an unknown flag",
+                set_debug(&debug(KVM_GUESTDBG_ENABLE | 0x8000)),
                 EINVAL,
             );
             c.expect(

@@ -179,9 +179,9 @@ pub trait Vcpu {
     /// `vector` (replacing one still queued), delivered when the guest can
     /// take it; `EINVAL` for a vector ≥ 256.
     fn interrupt(&mut self, vector: u32) -> Result<()>;
-    /// `KVM_SET_GUEST_DEBUG` with `control` (`KVM_GUESTDBG_*`) and no
-    /// hardware breakpoints.
-    fn set_guest_debug(&mut self, control: u32) -> Result<()>;
+    /// `KVM_SET_GUEST_DEBUG` with `control` (`KVM_GUESTDBG_*`) and, for
+    /// `KVM_GUESTDBG_USE_HW_BP`, `debugreg` (DR0–DR3, -, -, DR6, DR7).
+    fn set_guest_debug(&mut self, control: u32, debugreg: [u64; 8]) -> Result<()>;
     /// `KVM_GET_MSRS`: fills `data` of each entry in turn; returns how many
     /// were read (it stops at the first MSR it cannot read).
     fn get_msrs(&self, entries: &mut [kvm_msr_entry]) -> Result<usize>;

@@ -331,7 +331,7 @@ impl Vcpu for FakeVcpu {
         self.sregs = *sregs;
         Ok(())
     }
-    fn set_guest_debug(&mut self, _control: u32) -> api::Result<()> {
+    fn set_guest_debug(&mut self, _control: u32, _debugreg: [u64; 8]) -> api::Result<()> {
         Ok(())
     }
     fn interrupt(&mut self, vector: u32) -> api::Result<()> {

@@ -482,10 +482,11 @@ impl Vcpu for HostVcpu {
             .map_err(errno_of)
     }
 
-    fn set_guest_debug(&mut self, control: u32) -> api::Result<()> {
+    fn set_guest_debug(&mut self, control: u32, debugreg: [u64; 8]) -> api::Result<()> {
         let debug = kb::kvm_guest_debug {
             control,
-            ..Default::default()
+            pad: 0,
+            arch: kb::kvm_guest_debug_arch { debugreg },
         };
         self.fd.set_guest_debug(&debug).map_err(errno_of)
     }

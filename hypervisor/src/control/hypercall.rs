@@ -136,7 +136,7 @@ enum Request {
     },
     GetDirtyLog(abi::kvm::kvm_dirty_log),
     Interrupt(u32),
-    SetGuestDebug(u32),
+    SetGuestDebug(abi::kvm::kvm_guest_debug),
     PowerOff,
     Close,
     SetMemory(kvm_userspace_memory_region),
@@ -214,7 +214,7 @@ fn decode<B: Backend>(
         }
         (Some(Handle::Vcpu(_)), req::KVM_RUN) => Request::Run,
         (Some(Handle::Vcpu(_)), req::KVM_SET_GUEST_DEBUG) => {
-            Request::SetGuestDebug(read_arg::<abi::kvm::kvm_guest_debug>(ram, arg)?.control)
+            Request::SetGuestDebug(read_arg::<abi::kvm::kvm_guest_debug>(ram, arg)?)
         }
         (Some(Handle::Vcpu(_)), req::KVM_INTERRUPT) => {
             Request::Interrupt(read_arg::<abi::kvm::kvm_interrupt>(ram, arg)?.irq)
@@ -316,12 +316,13 @@ fn invoke<B: Backend>(
             ctx.objects
                 .create_vcpu(ctx.backend, &mut ctx.frames.lock(), vm_index, id)?
         }
-        Request::SetGuestDebug(control) => {
-            let vc = vcpu_of(ctx.objects, vm_index)?;
+        Request::SetGuestDebug(debug) => {
+            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            let vc = vm.vcpu.as_mut().ok_or(EBADF)?;
             if !ctx.backend.activate(&mut vc.cpu) {
                 return Err(EINVAL);
             }
-            super::kvm::set_guest_debug(vc, control)?
+            super::kvm::set_guest_debug(vc, &mut vm.env, &debug)?
         }
         Request::Interrupt(irq) => {
             // KVM with the irqchip in userspace: a vector ≥ 256 is -EINVAL;

@@ -431,23 +431,132 @@ fn complete<B: Backend>(
 }
 
 /// `KVM_SET_GUEST_DEBUG`: single-stepping (`KVM_EXIT_DEBUG` after every
-/// instruction) and software breakpoints (INT3 exits instead of #BP).
-/// Hardware breakpoints are not done yet: `-EINVAL`, as for the injection
-/// flags KVM has and Mojito does not.
-pub fn set_guest_debug<B: Backend>(vc: &mut KvmVcpu<B>, control: u32) -> Result<u64, i32> {
-    use abi::kvm::{KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_SW_BP};
-    if control & !(KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_USE_SW_BP) != 0 {
+/// instruction), software breakpoints (INT3 exits instead of #BP) and
+/// hardware breakpoints and watchpoints (`debugreg`: DR0–DR3 and DR7).
+/// While a debugger's breakpoints hold the debug registers, the guest's
+/// own DR0–DR3 and DR7 are kept aside and its MOV DR work on them (they
+/// are intercepted); they come back when debugging stops. The injection
+/// flags (`KVM_GUESTDBG_INJECT_*`, `BLOCKIRQ`) are `-EINVAL`.
+pub fn set_guest_debug<B: Backend>(
+    vc: &mut KvmVcpu<B>,
+    env: &mut VmEnv,
+    d: &abi::kvm::kvm_guest_debug,
+) -> Result<u64, i32> {
+    use abi::kvm::{
+        KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
+        KVM_GUESTDBG_USE_SW_BP,
+    };
+    let known = KVM_GUESTDBG_ENABLE
+        | KVM_GUESTDBG_SINGLESTEP
+        | KVM_GUESTDBG_USE_SW_BP
+        | KVM_GUESTDBG_USE_HW_BP;
+    if d.control & !known != 0 {
         return Err(EINVAL);
     }
-    vc.debug = if control & KVM_GUESTDBG_ENABLE != 0 {
-        control
+    vc.debug = if d.control & KVM_GUESTDBG_ENABLE != 0 {
+        d.control
     } else {
         0
     };
     let sw_bp = vc.debug & KVM_GUESTDBG_USE_SW_BP != 0;
     vc.cpu.set_exception_intercept(BP_VECTOR, sw_bp);
     vc.cpu.set_int_n_intercept(sw_bp);
+    // The debug registers: the debugger's go where the guest's were (the
+    // lazy switch loads DR0–DR3 when the vCPU runs; DR7 is in the VMCS /
+    // VMCB), the guest's are kept aside.
+    let hw = vc.debug & KVM_GUESTDBG_USE_HW_BP != 0;
+    match (hw, vc.guest_dr) {
+        (true, None) => vc.guest_dr = Some((env.lazy.dr, vc.cpu.dr7())),
+        (false, Some((dr, dr7))) => {
+            env.lazy.dr = dr;
+            vc.cpu.set_dr7(dr7);
+            vc.guest_dr = None;
+        }
+        _ => {}
+    }
+    if hw {
+        let r = d.arch.debugreg;
+        env.lazy.dr = [r[0], r[1], r[2], r[3]];
+        // Bit 10 reads as one; GD (13) and the reserved bits stay clear.
+        vc.cpu.set_dr7((r[7] | DR7_FIXED) & DR7_DEBUGGER_BITS);
+    }
+    vc.cpu.set_dr_intercept(hw);
     Ok(0)
+}
+
+/// DR7 bit 10, always one, and the bits a debugger may set: the enables
+/// (7:0), LE/GE (9:8) and the conditions and lengths (31:16) (SDM Vol. 3B
+/// 18.2.4).
+const DR7_FIXED: u64 = 1 << 10;
+const DR7_DEBUGGER_BITS: u64 = 0xffff_03ff | DR7_FIXED;
+/// DR6 B0–B3: which breakpoint hit.
+const DR6_HITS: u64 = 0xf;
+
+/// A MOV to or from a debug register while the debugger holds them: the
+/// guest's own DR0–DR3 and DR7 (kept aside) or its live DR6. Returns false
+/// if the instruction cannot be found.
+fn mov_dr<B: Backend>(vc: &mut KvmVcpu<B>, env: &VmEnv, info: crate::virt::ExitInfo) -> bool {
+    let crate::virt::Exit::MovDr { dr, gpr, write } = info.exit else {
+        return false;
+    };
+    // The general register and length where the hardware did not say: MOV
+    // DR is [REX] 0F 21/23 /r, DR in ModRM.reg, the register in ModRM.rm.
+    let (gpr, len) = match (gpr, info.len) {
+        (Some(g), Some(len)) => (g, len),
+        _ => {
+            let Some((b, n, mode)) = crate::vcpu::fetch_code(&vc.cpu, env) else {
+                return false;
+            };
+            let bytes = &b[..n];
+            let rex = match bytes.first() {
+                Some(&r) if mode == crate::virt::CpuMode::Long64 && r & 0xf0 == 0x40 => r,
+                _ => 0,
+            };
+            let at = usize::from(rex != 0);
+            match bytes.get(at..at + 3) {
+                Some(&[0x0f, 0x21 | 0x23, modrm]) => {
+                    (gpr.unwrap_or((modrm & 7) | ((rex & 1) << 3)), at as u8 + 3)
+                }
+                _ => return false,
+            }
+        }
+    };
+    let Some((regs, dr7)) = vc.guest_dr.as_mut() else {
+        return false;
+    };
+    let long = vc.cpu.mode() == crate::virt::CpuMode::Long64;
+    let value = if gpr == 4 {
+        vc.cpu.rsp()
+    } else {
+        vc.cpu.gprs().get(gpr)
+    };
+    let value = if long { value } else { value & 0xffff_ffff };
+    let read = match (dr, write) {
+        (0..=3, true) => {
+            regs[usize::from(dr)] = value;
+            None
+        }
+        (0..=3, false) => Some(regs[usize::from(dr)]),
+        (5 | 7, true) => {
+            *dr7 = value;
+            None
+        }
+        (5 | 7, false) => Some(*dr7),
+        (_, true) => {
+            vc.cpu.set_dr6(value);
+            None
+        }
+        (_, false) => Some(vc.cpu.dr6()),
+    };
+    if let Some(v) = read {
+        if gpr == 4 {
+            vc.cpu.set_rsp(v);
+        } else {
+            vc.cpu.gprs().set(gpr, v);
+        }
+    }
+    vc.cpu.skip_instruction(len);
+    true
 }
 
 /// #DB and #BP.
@@ -465,6 +574,18 @@ fn single_stepping<B: Backend>(vc: &KvmVcpu<B>) -> bool {
 /// `KVM_EXIT_DEBUG` for exception `vector` at the guest's RIP (as a linear
 /// address, as KVM reports it).
 fn debug_exit<C: GuestCpu>(cpu: &C, vector: u8) -> RunEnd {
+    debug_exit_dr6(
+        cpu,
+        vector,
+        if vector == DB_VECTOR {
+            DR6_SINGLE_STEP
+        } else {
+            0
+        },
+    )
+}
+
+fn debug_exit_dr6<C: GuestCpu>(cpu: &C, vector: u8, dr6: u64) -> RunEnd {
     let base = cpu.segment(crate::virt::SegmentReg::Cs).base;
     let mut exit = kvm_run_exit::default();
     exit.debug = abi::kvm::kvm_run_debug {
@@ -476,11 +597,7 @@ fn debug_exit<C: GuestCpu>(cpu: &C, vector: u8) -> RunEnd {
             } else {
                 base.wrapping_add(cpu.rip()) & 0xffff_ffff
             },
-            dr6: if vector == DB_VECTOR {
-                DR6_SINGLE_STEP
-            } else {
-                0
-            },
+            dr6,
             dr7: cpu.dr7(),
         },
     };
@@ -553,6 +670,30 @@ fn run_guest<B: Backend>(
                 }
                 _ => return internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]),
             }
+        }
+        // A debugger's hardware breakpoint hit: the VMM's (B0–B3 cleared
+        // from the guest's DR6).
+        if debugging
+            && vc.guest_dr.is_some()
+            && matches!(
+                info.exit,
+                crate::virt::Exit::Exception {
+                    vector: DB_VECTOR,
+                    ..
+                }
+            )
+        {
+            let dr6 = vc.cpu.dr6();
+            if dr6 & DR6_HITS != 0 {
+                vc.cpu.set_dr6(dr6 & !DR6_HITS);
+                return debug_exit_dr6(&vc.cpu, DB_VECTOR, dr6);
+            }
+        }
+        if debugging && matches!(info.exit, crate::virt::Exit::MovDr { .. }) {
+            if mov_dr(vc, env, info) {
+                continue;
+            }
+            return internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]);
         }
         // The debugger's exceptions go to the VMM, not to the guest.
         if debugging

@@ -53,6 +53,9 @@ pub struct KvmVcpu<B: Backend> {
     pub irq: Option<u8>,
     /// `KVM_SET_GUEST_DEBUG`'s control bits (0: not debugged).
     pub debug: u32,
+    /// The guest's own DR0–DR3 and DR7 while a debugger's hardware
+    /// breakpoints hold the registers.
+    pub guest_dr: Option<([u64; 4], u64)>,
 }
 
 /// A VM made with `KVM_CREATE_VM`.
@@ -242,6 +245,7 @@ impl<B: Backend> Objects<B> {
             pending: None,
             irq: None,
             debug: 0,
+            guest_dr: None,
         });
         let handle = self.new_handle(Handle::Vcpu(vm));
         match (handle, self.vm(vm)) {

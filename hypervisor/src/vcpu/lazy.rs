@@ -102,7 +102,9 @@ pub struct Extended {
     area: HostPhys,
     frames: u64,
     pub xcr0: u64,
-    dr: [u64; 4],
+    /// DR0–DR3 while another vCPU has the CPU (a debugger's breakpoints
+    /// while one holds them: `control::kvm::set_guest_debug`).
+    pub dr: [u64; 4],
     dr6: u64,
     cr2: u64,
     syscall: [u64; 5],

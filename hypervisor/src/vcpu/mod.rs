@@ -251,6 +251,13 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
             detail: 0,
             rip,
         }),
+        // Intercepted only while a KVM-API VM's debugger holds the debug
+        // registers (the run loop takes it before this).
+        Exit::MovDr { dr, .. } => Action::Stop(StopReason::Unhandled {
+            what: "MOV DR exit",
+            detail: u64::from(dr),
+            rip,
+        }),
         Exit::EntryFailed { what, code } => Action::Stop(StopReason::EntryFailed { what, code }),
         Exit::Unknown { reason, .. } => Action::Stop(StopReason::Unhandled {
             what: "exit reason",

@@ -44,6 +44,7 @@ fn index(exit: &Exit) -> usize {
         Exit::EntryFailed { .. } | Exit::Unknown { .. } => 15,
         Exit::InterruptWindow => 16,
         Exit::SoftwareInterrupt => 11,
+        Exit::MovDr { .. } => 8,
     }
 }
 

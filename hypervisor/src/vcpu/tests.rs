@@ -128,6 +128,12 @@ impl GuestCpu for Fake {
     fn dr7(&self) -> u64 {
         0x400
     }
+    fn set_dr7(&mut self, _dr7: u64) {}
+    fn dr6(&self) -> u64 {
+        0xffff_0ff0
+    }
+    fn set_dr6(&mut self, _dr6: u64) {}
+    fn set_dr_intercept(&mut self, _on: bool) {}
     fn system_regs(&self) -> crate::virt::SystemRegs {
         crate::virt::SystemRegs {
             cr0: self.cr0,

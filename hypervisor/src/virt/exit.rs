@@ -81,6 +81,14 @@ pub enum Exit {
     /// INT n (or, under QEMU's SVM, INT3) while intercepted
     /// (`GuestCpu::set_int_n_intercept`).
     SoftwareInterrupt,
+    /// MOV to (`write`) or from debug register `dr` while intercepted
+    /// (`GuestCpu::set_dr_intercept`), with the general register where the
+    /// hardware said (None: SVM without decode assists).
+    MovDr {
+        dr: u8,
+        gpr: Option<u8>,
+        write: bool,
+    },
     /// VM entry failed: the VM cannot run (its state is invalid).
     EntryFailed {
         what: &'static str,
@@ -124,6 +132,7 @@ impl Exit {
             Self::Interrupt => "interrupt",
             Self::InterruptWindow => "interrupt-window",
             Self::SoftwareInterrupt => "int-n",
+            Self::MovDr { .. } => "dr",
             Self::EntryFailed { .. } => "entry-failed",
             Self::Unknown { .. } => "unknown",
         }

@@ -209,6 +209,12 @@ pub trait GuestCpu {
     fn inject_software_interrupt(&mut self, vector: u8, len: u8);
     /// The guest's DR7.
     fn dr7(&self) -> u64;
+    fn set_dr7(&mut self, dr7: u64);
+    /// The guest's DR6 (VMX: live in the CPU; SVM: in the VMCB).
+    fn dr6(&self) -> u64;
+    fn set_dr6(&mut self, dr6: u64);
+    /// Intercepts MOV to and from DR0–DR7 (`Exit::MovDr`), or stops.
+    fn set_dr_intercept(&mut self, on: bool);
     /// Steps past the instruction that exited, as executing it would: RIP
     /// advances (wrapping at 4 GiB outside 64-bit mode) and the interrupt
     /// shadow ends.

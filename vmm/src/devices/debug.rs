@@ -116,7 +116,13 @@ impl PortDevice for IrqPort {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DebugPort {
     pub exits: u32,
+    /// Breakpoint addresses (`abi::guest::DEBUG_ADDR_PORT`, the next port).
+    pub addrs: [u32; 4],
+    pub n_addrs: usize,
 }
+
+/// Ports: the command port and the address port after it.
+pub const DEBUG_PORTS: u16 = 2;
 
 impl PortDevice for DebugPort {
     fn byte_wide(&self) -> bool {
@@ -129,7 +135,18 @@ impl PortDevice for DebugPort {
         }
     }
 
-    fn write(&mut self, _offset: u16, data: &[u8]) -> Effect {
+    fn write(&mut self, offset: u16, data: &[u8]) -> Effect {
+        if offset == 1 {
+            let mut v = [0u8; 4];
+            for (dst, src) in v.iter_mut().zip(data) {
+                *dst = *src;
+            }
+            if let Some(slot) = self.addrs.get_mut(self.n_addrs) {
+                *slot = u32::from_le_bytes(v);
+                self.n_addrs += 1;
+            }
+            return Effect::None;
+        }
         data.first().map_or(Effect::None, |&c| Effect::Debug(c))
     }
 }

@@ -35,6 +35,8 @@ pub(super) struct State {
     pub(super) window_requested: bool,
     /// The guest asked to be debugged (`abi::guest::DEBUG_PORT`).
     pub(super) debugging: bool,
+    /// With hardware breakpoints.
+    pub(super) hw_breakpoints: bool,
     /// `KVM_EXIT_INTR`s since the last other exit.
     pub(super) intrs_in_a_row: u32,
     /// `VmConfig::max_intrs_in_a_row`.
@@ -52,6 +54,9 @@ pub(super) enum Next {
     /// Step over the INT3 a software-breakpoint exit stopped at, then go
     /// on.
     SkipBreakpoint,
+    /// Set RFLAGS.RF so a hardware breakpoint lets its instruction run,
+    /// then go on.
+    ResumeBreakpoint,
 }
 
 impl State {
@@ -203,6 +208,8 @@ impl State {
                 port.exits += 1;
                 if exception == 3 {
                     Next::SkipBreakpoint
+                } else if self.hw_breakpoints {
+                    Next::ResumeBreakpoint
                 } else {
                     Next::Continue
                 }

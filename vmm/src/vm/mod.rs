@@ -307,7 +307,11 @@ impl<V: api::Vm> Vm<V> {
             (abi::guest::YIELD_PORT, 1, Box::new(YieldPort)),
             (abi::guest::POST_PORT, 1, Box::new(PostPort)),
             (abi::guest::IRQ_PORT, 1, Box::new(IrqPort)),
-            (abi::guest::DEBUG_PORT, 1, Box::new(DebugPort::default())),
+            (
+                abi::guest::DEBUG_PORT,
+                crate::devices::debug::DEBUG_PORTS,
+                Box::new(DebugPort::default()),
+            ),
         ];
         for (base, len, device) in standard {
             bus.insert(base, len, device)
@@ -332,6 +336,7 @@ impl<V: api::Vm> Vm<V> {
                 pending_irq: None,
                 window_requested: false,
                 debugging: false,
+                hw_breakpoints: false,
                 intrs_in_a_row: 0,
                 max_intrs_in_a_row: config.max_intrs_in_a_row,
             },
@@ -464,21 +469,43 @@ impl<V: api::Vm> Vm<V> {
     /// Carries out a command of the debugging test port: single-step,
     /// software breakpoints, or off; a new session's count starts at 0.
     fn debug_command(&mut self, command: u8) {
-        use abi::guest::{DEBUG_SINGLE_STEP, DEBUG_SW_BREAKPOINTS};
-        use abi::kvm::{KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_SW_BP};
+        use abi::guest::{
+            DEBUG_HW_BREAKPOINTS, DEBUG_SINGLE_STEP, DEBUG_SW_BREAKPOINTS, DEBUG_WATCH_WRITE,
+        };
+        use abi::kvm::{
+            KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
+            KVM_GUESTDBG_USE_SW_BP,
+        };
+        let Some(port) = self.state.bus.get_mut::<DebugPort>(abi::guest::DEBUG_PORT) else {
+            return;
+        };
+        let addrs = port.addrs;
+        let n = core::mem::take(&mut port.n_addrs);
+        // A new session counts its exits from 0; stopping keeps the count.
+        if command != abi::guest::DEBUG_OFF {
+            port.exits = 0;
+        }
+        // DR7 (SDM Vol. 3B 18.2.4): L<i> (bit 2i) enables DR<i>; R/W<i>
+        // (bits 16 + 4i) 00 = execute, 01 = write; LEN<i> (18 + 4i) 11 = 4
+        // bytes (execute breakpoints take 00).
+        let mut debugreg = [0u64; 8];
+        for (i, &a) in addrs.iter().take(n).enumerate() {
+            debugreg[i] = u64::from(a & !DEBUG_WATCH_WRITE);
+            debugreg[7] |= 1 << (2 * i);
+            if a & DEBUG_WATCH_WRITE != 0 {
+                debugreg[7] |= 0b1101 << (16 + 4 * i);
+            }
+        }
         let control = match command {
             DEBUG_SINGLE_STEP => KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP,
             DEBUG_SW_BREAKPOINTS => KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP,
+            DEBUG_HW_BREAKPOINTS => KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP,
             _ => 0,
         };
-        self.state.debugging = control != 0 && self.vcpu.set_guest_debug(control).is_ok();
+        self.state.debugging = control != 0 && self.vcpu.set_guest_debug(control, debugreg).is_ok();
+        self.state.hw_breakpoints = self.state.debugging && command == DEBUG_HW_BREAKPOINTS;
         if control == 0 {
-            let _ = self.vcpu.set_guest_debug(0);
-        }
-        if let Some(port) = self.state.bus.get_mut::<DebugPort>(abi::guest::DEBUG_PORT)
-            && control != 0
-        {
-            port.exits = 0;
+            let _ = self.vcpu.set_guest_debug(0, [0; 8]);
         }
     }
 
@@ -545,6 +572,19 @@ impl<V: api::Vm> Vm<V> {
                 Next::Stop(reason) => break reason,
                 Next::Command(c) => self.memtest(c),
                 Next::Debug(c) => self.debug_command(c),
+                Next::ResumeBreakpoint => {
+                    // An instruction breakpoint would hit again: RF lets the
+                    // instruction run once (SDM Vol. 3B 18.3.1.1).
+                    match self.vcpu.get_regs() {
+                        Ok(mut regs) => {
+                            regs.rflags |= 1 << 16;
+                            if let Err(e) = self.vcpu.set_regs(&regs) {
+                                break StopReason::RunFailed(e);
+                            }
+                        }
+                        Err(e) => break StopReason::RunFailed(e),
+                    }
+                }
                 Next::SkipBreakpoint => {
                     // KVM leaves RIP on the INT3: step over it.
                     match self.vcpu.get_regs() {

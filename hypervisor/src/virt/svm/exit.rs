@@ -80,6 +80,19 @@ pub fn read(vmcb: &Vmcb, nrip_save: bool) -> ExitInfo {
                 nrip_len(),
             )
         }
+        dr @ (code::DR0_READ..=code::DR7_READ | code::DR0_WRITE..=code::DR7_WRITE) => {
+            // As for CR accesses: EXITINFO1 names the register only with
+            // decode assists.
+            let info = c.exit_info1;
+            (
+                Exit::MovDr {
+                    dr: (dr & 7) as u8,
+                    gpr: (info & (1 << 63) != 0).then_some((info & 0xf) as u8),
+                    write: dr >= code::DR0_WRITE,
+                },
+                nrip_len(),
+            )
+        }
         code::SHUTDOWN => (Exit::TripleFault, None),
         code::INTR | code::NMI | code::SMI | code::INIT => (Exit::Interrupt, None),
         code::VINTR => (Exit::InterruptWindow, None),

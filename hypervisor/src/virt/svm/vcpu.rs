@@ -249,7 +249,19 @@ impl SvmVcpu {
         let v = self.vmcb_mut();
         v.save.rax = rax;
         v.control.tlb_control = tlb_control;
+        let dr7 = v.save.dr7;
         let vmcb_pa = self.vmcb.raw();
+        // The guest's breakpoints: VMRUN loads its DR7 from the VMCB, but
+        // QEMU's TCG (7.2) does not arm them then (only a MOV to DR7 does),
+        // so write it to DR7 just before. Harmless on hardware, which saves
+        // this DR7 as the host's and restores it at #VMEXIT (reset below);
+        // one that fires in the hypervisor meanwhile is disarmed by the #DB
+        // handler (`arch::idt`).
+        if dr7 & DR7_ENABLES != 0 {
+            // SAFETY: see above; DR0–DR3 hold this vCPU's values (loaded by
+            // the lazy switch).
+            unsafe { write_dr7(dr7) };
+        }
         // SAFETY: SVM is on, the VMCB is initialised and `host_vmcb` holds
         // the host's VMSAVE state (`Svm::enable`).
         unsafe { entry::enter(&mut self.gprs, vmcb_pa, host_vmcb.raw()) };
@@ -585,6 +597,19 @@ impl GuestCpu for SvmVcpu {
     }
     fn dr7(&self) -> u64 {
         self.vmcb().save.dr7
+    }
+    fn set_dr7(&mut self, dr7: u64) {
+        self.vmcb_mut().save.dr7 = dr7;
+    }
+    fn dr6(&self) -> u64 {
+        self.vmcb().save.dr6
+    }
+    fn set_dr6(&mut self, dr6: u64) {
+        self.vmcb_mut().save.dr6 = dr6;
+    }
+    fn set_dr_intercept(&mut self, on: bool) {
+        // Reads are bits 7:0, writes 23:16 (DR0–DR7; APM Vol. 2 15.12).
+        self.vmcb_mut().control.intercept_dr = if on { 0x00ff_00ff } else { 0 };
     }
     fn set_interrupt_window(&mut self, on: bool) {
         // APM Vol. 2 15.21.4: a virtual interrupt (V_IRQ) with VINTR

@@ -276,6 +276,10 @@ pub mod event {
 pub mod code {
     pub const CR0_READ: u64 = 0x00;
     pub const CR0_WRITE: u64 = 0x10;
+    pub const DR0_READ: u64 = 0x20;
+    pub const DR7_READ: u64 = 0x27;
+    pub const DR0_WRITE: u64 = 0x30;
+    pub const DR7_WRITE: u64 = 0x37;
     pub const CR15_WRITE: u64 = 0x1f;
     pub const EXCEPTION_FIRST: u64 = 0x40;
     pub const EXCEPTION_LAST: u64 = 0x5f;

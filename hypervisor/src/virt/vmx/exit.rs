@@ -21,6 +21,7 @@ pub mod reason {
     pub const VMCLEAR: u16 = 19;
     pub const VMXON: u16 = 27;
     pub const CR_ACCESS: u16 = 28;
+    pub const MOV_DR: u16 = 29;
     pub const IO: u16 = 30;
     pub const RDMSR: u16 = 31;
     pub const WRMSR: u16 = 32;
@@ -82,6 +83,13 @@ pub unsafe fn read() -> ExitInfo {
         reason::INVD | reason::WBINVD => Exit::CacheFlush,
         reason::IO => Exit::Io(io(qual)),
         reason::CR_ACCESS => cr_access(qual),
+        // Qualification (SDM Vol. 3C Table 28-4): DR in bits 2:0, bit 4
+        // set for MOV from DR, the general register in bits 11:8.
+        reason::MOV_DR => Exit::MovDr {
+            dr: (qual & 7) as u8,
+            gpr: Some(((qual >> 8) & 15) as u8),
+            write: qual & (1 << 4) == 0,
+        },
         reason::EPT_VIOLATION => {
             let gpa = field(Field::GuestPhysicalAddress);
             // Exit qualification bits 1 (write), 2 (fetch), 7 (a linear

@@ -718,6 +718,28 @@ impl GuestCpu for VmxVcpu {
     fn dr7(&self) -> u64 {
         self.read(Field::GuestDr7)
     }
+    fn set_dr7(&mut self, dr7: u64) {
+        self.write(Field::GuestDr7, dr7);
+    }
+    fn dr6(&self) -> u64 {
+        crate::arch::instr::read_dr6()
+    }
+    fn set_dr6(&mut self, dr6: u64) {
+        // SAFETY: DR6 holds the guest's status bits only (VMX does not
+        // switch it; the hypervisor never uses it).
+        unsafe { crate::arch::instr::write_dr6(dr6) };
+    }
+    fn set_dr_intercept(&mut self, on: bool) {
+        let c = self.read(Field::ProcControls) as u32;
+        let want = if on {
+            c | ctl::proc::MOV_DR_EXITING
+        } else {
+            c & !ctl::proc::MOV_DR_EXITING
+        };
+        if want != c {
+            self.write(Field::ProcControls, u64::from(want));
+        }
+    }
     fn set_interrupt_window(&mut self, on: bool) {
         // SDM Vol. 3C 25.6.2: interrupt-window exiting (every VMX CPU
         // allows it).
