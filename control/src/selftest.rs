@@ -466,6 +466,26 @@ pub fn state_requests(scratch: u64) -> bool {
         "KVM_ENABLE_CAP with an unknown hypercall",
         hv::call(KVM_ENABLE_CAP, vm, &cap as *const _ as u64) == Err(EINVAL),
     );
+    // Many slots: every one KVM_CAP_NR_MEMSLOTS promises, 4 KiB each and
+    // side by side (aliasing one page of ours), then one more number.
+    let max = hv::system(KVM_CHECK_EXTENSION, u64::from(KVM_CAP_NR_MEMSLOTS)).unwrap_or(0);
+    let slot = |n: u64, size| kvm_userspace_memory_region {
+        slot: n as u32,
+        flags: 0,
+        guest_phys_addr: 0x1000_0000 + n * 4096,
+        memory_size: size,
+        userspace_addr: scratch,
+    };
+    let set = |r: &kvm_userspace_memory_region| {
+        hv::call(KVM_SET_USER_MEMORY_REGION, vm, r as *const _ as u64)
+    };
+    let all = (0..max).all(|n| set(&slot(n, 4096)) == Ok(0));
+    good(
+        "KVM_CAP_NR_MEMSLOTS slots at once",
+        max >= 509 && all && set(&slot(max, 4096)) == Err(EINVAL),
+    );
+    let gone = (0..max).all(|n| set(&slot(n, 0)) == Ok(0));
+    good("deleting them all", gone);
     let _ = hv::call(MOJITO_CLOSE, vm, 0);
     if c.failed == 0 {
         println!(

@@ -20,8 +20,9 @@ use alloc::vec::Vec;
 
 /// Most VMs at once (VM ids 1..=MAX_VMS tag their TLB entries).
 pub const MAX_VMS: usize = 64;
-/// Memory slots per VM (`KVM_CAP_NR_MEMSLOTS`).
-pub const MAX_MEMSLOTS: u32 = 32;
+/// Memory slots per VM (`KVM_CAP_NR_MEMSLOTS`): KVM's classic x86 count
+/// (`KVM_USER_MEM_SLOTS` before 5.x; today's KVM offers 32764).
+pub const MAX_MEMSLOTS: u32 = 509;
 /// vCPUs per VM (`KVM_CAP_MAX_VCPUS`): one until SMP comes.
 pub const MAX_VCPUS: u32 = 1;
 /// Most handles at once.
