@@ -342,6 +342,17 @@ impl VmxVcpu {
         }
     }
 
+    /// Sets or clears `bit` of the primary processor-based controls (ones
+    /// every VMX CPU allows either way: interrupt-window and MOV-DR
+    /// exiting).
+    fn set_proc_control(&mut self, bit: u32, on: bool) {
+        let c = self.read(Field::ProcControls) as u32;
+        let want = if on { c | bit } else { c & !bit };
+        if want != c {
+            self.write(Field::ProcControls, u64::from(want));
+        }
+    }
+
     fn read(&self, f: Field) -> u64 {
         // SAFETY: the back end activated this vCPU before any accessor runs
         // (Backend::activate); reads of valid fields cannot fail.
@@ -730,28 +741,12 @@ impl GuestCpu for VmxVcpu {
         unsafe { crate::arch::instr::write_dr6(dr6) };
     }
     fn set_dr_intercept(&mut self, on: bool) {
-        let c = self.read(Field::ProcControls) as u32;
-        let want = if on {
-            c | ctl::proc::MOV_DR_EXITING
-        } else {
-            c & !ctl::proc::MOV_DR_EXITING
-        };
-        if want != c {
-            self.write(Field::ProcControls, u64::from(want));
-        }
+        self.set_proc_control(ctl::proc::MOV_DR_EXITING, on);
     }
     fn set_interrupt_window(&mut self, on: bool) {
         // SDM Vol. 3C 25.6.2: interrupt-window exiting (every VMX CPU
         // allows it).
-        let c = self.read(Field::ProcControls) as u32;
-        let want = if on {
-            c | ctl::proc::INTERRUPT_WINDOW_EXITING
-        } else {
-            c & !ctl::proc::INTERRUPT_WINDOW_EXITING
-        };
-        if want != c {
-            self.write(Field::ProcControls, u64::from(want));
-        }
+        self.set_proc_control(ctl::proc::INTERRUPT_WINDOW_EXITING, on);
     }
 }
 
