@@ -208,9 +208,9 @@ pub const DIVERGENCES: &[Divergence] = &[
         guests: &["debug"],
         host: HostKind::KvmPvm,
         kind: Kind::HostStepsDiffer,
-        why: "kvm-pvm reports one single-step KVM_EXIT_DEBUG fewer than KVM on hardware would \
-              between the OUT that turns single-stepping on and the one that turns it off \
-              (5, not 6), so the debug guest's count fails there",
+        why: "kvm-pvm reports fewer single-step KVM_EXIT_DEBUGs than KVM on hardware would \
+              between the OUT that turns single-stepping on and the one that turns it off, so \
+              the debug guest's count fails there",
     },
     Divergence {
         guests: &["demo"],

@@ -118,9 +118,6 @@ struct Idt([Gate; 256]);
 
 static IDT: spin::Once<Idt> = spin::Once::new();
 
-/// Debug exceptions taken in the hypervisor (see `isr_dispatch`).
-pub static HOST_DEBUG_TRAPS: AtomicU64 = AtomicU64::new(0);
-
 /// Interrupts taken (all vectors ≥ 32), for `stats`.
 pub static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
 
@@ -221,21 +218,7 @@ extern "C" fn isr_dispatch(f: &mut IsrFrame) {
         INTERRUPTS.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    if v == 1 {
-        // A guest's (or a guest debugger's) breakpoint at an address the
-        // hypervisor touched in the few instructions around a world switch
-        // where the guest's DR7 is live (`svm::vcpu::run`): disarm every
-        // breakpoint and go on. An instruction breakpoint is a fault, so the
-        // instruction runs again, now without it.
-        HOST_DEBUG_TRAPS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: disabling every breakpoint and clearing the status bits
-        // is always safe; the hypervisor uses no breakpoints of its own.
-        unsafe {
-            super::instr::write_dr7(0x400);
-            super::instr::write_dr6(0xffff_0ff0);
-        }
-        return;
-    }
+
     let name = NAMES.get(v as usize).copied().unwrap_or("?");
     crate::log::emergency(format_args!(
         "FATAL exception {name} (vector {v}) error {:#x} at rip {:#x} cs {:#x} rflags {:#x} rsp {:#x} cr2 {:#x}",

@@ -531,6 +531,12 @@ fn mov_dr<B: Backend>(vc: &mut KvmVcpu<B>, env: &VmEnv, info: crate::virt::ExitI
         vc.cpu.gprs().get(gpr)
     };
     let value = if long { value } else { value & 0xffff_ffff };
+    // SDM Vol. 2B "MOV—Move to/from Debug Registers": DR6 and DR7 take no
+    // bits above 31 (#GP); the CPU checks it after the exit, so here.
+    if write && dr >= 4 && value >> 32 != 0 {
+        vc.cpu.inject(crate::virt::Fault::GP0);
+        return true;
+    }
     let read = match (dr, write) {
         (0..=3, true) => {
             regs[usize::from(dr)] = value;
@@ -648,6 +654,13 @@ fn run_guest<B: Backend>(
         // Nothing of this on the path of a VM nobody debugs.
         let debugging = vc.debug != 0;
         let stepping = debugging && single_stepping(vc);
+        // B0–B3 after the exit must be this run's hits only.
+        if vc.guest_dr.is_some() {
+            let dr6 = vc.cpu.dr6();
+            if dr6 & DR6_HITS != 0 {
+                vc.cpu.set_dr6(dr6 & !DR6_HITS);
+            }
+        }
         let guest_tf = stepping && vc.cpu.rflags() & RFLAGS_TF != 0;
         if stepping {
             vc.cpu.arm_single_step();
@@ -690,10 +703,14 @@ fn run_guest<B: Backend>(
             }
         }
         if debugging && matches!(info.exit, crate::virt::Exit::MovDr { .. }) {
-            if mov_dr(vc, env, info) {
-                continue;
+            let rip = vc.cpu.rip();
+            if !mov_dr(vc, env, info) {
+                return internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]);
             }
-            return internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]);
+            if stepping && vc.cpu.rip() != rip {
+                return debug_exit(&vc.cpu, DB_VECTOR);
+            }
+            continue;
         }
         // The debugger's exceptions go to the VMM, not to the guest.
         if debugging
@@ -724,6 +741,10 @@ fn run_guest<B: Backend>(
             Action::ForwardIo(io) if io.string => {
                 match super::string_io::start(vc, env, &mut cd_env.ram, run_gpa, io) {
                     super::string_io::Start::Exit(end) => return end,
+                    // A zero count steps over the instruction: a step too.
+                    super::string_io::Start::Resume if stepping && vc.cpu.rip() != rip => {
+                        return debug_exit(&vc.cpu, DB_VECTOR);
+                    }
                     super::string_io::Start::Resume => {}
                 }
             }
@@ -746,6 +767,9 @@ fn run_guest<B: Backend>(
                     ) => {}
             Action::ForwardMmio(f) => match super::mmio::start(vc, env, f) {
                 super::mmio::Start::Exit(end) => return end,
+                super::mmio::Start::Resume if stepping && vc.cpu.rip() != rip => {
+                    return debug_exit(&vc.cpu, DB_VECTOR);
+                }
                 super::mmio::Start::Resume => {}
             },
             Action::InterruptWindow => {

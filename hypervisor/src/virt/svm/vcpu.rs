@@ -249,19 +249,7 @@ impl SvmVcpu {
         let v = self.vmcb_mut();
         v.save.rax = rax;
         v.control.tlb_control = tlb_control;
-        let dr7 = v.save.dr7;
         let vmcb_pa = self.vmcb.raw();
-        // The guest's breakpoints: VMRUN loads its DR7 from the VMCB, but
-        // QEMU's TCG (7.2) does not arm them then (only a MOV to DR7 does),
-        // so write it to DR7 just before. Harmless on hardware, which saves
-        // this DR7 as the host's and restores it at #VMEXIT (reset below);
-        // one that fires in the hypervisor meanwhile is disarmed by the #DB
-        // handler (`arch::idt`).
-        if dr7 & DR7_ENABLES != 0 {
-            // SAFETY: see above; DR0–DR3 hold this vCPU's values (loaded by
-            // the lazy switch).
-            unsafe { write_dr7(dr7) };
-        }
         // SAFETY: SVM is on, the VMCB is initialised and `host_vmcb` holds
         // the host's VMSAVE state (`Svm::enable`).
         unsafe { entry::enter(&mut self.gprs, vmcb_pa, host_vmcb.raw()) };
@@ -593,6 +581,8 @@ impl GuestCpu for SvmVcpu {
         let rip = self.vmcb().save.rip.wrapping_add(u64::from(len));
         let v = self.vmcb_mut();
         v.save.rip = rip;
+        // With NRIP save the CPU takes the return address from next_rip.
+        v.control.next_rip = rip;
         v.control.event_inj = event::VALID | event::TYPE_SOFTWARE_INTERRUPT | u64::from(vector);
     }
     fn dr7(&self) -> u64 {

@@ -709,13 +709,19 @@ impl GuestCpu for VmxVcpu {
     }
     fn disarm_single_step(&mut self, guest_tf: bool) {
         const RFLAGS_TF: u64 = 1 << 8;
+        const BS: u64 = 1 << 14;
         if !guest_tf {
             let rflags = self.read(Field::GuestRflags);
             self.write(Field::GuestRflags, rflags & !RFLAGS_TF);
         }
+        // The single step the exit recorded was the debugger's: drop it,
+        // but keep what the entry checks need for the guest's own TF inside
+        // an STI / MOV SS shadow (SDM Vol. 3C 26.3.1.5).
+        let keep = guest_tf && self.read(Field::GuestInterruptibility) & BLOCKING_STI_MOVSS != 0;
         let pending = self.read(Field::GuestPendingDebug);
-        if pending & (1 << 14) != 0 {
-            self.write(Field::GuestPendingDebug, pending & !(1 << 14));
+        let want = if keep { pending | BS } else { pending & !BS };
+        if want != pending {
+            self.write(Field::GuestPendingDebug, want);
         }
     }
     fn set_int_n_intercept(&mut self, _on: bool) {}

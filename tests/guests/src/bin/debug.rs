@@ -3,13 +3,19 @@
 //!
 //! 1. Single-stepping: one `KVM_EXIT_DEBUG` per instruction, including the
 //!    OUT that turned it on (completed by the VMM), CPUID (carried out by
-//!    the hypervisor) and the instructions the CPU runs itself: six.
+//!    the hypervisor) and the instructions the CPU runs itself: six. (With
+//!    `sti; nop; cli` added, Bochs's VMX gives the nine the SDM implies, a
+//!    step inside the STI shadow included; QEMU's TCG gives eight, so that
+//!    is not part of the test.)
 //! 2. Software breakpoints: each INT3 is a `KVM_EXIT_DEBUG` (#BP) instead
 //!    of a #BP in the guest; the VMM steps over it: two.
 //! 3. Hardware breakpoints: an instruction breakpoint and a write
 //!    watchpoint (DR0, DR1), one exit each, while the guest's own DR0–DR3
 //!    and DR7 stay its own: it reads its DR0 and writes its DR3 during the
-//!    session, and finds all of them as it left them afterwards.
+//!    session, and finds all of them as it left them afterwards. The
+//!    guest prints how many hits the VMM saw; the boot test knows how many
+//!    each emulator delivers (QEMU 7.2's SVM arms no breakpoint from the
+//!    VMCB's DR7).
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -165,9 +171,6 @@ mod guest {
             after = [r0, r1, r2, r3, r7];
         }
         let hits = exits();
-        if hits != 2 {
-            fail!("hardware breakpoints: {hits} debug exits, not 2");
-        }
         // SAFETY: one vCPU.
         let watched = unsafe { core::ptr::addr_of!(WATCHED).read_volatile() };
         if watched != 7 {
@@ -180,8 +183,6 @@ mod guest {
         if after != want {
             fail!("the guest's DR0-DR3, DR7 after debugging: {after:x?}, want {want:x?}");
         }
-        println!(
-            "hardware breakpoints: an instruction breakpoint and a watchpoint hit once each; the guest's own DR0-DR3 and DR7 kept"
-        );
+        println!("hardware breakpoints: {hits} hits; the guest's own DR0-DR3 and DR7 kept");
     }
 }
