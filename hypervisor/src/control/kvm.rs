@@ -613,6 +613,16 @@ fn debug_exit_dr6<C: GuestCpu>(cpu: &C, vector: u8, dr6: u64) -> RunEnd {
 /// `kvm_run_hypercall::ret`'s offset in the exit union.
 const HYPERCALL_RET_OFFSET: u64 = 56;
 
+/// The hypervisor's timer ticked, or COM1 input came: the control domain
+/// gets its CPU back (`KVM_EXIT_INTR`, RUN returns -EINTR; D2).
+fn control_domain_wants_cpu() -> Option<RunEnd> {
+    if crate::arch::com1_irq::take_input() {
+        crate::arch::apic::take_tick();
+        return Some(RunEnd::Interrupted(Intr::Input));
+    }
+    crate::arch::apic::take_tick().then_some(RunEnd::Interrupted(Intr::Tick))
+}
+
 /// The VM's nested page tables and the pool their frames come from (dirty
 /// logging changes the rights of a page while the guest runs).
 struct NestedMemory<'a, B: Backend> {
@@ -679,6 +689,10 @@ fn run_guest<B: Backend>(
                 }
                 Some((b, n, _)) if n >= 2 && b[0] == 0xcd => {
                     vc.cpu.inject_software_interrupt(b[1], 2);
+                    // A guest looping here must not keep the CPU.
+                    if let Some(end) = control_domain_wants_cpu() {
+                        return end;
+                    }
                     continue;
                 }
                 _ => return internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]),
@@ -710,6 +724,9 @@ fn run_guest<B: Backend>(
             if stepping && vc.cpu.rip() != rip {
                 return debug_exit(&vc.cpu, DB_VECTOR);
             }
+            if let Some(end) = control_domain_wants_cpu() {
+                return end;
+            }
             continue;
         }
         // The debugger's exceptions go to the VMM, not to the guest.
@@ -726,18 +743,7 @@ fn run_guest<B: Backend>(
             Action::Resume if stepping && vc.cpu.rip() != rip => {
                 return debug_exit(&vc.cpu, DB_VECTOR);
             }
-            Action::Resume | Action::Yield | Action::ControlRequest => {
-                // The hypervisor's timer ticked, or COM1 input came: the
-                // control domain gets its CPU back (KVM_EXIT_INTR, RUN
-                // returns -EINTR; D2).
-                if crate::arch::com1_irq::take_input() {
-                    crate::arch::apic::take_tick();
-                    return RunEnd::Interrupted(Intr::Input);
-                }
-                if crate::arch::apic::take_tick() {
-                    return RunEnd::Interrupted(Intr::Tick);
-                }
-            }
+            Action::Resume | Action::Yield | Action::ControlRequest => {}
             Action::ForwardIo(io) if io.string => {
                 match super::string_io::start(vc, env, &mut cd_env.ram, run_gpa, io) {
                     super::string_io::Start::Exit(end) => return end,
@@ -802,6 +808,12 @@ fn run_guest<B: Backend>(
                 return RunEnd::Exit(KVM_EXIT_HYPERCALL, exit);
             }
             Action::Stop(reason) => return stop_exit(reason),
+        }
+        // Whatever the guest does without an exit to the VMM (a loop of
+        // CPUIDs, of zero-count string I/O, of first writes to logged
+        // pages …), the control domain gets its CPU back on time.
+        if let Some(end) = control_domain_wants_cpu() {
+            return end;
         }
     }
 }
