@@ -16,6 +16,8 @@ mod backend_check;
 #[cfg(target_os = "none")]
 mod bare;
 #[cfg(target_os = "none")]
+mod bench;
+#[cfg(target_os = "none")]
 mod console;
 #[cfg(target_os = "none")]
 mod exhaust;
@@ -98,6 +100,7 @@ fn run(info: &abi::kvm::mojito::mojito_boot_info) -> ! {
         exhaust::run(scratch);
     }
     backend_check::run();
+    bench::lifecycle();
     hv::echo_log();
     match abi::bundle::Bundle::parse(bundle) {
         Ok(b) => {

@@ -125,6 +125,15 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
         stops.insert(0, ("memslots", "exited with status 0"));
         stops.insert(0, ("irq", "exited with status 0"));
         stops.insert(0, ("debug", "exited with status 0"));
+        stops.insert(0, ("bench", "exited with status 0"));
+        // The bench's smoke check (issue 9): every case printed a number.
+        // The figures themselves are never judged here.
+        for case in BENCH_CASES {
+            let line = format!("\"[bench] bench {case}: T.T ticks per round trip ...\"");
+            need(line, bench_figure(serial, case).map(|_| 0));
+        }
+        let line = "\"control: bench lifecycle: N TSC ticks ...\"";
+        need(line.into(), lifecycle_figure(serial).map(|_| 0));
         // x87 on device memory: outside the decoder's set, as in KVM.
         stops.insert(0, ("mmiofail", "internal error (0x1), cannot emulate: d9"));
         // The guest that never exits: the timer gave the CPU back (D2).
@@ -224,20 +233,21 @@ pub fn runs_ended_by_input(serial: &str) -> u64 {
         .sum()
 }
 
-/// The demo guest's benchmark line (`[demo] cpuid round trip: ...`).
-pub fn cpuid_figure(serial: &str) -> Option<&str> {
-    serial
-        .lines()
-        .map(str::trim_end)
-        .find(|l| l.starts_with("[demo] cpuid round trip:"))
+/// The bench guest's cases, in the order it prints them.
+pub const BENCH_CASES: [&str; 6] = {
+    let c = xtask::bench::CASES;
+    [c[0].0, c[1].0, c[2].0, c[3].0, c[4].0, c[5].0]
+};
+
+/// The bench guest's figure for `case` (TSC ticks per round trip).
+pub fn bench_figure(serial: &str, case: &str) -> Option<f64> {
+    xtask::bench::figure(serial, case)
 }
 
-/// The demo guest's forwarded-exit line (`[demo] port 0x1ee round trip: ...`).
-pub fn port_figure(serial: &str) -> Option<&str> {
-    serial
-        .lines()
-        .map(str::trim_end)
-        .find(|l| l.starts_with("[demo] port ") && l.contains("round trip"))
+/// The control domain's lifecycle figure: TSC ticks from KVM_CREATE_VM to
+/// the first exit.
+pub fn lifecycle_figure(serial: &str) -> Option<u64> {
+    xtask::bench::step(&xtask::bench::lifecycle(serial)?, "total")
 }
 
 #[cfg(test)]
@@ -249,7 +259,6 @@ mod tests {
             "bootloader noise",
             &first_line(),
             "mojito: cpu0: SVM npt nrips=0 vgif",
-            "[demo] cpuid round trip: 7000 TSC ticks (1000 iterations)",
             "[demo] PASS",
             "mojito: vm 1 (demo): stopped: exited with status 0",
             "[isolate1] isolation ok (pattern 0x11)",
@@ -304,7 +313,6 @@ mod tests {
     fn a_full_run_passes() {
         let log = good_log();
         assert_eq!(problems(&log, "SVM", Mode::Builtin), Vec::<String>::new());
-        assert!(cpuid_figure(&log).unwrap().contains("7000 TSC ticks"));
     }
 
     #[test]
@@ -313,8 +321,9 @@ mod tests {
         let p = problems(&log, "SVM", Mode::Control);
         // Six starting lines, the spin guest's stop, portio's PASS, its
         // two console lines and its stop, mmio's, memslots', irq's and
-        // debug's PASS and stop, debug's breakpoint line, mmiofail's stop.
-        assert_eq!(p.len(), 21, "{p:?}");
+        // debug's PASS and stop, debug's breakpoint line, mmiofail's stop,
+        // bench's stop, its six figures and the lifecycle line.
+        assert_eq!(p.len(), 29, "{p:?}");
         let log = format!(
             "{log}\ncontrol: Mojito control domain 0.1.0 starting\ncontrol: KVM API version 12\n\
              control: bad requests: 24 checked, each refused as KVM refuses it\n\
@@ -330,8 +339,20 @@ mod tests {
              [memslots] PASS\ncontrol: vm 11 (memslots): stopped: exited with status 0\n\
              [irq] PASS\ncontrol: vm 12 (irq): stopped: exited with status 0\n\
              [debug] hardware breakpoints: 0 hits; the guest's own DR0-DR3 and DR7 kept\n\
-             [debug] PASS\ncontrol: vm 13 (debug): stopped: exited with status 0"
+             [debug] PASS\ncontrol: vm 13 (debug): stopped: exited with status 0\n\
+             control: bench lifecycle: 52000 TSC ticks to the first exit (create_vm 1)\n\
+             [bench] bench floor: 520.0 ticks per round trip (2048 iterations)\n\
+             [bench] bench cpuid: 1164.3 ticks per round trip (1024 iterations)\n\
+             [bench] bench hypercall: 1200.0 ticks per round trip (1024 iterations)\n\
+             [bench] bench in-post: 600.0 ticks per round trip (2048 iterations)\n\
+             [bench] bench in-vmm: 2836.9 ticks per round trip (512 iterations)\n\
+             [bench] bench mmio-vmm: 3000.0 ticks per round trip (512 iterations)\n\
+             control: vm 14 (bench): stopped: exited with status 0"
         );
+        assert_eq!(bench_figure(&log, "cpuid"), Some(1164.3));
+        assert_eq!(lifecycle_figure(&log), Some(52000));
+        let no_mmio = log.replace("bench mmio-vmm: 3000.0", "bench mmio-vmm: ?");
+        assert_eq!(problems(&no_mmio, "SVM", Mode::Control).len(), 1);
         assert_eq!(problems(&log, "SVM", Mode::Control), Vec::<String>::new());
         let failed = format!("{log}\ncontrol: FAIL bad request: x");
         assert_eq!(problems(&failed, "SVM", Mode::Control).len(), 1);

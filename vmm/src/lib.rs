@@ -11,6 +11,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`api`] | the KVM-API traits, guest-memory and run-page views |
+//! | [`bench`] | the VM lifecycle benchmark (create to first exit) |
 //! | [`exit`] | a `kvm_run` exit decoded once for every back end |
 //! | [`vm`] | a VM: creation, loading, the run loop, stop reasons |
 //! | [`devices`] | port bus, 16550 UART, debug-exit and debug-console ports, the console (lines + ring) |
@@ -28,6 +29,7 @@
 extern crate alloc;
 
 pub mod api;
+pub mod bench;
 pub mod devices;
 pub mod exit;
 #[cfg(test)]

@@ -743,3 +743,17 @@ fn vm_is_send() {
     send::<Vm<HostVm>>();
     send::<vmm::vm::StopHandle<vmm::host::HostKicker>>();
 }
+
+/// The lifecycle benchmark's steps (`vmm::bench`) work on KVM: the reset
+/// vector's OUT is the first exit. `cargo xtask bench` times them here.
+#[test]
+fn lifecycle_reaches_the_first_exit() {
+    let Some(kvm) = kvm("lifecycle_reaches_the_first_exit") else {
+        return;
+    };
+    let start = std::time::Instant::now();
+    let now = || start.elapsed().as_nanos() as u64;
+    let l = vmm::bench::lifecycle(&kvm, now).unwrap();
+    println!("lifecycle on host KVM: {l:?}");
+    assert!(l.to_first_exit() > 0);
+}

@@ -11,9 +11,9 @@ use crate::workspace::{Workspace, output_of, run_checked};
 pub const TARGET: &str = "x86_64-unknown-none";
 
 /// The guest binaries of the `guests` crate.
-pub const GUESTS: [&str; 12] = [
+pub const GUESTS: [&str; 13] = [
     "demo", "isolate", "halt", "triple", "spin", "fpustate", "portio", "mmio", "mmiofail",
-    "memslots", "irq", "debug",
+    "memslots", "irq", "debug", "bench",
 ];
 
 /// What `build` produced.
@@ -83,7 +83,8 @@ pub fn stripped_size(ws: &Workspace, elf: &Path) -> Result<u64> {
     let strip = llvm_tool(ws, "llvm-strip")?;
     let dir = ws.image_dir();
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let stripped = dir.join("hypervisor.stripped");
+    let name = elf.file_name().and_then(|n| n.to_str()).unwrap_or("image");
+    let stripped = dir.join(format!("{name}.stripped"));
     let mut cmd = std::process::Command::new(&strip);
     cmd.arg(elf).arg("-o").arg(&stripped);
     output_of(&mut cmd, "llvm-strip")?;

@@ -26,8 +26,9 @@ pub const BUILTIN_BIOS_IMAGE: &str = "mojito-builtin-bios.img";
 pub const CONTROL_ELF: &str = "control.elf";
 
 /// What the built-in image leaves out: the control domain, the guest that
-/// never exits, and the guest whose INS/OUTS need a VMM.
-pub const CONTROL_ONLY: [&str; 8] = [
+/// never exits, and the guests whose INS/OUTS, MMIO, memory slots,
+/// interrupts, debugging or forwarded exits need a VMM.
+pub const CONTROL_ONLY: [&str; 9] = [
     CONTROL_ELF,
     "guests/spin.elf",
     "guests/portio.elf",
@@ -36,6 +37,7 @@ pub const CONTROL_ONLY: [&str; 8] = [
     "guests/memslots.elf",
     "guests/irq.elf",
     "guests/debug.elf",
+    "guests/bench.elf",
 ];
 
 /// One file of the boot bundle: its name in the bundle and where it is.
@@ -96,6 +98,7 @@ pub fn default_bundle(a: &Artifacts) -> Result<Vec<BundleEntry>> {
         elf("memslots", "memslots")?,
         elf("irq", "irq")?,
         elf("debug", "debug")?,
+        elf("bench", "bench")?,
     ])
 }
 
@@ -153,19 +156,7 @@ pub fn make_images(ws: &Workspace, kernel: &Path, bundle: &[BundleEntry]) -> Res
     let images = Images::in_dir(&dir);
     let run =
         |uefi: Option<&Path>, bios: &Path, entries: &mut dyn Iterator<Item = &BundleEntry>| {
-            let mut cmd = std::process::Command::new(&loader);
-            cmd.arg("--kernel").arg(kernel);
-            if let Some(uefi) = uefi {
-                cmd.arg("--uefi").arg(uefi);
-            }
-            cmd.arg("--bios").arg(bios);
-            cmd.arg("--bios-pad").arg(BOCHS_DISK_MULTIPLE.to_string());
-            for entry in entries {
-                let mut arg = std::ffi::OsString::from(format!("{}=", entry.name));
-                arg.push(&entry.path);
-                cmd.arg("--file").arg(arg);
-            }
-            run_checked(&mut cmd, "loader (writing the disk images)")
+            write_images(&loader, kernel, uefi, bios, entries)
         };
     run(Some(&images.uefi), &images.bios, &mut bundle.iter())?;
     // The hypervisor's own round robin does not preempt: `spin` is only for
@@ -178,6 +169,30 @@ pub fn make_images(ws: &Workspace, kernel: &Path, bundle: &[BundleEntry]) -> Res
         &mut bundle.iter().filter(builtin),
     )?;
     Ok(images)
+}
+
+/// Runs the image builder `loader`: a BIOS image (padded for Bochs) and,
+/// if asked, a UEFI image, holding `kernel` and a bundle of `entries`.
+pub fn write_images(
+    loader: &Path,
+    kernel: &Path,
+    uefi: Option<&Path>,
+    bios: &Path,
+    entries: &mut dyn Iterator<Item = &BundleEntry>,
+) -> Result<()> {
+    let mut cmd = std::process::Command::new(loader);
+    cmd.arg("--kernel").arg(kernel);
+    if let Some(uefi) = uefi {
+        cmd.arg("--uefi").arg(uefi);
+    }
+    cmd.arg("--bios").arg(bios);
+    cmd.arg("--bios-pad").arg(BOCHS_DISK_MULTIPLE.to_string());
+    for entry in entries {
+        let mut arg = std::ffi::OsString::from(format!("{}=", entry.name));
+        arg.push(&entry.path);
+        cmd.arg("--file").arg(arg);
+    }
+    run_checked(&mut cmd, "loader (writing the disk images)")
 }
 
 /// Builds everything and writes the images with the default bundle plus
@@ -249,7 +264,8 @@ mod tests {
                 "guests/mmiofail.elf",
                 "guests/memslots.elf",
                 "guests/irq.elf",
-                "guests/debug.elf"
+                "guests/debug.elf",
+                "guests/bench.elf"
             ]
         );
     }

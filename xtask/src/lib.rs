@@ -4,6 +4,7 @@
 //! `cargo xtask run`.
 
 pub mod artifacts;
+pub mod bench;
 pub mod bochs;
 pub mod image;
 pub mod qemu;

@@ -324,6 +324,23 @@ fn hypercalls_are_answered_as_kvm_answers_a_guest() {
 }
 
 #[test]
+fn the_bench_floor_only_steps_over_the_hypercall() {
+    let (mut cpu, mut env) = (long_mode(), env());
+    cpu.gprs.rax = abi::guest::BENCH_FLOOR_HYPERCALL;
+    // The reported length where the CPU has one, else 3 (nothing decoded:
+    // RIP points at RAM full of zeros here).
+    let action = handle(&mut cpu, &mut env, exit(Exit::Hypercall, 4), 7);
+    assert_eq!((action, cpu.rip), (Action::Resume, 0x1004));
+    let info = ExitInfo {
+        exit: Exit::Hypercall,
+        len: None,
+    };
+    let action = handle(&mut cpu, &mut env, info, 7);
+    assert_eq!((action, cpu.rip), (Action::Resume, 0x1007));
+    assert_eq!(cpu.gprs.rax, abi::guest::BENCH_FLOOR_HYPERCALL);
+}
+
+#[test]
 fn ports_console_exit_yield() {
     let (mut cpu, mut env) = (long_mode(), env());
     let out = |port, size| {
