@@ -137,6 +137,8 @@ pub struct VmEnv {
     pub lazy: Extended,
     pub console: ConsoleLine,
     pub stats: ExitStats,
+    /// The vCPU's last decoded instruction (exits without a length).
+    pub decoded: crate::vcpu::decode_cache::DecodeCache,
 }
 
 /// A VM with one vCPU on back end `B`.
@@ -326,6 +328,7 @@ impl<B: Backend> Vm<B> {
                 lazy,
                 console: ConsoleLine::default(),
                 stats: ExitStats::default(),
+                decoded: Default::default(),
             },
             status: Status::Runnable,
             parts: Some((vcpu, nested)),

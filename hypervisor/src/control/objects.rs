@@ -197,6 +197,7 @@ impl<B: Backend> Objects<B> {
             lazy,
             console: ConsoleLine::default(),
             stats: ExitStats::default(),
+            decoded: Default::default(),
         };
         self.vms[i] = Some(KvmVm {
             vm_id,

@@ -20,6 +20,9 @@ pub struct GuestRam {
     /// The dirty bitmaps of the slots with `KVM_MEM_LOG_DIRTY_PAGES`: one
     /// bit per 4 KiB page, as `KVM_GET_DIRTY_LOG` hands them out.
     dirty: Vec<DirtyMap>,
+    /// Changes whenever the slots change: host addresses found through
+    /// this RAM stay valid while it does not (`vcpu::decode_cache`).
+    generation: u64,
 }
 
 /// A slot's pages written since the last `KVM_GET_DIRTY_LOG`.
@@ -86,6 +89,7 @@ impl GuestRam {
             page: PageSize::Size4K,
             slots: Vec::new(),
             dirty: Vec::new(),
+            generation: 0,
         })
     }
 
@@ -112,16 +116,28 @@ impl GuestRam {
             page: PageSize::Size2M,
             slots: Vec::new(),
             dirty: Vec::new(),
+            generation: 0,
         })
     }
 
     /// RAM of no pages (what a stopped VM keeps).
+    /// RAM over `pages` of host memory (4 KiB each, GPA order), for host
+    /// tests, where a host-physical address is a pointer.
+    #[cfg(test)]
+    pub fn from_host_pages(pages: Vec<HostPhys>) -> Self {
+        Self {
+            frames: pages,
+            ..Self::empty()
+        }
+    }
+
     pub const fn empty() -> Self {
         Self {
             frames: Vec::new(),
             page: PageSize::Size4K,
             slots: Vec::new(),
             dirty: Vec::new(),
+            generation: 0,
         }
     }
 
@@ -157,7 +173,7 @@ impl GuestRam {
 
     /// The host address of the byte at `gpa` and how many bytes from there
     /// are contiguous in host memory, if it is RAM.
-    fn host_run(&self, gpa: GuestPhys) -> Option<(HostPhys, u64)> {
+    pub fn host_run(&self, gpa: GuestPhys) -> Option<(HostPhys, u64)> {
         let gpa = gpa.raw();
         if let Some(s) = self.slots.iter().find(|s| s.contains(gpa)) {
             let cd = s.cd_gpa + (gpa - s.gpa);
@@ -187,6 +203,11 @@ impl GuestRam {
     /// The memory slots (KVM API VMs).
     pub fn slots(&self) -> &[MemSlot] {
         &self.slots
+    }
+
+    /// See the field: a new value after every change of the slots.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Adds slot `s` (the caller checked it and removed any slot of that
@@ -226,6 +247,7 @@ impl GuestRam {
             self.dirty.push(map);
         }
         self.slots.push(s);
+        self.generation += 1;
         Ok(())
     }
 
@@ -234,6 +256,7 @@ impl GuestRam {
     pub fn take_slot(&mut self, slot: u32) -> Option<(MemSlot, Option<DirtyMap>)> {
         let i = self.slots.iter().position(|o| o.slot == slot)?;
         let s = self.slots.swap_remove(i);
+        self.generation += 1;
         let d = self
             .dirty
             .iter()
@@ -246,6 +269,7 @@ impl GuestRam {
     /// so this allocates nothing.
     pub fn restore_slot(&mut self, (s, d): (MemSlot, Option<DirtyMap>)) {
         self.slots.push(s);
+        self.generation += 1;
         if let Some(d) = d {
             self.dirty.push(d);
         }
@@ -255,6 +279,7 @@ impl GuestRam {
     pub fn remove_slot(&mut self, slot: u32) -> Option<MemSlot> {
         let i = self.slots.iter().position(|o| o.slot == slot)?;
         self.dirty.retain(|d| d.slot != slot);
+        self.generation += 1;
         Some(self.slots.swap_remove(i))
     }
 
@@ -360,8 +385,17 @@ impl GuestRam {
 
 impl GuestMemory for GuestRam {
     fn read_u64(&self, gpa: GuestPhys) -> Option<u64> {
-        let mut b = [0u8; 8];
-        self.read(gpa, &mut b).then(|| u64::from_le_bytes(b))
+        // The walker's read: one lookup where the 8 bytes are contiguous.
+        match self.host_run(gpa) {
+            Some((host, run)) if run >= 8 => {
+                // SAFETY: `host` starts 8 contiguous bytes of this guest's RAM.
+                Some(unsafe { core::ptr::read_unaligned(crate::mm::phys::ptr::<u64>(host)) })
+            }
+            _ => {
+                let mut b = [0u8; 8];
+                self.read(gpa, &mut b).then(|| u64::from_le_bytes(b))
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! finished console line, which is the console device's whole purpose.
 
 pub mod cpuid;
+pub mod decode_cache;
 pub mod io;
 pub mod lazy;
 pub mod linear;
@@ -385,13 +386,23 @@ fn port_io<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, io: IoAcce
 
 /// Steps over an instruction whose exit the caller handled (a control
 /// domain's hypercall).
-pub fn complete<C: GuestCpu>(cpu: &mut C, env: &VmEnv, info: ExitInfo, expected: Kind) -> Action {
+pub fn complete<C: GuestCpu>(
+    cpu: &mut C,
+    env: &mut VmEnv,
+    info: ExitInfo,
+    expected: Kind,
+) -> Action {
     skip(cpu, env, info, expected)
 }
 
 /// The length of the instruction that exited (reported or decoded), if it
 /// is the `expected` one.
-pub fn insn_len<C: GuestCpu>(cpu: &C, env: &VmEnv, info: ExitInfo, expected: Kind) -> Option<u8> {
+pub fn insn_len<C: GuestCpu>(
+    cpu: &C,
+    env: &mut VmEnv,
+    info: ExitInfo,
+    expected: Kind,
+) -> Option<u8> {
     match info.len {
         Some(len) => Some(len),
         None => match decode_at_rip(cpu, env) {
@@ -403,7 +414,7 @@ pub fn insn_len<C: GuestCpu>(cpu: &C, env: &VmEnv, info: ExitInfo, expected: Kin
 
 /// Steps over the instruction that exited, whose length the hardware
 /// reported or the decoder finds.
-fn skip<C: GuestCpu>(cpu: &mut C, env: &VmEnv, info: ExitInfo, expected: Kind) -> Action {
+fn skip<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, expected: Kind) -> Action {
     let len = match info.len {
         Some(len) => len,
         None => match decode_at_rip(cpu, env) {
@@ -427,10 +438,17 @@ pub fn string_io_at_rip<C: GuestCpu>(cpu: &C, env: &VmEnv) -> Option<insn::Strin
     insn::string_io(code.bytes(), code.mode)
 }
 
-/// Fetches and decodes the instruction at CS:RIP.
-fn decode_at_rip<C: GuestCpu>(cpu: &C, env: &VmEnv) -> Result<(Kind, u8), insn::DecodeError> {
+/// Fetches and decodes the instruction at CS:RIP, or finds it in the
+/// vCPU's decode cache.
+fn decode_at_rip<C: GuestCpu>(cpu: &C, env: &mut VmEnv) -> Result<(Kind, u8), insn::DecodeError> {
+    let key = decode_cache::Key::of(cpu);
+    if let Some(hit) = env.decoded.lookup(&key, &env.ram) {
+        return Ok(hit);
+    }
     let code = fetch_at_rip(cpu, env).ok_or(insn::DecodeError::TooLong)?;
-    insn::decode(code.bytes(), code.mode)
+    let (kind, len) = insn::decode(code.bytes(), code.mode)?;
+    env.decoded.fill(key, &env.ram, kind, len);
+    Ok((kind, len))
 }
 
 /// The bytes at CS:RIP and the mode they execute in.

@@ -16,6 +16,7 @@ pub(crate) struct Fake {
     pub(crate) rsp: u64,
     pub(crate) rflags: u64,
     pub(crate) cr0: u64,
+    pub(crate) cr3: u64,
     pub(crate) cr4: u64,
     pub(crate) efer: u64,
     pub(crate) pat: u64,
@@ -52,7 +53,7 @@ impl GuestCpu for Fake {
         self.cr0
     }
     fn cr3(&self) -> u64 {
-        0
+        self.cr3
     }
     fn cr4(&self) -> u64 {
         self.cr4
@@ -149,7 +150,7 @@ impl GuestCpu for Fake {
 }
 
 /// A 64-bit guest at CPL 0.
-fn long_mode() -> Fake {
+pub(crate) fn long_mode() -> Fake {
     Fake {
         rip: 0x1000,
         cr0: 0x8000_0011,
@@ -183,6 +184,7 @@ pub(crate) fn env() -> VmEnv {
         lazy: Extended::detached(),
         console: Default::default(),
         stats: Default::default(),
+        decoded: Default::default(),
     }
 }
 

@@ -98,9 +98,19 @@ mod guest {
         unsafe { asm!("vmmcall", inlateout("rax") nr => _, options(nostack)) };
     }
 
+    /// Set at build time (`MOJITO_BENCH_ONLY=cpuid cargo xtask bench`):
+    /// run only this case, for 64 times as long — for profiling one exit
+    /// path with QEMU's `-d exec` trace.
+    const ONLY: Option<&str> = option_env!("MOJITO_BENCH_ONLY");
+
     /// Times `f` as the module says and prints its line.
     #[inline(always)]
     fn measure(name: &str, f: impl Fn()) {
+        let goal = match ONLY {
+            Some(only) if only == name => GOAL * 64,
+            Some(_) => return,
+            None => GOAL,
+        };
         for _ in 0..10 {
             f();
         }
@@ -114,7 +124,7 @@ mod guest {
                     f();
                 }
                 let ticks = rdtsc_fenced().wrapping_sub(start);
-                if ticks >= GOAL || n >= MAX_ITERATIONS {
+                if ticks >= goal || n >= MAX_ITERATIONS * 64 {
                     break (ticks, n);
                 }
                 n *= 2;
