@@ -22,6 +22,9 @@ use crate::virt::{CpuMode, GuestCpu, SegmentReg};
 /// Paging-structure entries a walk reads at most (4-level paging).
 const MAX_ENTRIES: usize = 4;
 const PAGE: u64 = 4096;
+/// Bytes compared at a lookup: the longest instruction, rounded up to
+/// two words.
+const COMPARED: u64 = 16;
 
 /// What a walk and a decode depend on besides memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,12 +67,16 @@ impl Key {
 struct Entry {
     key: Key,
     generation: u64,
-    /// Where each entry the walk read lies in host memory, and its value.
-    entries: [(HostPhys, u64); MAX_ENTRIES],
+    /// Where each entry the walk read lies in host memory (its address in
+    /// the physical-memory window), and its value.
+    entries: [(u64, u64); MAX_ENTRIES],
     n_entries: usize,
-    /// The instruction's bytes and where they lie in host memory.
-    code: HostPhys,
-    bytes: [u8; MAX_LEN],
+    /// Where the instruction lies in the window, and its bytes as two
+    /// words with the mask of the instruction's own bytes in them (16
+    /// bytes are compared, so the 16 lie on the instruction's page).
+    code: u64,
+    words: [u64; 2],
+    masks: [u64; 2],
     kind: Kind,
     len: u8,
 }
@@ -80,30 +87,46 @@ pub struct DecodeCache {
     entry: Option<Entry>,
 }
 
-/// Reads 8 bytes of guest memory at `host`.
-fn read_u64(host: HostPhys) -> u64 {
+/// Reads 8 bytes of guest memory at window address `va`.
+fn read_u64(va: u64) -> u64 {
     // SAFETY: only addresses `fill` found through the guest's RAM are read,
     // and only while its slots are as they were then (the generation).
-    unsafe { core::ptr::read_unaligned(crate::mm::phys::ptr::<u64>(host)) }
+    unsafe { core::ptr::read_unaligned(va as *const u64) }
+}
+
+/// The window address of host-physical `pa`.
+fn window(pa: HostPhys) -> u64 {
+    crate::mm::phys::to_virt(pa).raw()
 }
 
 impl DecodeCache {
-    /// The instruction at `key`'s RIP if the entry is still exact.
-    pub fn lookup(&self, key: &Key, ram: &GuestRam) -> Option<(Kind, u8)> {
+    /// The instruction at the vCPU's RIP if the entry is still exact. The
+    /// vCPU's state is compared field by field, cheapest and likeliest to
+    /// differ first (no key is built on this path).
+    pub fn lookup<C: GuestCpu>(&self, cpu: &C, ram: &GuestRam) -> Option<(Kind, u8)> {
         let e = self.entry.as_ref()?;
-        if e.key != *key || e.generation != ram.generation() {
-            return None;
-        }
-        if e.entries[..e.n_entries]
-            .iter()
-            .any(|&(host, value)| read_u64(host) != value)
+        let k = &e.key;
+        if cpu.rip() != k.rip
+            || cpu.cr3() != k.cr3
+            || e.generation != ram.generation()
+            || cpu.cr0() != k.cr0
+            || cpu.cr4() != k.cr4
+            || cpu.efer() != k.efer
+            || cpu.cpl() != k.cpl
+            || cpu.mode() != k.mode
+            || (k.mode != CpuMode::Long64 && cpu.segment(SegmentReg::Cs).base != k.cs_base)
         {
             return None;
         }
-        let len = usize::from(e.len);
-        // SAFETY: as `read_u64`: `len` bytes of the guest's RAM on one page.
-        let now = unsafe { core::slice::from_raw_parts(crate::mm::phys::ptr::<u8>(e.code), len) };
-        (now == &e.bytes[..len]).then_some((e.kind, e.len))
+        for &(host, value) in &e.entries[..e.n_entries] {
+            if read_u64(host) != value {
+                return None;
+            }
+        }
+        let now = [read_u64(e.code), read_u64(e.code + 8)];
+        let same =
+            (now[0] ^ e.words[0]) & e.masks[0] == 0 && (now[1] ^ e.words[1]) & e.masks[1] == 0;
+        same.then_some((e.kind, e.len))
     }
 
     /// Remembers that the instruction at `key`'s RIP decoded as `kind` with
@@ -112,7 +135,7 @@ impl DecodeCache {
         self.entry = None;
         let linear = key.linear();
         let n = u64::from(len);
-        if n == 0 || usize::from(len) > MAX_LEN || linear % PAGE + n > PAGE {
+        if n == 0 || usize::from(len) > MAX_LEN || linear % PAGE + COMPARED > PAGE {
             return;
         }
         let recorder = Recorder {
@@ -144,28 +167,40 @@ impl DecodeCache {
         if n_entries > MAX_ENTRIES {
             return;
         }
-        let mut entries = [(HostPhys::new(0), 0); MAX_ENTRIES];
+        let mut entries = [(0, 0); MAX_ENTRIES];
         for (slot, &(at, value)) in entries.iter_mut().zip(&reads[..n_entries]) {
             match ram.host_run(at) {
-                Some((host, run)) if run >= 8 => *slot = (host, value),
+                Some((host, run)) if run >= 8 => *slot = (window(host), value),
                 _ => return,
             }
         }
         let code = match ram.host_run(gpa) {
-            Some((host, run)) if run >= n => host,
+            Some((host, run)) if run >= COMPARED => window(host),
             _ => return,
         };
-        let mut bytes = [0; MAX_LEN];
-        if !ram.read(gpa, &mut bytes[..usize::from(len)]) {
+        let mut bytes = [0; COMPARED as usize];
+        if !ram.read(gpa, &mut bytes) {
             return;
         }
+        let word = |i: usize| {
+            let mut w = [0; 8];
+            w.copy_from_slice(&bytes[8 * i..8 * i + 8]);
+            u64::from_le_bytes(w)
+        };
+        // Byte i of the instruction is bits 8i..8i+8 of the two words.
+        let mask = |i: u64| match (8 * n).saturating_sub(64 * i) {
+            0 => 0,
+            bits @ 1..=63 => (1u64 << bits) - 1,
+            _ => u64::MAX,
+        };
         self.entry = Some(Entry {
             key,
             generation: ram.generation(),
             entries,
             n_entries,
             code,
-            bytes,
+            words: [word(0), word(1)],
+            masks: [mask(0), mask(1)],
             kind,
             len,
         });
@@ -252,25 +287,25 @@ mod tests {
         };
         assert_eq!(cpuid(&mut cpu, &mut env), 2);
         cpu.rip = 0x5010;
-        assert_eq!(
-            env.decoded.lookup(&Key::of(&cpu), &env.ram),
-            Some((Kind::Cpuid, 2))
-        );
+        assert_eq!(env.decoded.lookup(&cpu, &env.ram), Some((Kind::Cpuid, 2)));
+        // Bytes after the instruction do not matter.
+        write(&pages, 0x5012, &[0x66]);
+        assert_eq!(env.decoded.lookup(&cpu, &env.ram), Some((Kind::Cpuid, 2)));
         // Another CR3, RIP or CPL is another key.
         cpu.cpl = 3;
-        assert_eq!(env.decoded.lookup(&Key::of(&cpu), &env.ram), None);
+        assert_eq!(env.decoded.lookup(&cpu, &env.ram), None);
         cpu.cpl = 0;
         // The page table now maps the prefixed copy: the walk differs.
         write(&pages, 0x4000 + 5 * 8, &0x6003u64.to_le_bytes());
-        assert_eq!(env.decoded.lookup(&Key::of(&cpu), &env.ram), None);
+        assert_eq!(env.decoded.lookup(&cpu, &env.ram), None);
         assert_eq!(cpuid(&mut cpu, &mut env), 3);
         // The bytes change under the same walk.
         write(&pages, 0x6010, &[0x0f, 0xa2, 0x90]);
         cpu.rip = 0x5010;
-        assert_eq!(env.decoded.lookup(&Key::of(&cpu), &env.ram), None);
+        assert_eq!(env.decoded.lookup(&cpu, &env.ram), None);
         assert_eq!(cpuid(&mut cpu, &mut env), 2);
         cpu.rip = 0x5010;
-        assert!(env.decoded.lookup(&Key::of(&cpu), &env.ram).is_some());
+        assert!(env.decoded.lookup(&cpu, &env.ram).is_some());
         // A slot change drops it.
         let slot = crate::guest::ram::MemSlot {
             slot: 1,
@@ -280,7 +315,7 @@ mod tests {
             cd_gpa: 0,
         };
         assert!(env.ram.insert_slot(slot, None).is_ok());
-        assert_eq!(env.decoded.lookup(&Key::of(&cpu), &env.ram), None);
+        assert_eq!(env.decoded.lookup(&cpu, &env.ram), None);
     }
 
     #[test]
@@ -301,6 +336,6 @@ mod tests {
         assert_eq!(handle(&mut cpu, &mut env, info, 7), Action::Resume);
         assert_eq!(cpu.rip, 0x6001);
         cpu.rip = 0x5fff;
-        assert_eq!(env.decoded.lookup(&Key::of(&cpu), &env.ram), None);
+        assert_eq!(env.decoded.lookup(&cpu, &env.ram), None);
     }
 }

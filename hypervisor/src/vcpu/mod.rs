@@ -441,10 +441,10 @@ pub fn string_io_at_rip<C: GuestCpu>(cpu: &C, env: &VmEnv) -> Option<insn::Strin
 /// Fetches and decodes the instruction at CS:RIP, or finds it in the
 /// vCPU's decode cache.
 fn decode_at_rip<C: GuestCpu>(cpu: &C, env: &mut VmEnv) -> Result<(Kind, u8), insn::DecodeError> {
-    let key = decode_cache::Key::of(cpu);
-    if let Some(hit) = env.decoded.lookup(&key, &env.ram) {
+    if let Some(hit) = env.decoded.lookup(cpu, &env.ram) {
         return Ok(hit);
     }
+    let key = decode_cache::Key::of(cpu);
     let code = fetch_at_rip(cpu, env).ok_or(insn::DecodeError::TooLong)?;
     let (kind, len) = insn::decode(code.bytes(), code.mode)?;
     env.decoded.fill(key, &env.ram, kind, len);

@@ -85,6 +85,10 @@ impl PermissionMaps {
 
 pub struct SvmVcpu {
     pub(super) vmcb: HostPhys,
+    /// The VMCB's address in the physical-memory window, found once: the
+    /// exit path reads the VMCB dozens of times, and each `phys::ptr` is an
+    /// atomic load of the window's offset that the compiler cannot merge.
+    vmcb_va: u64,
     /// Maps of its own, where it reaches ports others may not.
     own_maps: Option<PermissionMaps>,
     gprs: Gprs,
@@ -120,6 +124,7 @@ impl SvmVcpu {
         };
         let mut v = Self {
             vmcb,
+            vmcb_va: phys::to_virt(vmcb).raw(),
             own_maps,
             gprs: Gprs::default(),
             nrip_save: features.nrip_save,
@@ -142,14 +147,14 @@ impl SvmVcpu {
     }
 
     fn vmcb(&self) -> &Vmcb {
-        // SAFETY: the VMCB frame belongs to this vCPU; the hardware writes it
-        // only inside `run`, which holds `&mut self`.
-        unsafe { &*phys::ptr::<Vmcb>(self.vmcb) }
+        // SAFETY: `vmcb_va` maps the VMCB frame, which belongs to this vCPU;
+        // the hardware writes it only inside `run`, which holds `&mut self`.
+        unsafe { &*(self.vmcb_va as *const Vmcb) }
     }
 
     fn vmcb_mut(&mut self) -> &mut Vmcb {
         // SAFETY: as in `vmcb`, and `&mut self` makes the access exclusive.
-        unsafe { &mut *phys::ptr::<Vmcb>(self.vmcb) }
+        unsafe { &mut *(self.vmcb_va as *mut Vmcb) }
     }
 
     /// The architectural reset state in real mode at 0:`entry` (APM Vol. 2

@@ -99,7 +99,7 @@ mod guest {
     }
 
     /// Set at build time (`MOJITO_BENCH_ONLY=cpuid cargo xtask bench`):
-    /// run only this case, for 64 times as long — for profiling one exit
+    /// run only this case, for 8 times as long — for profiling one exit
     /// path with QEMU's `-d exec` trace.
     const ONLY: Option<&str> = option_env!("MOJITO_BENCH_ONLY");
 
@@ -107,7 +107,7 @@ mod guest {
     #[inline(always)]
     fn measure(name: &str, f: impl Fn()) {
         let goal = match ONLY {
-            Some(only) if only == name => GOAL * 64,
+            Some(only) if only == name => GOAL * 8,
             Some(_) => return,
             None => GOAL,
         };
@@ -124,7 +124,7 @@ mod guest {
                     f();
                 }
                 let ticks = rdtsc_fenced().wrapping_sub(start);
-                if ticks >= goal || n >= MAX_ITERATIONS * 64 {
+                if ticks >= goal || n >= MAX_ITERATIONS * 8 {
                     break (ticks, n);
                 }
                 n *= 2;
