@@ -185,7 +185,7 @@ const XGETBV: &[u8] = &[0x0f, 0x01, 0xd0];
 pub const NOT_COMPARED: &[(&str, &str)] = &[(
     "bench",
     "its loops run until a measured number of TSC ticks has passed, so its number of exits is \
-     itself a measurement",
+     itself a measurement (the control domain does not record its exits)",
 )];
 
 pub const DIVERGENCES: &[Divergence] = &[
