@@ -23,7 +23,8 @@ pub const POST_PORT: u16 = 0x80;
 
 /// The bench's floor (issue 9): a hypercall (VMCALL on Intel, VMMCALL on
 /// AMD) with this number in RAX does nothing but step over the 3-byte
-/// instruction, in every VM. Its round trip is the bare entry/exit path
+/// instruction, in every VM but the control domain (whose hypercalls are
+/// KVM API requests). Its round trip is the bare entry/exit path
 /// that the cost of every other exit is compared with. KVM's hypercall
 /// numbers are small, so this one names none of them; KVM itself answers
 /// it -KVM_ENOSYS.

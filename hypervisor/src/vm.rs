@@ -351,6 +351,8 @@ impl<B: Backend> Vm<B> {
         }
         let ram = core::mem::replace(&mut self.env.ram, GuestRam::empty());
         ram.free(frames);
+        // Its host addresses were the freed RAM's.
+        self.env.decoded = Default::default();
         self.env.lazy.free(frames);
     }
 }

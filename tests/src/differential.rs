@@ -180,7 +180,6 @@ pub struct Divergence {
 /// XGETBV (its group-7 table has no entry for it).
 const XGETBV: &[u8] = &[0x0f, 0x01, 0xd0];
 
-/// Every accepted difference. Each listed one must occur on its host kind.
 /// Guests whose streams are not compared at all, with the reason.
 pub const NOT_COMPARED: &[(&str, &str)] = &[(
     "bench",
@@ -188,6 +187,7 @@ pub const NOT_COMPARED: &[(&str, &str)] = &[(
      itself a measurement (the control domain does not record its exits)",
 )];
 
+/// Every accepted difference. Each listed one must occur on its host kind.
 pub const DIVERGENCES: &[Divergence] = &[
     Divergence {
         guests: &["demo"],

@@ -157,7 +157,7 @@ pub fn code_lines(text: &str) -> usize {
         if l == "#[cfg(test)]"
             && lines
                 .peek()
-                .is_some_and(|next| next.starts_with("mod tests"))
+                .is_some_and(|next| next.starts_with("mod tests {"))
         {
             break;
         }
@@ -321,7 +321,7 @@ impl Report {
         }
         match (&self.host, &self.host_problem) {
             (Some(h), _) => {
-                let total: u64 = ["create_vm", "memory", "create_vcpu", "first_exit"]
+                let total: u64 = ["create_vm", "memory", "create_vcpu", "run"]
                     .iter()
                     .filter_map(|k| step(&h.steps, k))
                     .sum();
@@ -383,7 +383,7 @@ impl Report {
             let cases: Vec<String> = b
                 .cases
                 .iter()
-                .map(|(k, v)| format!("{}: {v}", json_str(k)))
+                .map(|(k, v)| format!("{}: {}", json_str(k), json_num(*v)))
                 .collect();
             let lifecycle = b.lifecycle.as_ref().map_or("null".into(), |l| {
                 let items: Vec<String> = l
@@ -453,7 +453,7 @@ impl Report {
                 format!(
                     "{{\"target\": {}, \"value\": {}, \"met\": {met}}}",
                     json_str(what),
-                    v.map_or("null".into(), |v| format!("{v:.3}"))
+                    v.map_or("null".into(), json_num)
                 )
             })
             .collect();
@@ -544,6 +544,16 @@ impl Report {
     }
 }
 
+/// `v` as a JSON number (`null` for NaN and the infinities, which JSON
+/// cannot hold: a ratio over a zero floor).
+fn json_num(v: f64) -> String {
+    if v.is_finite() {
+        format!("{}", (v * 1000.0).round() / 1000.0)
+    } else {
+        "null".into()
+    }
+}
+
 /// `text` as a JSON string.
 fn json_str(text: &str) -> String {
     let mut s = String::from("\"");
@@ -600,6 +610,9 @@ mod tests {
     #[test]
     fn counts_code_lines() {
         let text = "//! doc\n\nfn a() {\n    // note\n    b();\n}\n#[cfg(test)]\nmod tests {\n    fn t() {}\n}\n";
+        assert_eq!(code_lines(text), 3);
+        // A test module in its own file ends nothing.
+        let text = "#[cfg(test)]\nmod tests;\n\nfn a() {}\n";
         assert_eq!(code_lines(text), 3);
     }
 

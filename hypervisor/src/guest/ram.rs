@@ -120,7 +120,6 @@ impl GuestRam {
         })
     }
 
-    /// RAM of no pages (what a stopped VM keeps).
     /// RAM over `pages` of host memory (4 KiB each, GPA order), for host
     /// tests, where a host-physical address is a pointer.
     #[cfg(test)]
@@ -131,6 +130,7 @@ impl GuestRam {
         }
     }
 
+    /// RAM of no pages (what a stopped VM keeps).
     pub const fn empty() -> Self {
         Self {
             frames: Vec::new(),

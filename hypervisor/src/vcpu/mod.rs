@@ -70,8 +70,12 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
         // The bench's floor (abi::guest::BENCH_FLOOR_HYPERCALL): step over
         // the VMCALL/VMMCALL and nothing else. Its length is not decoded
         // where the CPU does not report it (SVM without NRIP save): a
-        // prefixed one would only misplace this guest's own RIP.
-        Exit::Hypercall if cpu.gprs().rax == abi::guest::BENCH_FLOOR_HYPERCALL => {
+        // prefixed one would only misplace this guest's own RIP. The
+        // control domain's hypercalls are requests, all of them.
+        Exit::Hypercall
+            if env.kind != VmKind::Control
+                && cpu.gprs().rax == abi::guest::BENCH_FLOOR_HYPERCALL =>
+        {
             cpu.skip_instruction(info.len.unwrap_or(HYPERCALL_LEN));
             Action::Resume
         }

@@ -340,6 +340,10 @@ fn the_bench_floor_only_steps_over_the_hypercall() {
     let action = handle(&mut cpu, &mut env, info, 7);
     assert_eq!((action, cpu.rip), (Action::Resume, 0x1007));
     assert_eq!(cpu.gprs.rax, abi::guest::BENCH_FLOOR_HYPERCALL);
+    // The control domain's hypercalls are all requests.
+    env.kind = crate::vm::VmKind::Control;
+    let action = handle(&mut cpu, &mut env, exit(Exit::Hypercall, 3), 7);
+    assert_eq!((action, cpu.rip), (Action::ControlRequest, 0x1007));
 }
 
 #[test]
