@@ -374,16 +374,20 @@ pub fn run<B: Backend>(
         cd_env.lazy.load::<B>(xstate);
         end
     };
-    let (reason, exit, ret) = match end {
-        RunEnd::Exit(reason, exit) => (reason, exit, Ok(0)),
-        RunEnd::Interrupted(why) => {
-            intrs.count(why);
-            (KVM_EXIT_INTR, kvm_run_exit::default(), Err(EINTR))
-        }
-    };
+    // The exit is written from where it lies (no copy of the union).
     let ready = vc.irq.is_none() && vc.cpu.interrupt_allowed();
-    write_run_page(&mut cd_env.ram, run_gpa, reason, &exit, &mut vc.cpu, ready)?;
-    ret
+    let ram = &mut cd_env.ram;
+    match &end {
+        RunEnd::Exit(reason, exit) => {
+            write_run_page(ram, run_gpa, *reason, Some(exit), &mut vc.cpu, ready)?;
+            Ok(0)
+        }
+        RunEnd::Interrupted(why) => {
+            intrs.count(*why);
+            write_run_page(ram, run_gpa, KVM_EXIT_INTR, None, &mut vc.cpu, ready)?;
+            Err(EINTR)
+        }
+    }
 }
 
 /// Completes a forwarded exit with what the VMM left in the run pages.
@@ -919,29 +923,35 @@ fn write_run_page<C: GuestCpu>(
     ram: &mut GuestRam,
     run_gpa: u64,
     reason: u32,
-    exit: &kvm_run_exit,
+    exit: Option<&kvm_run_exit>,
     cpu: &mut C,
     ready_for_interrupt: bool,
 ) -> Result<(), i32> {
     const RFLAGS_IF: u64 = 1 << 9;
     let at = |off: u64| GuestPhys::new(run_gpa + off);
     let if_flag = u8::from(cpu.rflags() & RFLAGS_IF != 0);
-    // SAFETY: `kvm_run_exit` is a 256-byte union of plain integers; viewing
-    // it as bytes reads initialised memory: every exit starts as
-    // `kvm_run_exit::default()`, which zeroes all 256 bytes, and a variant
-    // is then assigned over it (no union literal in this crate builds one,
-    // which would leave the bytes past the variant uninitialised).
-    let exit_bytes = unsafe {
-        core::slice::from_raw_parts(
-            (exit as *const kvm_run_exit).cast::<u8>(),
-            core::mem::size_of::<kvm_run_exit>(),
-        )
+    let exit_bytes: &[u8] = match exit {
+        // SAFETY: `kvm_run_exit` is a 256-byte union of plain integers;
+        // viewing it as bytes reads initialised memory: every exit starts
+        // as `kvm_run_exit::default()`, which zeroes all 256 bytes, and a
+        // variant is then assigned over it (no union literal in this crate
+        // builds one, which would leave the bytes past the variant
+        // uninitialised).
+        Some(exit) => unsafe {
+            core::slice::from_raw_parts(
+                (exit as *const kvm_run_exit).cast::<u8>(),
+                core::mem::size_of::<kvm_run_exit>(),
+            )
+        },
+        None => &[],
     };
-    // exit_reason .. the end of the exit union is one contiguous run of the
-    // page (`kvm_run` offsets 8..288): one copy per exit. `flags` (14) is
-    // 0, as KVM leaves it outside SMM.
+    // exit_reason .. the exit's own member of the union is one contiguous
+    // run of the page (`kvm_run` offsets 8..32 + its size): one copy per
+    // exit. The rest of the union keeps what it held, as KVM leaves it.
+    // `flags` (14) is 0, as KVM leaves it outside SMM.
     const START: u64 = run_offset::EXIT_REASON;
-    let mut head = [0u8; (run_offset::EXIT - START) as usize + 256];
+    const HEAD: usize = (run_offset::EXIT - START) as usize;
+    let mut head = [0u8; HEAD + MAX_EXIT_BYTES];
     let mut put = |off: u64, bytes: &[u8]| {
         let i = (off - START) as usize;
         head[i..i + bytes.len()].copy_from_slice(bytes);
@@ -954,13 +964,35 @@ fn write_run_page<C: GuestCpu>(
     put(run_offset::IF_FLAG, &[if_flag]);
     put(run_offset::CR8, &cpu.read_cr(8).to_le_bytes());
     put(run_offset::APIC_BASE, &APIC_BASE_DEFAULT.to_le_bytes());
-    put(run_offset::EXIT, exit_bytes);
-    if ram.write(at(START), &head) {
+    let n = exit_size(reason).min(exit_bytes.len());
+    put(run_offset::EXIT, &exit_bytes[..n]);
+    if ram.write(at(START), &head[..HEAD + n]) {
         Ok(())
     } else {
         Err(EFAULT)
     }
 }
+
+/// The size of the exit union's member for `reason`: what the page gets.
+fn exit_size(reason: u32) -> usize {
+    use core::mem::size_of;
+    match reason {
+        abi::kvm::KVM_EXIT_HLT
+        | abi::kvm::KVM_EXIT_SHUTDOWN
+        | abi::kvm::KVM_EXIT_INTR
+        | abi::kvm::KVM_EXIT_IRQ_WINDOW_OPEN => 0,
+        abi::kvm::KVM_EXIT_IO => size_of::<kvm_run_io>(),
+        abi::kvm::KVM_EXIT_MMIO => size_of::<abi::kvm::kvm_run_mmio>(),
+        abi::kvm::KVM_EXIT_DEBUG => size_of::<abi::kvm::kvm_run_debug>(),
+        abi::kvm::KVM_EXIT_HYPERCALL => size_of::<kvm_run_hypercall>(),
+        abi::kvm::KVM_EXIT_FAIL_ENTRY => size_of::<abi::kvm::kvm_run_fail_entry>(),
+        abi::kvm::KVM_EXIT_INTERNAL_ERROR => size_of::<kvm_run_internal>(),
+        _ => MAX_EXIT_BYTES,
+    }
+}
+
+/// The exit union's size.
+const MAX_EXIT_BYTES: usize = core::mem::size_of::<kvm_run_exit>();
 
 #[cfg(test)]
 mod tests {

@@ -319,6 +319,21 @@ impl GuestRam {
 
     /// Copies guest memory at `gpa` into `out`; false if any byte is not RAM.
     pub fn read(&self, gpa: GuestPhys, out: &mut [u8]) -> bool {
+        // One lookup where the bytes are contiguous in host memory (the
+        // run page, a request's argument): the common case.
+        if let Some((host, run)) = self.host_run(gpa)
+            && run >= out.len() as u64
+        {
+            // SAFETY: `host` starts `run` >= out.len() bytes of this guest's RAM.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    crate::mm::phys::ptr::<u8>(host),
+                    out.as_mut_ptr(),
+                    out.len(),
+                )
+            };
+            return true;
+        }
         self.copy(gpa, out.len(), |host, done, n| {
             // SAFETY: `host` points at `n` bytes inside a frame of this guest.
             unsafe { core::ptr::copy_nonoverlapping(host, out[done..].as_mut_ptr(), n) }
@@ -330,6 +345,23 @@ impl GuestRam {
     /// RAM or is in a read-only slot (nothing is written then). The pages
     /// written count as dirty.
     pub fn write(&mut self, gpa: GuestPhys, data: &[u8]) -> bool {
+        // RAM without slots (the control domain's, a built-in VM's) has no
+        // read-only or logged pages: one lookup where the bytes are
+        // contiguous in host memory.
+        if self.slots.is_empty()
+            && let Some((host, run)) = self.host_run(gpa)
+            && run >= data.len() as u64
+        {
+            // SAFETY: `host` starts `run` >= data.len() bytes of this guest's RAM.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    data.as_ptr(),
+                    crate::mm::phys::ptr::<u8>(host),
+                    data.len(),
+                )
+            };
+            return true;
+        }
         // Checked first so that a partly-RAM range writes nothing (memory
         // slots make the RAM of a KVM-API VM a set of ranges, not one).
         if !self.writable(gpa, data.len() as u64) {
