@@ -30,6 +30,13 @@ pub const POST_PORT: u16 = 0x80;
 /// it -KVM_ENOSYS.
 pub const BENCH_FLOOR_HYPERCALL: u64 = 0x4d4f_4a49;
 
+/// MSRs the VMM of Mojito's test guests emulates through userspace MSR
+/// exits (`KVM_CAP_X86_USER_SPACE_MSR`, reason unknown): scratch registers
+/// that keep what is written, 0 at start. Neither Mojito nor KVM knows
+/// them; any other MSR that reaches that VMM is refused (#GP).
+pub const VMM_MSR_BASE: u32 = 0x4d4f_0000;
+pub const VMM_MSR_COUNT: u32 = 4;
+
 /// A guest-physical address no memory slot and no device of the VMM's
 /// covers: a read exits as `KVM_EXIT_MMIO` and returns all ones (the bench
 /// guest's forwarded MMIO read). Inside the first GiB, which test guests

@@ -298,6 +298,8 @@ pub fn state_requests(scratch: u64) -> bool {
         (KVM_CAP_EXIT_HYPERCALL, 1 << KVM_HC_MAP_GPA_RANGE),
         (KVM_CAP_READONLY_MEM, 1),
         (KVM_CAP_SET_GUEST_DEBUG, 1),
+        (KVM_CAP_X86_USER_SPACE_MSR, 1),
+        (KVM_CAP_X86_MSR_FILTER, 0),
         (KVM_CAP_IRQCHIP, 0),
     ] {
         good(
@@ -464,6 +466,17 @@ pub fn state_requests(scratch: u64) -> bool {
     cap.args[0] = 1 << 3;
     good(
         "KVM_ENABLE_CAP with an unknown hypercall",
+        hv::call(KVM_ENABLE_CAP, vm, &cap as *const _ as u64) == Err(EINVAL),
+    );
+    cap.cap = KVM_CAP_X86_USER_SPACE_MSR;
+    cap.args[0] = u64::from(KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_INVAL);
+    good(
+        "KVM_ENABLE_CAP(KVM_CAP_X86_USER_SPACE_MSR)",
+        hv::call(KVM_ENABLE_CAP, vm, &cap as *const _ as u64).is_ok(),
+    );
+    cap.args[0] = 1 << 3;
+    good(
+        "KVM_ENABLE_CAP(KVM_CAP_X86_USER_SPACE_MSR) with an unknown reason",
         hv::call(KVM_ENABLE_CAP, vm, &cap as *const _ as u64) == Err(EINVAL),
     );
     // Many slots: every one KVM_CAP_NR_MEMSLOTS promises, 4 KiB each and

@@ -84,6 +84,7 @@ fn run_until_switch<B: Backend>(
             | Action::ForwardIo(_)
             | Action::ForwardHypercall
             | Action::ForwardMmio(_)
+            | Action::ForwardMsr(_)
             | Action::InterruptWindow => {}
             Action::Stop(reason) => return Some(reason),
         }

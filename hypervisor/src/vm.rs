@@ -131,6 +131,9 @@ pub struct VmEnv {
     pub kind: VmKind,
     /// Hypercalls that exit to the VMM (`KVM_CAP_EXIT_HYPERCALL`'s mask).
     pub hypercall_exits: u64,
+    /// Failed MSR accesses that exit to the VMM instead of raising #GP
+    /// (`KVM_CAP_X86_USER_SPACE_MSR`'s `KVM_MSR_EXIT_REASON_*` mask).
+    pub user_msr_exits: u32,
     pub ram: GuestRam,
     pub cpuid: CpuidTable,
     pub msrs: MsrState,
@@ -322,6 +325,7 @@ impl<B: Backend> Vm<B> {
                 name,
                 kind: spec.kind,
                 hypercall_exits: 0,
+                user_msr_exits: 0,
                 ram,
                 cpuid,
                 msrs: MsrState::default(),

@@ -87,6 +87,7 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
         passing.push("memslots");
         passing.push("irq");
         passing.push("debug");
+        passing.push("usermsr");
         // Hardware breakpoints: VMX (Bochs) delivers both; QEMU 7.2's SVM
         // loads DR7 from the VMCB at VMRUN without arming TCG's
         // breakpoints, so none fires there (the hypervisor must not arm
@@ -126,6 +127,7 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
         stops.insert(0, ("irq", "exited with status 0"));
         stops.insert(0, ("debug", "exited with status 0"));
         stops.insert(0, ("bench", "exited with status 0"));
+        stops.insert(0, ("usermsr", "exited with status 0"));
         // The bench's smoke check (issue 9): every case printed a number.
         // The figures themselves are never judged here.
         for case in BENCH_CASES {
@@ -234,9 +236,9 @@ pub fn runs_ended_by_input(serial: &str) -> u64 {
 }
 
 /// The bench guest's cases, in the order it prints them.
-pub const BENCH_CASES: [&str; 6] = {
+pub const BENCH_CASES: [&str; 7] = {
     let c = xtask::bench::CASES;
-    [c[0].0, c[1].0, c[2].0, c[3].0, c[4].0, c[5].0]
+    [c[0].0, c[1].0, c[2].0, c[3].0, c[4].0, c[5].0, c[6].0]
 };
 
 /// The bench guest's figure for `case` (TSC ticks per round trip).
@@ -322,8 +324,9 @@ mod tests {
         // Six starting lines, the spin guest's stop, portio's PASS, its
         // two console lines and its stop, mmio's, memslots', irq's and
         // debug's PASS and stop, debug's breakpoint line, mmiofail's stop,
-        // bench's stop, its six figures and the lifecycle line.
-        assert_eq!(p.len(), 29, "{p:?}");
+        // bench's stop, its seven figures and the lifecycle line, usermsr's
+        // PASS and stop.
+        assert_eq!(p.len(), 32, "{p:?}");
         let log = format!(
             "{log}\ncontrol: Mojito control domain 0.1.0 starting\ncontrol: KVM API version 12\n\
              control: bad requests: 24 checked, each refused as KVM refuses it\n\
@@ -347,6 +350,8 @@ mod tests {
              [bench] bench in-post: 600.0 ticks per round trip (2048 iterations)\n\
              [bench] bench in-vmm: 2836.9 ticks per round trip (512 iterations)\n\
              [bench] bench mmio-vmm: 3000.0 ticks per round trip (512 iterations)\n\
+             [bench] bench rdmsr-vmm: 2000.0 ticks per round trip (512 iterations)\n\
+             [usermsr] PASS\ncontrol: vm 15 (usermsr): stopped: exited with status 0\n\
              control: vm 14 (bench): stopped: exited with status 0"
         );
         assert_eq!(bench_figure(&log, "cpuid"), Some(1164.3));

@@ -421,6 +421,26 @@ fn memslots_guest() {
     );
 }
 
+/// Userspace MSR exits on the host's KVM: the VMM's scratch MSRs keep
+/// what the guest writes, and what the VMM refuses is #GP.
+#[test]
+fn usermsr_guest_passes() {
+    let Some(_) = kvm("usermsr_guest_passes") else {
+        return;
+    };
+    let run = run_test_guest("usermsr", WATCHDOG);
+    assert_eq!(
+        reason(&run),
+        StopReason::Exited(0),
+        "output: {:#?}",
+        run.lines
+    );
+    assert!(
+        run.lines
+            .contains(&"vmm msrs: 4 registers keep what was written".into())
+    );
+}
+
 /// Interrupt injection with the irqchip in userspace on the host's KVM.
 #[test]
 fn irq_guest_passes() {

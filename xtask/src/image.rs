@@ -27,8 +27,8 @@ pub const CONTROL_ELF: &str = "control.elf";
 
 /// What the built-in image leaves out: the control domain, the guest that
 /// never exits, and the guests whose INS/OUTS, MMIO, memory slots,
-/// interrupts, debugging or forwarded exits need a VMM.
-pub const CONTROL_ONLY: [&str; 9] = [
+/// interrupts, debugging, MSRs or forwarded exits need a VMM.
+pub const CONTROL_ONLY: [&str; 10] = [
     CONTROL_ELF,
     "guests/spin.elf",
     "guests/portio.elf",
@@ -37,6 +37,7 @@ pub const CONTROL_ONLY: [&str; 9] = [
     "guests/memslots.elf",
     "guests/irq.elf",
     "guests/debug.elf",
+    "guests/usermsr.elf",
     "guests/bench.elf",
 ];
 
@@ -98,6 +99,7 @@ pub fn default_bundle(a: &Artifacts) -> Result<Vec<BundleEntry>> {
         elf("memslots", "memslots")?,
         elf("irq", "irq")?,
         elf("debug", "debug")?,
+        elf("usermsr", "usermsr")?,
         elf("bench", "bench")?,
     ])
 }
@@ -265,6 +267,7 @@ mod tests {
                 "guests/memslots.elf",
                 "guests/irq.elf",
                 "guests/debug.elf",
+                "guests/usermsr.elf",
                 "guests/bench.elf"
             ]
         );

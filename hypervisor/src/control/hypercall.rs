@@ -428,12 +428,24 @@ fn invoke<B: Backend>(
         Request::EnableCapVm(c) => {
             // KVM_CAP_EXIT_HYPERCALL: the hypercalls (a bit per number) that
             // exit to the VMM; KVM accepts only KVM_HC_MAP_GPA_RANGE.
-            const VALID: u64 = 1 << abi::kvm::KVM_HC_MAP_GPA_RANGE;
-            if c.flags != 0 || c.cap != abi::kvm::KVM_CAP_EXIT_HYPERCALL || c.args[0] & !VALID != 0
-            {
-                return Err(EINVAL);
+            const HYPERCALLS: u64 = 1 << abi::kvm::KVM_HC_MAP_GPA_RANGE;
+            // KVM_CAP_X86_USER_SPACE_MSR: the failed MSR accesses that exit
+            // to the VMM. FILTER is accepted as KVM does; with no MSR
+            // filter (KVM_X86_SET_MSR_FILTER is not offered) it never occurs.
+            const MSR_REASONS: u64 = (abi::kvm::KVM_MSR_EXIT_REASON_INVAL
+                | abi::kvm::KVM_MSR_EXIT_REASON_UNKNOWN
+                | abi::kvm::KVM_MSR_EXIT_REASON_FILTER) as u64;
+            let env = &mut ctx.objects.vm(vm_index).ok_or(EBADF)?.env;
+            match c.cap {
+                _ if c.flags != 0 => return Err(EINVAL),
+                abi::kvm::KVM_CAP_EXIT_HYPERCALL if c.args[0] & !HYPERCALLS == 0 => {
+                    env.hypercall_exits = c.args[0];
+                }
+                abi::kvm::KVM_CAP_X86_USER_SPACE_MSR if c.args[0] & !MSR_REASONS == 0 => {
+                    env.user_msr_exits = c.args[0] as u32;
+                }
+                _ => return Err(EINVAL),
             }
-            ctx.objects.vm(vm_index).ok_or(EBADF)?.env.hypercall_exits = c.args[0];
             0
         }
         // No capability can be enabled on a vCPU yet.
@@ -468,7 +480,8 @@ fn check_extension(cap: u64) -> u64 {
         | abi::kvm::KVM_CAP_XCRS
         | abi::kvm::KVM_CAP_ENABLE_CAP_VM
         | abi::kvm::KVM_CAP_READONLY_MEM
-        | abi::kvm::KVM_CAP_SET_GUEST_DEBUG => 1,
+        | abi::kvm::KVM_CAP_SET_GUEST_DEBUG
+        | abi::kvm::KVM_CAP_X86_USER_SPACE_MSR => 1,
         // The bit mask of hypercalls that can exit (only KVM_HC_MAP_GPA_RANGE).
         abi::kvm::KVM_CAP_EXIT_HYPERCALL => 1 << abi::kvm::KVM_HC_MAP_GPA_RANGE,
         abi::kvm::KVM_CAP_NR_VCPUS | abi::kvm::KVM_CAP_MAX_VCPUS => u64::from(MAX_VCPUS),

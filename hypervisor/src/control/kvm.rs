@@ -428,6 +428,24 @@ fn complete<B: Backend>(
             vc.cpu.gprs().rax = if long_mode { ret } else { ret & 0xffff_ffff };
             vc.cpu.skip_instruction(len);
         }
+        Pending::Msr { read, len } => {
+            // `kvm_run_msr`: error (byte 0), data (bytes 16..24).
+            let mut m = [0u8; 24];
+            if !cd.read(GuestPhys::new(run_gpa + run_offset::EXIT), &mut m) {
+                return Err(EFAULT);
+            }
+            if m[0] != 0 {
+                // The instruction faults: RIP stays.
+                vc.cpu.inject(crate::virt::Fault::GP0);
+            } else {
+                if read {
+                    let mut data = [0u8; 8];
+                    data.copy_from_slice(&m[16..24]);
+                    vc.cpu.gprs().set_edx_eax(u64::from_le_bytes(data));
+                }
+                vc.cpu.skip_instruction(len);
+            }
+        }
         Pending::String(b) => super::string_io::complete(&mut vc.cpu, env, cd, run_gpa, b)?,
         Pending::Mmio(a) => return super::mmio::complete(vc, env, cd, run_gpa, a),
     }
@@ -789,6 +807,34 @@ fn run_guest<B: Backend>(
                     return RunEnd::Exit(KVM_EXIT_IRQ_WINDOW_OPEN, kvm_run_exit::default());
                 }
             }
+            Action::ForwardMsr(m) => {
+                let kind = if m.write.is_some() {
+                    Kind::Wrmsr
+                } else {
+                    Kind::Rdmsr
+                };
+                let Some(len) = vcpu::insn_len(&vc.cpu, env, info, kind) else {
+                    return internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]);
+                };
+                vc.pending = Some(Pending::Msr {
+                    read: m.write.is_none(),
+                    len,
+                });
+                let mut exit = kvm_run_exit::default();
+                exit.msr = abi::kvm::kvm_run_msr {
+                    error: 0,
+                    pad: [0; 7],
+                    reason: m.reason,
+                    index: m.index,
+                    data: m.write.unwrap_or(0),
+                };
+                let reason = if m.write.is_some() {
+                    abi::kvm::KVM_EXIT_X86_WRMSR
+                } else {
+                    abi::kvm::KVM_EXIT_X86_RDMSR
+                };
+                return RunEnd::Exit(reason, exit);
+            }
             Action::ForwardHypercall => {
                 let Some(len) = vcpu::insn_len(&vc.cpu, env, info, Kind::Hypercall) else {
                     return internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]);
@@ -987,6 +1033,9 @@ fn exit_size(reason: u32) -> usize {
         abi::kvm::KVM_EXIT_HYPERCALL => size_of::<kvm_run_hypercall>(),
         abi::kvm::KVM_EXIT_FAIL_ENTRY => size_of::<abi::kvm::kvm_run_fail_entry>(),
         abi::kvm::KVM_EXIT_INTERNAL_ERROR => size_of::<kvm_run_internal>(),
+        abi::kvm::KVM_EXIT_X86_RDMSR | abi::kvm::KVM_EXIT_X86_WRMSR => {
+            size_of::<abi::kvm::kvm_run_msr>()
+        }
         _ => MAX_EXIT_BYTES,
     }
 }

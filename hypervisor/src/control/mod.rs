@@ -77,6 +77,7 @@ pub fn run<B: Backend>(
             | Action::ForwardIo(_)
             | Action::ForwardHypercall
             | Action::ForwardMmio(_)
+            | Action::ForwardMsr(_)
             | Action::InterruptWindow => {}
             Action::Stop(reason) => break reason,
             Action::ControlRequest => {

@@ -40,6 +40,9 @@ pub enum Pending {
     String(super::string_io::StringBatch),
     /// A device access (`KVM_EXIT_MMIO`).
     Mmio(super::mmio::MmioAccess),
+    /// RDMSR (EDX:EAX get `kvm_run.msr.data`) or WRMSR; #GP instead if
+    /// the VMM set `kvm_run.msr.error`.
+    Msr { read: bool, len: u8 },
 }
 
 /// A vCPU made with `KVM_CREATE_VCPU`.
@@ -191,6 +194,7 @@ impl<B: Backend> Objects<B> {
             name,
             kind: VmKind::Kvm,
             hypercall_exits: 0,
+            user_msr_exits: 0,
             ram: GuestRam::empty(),
             cpuid,
             msrs: MsrState::default(),

@@ -41,7 +41,45 @@ pub enum Action {
     ForwardMmio(crate::virt::exit::NestedFault),
     /// The interrupt window a KVM-API VM's run loop asked for opened.
     InterruptWindow,
+    /// A KVM-API VM's MSR access that failed here, for its VMM
+    /// (`KVM_CAP_X86_USER_SPACE_MSR`); it completes on the next `KVM_RUN`.
+    ForwardMsr(MsrAccess),
     Stop(StopReason),
+}
+
+/// An MSR access for the VMM (`KVM_EXIT_X86_RDMSR` / `KVM_EXIT_X86_WRMSR`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsrAccess {
+    pub index: u32,
+    /// The value a WRMSR writes; None for RDMSR.
+    pub write: Option<u64>,
+    /// `KVM_MSR_EXIT_REASON_INVAL` or `_UNKNOWN`.
+    pub reason: u32,
+}
+
+/// Where a failed MSR access goes: to the VMM if it asked for this kind of
+/// failure (a KVM-API VM with `KVM_CAP_X86_USER_SPACE_MSR`), else #GP.
+fn msr_failed<C: GuestCpu>(
+    cpu: &mut C,
+    env: &VmEnv,
+    index: u32,
+    write: Option<u64>,
+    f: Fault,
+) -> Action {
+    let reason = if msr::known(index) {
+        abi::kvm::KVM_MSR_EXIT_REASON_INVAL
+    } else {
+        abi::kvm::KVM_MSR_EXIT_REASON_UNKNOWN
+    };
+    if env.kind == VmKind::Kvm && env.user_msr_exits & reason != 0 {
+        Action::ForwardMsr(MsrAccess {
+            index,
+            write,
+            reason,
+        })
+    } else {
+        inject(cpu, f)
+    }
 }
 
 /// Hypercall return values KVM gives a guest (include/uapi/linux/kvm_para.h):
@@ -108,7 +146,7 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
                     cpu.gprs().set_edx_eax(v);
                     skip(cpu, env, info, Kind::Rdmsr)
                 }
-                Err(f) => inject(cpu, f),
+                Err(f) => msr_failed(cpu, env, index, None, f),
             }
         }
         Exit::Wrmsr => {
@@ -116,7 +154,7 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
             let (index, value) = (g.rcx as u32, g.edx_eax());
             match msr::write(cpu, &mut env.msrs, index, value) {
                 Ok(()) => skip(cpu, env, info, Kind::Wrmsr),
-                Err(f) => inject(cpu, f),
+                Err(f) => msr_failed(cpu, env, index, Some(value), f),
             }
         }
         // The control domain's HLT means "nothing to do until the next

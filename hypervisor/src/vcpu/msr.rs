@@ -55,6 +55,31 @@ fn valid_mtrr_def_type(v: u64) -> bool {
     v & !0xcff == 0 && matches!(v & 0xff, 0 | 1 | 4 | 5 | 6)
 }
 
+/// Whether Mojito knows MSR `index`: it emulates it, passes it through, or
+/// refuses it by policy (the virtualization MSRs). A failed access to a
+/// known MSR is an invalid one (`KVM_MSR_EXIT_REASON_INVAL`), to any other
+/// an unknown one (`KVM_MSR_EXIT_REASON_UNKNOWN`).
+pub fn known(index: u32) -> bool {
+    matches!(
+        index,
+        msr::IA32_EFER
+            | msr::IA32_PAT
+            | msr::IA32_TSC
+            | msr::IA32_MTRRCAP
+            | msr::IA32_MTRR_DEF_TYPE
+            | msr::IA32_MISC_ENABLE
+            | msr::IA32_FEATURE_CONTROL
+            | msr::IA32_PLATFORM_ID
+            | msr::IA32_BIOS_SIGN_ID
+            | msr::IA32_MCG_CAP
+            | msr::IA32_MCG_STATUS
+            | msr::IA32_DEBUGCTL
+            | msr::AMD_VM_CR
+            | msr::AMD_VM_HSAVE_PA
+    ) || (msr::IA32_VMX_BASIC..msr::IA32_VMX_LAST).contains(&index)
+        || PASSTHROUGH.contains(&index)
+}
+
 /// RDMSR of an intercepted MSR.
 pub fn read(cpu: &impl GuestCpu, st: &MsrState, index: u32) -> Result<u64, Fault> {
     Ok(match index {
@@ -118,6 +143,21 @@ mod tests {
         assert!(valid_mtrr_def_type(0xc00));
         assert!(!valid_mtrr_def_type(0x807), "UC- is not an MTRR type");
         assert!(!valid_mtrr_def_type(0x1006));
+    }
+
+    #[test]
+    fn known_msrs() {
+        for m in [
+            msr::IA32_EFER,
+            msr::IA32_VMX_BASIC,
+            msr::AMD_VM_HSAVE_PA,
+            msr::IA32_LSTAR,
+        ] {
+            assert!(known(m), "{m:#x}");
+        }
+        for m in [abi::guest::VMM_MSR_BASE, 0x4b56_4d00, msr::IA32_VMX_LAST] {
+            assert!(!known(m), "{m:#x}");
+        }
     }
 
     #[test]

@@ -172,6 +172,7 @@ pub(crate) fn env() -> VmEnv {
         name: "t".into(),
         kind: crate::vm::VmKind::Builtin,
         hypercall_exits: 0,
+        user_msr_exits: 0,
         ram: GuestRam::empty(),
         cpuid: CpuidTable::build(
             host,
@@ -609,4 +610,58 @@ fn control_register_moves() {
         7,
     );
     assert!(matches!(r, Action::Stop(StopReason::Unhandled { .. })));
+}
+
+#[test]
+fn failed_msr_accesses_go_to_the_vmm_that_asked() {
+    use abi::kvm::{KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN};
+    let (mut cpu, mut env) = (long_mode(), env());
+    let vmm_msr = abi::guest::VMM_MSR_BASE;
+    let rdmsr = |cpu: &mut Fake, env: &mut VmEnv, index: u32| {
+        cpu.gprs.rcx = u64::from(index);
+        cpu.injected = None;
+        handle(cpu, env, exit(Exit::Rdmsr, 2), 7)
+    };
+    // A built-in VM, or a KVM-API VM whose VMM did not ask: #GP.
+    assert_eq!(rdmsr(&mut cpu, &mut env, vmm_msr), Action::Resume);
+    assert_eq!(cpu.injected, Some(Fault::GP0));
+    env.kind = crate::vm::VmKind::Kvm;
+    assert_eq!(rdmsr(&mut cpu, &mut env, vmm_msr), Action::Resume);
+    assert_eq!(cpu.injected, Some(Fault::GP0));
+    // Unknown MSRs only.
+    env.user_msr_exits = KVM_MSR_EXIT_REASON_UNKNOWN;
+    let forwarded = |index, write, reason| {
+        Action::ForwardMsr(MsrAccess {
+            index,
+            write,
+            reason,
+        })
+    };
+    assert_eq!(
+        rdmsr(&mut cpu, &mut env, vmm_msr),
+        forwarded(vmm_msr, None, KVM_MSR_EXIT_REASON_UNKNOWN)
+    );
+    assert_eq!((cpu.injected, cpu.rip), (None, 0x1000), "nothing done yet");
+    // A known MSR refused by policy stays #GP; with INVAL it goes too.
+    assert_eq!(
+        rdmsr(&mut cpu, &mut env, m::AMD_VM_HSAVE_PA),
+        Action::Resume
+    );
+    assert_eq!(cpu.injected, Some(Fault::GP0));
+    env.user_msr_exits |= KVM_MSR_EXIT_REASON_INVAL;
+    cpu.gprs.rcx = u64::from(m::IA32_PAT);
+    cpu.gprs.rdx = 0x0800_0000;
+    cpu.gprs.rax = 0;
+    cpu.injected = None;
+    assert_eq!(
+        handle(&mut cpu, &mut env, exit(Exit::Wrmsr, 2), 7),
+        forwarded(
+            m::IA32_PAT,
+            Some(0x0800_0000_0000_0000),
+            KVM_MSR_EXIT_REASON_INVAL
+        )
+    );
+    // What the hypervisor handles never goes.
+    assert_eq!(rdmsr(&mut cpu, &mut env, m::IA32_EFER), Action::Resume);
+    assert_eq!((cpu.injected, cpu.rip), (None, 0x1002));
 }

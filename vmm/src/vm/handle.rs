@@ -41,6 +41,14 @@ pub(super) struct State {
     pub(super) intrs_in_a_row: u32,
     /// `VmConfig::max_intrs_in_a_row`.
     pub(super) max_intrs_in_a_row: u32,
+    /// The VMM's MSRs (`abi::guest::VMM_MSR_BASE`, `VmConfig::user_msrs`).
+    pub(super) vmm_msrs: [u64; abi::guest::VMM_MSR_COUNT as usize],
+}
+
+/// The VMM MSR `index` names, if any.
+fn vmm_msr(index: u32) -> Option<usize> {
+    let i = index.checked_sub(abi::guest::VMM_MSR_BASE)?;
+    (i < abi::guest::VMM_MSR_COUNT).then_some(i as usize)
 }
 
 /// What an exit handler decided.
@@ -219,20 +227,24 @@ impl State {
                 self.recorder.push(ExitRecord::SystemEvent { kind });
                 Next::Stop(StopReason::SystemEvent(kind))
             }
-            Exit::RdMsr { index, error, .. } => {
-                // Only MSRs a filter sends to user space get here; the VMM
-                // emulates none of them: #GP, as KVM would.
+            Exit::RdMsr { index, data, error } => {
+                // The VMM's own MSRs; any other (unknown to the kernel, or
+                // one a filter sends here) is refused: #GP, as KVM would.
                 self.exits.count(KVM_EXIT_X86_RDMSR);
                 self.recorder.push(ExitRecord::RdMsr { index });
-                *error = 1;
+                match vmm_msr(index) {
+                    Some(i) => *data = self.vmm_msrs[i],
+                    None => *error = 1,
+                }
                 Next::Continue
             }
-            Exit::WrMsr {
-                index, data, error, ..
-            } => {
+            Exit::WrMsr { index, data, error } => {
                 self.exits.count(KVM_EXIT_X86_WRMSR);
                 self.recorder.push(ExitRecord::WrMsr { index, value: data });
-                *error = 1;
+                match vmm_msr(index) {
+                    Some(i) => self.vmm_msrs[i] = data,
+                    None => *error = 1,
+                }
                 Next::Continue
             }
             Exit::Other(exit_reason) => {

@@ -17,8 +17,9 @@ mod tests;
 pub use stop::{ExitCounts, Outcome, StopReason, exit_reason_name};
 
 use abi::kvm::{
-    KVM_API_VERSION, KVM_CAP_X86_MSR_FILTER, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
-    KVM_MSR_FILTER_DEFAULT_ALLOW, errno,
+    KVM_API_VERSION, KVM_CAP_X86_MSR_FILTER, KVM_CAP_X86_USER_SPACE_MSR, KVM_MEM_LOG_DIRTY_PAGES,
+    KVM_MEM_READONLY, KVM_MSR_EXIT_REASON_UNKNOWN, KVM_MSR_FILTER_DEFAULT_ALLOW, errno,
+    kvm_enable_cap,
 };
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -100,6 +101,10 @@ pub struct VmConfig {
     /// pages at `abi::guest::LOGGED_SLOT_BASE`, a read-only one at
     /// `ROM_BASE`, and the `MEMTEST_PORT` device.
     pub memtest: bool,
+    /// Userspace MSR exits (`KVM_CAP_X86_USER_SPACE_MSR` for MSRs the
+    /// kernel does not know): the VMM emulates `abi::guest::VMM_MSR_BASE`
+    /// .. `+ VMM_MSR_COUNT` as scratch registers and refuses the rest (#GP).
+    pub user_msrs: bool,
 }
 
 impl VmConfig {
@@ -118,16 +123,18 @@ impl VmConfig {
             console_ring: RING_DEFAULT,
             max_intrs_in_a_row: 0,
             memtest: false,
+            user_msrs: false,
         }
     }
 
     /// Mojito's look: its CPUID signature and MSR refusals, so Mojito's
     /// own test guests pass their checks under another back end, and the
-    /// memory-slot test they use.
+    /// memory-slot test and VMM MSRs they use.
     pub fn mojito_look(mut self) -> Self {
         self.cpuid = CpuidPolicy::MojitoLook;
         self.deny_mojito_msrs = true;
         self.memtest = true;
+        self.user_msrs = true;
         self
     }
 
@@ -261,6 +268,24 @@ impl<V: api::Vm> Vm<V> {
                 vm.set_msr_filter(KVM_MSR_FILTER_DEFAULT_ALLOW, &ranges),
             )?;
         }
+        if config.user_msrs {
+            let has = kvm(
+                "KVM_CHECK_EXTENSION",
+                vm.check_extension(KVM_CAP_X86_USER_SPACE_MSR),
+            )?;
+            if has == 0 {
+                return Err(Error::Kvm {
+                    request: "KVM_ENABLE_CAP(KVM_CAP_X86_USER_SPACE_MSR)",
+                    errno: errno::EINVAL,
+                });
+            }
+            let cap = kvm_enable_cap {
+                cap: KVM_CAP_X86_USER_SPACE_MSR,
+                args: [u64::from(KVM_MSR_EXIT_REASON_UNKNOWN), 0, 0, 0],
+                ..Default::default()
+            };
+            kvm("KVM_ENABLE_CAP", vm.enable_cap(&cap))?;
+        }
         if config.memtest {
             use abi::guest::{LOGGED_SLOT_BASE, LOGGED_SLOT_PAGES, ROM_BASE, ROM_SIZE, rom_byte};
             let logged = kvm(
@@ -339,6 +364,7 @@ impl<V: api::Vm> Vm<V> {
                 hw_breakpoints: false,
                 intrs_in_a_row: 0,
                 max_intrs_in_a_row: config.max_intrs_in_a_row,
+                vmm_msrs: [0; abi::guest::VMM_MSR_COUNT as usize],
             },
             stop: Arc::new(AtomicBool::new(false)),
             name: config.name.clone(),

@@ -21,8 +21,7 @@
 //! | `in-post` | `in al, 0x80` | hypervisor |
 //! | `in-vmm` | `in al, 0x1ee` (unassigned) | the control domain's VMM |
 //! | `mmio-vmm` | a read of `BENCH_MMIO_HOLE` | the control domain's VMM |
-//!
-//! An RDMSR forwarded as a userspace MSR exit comes with the MSR issue.
+//! | `rdmsr-vmm` | RDMSR of `VMM_MSR_BASE` | the control domain's VMM (a userspace MSR exit) |
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -31,9 +30,9 @@ fn main() {}
 
 #[cfg(target_os = "none")]
 mod guest {
-    use abi::guest::{BENCH_FLOOR_HYPERCALL, BENCH_MMIO_HOLE, POST_PORT};
+    use abi::guest::{BENCH_FLOOR_HYPERCALL, BENCH_MMIO_HOLE, POST_PORT, VMM_MSR_BASE};
     use core::arch::asm;
-    use guests::cpu::{cpuid, rdtsc_fenced};
+    use guests::cpu::{cpuid, rdmsr, rdtsc_fenced};
     use guests::port::{exit, inb};
     use guests::{BootInfo, println};
 
@@ -79,6 +78,9 @@ mod guest {
             // SAFETY: the first GiB is identity-mapped; the address is a
             // hole that exits to the VMM, which returns all ones.
             unsafe { core::ptr::read_volatile(BENCH_MMIO_HOLE as *const u32) };
+        });
+        measure("rdmsr-vmm", || {
+            rdmsr(VMM_MSR_BASE);
         });
         println!("bench done");
         exit(0)
