@@ -36,6 +36,10 @@ pub const BENCH_FLOOR_HYPERCALL: u64 = 0x4d4f_4a49;
 /// them; any other MSR that reaches that VMM is refused (#GP).
 pub const VMM_MSR_BASE: u32 = 0x4d4f_0000;
 pub const VMM_MSR_COUNT: u32 = 4;
+/// The last of them is write-only: the VMM's MSR filter
+/// (`KVM_X86_SET_MSR_FILTER`) denies reads of it, so they raise #GP
+/// without an exit.
+pub const VMM_MSR_WRITE_ONLY: u32 = VMM_MSR_BASE + VMM_MSR_COUNT - 1;
 
 /// A guest-physical address no memory slot and no device of the VMM's
 /// covers: a read exits as `KVM_EXIT_MMIO` and returns all ones (the bench

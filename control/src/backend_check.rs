@@ -94,13 +94,22 @@ pub fn run() -> bool {
         format!("{reset:?}")
     });
 
-    // What Mojito has and has not.
+    // The MSR filter: offered; a deny-all filter without ranges is
+    // refused as KVM refuses it; an allow-all one with a range is set.
     let filter = vm.check_extension(KVM_CAP_X86_MSR_FILTER);
-    let refused = vm.set_msr_filter(0, &[]);
+    let refused = vm.set_msr_filter(abi::kvm::KVM_MSR_FILTER_DEFAULT_DENY, &[]);
+    let allowed = [0xffu8; 8];
+    let range = vmm::api::MsrFilterRange {
+        flags: abi::kvm::KVM_MSR_FILTER_READ,
+        base: 0x10,
+        nmsrs: 64,
+        bitmap: &allowed,
+    };
+    let set = vm.set_msr_filter(abi::kvm::KVM_MSR_FILTER_DEFAULT_ALLOW, &[range]);
     c.check(
-        "no MSR filter: the capability reads 0, the request EINVAL",
-        filter == Ok(0) && refused == Err(EINVAL) && sys.refuses_mojito_msrs(),
-        || format!("{filter:?}, {refused:?}"),
+        "MSR filter: the capability reads 1, an empty deny-all EINVAL, a range set",
+        filter == Ok(1) && refused == Err(EINVAL) && set.is_ok() && sys.refuses_mojito_msrs(),
+        || format!("{filter:?}, {refused:?}, {set:?}"),
     );
     let cap = kvm_enable_cap {
         cap: KVM_CAP_EXIT_HYPERCALL,

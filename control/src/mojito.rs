@@ -11,10 +11,10 @@
 //!   memory belongs to the control domain). They go back to the heap only
 //!   after the handle that lets the hypervisor reach them is closed; if
 //!   closing fails they are kept for good rather than reused under a guest.
-//! - What Mojito does not serve gets the error the trait documents
-//!   (`set_msr_filter`: `EINVAL`), never a pretended success. Mojito
-//!   refuses the virtualization MSRs by its own policy, which
-//!   [`System::refuses_mojito_msrs`] tells the VMM.
+//! - What Mojito does not serve gets the error the trait documents, never a
+//!   pretended success. Mojito refuses the virtualization MSRs by its own
+//!   policy, which [`System::refuses_mojito_msrs`] tells the VMM (so no MSR
+//!   filter is needed for them).
 //! - Every answer is checked before it is used: a bad one is an error, never
 //!   a panic.
 
@@ -338,8 +338,32 @@ impl Vm for MojitoVm {
         zero(hv::call(KVM_ENABLE_CAP, self.handle, arg))
     }
 
-    // set_msr_filter: Mojito has no KVM_X86_SET_MSR_FILTER; the trait's
-    // default answers EINVAL.
+    fn set_msr_filter(
+        &mut self,
+        flags: u32,
+        ranges: &[api::MsrFilterRange<'_>],
+    ) -> api::Result<()> {
+        if ranges.len() > abi::kvm::KVM_MSR_FILTER_MAX_RANGES as usize {
+            return Err(EINVAL);
+        }
+        let mut filter = abi::kvm::kvm_msr_filter {
+            flags,
+            ..Default::default()
+        };
+        for (dst, r) in filter.ranges.iter_mut().zip(ranges) {
+            // The hypervisor copies `nmsrs` bits rounded up to 64-bit words.
+            if r.bitmap.len() < (r.nmsrs as usize).div_ceil(64) * 8 {
+                return Err(EINVAL);
+            }
+            dst.flags = r.flags;
+            dst.nmsrs = r.nmsrs;
+            dst.base = r.base;
+            // Our memory is identity-mapped: an address is a GPA.
+            dst.bitmap = r.bitmap.as_ptr() as u64;
+        }
+        let arg = &filter as *const abi::kvm::kvm_msr_filter as u64;
+        zero(hv::call(KVM_X86_SET_MSR_FILTER, self.handle, arg))
+    }
 }
 
 /// Makes the vCPU's next `KVM_RUN` return `EINTR` (through

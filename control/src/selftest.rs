@@ -62,6 +62,62 @@ pub fn bad_requests(scratch: u64, boot_area: u64) -> bool {
         hv::call(KVM_SET_USER_MEMORY_REGION, vm, NOT_OURS),
         EFAULT,
     );
+    // KVM_X86_SET_MSR_FILTER: KVM's refusals, in KVM's order.
+    let bitmap = [0xffu8; 8];
+    let filter = |flags, range_flags, nmsrs, bitmap: u64| {
+        let mut f = kvm_msr_filter {
+            flags,
+            ..Default::default()
+        };
+        f.ranges[0] = kvm_msr_filter_range {
+            flags: range_flags,
+            nmsrs,
+            base: 0,
+            pad: 0,
+            bitmap,
+        };
+        f
+    };
+    let here = bitmap.as_ptr() as u64;
+    let read = KVM_MSR_FILTER_READ;
+    for (what, f, errno) in [
+        (
+            "MSR filter with unknown flags",
+            filter(2, read, 64, here),
+            EINVAL,
+        ),
+        (
+            "MSR filter range without flags",
+            filter(0, 0, 64, here),
+            EINVAL,
+        ),
+        (
+            "MSR filter range with unknown flags",
+            filter(0, 4, 64, here),
+            EINVAL,
+        ),
+        (
+            "MSR filter bitmap over 0x600 bytes",
+            filter(0, read, 0x600 * 8 + 1, here),
+            EINVAL,
+        ),
+        (
+            "MSR filter denying all with no range",
+            filter(KVM_MSR_FILTER_DEFAULT_DENY, read, 0, here),
+            EINVAL,
+        ),
+        (
+            "MSR filter bitmap outside our RAM",
+            filter(0, read, 64, NOT_OURS),
+            EFAULT,
+        ),
+    ] {
+        c.expect(
+            what,
+            hv::call(KVM_X86_SET_MSR_FILTER, vm, &f as *const _ as u64),
+            errno,
+        );
+    }
     let region = |slot, flags, gpa, size, addr| kvm_userspace_memory_region {
         slot,
         flags,
@@ -299,7 +355,7 @@ pub fn state_requests(scratch: u64) -> bool {
         (KVM_CAP_READONLY_MEM, 1),
         (KVM_CAP_SET_GUEST_DEBUG, 1),
         (KVM_CAP_X86_USER_SPACE_MSR, 1),
-        (KVM_CAP_X86_MSR_FILTER, 0),
+        (KVM_CAP_X86_MSR_FILTER, 1),
         (KVM_CAP_IRQCHIP, 0),
     ] {
         good(

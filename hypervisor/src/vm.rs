@@ -134,6 +134,8 @@ pub struct VmEnv {
     /// Failed MSR accesses that exit to the VMM instead of raising #GP
     /// (`KVM_CAP_X86_USER_SPACE_MSR`'s `KVM_MSR_EXIT_REASON_*` mask).
     pub user_msr_exits: u32,
+    /// `KVM_X86_SET_MSR_FILTER`'s filter, if one filters anything.
+    pub msr_filter: Option<crate::vcpu::msr_filter::MsrFilter>,
     pub ram: GuestRam,
     pub cpuid: CpuidTable,
     pub msrs: MsrState,
@@ -326,6 +328,7 @@ impl<B: Backend> Vm<B> {
                 kind: spec.kind,
                 hypercall_exits: 0,
                 user_msr_exits: 0,
+                msr_filter: None,
                 ram,
                 cpuid,
                 msrs: MsrState::default(),

@@ -437,7 +437,7 @@ fn usermsr_guest_passes() {
     );
     assert!(
         run.lines
-            .contains(&"vmm msrs: 4 registers keep what was written".into())
+            .contains(&"vmm msrs: 3 registers keep what was written".into())
     );
 }
 
@@ -449,11 +449,12 @@ fn irq_guest_passes() {
     };
     let run = run_test_guest("irq", WATCHDOG);
     let window = run.records.contains(&ExitRecord::IrqWindowOpen);
-    if on_kvm_pvm() {
-        // kvm-pvm opens no interrupt window for request_interrupt_window
-        // (tests/src/differential.rs lists it): the first interrupt works,
-        // the one that waits for the window comes too late.
-        assert!(!window, "kvm-pvm now opens the window: {:?}", run.lines);
+    if on_kvm_pvm() && !window {
+        // kvm-pvm usually opens no interrupt window for
+        // request_interrupt_window (tests/src/differential.rs lists it):
+        // the first interrupt works, the one that waits for the window
+        // comes too late. (Now and then it does open it; then the guest
+        // must pass, below.)
         assert_eq!(
             reason(&run),
             StopReason::Exited(1),

@@ -13,7 +13,7 @@ use crate::vcpu::cpuid::CpuidTable;
 use crate::vcpu::lazy::HostXstate;
 use crate::virt::{Backend, Frames};
 use crate::vm::VmEnv;
-use abi::kvm::errno::{EBADF, EFAULT, EINVAL, EIO, ENOTTY};
+use abi::kvm::errno::{EBADF, EFAULT, EINVAL, EIO, ENOMEM, ENOTTY};
 use abi::kvm::mojito::{self, MOJITO_SYSTEM_HANDLE, mojito_log_read, mojito_run_pages};
 use abi::kvm::{
     self as req, KVM_API_VERSION, kvm_enable_cap, kvm_fpu, kvm_regs, kvm_sregs,
@@ -109,6 +109,8 @@ unsafe impl Pod for abi::kvm::kvm_fpu {}
 unsafe impl Pod for abi::kvm::kvm_xcrs {}
 // SAFETY: as above.
 unsafe impl Pod for abi::kvm::kvm_enable_cap {}
+// SAFETY: as above (its `pad` fields are explicit).
+unsafe impl Pod for abi::kvm::kvm_msr_filter {}
 
 /// Everything a hypercall may touch besides the control domain itself.
 pub struct Ctx<'a, B: Backend> {
@@ -137,6 +139,8 @@ enum Request {
     GetDirtyLog(abi::kvm::kvm_dirty_log),
     Interrupt(u32),
     SetGuestDebug(abi::kvm::kvm_guest_debug),
+    /// `KVM_X86_SET_MSR_FILTER`, checked and copied (None: no filtering).
+    SetMsrFilter(Option<crate::vcpu::msr_filter::MsrFilter>),
     PowerOff,
     Close,
     SetMemory(kvm_userspace_memory_region),
@@ -235,6 +239,9 @@ fn decode<B: Backend>(
         (Some(Handle::Vcpu(_)), req::KVM_GET_XCRS) => Request::GetXcrs(arg),
         (Some(Handle::Vcpu(_)), req::KVM_SET_XCRS) => Request::SetXcrs(read_arg(ram, arg)?),
         (Some(Handle::Vm(_)), req::KVM_ENABLE_CAP) => Request::EnableCapVm(read_arg(ram, arg)?),
+        (Some(Handle::Vm(_)), req::KVM_X86_SET_MSR_FILTER) => {
+            Request::SetMsrFilter(read_msr_filter(ram, arg)?)
+        }
         (Some(Handle::Vcpu(_)), req::KVM_ENABLE_CAP) => {
             let _: kvm_enable_cap = read_arg(ram, arg)?;
             Request::EnableCapVcpu
@@ -315,6 +322,10 @@ fn invoke<B: Backend>(
         Request::CreateVcpu(id) => {
             ctx.objects
                 .create_vcpu(ctx.backend, &mut ctx.frames.lock(), vm_index, id)?
+        }
+        Request::SetMsrFilter(filter) => {
+            ctx.objects.vm(vm_index).ok_or(EBADF)?.env.msr_filter = filter;
+            0
         }
         Request::SetGuestDebug(debug) => {
             let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
@@ -430,8 +441,7 @@ fn invoke<B: Backend>(
             // exit to the VMM; KVM accepts only KVM_HC_MAP_GPA_RANGE.
             const HYPERCALLS: u64 = 1 << abi::kvm::KVM_HC_MAP_GPA_RANGE;
             // KVM_CAP_X86_USER_SPACE_MSR: the failed MSR accesses that exit
-            // to the VMM. FILTER is accepted as KVM does; with no MSR
-            // filter (KVM_X86_SET_MSR_FILTER is not offered) it never occurs.
+            // to the VMM (unknown, invalid, denied by the MSR filter).
             const MSR_REASONS: u64 = (abi::kvm::KVM_MSR_EXIT_REASON_INVAL
                 | abi::kvm::KVM_MSR_EXIT_REASON_UNKNOWN
                 | abi::kvm::KVM_MSR_EXIT_REASON_FILTER) as u64;
@@ -463,6 +473,48 @@ fn invoke<B: Backend>(
     Ok(Some(v))
 }
 
+/// KVM_X86_SET_MSR_FILTER's argument: the request, then each range's
+/// bitmap from control-domain memory, checked in KVM's order (the flags,
+/// then each range's flags and bitmap size, then the copy: `-EFAULT`).
+fn read_msr_filter(
+    ram: &GuestRam,
+    arg: u64,
+) -> Result<Option<crate::vcpu::msr_filter::MsrFilter>, i32> {
+    use crate::vcpu::msr_filter::{self as f, Invalid};
+    let req: abi::kvm::kvm_msr_filter = read_arg(ram, arg)?;
+    if req.flags & !abi::kvm::KVM_MSR_FILTER_DEFAULT_DENY != 0 {
+        return Err(EINVAL);
+    }
+    let mut ranges = alloc::vec::Vec::new();
+    ranges
+        .try_reserve_exact(f::MAX_RANGES)
+        .map_err(|_| ENOMEM)?;
+    for r in req.ranges.iter().filter(|r| r.nmsrs != 0) {
+        let valid = abi::kvm::KVM_MSR_FILTER_READ | abi::kvm::KVM_MSR_FILTER_WRITE;
+        if r.flags & !valid != 0 || r.flags == 0 {
+            return Err(EINVAL);
+        }
+        let bytes = f::bitmap_bytes(r.nmsrs).map_err(|_| EINVAL)?;
+        let mut bitmap = alloc::vec::Vec::new();
+        bitmap.try_reserve_exact(bytes).map_err(|_| ENOMEM)?;
+        bitmap.resize(bytes, 0);
+        if !ram.read(GuestPhys::new(r.bitmap), &mut bitmap) {
+            return Err(EFAULT);
+        }
+        ranges.push(f::Range {
+            flags: r.flags,
+            base: r.base,
+            nmsrs: r.nmsrs,
+            bitmap,
+        });
+    }
+    f::MsrFilter::new(req.flags, ranges).map_err(|e| match e {
+        Invalid::Flags | Invalid::RangeFlags | Invalid::BitmapSize | Invalid::EmptyDenyAll => {
+            EINVAL
+        }
+    })
+}
+
 fn vcpu_of<B: Backend>(objects: &mut Objects<B>, vm: usize) -> Result<&mut KvmVcpu<B>, i32> {
     objects.vm(vm).and_then(|v| v.vcpu.as_mut()).ok_or(EBADF)
 }
@@ -481,7 +533,8 @@ fn check_extension(cap: u64) -> u64 {
         | abi::kvm::KVM_CAP_ENABLE_CAP_VM
         | abi::kvm::KVM_CAP_READONLY_MEM
         | abi::kvm::KVM_CAP_SET_GUEST_DEBUG
-        | abi::kvm::KVM_CAP_X86_USER_SPACE_MSR => 1,
+        | abi::kvm::KVM_CAP_X86_USER_SPACE_MSR
+        | abi::kvm::KVM_CAP_X86_MSR_FILTER => 1,
         // The bit mask of hypercalls that can exit (only KVM_HC_MAP_GPA_RANGE).
         abi::kvm::KVM_CAP_EXIT_HYPERCALL => 1 << abi::kvm::KVM_HC_MAP_GPA_RANGE,
         abi::kvm::KVM_CAP_NR_VCPUS | abi::kvm::KVM_CAP_MAX_VCPUS => u64::from(MAX_VCPUS),

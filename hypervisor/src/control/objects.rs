@@ -195,6 +195,7 @@ impl<B: Backend> Objects<B> {
             kind: VmKind::Kvm,
             hypercall_exits: 0,
             user_msr_exits: 0,
+            msr_filter: None,
             ram: GuestRam::empty(),
             cpuid,
             msrs: MsrState::default(),

@@ -10,6 +10,7 @@ pub mod io;
 pub mod lazy;
 pub mod linear;
 pub mod msr;
+pub mod msr_filter;
 pub mod stats;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -57,16 +58,32 @@ pub struct MsrAccess {
     pub reason: u32,
 }
 
+/// Whether the VM's MSR filter (`KVM_X86_SET_MSR_FILTER`) lets the access
+/// through.
+fn msr_allowed(env: &VmEnv, index: u32, write: bool) -> bool {
+    let access = if write {
+        abi::kvm::KVM_MSR_FILTER_WRITE
+    } else {
+        abi::kvm::KVM_MSR_FILTER_READ
+    };
+    env.msr_filter
+        .as_ref()
+        .is_none_or(|f| f.allows(index, access))
+}
+
 /// Where a failed MSR access goes: to the VMM if it asked for this kind of
 /// failure (a KVM-API VM with `KVM_CAP_X86_USER_SPACE_MSR`), else #GP.
+/// `filtered`: the VM's MSR filter denied it.
 fn msr_failed<C: GuestCpu>(
     cpu: &mut C,
     env: &VmEnv,
     index: u32,
     write: Option<u64>,
-    f: Fault,
+    filtered: bool,
 ) -> Action {
-    let reason = if msr::known(index) {
+    let reason = if filtered {
+        abi::kvm::KVM_MSR_EXIT_REASON_FILTER
+    } else if msr::known(index) {
         abi::kvm::KVM_MSR_EXIT_REASON_INVAL
     } else {
         abi::kvm::KVM_MSR_EXIT_REASON_UNKNOWN
@@ -78,7 +95,7 @@ fn msr_failed<C: GuestCpu>(
             reason,
         })
     } else {
-        inject(cpu, f)
+        inject(cpu, Fault::GP0)
     }
 }
 
@@ -141,20 +158,27 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
         }
         Exit::Rdmsr => {
             let index = cpu.gprs().rcx as u32;
+            if !msr_allowed(env, index, false) {
+                return msr_failed(cpu, env, index, None, true);
+            }
             match msr::read(cpu, &env.msrs, index) {
                 Ok(v) => {
                     cpu.gprs().set_edx_eax(v);
                     skip(cpu, env, info, Kind::Rdmsr)
                 }
-                Err(f) => msr_failed(cpu, env, index, None, f),
+                // Every failure is #GP (`msr::read`), here or from the VMM.
+                Err(_) => msr_failed(cpu, env, index, None, false),
             }
         }
         Exit::Wrmsr => {
             let g = cpu.gprs();
             let (index, value) = (g.rcx as u32, g.edx_eax());
+            if !msr_allowed(env, index, true) {
+                return msr_failed(cpu, env, index, Some(value), true);
+            }
             match msr::write(cpu, &mut env.msrs, index, value) {
                 Ok(()) => skip(cpu, env, info, Kind::Wrmsr),
-                Err(f) => msr_failed(cpu, env, index, Some(value), f),
+                Err(_) => msr_failed(cpu, env, index, Some(value), false),
             }
         }
         // The control domain's HLT means "nothing to do until the next

@@ -173,6 +173,7 @@ pub(crate) fn env() -> VmEnv {
         kind: crate::vm::VmKind::Builtin,
         hypercall_exits: 0,
         user_msr_exits: 0,
+        msr_filter: None,
         ram: GuestRam::empty(),
         cpuid: CpuidTable::build(
             host,
@@ -664,4 +665,26 @@ fn failed_msr_accesses_go_to_the_vmm_that_asked() {
     // What the hypervisor handles never goes.
     assert_eq!(rdmsr(&mut cpu, &mut env, m::IA32_EFER), Action::Resume);
     assert_eq!((cpu.injected, cpu.rip), (None, 0x1002));
+    // A filter that denies reading EFER: #GP, or the VMM with FILTER.
+    use crate::vcpu::msr_filter::{MsrFilter, Range};
+    let range = Range {
+        flags: abi::kvm::KVM_MSR_FILTER_READ,
+        base: m::IA32_EFER,
+        nmsrs: 1,
+        bitmap: alloc::vec![0; 8],
+    };
+    env.msr_filter = MsrFilter::new(0, alloc::vec![range]).unwrap();
+    assert_eq!(rdmsr(&mut cpu, &mut env, m::IA32_EFER), Action::Resume);
+    assert_eq!((cpu.injected, cpu.rip), (Some(Fault::GP0), 0x1002));
+    env.user_msr_exits |= abi::kvm::KVM_MSR_EXIT_REASON_FILTER;
+    assert_eq!(
+        rdmsr(&mut cpu, &mut env, m::IA32_EFER),
+        forwarded(m::IA32_EFER, None, abi::kvm::KVM_MSR_EXIT_REASON_FILTER)
+    );
+    // Writes are not filtered by that range.
+    cpu.gprs.rcx = u64::from(m::IA32_EFER);
+    (cpu.gprs.rdx, cpu.gprs.rax) = (0, cpu.efer);
+    cpu.injected = None;
+    assert_eq!(handle(&mut cpu, &mut env, exit(Exit::Wrmsr, 2), 7), Action::Resume);
+    assert_eq!((cpu.injected, cpu.rip), (None, 0x1004));
 }

@@ -242,7 +242,31 @@ impl<V: api::Vm> Vm<V> {
             "KVM_SET_USER_MEMORY_REGION",
             vm.set_user_memory_region(0, 0, abi::guest::GUEST_RAM_BASE, memory),
         )?;
+        // One MSR filter for everything that wants one: the MSRs Mojito
+        // refuses (where the kernel does not refuse them itself) and the
+        // VMM MSR whose reads are denied.
+        // Whole 64-bit words: KVM copies `nmsrs` bits rounded up so.
+        let zeros = [0u8; policy::DENIED_BITMAP_BYTES.div_ceil(8) * 8];
+        let write_only =
+            [(1u8 << (abi::guest::VMM_MSR_WRITE_ONLY - abi::guest::VMM_MSR_BASE)) - 1; 8];
+        let mut ranges: Vec<MsrFilterRange<'_>> = Vec::new();
         if config.deny_mojito_msrs && !system.refuses_mojito_msrs() {
+            ranges.extend(policy::MOJITO_DENIED_MSRS.iter().map(|d| MsrFilterRange {
+                flags: d.flags,
+                base: d.base,
+                nmsrs: d.count,
+                bitmap: &zeros,
+            }));
+        }
+        if config.user_msrs {
+            ranges.push(MsrFilterRange {
+                flags: abi::kvm::KVM_MSR_FILTER_READ,
+                base: abi::guest::VMM_MSR_BASE,
+                nmsrs: abi::guest::VMM_MSR_COUNT,
+                bitmap: &write_only,
+            });
+        }
+        if !ranges.is_empty() {
             let has = kvm(
                 "KVM_CHECK_EXTENSION",
                 vm.check_extension(KVM_CAP_X86_MSR_FILTER),
@@ -253,16 +277,6 @@ impl<V: api::Vm> Vm<V> {
                     errno: errno::EINVAL,
                 });
             }
-            let zeros = [0u8; policy::DENIED_BITMAP_BYTES];
-            let ranges: Vec<MsrFilterRange<'_>> = policy::MOJITO_DENIED_MSRS
-                .iter()
-                .map(|d| MsrFilterRange {
-                    flags: d.flags,
-                    base: d.base,
-                    nmsrs: d.count,
-                    bitmap: &zeros,
-                })
-                .collect();
             kvm(
                 "KVM_X86_SET_MSR_FILTER",
                 vm.set_msr_filter(KVM_MSR_FILTER_DEFAULT_ALLOW, &ranges),

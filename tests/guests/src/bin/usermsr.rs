@@ -1,7 +1,9 @@
 //! The `usermsr` guest: MSRs that neither Mojito nor KVM knows reach the
 //! VMM (`KVM_CAP_X86_USER_SPACE_MSR`, reason unknown), which emulates four
 //! scratch registers at `abi::guest::VMM_MSR_BASE` and refuses the rest; a
-//! refusal, and an invalid write to an MSR the hypervisor knows, raise #GP.
+//! refusal, a read the VMM's MSR filter denies (`VMM_MSR_WRITE_ONLY`,
+//! `KVM_X86_SET_MSR_FILTER`) and an invalid write to an MSR the hypervisor
+//! knows raise #GP.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -10,7 +12,7 @@ fn main() {}
 
 #[cfg(target_os = "none")]
 mod guest {
-    use abi::guest::{VMM_MSR_BASE, VMM_MSR_COUNT};
+    use abi::guest::{VMM_MSR_BASE, VMM_MSR_COUNT, VMM_MSR_WRITE_ONLY};
     use guests::cpu::MSR_MTRR_DEF_TYPE;
     use guests::fault::{GP, try_rdmsr, try_wrmsr};
     use guests::port::exit;
@@ -25,7 +27,8 @@ mod guest {
     }
 
     fn run(_boot: BootInfo) -> ! {
-        for i in 0..VMM_MSR_COUNT {
+        let readable = VMM_MSR_WRITE_ONLY - VMM_MSR_BASE;
+        for i in 0..readable {
             match try_rdmsr(VMM_MSR_BASE + i) {
                 Ok(0) => {}
                 other => fail!("RDMSR {:#x} at start: {other:?}, want 0", VMM_MSR_BASE + i),
@@ -37,7 +40,7 @@ mod guest {
                 fail!("WRMSR {:#x} raised vector {v}", VMM_MSR_BASE + i);
             }
         }
-        for i in 0..VMM_MSR_COUNT {
+        for i in 0..readable {
             match try_rdmsr(VMM_MSR_BASE + i) {
                 Ok(v) if v == pattern(i) => {}
                 other => fail!(
@@ -47,7 +50,13 @@ mod guest {
                 ),
             }
         }
-        println!("vmm msrs: {VMM_MSR_COUNT} registers keep what was written");
+        println!("vmm msrs: {readable} registers keep what was written");
+        // The filter denies the read before anything else looks at it.
+        match try_rdmsr(VMM_MSR_WRITE_ONLY) {
+            Err(GP) => {}
+            other => fail!("RDMSR {VMM_MSR_WRITE_ONLY:#x} (filtered): {other:?}, want #GP"),
+        }
+        println!("vmm msrs: the filter denies reading {VMM_MSR_WRITE_ONLY:#x}; writing it works");
         let past = VMM_MSR_BASE + VMM_MSR_COUNT;
         match try_rdmsr(past) {
             Err(GP) => {}
