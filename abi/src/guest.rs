@@ -41,6 +41,36 @@ pub const VMM_MSR_COUNT: u32 = 4;
 /// without an exit.
 pub const VMM_MSR_WRITE_ONLY: u32 = VMM_MSR_BASE + VMM_MSR_COUNT - 1;
 
+/// The Xen hypercall-page MSR the test guests' VMM configures
+/// (`KVM_XEN_HVM_CONFIG`, seed 001), and the page count of its blobs. The
+/// VMM announces Xen at CPUID 0x4000_0100 (signature `XenVMMXenVMM`; leaf
+/// 0x4000_0102: EAX pages, EBX the MSR), after Mojito's own leaves, as Xen
+/// itself does beside Viridian's.
+pub const XEN_HYPERCALL_MSR: u32 = 0x4d4f_1000;
+pub const XEN_BLOB_PAGES: u32 = 2;
+pub const XEN_CPUID_BASE: u32 = 0x4000_0100;
+
+/// Byte `i` of page `page` of the test VMM's Xen blob for 64-bit (`long`)
+/// or 32-bit guests. Page 0 holds the hypercall stubs (entry `n` at
+/// `32 n`: `mov eax, n; VMCALL or VMMCALL; ret`, INT3 between them); page 1
+/// a pattern that differs between the two blobs.
+pub const fn xen_blob_byte(long: bool, page: u32, i: usize, vmmcall: bool) -> u8 {
+    if page == 0 {
+        let n = (i / 32) as u32;
+        return match i % 32 {
+            0 => 0xb8,
+            k @ 1..=4 => n.to_le_bytes()[k - 1],
+            5 => 0x0f,
+            6 => 0x01,
+            7 if vmmcall => 0xd9,
+            7 => 0xc1,
+            8 => 0xc3,
+            _ => 0xcc,
+        };
+    }
+    (i as u8).wrapping_mul(7) ^ if long { 0x64 } else { 0x32 } ^ (page as u8)
+}
+
 /// A guest-physical address no memory slot and no device of the VMM's
 /// covers: a read exits as `KVM_EXIT_MMIO` and returns all ones (the bench
 /// guest's forwarded MMIO read). Inside the first GiB, which test guests

@@ -364,6 +364,21 @@ impl Vm for MojitoVm {
         let arg = &filter as *const abi::kvm::kvm_msr_filter as u64;
         zero(hv::call(KVM_X86_SET_MSR_FILTER, self.handle, arg))
     }
+
+    fn xen_hvm_config(&mut self, msr: u32, blob_32: &[u8], blob_64: &[u8]) -> api::Result<()> {
+        let pages = |b: &[u8]| u8::try_from(b.len() / 4096).map_err(|_| EINVAL);
+        let c = abi::kvm::kvm_xen_hvm_config {
+            flags: abi::kvm::KVM_XEN_HVM_CONFIG_HYPERCALL_MSR,
+            msr,
+            blob_addr_32: blob_32.as_ptr() as u64,
+            blob_addr_64: blob_64.as_ptr() as u64,
+            blob_size_32: pages(blob_32)?,
+            blob_size_64: pages(blob_64)?,
+            pad2: [0; 30],
+        };
+        let arg = &c as *const abi::kvm::kvm_xen_hvm_config as u64;
+        zero(hv::call(KVM_XEN_HVM_CONFIG, self.handle, arg))
+    }
 }
 
 /// Makes the vCPU's next `KVM_RUN` return `EINTR` (through

@@ -85,6 +85,7 @@ fn run_until_switch<B: Backend>(
             | Action::ForwardHypercall
             | Action::ForwardMmio(_)
             | Action::ForwardMsr(_)
+            | Action::XenPage(_)
             | Action::InterruptWindow => {}
             Action::Stop(reason) => return Some(reason),
         }

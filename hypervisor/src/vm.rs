@@ -136,6 +136,8 @@ pub struct VmEnv {
     pub user_msr_exits: u32,
     /// `KVM_X86_SET_MSR_FILTER`'s filter, if one filters anything.
     pub msr_filter: Option<crate::vcpu::msr_filter::MsrFilter>,
+    /// `KVM_XEN_HVM_CONFIG`: the hypercall-page MSR, if set.
+    pub xen: Option<crate::control::xen::XenHvm>,
     pub ram: GuestRam,
     pub cpuid: CpuidTable,
     pub msrs: MsrState,
@@ -329,6 +331,7 @@ impl<B: Backend> Vm<B> {
                 hypercall_exits: 0,
                 user_msr_exits: 0,
                 msr_filter: None,
+                xen: None,
                 ram,
                 cpuid,
                 msrs: MsrState::default(),

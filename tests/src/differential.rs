@@ -164,6 +164,10 @@ pub enum Kind {
     /// to the first place they part, which must be a `KVM_EXIT_DEBUG`
     /// record on one side.
     HostStepsDiffer,
+    /// The host's KVM never returns from a `KVM_RUN` (the watchdog stops
+    /// it); the streams are equal up to the host's end, and Mojito's goes
+    /// on.
+    HostHangs,
 }
 
 /// A known, accepted difference between Mojito's stream and host KVM's.
@@ -218,6 +222,14 @@ pub const DIVERGENCES: &[Divergence] = &[
         why: "kvm-pvm reports fewer single-step KVM_EXIT_DEBUGs than KVM on hardware would \
               between the OUT that turns single-stepping on and the one that turns it off, so \
               the debug guest's count fails there",
+    },
+    Divergence {
+        guests: &["xenner"],
+        host: HostKind::KvmPvm,
+        kind: Kind::HostHangs,
+        why: "kvm-pvm never returns from a VMCALL in emulated guest kernel code (the xenner \
+              guest's hypercall stub, its last step; the demo stops at XGETBV before its own \
+              hypercall check), so the watchdog stops it there",
     },
     Divergence {
         guests: &["demo"],
@@ -560,6 +572,29 @@ fn compare(p: &Printed, host: &HostRun, listed: &[&'static Divergence]) -> Resul
                 stop = Some(h.len());
                 known.push(format!(
                     "host KVM stops at {insn:02x?} after {} equal records: {}",
+                    h.len(),
+                    d.why
+                ));
+            }
+            Kind::HostHangs => {
+                if !host.stopped_from_outside {
+                    return Err(format!(
+                        "{name}: listed divergence did not occur: host KVM was to hang ({}), but \
+                         {}; remove it from DIVERGENCES if that is now right",
+                        d.why,
+                        host.describe()
+                    ));
+                }
+                if m.len() <= h.len() {
+                    return Err(format!(
+                        "{name}: host KVM hung after {} items, but Mojito's stream has only {}",
+                        h.len(),
+                        m.len()
+                    ));
+                }
+                stop = Some(h.len());
+                known.push(format!(
+                    "host KVM hung after {} equal records: {}",
                     h.len(),
                     d.why
                 ));

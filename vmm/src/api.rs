@@ -134,6 +134,14 @@ pub trait Vm {
         let _ = (flags, ranges);
         Err(abi::kvm::errno::EINVAL)
     }
+    /// `KVM_XEN_HVM_CONFIG`: on a write of `GPA | n` to `msr`, the kernel
+    /// copies page `n` of `blob_64` (64-bit mode) or `blob_32` into the
+    /// guest. The blobs are whole pages and stay alive with the VM. Back
+    /// ends without `KVM_CAP_XEN_HVM` answer `EINVAL`.
+    fn xen_hvm_config(&mut self, msr: u32, blob_32: &[u8], blob_64: &[u8]) -> Result<()> {
+        let _ = (msr, blob_32, blob_64);
+        Err(abi::kvm::errno::EINVAL)
+    }
 }
 
 /// One range of a `KVM_X86_SET_MSR_FILTER` request (`kvm_msr_filter_range`

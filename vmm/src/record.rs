@@ -110,6 +110,8 @@ pub enum InHypervisor {
     /// CPUID. Listed for completeness: KVM handles CPUID in the kernel as
     /// well, so it never appears in either stream.
     Cpuid,
+    /// A write to this MSR.
+    MsrWrite(u32),
 }
 
 /// The exits Mojito handles inside the hypervisor by design, with the
@@ -123,6 +125,11 @@ pub const IN_HYPERVISOR: &[(InHypervisor, &str)] = &[
         InHypervisor::Cpuid,
         "D9: guest CPUID is answered in the hypervisor from the VMM's table",
     ),
+    (
+        InHypervisor::MsrWrite(abi::guest::XEN_HYPERCALL_MSR),
+        "the Xen hypercall-page MSR is handled in the hypervisor (KVM_XEN_HVM_CONFIG); a host \
+         KVM without KVM_CAP_XEN_HVM sends it to the VMM as a userspace MSR exit",
+    ),
 ];
 
 impl InHypervisor {
@@ -132,6 +139,7 @@ impl InHypervisor {
             (Self::Port(p), ExitRecord::IoIn { port, .. } | ExitRecord::IoOut { port, .. }) => {
                 p == port
             }
+            (Self::MsrWrite(m), ExitRecord::WrMsr { index, .. }) => m == index,
             _ => false,
         }
     }

@@ -28,7 +28,7 @@ pub const CONTROL_ELF: &str = "control.elf";
 /// What the built-in image leaves out: the control domain, the guest that
 /// never exits, and the guests whose INS/OUTS, MMIO, memory slots,
 /// interrupts, debugging, MSRs or forwarded exits need a VMM.
-pub const CONTROL_ONLY: [&str; 10] = [
+pub const CONTROL_ONLY: [&str; 11] = [
     CONTROL_ELF,
     "guests/spin.elf",
     "guests/portio.elf",
@@ -38,6 +38,7 @@ pub const CONTROL_ONLY: [&str; 10] = [
     "guests/irq.elf",
     "guests/debug.elf",
     "guests/usermsr.elf",
+    "guests/xenner.elf",
     "guests/bench.elf",
 ];
 
@@ -100,6 +101,7 @@ pub fn default_bundle(a: &Artifacts) -> Result<Vec<BundleEntry>> {
         elf("irq", "irq")?,
         elf("debug", "debug")?,
         elf("usermsr", "usermsr")?,
+        elf("xenner", "xenner")?,
         elf("bench", "bench")?,
     ])
 }
@@ -268,6 +270,7 @@ mod tests {
                 "guests/irq.elf",
                 "guests/debug.elf",
                 "guests/usermsr.elf",
+                "guests/xenner.elf",
                 "guests/bench.elf"
             ]
         );

@@ -111,6 +111,8 @@ unsafe impl Pod for abi::kvm::kvm_xcrs {}
 unsafe impl Pod for abi::kvm::kvm_enable_cap {}
 // SAFETY: as above (its `pad` fields are explicit).
 unsafe impl Pod for abi::kvm::kvm_msr_filter {}
+// SAFETY: as above.
+unsafe impl Pod for abi::kvm::kvm_xen_hvm_config {}
 
 /// Everything a hypercall may touch besides the control domain itself.
 pub struct Ctx<'a, B: Backend> {
@@ -139,6 +141,8 @@ enum Request {
     GetDirtyLog(abi::kvm::kvm_dirty_log),
     Interrupt(u32),
     SetGuestDebug(abi::kvm::kvm_guest_debug),
+    /// `KVM_XEN_HVM_CONFIG`.
+    XenHvmConfig(abi::kvm::kvm_xen_hvm_config),
     /// `KVM_X86_SET_MSR_FILTER`, checked and copied (None: no filtering).
     SetMsrFilter(Option<crate::vcpu::msr_filter::MsrFilter>),
     PowerOff,
@@ -239,6 +243,9 @@ fn decode<B: Backend>(
         (Some(Handle::Vcpu(_)), req::KVM_GET_XCRS) => Request::GetXcrs(arg),
         (Some(Handle::Vcpu(_)), req::KVM_SET_XCRS) => Request::SetXcrs(read_arg(ram, arg)?),
         (Some(Handle::Vm(_)), req::KVM_ENABLE_CAP) => Request::EnableCapVm(read_arg(ram, arg)?),
+        (Some(Handle::Vm(_)), req::KVM_XEN_HVM_CONFIG) => {
+            Request::XenHvmConfig(read_arg(ram, arg)?)
+        }
         (Some(Handle::Vm(_)), req::KVM_X86_SET_MSR_FILTER) => {
             Request::SetMsrFilter(read_msr_filter(ram, arg)?)
         }
@@ -322,6 +329,11 @@ fn invoke<B: Backend>(
         Request::CreateVcpu(id) => {
             ctx.objects
                 .create_vcpu(ctx.backend, &mut ctx.frames.lock(), vm_index, id)?
+        }
+        Request::XenHvmConfig(c) => {
+            let xen = super::xen::config(&c).map_err(|()| EINVAL)?;
+            ctx.objects.vm(vm_index).ok_or(EBADF)?.env.xen = xen;
+            0
         }
         Request::SetMsrFilter(filter) => {
             ctx.objects.vm(vm_index).ok_or(EBADF)?.env.msr_filter = filter;
@@ -539,6 +551,8 @@ fn check_extension(cap: u64) -> u64 {
         abi::kvm::KVM_CAP_EXIT_HYPERCALL => 1 << abi::kvm::KVM_HC_MAP_GPA_RANGE,
         abi::kvm::KVM_CAP_NR_VCPUS | abi::kvm::KVM_CAP_MAX_VCPUS => u64::from(MAX_VCPUS),
         abi::kvm::KVM_CAP_NR_MEMSLOTS => u64::from(MAX_MEMSLOTS),
+        // The KVM_XEN_HVM_CONFIG flags offered: the hypercall-page MSR.
+        abi::kvm::KVM_CAP_XEN_HVM => u64::from(abi::kvm::KVM_XEN_HVM_CONFIG_HYPERCALL_MSR),
         _ => 0,
     }
 }

@@ -807,6 +807,29 @@ fn run_guest<B: Backend>(
                     return RunEnd::Exit(KVM_EXIT_IRQ_WINDOW_OPEN, kvm_run_exit::default());
                 }
             }
+            Action::XenPage(value) => {
+                let Some(len) = vcpu::insn_len(&vc.cpu, env, info, Kind::Wrmsr) else {
+                    return internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]);
+                };
+                let long_mode = vc.cpu.mode() == crate::virt::CpuMode::Long64;
+                let vmcall = if B::NAME == "SVM" {
+                    [0x0f, 0x01, 0xd9]
+                } else {
+                    [0x0f, 0x01, 0xc1]
+                };
+                let copied = env.xen.is_some_and(|x| {
+                    super::xen::write_page(&x, value, long_mode, vmcall, &cd_env.ram, &mut env.ram)
+                        .is_ok()
+                });
+                if copied {
+                    vc.cpu.skip_instruction(len);
+                    if stepping && vc.cpu.rip() != rip {
+                        return debug_exit(&vc.cpu, DB_VECTOR);
+                    }
+                } else {
+                    vc.cpu.inject(crate::virt::Fault::GP0);
+                }
+            }
             Action::ForwardMsr(m) => {
                 let kind = if m.write.is_some() {
                     Kind::Wrmsr

@@ -15,6 +15,7 @@ pub mod mmio;
 pub mod objects;
 pub mod state;
 pub mod string_io;
+pub mod xen;
 
 use crate::vcpu::cpuid::CpuidTable;
 use crate::vcpu::lazy::HostXstate;
@@ -78,6 +79,7 @@ pub fn run<B: Backend>(
             | Action::ForwardHypercall
             | Action::ForwardMmio(_)
             | Action::ForwardMsr(_)
+            | Action::XenPage(_)
             | Action::InterruptWindow => {}
             Action::Stop(reason) => break reason,
             Action::ControlRequest => {

@@ -196,6 +196,7 @@ impl<B: Backend> Objects<B> {
             hypercall_exits: 0,
             user_msr_exits: 0,
             msr_filter: None,
+            xen: None,
             ram: GuestRam::empty(),
             cpuid,
             msrs: MsrState::default(),

@@ -45,6 +45,10 @@ pub enum Action {
     /// A KVM-API VM's MSR access that failed here, for its VMM
     /// (`KVM_CAP_X86_USER_SPACE_MSR`); it completes on the next `KVM_RUN`.
     ForwardMsr(MsrAccess),
+    /// A KVM-API VM wrote this value to its Xen hypercall-page MSR
+    /// (`KVM_XEN_HVM_CONFIG`); the caller, which reaches the VMM's blobs,
+    /// copies the page.
+    XenPage(u64),
     Stop(StopReason),
 }
 
@@ -175,6 +179,9 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
             let (index, value) = (g.rcx as u32, g.edx_eax());
             if !msr_allowed(env, index, true) {
                 return msr_failed(cpu, env, index, Some(value), true);
+            }
+            if env.kind == VmKind::Kvm && env.xen.is_some_and(|x| x.msr == index) {
+                return Action::XenPage(value);
             }
             match msr::write(cpu, &mut env.msrs, index, value) {
                 Ok(()) => skip(cpu, env, info, Kind::Wrmsr),

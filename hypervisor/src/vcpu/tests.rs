@@ -174,6 +174,7 @@ pub(crate) fn env() -> VmEnv {
         hypercall_exits: 0,
         user_msr_exits: 0,
         msr_filter: None,
+        xen: None,
         ram: GuestRam::empty(),
         cpuid: CpuidTable::build(
             host,
@@ -685,6 +686,9 @@ fn failed_msr_accesses_go_to_the_vmm_that_asked() {
     cpu.gprs.rcx = u64::from(m::IA32_EFER);
     (cpu.gprs.rdx, cpu.gprs.rax) = (0, cpu.efer);
     cpu.injected = None;
-    assert_eq!(handle(&mut cpu, &mut env, exit(Exit::Wrmsr, 2), 7), Action::Resume);
+    assert_eq!(
+        handle(&mut cpu, &mut env, exit(Exit::Wrmsr, 2), 7),
+        Action::Resume
+    );
     assert_eq!((cpu.injected, cpu.rip), (None, 0x1004));
 }

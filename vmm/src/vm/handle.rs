@@ -43,6 +43,9 @@ pub(super) struct State {
     pub(super) max_intrs_in_a_row: u32,
     /// The VMM's MSRs (`abi::guest::VMM_MSR_BASE`, `VmConfig::user_msrs`).
     pub(super) vmm_msrs: [u64; abi::guest::VMM_MSR_COUNT as usize],
+    /// The Xen hypercall-page MSR is emulated here (`VmConfig::xen_hvm`
+    /// on a kernel without `KVM_CAP_XEN_HVM`).
+    pub(super) xen_emulated: bool,
 }
 
 /// The VMM MSR `index` names, if any.
@@ -59,6 +62,8 @@ pub(super) enum Next {
     Command(u8),
     /// Carry out a debugging command (`Vm::debug_command`), then go on.
     Debug(u8),
+    /// Copy the Xen hypercall page the guest asked for (`Vm::xen_page`).
+    XenPage(u64),
     /// Step over the INT3 a software-breakpoint exit stopped at, then go
     /// on.
     SkipBreakpoint,
@@ -241,6 +246,9 @@ impl State {
             Exit::WrMsr { index, data, error } => {
                 self.exits.count(KVM_EXIT_X86_WRMSR);
                 self.recorder.push(ExitRecord::WrMsr { index, value: data });
+                if self.xen_emulated && index == abi::guest::XEN_HYPERCALL_MSR {
+                    return Next::XenPage(data);
+                }
                 match vmm_msr(index) {
                     Some(i) => self.vmm_msrs[i] = data,
                     None => *error = 1,

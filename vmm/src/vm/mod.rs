@@ -17,9 +17,9 @@ mod tests;
 pub use stop::{ExitCounts, Outcome, StopReason, exit_reason_name};
 
 use abi::kvm::{
-    KVM_API_VERSION, KVM_CAP_X86_MSR_FILTER, KVM_CAP_X86_USER_SPACE_MSR, KVM_MEM_LOG_DIRTY_PAGES,
-    KVM_MEM_READONLY, KVM_MSR_EXIT_REASON_UNKNOWN, KVM_MSR_FILTER_DEFAULT_ALLOW, errno,
-    kvm_enable_cap,
+    KVM_API_VERSION, KVM_CAP_X86_MSR_FILTER, KVM_CAP_X86_USER_SPACE_MSR, KVM_CAP_XEN_HVM,
+    KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_MSR_EXIT_REASON_UNKNOWN,
+    KVM_MSR_FILTER_DEFAULT_ALLOW, errno, kvm_enable_cap,
 };
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -105,6 +105,12 @@ pub struct VmConfig {
     /// kernel does not know): the VMM emulates `abi::guest::VMM_MSR_BASE`
     /// .. `+ VMM_MSR_COUNT` as scratch registers and refuses the rest (#GP).
     pub user_msrs: bool,
+    /// The Xen hypercall-page MSR (`abi::guest::XEN_HYPERCALL_MSR`) with
+    /// the test blobs (`abi::guest::xen_blob_byte`), announced at CPUID
+    /// `XEN_CPUID_BASE`: through `KVM_XEN_HVM_CONFIG` where the kernel has
+    /// `KVM_CAP_XEN_HVM`, else emulated here through a userspace MSR exit
+    /// (which needs `user_msrs`).
+    pub xen_hvm: bool,
 }
 
 impl VmConfig {
@@ -124,6 +130,7 @@ impl VmConfig {
             max_intrs_in_a_row: 0,
             memtest: false,
             user_msrs: false,
+            xen_hvm: false,
         }
     }
 
@@ -135,6 +142,7 @@ impl VmConfig {
         self.deny_mojito_msrs = true;
         self.memtest = true;
         self.user_msrs = true;
+        self.xen_hvm = true;
         self
     }
 
@@ -205,6 +213,9 @@ pub struct Vm<V: api::Vm> {
     stop: Arc<AtomicBool>,
     name: String,
     vm_id: u32,
+    /// The Xen hypercall-page blobs (32-bit, 64-bit), which the kernel may
+    /// read until the VM is closed (dropped after `vm`).
+    xen_blobs: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl<V: api::Vm> fmt::Debug for Vm<V> {
@@ -330,13 +341,47 @@ impl<V: api::Vm> Vm<V> {
             CpuidPolicy::Unset => {}
             policy_kind => {
                 let supported = kvm("KVM_GET_SUPPORTED_CPUID", system.supported_cpuid())?;
-                let table = if policy_kind == CpuidPolicy::MojitoLook {
+                let mut table = if policy_kind == CpuidPolicy::MojitoLook {
                     policy::mojito_look(&supported)
                 } else {
                     supported
                 };
+                if config.xen_hvm {
+                    table.extend(xen_cpuid());
+                }
                 kvm("KVM_SET_CPUID2", vcpu.set_cpuid2(&table))?;
             }
+        }
+        let mut xen_blobs = None;
+        let mut xen_emulated = false;
+        if config.xen_hvm {
+            // The vendor's hypercall instruction for the stubs.
+            let amd = system
+                .supported_cpuid()
+                .ok()
+                .and_then(|t| t.into_iter().find(|e| e.function == 0))
+                .is_some_and(|e| e.ebx == u32::from_le_bytes(*b"Auth"));
+            let blob = |long| {
+                let n = abi::guest::XEN_BLOB_PAGES as usize * 4096;
+                (0..n)
+                    .map(|i| abi::guest::xen_blob_byte(long, (i / 4096) as u32, i % 4096, amd))
+                    .collect::<Vec<u8>>()
+            };
+            let (b32, b64) = (blob(false), blob(true));
+            let caps = kvm("KVM_CHECK_EXTENSION", vm.check_extension(KVM_CAP_XEN_HVM))?;
+            if caps & abi::kvm::KVM_XEN_HVM_CONFIG_HYPERCALL_MSR != 0 {
+                kvm(
+                    "KVM_XEN_HVM_CONFIG",
+                    vm.xen_hvm_config(abi::guest::XEN_HYPERCALL_MSR, &b32, &b64),
+                )?;
+            } else if config.user_msrs {
+                xen_emulated = true;
+            } else {
+                return Err(Error::Config(
+                    "the Xen hypercall page needs KVM_CAP_XEN_HVM or userspace MSR exits",
+                ));
+            }
+            xen_blobs = Some((b32, b64));
         }
         let mut bus = PortBus::new();
         let standard: [(u16, u16, Box<dyn crate::devices::PortDevice>); 7] = [
@@ -379,10 +424,12 @@ impl<V: api::Vm> Vm<V> {
                 intrs_in_a_row: 0,
                 max_intrs_in_a_row: config.max_intrs_in_a_row,
                 vmm_msrs: [0; abi::guest::VMM_MSR_COUNT as usize],
+                xen_emulated,
             },
             stop: Arc::new(AtomicBool::new(false)),
             name: config.name.clone(),
             vm_id: config.vm_id,
+            xen_blobs,
         })
     }
 
@@ -593,6 +640,26 @@ impl<V: api::Vm> Vm<V> {
         &self.state.exits
     }
 
+    /// The guest wrote `value` to the Xen hypercall-page MSR of a kernel
+    /// without `KVM_CAP_XEN_HVM`: what `KVM_XEN_HVM_CONFIG` would do
+    /// (`GPA | page`; the blob by the vCPU's mode), or #GP (`msr.error`).
+    fn xen_page(&mut self, value: u64) {
+        let ok = (|| {
+            let (b32, b64) = self.xen_blobs.as_ref()?;
+            const EFER_LMA: u64 = 1 << 10;
+            let long = self.vcpu.get_sregs().ok()?.efer & EFER_LMA != 0;
+            let blob = if long { b64 } else { b32 };
+            let page = (value & 0xfff) as usize;
+            let data = blob.get(page * 4096..(page + 1) * 4096)?;
+            let offset = (value & !0xfff).checked_sub(abi::guest::GUEST_RAM_BASE)?;
+            self.vm.memory(0)?.write(offset, data).ok()
+        })()
+        .is_some();
+        if !ok {
+            self.vcpu.run_page().run_mut().exit.msr.error = 1;
+        }
+    }
+
     /// Runs the vCPU until the VM stops (or yields, or is asked to stop).
     pub fn run(&mut self) -> Outcome {
         let reason = loop {
@@ -611,6 +678,7 @@ impl<V: api::Vm> Vm<V> {
                 Next::Continue => {}
                 Next::Stop(reason) => break reason,
                 Next::Command(c) => self.memtest(c),
+                Next::XenPage(value) => self.xen_page(value),
                 Next::Debug(c) => self.debug_command(c),
                 Next::ResumeBreakpoint => {
                     // An instruction breakpoint would hit again: RF lets the
@@ -647,4 +715,36 @@ impl<V: api::Vm> Vm<V> {
             exits: self.state.exits.clone(),
         }
     }
+}
+
+/// The Xen leaves the test VMM announces (`abi::guest::XEN_CPUID_BASE`):
+/// the signature with the highest leaf, a version (4.17), and the
+/// hypercall-page leaf (EAX pages, EBX the MSR).
+fn xen_cpuid() -> [abi::kvm::kvm_cpuid_entry2; 3] {
+    let base = abi::guest::XEN_CPUID_BASE;
+    let word = |s: &[u8; 4]| u32::from_le_bytes(*s);
+    let leaf = |function, regs: [u32; 4]| abi::kvm::kvm_cpuid_entry2 {
+        function,
+        eax: regs[0],
+        ebx: regs[1],
+        ecx: regs[2],
+        edx: regs[3],
+        ..Default::default()
+    };
+    [
+        leaf(
+            base,
+            [base + 2, word(b"XenV"), word(b"MMXe"), word(b"nVMM")],
+        ),
+        leaf(base + 1, [0x0004_0011, 0, 0, 0]),
+        leaf(
+            base + 2,
+            [
+                abi::guest::XEN_BLOB_PAGES,
+                abi::guest::XEN_HYPERCALL_MSR,
+                0,
+                0,
+            ],
+        ),
+    ]
 }

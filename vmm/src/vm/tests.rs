@@ -276,10 +276,11 @@ fn stop_on_intr_pauses_and_the_watchdog_still_counts() {
 #[test]
 fn mojito_look_needs_a_filter_only_where_the_hypervisor_does_not_refuse() {
     // The fake offers no KVM_CAP_X86_MSR_FILTER (and only slot 0: no
-    // memory-slot test; no userspace MSR exits).
+    // memory-slot test; no userspace MSR exits, so no Xen page either).
     let config = VmConfig {
         memtest: false,
         user_msrs: false,
+        xen_hvm: false,
         ..small().mojito_look()
     };
     let mut system = FakeSystem::new(vec![]);
