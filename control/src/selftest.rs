@@ -118,6 +118,17 @@ pub fn bad_requests(scratch: u64, boot_area: u64) -> bool {
             errno,
         );
     }
+    // KVM_XEN_HVM_CONFIG: only the hypercall-page MSR is offered.
+    let xen = kvm_xen_hvm_config {
+        flags: KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL,
+        msr: 0x4000_0000,
+        ..Default::default()
+    };
+    c.expect(
+        "KVM_XEN_HVM_CONFIG intercepting hypercalls",
+        hv::call(KVM_XEN_HVM_CONFIG, vm, &xen as *const _ as u64),
+        EINVAL,
+    );
     let region = |slot, flags, gpa, size, addr| kvm_userspace_memory_region {
         slot,
         flags,

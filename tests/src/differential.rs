@@ -933,6 +933,25 @@ mod tests {
     }
 
     #[test]
+    fn a_hanging_host_compares_what_it_did() {
+        let d = DIVERGENCES
+            .iter()
+            .find(|d| matches!(d.kind, Kind::HostHangs))
+            .unwrap();
+        let p = printed("xenner", text("abcd\n"));
+        let hung = host(StopReason::Requested, text("ab"), true);
+        assert!(matches!(compare(&p, &hung, &[d]), Ok(Verdict::Known(_))));
+        let wrong = host(StopReason::Requested, text("xb"), true);
+        assert!(compare(&p, &wrong, &[d]).unwrap_err().contains("differ"));
+        let finished = host(StopReason::Exited(0), text("abcd\n"), false);
+        assert!(
+            compare(&p, &finished, &[d])
+                .unwrap_err()
+                .contains("did not occur")
+        );
+    }
+
+    #[test]
     fn a_host_stop_compares_the_prefix() {
         let d = &DIVERGENCES[1];
         assert!(matches!(d.kind, Kind::HostStopsAt(_)));

@@ -331,7 +331,7 @@ fn invoke<B: Backend>(
                 .create_vcpu(ctx.backend, &mut ctx.frames.lock(), vm_index, id)?
         }
         Request::XenHvmConfig(c) => {
-            let xen = super::xen::config(&c).map_err(|()| EINVAL)?;
+            let xen = super::xen::config(&c).map_err(|super::xen::Refused| EINVAL)?;
             ctx.objects.vm(vm_index).ok_or(EBADF)?.env.xen = xen;
             0
         }

@@ -20,6 +20,11 @@ const STUB: usize = 32;
 /// INT3: what a generated page holds between the stubs.
 const INT3: u8 = 0xcc;
 
+/// A request or a write the hypervisor refuses (`-EINVAL`, or #GP for the
+/// guest).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refused;
+
 /// A VM's configuration, as checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct XenHvm {
@@ -34,11 +39,11 @@ pub struct XenHvm {
 /// (intercepting hypercalls, shared info and event channels are not
 /// offered), and the MSR must be one guests cannot reach without an exit.
 /// `Ok(None)` for `msr` 0: no hypercall page.
-pub fn config(c: &kvm_xen_hvm_config) -> Result<Option<XenHvm>, ()> {
+pub fn config(c: &kvm_xen_hvm_config) -> Result<Option<XenHvm>, Refused> {
     if c.flags & !KVM_XEN_HVM_CONFIG_HYPERCALL_MSR != 0
         || crate::vcpu::msr::PASSTHROUGH.contains(&c.msr)
     {
-        return Err(());
+        return Err(Refused);
     }
     Ok((c.msr != 0).then_some(XenHvm {
         msr: c.msr,
@@ -59,11 +64,11 @@ pub fn write_page(
     vmcall: [u8; 3],
     cd: &GuestRam,
     guest: &mut GuestRam,
-) -> Result<(), ()> {
+) -> Result<(), Refused> {
     let page = value & (PAGE - 1);
     let gpa = GuestPhys::new(value & !(PAGE - 1));
     if !guest.writable(gpa, PAGE) {
-        return Err(());
+        return Err(Refused);
     }
     let (addr, pages) = if long_mode {
         (x.blob_addr_64, x.blob_pages_64)
@@ -72,7 +77,7 @@ pub fn write_page(
     };
     if x.blob_pages_32 == 0 && x.blob_pages_64 == 0 {
         if page != 0 {
-            return Err(());
+            return Err(Refused);
         }
         let mut stub = [INT3; STUB];
         stub[0] = 0xb8; // mov eax, imm32
@@ -81,27 +86,122 @@ pub fn write_page(
         for i in 0..(PAGE as usize / STUB) {
             stub[1..5].copy_from_slice(&(i as u32).to_le_bytes());
             if !guest.write(GuestPhys::new(gpa.raw() + (i * STUB) as u64), &stub) {
-                return Err(());
+                return Err(Refused);
             }
         }
         return Ok(());
     }
     if page >= u64::from(pages) {
-        return Err(());
+        return Err(Refused);
     }
     // The blob is control-domain memory, read in pieces (no allocation on
     // the exit path); all of it is checked before anything is written.
-    let src = addr.checked_add(page * PAGE).ok_or(())?;
+    let src = addr.checked_add(page * PAGE).ok_or(Refused)?;
     if !cd.covers(GuestPhys::new(src), PAGE) {
-        return Err(());
+        return Err(Refused);
     }
     let mut chunk = [0u8; 256];
     for off in (0..PAGE).step_by(chunk.len()) {
         if !cd.read(GuestPhys::new(src + off), &mut chunk)
             || !guest.write(GuestPhys::new(gpa.raw() + off), &chunk)
         {
-            return Err(());
+            return Err(Refused);
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mm::HostPhys;
+    use abi::kvm::KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL;
+
+    #[repr(C, align(4096))]
+    struct Page([u8; 4096]);
+
+    /// RAM of `n` pages each filled with `fill(i)`.
+    fn ram(n: usize, fill: impl Fn(usize) -> u8) -> GuestRam {
+        let pages = (0..n)
+            .map(|i| HostPhys::new(Box::leak(Box::new(Page([fill(i); 4096]))).0.as_ptr() as u64))
+            .collect();
+        GuestRam::from_host_pages(pages)
+    }
+
+    fn byte(ram: &GuestRam, gpa: u64) -> u8 {
+        let mut b = [0];
+        assert!(ram.read(GuestPhys::new(gpa), &mut b));
+        b[0]
+    }
+
+    fn cfg(blobs: bool) -> XenHvm {
+        let c = kvm_xen_hvm_config {
+            msr: 0x4000_0000,
+            blob_addr_64: 0,
+            blob_addr_32: 0x2000,
+            blob_size_64: if blobs { 2 } else { 0 },
+            blob_size_32: if blobs { 1 } else { 0 },
+            ..Default::default()
+        };
+        config(&c).unwrap().unwrap()
+    }
+
+    #[test]
+    fn config_checks() {
+        let mut c = kvm_xen_hvm_config {
+            msr: 0x4000_0000,
+            flags: KVM_XEN_HVM_CONFIG_HYPERCALL_MSR,
+            ..Default::default()
+        };
+        assert!(config(&c).unwrap().is_some());
+        c.flags |= KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL;
+        assert_eq!(config(&c), Err(Refused));
+        c.flags = 0;
+        c.msr = crate::arch::msr::IA32_LSTAR;
+        assert_eq!(
+            config(&c),
+            Err(Refused),
+            "an MSR guests reach without an exit"
+        );
+        c.msr = 0;
+        assert_eq!(config(&c), Ok(None));
+    }
+
+    #[test]
+    fn pages_by_mode_and_number() {
+        // The control domain: the 64-bit blob's pages at 0 and 0x1000, the
+        // 32-bit blob's at 0x2000.
+        let cd = ram(3, |i| [0x64, 0x65, 0x32][i]);
+        let mut guest = ram(4, |_| 0);
+        let x = cfg(true);
+        let vmcall = [0x0f, 0x01, 0xc1];
+        assert!(write_page(&x, 0x1000 | 1, true, vmcall, &cd, &mut guest).is_ok());
+        assert_eq!((byte(&guest, 0x1000), byte(&guest, 0x1fff)), (0x65, 0x65));
+        assert!(write_page(&x, 0x2000, false, vmcall, &cd, &mut guest).is_ok());
+        assert_eq!(byte(&guest, 0x2abc), 0x32);
+        // Past the blob (2 pages in 64-bit mode, 1 in 32-bit), outside RAM.
+        assert!(write_page(&x, 0x3000 | 2, true, vmcall, &cd, &mut guest).is_err());
+        assert!(write_page(&x, 0x3000 | 1, false, vmcall, &cd, &mut guest).is_err());
+        assert!(write_page(&x, 0x10_0000, true, vmcall, &cd, &mut guest).is_err());
+        assert_eq!(byte(&guest, 0x3000), 0, "nothing written");
+        // A blob outside the control domain's RAM: nothing written either.
+        let far = XenHvm {
+            blob_addr_64: 0x10_0000,
+            ..x
+        };
+        assert!(write_page(&far, 0x3000, true, vmcall, &cd, &mut guest).is_err());
+        assert_eq!(byte(&guest, 0x3000), 0);
+    }
+
+    #[test]
+    fn without_blobs_the_stubs_are_generated() {
+        let cd = ram(1, |_| 0);
+        let mut guest = ram(2, |_| 0);
+        let x = cfg(false);
+        assert!(write_page(&x, 0x1000, true, [0x0f, 0x01, 0xd9], &cd, &mut guest).is_ok());
+        let at = 0x1000 + 0x21 * 32;
+        let got: [u8; 10] = core::array::from_fn(|i| byte(&guest, at + i as u64));
+        assert_eq!(got, [0xb8, 0x21, 0, 0, 0, 0x0f, 0x01, 0xd9, 0xc3, 0xcc]);
+        assert!(write_page(&x, 0x1000 | 1, true, [0x0f, 0x01, 0xd9], &cd, &mut guest).is_err());
+    }
 }

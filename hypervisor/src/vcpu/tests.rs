@@ -682,6 +682,19 @@ fn failed_msr_accesses_go_to_the_vmm_that_asked() {
         rdmsr(&mut cpu, &mut env, m::IA32_EFER),
         forwarded(m::IA32_EFER, None, abi::kvm::KVM_MSR_EXIT_REASON_FILTER)
     );
+    // The Xen hypercall-page MSR goes to the caller, which reaches the
+    // VMM's blobs.
+    env.xen = crate::control::xen::config(&abi::kvm::kvm_xen_hvm_config {
+        msr: abi::guest::XEN_HYPERCALL_MSR,
+        ..Default::default()
+    })
+    .unwrap();
+    cpu.gprs.rcx = u64::from(abi::guest::XEN_HYPERCALL_MSR);
+    (cpu.gprs.rdx, cpu.gprs.rax) = (0, 0x30_0001);
+    assert_eq!(
+        handle(&mut cpu, &mut env, exit(Exit::Wrmsr, 2), 7),
+        Action::XenPage(0x30_0001)
+    );
     // Writes are not filtered by that range.
     cpu.gprs.rcx = u64::from(m::IA32_EFER);
     (cpu.gprs.rdx, cpu.gprs.rax) = (0, cpu.efer);

@@ -651,8 +651,15 @@ impl<V: api::Vm> Vm<V> {
             let blob = if long { b64 } else { b32 };
             let page = (value & 0xfff) as usize;
             let data = blob.get(page * 4096..(page + 1) * 4096)?;
-            let offset = (value & !0xfff).checked_sub(abi::guest::GUEST_RAM_BASE)?;
-            self.vm.memory(0)?.write(offset, data).ok()
+            // Guest RAM (slot 0) or the memory-slot test's logged slot;
+            // the read-only slot, like anything else, is refused.
+            let gpa = value & !0xfff;
+            let logged = abi::guest::LOGGED_SLOT_BASE;
+            let (slot, offset) = match gpa.checked_sub(abi::guest::GUEST_RAM_BASE) {
+                Some(o) if self.vm.memory(0).is_some_and(|m| o < m.len() as u64) => (0, o),
+                _ => (LOGGED_SLOT, gpa.checked_sub(logged)?),
+            };
+            self.vm.memory(slot)?.write(offset, data).ok()
         })()
         .is_some();
         if !ok {

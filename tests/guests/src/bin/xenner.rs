@@ -49,7 +49,6 @@ mod guest {
 
     guests::entry!(run);
 
-    /// The Xen leaves' base, found by their signature.
     fn xen_base() -> Option<u32> {
         (0x4000_0000u32..0x4001_0000).step_by(0x100).find(|&base| {
             let c = cpuid(base, 0);
