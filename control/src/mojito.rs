@@ -368,7 +368,7 @@ impl Vm for MojitoVm {
     fn xen_hvm_config(&mut self, msr: u32, blob_32: &[u8], blob_64: &[u8]) -> api::Result<()> {
         let pages = |b: &[u8]| u8::try_from(b.len() / 4096).map_err(|_| EINVAL);
         let c = abi::kvm::kvm_xen_hvm_config {
-            flags: abi::kvm::KVM_XEN_HVM_CONFIG_HYPERCALL_MSR,
+            flags: 0,
             msr,
             blob_addr_32: blob_32.as_ptr() as u64,
             blob_addr_64: blob_64.as_ptr() as u64,

@@ -449,14 +449,15 @@ fn xenner_guest_passes() {
     let Some(_) = kvm("xenner_guest_passes") else {
         return;
     };
-    // kvm-pvm hangs at the end (below): a shorter watchdog.
-    let run = run_test_guest("xenner", Duration::from_secs(8));
+    // kvm-pvm hangs at the end (below): a watchdog shorter than the
+    // others, long enough for the rest on a loaded machine.
+    let run = run_test_guest("xenner", Duration::from_secs(15));
     let faults = "xen: #GP for a page past the blob, a GPA outside RAM and a read-only one";
     if on_kvm_pvm() {
         // kvm-pvm never returns from the hypercall stub's VMCALL (the
         // differential test lists it): everything before it must pass.
         assert_eq!(reason(&run), StopReason::Requested, "{:#?}", run.lines);
-        assert_eq!(run.lines.last().map(String::as_str), Some(faults));
+        assert!(run.lines.iter().any(|l| l == faults), "{:#?}", run.lines);
         println!("KNOWN DIVERGENCE xenner: kvm-pvm hangs in VMCALL");
         return;
     }

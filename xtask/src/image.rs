@@ -238,6 +238,26 @@ mod tests {
     }
 
     #[test]
+    fn the_control_domain_runs_every_guest() {
+        // control/src/vm.rs runs at most MAX_GUESTS (16) guests and leaves
+        // the rest out: the default bundle must fit.
+        let a = Artifacts {
+            hypervisor: "hv".into(),
+            control: "control".into(),
+            guests: artifacts::GUESTS
+                .iter()
+                .map(|g| (*g, PathBuf::from(g)))
+                .collect(),
+        };
+        let guests = default_bundle(&a)
+            .unwrap()
+            .iter()
+            .filter(|e| e.name.starts_with("guests/"))
+            .count();
+        assert!(guests <= 16, "{guests} guests");
+    }
+
+    #[test]
     fn default_bundle_order() {
         let a = Artifacts {
             hypervisor: "hv".into(),

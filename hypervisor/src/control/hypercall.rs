@@ -524,6 +524,7 @@ fn read_msr_filter(
         Invalid::Flags | Invalid::RangeFlags | Invalid::BitmapSize | Invalid::EmptyDenyAll => {
             EINVAL
         }
+        Invalid::NoMemory => ENOMEM,
     })
 }
 

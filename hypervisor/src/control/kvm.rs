@@ -811,15 +811,11 @@ fn run_guest<B: Backend>(
                 let Some(len) = vcpu::insn_len(&vc.cpu, env, info, Kind::Wrmsr) else {
                     return internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]);
                 };
-                let long_mode = vc.cpu.mode() == crate::virt::CpuMode::Long64;
-                let vmcall = if B::NAME == "SVM" {
-                    [0x0f, 0x01, 0xd9]
-                } else {
-                    [0x0f, 0x01, 0xc1]
-                };
+                // KVM's is_long_mode(): EFER.LMA, so compatibility mode gets
+                // the 64-bit blob too.
+                let long_mode = vc.cpu.efer() & crate::arch::msr::efer::LMA != 0;
                 let copied = env.xen.is_some_and(|x| {
-                    super::xen::write_page(&x, value, long_mode, vmcall, &cd_env.ram, &mut env.ram)
-                        .is_ok()
+                    super::xen::write_page(&x, value, long_mode, &cd_env.ram, &mut env.ram).is_ok()
                 });
                 if copied {
                     vc.cpu.skip_instruction(len);

@@ -2,23 +2,21 @@
 //! to have a page of hypercall stubs put into its memory. A write of
 //! `GPA | n` (GPA page-aligned, `n` in bits 11:0) copies page `n` of the
 //! blob the VMM named — the 64-bit one if the vCPU is in 64-bit mode, else
-//! the 32-bit one — from control-domain memory into guest RAM at GPA. With
-//! no blobs (both sizes 0) the hypervisor writes the page itself, as KVM
-//! does: entry `i` at `32 × i` is `mov eax, i; VMCALL/VMMCALL; ret`. A page
-//! number past the blob, a GPA that is not guest RAM the guest may write,
-//! or a blob outside the control domain's RAM raise #GP; the page written
-//! counts as dirty.
+//! the 32-bit one (EFER.LMA, as KVM's `is_long_mode`) — from control-domain
+//! memory into guest RAM at GPA. A page number past the blob (so any, with
+//! no blob), a GPA that is not guest RAM the guest may write, or a blob
+//! outside the control domain's RAM raise #GP (KVM would exit to a VMM that
+//! asked for `KVM_MSR_EXIT_REASON_INVAL`, or fail `KVM_RUN` with `-EFAULT`
+//! for the blob); the page written counts as dirty.
 
-use abi::kvm::{KVM_XEN_HVM_CONFIG_HYPERCALL_MSR, kvm_xen_hvm_config};
+use abi::kvm::kvm_xen_hvm_config;
 
 use crate::guest::GuestRam;
 use crate::mm::GuestPhys;
 
 const PAGE: u64 = 4096;
-/// Bytes per hypercall stub in a generated page (Xen's layout).
-const STUB: usize = 32;
-/// INT3: what a generated page holds between the stubs.
-const INT3: u8 = 0xcc;
+/// The MSRs KVM accepts for the hypercall page (0x4000_0000–0x4fff_ffff).
+const MSR_RANGE: core::ops::RangeInclusive<u32> = 0x4000_0000..=0x4fff_ffff;
 
 /// A request or a write the hypervisor refuses (`-EINVAL`, or #GP for the
 /// guest).
@@ -35,14 +33,12 @@ pub struct XenHvm {
     blob_pages_64: u8,
 }
 
-/// Checks a request: only `KVM_XEN_HVM_CONFIG_HYPERCALL_MSR` may be set
-/// (intercepting hypercalls, shared info and event channels are not
-/// offered), and the MSR must be one guests cannot reach without an exit.
-/// `Ok(None)` for `msr` 0: no hypercall page.
+/// Checks a request: no flag may be set (intercepting hypercalls, event
+/// channels and the rest are not offered; `KVM_XEN_HVM_CONFIG_HYPERCALL_MSR`
+/// is a capability bit, not a flag, as in KVM), and the MSR must lie in
+/// KVM's range for it. `Ok(None)` for `msr` 0: no hypercall page.
 pub fn config(c: &kvm_xen_hvm_config) -> Result<Option<XenHvm>, Refused> {
-    if c.flags & !KVM_XEN_HVM_CONFIG_HYPERCALL_MSR != 0
-        || crate::vcpu::msr::PASSTHROUGH.contains(&c.msr)
-    {
+    if c.flags != 0 || (c.msr != 0 && !MSR_RANGE.contains(&c.msr)) {
         return Err(Refused);
     }
     Ok((c.msr != 0).then_some(XenHvm {
@@ -54,14 +50,12 @@ pub fn config(c: &kvm_xen_hvm_config) -> Result<Option<XenHvm>, Refused> {
     }))
 }
 
-/// The guest wrote `value` to the MSR in `long_mode` (64-bit code):
-/// copies the page. Err: the guest gets #GP (nothing was written).
-/// `vmcall`: the vendor's hypercall instruction, for a generated page.
+/// The guest wrote `value` to the MSR with EFER.LMA = `long_mode`: copies
+/// the page. Err: the guest gets #GP (nothing was written).
 pub fn write_page(
     x: &XenHvm,
     value: u64,
     long_mode: bool,
-    vmcall: [u8; 3],
     cd: &GuestRam,
     guest: &mut GuestRam,
 ) -> Result<(), Refused> {
@@ -75,22 +69,6 @@ pub fn write_page(
     } else {
         (x.blob_addr_32, x.blob_pages_32)
     };
-    if x.blob_pages_32 == 0 && x.blob_pages_64 == 0 {
-        if page != 0 {
-            return Err(Refused);
-        }
-        let mut stub = [INT3; STUB];
-        stub[0] = 0xb8; // mov eax, imm32
-        stub[5..8].copy_from_slice(&vmcall);
-        stub[8] = 0xc3; // ret
-        for i in 0..(PAGE as usize / STUB) {
-            stub[1..5].copy_from_slice(&(i as u32).to_le_bytes());
-            if !guest.write(GuestPhys::new(gpa.raw() + (i * STUB) as u64), &stub) {
-                return Err(Refused);
-            }
-        }
-        return Ok(());
-    }
     if page >= u64::from(pages) {
         return Err(Refused);
     }
@@ -115,7 +93,7 @@ pub fn write_page(
 mod tests {
     use super::*;
     use crate::mm::HostPhys;
-    use abi::kvm::KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL;
+    use abi::kvm::{KVM_XEN_HVM_CONFIG_HYPERCALL_MSR, KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL};
 
     #[repr(C, align(4096))]
     struct Page([u8; 4096]);
@@ -150,19 +128,19 @@ mod tests {
     fn config_checks() {
         let mut c = kvm_xen_hvm_config {
             msr: 0x4000_0000,
-            flags: KVM_XEN_HVM_CONFIG_HYPERCALL_MSR,
             ..Default::default()
         };
         assert!(config(&c).unwrap().is_some());
-        c.flags |= KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL;
-        assert_eq!(config(&c), Err(Refused));
+        for flags in [
+            KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL,
+            KVM_XEN_HVM_CONFIG_HYPERCALL_MSR,
+        ] {
+            c.flags = flags;
+            assert_eq!(config(&c), Err(Refused), "{flags:#x}");
+        }
         c.flags = 0;
-        c.msr = crate::arch::msr::IA32_LSTAR;
-        assert_eq!(
-            config(&c),
-            Err(Refused),
-            "an MSR guests reach without an exit"
-        );
+        c.msr = crate::arch::msr::IA32_EFER;
+        assert_eq!(config(&c), Err(Refused), "outside KVM's range");
         c.msr = 0;
         assert_eq!(config(&c), Ok(None));
     }
@@ -174,34 +152,29 @@ mod tests {
         let cd = ram(3, |i| [0x64, 0x65, 0x32][i]);
         let mut guest = ram(4, |_| 0);
         let x = cfg(true);
-        let vmcall = [0x0f, 0x01, 0xc1];
-        assert!(write_page(&x, 0x1000 | 1, true, vmcall, &cd, &mut guest).is_ok());
+        assert!(write_page(&x, 0x1000 | 1, true, &cd, &mut guest).is_ok());
         assert_eq!((byte(&guest, 0x1000), byte(&guest, 0x1fff)), (0x65, 0x65));
-        assert!(write_page(&x, 0x2000, false, vmcall, &cd, &mut guest).is_ok());
+        assert!(write_page(&x, 0x2000, false, &cd, &mut guest).is_ok());
         assert_eq!(byte(&guest, 0x2abc), 0x32);
         // Past the blob (2 pages in 64-bit mode, 1 in 32-bit), outside RAM.
-        assert!(write_page(&x, 0x3000 | 2, true, vmcall, &cd, &mut guest).is_err());
-        assert!(write_page(&x, 0x3000 | 1, false, vmcall, &cd, &mut guest).is_err());
-        assert!(write_page(&x, 0x10_0000, true, vmcall, &cd, &mut guest).is_err());
+        assert!(write_page(&x, 0x3000 | 2, true, &cd, &mut guest).is_err());
+        assert!(write_page(&x, 0x3000 | 1, false, &cd, &mut guest).is_err());
+        assert!(write_page(&x, 0x10_0000, true, &cd, &mut guest).is_err());
         assert_eq!(byte(&guest, 0x3000), 0, "nothing written");
         // A blob outside the control domain's RAM: nothing written either.
         let far = XenHvm {
             blob_addr_64: 0x10_0000,
             ..x
         };
-        assert!(write_page(&far, 0x3000, true, vmcall, &cd, &mut guest).is_err());
+        assert!(write_page(&far, 0x3000, true, &cd, &mut guest).is_err());
         assert_eq!(byte(&guest, 0x3000), 0);
     }
 
     #[test]
-    fn without_blobs_the_stubs_are_generated() {
+    fn without_blobs_every_page_faults() {
         let cd = ram(1, |_| 0);
         let mut guest = ram(2, |_| 0);
-        let x = cfg(false);
-        assert!(write_page(&x, 0x1000, true, [0x0f, 0x01, 0xd9], &cd, &mut guest).is_ok());
-        let at = 0x1000 + 0x21 * 32;
-        let got: [u8; 10] = core::array::from_fn(|i| byte(&guest, at + i as u64));
-        assert_eq!(got, [0xb8, 0x21, 0, 0, 0, 0x0f, 0x01, 0xd9, 0xc3, 0xcc]);
-        assert!(write_page(&x, 0x1000 | 1, true, [0x0f, 0x01, 0xd9], &cd, &mut guest).is_err());
+        assert!(write_page(&cfg(false), 0x1000, true, &cd, &mut guest).is_err());
+        assert_eq!(byte(&guest, 0x1000), 0);
     }
 }

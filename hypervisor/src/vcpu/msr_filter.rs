@@ -41,8 +41,17 @@ pub struct Range {
 }
 
 impl Range {
+    fn wraps(&self) -> bool {
+        self.base.checked_add(self.nmsrs).is_none()
+    }
+
     /// Whether the range decides `access` to `index`, and how.
     fn verdict(&self, index: u32, access: u32) -> Option<bool> {
+        // KVM computes the end in 32 bits: a range that wraps matches
+        // nothing.
+        if self.wraps() {
+            return None;
+        }
         let i = index.checked_sub(self.base)?;
         if i >= self.nmsrs || self.flags & access == 0 {
             return None;
@@ -59,6 +68,8 @@ pub enum Invalid {
     RangeFlags,
     BitmapSize,
     EmptyDenyAll,
+    /// Not a KVM case: the hypervisor's heap cannot hold the verdicts.
+    NoMemory,
 }
 
 /// A VM's filter.
@@ -75,21 +86,19 @@ impl MsrFilter {
     /// no MSRs are dropped) and precomputes the verdicts. `ranges` comes
     /// with its bitmaps already copied in, each `bitmap_bytes(nmsrs)` long.
     /// None for a filter that filters nothing (default allow, no range).
-    pub fn new(flags: u32, ranges: Vec<Range>) -> Result<Option<Self>, Invalid> {
+    pub fn new(flags: u32, mut ranges: Vec<Range>) -> Result<Option<Self>, Invalid> {
         if flags & !KVM_MSR_FILTER_DEFAULT_DENY != 0 {
             return Err(Invalid::Flags);
         }
         let default_deny = flags & KVM_MSR_FILTER_DEFAULT_DENY != 0;
-        let mut kept = Vec::new();
-        for r in ranges {
-            if r.nmsrs == 0 {
-                continue;
-            }
-            if r.flags & !(KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE) != 0 || r.flags == 0 {
-                return Err(Invalid::RangeFlags);
-            }
-            kept.push(r);
+        ranges.retain(|r| r.nmsrs != 0);
+        if ranges
+            .iter()
+            .any(|r| r.flags & !(KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE) != 0 || r.flags == 0)
+        {
+            return Err(Invalid::RangeFlags);
         }
+        let kept = ranges;
         if kept.is_empty() {
             return if default_deny {
                 Err(Invalid::EmptyDenyAll)
@@ -107,8 +116,13 @@ impl MsrFilter {
         // proportional to the ranges' sizes, not to the regions'.
         let total: u32 = REGIONS.iter().map(|r| r.1).sum();
         let fill = if default_deny { 0xff } else { 0 };
-        let mut denied = alloc::vec![fill; total as usize * BITS_PER_MSR / 8];
-        for r in f.ranges.iter().rev() {
+        let bytes = total as usize * BITS_PER_MSR / 8;
+        let mut denied = Vec::new();
+        denied
+            .try_reserve_exact(bytes)
+            .map_err(|_| Invalid::NoMemory)?;
+        denied.resize(bytes, fill);
+        for r in f.ranges.iter().rev().filter(|r| !r.wraps()) {
             let mut slot = 0u32;
             for (first, count) in REGIONS {
                 let start = r.base.max(first);
@@ -269,6 +283,16 @@ mod tests {
             MsrFilter::new(KVM_MSR_FILTER_DEFAULT_DENY, alloc::vec![]),
             Err(Invalid::EmptyDenyAll)
         );
+        // A range whose end wraps past 2^32 matches nothing, as in KVM.
+        let f = MsrFilter::new(0, alloc::vec![range(R, 0xffff_fff0, 0x20, &[])])
+            .unwrap()
+            .unwrap();
+        assert!(f.allows(0xffff_fff1, R) && f.allows(0x5, R));
+        // A range whose end wraps past 2^32 matches nothing, as in KVM.
+        let f = MsrFilter::new(0, alloc::vec![range(R, 0xffff_fff0, 0x20, &[])])
+            .unwrap()
+            .unwrap();
+        assert!(f.allows(0xffff_fff1, R) && f.allows(0x5, R));
         assert_eq!(bitmap_bytes(1), Ok(8));
         assert_eq!(bitmap_bytes(0x600 * 8), Ok(0x600));
         assert_eq!(bitmap_bytes(0x600 * 8 + 1), Err(Invalid::BitmapSize));

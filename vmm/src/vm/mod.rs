@@ -368,18 +368,27 @@ impl<V: api::Vm> Vm<V> {
                     .collect::<Vec<u8>>()
             };
             let (b32, b64) = (blob(false), blob(true));
+            // The kernel's hypercall-page MSR where it has one and this
+            // back end can configure it; else the VMM's own emulation.
             let caps = kvm("KVM_CHECK_EXTENSION", vm.check_extension(KVM_CAP_XEN_HVM))?;
-            if caps & abi::kvm::KVM_XEN_HVM_CONFIG_HYPERCALL_MSR != 0 {
-                kvm(
-                    "KVM_XEN_HVM_CONFIG",
-                    vm.xen_hvm_config(abi::guest::XEN_HYPERCALL_MSR, &b32, &b64),
-                )?;
-            } else if config.user_msrs {
+            let configured = caps & abi::kvm::KVM_XEN_HVM_CONFIG_HYPERCALL_MSR != 0
+                && match vm.xen_hvm_config(abi::guest::XEN_HYPERCALL_MSR, &b32, &b64) {
+                    Ok(()) => true,
+                    Err(errno::EINVAL | errno::ENOTTY) => false,
+                    Err(e) => {
+                        return Err(Error::Kvm {
+                            request: "KVM_XEN_HVM_CONFIG",
+                            errno: e,
+                        });
+                    }
+                };
+            if !configured {
+                if !config.user_msrs {
+                    return Err(Error::Config(
+                        "the Xen hypercall page needs KVM_CAP_XEN_HVM or userspace MSR exits",
+                    ));
+                }
                 xen_emulated = true;
-            } else {
-                return Err(Error::Config(
-                    "the Xen hypercall page needs KVM_CAP_XEN_HVM or userspace MSR exits",
-                ));
             }
             xen_blobs = Some((b32, b64));
         }
