@@ -86,6 +86,9 @@ mod machine {
         );
 
         let xstate = HostXstate::init();
+        let p = crate::arch::protect::enable();
+        let on = |b: bool| if b { "on" } else { "not offered by the CPU" };
+        log!("host: SMEP {}, SMAP {}", on(p.smep), on(p.smap));
         if crate::arch::apic::start_timer() {
             match crate::arch::apic::measure_period() {
                 Some(tsc) => log!(

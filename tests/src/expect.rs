@@ -68,6 +68,12 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
     need(format!("{first:?}"), find(&|l| l.starts_with(&first)));
     let cpu = format!("mojito: cpu0: {extension}");
     need(format!("starting {cpu:?}"), find(&|l| l.starts_with(&cpu)));
+    // Host-mode protections: on wherever the CPU model has them (QEMU's
+    // EPYC and `max`, Bochs's Skylake-X; not Westmere).
+    need(
+        "starting \"mojito: host: SMEP\"".into(),
+        find(&|l| l.starts_with("mojito: host: SMEP")),
+    );
     if mode == Mode::Control {
         for line in [
             "control: Mojito control domain",
@@ -266,6 +272,7 @@ mod tests {
             "bootloader noise",
             &first_line(),
             "mojito: cpu0: SVM npt nrips=0 vgif",
+            "mojito: host: SMEP on, SMAP on",
             "[demo] PASS",
             "mojito: vm 1 (demo): stopped: exited with status 0",
             "[isolate1] isolation ok (pattern 0x11)",

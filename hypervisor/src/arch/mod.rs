@@ -12,4 +12,6 @@ pub mod msr;
 #[cfg(target_os = "none")]
 pub mod pic;
 pub mod power;
+#[cfg(target_os = "none")]
+pub mod protect;
 pub mod xsave;
