@@ -47,6 +47,7 @@ mod machine {
         if let Some(fb) = boot_info.framebuffer.as_mut() {
             log::fbcon::init(fb);
         }
+        crate::arch::tsc::mark_boot();
         log!("Mojito {VERSION} starting");
         if !serial {
             log!("no UART at COM1: the log goes to the screen only");
@@ -85,6 +86,15 @@ mod machine {
             (FRAMES.lock().stats().free * 4096) >> 20
         );
 
+        crate::control::info::note_memory(usable);
+        match crate::arch::tsc::calibrate() {
+            Some(khz) => log!(
+                "tsc: {}.{:03} MHz, measured against the PIT",
+                khz / 1000,
+                khz % 1000
+            ),
+            None => log!("tsc: no PIT answered; the TSC's frequency is not known"),
+        }
         let xstate = HostXstate::init();
         let p = crate::arch::protect::enable();
         let on = |b: bool| if b { "on" } else { "not offered by the CPU" };
@@ -174,6 +184,7 @@ mod machine {
         let mut line = String::new();
         let _ = backend.describe(&mut line);
         log!("cpu0: {line}");
+        crate::control::info::note_extension(&line);
         let opts = Options {
             xcr0_max: xstate.xcr0_max,
             rdtscp: B::NAME == "SVM" || vmx_rdtscp(),

@@ -107,6 +107,69 @@ pub const MOJITO_METADATA_POOL: u32 =
 /// [`mojito_metadata_pool::flags`]: set the limit from `limit`.
 pub const MOJITO_POOL_SET_LIMIT: u32 = 1;
 
+/// System: Describes the machine and the hypervisor for the operator's
+/// `info`: [`mojito_info`]. Returns 0.
+pub const MOJITO_INFO: u32 = iowr(MOJITO_IOCTL_TYPE, 0x05, size_of::<mojito_info>());
+
+/// System: Resets the machine (the FADT's reset register, then the keyboard
+/// controller, then port 0xCF9, then a triple fault), after the control
+/// domain has stopped its VMs. Integer argument: 0. Does not return.
+pub const MOJITO_REBOOT: u32 = io(MOJITO_IOCTL_TYPE, 0x06);
+
+/// The `MOJITO_INFO` argument. Sizes are bytes.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct mojito_info {
+    /// In: none defined, must be 0.
+    pub flags: u32,
+    /// Out: physical CPUs the hypervisor runs on.
+    pub cpus: u32,
+    /// Out: the TSC's frequency in kHz, measured against the PIT at boot
+    /// (0: not measured).
+    pub tsc_khz: u64,
+    /// Out: TSC cycles since the hypervisor started.
+    pub uptime_tsc: u64,
+    /// Out: RAM the firmware reported usable.
+    pub mem_usable: u64,
+    /// Out: RAM the hypervisor keeps (its heap, VM metadata, and the frames
+    /// it holds): usable less the control domain's and the free.
+    pub mem_hypervisor: u64,
+    /// Out: the control domain's RAM.
+    pub mem_control: u64,
+    /// Out: free frames of the hypervisor's pool for VM metadata.
+    pub mem_free: u64,
+    /// Out: ticks of the hypervisor's timer.
+    pub timer_ticks: u64,
+    /// Must be 0.
+    pub padding: [u64; 8],
+    /// Out: the virtualization extension and the features in use, as the
+    /// boot log says them (`SVM: NPT, 16 ASIDs, ...`), NUL-terminated.
+    pub extension: [u8; 128],
+}
+
+impl Default for mojito_info {
+    fn default() -> Self {
+        Self {
+            flags: 0,
+            cpus: 0,
+            tsc_khz: 0,
+            uptime_tsc: 0,
+            mem_usable: 0,
+            mem_hypervisor: 0,
+            mem_control: 0,
+            mem_free: 0,
+            timer_ticks: 0,
+            padding: [0; 8],
+            extension: [0; 128],
+        }
+    }
+}
+
+assert_layout!(struct mojito_info, size 256, align 8, {
+    flags: 0, cpus: 4, tsc_khz: 8, uptime_tsc: 16, mem_usable: 24, mem_hypervisor: 32,
+    mem_control: 40, mem_free: 48, timer_ticks: 56, padding: 64, extension: 128,
+});
+
 /// The `MOJITO_SET_RUN_PAGES` argument.
 ///
 /// `gpa` is the page-aligned control-domain guest-physical address of
@@ -135,6 +198,11 @@ assert_layout!(struct mojito_run_pages, size 64, align 8, {
 /// in `\n`), at most `len`, to the control-domain guest-physical address
 /// `buf`, and never blocks. The bytes lost to ring overflow since the
 /// previous read are reported in `dropped`.
+///
+/// With [`MOJITO_LOG_READ_AT`] in `flags` it reads from position `at`
+/// instead (0: the oldest byte the ring still holds) and leaves the unread
+/// mark alone: the operator's `log` reads the whole ring so. `next` is the
+/// position after the last byte copied, either way.
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct mojito_log_read {
@@ -147,14 +215,21 @@ pub struct mojito_log_read {
     /// Out: bytes copied to `buf`.
     pub copied: u32,
     pub pad: u32,
-    /// Out: bytes lost since the previous read.
+    /// Out: bytes lost since the previous read (or before `at`).
     pub dropped: u64,
+    /// In, with [`MOJITO_LOG_READ_AT`]: where to read from; else 0.
+    pub at: u64,
+    /// Out: the position after the last byte copied.
+    pub next: u64,
     /// Must be 0.
-    pub padding: [u64; 4],
+    pub padding: [u64; 2],
 }
 
+/// [`mojito_log_read::flags`]: read from `at`, not from the unread mark.
+pub const MOJITO_LOG_READ_AT: u32 = 1;
+
 assert_layout!(struct mojito_log_read, size 64, align 8, {
-    flags: 0, len: 4, buf: 8, copied: 16, pad: 20, dropped: 24, padding: 32,
+    flags: 0, len: 4, buf: 8, copied: 16, pad: 20, dropped: 24, at: 32, next: 40, padding: 48,
 });
 
 /// The `MOJITO_METADATA_POOL` argument. Counts are 4 KiB frames.

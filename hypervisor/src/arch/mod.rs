@@ -1,6 +1,6 @@
 //! The host CPU: descriptor tables, exceptions, privileged instructions,
-//! MSR numbers, legacy interrupt controllers, COM1's interrupt and
-//! power-off.
+//! MSR numbers, legacy interrupt controllers, COM1's interrupt, the
+//! TSC's frequency and power-off/reset.
 
 pub mod apic;
 pub mod com1_irq;
@@ -14,4 +14,5 @@ pub mod pic;
 pub mod power;
 #[cfg(target_os = "none")]
 pub mod protect;
+pub mod tsc;
 pub mod xsave;

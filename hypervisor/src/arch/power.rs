@@ -75,6 +75,10 @@ mod machine {
     }
 
     static POWER: spin::Once<Option<AcpiPower>> = spin::Once::new();
+    /// The FADT's reset register (an I/O port) and value, where the FADT
+    /// says it works (ACPI 6.5 5.2.9 "Fixed ACPI Description Table",
+    /// RESET_REG_SUP).
+    static RESET: spin::Once<Option<(u16, u8)>> = spin::Once::new();
 
     /// Reads the FADT and the DSDT's `\_S5` from the tables at `rsdp`.
     pub fn init(rsdp: Option<u64>) -> Option<AcpiPower> {
@@ -83,6 +87,12 @@ mod machine {
             // SAFETY: the bootloader found the RSDP at this address.
             let tables = unsafe { AcpiTables::from_rsdp(Window, rsdp as usize) }.ok()?;
             let fadt = tables.find_table::<Fadt>().ok()?;
+            RESET.call_once(|| {
+                let reg = fadt.reset_register().ok()?;
+                let io = reg.address_space == acpi::address::AddressSpace::SystemIo;
+                ({ fadt.flags }.supports_system_reset_via_fadt() && io)
+                    .then(|| (reg.address as u16, fadt.reset_value))
+            });
             let pm1a = fadt.pm1a_control_block().ok()?;
             if pm1a.address_space != acpi::address::AddressSpace::SystemIo {
                 return None;
@@ -125,6 +135,50 @@ mod machine {
         }
         if under_emulator() {
             bochs_shutdown();
+        }
+    }
+
+    /// The keyboard controller's command port; command 0xFE pulses the
+    /// CPU reset line (the PC/AT's way).
+    const KBC_COMMAND_PORT: u16 = 0x64;
+    const KBC_INPUT_FULL: u8 = 1 << 1;
+    const KBC_RESET: u8 = 0xfe;
+    /// The chipset's reset control register (PIIX/ICH, QEMU, Bochs): bit 1
+    /// selects a hard reset, bit 2 starts it.
+    const RESET_CONTROL_PORT: u16 = 0xcf9;
+
+    /// Resets the machine: the FADT's reset register, the keyboard
+    /// controller, port 0xCF9, and at last a triple fault (an empty IDT
+    /// and an exception). Does not return.
+    pub fn reboot() -> ! {
+        crate::log::serial::flush();
+        if let Some(Some((port, value))) = RESET.get() {
+            // SAFETY: the FADT names this port and value as the reset.
+            unsafe { outb(*port, *value) };
+            spin_a_while();
+        }
+        // SAFETY: the keyboard controller's reset pulse; waiting (bounded)
+        // for its input buffer to empty first, as it asks.
+        unsafe {
+            for _ in 0..100_000 {
+                if inb(KBC_COMMAND_PORT) & KBC_INPUT_FULL == 0 {
+                    break;
+                }
+            }
+            outb(KBC_COMMAND_PORT, KBC_RESET);
+        }
+        spin_a_while();
+        // SAFETY: a hard reset through the chipset's reset control register.
+        unsafe {
+            outb(RESET_CONTROL_PORT, 0x02);
+            outb(RESET_CONTROL_PORT, 0x06);
+        }
+        spin_a_while();
+        // SAFETY: an IDT of limit 0 makes the breakpoint a triple fault,
+        // which resets the machine; nothing runs after it.
+        unsafe {
+            let empty = [0u16; 5];
+            core::arch::asm!("lidt [{}]", "int3", in(reg) empty.as_ptr(), options(noreturn));
         }
     }
 

@@ -53,6 +53,8 @@ unsafe impl Pod for mojito_log_read {}
 // SAFETY: as above.
 unsafe impl Pod for abi::kvm::mojito::mojito_metadata_pool {}
 // SAFETY: as above.
+unsafe impl Pod for abi::kvm::mojito::mojito_info {}
+// SAFETY: as above.
 unsafe impl Pod for abi::kvm::kvm_dirty_log {}
 // SAFETY: as above.
 unsafe impl Pod for abi::kvm::kvm_interrupt {}
@@ -146,6 +148,11 @@ enum Request {
     /// `KVM_X86_SET_MSR_FILTER`, checked and copied (None: no filtering).
     SetMsrFilter(Option<crate::vcpu::msr_filter::MsrFilter>),
     PowerOff,
+    Info {
+        gpa: u64,
+        arg: mojito::mojito_info,
+    },
+    Reboot,
     Close,
     SetMemory(kvm_userspace_memory_region),
     CreateVcpu(u64),
@@ -195,12 +202,25 @@ fn decode<B: Backend>(
         (None, req::KVM_CREATE_VM) => Request::CreateVm(arg),
         (None, mojito::MOJITO_READ_LOG) => {
             let a: mojito_log_read = read_arg(ram, arg)?;
-            if a.flags != 0 || a.padding != [0; 4] {
+            let at_ok = a.flags & mojito::MOJITO_LOG_READ_AT != 0 || a.at == 0;
+            if a.flags & !mojito::MOJITO_LOG_READ_AT != 0
+                || a.next != 0
+                || a.padding != [0; 2]
+                || !at_ok
+            {
                 return Err(EINVAL);
             }
             Request::ReadLog { gpa: arg, arg: a }
         }
         (None, mojito::MOJITO_POWER_OFF) => Request::PowerOff,
+        (None, mojito::MOJITO_REBOOT) => Request::Reboot,
+        (None, mojito::MOJITO_INFO) => {
+            let a: mojito::mojito_info = read_arg(ram, arg)?;
+            if a.flags != 0 || a.padding != [0; 8] {
+                return Err(EINVAL);
+            }
+            Request::Info { gpa: arg, arg: a }
+        }
         (None, mojito::MOJITO_METADATA_POOL) => {
             let a: mojito::mojito_metadata_pool = read_arg(ram, arg)?;
             if a.flags & !mojito::MOJITO_POOL_SET_LIMIT != 0 || a.pad != 0 || a.padding != [0; 3] {
@@ -306,6 +326,20 @@ fn invoke<B: Backend>(
         }
         Request::ReadLog { gpa, arg } => read_log(ctx.state, &mut cd.ram, gpa, arg)?,
         Request::PowerOff => return Ok(None),
+        Request::Info { gpa, mut arg } => {
+            let free = ctx.frames.lock().stats().free * 4096;
+            super::info::fill(&mut arg, cd.ram.size(), free);
+            write_arg(&mut cd.ram, gpa, &arg)?;
+            0
+        }
+        Request::Reboot => {
+            // The control domain has stopped its VMs. (Host unit tests
+            // have no machine to reset.)
+            #[cfg(target_os = "none")]
+            crate::arch::power::reboot();
+            #[cfg(not(target_os = "none"))]
+            return Err(EIO);
+        }
         Request::MetadataPool { gpa, mut arg } => {
             let mut frames = ctx.frames.lock();
             if arg.flags & mojito::MOJITO_POOL_SET_LIMIT != 0 {
@@ -572,11 +606,16 @@ fn read_log(
     let mut chunk = [0u8; 256];
     let mut copied = 0u32;
     let mut dropped = 0u64;
+    let at = arg.flags & mojito::MOJITO_LOG_READ_AT != 0;
+    let mut cursor = if at { arg.at } else { state.log_cursor };
     while copied < arg.len {
         let want = ((arg.len - copied) as usize).min(chunk.len());
-        let (n, lost, next) = crate::log::read_since(state.log_cursor, &mut chunk[..want]);
+        let (n, lost, next) = crate::log::read_since(cursor, &mut chunk[..want]);
         dropped += lost;
-        state.log_cursor = next;
+        cursor = next;
+        if !at {
+            state.log_cursor = next;
+        }
         if n == 0 {
             break;
         }
@@ -587,6 +626,7 @@ fn read_log(
     }
     arg.copied = copied;
     arg.dropped = dropped;
+    arg.next = cursor;
     write_arg(ram, gpa, &arg)?;
     Ok(u64::from(copied))
 }

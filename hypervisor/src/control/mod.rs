@@ -9,6 +9,7 @@
 pub mod boot;
 pub mod dirty;
 pub mod hypercall;
+pub mod info;
 pub mod kvm;
 pub mod memory;
 pub mod mmio;
