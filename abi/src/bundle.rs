@@ -321,6 +321,15 @@ impl<'a> Bundle<'a> {
         self.count == 0
     }
 
+    /// A bundle without files (for a control domain whose bundle did not
+    /// parse: its shell still runs).
+    pub const fn empty() -> Bundle<'static> {
+        Bundle {
+            bytes: &[],
+            count: 0,
+        }
+    }
+
     /// The regular files, in archive order.
     pub fn files(&self) -> impl Iterator<Item = File<'a>> + '_ {
         let bytes = self.bytes;

@@ -21,6 +21,13 @@ pub const YIELD_PORT: u16 = 0xf5;
 /// and reads return 0xff.
 pub const POST_PORT: u16 = 0x80;
 
+/// A port no device claims, which the `counter` test guest writes exactly
+/// [`COUNTER_WRITES`] times: the operator's `stats` must show that count
+/// (the shell test).
+pub const COUNTER_PORT: u16 = 0x2f0;
+/// How many times the `counter` guest writes [`COUNTER_PORT`].
+pub const COUNTER_WRITES: u32 = 1000;
+
 /// The bench's floor (issue 9): a hypercall (VMCALL on Intel, VMMCALL on
 /// AMD) with this number in RAX does nothing but step over the 3-byte
 /// instruction, in every VM but the control domain (whose hypercalls are

@@ -1,11 +1,59 @@
 //! COM1, which the control domain drives directly: the hypervisor passes its
 //! ports through (DESIGN.md D10).
+//!
+//! While the shell's prompt is on screen, every line printed from elsewhere
+//! (a guest's output, the hypervisor's log, a report) first erases the
+//! prompt line (`CR`, `ESC [ K`) and then draws it again below, so output
+//! never lands in the middle of what the operator is typing.
 
 use core::fmt::{self, Write};
 use uart_16550::backend::PioBackend;
 use uart_16550::{Config, Uart16550};
 
 static mut UART: Option<Uart16550<PioBackend>> = None;
+
+/// The prompt line as the shell last rendered it (None: no prompt, e.g.
+/// while a command runs or a guest's console is attached), and whether it
+/// is on screen now.
+static mut PROMPT: Option<alloc::vec::Vec<u8>> = None;
+static mut PROMPT_SHOWN: bool = false;
+
+/// Sets (or with None removes) the prompt line; it is drawn by
+/// `show_prompt`.
+pub fn set_prompt(line: Option<alloc::vec::Vec<u8>>) {
+    // SAFETY: one vCPU, no interrupts: no concurrent access.
+    unsafe { *core::ptr::addr_of_mut!(PROMPT) = line };
+}
+
+/// Erases the prompt line if it is on screen.
+pub fn hide_prompt() {
+    // SAFETY: one vCPU, no interrupts: no concurrent access.
+    let shown = unsafe { &mut *core::ptr::addr_of_mut!(PROMPT_SHOWN) };
+    if core::mem::take(shown) {
+        write_bytes(b"\r\x1b[K");
+    }
+}
+
+/// Draws the prompt line if there is one and it is not on screen.
+pub fn show_prompt() {
+    // SAFETY: one vCPU, no interrupts: no concurrent access.
+    unsafe {
+        if *core::ptr::addr_of!(PROMPT_SHOWN) {
+            return;
+        }
+        if let Some(line) = (*core::ptr::addr_of!(PROMPT)).as_ref() {
+            write_bytes(line);
+            *core::ptr::addr_of_mut!(PROMPT_SHOWN) = true;
+        }
+    }
+}
+
+/// Notes that the prompt line left the screen without `hide_prompt` (the
+/// operator ended it with Enter).
+pub fn prompt_gone() {
+    // SAFETY: one vCPU, no interrupts: no concurrent access.
+    unsafe { *core::ptr::addr_of_mut!(PROMPT_SHOWN) = false };
+}
 
 /// Programs COM1 at 115200 8N1, interrupting on received data: the
 /// hypervisor takes that interrupt (IRQ 4) and gives us the CPU back from a
@@ -56,14 +104,17 @@ impl Write for Console {
     }
 }
 
-pub fn print(args: fmt::Arguments<'_>) {
+/// Prints one line (the prompt moved below it).
+pub fn print_line(args: fmt::Arguments<'_>) {
+    hide_prompt();
     let _ = Console.write_fmt(args);
+    write_bytes(b"\n");
+    show_prompt();
 }
 
 #[macro_export]
 macro_rules! println {
     ($($arg:tt)*) => {{
-        $crate::console::print(format_args!($($arg)*));
-        $crate::console::print(format_args!("\n"));
+        $crate::console::print_line(format_args!($($arg)*));
     }};
 }

@@ -41,6 +41,7 @@ pub fn system(request: u32, arg: u64) -> Result<u64, i32> {
 /// Copies what is new in the hypervisor's log ring to COM1.
 pub fn echo_log() {
     let mut buf = [0u8; 512];
+    let mut wrote = false;
     loop {
         let mut req = mojito_log_read {
             len: buf.len() as u32,
@@ -51,7 +52,12 @@ pub fn echo_log() {
             mojito::MOJITO_READ_LOG,
             &mut req as *mut mojito_log_read as u64,
         ) {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => {
+                if wrote {
+                    crate::console::show_prompt();
+                }
+                return;
+            }
             Ok(n) => {
                 if req.dropped > 0 {
                     crate::println!(
@@ -59,9 +65,66 @@ pub fn echo_log() {
                         req.dropped
                     );
                 }
-                crate::console::write_bytes(&buf[..(n as usize).min(buf.len())]);
+                let bytes = &buf[..(n as usize).min(buf.len())];
+                crate::console::hide_prompt();
+                crate::console::write_bytes(bytes);
+                wrote = true;
             }
         }
+    }
+}
+
+/// Prints the whole of the hypervisor's log ring (the operator's `log`),
+/// leaving the unread mark of `echo_log` alone.
+pub fn print_whole_log() {
+    let mut buf = [0u8; 512];
+    let mut at = 0;
+    let mut first = true;
+    loop {
+        let mut req = mojito_log_read {
+            flags: mojito::MOJITO_LOG_READ_AT,
+            len: buf.len() as u32,
+            buf: buf.as_mut_ptr() as u64,
+            at,
+            ..Default::default()
+        };
+        match system(
+            mojito::MOJITO_READ_LOG,
+            &mut req as *mut mojito_log_read as u64,
+        ) {
+            Ok(0) => return,
+            Err(e) => {
+                crate::println!("log: MOJITO_READ_LOG failed: -{e}");
+                return;
+            }
+            Ok(n) => {
+                if first && req.dropped > 0 {
+                    crate::println!("(the ring has dropped the oldest {} bytes)", req.dropped);
+                }
+                first = false;
+                crate::console::write_bytes(&buf[..(n as usize).min(buf.len())]);
+                at = req.next;
+            }
+        }
+    }
+}
+
+/// The machine and the hypervisor, for `info`.
+pub fn info() -> Result<mojito::mojito_info, i32> {
+    let mut info = mojito::mojito_info::default();
+    system(
+        mojito::MOJITO_INFO,
+        &mut info as *mut mojito::mojito_info as u64,
+    )?;
+    Ok(info)
+}
+
+/// Asks the hypervisor to reset the machine; returns only if it could not.
+pub fn reboot() -> i32 {
+    echo_log();
+    match system(mojito::MOJITO_REBOOT, 0) {
+        Ok(_) => 0,
+        Err(e) => e,
     }
 }
 

@@ -1,11 +1,11 @@
 //! Mojito's control domain: the privileged guest that owns COM1 and drives
 //! the hypervisor through the KVM API (DESIGN.md D1, D10).
 //!
-//! Today it starts, checks the hypercall interface and the VMM's Mojito back
-//! end, echoes the hypervisor's log ring, runs the boot bundle's test guests
-//! with the VMM (`vmm`, on the back end in `mojito.rs`) while answering the
-//! operator's commands on COM1 (`operator.rs`), and powers the machine off.
-//! The operator's shell builds on it.
+//! It starts, checks the hypercall interface and the VMM's Mojito back end,
+//! echoes the hypervisor's log ring, and then runs the operator's shell on
+//! COM1 (`shell`): the boot bundle's `boot.mojito` and what the operator
+//! types create, run and inspect VMs with the VMM (`vmm`, on the back end in
+//! `mojito.rs`) until `poweroff` or `reboot`.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -27,13 +27,12 @@ mod hv;
 mod mem;
 #[cfg(target_os = "none")]
 mod mojito;
-// Built on the host too, for its unit tests.
-#[cfg_attr(not(target_os = "none"), allow(dead_code))]
-mod operator;
 #[cfg(target_os = "none")]
 mod selftest;
-#[cfg(target_os = "none")]
-mod vm;
+// Its parser, line editor and text helpers are built on the host too, for
+// their unit tests.
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+mod shell;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
@@ -102,14 +101,15 @@ fn run(info: &abi::kvm::mojito::mojito_boot_info) -> ! {
     backend_check::run();
     bench::lifecycle();
     hv::echo_log();
-    match abi::bundle::Bundle::parse(bundle) {
+    let bundle = match abi::bundle::Bundle::parse(bundle) {
         Ok(b) => {
             println!("control: boot bundle: {} files", b.len());
-            vm::run_all(&b);
+            b
         }
-        Err(e) => println!("control: boot bundle: {e}"),
-    }
-    println!("control: all guests have stopped; powering off");
-    hv::power_off();
-    bare::halt()
+        Err(e) => {
+            println!("control: boot bundle: {e}; the shell runs without it");
+            abi::bundle::Bundle::empty()
+        }
+    };
+    shell::run(bundle)
 }

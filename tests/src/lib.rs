@@ -4,13 +4,17 @@
 //! through the control domain also compare each guest's exit stream with
 //! the same guest's on the host's `/dev/kvm` (`differential`).
 //!
+//! The shell test (`shell`) types a whole operator's session into the
+//! shell image's console.
+//!
 //! The images come from `MOJITO_IMAGE_DIR` (`cargo xtask test` sets it to
-//! `target/mojito`); without it they are built here, through xtask's
+//! `target/mojito/test`); without it they are built here, through xtask's
 //! library, so `cargo test -p mojito-tests` works on its own.
 
 pub mod differential;
 pub mod expect;
 pub mod machine;
+pub mod shell;
 pub mod typist;
 
 use std::path::PathBuf;
@@ -24,7 +28,7 @@ pub fn images() -> &'static Images {
     let found = IMAGES.get_or_init(|| match std::env::var_os("MOJITO_IMAGE_DIR") {
         Some(dir) => {
             let images = Images::in_dir(&PathBuf::from(&dir));
-            for path in [&images.uefi, &images.bios] {
+            for path in [&images.uefi, &images.bios, &images.shell_bios] {
                 if !path.is_file() {
                     return Err(format!(
                         "MOJITO_IMAGE_DIR={} holds no {}: run `cargo xtask image`, or unset \
@@ -38,8 +42,12 @@ pub fn images() -> &'static Images {
         }
         None => {
             eprintln!("mojito-tests: MOJITO_IMAGE_DIR is not set; building the images");
-            xtask::image::build_images(&xtask::Workspace::locate(), &[])
-                .map_err(|e| format!("cannot build the images: {e:#}"))
+            xtask::image::build_images(
+                &xtask::Workspace::locate(),
+                &[],
+                xtask::image::Purpose::Tests,
+            )
+            .map_err(|e| format!("cannot build the images: {e:#}"))
         }
     });
     match found {

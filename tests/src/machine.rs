@@ -41,6 +41,8 @@ pub enum Disk {
     /// The BIOS image without the control domain (the hypervisor runs the
     /// guests itself).
     BuiltinBios,
+    /// The shell test's BIOS image (the control domain and `counter`).
+    ShellBios,
 }
 
 /// A finished run.
@@ -70,7 +72,7 @@ fn finish_typing(typist: Option<Typist>, outcome: &mut Outcome) -> Option<Result
     let t = typist?;
     let serial = t.serial.clone();
     let done = t.finish();
-    outcome.serial = read_lossy(&serial);
+    outcome.serial = xtask::workspace::read_serial(&serial);
     Some(done)
 }
 
@@ -114,6 +116,9 @@ pub fn qemu(
         },
         Disk::BuiltinBios => Boot::Bios {
             image: images.builtin_bios.clone(),
+        },
+        Disk::ShellBios => Boot::Bios {
+            image: images.shell_bios.clone(),
         },
     };
     let serial = dir.path().join("serial.txt");
@@ -175,6 +180,7 @@ pub fn qemu(
         emulator_log,
         mode: match disk {
             Disk::BuiltinBios => expect::Mode::Builtin,
+            Disk::ShellBios => expect::Mode::Shell,
             Disk::UefiUsb | Disk::Bios => expect::Mode::Control,
         },
         typed,
@@ -202,6 +208,7 @@ pub fn bochs(
     let image = match mode {
         expect::Mode::Control => &images.bios,
         expect::Mode::Builtin => &images.builtin_bios,
+        expect::Mode::Shell => &images.shell_bios,
     };
     std::fs::copy(image, &disk)
         .unwrap_or_else(|e| panic!("{test}: cannot copy {}: {e}", image.display()));
@@ -274,6 +281,83 @@ fn tail(text: &str, n: usize) -> String {
 }
 
 impl Run {
+    /// Asserts that the shell session (`crate::shell`) went as it should
+    /// under `extension` and that `poweroff` ended the emulator, with
+    /// status 0 where `status_zero` (QEMU; Bochs always exits with 1).
+    pub fn assert_shell(self, extension: &str, status_zero: bool) {
+        let o = &self.outcome;
+        let mut problems = crate::shell::problems(&o.serial, extension);
+        if let Some(Err(e)) = &self.typed {
+            problems.insert(0, format!("typing into the console: {e}"));
+        }
+        for fatal in o
+            .serial
+            .lines()
+            .filter(|l| l.contains("FATAL") || l.contains("FAIL "))
+        {
+            problems.push(format!("a failure: {fatal:?}"));
+        }
+        if o.timed_out {
+            problems.insert(0, format!("timed out after {} s", timeout().as_secs()));
+        } else if status_zero && o.status.and_then(|s| s.code()) != Some(0) {
+            let status = o.status.map_or("none".into(), qemu::describe_exit);
+            problems.insert(0, format!("poweroff did not end the emulator: {status}"));
+        }
+        self.report(problems, "the shell session went as expected");
+    }
+
+    /// Asserts that `reboot` reset the machine: QEMU, run with
+    /// `-no-reboot`, ends with status 0 on the reset.
+    pub fn assert_rebooted(self) {
+        let o = &self.outcome;
+        let mut problems = crate::shell::reboot_problems(&o.serial);
+        if let Some(Err(e)) = &self.typed {
+            problems.insert(0, format!("typing into the console: {e}"));
+        }
+        if o.timed_out {
+            problems.insert(0, format!("timed out after {} s", timeout().as_secs()));
+        } else if o.status.and_then(|s| s.code()) != Some(0) {
+            let status = o.status.map_or("none".into(), qemu::describe_exit);
+            problems.insert(0, format!("QEMU did not end on the reset: {status}"));
+        }
+        self.report(problems, "reboot reset the machine");
+    }
+
+    /// Prints the outcome: on success one line; on failure the problems,
+    /// the whole serial log and the emulator's log, keeping the run
+    /// directory, and fails the test.
+    fn report(self, problems: Vec<String>, success: &str) {
+        let o = &self.outcome;
+        let secs = o.elapsed.as_secs_f64();
+        if problems.is_empty() {
+            println!(
+                "{}: {success}; the machine stopped after {secs:.1} s",
+                self.test
+            );
+            if std::env::var_os(KEEP_RUNS_VAR).is_some() {
+                println!(
+                    "{}: run directory kept: {}",
+                    self.test,
+                    self.dir.keep().display()
+                );
+            }
+            return;
+        }
+        let kept = self.dir.keep();
+        println!(
+            "{test} failed after {secs:.1} s:\n  - {list}\n\ncommand: {command}\nrun directory \
+             (kept): {dir}\n\n===== serial log =====\n{serial}\n===== end of serial log \
+             =====\n\n{emulator}\n",
+            test = self.test,
+            list = problems.join("\n  - "),
+            command = self.command,
+            dir = kept.display(),
+            serial = printable(&o.serial),
+            emulator = printable(&self.emulator_log),
+        );
+        std::panic::resume_unwind(Box::new(format!("{} failed", self.test)));
+    }
+
     /// Asserts that every built-in guest ended as it should under
     /// `extension` (`SVM`/`VMX`), and, when `powered_off`, that the
     /// emulator exited with status 0 (ACPI power-off). Prints the demo's

@@ -85,6 +85,54 @@ fn svm_qemu_builtin_max() {
     .assert_all_guests_ran("SVM", true);
 }
 
+/// The operator's shell over QEMU's COM1 (SVM): a whole session typed
+/// (`mojito_tests::shell`), ended by `poweroff`, which must end QEMU with
+/// status 0.
+#[test]
+fn shell_qemu() {
+    machine::qemu(
+        "shell_qemu",
+        Disk::ShellBios,
+        xtask::qemu::TCG_SVM_CPU,
+        2048,
+        1,
+        &[],
+        mojito_tests::shell::keys(600),
+    )
+    .assert_shell("SVM", true);
+}
+
+/// `reboot` at the shell resets the machine (QEMU's `-no-reboot` turns the
+/// reset into its end).
+#[test]
+fn shell_qemu_reboot() {
+    machine::qemu(
+        "shell_qemu_reboot",
+        Disk::ShellBios,
+        xtask::qemu::TCG_SVM_CPU,
+        512,
+        1,
+        &[],
+        mojito_tests::shell::reboot_keys(),
+    )
+    .assert_rebooted();
+}
+
+/// The same session in Bochs (VMX), its COM1 a TCP socket; a shorter
+/// random burst (every character echoed costs ~100 µs there).
+#[test]
+fn shell_bochs() {
+    machine::bochs(
+        "shell_bochs",
+        xtask::bochs::DEFAULT_MODEL,
+        2048,
+        1,
+        Mode::Shell,
+        mojito_tests::shell::keys(200),
+    )
+    .assert_shell("VMX", false);
+}
+
 /// The BIOS image in Bochs, Skylake-X: VMX with EPT (A/D bits, 1G pages),
 /// unrestricted guest, VPID, XSAVE/AVX. The machine `run --bochs` boots.
 /// Types commands while a guest spins.

@@ -22,14 +22,23 @@ pub const BIOS_IMAGE: &str = "mojito-bios.img";
 /// guests itself, with its built-in ports (the core's own test).
 pub const BUILTIN_BIOS_IMAGE: &str = "mojito-builtin-bios.img";
 
+/// The shell test's BIOS image: the control domain and the `counter` guest,
+/// no boot script (the test types every command).
+pub const SHELL_BIOS_IMAGE: &str = "mojito-shell-bios.img";
+
 /// The control domain's name in the boot bundle.
 pub const CONTROL_ELF: &str = "control.elf";
 
-/// What the built-in image leaves out: the control domain, the guest that
-/// never exits, and the guests whose INS/OUTS, MMIO, memory slots,
-/// interrupts, debugging, MSRs or forwarded exits need a VMM.
-pub const CONTROL_ONLY: [&str; 11] = [
+/// The control domain's boot script in the bundle: shell commands, one a
+/// line (DESIGN.md §3; control/src/shell).
+pub const BOOT_SCRIPT: &str = "boot.mojito";
+
+/// What the built-in image leaves out: the control domain and its boot
+/// script, the guest that never exits, and the guests whose INS/OUTS, MMIO,
+/// memory slots, interrupts, debugging, MSRs or forwarded exits need a VMM.
+pub const CONTROL_ONLY: [&str; 12] = [
     CONTROL_ELF,
+    BOOT_SCRIPT,
     "guests/spin.elf",
     "guests/portio.elf",
     "guests/mmio.elf",
@@ -56,6 +65,8 @@ pub struct Images {
     pub bios: PathBuf,
     /// BIOS, no control domain.
     pub builtin_bios: PathBuf,
+    /// BIOS, the shell test's (written for the tests only).
+    pub shell_bios: PathBuf,
 }
 
 impl Images {
@@ -65,6 +76,7 @@ impl Images {
             uefi: dir.join(UEFI_IMAGE),
             bios: dir.join(BIOS_IMAGE),
             builtin_bios: dir.join(BUILTIN_BIOS_IMAGE),
+            shell_bios: dir.join(SHELL_BIOS_IMAGE),
         }
     }
 }
@@ -107,8 +119,10 @@ pub fn default_bundle(a: &Artifacts) -> Result<Vec<BundleEntry>> {
 }
 
 /// The bundle entry for a file given to `image --add`: an ELF file
-/// (`*.elf`) goes to `guests/` and so starts at boot; anything else keeps
-/// its base name at the top of the bundle.
+/// (`*.elf`) goes to `guests/` (the tests' boot script starts every one;
+/// at the shell `create NAME kernel=guests/FILE`); anything else keeps its
+/// base name at the top of the bundle (a `boot.mojito` replaces the
+/// generated boot script).
 pub fn extra_entry(path: &Path) -> Result<BundleEntry> {
     if !path.is_file() {
         bail!("--add {}: no such file", path.display());
@@ -150,14 +164,18 @@ pub fn build_loader(ws: &Workspace) -> Result<PathBuf> {
     Ok(loader)
 }
 
-/// Writes `target/mojito/mojito-{uefi,bios}.img` holding `kernel` and
+/// Writes `DIR/mojito-{uefi,bios}.img` holding `kernel` and
 /// `bundle` (the BIOS image padded for Bochs), and
 /// `mojito-builtin-bios.img` with the same bundle less the control domain.
-pub fn make_images(ws: &Workspace, kernel: &Path, bundle: &[BundleEntry]) -> Result<Images> {
+pub fn make_images(
+    ws: &Workspace,
+    dir: &Path,
+    kernel: &Path,
+    bundle: &[BundleEntry],
+) -> Result<Images> {
     let loader = build_loader(ws)?;
-    let dir = ws.image_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let images = Images::in_dir(&dir);
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let images = Images::in_dir(dir);
     let run =
         |uefi: Option<&Path>, bios: &Path, entries: &mut dyn Iterator<Item = &BundleEntry>| {
             write_images(&loader, kernel, uefi, bios, entries)
@@ -199,13 +217,132 @@ pub fn write_images(
     run_checked(&mut cmd, "loader (writing the disk images)")
 }
 
+/// A kernel for `run --kernel`: the files go into the bundle under
+/// `kernels/`, and the boot script creates and starts VM `guest` from them.
+#[derive(Clone, Debug, Default)]
+pub struct GuestKernel {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub append: Option<String>,
+    pub cpus: Option<u32>,
+    pub mem: Option<String>,
+}
+
+/// What the images are for; their boot scripts differ.
+#[derive(Clone, Copy, Debug)]
+pub enum Purpose<'a> {
+    /// The boot tests: every guest of the bundle is created and started,
+    /// the script waits for all to stop and powers the machine off.
+    Tests,
+    /// `run` and `image`: the demo guest (and `run --kernel`'s), then the
+    /// prompt.
+    Interactive(Option<&'a GuestKernel>),
+}
+
+/// The tests' boot script: create every `guests/NAME.elf`, start them all,
+/// wait, power off.
+pub fn test_script(bundle: &[BundleEntry]) -> String {
+    let names: Vec<&str> = bundle
+        .iter()
+        .filter_map(|e| e.name.strip_prefix("guests/")?.strip_suffix(".elf"))
+        .collect();
+    let mut s = String::from("# The boot tests' script (written by xtask).\n");
+    for n in &names {
+        s.push_str(&format!("create {n} kernel=guests/{n}.elf\n"));
+    }
+    for n in &names {
+        s.push_str(&format!("start {n}\n"));
+    }
+    s.push_str("wait\npoweroff\n");
+    s
+}
+
+/// `"…"` for the shell, with `"` and `\` escaped.
+fn quote(s: &str) -> String {
+    let mut q = String::from("\"");
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    q
+}
+
+/// The bundle name of a `run --kernel` file.
+fn kernel_entry(path: &Path) -> Result<BundleEntry> {
+    if !path.is_file() {
+        bail!("{}: no such file", path.display());
+    }
+    let base = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{}: the file name must be UTF-8", path.display()))?;
+    if base.contains(|c: char| c.is_whitespace() || c == '"') {
+        bail!(
+            "{}: the file name must not hold spaces or quotes",
+            path.display()
+        );
+    }
+    Ok(BundleEntry {
+        name: format!("kernels/{base}"),
+        path: path.to_path_buf(),
+    })
+}
+
+/// `run` and `image`'s boot script: the demo guest, and `kernel`'s VM.
+pub fn interactive_script(kernel: Option<(&GuestKernel, &str, Option<&str>)>) -> String {
+    let mut s = String::from(
+        "# Console commands run at start-up, echoed as if typed (help lists them).\n\
+         create demo kernel=guests/demo.elf\n\
+         start demo\n",
+    );
+    if let Some((k, kernel, initrd)) = kernel {
+        let mut line = format!("create guest kernel={kernel}");
+        if let Some(i) = initrd {
+            line.push_str(&format!(" initrd={i}"));
+        }
+        if let Some(a) = &k.append {
+            line.push_str(&format!(" cmdline={}", quote(a)));
+        }
+        if let Some(m) = &k.mem {
+            line.push_str(&format!(" mem={m}"));
+        }
+        if let Some(c) = k.cpus {
+            line.push_str(&format!(" cpus={c}"));
+        }
+        s.push_str(&line);
+        s.push_str("\nstart guest\n");
+    }
+    s
+}
+
 /// Builds everything and writes the images with the default bundle plus
-/// `extra` files (`image --add`). What `image`, `run` and the tests use.
-pub fn build_images(ws: &Workspace, extra: &[PathBuf]) -> Result<Images> {
-    let extra = extra
+/// `extra` files (`image --add`) and the boot script `purpose` asks for.
+/// What `image`, `run` and the tests use; the tests' images go to
+/// `target/mojito/test`, the others to `target/mojito`.
+pub fn build_images(ws: &Workspace, extra: &[PathBuf], purpose: Purpose<'_>) -> Result<Images> {
+    let mut extra = extra
         .iter()
         .map(|p| extra_entry(p))
         .collect::<Result<Vec<_>>>()?;
+    let dir = match purpose {
+        Purpose::Tests => ws.image_dir().join("test"),
+        Purpose::Interactive(_) => ws.image_dir(),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut kernel_names = None;
+    if let Purpose::Interactive(Some(k)) = purpose {
+        let kernel = kernel_entry(&k.kernel)?;
+        let initrd = k.initrd.as_deref().map(kernel_entry).transpose()?;
+        if initrd.as_ref().is_some_and(|i| i.name == kernel.name) {
+            bail!("--kernel and --initrd must have different file names");
+        }
+        kernel_names = Some((kernel.name.clone(), initrd.as_ref().map(|i| i.name.clone())));
+        extra.push(kernel);
+        extra.extend(initrd);
+    }
     let built = artifacts::build(ws)?;
     let mut bundle = default_bundle(&built)?;
     for entry in extra {
@@ -218,7 +355,46 @@ pub fn build_images(ws: &Workspace, extra: &[PathBuf]) -> Result<Images> {
         }
         bundle.push(entry);
     }
-    make_images(ws, &built.hypervisor, &bundle)
+    if !bundle.iter().any(|e| e.name == BOOT_SCRIPT) {
+        let script = match purpose {
+            Purpose::Tests => test_script(&bundle),
+            Purpose::Interactive(k) => interactive_script(
+                k.zip(kernel_names.as_ref())
+                    .map(|(k, (kernel, initrd))| (k, kernel.as_str(), initrd.as_deref())),
+            ),
+        };
+        let path = dir.join(BOOT_SCRIPT);
+        std::fs::write(&path, script)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        bundle.push(BundleEntry {
+            name: BOOT_SCRIPT.into(),
+            path,
+        });
+    }
+    let images = make_images(ws, &dir, &built.hypervisor, &bundle)?;
+    if let Purpose::Tests = purpose {
+        let counter = built
+            .guest("counter")
+            .context("the guests crate has no `counter` binary")?;
+        let shell = [
+            BundleEntry {
+                name: CONTROL_ELF.into(),
+                path: built.control.clone(),
+            },
+            BundleEntry {
+                name: "guests/counter.elf".into(),
+                path: counter.to_path_buf(),
+            },
+        ];
+        write_images(
+            &build_loader(ws)?,
+            &built.hypervisor,
+            None,
+            &images.shell_bios,
+            &mut shell.iter(),
+        )?;
+    }
+    Ok(images)
 }
 
 #[cfg(test)]
@@ -238,9 +414,56 @@ mod tests {
     }
 
     #[test]
+    fn boot_scripts() {
+        let entries = |names: &[&str]| -> Vec<BundleEntry> {
+            names
+                .iter()
+                .map(|n| BundleEntry {
+                    name: (*n).into(),
+                    path: PathBuf::from(n),
+                })
+                .collect()
+        };
+        assert_eq!(
+            test_script(&entries(&[
+                "control.elf",
+                "guests/a.elf",
+                "x.txt",
+                "guests/b.elf"
+            ])),
+            "# The boot tests' script (written by xtask).\n\
+             create a kernel=guests/a.elf\ncreate b kernel=guests/b.elf\n\
+             start a\nstart b\nwait\npoweroff\n"
+        );
+        let plain = interactive_script(None);
+        assert!(plain.ends_with("create demo kernel=guests/demo.elf\nstart demo\n"));
+        let k = GuestKernel {
+            kernel: "bzImage".into(),
+            initrd: Some("initrd.img".into()),
+            append: Some(r#"console=ttyS0 x="a\b""#.into()),
+            cpus: Some(2),
+            mem: Some("256M".into()),
+        };
+        let with = interactive_script(Some((&k, "kernels/bzImage", Some("kernels/initrd.img"))));
+        assert!(
+            with.ends_with(
+                "create guest kernel=kernels/bzImage initrd=kernels/initrd.img \
+                 cmdline=\"console=ttyS0 x=\\\"a\\\\b\\\"\" mem=256M cpus=2\nstart guest\n"
+            ),
+            "{with}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let spaced = dir.path().join("my kernel");
+        std::fs::write(&spaced, b"x").unwrap();
+        assert!(kernel_entry(&spaced).is_err());
+        assert!(kernel_entry(&dir.path().join("none")).is_err());
+    }
+
+    #[test]
     fn the_control_domain_runs_every_guest() {
-        // control/src/vm.rs runs at most MAX_GUESTS (16) guests and leaves
-        // the rest out: the default bundle must fit.
+        // The shell holds at most MAX_VMS (16) VMs (control/src/shell/
+        // vms.rs): the tests' script creates every guest of the default
+        // bundle, so it must fit.
         let a = Artifacts {
             hypervisor: "hv".into(),
             control: "control".into(),

@@ -74,7 +74,7 @@ pub fn run(mut cmd: Command, watch: &Watch) -> Result<Outcome> {
         status,
         timed_out,
         elapsed,
-        serial: read_lossy(&watch.serial),
+        serial: crate::workspace::screen(&read_lossy(&watch.serial)),
         emulator_out: read_lossy(&watch.emulator_out),
     })
 }

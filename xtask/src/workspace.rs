@@ -100,8 +100,93 @@ pub fn command_line(cmd: &Command) -> String {
 }
 
 /// Reads a file that may not exist (yet) as text; missing reads as empty.
+/// A serial log as a terminal shows it, line by line: `CR` returns to the
+/// line's start and later text overwrites, `BS` steps back, `ESC [ K`
+/// erases to the end of the line, `ESC [ n C` / `ESC [ n D` move right /
+/// left, and other escape sequences and control characters (NUL among
+/// them) vanish. The shell redraws its prompt line with these, so this is
+/// the text an operator would read.
+pub fn screen(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut line: Vec<char> = Vec::new();
+    let mut col = 0usize;
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => {
+                out.extend(line.drain(..));
+                out.push('\n');
+                col = 0;
+            }
+            '\r' => col = 0,
+            '\x08' => col = col.saturating_sub(1),
+            '\x1b' => {
+                if chars.peek() != Some(&'[') {
+                    continue;
+                }
+                chars.next();
+                let mut param = String::new();
+                let mut last = None;
+                for p in chars.by_ref() {
+                    if ('\x40'..='\x7e').contains(&p) {
+                        last = Some(p);
+                        break;
+                    }
+                    param.push(p);
+                }
+                let n = param.parse::<usize>().unwrap_or(1).max(1);
+                match last {
+                    Some('K') => line.truncate(col),
+                    Some('C') => col += n,
+                    Some('D') => col = col.saturating_sub(n),
+                    _ => {}
+                }
+            }
+            c if c.is_control() && c != '\t' => {}
+            c => {
+                while line.len() < col {
+                    line.push(' ');
+                }
+                if col < line.len() {
+                    line[col] = c;
+                } else {
+                    line.push(c);
+                }
+                col += 1;
+            }
+        }
+    }
+    out.extend(line);
+    out
+}
+
+/// Reads a serial log and renders it as the screen shows it ([`screen`]).
+pub fn read_serial(path: &Path) -> String {
+    screen(&read_lossy(path))
+}
+
 pub fn read_lossy(path: &Path) -> String {
     std::fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn screen_renders_prompt_redraws() {
+        // A guest line printed over the prompt, and the prompt drawn again.
+        assert_eq!(
+            screen("mojito> \r\x1b[K[demo] PASS\r\nmojito> li"),
+            "[demo] PASS\nmojito> li"
+        );
+        // Typing, cursor left, insert: the editor redraws the line.
+        assert_eq!(
+            screen("mojito> lst\r\x1b[Kmojito> list\x1b[K\x1b[2D"),
+            "mojito> list"
+        );
+        assert_eq!(screen("ab\x08c\n\x00x\x1b[=3hy"), "ac\nxy");
+    }
 }

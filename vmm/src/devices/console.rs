@@ -48,6 +48,8 @@ pub struct Console {
     line: Vec<u8>,
     ring: VecDeque<u8>,
     ring_max: usize,
+    /// Bytes of output in all (the ring holds the last of them).
+    total: u64,
     /// Whether finished lines go to the sink (`echo NAME on/off`).
     echo: bool,
     sink: Box<dyn Sink>,
@@ -71,6 +73,7 @@ impl Console {
             line: Vec::new(),
             ring: VecDeque::new(),
             ring_max,
+            total: 0,
             echo: true,
             sink,
         }
@@ -89,6 +92,7 @@ impl Console {
 
     /// One byte of output.
     pub fn push(&mut self, byte: u8) {
+        self.total += 1;
         if self.ring_max > 0 {
             if self.ring.len() >= self.ring_max {
                 self.ring.pop_front();
@@ -129,6 +133,21 @@ impl Console {
         self.ring.iter().copied().collect()
     }
 
+    /// Bytes of output in all, the position after the newest byte.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The output after position `pos` (a former [`Console::total`]) that
+    /// the ring still holds, and how many bytes after `pos` it no longer
+    /// holds.
+    pub fn since(&self, pos: u64) -> (Vec<u8>, u64) {
+        let oldest = self.total - self.ring.len() as u64;
+        let lost = oldest.saturating_sub(pos);
+        let skip = pos.saturating_sub(oldest).min(self.ring.len() as u64) as usize;
+        (self.ring.iter().skip(skip).copied().collect(), lost)
+    }
+
     /// The recent output as text (invalid UTF-8 replaced).
     pub fn recent_text(&self) -> String {
         String::from_utf8_lossy(&self.recent()).into_owned()
@@ -157,6 +176,27 @@ mod tests {
                 .unwrap()
                 .push(alloc::format!("[{name}] {line}"));
         }
+    }
+
+    #[test]
+    fn since_a_position_and_what_the_ring_lost() {
+        let mut c = Console::new("demo", 4, Box::new(Discard));
+        for &b in b"ab" {
+            c.push(b);
+        }
+        let mark = c.total();
+        assert_eq!(c.since(mark), (Vec::new(), 0));
+        for &b in b"cd" {
+            c.push(b);
+        }
+        assert_eq!(c.since(mark), (b"cd".to_vec(), 0));
+        for &b in b"efg" {
+            c.push(b);
+        }
+        // The ring holds "defg": "c" after the mark is lost.
+        assert_eq!(c.since(mark), (b"defg".to_vec(), 1));
+        assert_eq!(c.since(0), (b"defg".to_vec(), 3));
+        assert_eq!(c.total(), 7);
     }
 
     #[test]

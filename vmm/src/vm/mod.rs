@@ -22,6 +22,7 @@ use abi::kvm::{
     KVM_MSR_FILTER_DEFAULT_ALLOW, errno, kvm_enable_cap,
 };
 use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -204,6 +205,16 @@ impl<K: Kick> StopHandle<K> {
     }
 }
 
+/// A memory slot as the VMM set it (for the operator's `show`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Memslot {
+    pub slot: u32,
+    /// `KVM_MEM_*`.
+    pub flags: u32,
+    pub guest_phys_addr: u64,
+    pub memory_size: u64,
+}
+
 /// A VM with one vCPU.
 pub struct Vm<V: api::Vm> {
     // Field order is drop order: the vCPU goes before its VM.
@@ -216,6 +227,8 @@ pub struct Vm<V: api::Vm> {
     /// The Xen hypercall-page blobs (32-bit, 64-bit), which the kernel may
     /// read until the VM is closed (dropped after `vm`).
     xen_blobs: Option<(Vec<u8>, Vec<u8>)>,
+    /// The memory slots, by slot number.
+    memslots: BTreeMap<u32, Memslot>,
 }
 
 impl<V: api::Vm> fmt::Debug for Vm<V> {
@@ -248,6 +261,19 @@ impl<V: api::Vm> Vm<V> {
             return Err(Error::ApiVersion(version));
         }
         let mut vm = kvm("KVM_CREATE_VM", system.create_vm())?;
+        let mut memslots = BTreeMap::new();
+        let mut note = |slot, flags, guest_phys_addr, memory_size| {
+            memslots.insert(
+                slot,
+                Memslot {
+                    slot,
+                    flags,
+                    guest_phys_addr,
+                    memory_size,
+                },
+            );
+        };
+        note(0, 0, abi::guest::GUEST_RAM_BASE, config.ram_size);
         let memory = kvm("allocating guest memory", vm.alloc_memory(config.ram_size))?;
         kvm(
             "KVM_SET_USER_MEMORY_REGION",
@@ -313,6 +339,13 @@ impl<V: api::Vm> Vm<V> {
         }
         if config.memtest {
             use abi::guest::{LOGGED_SLOT_BASE, LOGGED_SLOT_PAGES, ROM_BASE, ROM_SIZE, rom_byte};
+            note(
+                LOGGED_SLOT,
+                KVM_MEM_LOG_DIRTY_PAGES,
+                LOGGED_SLOT_BASE,
+                LOGGED_SLOT_PAGES * 4096,
+            );
+            note(ROM_SLOT, KVM_MEM_READONLY, ROM_BASE, ROM_SIZE);
             let logged = kvm(
                 "allocating guest memory",
                 vm.alloc_memory(LOGGED_SLOT_PAGES * 4096),
@@ -439,6 +472,7 @@ impl<V: api::Vm> Vm<V> {
             name: config.name.clone(),
             vm_id: config.vm_id,
             xen_blobs,
+            memslots,
         })
     }
 
@@ -633,15 +667,23 @@ impl<V: api::Vm> Vm<V> {
                 } else {
                     LOGGED_SLOT_BASE
                 };
-                let _ = self
-                    .vm
-                    .change_user_memory_region(LOGGED_SLOT, KVM_MEM_LOG_DIRTY_PAGES, to);
+                let moved =
+                    self.vm
+                        .change_user_memory_region(LOGGED_SLOT, KVM_MEM_LOG_DIRTY_PAGES, to);
+                if let (Ok(()), Some(m)) = (moved, self.memslots.get_mut(&LOGGED_SLOT)) {
+                    m.guest_phys_addr = to;
+                }
             }
             _ => {}
         }
         if let Some(port) = self.state.bus.get_mut::<MemTest>(abi::guest::MEMTEST_PORT) {
             port.set_pages(pages);
         }
+    }
+
+    /// The memory slots, by slot number.
+    pub fn memslots(&self) -> impl Iterator<Item = &Memslot> {
+        self.memslots.values()
     }
 
     /// Exit counts so far.

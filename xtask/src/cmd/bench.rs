@@ -58,6 +58,18 @@ pub fn bench(ws: &Workspace) -> Result<ExitCode> {
             path: guest.to_path_buf(),
         },
     ];
+    // Create and start the bench guest, wait for it, power off.
+    let script = dir.join(image::BOOT_SCRIPT);
+    std::fs::write(&script, image::test_script(&entries))
+        .with_context(|| format!("cannot write {}", script.display()))?;
+    let entries = [
+        entries[0].clone(),
+        entries[1].clone(),
+        BundleEntry {
+            name: image::BOOT_SCRIPT.into(),
+            path: script,
+        },
+    ];
     let loader = image::build_loader(ws)?;
     let disk = dir.join("mojito-bench-bios.img");
     image::write_images(&loader, &built.hypervisor, None, &disk, &mut entries.iter())?;

@@ -33,7 +33,7 @@ pub fn image(
     add: &[PathBuf],
     yes: bool,
 ) -> Result<()> {
-    let images = image::build_images(ws, add)?;
+    let images = image::build_images(ws, add, image::Purpose::Interactive(None))?;
     let (uefi, bios) = (&images.uefi, &images.bios);
     println!(
         "UEFI image: {} ({} KiB): for USB sticks and OVMF",

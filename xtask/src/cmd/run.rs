@@ -22,8 +22,9 @@ pub struct RunArgs {
     /// Memory, like 2G or 512M [default: 2G]
     #[arg(long, value_name = "SIZE")]
     mem: Option<String>,
-    /// Add files to the boot bundle, as `image --add` does (`*.elf` files
-    /// start as guests; `mojito.conf` sets the hypervisor's options).
+    /// Add files to the boot bundle, as `image --add` does (`*.elf` files go
+    /// to guests/; `boot.mojito` replaces the boot script; `mojito.conf` sets
+    /// the hypervisor's options).
     #[arg(long, value_name = "FILE", num_args = 1..)]
     add: Vec<PathBuf>,
     /// Boot the BIOS image (QEMU with SeaBIOS) instead of the UEFI one.
@@ -32,53 +33,51 @@ pub struct RunArgs {
     /// Run the BIOS image in Bochs with a VMX CPU (Skylake-X) instead of QEMU.
     #[arg(long)]
     bochs: bool,
-    /// A Linux kernel to run as a guest (not yet: the Linux-guest step).
+    /// A kernel to run as VM `guest`, as QEMU's -kernel: it goes into the
+    /// boot bundle and the boot script creates and starts it (an ELF test
+    /// guest or a multiboot kernel; Linux is refused until the Linux-guest
+    /// issue)
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
-    /// The guest kernel's initrd (not yet: the Linux-guest step).
-    #[arg(long, value_name = "PATH")]
+    /// The guest kernel's initrd (a multiboot module)
+    #[arg(long, value_name = "PATH", requires = "kernel")]
     initrd: Option<PathBuf>,
-    /// The guest kernel's command line (not yet: the Linux-guest step).
-    #[arg(long, value_name = "STR")]
+    /// The guest kernel's command line
+    #[arg(long, value_name = "STR", requires = "kernel")]
     append: Option<String>,
-    /// The guest's vCPUs (not yet: the Linux-guest step).
-    #[arg(long, value_name = "N")]
+    /// The guest's vCPUs (1 until guests get SMP)
+    #[arg(long, value_name = "N", requires = "kernel")]
     guest_cpus: Option<u32>,
-    /// The guest's memory (not yet: the Linux-guest step).
-    #[arg(long, value_name = "SIZE")]
+    /// The guest's memory, like 64M [default: 4M]
+    #[arg(long, value_name = "SIZE", requires = "kernel")]
     guest_mem: Option<String>,
 }
 
 impl RunArgs {
-    /// The first flag given that needs Linux-guest support.
-    fn linux_flag(&self) -> Option<&'static str> {
-        [
-            (self.kernel.is_some(), "--kernel"),
-            (self.initrd.is_some(), "--initrd"),
-            (self.append.is_some(), "--append"),
-            (self.guest_cpus.is_some(), "--guest-cpus"),
-            (self.guest_mem.is_some(), "--guest-mem"),
-        ]
-        .into_iter()
-        .find_map(|(given, flag)| given.then_some(flag))
+    /// `--kernel` and its companions.
+    fn guest_kernel(&self) -> Option<image::GuestKernel> {
+        Some(image::GuestKernel {
+            kernel: self.kernel.clone()?,
+            initrd: self.initrd.clone(),
+            append: self.append.clone(),
+            cpus: self.guest_cpus,
+            mem: self.guest_mem.clone(),
+        })
+    }
+
+    fn images(&self, ws: &Workspace) -> Result<image::Images> {
+        let kernel = self.guest_kernel();
+        image::build_images(ws, &self.add, image::Purpose::Interactive(kernel.as_ref()))
     }
 }
 
 pub fn run(ws: &Workspace, args: RunArgs) -> Result<ExitCode> {
-    if let Some(flag) = args.linux_flag() {
-        eprintln!(
-            "xtask: run {flag} is not supported yet: the control domain runs only the test \
-             guests of the boot bundle until its VMM can boot Linux (a later issue); run \
-             without it to boot those"
-        );
-        return Ok(ExitCode::from(2));
-    }
     let mem_mib = parse_mem_mib(args.mem.as_deref().unwrap_or(DEFAULT_MEM))?;
     if args.bochs {
         return run_bochs(ws, &args, mem_mib);
     }
     sysdeps::ensure(sysdeps::QEMU)?;
-    let images = image::build_images(ws, &args.add)?;
+    let images = args.images(ws)?;
     let (accel, why) = qemu::choose_accel();
     println!("xtask: accelerator: {why}");
     let boot = if args.bios {
@@ -109,7 +108,7 @@ pub fn run(ws: &Workspace, args: RunArgs) -> Result<ExitCode> {
 
 fn run_bochs(ws: &Workspace, args: &RunArgs, mem_mib: u64) -> Result<ExitCode> {
     sysdeps::ensure(sysdeps::BOCHS)?;
-    let images = image::build_images(ws, &args.add)?;
+    let images = args.images(ws)?;
     let dir = ws.image_dir().join("bochs-run");
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;

@@ -37,13 +37,15 @@ pub fn test(ws: &Workspace, slow: bool) -> Result<()> {
         let what = "cargo test -p vmm --features std";
         run_checked(ws.cargo().args(what.split(' ').skip(1)), what)
     })?;
-    phase("images", &mut || image::build_images(ws, &[]).map(drop))?;
+    phase("images", &mut || {
+        image::build_images(ws, &[], image::Purpose::Tests).map(drop)
+    })?;
     phase("boot tests: QEMU (SVM) and Bochs (VMX)", &mut || {
         // --show-output: the passing tests' benchmark lines are shown too.
         let what = "cargo test -p mojito-tests -- --show-output";
         let mut cmd = ws.cargo();
         cmd.args(what.split(' ').skip(1))
-            .env("MOJITO_IMAGE_DIR", ws.image_dir());
+            .env("MOJITO_IMAGE_DIR", ws.image_dir().join("test"));
         run_checked(&mut cmd, what)
     })?;
     println!(

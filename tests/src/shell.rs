@@ -1,0 +1,256 @@
+//! The operator's shell, driven over the emulated machine's COM1 (issue 5):
+//! the shell image holds the control domain and the `counter` guest and no
+//! boot script, and the test types every command, each once the previous
+//! one's answer has appeared, then checks the answers in order.
+
+use crate::typist::Keys;
+
+/// One thing typed and the text its answer must contain.
+#[derive(Clone, Copy, Debug)]
+pub struct Step {
+    pub typed: &'static str,
+    pub answer: &'static str,
+}
+
+const fn step(typed: &'static str, answer: &'static str) -> Step {
+    Step { typed, answer }
+}
+
+/// Where the first keys wait for: the shell's ready line.
+pub const READY: &str = "control: the shell is ready";
+
+/// Typed after [`BURST_AFTER`]: random bytes, then Ctrl-C and `list`.
+const BURST_AFTER: &str = "mojito: cpu0: ";
+
+/// The session. `RANDOM` stands for the burst of random bytes.
+pub const RANDOM: &str = "<random bytes>";
+
+pub const STEPS: &[Step] = &[
+    step("help\r", "Your own kernel: `cargo xtask run --kernel FILE`"),
+    step("help create\r", "usage: create NAME kernel=PATH"),
+    step("info\r", "virtualization: "),
+    step("ls\r", "files in the boot bundle"),
+    step("frob\r", "unknown command 'frob'; try help"),
+    step("lsit\r", "unknown command 'lsit'; did you mean list?"),
+    step("start\r", "start: a VM name is missing; usage: start NAME"),
+    step("create c1\r", "create: kernel=PATH is missing"),
+    step(
+        "create c1 kernel=nothere.elf\r",
+        "create: c1: no file nothere.elf in the boot bundle",
+    ),
+    step(
+        "create big kernel=guests/counter.elf mem=3G\r",
+        "(not enough free memory; list shows who has it); nothing was created",
+    ),
+    step("list\r", "no VMs; create one"),
+    step("info\r", "control domain heap: "),
+    step(
+        "create c1 kernel=guests/counter.elf\r",
+        "control: vm 1 (c1): created with 4 MiB of RAM",
+    ),
+    step(
+        "create c1 kernel=guests/counter.elf\r",
+        "create: there is a VM c1 already",
+    ),
+    step("info\r", "control domain heap: "),
+    step("list\r", "created"),
+    step("start c1\r", "[c1] counter: wrote port 0x2f0 1000 times"),
+    step("stats c1\r", "unclaimed port 0x02f0: 1000 writes"),
+    step("pause c1\r", "control: vm 1 (c1): paused"),
+    step("list\r", "paused"),
+    step("show vm/c1/vcpu0/regs\r", "rip 0x"),
+    step("show vm/c1/vcpu0/sregs\r", "cr0 0x"),
+    step(
+        "show vm/c1/memslots\r",
+        "slot   0: 0x0000000000-0x00003fffff",
+    ),
+    step("show nowhere\r", "show: no such path: nowhere"),
+    step("resume c1\r", "control: vm 1 (c1): resumed"),
+    step("console c1\r", "console: attached to c1; Ctrl-] detaches"),
+    step("z", "counter: got z"),
+    step("\u{1d}", "console: detached"),
+    step("echo c1 off\r", "echo: c1's lines off"),
+    step("log\r", BURST_AFTER),
+    step(RANDOM, "   1 c1 "),
+    step(
+        "destroy c1\r",
+        "control: vm 1 (c1): destroyed; 4 MiB of RAM given back",
+    ),
+    step("info\r", "control domain heap: "),
+    step("list\r", "no VMs; create one"),
+    step("poweroff\r", "control: powering off"),
+];
+
+/// A fixed burst of `n` random bytes: every ASCII control character but
+/// CR, LF and Ctrl-] (those would end the line or mean something at a
+/// console), printable text, escape sequences, and some multi-byte UTF-8;
+/// then Ctrl-C (drop the line) and `list`.
+pub fn burst(n: usize) -> String {
+    let mut x = 0x853c_49e6_748f_ea9bu64;
+    let mut s = String::new();
+    while s.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        match (x >> 56) as u8 {
+            0..=7 => s.push('é'),
+            8..=15 => s.push_str("\u{1b}[D"),
+            b => {
+                let c = char::from(b & 0x7f);
+                if !matches!(c, '\r' | '\n' | '\u{1d}' | '\0') {
+                    s.push(c);
+                }
+            }
+        }
+    }
+    s.push_str("\u{3}list\r");
+    s
+}
+
+/// The keys to type: each step after the previous one's answer.
+pub fn keys(burst_len: usize) -> Vec<Keys> {
+    let mut after = READY;
+    STEPS
+        .iter()
+        .map(|s| {
+            let typed: &'static str = if s.typed == RANDOM {
+                Box::leak(burst(burst_len).into_boxed_str())
+            } else {
+                s.typed
+            };
+            let k = Keys { after, keys: typed };
+            after = s.answer;
+            k
+        })
+        .collect()
+}
+
+/// The keys of the reboot test: `reboot` once the shell is ready.
+pub fn reboot_keys() -> Vec<Keys> {
+    vec![Keys {
+        after: READY,
+        keys: "reboot\r",
+    }]
+}
+
+/// What the reboot test's log lacks: the command, its line, and no
+/// complaint that the reset did not work (QEMU's `-no-reboot` then ends
+/// the run; without a reset it would time out).
+pub fn reboot_problems(serial: &str) -> Vec<String> {
+    let lines: Vec<&str> = serial.lines().map(str::trim_end).collect();
+    let mut problems = Vec::new();
+    let Some(at) = lines.iter().position(|l| *l == "mojito> reboot") else {
+        return vec!["no line \"mojito> reboot\"".into()];
+    };
+    if !lines[at..].contains(&"control: rebooting") {
+        problems.push("no line \"control: rebooting\" after the command".into());
+    }
+    if lines.iter().any(|l| l.starts_with("reboot: ") || l.contains("powering off")) {
+        problems.push("the machine did not reset (or powered off instead)".into());
+    }
+    problems
+}
+
+/// "N KiB in use" of an `info` heap line.
+fn heap_kib(line: &str) -> Option<u64> {
+    let rest = line.split_once(", ")?.1;
+    rest.split_once(" KiB in use")?.0.parse().ok()
+}
+
+/// What the session's log lacks or shows wrongly; empty when all is well.
+/// `extension` is `SVM` or `VMX`.
+pub fn problems(serial: &str, extension: &str) -> Vec<String> {
+    let lines: Vec<&str> = serial
+        .lines()
+        .map(|l| l.trim_end_matches(['\r', '\n']))
+        .collect();
+    let mut problems = Vec::new();
+    let mut at = match lines.iter().position(|l| l.starts_with(READY)) {
+        Some(a) => a,
+        None => return vec![format!("no line {READY:?}")],
+    };
+    let mut heaps = Vec::new();
+    for s in STEPS {
+        let command = if s.typed == RANDOM {
+            Some("list")
+        } else {
+            s.typed.strip_suffix('\r')
+        };
+        if let Some(c) = command {
+            let line = format!("mojito> {c}");
+            match lines[at..].iter().position(|l| *l == line) {
+                Some(p) => at += p,
+                None => {
+                    problems.push(format!("no line {line:?} (after line {})", at + 1));
+                    return problems;
+                }
+            }
+        }
+        match lines[at..].iter().position(|l| l.contains(s.answer)) {
+            Some(p) => at += p,
+            None => {
+                problems.push(format!(
+                    "after typing {:?}: no answer {:?}",
+                    s.typed, s.answer
+                ));
+                return problems;
+            }
+        }
+        if s.typed == "info\r" {
+            let ext = format!("virtualization: {extension}:");
+            let info = &lines[at.saturating_sub(6)..(at + 6).min(lines.len())];
+            if s.answer.starts_with("virtualization") && !info.iter().any(|l| l.starts_with(&ext)) {
+                problems.push(format!("`info` does not say {ext:?}"));
+            }
+            if let Some(k) = heap_kib(lines[at]) {
+                heaps.push(k);
+            }
+        }
+    }
+    match heaps.as_slice() {
+        [before, with, after] => {
+            if *with < before + 4096 {
+                problems.push(format!(
+                    "the heap grew by less than the guest's 4 MiB: {before} -> {with} KiB"
+                ));
+            }
+            if *after > before + 64 {
+                problems.push(format!(
+                    "destroy did not give the memory back: {before} KiB before, {after} after"
+                ));
+            }
+        }
+        other => problems.push(format!("expected 3 heap figures from info, got {other:?}")),
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_burst_is_fixed_and_safe() {
+        let b = burst(600);
+        assert_eq!(b, burst(600));
+        assert!(b.len() >= 600);
+        let body = b.strip_suffix("\u{3}list\r").unwrap();
+        assert!(!body.contains(['\r', '\n', '\u{1d}']));
+        assert!(body.contains('\u{1b}') && body.contains('é') && body.contains('\u{15}'));
+    }
+
+    #[test]
+    fn keys_follow_the_answers() {
+        let k = keys(100);
+        assert_eq!(k.len(), STEPS.len());
+        assert_eq!(k[0].after, READY);
+        assert_eq!(k[1].after, STEPS[0].answer);
+        assert!(k.iter().any(|k| k.keys.ends_with("\u{3}list\r")));
+    }
+
+    #[test]
+    fn heap_figures() {
+        let l = "control domain heap: 1.7 GiB, 5123 KiB in use (4 MiB of it guest RAM, 1 VMs)";
+        assert_eq!(heap_kib(l), Some(5123));
+    }
+}
