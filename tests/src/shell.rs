@@ -145,7 +145,10 @@ pub fn reboot_problems(serial: &str) -> Vec<String> {
     if !lines[at..].contains(&"control: rebooting") {
         problems.push("no line \"control: rebooting\" after the command".into());
     }
-    if lines.iter().any(|l| l.starts_with("reboot: ") || l.contains("powering off")) {
+    if lines
+        .iter()
+        .any(|l| l.starts_with("reboot: ") || l.contains("powering off"))
+    {
         problems.push("the machine did not reset (or powered off instead)".into());
     }
     problems

@@ -239,14 +239,14 @@ pub enum Purpose<'a> {
     Interactive(Option<&'a GuestKernel>),
 }
 
-/// The tests' boot script: create every `guests/NAME.elf`, start them all,
-/// wait, power off.
+/// The tests' boot script: print exit streams (the differential test reads
+/// them), create every `guests/NAME.elf`, start them all, wait, power off.
 pub fn test_script(bundle: &[BundleEntry]) -> String {
     let names: Vec<&str> = bundle
         .iter()
         .filter_map(|e| e.name.strip_prefix("guests/")?.strip_suffix(".elf"))
         .collect();
-    let mut s = String::from("# The boot tests' script (written by xtask).\n");
+    let mut s = String::from("# The boot tests' script (written by xtask).\nstreams on\n");
     for n in &names {
         s.push_str(&format!("create {n} kernel=guests/{n}.elf\n"));
     }
@@ -431,7 +431,7 @@ mod tests {
                 "x.txt",
                 "guests/b.elf"
             ])),
-            "# The boot tests' script (written by xtask).\n\
+            "# The boot tests' script (written by xtask).\nstreams on\n\
              create a kernel=guests/a.elf\ncreate b kernel=guests/b.elf\n\
              start a\nstart b\nwait\npoweroff\n"
         );

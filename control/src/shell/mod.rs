@@ -59,6 +59,8 @@ mod machine {
         attached: Option<(u32, u64)>,
         /// Where the round robin goes on.
         next_run: usize,
+        /// Whether stopped VMs print their exit streams (`streams`).
+        streams: bool,
     }
 
     /// Runs the shell; never returns (`poweroff` and `reboot` end it).
@@ -87,6 +89,7 @@ mod machine {
             waiting: None,
             attached: None,
             next_run: 0,
+            streams: false,
         };
         println!("control: the shell is ready; type help (Ctrl-] leaves a guest's console)");
         console::set_prompt(Some(sh.editor.render()));
@@ -240,7 +243,7 @@ mod machine {
                     return;
                 }
                 let e = &mut self.vms[i];
-                vms::stopped(e, &outcome);
+                vms::stopped(e, &outcome, self.streams);
                 if self.attached.is_some_and(|(a, _)| a == id) {
                     self.detach("the VM stopped");
                 }
@@ -495,6 +498,11 @@ mod machine {
                             busy.join(", ")
                         );
                     }
+                }
+                Command::Streams(on) => {
+                    self.streams = on;
+                    let state = if on { "on" } else { "off" };
+                    println!("streams: {state}");
                 }
                 Command::Poweroff => {
                     self.close_all();

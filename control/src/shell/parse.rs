@@ -34,6 +34,8 @@ pub enum Command {
     Log,
     /// Waits (the boot script only) until the named VMs, or all, stopped.
     Wait(Vec<String>),
+    /// Whether a stopped VM's exit stream is printed.
+    Streams(bool),
     Poweroff,
     Reboot,
 }
@@ -193,6 +195,16 @@ pub const COMMANDS: &[Spec] = &[
         summary: "(boot script) waits until the named VMs, or all, have stopped",
         more: "Typed commands are answered meanwhile; typed at the prompt it says which VMs \
                still run.",
+    },
+    Spec {
+        name: "streams",
+        alias: None,
+        usage: "streams on|off",
+        summary: "whether each VM that stops prints its exit stream (off by default; the \
+                  boot tests' differential check reads it)",
+        more: "The stream is the VM's exits as the VMM saw them, in vmm::record's compact \
+               form, with its length and FNV-1a hash; the tests compare it with the same \
+               guest's on Linux KVM.",
     },
     Spec {
         name: "poweroff",
@@ -430,6 +442,10 @@ pub fn parse(line: &str) -> Result<Option<Command>, Error> {
             [p] => Ok(Some(Command::Show(Some(p.clone())))),
             _ => Err(usage("takes one path")),
         },
+        "streams" => match args {
+            [on] if on == "on" || on == "off" => Ok(Some(Command::Streams(on == "on"))),
+            _ => Err(usage("takes on or off")),
+        },
         "wait" => match args.iter().find(|n| !valid_name(n)) {
             Some(n) => Err(usage(&format!("'{n}' is no VM name"))),
             None => Ok(Some(Command::Wait(args.to_vec()))),
@@ -587,6 +603,8 @@ mod tests {
         );
         assert_eq!(ok("wait a b"), Command::Wait(vec!["a".into(), "b".into()]));
         assert_eq!(ok("poweroff"), Command::Poweroff);
+        assert_eq!(ok("streams on"), Command::Streams(true));
+        assert!(parse("streams").is_err());
         // Every command has a spec and parses with good arguments.
         for s in COMMANDS {
             assert!(spec(s.name).is_some());

@@ -4,8 +4,8 @@
 //! The VMM does the work (`vmm::vm::Vm` on the Mojito back end,
 //! `crate::mojito`, DESIGN.md D5): RAM and vCPU, the CPUID look, the
 //! loaders, the devices and the exit stream. When a VM stops, its report
-//! and exit stream are printed (the differential test reads them,
-//! `tests/src/differential.rs`) and it is closed at once, so its memory
+//! and, after `streams on`, its exit stream are printed (the differential
+//! test reads them, `tests/src/differential.rs`) and it is closed at once, so its memory
 //! goes back to the heap; its row stays, with the reason, its exit counts
 //! and its output ring, until `destroy`.
 //!
@@ -347,8 +347,9 @@ pub fn close(e: &mut Entry) {
     hv::echo_log();
 }
 
-/// A VM stopped with `outcome`: report, stream, close.
-pub fn stopped(e: &mut Entry, outcome: &Outcome) {
+/// A VM stopped with `outcome`: report, close, and print its exit stream
+/// if `streams`.
+pub fn stopped(e: &mut Entry, outcome: &Outcome, streams: bool) {
     hv::echo_log();
     let why = report(e.id, e.name(), outcome);
     let (records, dropped) = match e.vm.as_mut() {
@@ -357,5 +358,7 @@ pub fn stopped(e: &mut Entry, outcome: &Outcome) {
     };
     close(e);
     e.state = State::Stopped(why);
-    print_stream(e.id, &e.spec.name, &records, dropped);
+    if streams {
+        print_stream(e.id, &e.spec.name, &records, dropped);
+    }
 }
