@@ -291,12 +291,16 @@ fn kernel_entry(path: &Path) -> Result<BundleEntry> {
     })
 }
 
-/// `run` and `image`'s boot script: the demo guest, and `kernel`'s VM.
+/// `run` and `image`'s boot script: the demo guest, the `counter` guest
+/// (which keeps running: `console counter` echoes what is typed), and
+/// `kernel`'s VM.
 pub fn interactive_script(kernel: Option<(&GuestKernel, &str, Option<&str>)>) -> String {
     let mut s = String::from(
         "# Console commands run at start-up, echoed as if typed (help lists them).\n\
          create demo kernel=guests/demo.elf\n\
-         start demo\n",
+         start demo\n\
+         create counter kernel=guests/counter.elf\n\
+         start counter\n",
     );
     if let Some((k, kernel, initrd)) = kernel {
         let mut line = format!("create guest kernel={kernel}");
@@ -345,6 +349,18 @@ pub fn build_images(ws: &Workspace, extra: &[PathBuf], purpose: Purpose<'_>) -> 
     }
     let built = artifacts::build(ws)?;
     let mut bundle = default_bundle(&built)?;
+    // The interactive images also hold the `counter` guest, which runs
+    // until it is stopped and answers its console (the tests' default
+    // bundle has the most guests the shell holds, and counter never ends).
+    if let Purpose::Interactive(_) = purpose {
+        let counter = built
+            .guest("counter")
+            .context("the guests crate has no `counter` binary")?;
+        bundle.push(BundleEntry {
+            name: "guests/counter.elf".into(),
+            path: counter.to_path_buf(),
+        });
+    }
     for entry in extra {
         if bundle.iter().any(|e| e.name == entry.name) {
             bail!(
@@ -436,7 +452,10 @@ mod tests {
              start a\nstart b\nwait\npoweroff\n"
         );
         let plain = interactive_script(None);
-        assert!(plain.ends_with("create demo kernel=guests/demo.elf\nstart demo\n"));
+        assert!(plain.ends_with(
+            "create demo kernel=guests/demo.elf\nstart demo\n\
+             create counter kernel=guests/counter.elf\nstart counter\n"
+        ));
         let k = GuestKernel {
             kernel: "bzImage".into(),
             initrd: Some("initrd.img".into()),

@@ -319,7 +319,7 @@ mod machine {
                 return;
             }
             let id = self.next_id;
-            match vms::make(id, &spec, &self.bundle) {
+            match vms::make(id, &spec, &self.bundle, self.streams) {
                 Ok(vm) => {
                     println!(
                         "control: vm {id} ({}): created with {} MiB of RAM",
@@ -354,7 +354,7 @@ mod machine {
         fn remake(&mut self, i: usize, what: &str) {
             vms::close(&mut self.vms[i]);
             let e = &mut self.vms[i];
-            match vms::make(e.id, &e.spec, &self.bundle) {
+            match vms::make(e.id, &e.spec, &self.bundle, self.streams) {
                 Ok(mut vm) => {
                     vm.console().set_echo(e.echo);
                     e.vm = Some(vm);
@@ -458,13 +458,21 @@ mod machine {
                         self.detach("the VM is destroyed");
                     }
                     let mut e = self.vms.remove(i);
-                    let mem = if e.vm.is_some() { e.spec.mem } else { 0 };
+                    let held = e.vm.is_some();
                     vms::close(&mut e);
-                    println!(
-                        "control: vm {} ({name}): destroyed; {} MiB of RAM given back",
-                        e.id,
-                        mem >> 20
-                    );
+                    if held {
+                        println!(
+                            "control: vm {} ({name}): destroyed; {} MiB of RAM given back",
+                            e.id,
+                            e.spec.mem >> 20
+                        );
+                    } else {
+                        println!(
+                            "control: vm {} ({name}): destroyed (its RAM went back when it \
+                             stopped)",
+                            e.id
+                        );
+                    }
                 }
                 Command::Console(name) => {
                     if let Some(i) = named(self, &name, "console") {

@@ -200,8 +200,8 @@ pub const COMMANDS: &[Spec] = &[
         name: "streams",
         alias: None,
         usage: "streams on|off",
-        summary: "whether each VM that stops prints its exit stream (off by default; the \
-                  boot tests' differential check reads it)",
+        summary: "whether VMs created from now on record their exits and print the \
+                  stream when they stop (off by default; the boot tests use it)",
         more: "The stream is the VM's exits as the VMM saw them, in vmm::record's compact \
                form, with its length and FNV-1a hash; the tests compare it with the same \
                guest's on Linux KVM.",

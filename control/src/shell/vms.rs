@@ -163,12 +163,13 @@ fn kind(data: &[u8]) -> &'static str {
     "unknown"
 }
 
-/// Makes the VMM's VM for `spec` from the bundle's files; `Err` says why
-/// not, in words.
+/// Makes the VMM's VM for `spec` from the bundle's files, recording its
+/// exit stream if `record` (`streams on`); `Err` says why not, in words.
 pub fn make(
     id: u32,
     spec: &Create,
     bundle: &abi::bundle::Bundle<'static>,
+    record: bool,
 ) -> Result<Vm<MojitoVm>, String> {
     use alloc::format;
     let file = |path: &str| {
@@ -207,10 +208,10 @@ pub fn make(
     let name = spec.name.as_str();
     let defaults = VmConfig::new(name).mojito_look().ram(spec.mem);
     let config = VmConfig {
-        record_limit: if UNRECORDED.contains(&name) {
-            0
-        } else {
+        record_limit: if record && !UNRECORDED.contains(&name) {
             defaults.record_limit
+        } else {
+            0
         },
         vm_id: id,
         stop_on_yield: true,
