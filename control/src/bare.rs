@@ -42,6 +42,10 @@ extern "sysv64" fn control_main(boot_info: u64) -> ! {
         halt();
     }
     hv::init(info.hypercall);
+    // From here on the console is mirrored on the screen, if there is one.
+    if hv::info().is_ok_and(|i| i.platform & abi::kvm::mojito::MOJITO_PLATFORM_SCREEN != 0) {
+        console::enable_screen();
+    }
     crate::run(info)
 }
 

@@ -1,6 +1,10 @@
 //! COM1, which the control domain drives directly: the hypervisor passes its
 //! ports through (DESIGN.md D10).
 //!
+//! Everything written to COM1 is also drawn on the machine's screen, where
+//! it has one (`MOJITO_CONSOLE_WRITE`, batched), so a PC without a serial
+//! port shows the same console.
+//!
 //! While the shell's prompt is on screen, every line printed from elsewhere
 //! (a guest's output, the hypervisor's log, a report) first erases the
 //! prompt line (`CR`, `ESC [ K`) and then draws it again below, so output
@@ -75,17 +79,66 @@ pub fn init() {
     }
 }
 
-/// Writes bytes, `\n` as `\r\n`.
-pub fn write_bytes(bytes: &[u8]) {
-    // SAFETY: one vCPU, no interrupts: no concurrent access to `UART`.
-    let uart = unsafe { (*core::ptr::addr_of_mut!(UART)).as_mut() };
-    let Some(uart) = uart else { return };
-    for &b in bytes {
-        if b == b'\n' {
-            uart.send_bytes_exact(b"\r");
-        }
-        uart.send_bytes_exact(&[b]);
+/// Bytes waiting for the screen, and whether there is one.
+const SCREEN_BUF: usize = 1024;
+static mut SCREEN: Option<([u8; SCREEN_BUF], usize)> = None;
+
+/// Mirrors the console on the screen from now on (the hypervisor says
+/// whether there is one).
+pub fn enable_screen() {
+    // SAFETY: one vCPU, no interrupts: no concurrent access.
+    unsafe { *core::ptr::addr_of_mut!(SCREEN) = Some(([0; SCREEN_BUF], 0)) };
+}
+
+/// Draws what waits for the screen.
+pub fn flush() {
+    // SAFETY: one vCPU, no interrupts: no concurrent access.
+    let screen = unsafe { &mut *core::ptr::addr_of_mut!(SCREEN) };
+    let Some((buf, len)) = screen.as_mut() else {
+        return;
+    };
+    if *len > 0 && crate::hv::screen_write(&buf[..*len]).is_err() {
+        // No screen after all: stop trying.
+        *screen = None;
+        return;
     }
+    *len = 0;
+}
+
+/// Writes bytes to COM1 (`\n` as `\r\n`) and to the screen's buffer.
+fn put(bytes: &[u8]) {
+    // SAFETY: one vCPU, no interrupts: no concurrent access to `UART`.
+    if let Some(uart) = unsafe { (*core::ptr::addr_of_mut!(UART)).as_mut() } {
+        for &b in bytes {
+            if b == b'\n' {
+                uart.send_bytes_exact(b"\r");
+            }
+            uart.send_bytes_exact(&[b]);
+        }
+    }
+    for chunk in bytes.chunks(SCREEN_BUF / 2) {
+        // SAFETY: one vCPU, no interrupts: no concurrent access.
+        let full = unsafe {
+            match (*core::ptr::addr_of!(SCREEN)).as_ref() {
+                Some((_, len)) => len + chunk.len() > SCREEN_BUF,
+                None => break,
+            }
+        };
+        if full {
+            flush();
+        }
+        // SAFETY: as above.
+        if let Some((buf, len)) = unsafe { (*core::ptr::addr_of_mut!(SCREEN)).as_mut() } {
+            buf[*len..*len + chunk.len()].copy_from_slice(chunk);
+            *len += chunk.len();
+        }
+    }
+}
+
+/// Writes bytes, `\n` as `\r\n`, to COM1 and the screen.
+pub fn write_bytes(bytes: &[u8]) {
+    put(bytes);
+    flush();
 }
 
 /// A received byte, if one is waiting.
@@ -99,7 +152,7 @@ struct Console;
 
 impl Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        write_bytes(s.as_bytes());
+        put(s.as_bytes());
         Ok(())
     }
 }
@@ -108,8 +161,9 @@ impl Write for Console {
 pub fn print_line(args: fmt::Arguments<'_>) {
     hide_prompt();
     let _ = Console.write_fmt(args);
-    write_bytes(b"\n");
+    put(b"\n");
     show_prompt();
+    flush();
 }
 
 #[macro_export]

@@ -109,6 +109,19 @@ pub fn print_whole_log() {
     }
 }
 
+/// Draws `bytes` (at most `MOJITO_CONSOLE_WRITE_MAX`) on the screen.
+pub fn screen_write(bytes: &[u8]) -> Result<u64, i32> {
+    let arg = mojito::mojito_console_write {
+        len: bytes.len() as u32,
+        buf: bytes.as_ptr() as u64,
+        ..Default::default()
+    };
+    system(
+        mojito::MOJITO_CONSOLE_WRITE,
+        &arg as *const mojito::mojito_console_write as u64,
+    )
+}
+
 /// The machine and the hypervisor, for `info`.
 pub fn info() -> Result<mojito::mojito_info, i32> {
     let mut info = mojito::mojito_info::default();

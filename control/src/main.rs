@@ -24,6 +24,11 @@ mod exhaust;
 #[cfg(target_os = "none")]
 mod hv;
 #[cfg(target_os = "none")]
+mod kbd;
+// Built on the host too, for its unit tests.
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+mod keymap;
+#[cfg(target_os = "none")]
 mod mem;
 #[cfg(target_os = "none")]
 mod mojito;

@@ -227,7 +227,8 @@ mod machine {
                 asked >> 20
             );
         }
-        // COM1 input ends a guest's RUN and wakes the control domain's HLT.
+        // COM1 input (and a key) ends a guest's RUN and wakes the control
+        // domain's HLT.
         crate::arch::com1_irq::enable();
         let reason = crate::control::run(&mut backend, &FRAMES, &mut cd, &table, xstate);
         let load =

@@ -14,6 +14,8 @@
 pub mod differential;
 pub mod expect;
 pub mod machine;
+pub mod qmp;
+pub mod screen;
 pub mod shell;
 pub mod typist;
 

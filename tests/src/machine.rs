@@ -60,11 +60,24 @@ pub struct Run {
     dir: TempDir,
 }
 
-/// Starts typing `keys` into a run's console, if there are any.
-fn typist(test: &str, serial: &std::path::Path, keys: Vec<Keys>) -> Option<Typist> {
+/// Starts typing `keys` into a run's console, if there are any (through
+/// QEMU's QMP socket `qmp` for the keyboard and the screen).
+fn typist(
+    test: &str,
+    serial: &std::path::Path,
+    keys: Vec<Keys>,
+    qmp: Option<std::path::PathBuf>,
+) -> Option<Typist> {
     (!keys.is_empty()).then(|| {
-        Typist::start(serial.to_path_buf(), keys).unwrap_or_else(|e| panic!("{test}: {e}"))
+        Typist::start(serial.to_path_buf(), keys, qmp).unwrap_or_else(|e| panic!("{test}: {e}"))
     })
+}
+
+/// The QMP socket of a QEMU run whose keys need it.
+fn qmp_socket(dir: &std::path::Path, keys: &[Keys]) -> Option<std::path::PathBuf> {
+    keys.iter()
+        .any(|k| k.via != crate::typist::Via::Serial)
+        .then(|| dir.join("qmp.sock"))
 }
 
 /// Waits for the typist and reads the serial log it wrote.
@@ -122,12 +135,19 @@ pub fn qemu(
         },
     };
     let serial = dir.path().join("serial.txt");
-    let typist = typist(test, &serial, keys);
+    let qmp = qmp_socket(dir.path(), &keys);
+    let typist = typist(test, &serial, keys, qmp.clone());
     // QEMU's own trace (`-d`), on request: it is large, and OVMF fills
     // `guest_errors` with TPM probes.
     let trace_items = std::env::var(QEMU_TRACE_VAR).ok().filter(|v| !v.is_empty());
     let trace_file = dir.path().join("qemu-trace.log");
     let mut extra: Vec<String> = more.iter().map(|s| s.to_string()).collect();
+    if let Some(q) = &qmp {
+        extra.extend([
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", q.display()),
+        ]);
+    }
     if let Some(items) = &trace_items {
         extra.extend([
             "-d".into(),
@@ -213,7 +233,7 @@ pub fn bochs(
     std::fs::copy(image, &disk)
         .unwrap_or_else(|e| panic!("{test}: cannot copy {}: {e}", image.display()));
     let serial = dir.path().join("serial.txt");
-    let typist = typist(test, &serial, keys);
+    let typist = typist(test, &serial, keys, None);
     let machine = Bochs {
         dir: dir.path().to_path_buf(),
         image: disk,
@@ -304,6 +324,31 @@ impl Run {
             problems.insert(0, format!("poweroff did not end the emulator: {status}"));
         }
         self.report(problems, "the shell session went as expected");
+    }
+
+    /// Asserts that keys typed on the PS/2 keyboard reached the shell and
+    /// that the console is on the screen (`crate::screen`), and that
+    /// `poweroff` ended QEMU with status 0.
+    pub fn assert_screen(self) {
+        let o = &self.outcome;
+        let shot = std::fs::read(self.dir.path().join(crate::screen::SCREENSHOT));
+        let mut problems = match &shot {
+            Ok(bytes) => crate::screen::problems(&o.serial, bytes),
+            Err(e) => vec![format!("no screendump: {e}")],
+        };
+        if let Some(Err(e)) = &self.typed {
+            problems.insert(0, format!("typing: {e}"));
+        }
+        if o.timed_out {
+            problems.insert(0, format!("timed out after {} s", timeout().as_secs()));
+        } else if o.status.and_then(|s| s.code()) != Some(0) {
+            let status = o.status.map_or("none".into(), qemu::describe_exit);
+            problems.insert(0, format!("poweroff did not end QEMU: {status}"));
+        }
+        self.report(
+            problems,
+            "keys from the PS/2 keyboard reached the shell, which is on the screen",
+        );
     }
 
     /// Asserts that `reboot` reset the machine: QEMU, run with

@@ -118,7 +118,7 @@ pub fn keys(burst_len: usize) -> Vec<Keys> {
             } else {
                 s.typed
             };
-            let k = Keys { after, keys: typed };
+            let k = Keys::serial(after, typed);
             after = s.answer;
             k
         })
@@ -127,10 +127,7 @@ pub fn keys(burst_len: usize) -> Vec<Keys> {
 
 /// The keys of the reboot test: `reboot` once the shell is ready.
 pub fn reboot_keys() -> Vec<Keys> {
-    vec![Keys {
-        after: READY,
-        keys: "reboot\r",
-    }]
+    vec![Keys::serial(READY, "reboot\r")]
 }
 
 /// What the reboot test's log lacks: the command, its line, and no

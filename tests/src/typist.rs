@@ -1,7 +1,9 @@
 //! Typing into the console of an emulated machine: its COM1 is a TCP
 //! client of a listener here, a thread copies what it sends to the run's
 //! `serial.txt` (so a run reads the same either way) and, each time a given
-//! text appears in that output, sends the keys that go with it.
+//! text appears in that output, sends the keys that go with it: on COM1,
+//! or (QEMU, through its QMP socket) on the PS/2 keyboard, or takes a
+//! screendump.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
@@ -17,6 +19,30 @@ use std::time::Duration;
 pub struct Keys {
     pub after: &'static str,
     pub keys: &'static str,
+    pub via: Via,
+}
+
+/// Where keys go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// COM1.
+    Serial,
+    /// QEMU's PS/2 keyboard (QMP `send-key`).
+    Keyboard,
+    /// No keys: QEMU's screen is written to the file `keys` names, in the
+    /// directory of `serial.txt` (QMP `screendump`).
+    Screendump,
+}
+
+impl Keys {
+    /// Keys typed on COM1.
+    pub const fn serial(after: &'static str, keys: &'static str) -> Self {
+        Self {
+            after,
+            keys,
+            via: Via::Serial,
+        }
+    }
 }
 
 /// The listener's thread.
@@ -33,7 +59,9 @@ const POLL: Duration = Duration::from_millis(50);
 
 impl Typist {
     /// Listens on a free port of 127.0.0.1; the output goes to `serial`.
-    pub fn start(serial: PathBuf, script: Vec<Keys>) -> Result<Self, String> {
+    /// Keys for the keyboard or the screen go through QEMU's QMP socket
+    /// `qmp`.
+    pub fn start(serial: PathBuf, script: Vec<Keys>, qmp: Option<PathBuf>) -> Result<Self, String> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
         let port = listener
@@ -43,7 +71,7 @@ impl Typist {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let path = serial.clone();
-        let thread = std::thread::spawn(move || relay(&listener, &path, script, &flag));
+        let thread = std::thread::spawn(move || relay(&listener, &path, script, &flag, qmp));
         Ok(Self {
             port,
             serial,
@@ -67,7 +95,9 @@ fn relay(
     serial: &PathBuf,
     mut script: Vec<Keys>,
     stop: &AtomicBool,
+    qmp_path: Option<PathBuf>,
 ) -> Result<(), String> {
+    let mut qmp: Option<crate::qmp::Qmp> = None;
     let mut out =
         File::create(serial).map_err(|e| format!("cannot create {}: {e}", serial.display()))?;
     listener
@@ -104,9 +134,24 @@ fn relay(
                     let Some(at) = find(&seen, next.after.as_bytes()) else {
                         break;
                     };
-                    stream
-                        .write_all(next.keys.as_bytes())
-                        .map_err(|e| format!("cannot type {:?}: {e}", next.keys))?;
+                    match next.via {
+                        Via::Serial => stream
+                            .write_all(next.keys.as_bytes())
+                            .map_err(|e| format!("cannot type {:?}: {e}", next.keys))?,
+                        via => {
+                            if qmp.is_none() {
+                                let path = qmp_path.as_deref().ok_or("keys for QMP, but no QMP")?;
+                                qmp = Some(crate::qmp::Qmp::connect(path)?);
+                            }
+                            let q = qmp.as_mut().ok_or("no QMP")?;
+                            if via == Via::Keyboard {
+                                q.type_text(next.keys)?;
+                            } else {
+                                let dir = serial.parent().ok_or("no run directory")?;
+                                q.screendump(&dir.join(next.keys))?;
+                            }
+                        }
+                    }
                     seen.drain(..at + next.after.len());
                     script.pop();
                 }
@@ -146,17 +191,8 @@ mod tests {
     fn types_after_each_text_in_order_and_keeps_the_output() {
         let dir = tempfile::tempdir().unwrap();
         let serial = dir.path().join("serial.txt");
-        let script = vec![
-            Keys {
-                after: "login:",
-                keys: "root\r",
-            },
-            Keys {
-                after: "$ ",
-                keys: "ls\r",
-            },
-        ];
-        let typist = Typist::start(serial.clone(), script).unwrap();
+        let script = vec![Keys::serial("login:", "root\r"), Keys::serial("$ ", "ls\r")];
+        let typist = Typist::start(serial.clone(), script, None).unwrap();
         let mut machine = TcpStream::connect(("127.0.0.1", typist.port)).unwrap();
         // "$ " before "login:" does not count: the script goes in order.
         machine.write_all(b"$ boot\r\nlog").unwrap();
@@ -179,16 +215,13 @@ mod tests {
     #[test]
     fn says_what_it_never_typed() {
         let dir = tempfile::tempdir().unwrap();
-        let script = vec![Keys {
-            after: "never",
-            keys: "x",
-        }];
-        let typist = Typist::start(dir.path().join("s.txt"), script).unwrap();
+        let script = vec![Keys::serial("never", "x")];
+        let typist = Typist::start(dir.path().join("s.txt"), script, None).unwrap();
         let machine = TcpStream::connect(("127.0.0.1", typist.port)).unwrap();
         drop(machine);
         let e = typist.finish().unwrap_err();
         assert!(e.contains("\"never\" never appeared"), "{e}");
-        let idle = Typist::start(dir.path().join("t.txt"), vec![]).unwrap();
+        let idle = Typist::start(dir.path().join("t.txt"), vec![], None).unwrap();
         assert!(idle.finish().unwrap_err().contains("never connected"));
     }
 }

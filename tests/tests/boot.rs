@@ -13,10 +13,10 @@ use mojito_tests::typist::Keys;
 /// domain must answer at once (COM1 input ends the guest's RUN; D2), so
 /// `list` shows `spin` still running (`expect::typing_problems`).
 fn typing() -> Vec<Keys> {
-    vec![Keys {
-        after: mojito_tests::expect::SPIN_LINE,
-        keys: "help\rfrob\rlist\r",
-    }]
+    vec![Keys::serial(
+        mojito_tests::expect::SPIN_LINE,
+        "help\rfrob\rlist\r",
+    )]
 }
 
 /// The UEFI image from an emulated USB stick (xHCI), OVMF, `-cpu EPYC`:
@@ -100,6 +100,23 @@ fn shell_qemu() {
         mojito_tests::shell::keys(600),
     )
     .assert_shell("SVM", true);
+}
+
+/// The shell at the machine's own screen: `info` typed on QEMU's PS/2
+/// keyboard is answered, and both are drawn on the screen (found in a
+/// screendump with the console's own font).
+#[test]
+fn shell_qemu_screen() {
+    machine::qemu(
+        "shell_qemu_screen",
+        Disk::ShellBios,
+        xtask::qemu::TCG_SVM_CPU,
+        512,
+        1,
+        &[],
+        mojito_tests::screen::keys(),
+    )
+    .assert_screen();
 }
 
 /// `reboot` at the shell resets the machine (QEMU's `-no-reboot` turns the

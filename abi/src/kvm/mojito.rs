@@ -116,6 +116,44 @@ pub const MOJITO_INFO: u32 = iowr(MOJITO_IOCTL_TYPE, 0x05, size_of::<mojito_info
 /// domain has stopped its VMs. Integer argument: 0. Does not return.
 pub const MOJITO_REBOOT: u32 = io(MOJITO_IOCTL_TYPE, 0x06);
 
+/// System: Draws text on the machine's screen (the framebuffer console the
+/// hypervisor's log used until the control domain started), for a shell
+/// mirrored there: [`mojito_console_write`]. CR, LF, BS, `ESC [ K` and
+/// `ESC [ n C/D` are understood. Returns the bytes taken; `-ENXIO` without
+/// a screen.
+pub const MOJITO_CONSOLE_WRITE: u32 =
+    iow(MOJITO_IOCTL_TYPE, 0x07, size_of::<mojito_console_write>());
+
+/// Most bytes one `MOJITO_CONSOLE_WRITE` takes.
+pub const MOJITO_CONSOLE_WRITE_MAX: u32 = 4096;
+
+/// The `MOJITO_CONSOLE_WRITE` argument.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct mojito_console_write {
+    /// None defined: must be 0.
+    pub flags: u32,
+    /// Bytes at `buf`, at most [`MOJITO_CONSOLE_WRITE_MAX`].
+    pub len: u32,
+    /// The text (control-domain guest-physical address), UTF-8.
+    pub buf: u64,
+    /// Must be 0.
+    pub padding: [u64; 2],
+}
+
+assert_layout!(struct mojito_console_write, size 32, align 8, {
+    flags: 0, len: 4, buf: 8, padding: 16,
+});
+
+/// [`mojito_info::platform`]: the FADT says there is an 8042 keyboard
+/// controller (ports 0x60 and 0x64, which the control domain is given).
+pub const MOJITO_PLATFORM_8042: u64 = 1 << 0;
+/// [`mojito_info::platform`]: the FADT says there is **no** 8042 (neither
+/// bit: no FADT or an ACPI 1.0 one, which cannot say).
+pub const MOJITO_PLATFORM_NO_8042: u64 = 1 << 1;
+/// [`mojito_info::platform`]: there is a screen for `MOJITO_CONSOLE_WRITE`.
+pub const MOJITO_PLATFORM_SCREEN: u64 = 1 << 2;
+
 /// The `MOJITO_INFO` argument. Sizes are bytes.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,8 +178,10 @@ pub struct mojito_info {
     pub mem_free: u64,
     /// Out: ticks of the hypervisor's timer.
     pub timer_ticks: u64,
+    /// Out: `MOJITO_PLATFORM_*` bits.
+    pub platform: u64,
     /// Must be 0.
-    pub padding: [u64; 8],
+    pub padding: [u64; 7],
     /// Out: the virtualization extension and the features in use, as the
     /// boot log says them (`SVM: NPT, 16 ASIDs, ...`), NUL-terminated.
     pub extension: [u8; 128],
@@ -159,7 +199,8 @@ impl Default for mojito_info {
             mem_control: 0,
             mem_free: 0,
             timer_ticks: 0,
-            padding: [0; 8],
+            platform: 0,
+            padding: [0; 7],
             extension: [0; 128],
         }
     }
@@ -167,7 +208,7 @@ impl Default for mojito_info {
 
 assert_layout!(struct mojito_info, size 256, align 8, {
     flags: 0, cpus: 4, tsc_khz: 8, uptime_tsc: 16, mem_usable: 24, mem_hypervisor: 32,
-    mem_control: 40, mem_free: 48, timer_ticks: 56, padding: 64, extension: 128,
+    mem_control: 40, mem_free: 48, timer_ticks: 56, platform: 64, padding: 72, extension: 128,
 });
 
 /// The `MOJITO_SET_RUN_PAGES` argument.

@@ -3,7 +3,8 @@
 //! manage (`vms`), and what they show (`view`).
 //!
 //! One loop does everything, on the control domain's one vCPU: it reads
-//! COM1, runs the boot script (`boot.mojito` of the bundle, a command a
+//! COM1 and the PS/2 keyboard (the console is mirrored on the screen,
+//! `crate::console`), runs the boot script (`boot.mojito` of the bundle, a command a
 //! line, echoed as if typed), and runs the VMs round robin. A VM runs until
 //! it yields or stops; a `KVM_EXIT_INTR` (the hypervisor's timer, or COM1
 //! input, D2) gives the shell a turn in between, so a command is answered
@@ -61,6 +62,33 @@ mod machine {
         next_run: usize,
         /// Whether stopped VMs print their exit streams (`streams`).
         streams: bool,
+        /// The PS/2 keyboard, where there is one.
+        keyboard: Option<crate::kbd::Keyboard>,
+        /// Keys read and not yet handled.
+        keys: Vec<u8>,
+    }
+
+    /// Finds the keyboard, or says on the console why there is none.
+    fn keyboard() -> Option<crate::kbd::Keyboard> {
+        use abi::kvm::mojito::{MOJITO_PLATFORM_NO_8042, MOJITO_PLATFORM_SCREEN};
+        let platform = hv::info().map_or(0, |i| i.platform);
+        if platform & MOJITO_PLATFORM_NO_8042 != 0 {
+            if platform & MOJITO_PLATFORM_SCREEN != 0 {
+                println!(
+                    "control: no keyboard here: the firmware's FADT says there is no 8042 \
+                     (a USB-only PC); this screen shows the console, type on COM1"
+                );
+            }
+            return None;
+        }
+        let kbd = crate::kbd::Keyboard::init();
+        if kbd.is_none() && platform & MOJITO_PLATFORM_SCREEN != 0 {
+            println!(
+                "control: no keyboard here: no 8042 controller answered; this screen shows the \
+                 console, type on COM1"
+            );
+        }
+        kbd
     }
 
     /// Runs the shell; never returns (`poweroff` and `reboot` end it).
@@ -90,12 +118,14 @@ mod machine {
             attached: None,
             next_run: 0,
             streams: false,
+            keyboard: keyboard(),
+            keys: Vec::new(),
         };
         println!("control: the shell is ready; type help (Ctrl-] leaves a guest's console)");
         console::set_prompt(Some(sh.editor.render()));
         console::show_prompt();
         loop {
-            sh.poll_input();
+            let _ = sh.poll_input();
             sh.step_script();
             if !sh.run_next() {
                 // Nothing to run: sleep until the next tick or key.
@@ -115,10 +145,19 @@ mod machine {
             self.vms.iter().position(|e| e.id == id)
         }
 
-        /// Reads what COM1 has: keys for the line editor, or for the
-        /// attached guest.
-        fn poll_input(&mut self) {
+        /// Reads what COM1 and the keyboard have: keys for the line
+        /// editor, or for the attached guest. Returns whether there were
+        /// any.
+        fn poll_input(&mut self) -> bool {
             while let Some(b) = console::read_byte() {
+                self.keys.push(b);
+            }
+            if let Some(k) = self.keyboard.as_mut() {
+                k.poll(&mut self.keys);
+            }
+            let keys = core::mem::take(&mut self.keys);
+            let any = !keys.is_empty();
+            for b in keys {
                 if let Some((id, _)) = self.attached {
                     if b == DETACH {
                         self.detach("detached");
@@ -142,6 +181,7 @@ mod machine {
                     self.command(&line);
                 }
             }
+            any
         }
 
         /// Runs one command line with the prompt out of the way, then
@@ -221,7 +261,7 @@ mod machine {
         /// guest's measured loops free of other guests.
         fn slice(&mut self, id: u32) {
             loop {
-                self.poll_input();
+                let input = self.poll_input();
                 let Some(i) = self.index_of(id) else {
                     return;
                 };
@@ -232,6 +272,11 @@ mod machine {
                 let Some(vm) = e.vm.as_mut() else {
                     return;
                 };
+                if input {
+                    // Input ends the next RUN at once (D2): that INTR is
+                    // ours, not a sign of a guest that never exits.
+                    vm.forgive_intrs();
+                }
                 let start = vms::rdtsc();
                 let outcome = vm.run();
                 e.ran_tsc += vms::rdtsc().wrapping_sub(start);

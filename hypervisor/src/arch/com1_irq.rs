@@ -8,20 +8,28 @@
 //! The PIC's input is edge-triggered: the UART raises its line when data
 //! arrives and lowers it when the receive buffer is empty, so one interrupt
 //! comes per burst of input that the control domain reads.
+//!
+//! The PS/2 keyboard's IRQ 1 is input too: the control domain reads the
+//! 8042's ports (passed through, `control::KBD_PORTS`) for a shell at the
+//! machine's own screen, and a key must end a guest's RUN the same way.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// COM1's line on the master PIC.
 pub const IRQ: u8 = 4;
+/// The keyboard's line on the master PIC (the 8042's output buffer full).
+pub const KBD_IRQ: u8 = 1;
 
 static INPUT: AtomicBool = AtomicBool::new(false);
 /// COM1 interrupts taken, for the logs and tests.
 pub static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
 
-/// Unmasks COM1's line: from now on its interrupts reach the hypervisor.
+/// Unmasks COM1's line, and the keyboard's: from now on their interrupts
+/// reach the hypervisor.
 #[cfg(target_os = "none")]
 pub fn enable() {
     super::pic::unmask(IRQ);
+    super::pic::unmask(KBD_IRQ);
 }
 
 /// Called from the interrupt handler.

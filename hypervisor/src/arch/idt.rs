@@ -198,7 +198,9 @@ extern "C" fn isr_dispatch(f: &mut IsrFrame) {
     if v >= 32 {
         INTERRUPTS.fetch_add(1, Ordering::Relaxed);
         if (super::pic::PIC1_BASE..super::pic::PIC2_BASE + 8).contains(&(v as u8)) {
-            if v as u8 == super::pic::PIC1_BASE + super::com1_irq::IRQ {
+            if v as u8 == super::pic::PIC1_BASE + super::com1_irq::IRQ
+                || v as u8 == super::pic::PIC1_BASE + super::com1_irq::KBD_IRQ
+            {
                 super::com1_irq::on_interrupt();
             }
             super::pic::acknowledge(v as u8);

@@ -79,6 +79,15 @@ mod machine {
     /// says it works (ACPI 6.5 5.2.9 "Fixed ACPI Description Table",
     /// RESET_REG_SUP).
     static RESET: spin::Once<Option<(u16, u8)>> = spin::Once::new();
+    /// The FADT's IAPC_BOOT_ARCH "8042" flag (ACPI 6.5 5.2.9.3), where the
+    /// FADT has the field (revision 2 and later); None: no FADT or an
+    /// ACPI 1.0 one.
+    static HAS_8042: spin::Once<Option<bool>> = spin::Once::new();
+
+    /// Whether the firmware says there is an 8042 keyboard controller.
+    pub fn has_8042() -> Option<bool> {
+        HAS_8042.get().copied().flatten()
+    }
 
     /// Reads the FADT and the DSDT's `\_S5` from the tables at `rsdp`.
     pub fn init(rsdp: Option<u64>) -> Option<AcpiPower> {
@@ -87,6 +96,11 @@ mod machine {
             // SAFETY: the bootloader found the RSDP at this address.
             let tables = unsafe { AcpiTables::from_rsdp(Window, rsdp as usize) }.ok()?;
             let fadt = tables.find_table::<Fadt>().ok()?;
+            HAS_8042.call_once(|| {
+                use acpi::AcpiTable;
+                (fadt.header().revision >= 2)
+                    .then(|| { fadt.iapc_boot_arch }.motherboard_implements_8042())
+            });
             RESET.call_once(|| {
                 let reg = fadt.reset_register().ok()?;
                 let io = reg.address_space == acpi::address::AddressSpace::SystemIo;

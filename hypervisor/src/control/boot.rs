@@ -12,7 +12,7 @@
 //! 0 .. bundle              RAM: the ELF image (linked at 2 MiB) and free RAM
 //! ```
 
-use super::COM1_PORTS;
+use super::{COM1_PORTS, KBD_DATA_PORT, KBD_STATUS_PORT};
 use crate::guest::GuestRam;
 use crate::mm::GuestPhys;
 use crate::mm::paging::PageSize;
@@ -85,7 +85,7 @@ pub fn create<B: Backend>(
         entry,
         cpuid,
         kind: crate::vm::VmKind::Control,
-        open_ports: &[COM1_PORTS],
+        open_ports: &[COM1_PORTS, KBD_DATA_PORT, KBD_STATUS_PORT],
     };
     let mut vm = Vm::assemble(backend, frames, ram, elf, &spec, xstate)?;
     // VMs may be backed by anything below the boot area (D3): the image and

@@ -13,7 +13,7 @@ use crate::vcpu::cpuid::CpuidTable;
 use crate::vcpu::lazy::HostXstate;
 use crate::virt::{Backend, Frames};
 use crate::vm::VmEnv;
-use abi::kvm::errno::{EBADF, EFAULT, EINVAL, EIO, ENOMEM, ENOTTY};
+use abi::kvm::errno::{EBADF, EFAULT, EINVAL, EIO, ENOMEM, ENOTTY, ENXIO};
 use abi::kvm::mojito::{self, MOJITO_SYSTEM_HANDLE, mojito_log_read, mojito_run_pages};
 use abi::kvm::{
     self as req, KVM_API_VERSION, kvm_enable_cap, kvm_fpu, kvm_regs, kvm_sregs,
@@ -54,6 +54,8 @@ unsafe impl Pod for mojito_log_read {}
 unsafe impl Pod for abi::kvm::mojito::mojito_metadata_pool {}
 // SAFETY: as above.
 unsafe impl Pod for abi::kvm::mojito::mojito_info {}
+// SAFETY: as above.
+unsafe impl Pod for abi::kvm::mojito::mojito_console_write {}
 // SAFETY: as above.
 unsafe impl Pod for abi::kvm::kvm_dirty_log {}
 // SAFETY: as above.
@@ -153,6 +155,7 @@ enum Request {
         arg: mojito::mojito_info,
     },
     Reboot,
+    ConsoleWrite(mojito::mojito_console_write),
     Close,
     SetMemory(kvm_userspace_memory_region),
     CreateVcpu(u64),
@@ -214,9 +217,19 @@ fn decode<B: Backend>(
         }
         (None, mojito::MOJITO_POWER_OFF) => Request::PowerOff,
         (None, mojito::MOJITO_REBOOT) => Request::Reboot,
+        (None, mojito::MOJITO_CONSOLE_WRITE) => {
+            let a: mojito::mojito_console_write = read_arg(ram, arg)?;
+            if a.flags != 0 || a.padding != [0; 2] || a.len > mojito::MOJITO_CONSOLE_WRITE_MAX {
+                return Err(EINVAL);
+            }
+            if !ram.covers(GuestPhys::new(a.buf), u64::from(a.len)) {
+                return Err(EFAULT);
+            }
+            Request::ConsoleWrite(a)
+        }
         (None, mojito::MOJITO_INFO) => {
             let a: mojito::mojito_info = read_arg(ram, arg)?;
-            if a.flags != 0 || a.padding != [0; 8] {
+            if a.flags != 0 || a.platform != 0 || a.padding != [0; 7] {
                 return Err(EINVAL);
             }
             Request::Info { gpa: arg, arg: a }
@@ -332,6 +345,7 @@ fn invoke<B: Backend>(
             write_arg(&mut cd.ram, gpa, &arg)?;
             0
         }
+        Request::ConsoleWrite(a) => console_write(&cd.ram, &a)?,
         Request::Reboot => {
             // The control domain has stopped its VMs. (Host unit tests
             // have no machine to reset.)
@@ -594,6 +608,25 @@ fn check_extension(cap: u64) -> u64 {
 
 /// MOJITO_READ_LOG: copies unread log bytes into the control domain's
 /// buffer, through a bounded bounce buffer.
+/// `MOJITO_CONSOLE_WRITE`: the text, copied out a chunk at a time, drawn
+/// on the screen.
+fn console_write(ram: &GuestRam, a: &mojito::mojito_console_write) -> Result<u64, i32> {
+    if !crate::log::screen_present() {
+        return Err(ENXIO);
+    }
+    let mut chunk = [0u8; 256];
+    let mut done = 0u64;
+    while done < u64::from(a.len) {
+        let n = (u64::from(a.len) - done).min(chunk.len() as u64) as usize;
+        if !ram.read(GuestPhys::new(a.buf + done), &mut chunk[..n]) {
+            return Err(EFAULT);
+        }
+        crate::log::screen_write(&chunk[..n]);
+        done += n as u64;
+    }
+    Ok(done)
+}
+
 fn read_log(
     state: &mut ControlState,
     ram: &mut GuestRam,

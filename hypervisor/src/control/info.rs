@@ -35,6 +35,20 @@ pub fn fill(info: &mut mojito_info, control: u64, free: u64) {
     info.mem_free = free;
     info.mem_hypervisor = info.mem_usable.saturating_sub(control).saturating_sub(free);
     info.extension = EXTENSION.get().copied().unwrap_or([0; 128]);
+    #[cfg(target_os = "none")]
+    {
+        use abi::kvm::mojito::{
+            MOJITO_PLATFORM_8042, MOJITO_PLATFORM_NO_8042, MOJITO_PLATFORM_SCREEN,
+        };
+        info.platform = match crate::arch::power::has_8042() {
+            Some(true) => MOJITO_PLATFORM_8042,
+            Some(false) => MOJITO_PLATFORM_NO_8042,
+            None => 0,
+        };
+        if crate::log::screen_present() {
+            info.platform |= MOJITO_PLATFORM_SCREEN;
+        }
+    }
 }
 
 #[cfg(test)]

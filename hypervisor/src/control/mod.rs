@@ -27,6 +27,10 @@ use objects::Objects;
 
 /// The COM1 ports the control domain drives itself.
 pub const COM1_PORTS: core::ops::RangeInclusive<u16> = 0x3f8..=0x3ff;
+/// The 8042 keyboard controller's data and status/command ports, which the
+/// control domain reads for a shell at the machine's own screen.
+pub const KBD_DATA_PORT: core::ops::RangeInclusive<u16> = 0x60..=0x60;
+pub const KBD_STATUS_PORT: core::ops::RangeInclusive<u16> = 0x64..=0x64;
 
 /// What the hypervisor keeps for the control domain between hypercalls.
 #[derive(Default)]

@@ -2,6 +2,12 @@
 //! booted from USB without a serial port still shows the log. Glyphs come
 //! from `noto-sans-mono-bitmap`; the console scrolls by half a screen when
 //! full, which keeps copying rare under emulators.
+//!
+//! Once the control domain owns the console it draws the shell here too
+//! (`MOJITO_CONSOLE_WRITE`), so the few terminal controls the shell's line
+//! editor uses are understood: CR, LF, BS, `ESC [ K` (erase to the end of
+//! the line) and `ESC [ n C` / `ESC [ n D` (cursor right / left); other
+//! escape sequences and control characters are dropped.
 
 use bootloader_api::info::{FrameBuffer, PixelFormat};
 use noto_sans_mono_bitmap::{FontWeight, RasterHeight, get_raster, get_raster_width};
@@ -21,6 +27,10 @@ struct Console {
     format: PixelFormat,
     x: usize,
     y: usize,
+    /// Where the console is in an escape sequence: `esc` after a lone
+    /// `ESC`; `csi` after `ESC [`, with the parameter's digits so far.
+    esc: bool,
+    csi: Option<Option<usize>>,
 }
 
 static CONSOLE: spin::Mutex<Option<Console>> = spin::Mutex::new(None);
@@ -37,6 +47,8 @@ pub fn init(fb: &'static mut FrameBuffer) {
         buf: fb.buffer_mut(),
         x: MARGIN,
         y: MARGIN,
+        esc: false,
+        csi: None,
     };
     let c = console;
     c.buf.fill(0);
@@ -55,7 +67,83 @@ pub fn write(s: &str) {
     }
 }
 
+/// Whether there is a framebuffer console.
+pub fn present() -> bool {
+    CONSOLE.lock().is_some()
+}
+
+/// Draws the control domain's text (UTF-8; invalid bytes as U+FFFD) with
+/// the terminal controls of the module's documentation.
+pub fn write_bytes(bytes: &[u8]) {
+    let Some(mut guard) = CONSOLE.try_lock() else {
+        return;
+    };
+    let Some(c) = guard.as_mut() else {
+        return;
+    };
+    for chunk in bytes.utf8_chunks() {
+        for ch in chunk.valid().chars() {
+            c.term(ch);
+        }
+        if !chunk.invalid().is_empty() {
+            c.term('\u{fffd}');
+        }
+    }
+}
+
+/// Longest `ESC [` parameter honoured (columns).
+const CSI_MAX: usize = 999;
+
 impl Console {
+    /// One character of terminal output.
+    fn term(&mut self, ch: char) {
+        if let Some(param) = self.csi.take() {
+            match ch {
+                '0'..='9' => {
+                    let digit = ch as usize - '0' as usize;
+                    let n = (param.unwrap_or(0) * 10 + digit).min(CSI_MAX);
+                    self.csi = Some(Some(n));
+                }
+                // Parameter separators and private markers: still inside.
+                ';' | '=' | '?' => self.csi = Some(param),
+                'K' => self.clear_to_end(),
+                'C' => {
+                    let n = param.unwrap_or(1).max(1);
+                    let right = self.width.saturating_sub(MARGIN + CHAR_W).max(MARGIN);
+                    self.x = (self.x + n * CHAR_W).min(right);
+                }
+                'D' => {
+                    let n = param.unwrap_or(1).max(1);
+                    self.x = self.x.saturating_sub(n * CHAR_W).max(MARGIN);
+                }
+                _ => {}
+            }
+            return;
+        }
+        if core::mem::take(&mut self.esc) {
+            if ch == '[' {
+                self.csi = Some(None);
+            }
+            return;
+        }
+        match ch {
+            '\u{1b}' => self.esc = true,
+            '\u{8}' => self.x = self.x.saturating_sub(CHAR_W).max(MARGIN),
+            '\n' | '\r' => self.put(ch),
+            c if c.is_control() => {}
+            c => self.put(c),
+        }
+    }
+
+    /// Clears from the cursor to the end of its line.
+    fn clear_to_end(&mut self) {
+        for y in self.y..(self.y + LINE_H).min(self.height) {
+            for x in self.x..self.width {
+                self.pixel(x, y, 0);
+            }
+        }
+    }
+
     fn put(&mut self, ch: char) {
         match ch {
             '\n' => self.newline(),

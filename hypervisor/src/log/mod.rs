@@ -1,6 +1,7 @@
 //! The hypervisor's log: every line goes to COM1 and the framebuffer text
 //! console, prefixed `mojito: ` (DESIGN.md D10), and into a ring that the
-//! control domain reads (`MOJITO_READ_LOG`) and echoes once it owns COM1.
+//! control domain reads (`MOJITO_READ_LOG`) and echoes once it owns the
+//! console (COM1, and the screen through `MOJITO_CONSOLE_WRITE`).
 //!
 //! Logging is for boot, VM lifecycle and errors. It is never called on the
 //! exit path of an exit the hypervisor handles itself (D8).
@@ -35,8 +36,8 @@ impl Write for Raw<'_> {
         {
             if SERIAL_ON.load(core::sync::atomic::Ordering::Relaxed) {
                 serial::write(s.as_bytes());
+                fbcon::write(s);
             }
-            fbcon::write(s);
         }
         #[cfg(not(target_os = "none"))]
         let _ = s;
@@ -66,6 +67,22 @@ pub fn guest_line(name: &str, text: &[u8]) {
         }
     }
     let _ = w.write_str("\n");
+}
+
+/// Whether there is a screen (a framebuffer console).
+pub fn screen_present() -> bool {
+    #[cfg(target_os = "none")]
+    return fbcon::present();
+    #[cfg(not(target_os = "none"))]
+    false
+}
+
+/// Draws the control domain's text on the screen (`MOJITO_CONSOLE_WRITE`).
+pub fn screen_write(bytes: &[u8]) {
+    #[cfg(target_os = "none")]
+    fbcon::write_bytes(bytes);
+    #[cfg(not(target_os = "none"))]
+    let _ = bytes;
 }
 
 /// Logs a line from a context that may have interrupted a logger (an
@@ -114,9 +131,10 @@ pub fn position() -> u64 {
     SINKS.lock().ring.total()
 }
 
-/// Stops (or resumes) writing the log to COM1: once the control domain owns
-/// the serial line (DESIGN.md D10) it echoes the ring itself. Fatal errors
-/// still go to the UART.
+/// Stops (or resumes) writing the log to COM1 and the screen: once the
+/// control domain owns the console (DESIGN.md D10) it echoes the ring
+/// itself, on COM1 and, through `MOJITO_CONSOLE_WRITE`, on the screen.
+/// Fatal errors still go to both.
 pub fn set_serial(enabled: bool) {
     SERIAL_ON.store(enabled, core::sync::atomic::Ordering::Relaxed);
 }

@@ -681,6 +681,14 @@ impl<V: api::Vm> Vm<V> {
         }
     }
 
+    /// Starts the count of `KVM_EXIT_INTR`s in a row
+    /// ([`VmConfig::max_intrs_in_a_row`]) again: the caller knows the last
+    /// ones were its own doing (it took input, which ends the next RUN at
+    /// once), not a guest that never exits.
+    pub fn forgive_intrs(&mut self) {
+        self.state.intrs_in_a_row = 0;
+    }
+
     /// The memory slots, by slot number.
     pub fn memslots(&self) -> impl Iterator<Item = &Memslot> {
         self.memslots.values()
