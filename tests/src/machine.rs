@@ -351,6 +351,38 @@ impl Run {
         );
     }
 
+    /// Asserts that `reboot` reset the machine and it booted again (Bochs
+    /// resets and reboots; `poweroff` then ends it).
+    pub fn assert_booted_again(self) {
+        let o = &self.outcome;
+        let mut problems = crate::shell::reboot_problems(&o.serial);
+        // "powering off" is expected once, after the second boot.
+        problems.retain(|p| !p.starts_with("the machine did not reset"));
+        let lines: Vec<&str> = o.serial.lines().map(str::trim_end).collect();
+        let reboot = lines.iter().position(|l| *l == "control: rebooting");
+        let again = reboot.and_then(|r| {
+            lines[r..]
+                .iter()
+                .position(|l| l.starts_with("mojito: Mojito "))
+                .map(|p| r + p)
+        });
+        match again {
+            None => problems.push("the hypervisor did not start again after `reboot`".into()),
+            Some(a) => {
+                if !lines[a..].contains(&"control: powering off") {
+                    problems.push("no `poweroff` after the second boot".into());
+                }
+            }
+        }
+        if let Some(Err(e)) = &self.typed {
+            problems.insert(0, format!("typing into the console: {e}"));
+        }
+        if o.timed_out {
+            problems.insert(0, format!("timed out after {} s", timeout().as_secs()));
+        }
+        self.report(problems, "reboot reset the machine, which booted again");
+    }
+
     /// Asserts that `reboot` reset the machine: QEMU, run with
     /// `-no-reboot`, ends with status 0 on the reset.
     pub fn assert_rebooted(self) {

@@ -66,6 +66,10 @@ pub const STEPS: &[Step] = &[
     ),
     step("show nowhere\r", "show: no such path: nowhere"),
     step("resume c1\r", "control: vm 1 (c1): resumed"),
+    step("vms\r", "running"),
+    // A reset makes the VM again: the guest starts over and counts anew.
+    step("reset c1\r", "[c1] counter: wrote port 0x2f0 1000 times"),
+    step("stats c1\r", "unclaimed port 0x02f0: 1000 writes"),
     step("console c1\r", "console: attached to c1; Ctrl-] detaches"),
     step("z", "counter: got z"),
     step("\u{1d}", "console: detached"),
@@ -128,6 +132,15 @@ pub fn keys(burst_len: usize) -> Vec<Keys> {
 /// The keys of the reboot test: `reboot` once the shell is ready.
 pub fn reboot_keys() -> Vec<Keys> {
     vec![Keys::serial(READY, "reboot\r")]
+}
+
+/// The keys of the Bochs reboot test: `reboot` once the shell is ready,
+/// and `poweroff` once it is ready again after the reset.
+pub fn reboot_again_keys() -> Vec<Keys> {
+    vec![
+        Keys::serial(READY, "reboot\r"),
+        Keys::serial(READY, "poweroff\r"),
+    ]
 }
 
 /// What the reboot test's log lacks: the command, its line, and no

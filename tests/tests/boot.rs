@@ -135,6 +135,21 @@ fn shell_qemu_reboot() {
     .assert_rebooted();
 }
 
+/// `reboot` under Bochs (VMX): the machine resets and boots again, and
+/// `poweroff` then ends it.
+#[test]
+fn shell_bochs_reboot() {
+    machine::bochs(
+        "shell_bochs_reboot",
+        xtask::bochs::DEFAULT_MODEL,
+        512,
+        1,
+        Mode::Shell,
+        mojito_tests::shell::reboot_again_keys(),
+    )
+    .assert_booted_again();
+}
+
 /// The same session in Bochs (VMX), its COM1 a TCP socket; a shorter
 /// random burst (every character echoed costs ~100 µs there).
 #[test]

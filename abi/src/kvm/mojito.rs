@@ -111,8 +111,8 @@ pub const MOJITO_POOL_SET_LIMIT: u32 = 1;
 /// `info`: [`mojito_info`]. Returns 0.
 pub const MOJITO_INFO: u32 = iowr(MOJITO_IOCTL_TYPE, 0x05, size_of::<mojito_info>());
 
-/// System: Resets the machine (the FADT's reset register, then the keyboard
-/// controller, then port 0xCF9, then a triple fault), after the control
+/// System: Resets the machine (the FADT's reset register, then port 0xCF9,
+/// then the keyboard controller, then a triple fault), after the control
 /// domain has stopped its VMs. Integer argument: 0. Does not return.
 pub const MOJITO_REBOOT: u32 = io(MOJITO_IOCTL_TYPE, 0x06);
 

@@ -217,8 +217,8 @@ pub const COMMANDS: &[Spec] = &[
         name: "reboot",
         alias: None,
         usage: "reboot",
-        summary: "ends every VM and resets the machine (ACPI reset register or the keyboard \
-                  controller)",
+        summary: "ends every VM and resets the machine (ACPI reset register, port 0xCF9 or \
+                  the keyboard controller)",
         more: "",
     },
 ];

@@ -161,9 +161,13 @@ mod machine {
     /// selects a hard reset, bit 2 starts it.
     const RESET_CONTROL_PORT: u16 = 0xcf9;
 
-    /// Resets the machine: the FADT's reset register, the keyboard
-    /// controller, port 0xCF9, and at last a triple fault (an empty IDT
-    /// and an exception). Does not return.
+    /// Resets the machine: the FADT's reset register, port 0xCF9 (a hard
+    /// reset), the keyboard controller, and at last a triple fault (an
+    /// empty IDT and an exception). Does not return.
+    ///
+    /// The hard reset comes before the keyboard controller's: Bochs treats
+    /// the latter as a warm reset that keeps IA32_FEATURE_CONTROL locked
+    /// (as VMXON left it), and its BIOS then faults writing that MSR.
     pub fn reboot() -> ! {
         crate::log::serial::flush();
         if let Some(Some((port, value))) = RESET.get() {
@@ -171,6 +175,12 @@ mod machine {
             unsafe { outb(*port, *value) };
             spin_a_while();
         }
+        // SAFETY: a hard reset through the chipset's reset control register.
+        unsafe {
+            outb(RESET_CONTROL_PORT, 0x02);
+            outb(RESET_CONTROL_PORT, 0x06);
+        }
+        spin_a_while();
         // SAFETY: the keyboard controller's reset pulse; waiting (bounded)
         // for its input buffer to empty first, as it asks.
         unsafe {
@@ -180,12 +190,6 @@ mod machine {
                 }
             }
             outb(KBC_COMMAND_PORT, KBC_RESET);
-        }
-        spin_a_while();
-        // SAFETY: a hard reset through the chipset's reset control register.
-        unsafe {
-            outb(RESET_CONTROL_PORT, 0x02);
-            outb(RESET_CONTROL_PORT, 0x06);
         }
         spin_a_while();
         // SAFETY: an IDT of limit 0 makes the breakpoint a triple fault,
