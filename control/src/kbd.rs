@@ -23,16 +23,25 @@ const CONFIG_TRANSLATE: u8 = 1 << 6;
 /// Polls before giving up on the controller.
 const WAIT: u32 = 100_000;
 
+/// Reads the 8042's data or status port.
 fn inb(port: u16) -> u8 {
+    debug_assert!(port == DATA || port == STATUS);
     let v: u8;
-    // SAFETY: the 8042's ports are the control domain's (passed through);
-    // reading them has no effect on memory.
+    // SAFETY: only DATA and STATUS are read: the 8042's ports, passed
+    // through to us; a read takes a byte from its buffer and touches no
+    // memory.
     unsafe { core::arch::asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack)) };
     v
 }
 
-fn outb(port: u16, v: u8) {
-    // SAFETY: as in `inb`.
+/// Writes the 8042's command or data port.
+///
+/// # Safety
+/// The caller sends only `READ_CONFIG` / `WRITE_CONFIG` to `STATUS` and the
+/// configuration byte to `DATA` after `WRITE_CONFIG`: other commands reset
+/// the machine (0xFE) or change the A20 gate (0xD1).
+unsafe fn outb(port: u16, v: u8) {
+    // SAFETY: per the function's contract; no memory is touched.
     unsafe { core::arch::asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack)) };
 }
 
@@ -61,7 +70,8 @@ impl Keyboard {
             }
             let _ = inb(DATA);
         }
-        outb(STATUS, READ_CONFIG);
+        // SAFETY: the read-configuration command.
+        unsafe { outb(STATUS, READ_CONFIG) };
         let config = (0..WAIT)
             .find(|_| inb(STATUS) & OUTPUT_FULL != 0)
             .map(|_| inb(DATA))?;
@@ -69,11 +79,13 @@ impl Keyboard {
         if !ready_for_input() {
             return None;
         }
-        outb(STATUS, WRITE_CONFIG);
+        // SAFETY: the write-configuration command, then its byte.
+        unsafe { outb(STATUS, WRITE_CONFIG) };
         if !ready_for_input() {
             return None;
         }
-        outb(DATA, config);
+        // SAFETY: as above.
+        unsafe { outb(DATA, config) };
         Some(Self {
             map: Keymap::default(),
         })

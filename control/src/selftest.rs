@@ -28,6 +28,102 @@ const NOT_OURS: u64 = 0x7fff_ffff_f000;
 
 /// Runs the checks; `scratch` is 2 MiB of free, 2 MiB-aligned RAM of ours
 /// and `boot_area` the guest-physical base of the hypervisor's boot area.
+/// Mojito's own system requests with bad arguments: each refused before
+/// anything happens (a power-off or reset that went ahead would end the
+/// boot right here).
+fn mojito_requests(c: &mut Checks) {
+    use abi::kvm::mojito::*;
+    c.expect(
+        "power-off with an argument",
+        hv::system(MOJITO_POWER_OFF, 1),
+        EINVAL,
+    );
+    c.expect(
+        "reboot with an argument",
+        hv::system(MOJITO_REBOOT, 1),
+        EINVAL,
+    );
+    let info = |f: &dyn Fn(&mut mojito_info)| {
+        let mut a = mojito_info::default();
+        f(&mut a);
+        hv::system(MOJITO_INFO, &mut a as *mut mojito_info as u64)
+    };
+    c.expect("MOJITO_INFO with flags", info(&|a| a.flags = 1), EINVAL);
+    c.expect(
+        "MOJITO_INFO with platform set",
+        info(&|a| a.platform = 1),
+        EINVAL,
+    );
+    c.expect(
+        "MOJITO_INFO with padding",
+        info(&|a| a.padding[6] = 1),
+        EINVAL,
+    );
+    c.expect(
+        "MOJITO_INFO outside our RAM",
+        hv::system(MOJITO_INFO, NOT_OURS),
+        EFAULT,
+    );
+    let text = *b"x";
+    let write = |f: &dyn Fn(&mut mojito_console_write)| {
+        let mut a = mojito_console_write {
+            len: 1,
+            buf: text.as_ptr() as u64,
+            ..Default::default()
+        };
+        f(&mut a);
+        hv::system(
+            MOJITO_CONSOLE_WRITE,
+            &a as *const mojito_console_write as u64,
+        )
+    };
+    c.expect(
+        "MOJITO_CONSOLE_WRITE with flags",
+        write(&|a| a.flags = 1),
+        EINVAL,
+    );
+    c.expect(
+        "MOJITO_CONSOLE_WRITE with padding",
+        write(&|a| a.padding[1] = 1),
+        EINVAL,
+    );
+    c.expect(
+        "MOJITO_CONSOLE_WRITE of too much",
+        write(&|a| a.len = MOJITO_CONSOLE_WRITE_MAX + 1),
+        EINVAL,
+    );
+    c.expect(
+        "MOJITO_CONSOLE_WRITE from outside our RAM",
+        write(&|a| a.buf = NOT_OURS),
+        EFAULT,
+    );
+    let mut buf = [0u8; 16];
+    let mut read = |f: &dyn Fn(&mut mojito_log_read)| {
+        let mut a = mojito_log_read {
+            len: buf.len() as u32,
+            buf: buf.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        f(&mut a);
+        hv::system(MOJITO_READ_LOG, &mut a as *mut mojito_log_read as u64)
+    };
+    c.expect(
+        "MOJITO_READ_LOG with another flag",
+        read(&|a| a.flags = 2),
+        EINVAL,
+    );
+    c.expect(
+        "MOJITO_READ_LOG at a position without the flag",
+        read(&|a| a.at = 5),
+        EINVAL,
+    );
+    c.expect(
+        "MOJITO_READ_LOG with next set",
+        read(&|a| a.next = 1),
+        EINVAL,
+    );
+}
+
 pub fn bad_requests(scratch: u64, boot_area: u64) -> bool {
     let mut c = Checks { run: 0, failed: 0 };
     // Unknown requests: KVM's answers per kind of handle.
@@ -43,6 +139,7 @@ pub fn bad_requests(scratch: u64, boot_area: u64) -> bool {
     );
     c.expect("bad handle", hv::call(KVM_CREATE_VCPU, 999, 0), EBADF);
     c.expect("closing the system", hv::call(MOJITO_CLOSE, 0, 0), EINVAL);
+    mojito_requests(&mut c);
     c.expect(
         "VM of an unknown type",
         hv::system(KVM_CREATE_VM, 7),

@@ -80,7 +80,9 @@ impl Image {
             return Err("a truncated PPM".into());
         }
         let grey = pixels
-            .chunks_exact(3)
+            .as_chunks::<3>()
+            .0
+            .iter()
             .take(width * height)
             .map(|p| ((u16::from(p[0]) + u16::from(p[1]) + u16::from(p[2])) / 3) as u8)
             .collect();

@@ -70,10 +70,14 @@ pub const STEPS: &[Step] = &[
     // A reset makes the VM again: the guest starts over and counts anew.
     step("reset c1\r", "[c1] counter: wrote port 0x2f0 1000 times"),
     step("stats c1\r", "unclaimed port 0x02f0: 1000 writes"),
-    step("console c1\r", "console: attached to c1; Ctrl-] detaches"),
+    // Attached: the replay of the ring (the raw line, no `[c1] `) first.
+    step("console c1\r", "counter: wrote port 0x2f0 1000 times"),
     step("z", "counter: got z"),
     step("\u{1d}", "console: detached"),
     step("echo c1 off\r", "echo: c1's lines off"),
+    // With echo off the guest's line after the reset is not printed (the
+    // check below looks for `[c1] ` lines after this step).
+    step("reset c1\r", "control: vm 1 (c1): reset"),
     step("log\r", BURST_AFTER),
     step(RANDOM, "   1 c1 "),
     step(
@@ -161,6 +165,17 @@ pub fn reboot_problems(serial: &str) -> Vec<String> {
     {
         problems.push("the machine did not reset (or powered off instead)".into());
     }
+    // The hypervisor names each method as it tries it: the first must have
+    // worked, not the triple fault at last.
+    let tried: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("mojito: reset: "))
+        .collect();
+    if tried.len() != 1 || tried[0].contains("triple fault") {
+        problems.push(format!(
+            "the reset methods tried: {tried:?} (the first should have worked)"
+        ));
+    }
     problems
 }
 
@@ -183,6 +198,7 @@ pub fn problems(serial: &str, extension: &str) -> Vec<String> {
         None => return vec![format!("no line {READY:?}")],
     };
     let mut heaps = Vec::new();
+    let mut echo_off_at = None;
     for s in STEPS {
         let command = if s.typed == RANDOM {
             Some("list")
@@ -209,6 +225,15 @@ pub fn problems(serial: &str, extension: &str) -> Vec<String> {
                 return problems;
             }
         }
+        if s.typed == "console c1\r" && !lines[at].starts_with("counter: wrote") {
+            problems.push(format!(
+                "`console` replayed no raw line but {:?}",
+                lines[at]
+            ));
+        }
+        if s.typed == "echo c1 off\r" {
+            echo_off_at = Some(at);
+        }
         if s.typed == "info\r" {
             let ext = format!("virtualization: {extension}:");
             let info = &lines[at.saturating_sub(6)..(at + 6).min(lines.len())];
@@ -219,6 +244,13 @@ pub fn problems(serial: &str, extension: &str) -> Vec<String> {
                 heaps.push(k);
             }
         }
+    }
+    if let Some(off) = echo_off_at
+        && let Some(l) = lines[off..].iter().find(|l| l.starts_with("[c1] "))
+    {
+        problems.push(format!(
+            "after `echo c1 off` a line of c1 was printed: {l:?}"
+        ));
     }
     match heaps.as_slice() {
         [before, with, after] => {

@@ -34,11 +34,14 @@ pub const CONTROL_ELF: &str = "control.elf";
 pub const BOOT_SCRIPT: &str = "boot.mojito";
 
 /// What the built-in image leaves out: the control domain and its boot
-/// script, the guest that never exits, and the guests whose INS/OUTS, MMIO,
-/// memory slots, interrupts, debugging, MSRs or forwarded exits need a VMM.
-pub const CONTROL_ONLY: [&str; 12] = [
+/// script, the guest that never exits, `counter` (it polls a UART, which
+/// the built-in devices lack, and never ends), and the guests whose
+/// INS/OUTS, MMIO, memory slots, interrupts, debugging, MSRs or forwarded
+/// exits need a VMM.
+pub const CONTROL_ONLY: [&str; 13] = [
     CONTROL_ELF,
     BOOT_SCRIPT,
+    "guests/counter.elf",
     "guests/spin.elf",
     "guests/portio.elf",
     "guests/mmio.elf",
@@ -291,6 +294,26 @@ fn kernel_entry(path: &Path) -> Result<BundleEntry> {
     })
 }
 
+/// Refuses what the boot script could not carry: a command line with a
+/// line break, a memory size that is not digits and a K/M/G unit.
+fn check_guest_kernel(k: &GuestKernel) -> Result<()> {
+    if k.append
+        .as_deref()
+        .is_some_and(|a| a.contains(['\n', '\r']))
+    {
+        bail!("--append must be one line");
+    }
+    if let Some(m) = &k.mem {
+        let digits = m.len() - m.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let unit = &m[digits..];
+        let unit_ok = ["", "K", "M", "G", "k", "m", "g"].contains(&unit);
+        if digits == 0 || !unit_ok {
+            bail!("--guest-mem {m}: give a size like 64M (K, M or G; no unit is MiB)");
+        }
+    }
+    Ok(())
+}
+
 /// `run` and `image`'s boot script: the demo guest, the `counter` guest
 /// (which keeps running: `console counter` echoes what is typed), and
 /// `kernel`'s VM.
@@ -327,6 +350,9 @@ pub fn interactive_script(kernel: Option<(&GuestKernel, &str, Option<&str>)>) ->
 /// What `image`, `run` and the tests use; the tests' images go to
 /// `target/mojito/test`, the others to `target/mojito`.
 pub fn build_images(ws: &Workspace, extra: &[PathBuf], purpose: Purpose<'_>) -> Result<Images> {
+    if let Purpose::Interactive(Some(k)) = purpose {
+        check_guest_kernel(k)?;
+    }
     let mut extra = extra
         .iter()
         .map(|p| extra_entry(p))
@@ -471,6 +497,15 @@ mod tests {
             ),
             "{with}"
         );
+        let bad = |f: &dyn Fn(&mut GuestKernel)| {
+            let mut k = GuestKernel::default();
+            f(&mut k);
+            check_guest_kernel(&k).is_err()
+        };
+        assert!(bad(&|k| k.append = Some("a\nb".into())));
+        assert!(bad(&|k| k.mem = Some("64 M".into())));
+        assert!(bad(&|k| k.mem = Some("lots".into())));
+        assert!(!bad(&|k| k.mem = Some("64M".into())));
         let dir = tempfile::tempdir().unwrap();
         let spaced = dir.path().join("my kernel");
         std::fs::write(&spaced, b"x").unwrap();

@@ -99,7 +99,6 @@ pub fn command_line(cmd: &Command) -> String {
         .join(" ")
 }
 
-/// Reads a file that may not exist (yet) as text; missing reads as empty.
 /// A serial log as a terminal shows it, line by line: `CR` returns to the
 /// line's start and later text overwrites, `BS` steps back, `ESC [ K`
 /// erases to the end of the line, `ESC [ n C` / `ESC [ n D` move right /
@@ -165,6 +164,7 @@ pub fn read_serial(path: &Path) -> String {
     screen(&read_lossy(path))
 }
 
+/// Reads a file that may not exist (yet) as text; missing reads as empty.
 pub fn read_lossy(path: &Path) -> String {
     std::fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())

@@ -111,8 +111,10 @@ impl Editor {
             Esc::Start => {
                 if b == b'[' || b == b'O' {
                     self.esc = Esc::Csi(Vec::new());
+                    return Step::default();
                 }
-                return Step::default();
+                // A lone ESC (the Esc key): dropped, and this byte is a
+                // key of its own.
             }
             Esc::Csi(mut param) => {
                 return match b {
@@ -291,6 +293,13 @@ mod tests {
         assert_eq!(typed(b"ab\x1bOD\x1bOD\x1b[C\x1b[C\x1b[Cc\r"), ["abc"]);
         // Backspace in the middle.
         assert_eq!(typed(b"abxc\x1b[D\x08\r"), ["abc"]);
+    }
+
+    #[test]
+    fn a_lone_escape_does_not_eat_the_next_key() {
+        assert_eq!(typed(b"ls\x1b\r"), ["ls"]);
+        assert_eq!(typed(b"l\x1bs\r"), ["ls"]);
+        assert_eq!(typed(b"\x1b\x1b[Dx\r"), ["x"]);
     }
 
     #[test]

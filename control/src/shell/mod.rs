@@ -45,6 +45,8 @@ mod machine {
     pub const BOOT_SCRIPT: &str = "boot.mojito";
     /// Ctrl-]: leaves a guest's console, as in telnet and `virsh console`.
     const DETACH: u8 = 0x1d;
+    /// Input bytes taken from COM1 per turn of the loop.
+    const INPUT_PER_TURN: usize = 256;
 
     /// The shell's state.
     pub struct Shell {
@@ -149,7 +151,12 @@ mod machine {
         /// editor, or for the attached guest. Returns whether there were
         /// any.
         fn poll_input(&mut self) -> bool {
-            while let Some(b) = console::read_byte() {
+            // At most a line's worth a turn: a UART that always says it has
+            // data (a floating line) cannot keep the shell here for ever.
+            while self.keys.len() < INPUT_PER_TURN {
+                let Some(b) = console::read_byte() else {
+                    break;
+                };
                 self.keys.push(b);
             }
             if let Some(k) = self.keyboard.as_mut() {
@@ -273,9 +280,9 @@ mod machine {
                     return;
                 };
                 if input {
-                    // Input ends the next RUN at once (D2): that INTR is
-                    // ours, not a sign of a guest that never exits.
-                    vm.forgive_intrs();
+                    // Input ends the next RUN at once (D2): that one INTR
+                    // is ours, not a sign of a guest that never exits.
+                    vm.forgive_intr();
                 }
                 let start = vms::rdtsc();
                 let outcome = vm.run();
@@ -288,7 +295,7 @@ mod machine {
                     return;
                 }
                 let e = &mut self.vms[i];
-                vms::stopped(e, &outcome, self.streams);
+                vms::stopped(e, &outcome);
                 if self.attached.is_some_and(|(a, _)| a == id) {
                     self.detach("the VM stopped");
                 }
@@ -364,7 +371,8 @@ mod machine {
                 return;
             }
             let id = self.next_id;
-            match vms::make(id, &spec, &self.bundle, self.streams) {
+            let streams = self.streams;
+            match vms::make(id, &spec, &self.bundle, streams) {
                 Ok(vm) => {
                     println!(
                         "control: vm {id} ({}): created with {} MiB of RAM",
@@ -385,6 +393,7 @@ mod machine {
                         kept_output: Vec::new(),
                         kept_lost: 0,
                         echo: true,
+                        streams,
                     });
                 }
                 Err(why) => {
@@ -399,7 +408,7 @@ mod machine {
         fn remake(&mut self, i: usize, what: &str) {
             vms::close(&mut self.vms[i]);
             let e = &mut self.vms[i];
-            match vms::make(e.id, &e.spec, &self.bundle, self.streams) {
+            match vms::make(e.id, &e.spec, &self.bundle, e.streams) {
                 Ok(mut vm) => {
                     vm.console().set_echo(e.echo);
                     e.vm = Some(vm);

@@ -134,7 +134,7 @@ pub const COMMANDS: &[Spec] = &[
         alias: None,
         usage: "reset NAME",
         summary: "makes the VM again from its kernel, as a power cycle, and runs it",
-        more: "The guest's memory is fresh; its console ring is kept.",
+        more: "The guest's memory and its console output start afresh.",
     },
     Spec {
         name: "destroy",
@@ -149,8 +149,8 @@ pub const COMMANDS: &[Spec] = &[
         usage: "console NAME",
         summary: "attaches to a VM's serial port; Ctrl-] detaches",
         more: "The VM's recent output is replayed first. While attached, what you type goes to \
-               the VM's COM1 and its output comes as it is; other VMs' lines wait in their \
-               rings.",
+               the VM's COM1 and its output comes as it is; other VMs' lines are not printed \
+               meanwhile (their rings keep them for their own console).",
     },
     Spec {
         name: "echo",
@@ -185,7 +185,7 @@ pub const COMMANDS: &[Spec] = &[
         name: "log",
         alias: None,
         usage: "log",
-        summary: "the hypervisor's log, as much as the control domain keeps",
+        summary: "the hypervisor's log: its ring's last 16 KiB",
         more: "",
     },
     Spec {
@@ -605,10 +605,39 @@ mod tests {
         assert_eq!(ok("poweroff"), Command::Poweroff);
         assert_eq!(ok("streams on"), Command::Streams(true));
         assert!(parse("streams").is_err());
-        // Every command has a spec and parses with good arguments.
+        // Every command's usage names it, and a sample line of each parses
+        // (and the samples cover every command).
+        let samples = [
+            "help",
+            "info",
+            "list",
+            "create a kernel=k",
+            "start a",
+            "pause a",
+            "resume a",
+            "reset a",
+            "destroy a",
+            "console a",
+            "echo a on",
+            "stats a",
+            "show",
+            "ls",
+            "log",
+            "wait",
+            "streams off",
+            "poweroff",
+            "reboot",
+        ];
         for s in COMMANDS {
-            assert!(spec(s.name).is_some());
             assert!(s.usage.starts_with(s.name), "{}", s.usage);
+            assert!(
+                samples.iter().any(|l| l.split(' ').next() == Some(s.name)),
+                "no sample for {}",
+                s.name
+            );
+        }
+        for l in samples {
+            assert!(matches!(parse(l), Ok(Some(_))), "{l}");
         }
     }
 

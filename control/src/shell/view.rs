@@ -88,11 +88,9 @@ fn cpu_name() -> (String, String) {
 }
 
 pub fn info(sh: &Shell) {
-    println!(
-        "Mojito {} (control domain {})",
-        env!("CARGO_PKG_VERSION"),
-        env!("CARGO_PKG_VERSION")
-    );
+    // The hypervisor and the control domain are built together, from one
+    // workspace version.
+    println!("Mojito {}", env!("CARGO_PKG_VERSION"));
     let (vendor, brand) = cpu_name();
     println!("cpu: {vendor}, {brand}");
     let info = match crate::hv::info() {

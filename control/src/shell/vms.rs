@@ -115,6 +115,9 @@ pub struct Entry {
     pub kept_lost: u64,
     /// Whether its lines are printed (`echo NAME on/off`).
     pub echo: bool,
+    /// Whether it records its exits and prints the stream when it stops
+    /// (`streams` when it was created).
+    pub streams: bool,
 }
 
 impl Entry {
@@ -349,8 +352,8 @@ pub fn close(e: &mut Entry) {
 }
 
 /// A VM stopped with `outcome`: report, close, and print its exit stream
-/// if `streams`.
-pub fn stopped(e: &mut Entry, outcome: &Outcome, streams: bool) {
+/// if it records one.
+pub fn stopped(e: &mut Entry, outcome: &Outcome) {
     hv::echo_log();
     let why = report(e.id, e.name(), outcome);
     let (records, dropped) = match e.vm.as_mut() {
@@ -359,7 +362,7 @@ pub fn stopped(e: &mut Entry, outcome: &Outcome, streams: bool) {
     };
     close(e);
     e.state = State::Stopped(why);
-    if streams {
+    if e.streams {
         print_stream(e.id, &e.spec.name, &records, dropped);
     }
 }

@@ -10,7 +10,8 @@
 //! comes per burst of input that the control domain reads.
 //!
 //! The PS/2 keyboard's IRQ 1 is input too: the control domain reads the
-//! 8042's ports (passed through, `control::KBD_PORTS`) for a shell at the
+//! 8042's ports (passed through, `control::KBD_DATA_PORT` and
+//! `KBD_STATUS_PORT`) for a shell at the
 //! machine's own screen, and a key must end a guest's RUN the same way.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -169,18 +169,27 @@ mod machine {
     /// the latter as a warm reset that keeps IA32_FEATURE_CONTROL locked
     /// (as VMXON left it), and its BIOS then faults writing that MSR.
     pub fn reboot() -> ! {
-        crate::log::serial::flush();
+        // The control domain has closed its VMs; the log goes to COM1
+        // again, naming each method as it is tried.
+        crate::log::set_serial(true);
+        leave_virtualization();
         if let Some(Some((port, value))) = RESET.get() {
+            crate::log!("reset: the FADT's reset register, port {port:#x} <- {value:#x}");
+            crate::log::serial::flush();
             // SAFETY: the FADT names this port and value as the reset.
             unsafe { outb(*port, *value) };
             spin_a_while();
         }
+        crate::log!("reset: port {RESET_CONTROL_PORT:#x} (hard reset)");
+        crate::log::serial::flush();
         // SAFETY: a hard reset through the chipset's reset control register.
         unsafe {
             outb(RESET_CONTROL_PORT, 0x02);
             outb(RESET_CONTROL_PORT, 0x06);
         }
         spin_a_while();
+        crate::log!("reset: the keyboard controller");
+        crate::log::serial::flush();
         // SAFETY: the keyboard controller's reset pulse; waiting (bounded)
         // for its input buffer to empty first, as it asks.
         unsafe {
@@ -192,11 +201,40 @@ mod machine {
             outb(KBC_COMMAND_PORT, KBC_RESET);
         }
         spin_a_while();
+        crate::log!("reset: a triple fault");
+        crate::log::serial::flush();
         // SAFETY: an IDT of limit 0 makes the breakpoint a triple fault,
         // which resets the machine; nothing runs after it.
         unsafe {
             let empty = [0u16; 5];
             core::arch::asm!("lidt [{}]", "int3", in(reg) empty.as_ptr(), options(noreturn));
+        }
+    }
+
+    /// Leaves VMX operation, or turns SVM off, before a reset, as Linux
+    /// does: INIT, which is what a keyboard-controller reset is on many
+    /// chipsets, is blocked in VMX root operation (SDM Vol. 3C 24.8).
+    fn leave_virtualization() {
+        use crate::arch::instr::{rdmsr, read_cr4, write_cr4, wrmsr};
+        use crate::arch::msr::{IA32_EFER, efer};
+        use crate::virt::regs::cr4::VMXE as CR4_VMXE;
+        let cr4 = read_cr4();
+        if cr4 & CR4_VMXE != 0 {
+            // SAFETY: CR4.VMXE is set only while the hypervisor is in VMX
+            // operation (VMXON at boot); VMXOFF leaves it, and nothing
+            // uses VMX after this (the machine resets).
+            unsafe {
+                core::arch::asm!("vmxoff", options(nostack));
+                write_cr4(cr4 & !CR4_VMXE);
+            }
+        }
+        // SAFETY: reading EFER has no side effect; clearing SVME only turns
+        // SVM off, which nothing uses after this.
+        unsafe {
+            let e = rdmsr(IA32_EFER);
+            if e & efer::SVME != 0 {
+                wrmsr(IA32_EFER, e & !efer::SVME);
+            }
         }
     }
 

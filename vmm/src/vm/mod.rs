@@ -681,12 +681,12 @@ impl<V: api::Vm> Vm<V> {
         }
     }
 
-    /// Starts the count of `KVM_EXIT_INTR`s in a row
-    /// ([`VmConfig::max_intrs_in_a_row`]) again: the caller knows the last
-    /// ones were its own doing (it took input, which ends the next RUN at
-    /// once), not a guest that never exits.
-    pub fn forgive_intrs(&mut self) {
-        self.state.intrs_in_a_row = 0;
+    /// Takes one `KVM_EXIT_INTR` off the count of those in a row
+    /// ([`VmConfig::max_intrs_in_a_row`]): the caller knows one was its own
+    /// doing (it took input, which ends the next RUN at once), not a sign
+    /// of a guest that never exits.
+    pub fn forgive_intr(&mut self) {
+        self.state.intrs_in_a_row = self.state.intrs_in_a_row.saturating_sub(1);
     }
 
     /// The memory slots, by slot number.
