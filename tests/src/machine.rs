@@ -432,6 +432,8 @@ impl Run {
             serial = printable(&o.serial),
             emulator = printable(&self.emulator_log),
         );
+        // The report above says it all: fail the test without a panic
+        // message and backtrace pointing here.
         std::panic::resume_unwind(Box::new(format!("{} failed", self.test)));
     }
 
@@ -461,7 +463,6 @@ impl Run {
             let status = o.status.map_or("none".into(), qemu::describe_exit);
             problems.insert(0, format!("the emulator did not power off: {status}"));
         }
-        let secs = o.elapsed.as_secs_f64();
         if problems.is_empty() {
             let cpu = o.serial.lines().find(|l| l.starts_with("mojito: cpu0: "));
             println!(
@@ -496,34 +497,8 @@ impl Run {
             for line in &differential {
                 println!("{}: exit stream {line}", self.test);
             }
-            println!(
-                "{}: all guests ran; the machine stopped after {secs:.1} s",
-                self.test
-            );
-            if std::env::var_os(KEEP_RUNS_VAR).is_some() {
-                println!(
-                    "{}: run directory kept: {}",
-                    self.test,
-                    self.dir.keep().display()
-                );
-            }
-            return;
         }
-        let kept = self.dir.keep();
-        println!(
-            "{test} failed after {secs:.1} s:\n  - {list}\n\ncommand: {command}\nrun directory \
-             (kept): {dir}\n\n===== serial log =====\n{serial}\n===== end of serial log \
-             =====\n\n{emulator}\n",
-            test = self.test,
-            list = problems.join("\n  - "),
-            command = self.command,
-            dir = kept.display(),
-            serial = printable(&o.serial),
-            emulator = printable(&self.emulator_log),
-        );
-        // The report above says it all: fail the test without a panic
-        // message and backtrace pointing here.
-        std::panic::resume_unwind(Box::new(format!("{} failed", self.test)));
+        self.report(problems, "all guests ran");
     }
 }
 
