@@ -76,6 +76,11 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
         "starting \"mojito: host: SMEP\"".into(),
         find(&|l| l.starts_with("mojito: host: SMEP")),
     );
+    // W^X, no user pages, guard pages under every stack (arch/protect.rs).
+    need(
+        "starting \"mojito: host: W^X holds\"".into(),
+        find(&|l| l.starts_with("mojito: host: W^X holds")),
+    );
     if mode == Mode::Control {
         for line in [
             "control: Mojito control domain",
@@ -275,6 +280,7 @@ mod tests {
             &first_line(),
             "mojito: cpu0: SVM npt nrips=0 vgif",
             "mojito: host: SMEP on, SMAP on",
+            "mojito: host: W^X holds: 64 executable pages, all the hypervisor's code and read-only",
             "[demo] PASS",
             "mojito: vm 1 (demo): stopped: exited with status 0",
             "[isolate1] isolation ok (pattern 0x11)",
@@ -392,6 +398,8 @@ mod tests {
         assert_eq!(problems(&failed, "SVM", Mode::Builtin).len(), 1);
         let fatal = format!("{log}\nmojito: FATAL exception 13");
         assert!(problems(&fatal, "SVM", Mode::Builtin)[0].contains("FATAL"));
+        let broken = log.replace("W^X holds", "W^X does NOT hold");
+        assert!(problems(&broken, "SVM", Mode::Builtin)[0].contains("W^X holds"));
     }
 
     #[test]

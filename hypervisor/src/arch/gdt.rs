@@ -16,10 +16,27 @@ pub const IST_MACHINE_CHECK: u16 = 3;
 
 const IST_STACK_SIZE: usize = 16 * 1024;
 
-#[repr(C, align(16))]
-struct Stack([u8; IST_STACK_SIZE]);
+/// An IST stack and, below it, a page that boot unmaps
+/// (`protect::harden`): an overflow faults at once instead of running into
+/// the stack or static below.
+#[repr(C, align(4096))]
+struct Stack {
+    guard: [u8; 4096],
+    stack: [u8; IST_STACK_SIZE],
+}
 
-static mut IST_STACKS: [Stack; 3] = [const { Stack([0; IST_STACK_SIZE]) }; 3];
+static mut IST_STACKS: [Stack; 3] = [const {
+    Stack {
+        guard: [0; 4096],
+        stack: [0; IST_STACK_SIZE],
+    }
+}; 3];
+
+/// The guard pages' addresses, for `protect::harden` to unmap.
+pub fn ist_guard_pages() -> [u64; 3] {
+    // SAFETY: only the addresses of the statics are taken.
+    [0, 1, 2].map(|i| unsafe { core::ptr::addr_of!(IST_STACKS[i].guard) } as u64)
+}
 
 static TSS: spin::Once<TaskStateSegment> = spin::Once::new();
 static GDT: spin::Once<(GlobalDescriptorTable, Selectors)> = spin::Once::new();
@@ -42,7 +59,7 @@ pub fn init() {
         {
             // SAFETY: only the address of the static is taken; the stacks are
             // used by the CPU alone, through the TSS.
-            let base = unsafe { core::ptr::addr_of!(IST_STACKS[stack]) } as u64;
+            let base = unsafe { core::ptr::addr_of!(IST_STACKS[stack].stack) } as u64;
             tss.interrupt_stack_table[usize::from(slot - 1)] =
                 VirtAddr::new(base + IST_STACK_SIZE as u64);
         }

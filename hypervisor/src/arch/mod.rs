@@ -12,7 +12,6 @@ pub mod msr;
 #[cfg(target_os = "none")]
 pub mod pic;
 pub mod power;
-#[cfg(target_os = "none")]
 pub mod protect;
 pub mod tsc;
 pub mod xsave;

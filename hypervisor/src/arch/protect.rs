@@ -1,9 +1,11 @@
-//! Host-mode protections the CPU offers, turned on at boot: SMEP (no
-//! instruction fetch from user pages in supervisor mode) and SMAP (no data
-//! access to user pages in supervisor mode without EFLAGS.AC), SDM Vol. 3A
-//! 5.6 "Access Rights", AMD APM Vol. 2 5.6. The hypervisor maps nothing
-//! user-accessible for itself, so these only turn a mistake — a stray
-//! pointer into memory a lower privilege controls — into a fault.
+//! Host-mode protections, set up at boot: SMEP (no instruction fetch from
+//! user pages in supervisor mode) and SMAP (no data access to user pages in
+//! supervisor mode without EFLAGS.AC), SDM Vol. 3A 5.6 "Access Rights",
+//! AMD APM Vol. 2 5.6 — the hypervisor maps nothing user-accessible for
+//! itself, so these only turn a mistake, a stray pointer into memory a
+//! lower privilege controls, into a fault; and W^X with guard pages
+//! ([`harden`]): only the hypervisor's code is executable and none of it
+//! writable, and every stack has an unmapped page below it.
 
 use super::instr::{cpuid, read_cr4, write_cr4};
 
@@ -41,4 +43,145 @@ pub fn enable() -> Protections {
         unsafe { write_cr4(read_cr4() | bits) };
     }
     p
+}
+
+/// What [`harden`] found and did to the hypervisor's own address space.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Hardening {
+    /// Executable 4 KiB pages, all within the hypervisor's image.
+    pub executable: u64,
+    /// Executable pages outside the image (the bootloader's trampoline)
+    /// made NX.
+    pub made_nx: u64,
+    /// Pages both writable and executable, or user-accessible, afterwards
+    /// (W^X holds when both are 0), and executable pages outside the image.
+    pub writable_executable: u64,
+    pub user: u64,
+    pub stray_executable: u64,
+    /// Stacks with an unmapped page below them: the boot stack and the
+    /// IST stacks.
+    pub guarded_stacks: u32,
+    pub stacks: u32,
+}
+
+impl Hardening {
+    /// Whether W^X, no user pages and the guard pages all hold.
+    pub fn holds(&self) -> bool {
+        self.writable_executable == 0
+            && self.user == 0
+            && self.stray_executable == 0
+            && self.guarded_stacks == self.stacks
+    }
+}
+
+/// Enforces W^X on the hypervisor's own page tables (the bootloader's): the
+/// executable pages outside the image `[image, image + len)` are made NX,
+/// the IST stacks' guard pages are unmapped, and the result is audited
+/// (`mm::audit`): nothing writable and executable, nothing user-accessible,
+/// and an unmapped page below every stack (the bootloader leaves one below
+/// the boot stack, `boot_stack_bottom`).
+#[cfg(target_os = "none")]
+pub fn harden(image: u64, len: u64, boot_stack_bottom: u64) -> Hardening {
+    use crate::mm::HostPhys;
+    use crate::mm::audit::{self, Leaf, NO_EXECUTE, PRESENT};
+    let root = x86_64::registers::control::Cr3::read()
+        .0
+        .start_address()
+        .as_u64();
+    let read = |pa: u64| {
+        // SAFETY: a page table of the active hierarchy, read through the
+        // physical window; nothing else changes it while boot runs.
+        unsafe { *crate::mm::phys::ptr::<[u64; 512]>(HostPhys::new(pa)) }
+    };
+    let in_image = |l: &Leaf| l.va >= image && l.va + l.size <= image + len;
+    /// Sets or clears `bits` in a leaf's entry and drops its translations.
+    fn change(l: &Leaf, set: u64, clear: u64) {
+        let entry = crate::mm::phys::ptr::<u64>(HostPhys::new(l.table + 8 * l.index as u64));
+        // SAFETY: the entry of a leaf of the active page tables, which only
+        // boot changes; the pages it maps are the bootloader's trampoline
+        // (never executed again) or a guard page (never touched). The walk
+        // reads each table into a copy first, so changing an entry does
+        // not disturb it.
+        unsafe { *entry = (*entry | set) & !clear };
+        let mut va = l.va;
+        while va < l.va + l.size {
+            x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(va));
+            va += 4096;
+        }
+    }
+    let mut h = Hardening::default();
+    let guards = super::gdt::ist_guard_pages();
+    // First pass: make the stray executable pages NX, unmap the guards.
+    audit::walk(root, &read, &mut |l| {
+        if l.executable && !in_image(&l) {
+            change(&l, NO_EXECUTE, 0);
+            h.made_nx += l.size / 4096;
+        }
+        if l.size == 4096 && guards.contains(&l.va) {
+            change(&l, 0, PRESENT);
+        }
+    });
+    // Second pass: the audit, and which stacks have nothing mapped below.
+    let below: [u64; 4] = [
+        boot_stack_bottom.wrapping_sub(4096),
+        guards[0],
+        guards[1],
+        guards[2],
+    ];
+    let mut mapped = [false; 4];
+    let mut s = audit::Summary::default();
+    audit::walk(root, &read, &mut |l| {
+        s.add(&l);
+        if l.executable && !in_image(&l) {
+            h.stray_executable += l.size / 4096;
+        }
+        for (m, &va) in mapped.iter_mut().zip(&below) {
+            *m |= va >= l.va && va - l.va < l.size;
+        }
+    });
+    h.executable = s.executable;
+    h.writable_executable = s.writable_executable;
+    h.user = s.user;
+    h.stacks = below.len() as u32;
+    h.guarded_stacks = mapped.iter().filter(|&&m| !m).count() as u32;
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_only_when_everything_does() {
+        let good = Hardening {
+            executable: 64,
+            made_nx: 3,
+            stacks: 4,
+            guarded_stacks: 4,
+            ..Default::default()
+        };
+        assert!(good.holds());
+        assert!(
+            !Hardening {
+                writable_executable: 1,
+                ..good
+            }
+            .holds()
+        );
+        assert!(!Hardening { user: 1, ..good }.holds());
+        assert!(
+            !Hardening {
+                stray_executable: 2,
+                ..good
+            }
+            .holds()
+        );
+        assert!(
+            !Hardening {
+                guarded_stacks: 3,
+                ..good
+            }
+            .holds()
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! (the hypervisor pool every VM's metadata comes from) and the heap.
 
 pub mod addr;
+pub mod audit;
 pub mod frame;
 #[cfg(target_os = "none")]
 pub mod heap;
