@@ -1,6 +1,8 @@
-//! `cargo xtask fuzz`: runs the `fuzz/` crate's cargo-fuzz targets (today
-//! `mmio_decode`: the MMIO instruction decoder against iced-x86) for a
-//! while, installing cargo-fuzz first if it is missing.
+//! `cargo xtask fuzz`: runs the `fuzz/` crate's cargo-fuzz targets for a
+//! while each, installing cargo-fuzz first if it is missing: `mmio_decode`
+//! (the MMIO instruction decoder against iced-x86), `boot_bundle` (the
+//! boot-bundle reader) and `shell_input` (the shell's line editor, parser
+//! and keymap).
 
 use std::process::Command;
 
@@ -11,8 +13,10 @@ use xtask::workspace::run_checked;
 /// The cargo-fuzz release the targets are known to build with.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
-/// The fuzz targets, in `fuzz/fuzz_targets/`.
-pub const TARGETS: [&str; 1] = ["mmio_decode"];
+/// The fuzz targets, in `fuzz/fuzz_targets/`, with libFuzzer's longest
+/// input for each (an x86 instruction is at most 15 bytes).
+pub const TARGETS: [(&str, u32); 3] =
+    [("mmio_decode", 15), ("boot_bundle", 4096), ("shell_input", 4096)];
 
 fn cargo_fuzz_present(ws: &Workspace) -> bool {
     ws.cargo()
@@ -36,7 +40,7 @@ pub fn fuzz(ws: &Workspace, seconds: u32) -> Result<()> {
     if !dir.join("Cargo.toml").is_file() {
         bail!("{} has no Cargo.toml", dir.display());
     }
-    for target in TARGETS {
+    for (target, max_len) in TARGETS {
         println!(
             "xtask: fuzzing {target} for {seconds} s (crashes go to fuzz/artifacts/{target}/)"
         );
@@ -47,7 +51,7 @@ pub fn fuzz(ws: &Workspace, seconds: u32) -> Result<()> {
             target,
             "--",
             &format!("-max_total_time={seconds}"),
-            "-max_len=15",
+            &format!("-max_len={max_len}"),
             "-print_final_stats=1",
         ]);
         run_checked(&mut cmd, &format!("cargo fuzz run {target}"))
