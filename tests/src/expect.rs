@@ -93,7 +93,7 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
             need(format!("starting {line:?}"), find(&|l| l.starts_with(line)));
         }
     }
-    let mut passing = vec!["demo", "fpustate"];
+    let mut passing = vec!["demo", "fpustate", "hostile"];
     if mode == Mode::Control {
         passing.push("portio");
         passing.push("mmio");
@@ -130,6 +130,7 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
     }
     let mut stops = vec![
         ("demo", "exited with status 0"),
+        ("hostile", "exited with status 0"),
         ("fpustate", "exited with status 0"),
         ("isolate1", "exited with status 0"),
         ("isolate2", "exited with status 0"),
@@ -290,6 +291,8 @@ mod tests {
             "mojito: vm 4 (halt): stopped: halted",
             "[fpustate] PASS",
             "mojito: vm 6 (fpustate): stopped: exited with status 0",
+            "[hostile] PASS",
+            "mojito: vm 7 (hostile): stopped: exited with status 0",
             "mojito: vm 5 (triple): stopped: triple fault",
             LAST_LINE,
         ]

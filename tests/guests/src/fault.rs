@@ -8,8 +8,10 @@ use crate::idt::{self, EXCEPTIONS, Gate, exception_name};
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// Where the next exception resumes; 0 = none armed (unexpected).
-static RECOVERY_RIP: AtomicU64 = AtomicU64::new(0);
+/// Where the next exception resumes; 0 = none armed (unexpected). Public
+/// for [`try_asm!`](crate::try_asm) only.
+#[doc(hidden)]
+pub static RECOVERY_RIP: AtomicU64 = AtomicU64::new(0);
 /// The vector of the last recovered exception, or `NO_FAULT`.
 static FAULT_VECTOR: AtomicU64 = AtomicU64::new(NO_FAULT);
 const NO_FAULT: u64 = u64::MAX;
@@ -128,16 +130,43 @@ pub(crate) fn install() {
 }
 
 /// Arms the recovery point for the next `asm!` block.
-fn arm() {
+#[doc(hidden)]
+pub fn arm() {
     FAULT_VECTOR.store(NO_FAULT, Ordering::Relaxed);
 }
 
 /// After the block: `Err(vector)` if it faulted.
-fn outcome() -> Result<(), Vector> {
+#[doc(hidden)]
+pub fn outcome() -> Result<(), Vector> {
     match FAULT_VECTOR.load(Ordering::Relaxed) {
         NO_FAULT => Ok(()),
         vector => Err(vector as Vector),
     }
+}
+
+/// Runs instructions that may fault: `Ok(())` if they ran, `Err(vector)`
+/// if one faulted (execution resumes after the block; the rest of the
+/// block is skipped). `try_asm!("vmxoff")`, or with operands after the
+/// instructions, as `asm!` takes them.
+///
+/// The caller's `unsafe` block vouches for the instructions, should they
+/// run.
+#[macro_export]
+macro_rules! try_asm {
+    ($($insn:literal),+ $(; $($operands:tt)*)?) => {{
+        $crate::fault::arm();
+        core::arch::asm!(
+            "lea {__scratch}, [rip + 2f]",
+            "mov [rip + {__recovery}], {__scratch}",
+            $($insn,)+
+            "mov qword ptr [rip + {__recovery}], 0",
+            "2:",
+            __recovery = sym $crate::fault::RECOVERY_RIP,
+            __scratch = out(reg) _,
+            $($($operands)*)?
+        );
+        $crate::fault::outcome()
+    }};
 }
 
 /// RDMSR that reports a fault instead of failing the guest.

@@ -15,8 +15,11 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// The fuzz targets, in `fuzz/fuzz_targets/`, with libFuzzer's longest
 /// input for each (an x86 instruction is at most 15 bytes).
-pub const TARGETS: [(&str, u32); 3] =
-    [("mmio_decode", 15), ("boot_bundle", 4096), ("shell_input", 4096)];
+pub const TARGETS: [(&str, u32); 3] = [
+    ("mmio_decode", 15),
+    ("boot_bundle", 4096),
+    ("shell_input", 4096),
+];
 
 fn cargo_fuzz_present(ws: &Workspace) -> bool {
     ws.cargo()
