@@ -99,11 +99,7 @@ mod machine {
         let p = crate::arch::protect::enable();
         let on = |b: bool| if b { "on" } else { "not offered by the CPU" };
         log!("host: SMEP {}, SMAP {}", on(p.smep), on(p.smap));
-        let h = crate::arch::protect::harden(
-            boot_info.kernel_image_offset,
-            boot_info.kernel_len,
-            boot_info.kernel_stack_bottom,
-        );
+        let h = crate::arch::protect::harden(boot_info.kernel_stack_bottom);
         if h.holds() {
             log!(
                 "host: W^X holds: {} executable pages, all the hypervisor's code and read-only \

@@ -412,6 +412,13 @@ mod machine {
                 Ok(mut vm) => {
                     vm.console().set_echo(e.echo);
                     e.vm = Some(vm);
+                    // An attached console follows the new VM from its
+                    // first byte.
+                    if let Some((id, mark)) = self.attached.as_mut()
+                        && *id == e.id
+                    {
+                        *mark = 0;
+                    }
                     e.state = State::Running;
                     e.ran_tsc = 0;
                     e.started_tsc = Some(vms::rdtsc());

@@ -220,9 +220,10 @@ mod machine {
         use crate::virt::regs::cr4::VMXE as CR4_VMXE;
         let cr4 = read_cr4();
         if cr4 & CR4_VMXE != 0 {
-            // SAFETY: CR4.VMXE is set only while the hypervisor is in VMX
-            // operation (VMXON at boot); VMXOFF leaves it, and nothing
-            // uses VMX after this (the machine resets).
+            // SAFETY: CR4.VMXE set means VMXON succeeded: turning VMX on
+            // sets it just before VMXON, and a failure there is fatal at
+            // boot (nothing reaches a reset after it). VMXOFF leaves VMX
+            // operation, and nothing uses VMX after this (the machine resets).
             unsafe {
                 core::arch::asm!("vmxoff", options(nostack));
                 write_cr4(cr4 & !CR4_VMXE);

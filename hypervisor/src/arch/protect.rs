@@ -62,6 +62,10 @@ pub struct Hardening {
     /// IST stacks.
     pub guarded_stacks: u32,
     pub stacks: u32,
+    /// CR0.WP and EFER.NXE: without them the CPU ignores read-only in ring
+    /// 0 and NX, and the audit would mean nothing.
+    pub write_protect: bool,
+    pub no_execute: bool,
 }
 
 impl Hardening {
@@ -71,17 +75,22 @@ impl Hardening {
             && self.user == 0
             && self.stray_executable == 0
             && self.guarded_stacks == self.stacks
+            && self.write_protect
+            && self.no_execute
     }
 }
 
 /// Enforces W^X on the hypervisor's own page tables (the bootloader's): the
-/// executable pages outside the image `[image, image + len)` are made NX,
+/// executable pages outside the hypervisor's code `[text, text_end)` (from
+/// the linker: the image's start and `etext`) are made NX — but never a
+/// page that overlaps the image `[text, image_end)`, which the audit then
+/// reports instead —
 /// the IST stacks' guard pages are unmapped, and the result is audited
 /// (`mm::audit`): nothing writable and executable, nothing user-accessible,
 /// and an unmapped page below every stack (the bootloader leaves one below
 /// the boot stack, `boot_stack_bottom`).
 #[cfg(target_os = "none")]
-pub fn harden(image: u64, len: u64, boot_stack_bottom: u64) -> Hardening {
+pub fn harden(boot_stack_bottom: u64) -> Hardening {
     use crate::mm::HostPhys;
     use crate::mm::audit::{self, Leaf, NO_EXECUTE, PRESENT};
     let root = x86_64::registers::control::Cr3::read()
@@ -93,7 +102,22 @@ pub fn harden(image: u64, len: u64, boot_stack_bottom: u64) -> Hardening {
         // physical window; nothing else changes it while boot runs.
         unsafe { *crate::mm::phys::ptr::<[u64; 512]>(HostPhys::new(pa)) }
     };
-    let in_image = |l: &Leaf| l.va >= image && l.va + l.size <= image + len;
+    unsafe extern "C" {
+        /// The ELF header, the image's first byte, and the ends of its
+        /// code and of the whole image (lld defines them, SysV ABI names).
+        static __ehdr_start: u8;
+        static etext: u8;
+        static end: u8;
+    }
+    let text = core::ptr::addr_of!(__ehdr_start) as u64;
+    // The page `etext` falls in is code too.
+    let text_end = (core::ptr::addr_of!(etext) as u64).next_multiple_of(4096);
+    let image_end = core::ptr::addr_of!(end) as u64;
+    // Overflow-safe: a leaf may end at the top of the address space.
+    let inside =
+        |l: &Leaf, lo: u64, hi: u64| l.va >= lo && l.va - lo < hi - lo && l.size <= hi - l.va;
+    let in_image = |l: &Leaf| inside(l, text, text_end);
+    let overlaps_image = |l: &Leaf| l.va < image_end && l.va.wrapping_add(l.size - 1) >= text;
     /// Sets or clears `bits` in a leaf's entry and drops its translations.
     fn change(l: &Leaf, set: u64, clear: u64) {
         let entry = crate::mm::phys::ptr::<u64>(HostPhys::new(l.table + 8 * l.index as u64));
@@ -103,17 +127,14 @@ pub fn harden(image: u64, len: u64, boot_stack_bottom: u64) -> Hardening {
         // reads each table into a copy first, so changing an entry does
         // not disturb it.
         unsafe { *entry = (*entry | set) & !clear };
-        let mut va = l.va;
-        while va < l.va + l.size {
-            x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(va));
-            va += 4096;
-        }
+        // INVLPG drops the whole page, whatever its size.
+        x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(l.va));
     }
     let mut h = Hardening::default();
     let guards = super::gdt::ist_guard_pages();
     // First pass: make the stray executable pages NX, unmap the guards.
     audit::walk(root, &read, &mut |l| {
-        if l.executable && !in_image(&l) {
+        if l.executable && !in_image(&l) && !overlaps_image(&l) {
             change(&l, NO_EXECUTE, 0);
             h.made_nx += l.size / 4096;
         }
@@ -144,6 +165,11 @@ pub fn harden(image: u64, len: u64, boot_stack_bottom: u64) -> Hardening {
     h.user = s.user;
     h.stacks = below.len() as u32;
     h.guarded_stacks = mapped.iter().filter(|&&m| !m).count() as u32;
+    const CR0_WP: u64 = 1 << 16;
+    h.write_protect = crate::arch::instr::read_cr0() & CR0_WP != 0;
+    // SAFETY: reading EFER has no side effect.
+    let efer = unsafe { crate::arch::instr::rdmsr(crate::arch::msr::IA32_EFER) };
+    h.no_execute = efer & crate::arch::msr::efer::NXE != 0;
     h
 }
 
@@ -158,9 +184,25 @@ mod tests {
             made_nx: 3,
             stacks: 4,
             guarded_stacks: 4,
+            write_protect: true,
+            no_execute: true,
             ..Default::default()
         };
         assert!(good.holds());
+        assert!(
+            !Hardening {
+                write_protect: false,
+                ..good
+            }
+            .holds()
+        );
+        assert!(
+            !Hardening {
+                no_execute: false,
+                ..good
+            }
+            .holds()
+        );
         assert!(
             !Hardening {
                 writable_executable: 1,

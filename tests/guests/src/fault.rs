@@ -150,7 +150,9 @@ pub fn outcome() -> Result<(), Vector> {
 /// instructions, as `asm!` takes them.
 ///
 /// The caller's `unsafe` block vouches for the instructions, should they
-/// run.
+/// run. Give no `nomem`/`readonly`/`pure` options (the compiler must not
+/// move the block past the fault check) and no `2:` label (the macro's
+/// recovery point).
 #[macro_export]
 macro_rules! try_asm {
     ($($insn:literal),+ $(; $($operands:tt)*)?) => {{

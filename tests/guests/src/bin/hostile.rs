@@ -28,8 +28,11 @@ mod guest {
     const UD: Vector = 6;
     const PF: Vector = 14;
 
-    /// A quadword for memory operands.
-    static mut SCRATCH: u64 = 0;
+    /// A page for memory operands (INVEPT/INVVPID read 16 bytes; VMSAVE
+    /// would write a whole page).
+    #[repr(C, align(4096))]
+    struct Page([u8; 4096]);
+    static mut SCRATCH: Page = Page([0; 4096]);
 
     fn scratch() -> u64 {
         core::ptr::addr_of!(SCRATCH) as u64
@@ -47,8 +50,8 @@ mod guest {
     /// neither extension.
     fn virtualization_instructions() {
         let p = scratch();
-        // SAFETY: each is expected to fault (#UD); were one to run, the
-        // memory operand is our scratch quadword and RAX its address.
+        // SAFETY: each is expected to fault (#UD); were one to run, its
+        // memory operand is our scratch page.
         let vmx: [(&str, Result<(), Vector>); 12] = unsafe {
             [
                 ("vmxon", try_asm!("vmxon [{p}]"; p = in(reg) p)),
@@ -80,13 +83,13 @@ mod guest {
         for (name, got) in vmx {
             case(name, got, Err(UD));
         }
-        // SAFETY: as above; RAX names our scratch page for the ones that
-        // take an address.
+        // SAFETY: as above; RAX names our scratch page (page-aligned) for
+        // the ones that take an address.
         let svm: [(&str, Result<(), Vector>); 7] = unsafe {
             [
-                ("vmrun", try_asm!("vmrun rax"; in("rax") p & !0xfff)),
-                ("vmload", try_asm!("vmload rax"; in("rax") p & !0xfff)),
-                ("vmsave", try_asm!("vmsave rax"; in("rax") p & !0xfff)),
+                ("vmrun", try_asm!("vmrun rax"; in("rax") p)),
+                ("vmload", try_asm!("vmload rax"; in("rax") p)),
+                ("vmsave", try_asm!("vmsave rax"; in("rax") p)),
                 ("stgi", try_asm!("stgi")),
                 ("clgi", try_asm!("clgi")),
                 ("skinit", try_asm!("skinit eax"; in("eax") 0u32)),
@@ -161,8 +164,10 @@ mod guest {
         for (i, (msr, name)) in OWNED.into_iter().enumerate() {
             // Canonical values; STAR takes any, SFMASK's upper half is
             // reserved.
+            // SYSENTER_ESP/EIP: AMD keeps only their low 32 bits.
             let value = match msr {
                 0x174 => 0x10,
+                0x175 | 0x176 => 0xdead_0000 + (i as u64) * 0x1000,
                 0xc000_0084 => 0x4700,
                 _ => 0xffff_8000_dead_0000 + (i as u64) * 0x1000,
             };
