@@ -50,12 +50,23 @@ pub const VMM_MSR_WRITE_ONLY: u32 = VMM_MSR_BASE + VMM_MSR_COUNT - 1;
 
 /// The Xen hypercall-page MSR the test guests' VMM configures
 /// (`KVM_XEN_HVM_CONFIG`, seed 001), and the page count of its blobs. The
-/// VMM announces Xen at CPUID 0x4000_0100 (signature `XenVMMXenVMM`; leaf
-/// 0x4000_0102: EAX pages, EBX the MSR), after Mojito's own leaves, as Xen
-/// itself does beside Viridian's.
+/// VMM announces Xen at CPUID 0x4000_0200 (signature `XenVMMXenVMM`; leaf
+/// 0x4000_0202: EAX pages, EBX the MSR), after Mojito's own leaves and
+/// KVM's (`KVM_CPUID_BASE`), as Xen itself does beside Viridian's.
 pub const XEN_HYPERCALL_MSR: u32 = 0x4d4f_1000;
 pub const XEN_BLOB_PAGES: u32 = 2;
-pub const XEN_CPUID_BASE: u32 = 0x4000_0100;
+pub const XEN_CPUID_BASE: u32 = 0x4000_0200;
+
+/// Where the test VMM offers KVM's paravirtual leaves (DESIGN.md D9):
+/// `KVMKVMKVM\0\0\0` at 0x4000_0100, the features at 0x4000_0101 (EAX:
+/// `KVM_FEATURE_CLOCKSOURCE`, `_CLOCKSOURCE2`, `_CLOCKSOURCE_STABLE_BIT`:
+/// kvmclock).
+pub const KVM_CPUID_BASE: u32 = 0x4000_0100;
+/// `KVM_FEATURE_*` bits of EAX of `KVM_CPUID_BASE + 1`
+/// (include/uapi/asm/kvm_para.h).
+pub const KVM_FEATURE_CLOCKSOURCE: u32 = 1 << 0;
+pub const KVM_FEATURE_CLOCKSOURCE2: u32 = 1 << 3;
+pub const KVM_FEATURE_CLOCKSOURCE_STABLE_BIT: u32 = 1 << 24;
 
 /// Byte `i` of page `page` of the test VMM's Xen blob for 64-bit (`long`)
 /// or 32-bit guests. Page 0 holds the hypercall stubs (entry `n` at

@@ -16,3 +16,4 @@ pub mod bundle;
 pub mod elf;
 pub mod guest;
 pub mod kvm;
+pub mod rtc;

@@ -136,6 +136,26 @@ impl CpuidBuf {
 impl System for Mojito {
     type Vm = MojitoVm;
 
+    fn clock(&self) -> alloc::sync::Arc<dyn vmm::clock::Clock> {
+        fn rdtsc() -> u64 {
+            // SAFETY: RDTSC only reads the time-stamp counter.
+            unsafe { core::arch::x86_64::_rdtsc() }
+        }
+        let info = hv::info().unwrap_or_default();
+        alloc::sync::Arc::new(vmm::clock::CycleClock {
+            // Without a calibrated TSC (no PIT at boot) the device models'
+            // time runs at a nominal 1 GHz.
+            khz: if info.tsc_khz == 0 {
+                1_000_000
+            } else {
+                info.tsc_khz
+            },
+            wall_at: (info.rtc_unix_s != 0)
+                .then(|| (info.rtc_tsc, info.rtc_unix_s * vmm::clock::NS_PER_SEC)),
+            read: rdtsc,
+        })
+    }
+
     fn api_version(&self) -> api::Result<u32> {
         small(hv::system(KVM_GET_API_VERSION, 0))
     }

@@ -56,7 +56,12 @@ fn mojito_requests(c: &mut Checks) {
     );
     c.expect(
         "MOJITO_INFO with padding",
-        info(&|a| a.padding[6] = 1),
+        info(&|a| a.padding[4] = 1),
+        EINVAL,
+    );
+    c.expect(
+        "MOJITO_INFO with the RTC time set",
+        info(&|a| a.rtc_tsc = 1),
         EINVAL,
     );
     c.expect(

@@ -95,6 +95,18 @@ mod machine {
             ),
             None => log!("tsc: no PIT answered; the TSC's frequency is not known"),
         }
+        match crate::arch::rtc::read_at_boot() {
+            Some(t) => log!(
+                "rtc: {}-{:02}-{:02} {:02}:{:02}:{:02} UTC, the wall clock for kvmclock and the VMM's RTC",
+                t.year,
+                t.month,
+                t.day,
+                t.hour,
+                t.minute,
+                t.second
+            ),
+            None => log!("rtc: no CMOS clock answered; guests' wall clocks start at 1970"),
+        }
         let xstate = HostXstate::init();
         let p = crate::arch::protect::enable();
         let on = |b: bool| if b { "on" } else { "not offered by the CPU" };

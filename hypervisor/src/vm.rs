@@ -334,7 +334,7 @@ impl<B: Backend> Vm<B> {
                 xen: None,
                 ram,
                 cpuid,
-                msrs: MsrState::default(),
+                msrs: MsrState::new(),
                 lazy,
                 console: ConsoleLine::default(),
                 stats: ExitStats::default(),

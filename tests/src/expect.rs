@@ -102,6 +102,14 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
         passing.push("debug");
         passing.push("usermsr");
         passing.push("xenner");
+        passing.push("pvclock");
+        // The pages the hypervisor wrote for kvmclock are dirty.
+        for line in [
+            "[pvclock] dirty log after registering the time info: 0x3 0xffffffff",
+            "[pvclock] dirty log after registering the wall clock: 0x6 0xffffffff",
+        ] {
+            need(format!("{line:?}"), find(&|l| l.trim_end() == line));
+        }
         // The page the hypervisor copied into the logged slot is dirty.
         let line = "[xenner] xen: dirty log after the copy: 0x5 0xffffffff";
         need(format!("{line:?}"), find(&|l| l.trim_end() == line));
@@ -147,6 +155,7 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
         stops.insert(0, ("bench", "exited with status 0"));
         stops.insert(0, ("usermsr", "exited with status 0"));
         stops.insert(0, ("xenner", "exited with status 0"));
+        stops.insert(0, ("pvclock", "exited with status 0"));
         // The bench's smoke check (issue 9): every case printed a number.
         // The figures themselves are never judged here.
         for case in BENCH_CASES {
@@ -348,8 +357,9 @@ mod tests {
         // two console lines and its stop, mmio's, memslots', irq's and
         // debug's PASS and stop, debug's breakpoint line, mmiofail's stop,
         // bench's stop, its seven figures and the lifecycle line, usermsr's
-        // PASS and stop, xenner's PASS, dirty-log line and stop.
-        assert_eq!(p.len(), 35, "{p:?}");
+        // PASS and stop, xenner's PASS, dirty-log line and stop, pvclock's
+        // PASS, two dirty-log lines and stop.
+        assert_eq!(p.len(), 39, "{p:?}");
         let log = format!(
             "{log}\ncontrol: Mojito control domain 0.1.0 starting\ncontrol: KVM API version 12\n\
              control: bad requests: 24 checked, each refused as KVM refuses it\n\
@@ -377,6 +387,9 @@ mod tests {
              [usermsr] PASS\ncontrol: vm 15 (usermsr): stopped: exited with status 0\n\
              [xenner] xen: dirty log after the copy: 0x5 0xffffffff\n\
              [xenner] PASS\ncontrol: vm 16 (xenner): stopped: exited with status 0\n\
+             [pvclock] dirty log after registering the time info: 0x3 0xffffffff\n\
+             [pvclock] dirty log after registering the wall clock: 0x6 0xffffffff\n\
+             [pvclock] PASS\ncontrol: vm 17 (pvclock): stopped: exited with status 0\n\
              control: vm 14 (bench): stopped: exited with status 0"
         );
         assert_eq!(bench_figure(&log, "cpuid"), Some(1164.3));

@@ -81,6 +81,9 @@ pub trait System {
     fn refuses_mojito_msrs(&self) -> bool {
         false
     }
+    /// The clock the device models follow (not a KVM request: a VMM on
+    /// Linux reads `CLOCK_MONOTONIC` and `CLOCK_REALTIME`).
+    fn clock(&self) -> alloc::sync::Arc<dyn crate::clock::Clock>;
 }
 
 /// A VM handle.

@@ -86,6 +86,10 @@ impl System for FakeSystem {
     fn refuses_mojito_msrs(&self) -> bool {
         self.mojito
     }
+    fn clock(&self) -> Arc<dyn crate::clock::Clock> {
+        // Stands still: scripted runs see the same counts every time.
+        Arc::new(crate::clock::ManualClock::new(0))
+    }
     fn create_vm(&self) -> api::Result<FakeVm> {
         Ok(FakeVm {
             script: self.script.clone().into(),

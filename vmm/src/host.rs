@@ -99,6 +99,10 @@ impl System for HostKvm {
         self.kvm.get_vcpu_mmap_size().map_err(errno_of)
     }
 
+    fn clock(&self) -> Arc<dyn crate::clock::Clock> {
+        Arc::new(HostClock(std::time::Instant::now()))
+    }
+
     fn supported_cpuid(&self) -> api::Result<Vec<k::kvm_cpuid_entry2>> {
         let cpuid = self
             .kvm
@@ -581,5 +585,21 @@ pub fn availability() -> Result<(), String> {
     match HostKvm::open() {
         Ok(_) => Ok(()),
         Err(e) => Err(format!("/dev/kvm: {e}")),
+    }
+}
+
+/// `CLOCK_MONOTONIC` (from when the VM was made) and `CLOCK_REALTIME`.
+struct HostClock(std::time::Instant);
+
+impl crate::clock::Clock for HostClock {
+    fn monotonic_ns(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
+    }
+
+    fn wall_ns(&self) -> Option<u64> {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_nanos() as u64)
     }
 }

@@ -30,6 +30,7 @@ extern crate alloc;
 
 pub mod api;
 pub mod bench;
+pub mod clock;
 pub mod devices;
 pub mod exit;
 #[cfg(test)]

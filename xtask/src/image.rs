@@ -38,7 +38,7 @@ pub const BOOT_SCRIPT: &str = "boot.mojito";
 /// the built-in devices lack, and never ends), and the guests whose
 /// INS/OUTS, MMIO, memory slots, interrupts, debugging, MSRs or forwarded
 /// exits need a VMM.
-pub const CONTROL_ONLY: [&str; 13] = [
+pub const CONTROL_ONLY: [&str; 14] = [
     CONTROL_ELF,
     BOOT_SCRIPT,
     "guests/counter.elf",
@@ -51,6 +51,7 @@ pub const CONTROL_ONLY: [&str; 13] = [
     "guests/debug.elf",
     "guests/usermsr.elf",
     "guests/xenner.elf",
+    "guests/pvclock.elf",
     "guests/bench.elf",
 ];
 
@@ -117,6 +118,7 @@ pub fn default_bundle(a: &Artifacts) -> Result<Vec<BundleEntry>> {
         elf("debug", "debug")?,
         elf("usermsr", "usermsr")?,
         elf("xenner", "xenner")?,
+        elf("pvclock", "pvclock")?,
         elf("bench", "bench")?,
         elf("hostile", "hostile")?,
     ])
@@ -569,6 +571,7 @@ mod tests {
                 "guests/debug.elf",
                 "guests/usermsr.elf",
                 "guests/xenner.elf",
+                "guests/pvclock.elf",
                 "guests/bench.elf",
                 "guests/hostile.elf"
             ]

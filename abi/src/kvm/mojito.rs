@@ -180,8 +180,14 @@ pub struct mojito_info {
     pub timer_ticks: u64,
     /// Out: `MOJITO_PLATFORM_*` bits.
     pub platform: u64,
+    /// Out: the wall clock the hypervisor read from the machine's CMOS RTC
+    /// at boot, in seconds since the Unix epoch (0: no RTC answered), and
+    /// the TSC when it read it (up to a second into that second).
+    /// kvmclock's wall clock and the VMM's RTC both start from it.
+    pub rtc_unix_s: u64,
+    pub rtc_tsc: u64,
     /// Must be 0.
-    pub padding: [u64; 7],
+    pub padding: [u64; 5],
     /// Out: the virtualization extension and the features in use, as the
     /// boot log says them (`SVM: NPT, 16 ASIDs, ...`), NUL-terminated.
     pub extension: [u8; 128],
@@ -200,7 +206,9 @@ impl Default for mojito_info {
             mem_free: 0,
             timer_ticks: 0,
             platform: 0,
-            padding: [0; 7],
+            rtc_unix_s: 0,
+            rtc_tsc: 0,
+            padding: [0; 5],
             extension: [0; 128],
         }
     }
@@ -208,7 +216,7 @@ impl Default for mojito_info {
 
 assert_layout!(struct mojito_info, size 256, align 8, {
     flags: 0, cpus: 4, tsc_khz: 8, uptime_tsc: 16, mem_usable: 24, mem_hypervisor: 32,
-    mem_control: 40, mem_free: 48, timer_ticks: 56, platform: 64, padding: 72, extension: 128,
+    mem_control: 40, mem_free: 48, timer_ticks: 56, platform: 64, rtc_unix_s: 72, rtc_tsc: 80, padding: 88, extension: 128,
 });
 
 /// The `MOJITO_SET_RUN_PAGES` argument.

@@ -13,5 +13,6 @@ pub mod msr;
 pub mod pic;
 pub mod power;
 pub mod protect;
+pub mod rtc;
 pub mod tsc;
 pub mod xsave;

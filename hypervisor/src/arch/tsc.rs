@@ -38,6 +38,15 @@ const CH2_LOHI_MODE0: u8 = 0b1011_0000;
 const MAX_POLLS: u64 = 50_000_000;
 
 static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
+static INVARIANT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether the TSC runs at a constant rate in every power state
+/// (CPUID 8000_0007h EDX bit 8, "invariant TSC": SDM Vol. 3B 18.17.1, APM
+/// Vol. 3 E.4.7), noted by `calibrate`. Only then does one measured
+/// frequency hold for good.
+pub fn invariant() -> bool {
+    INVARIANT.load(Ordering::Relaxed)
+}
 static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
 
 /// kHz from the TSC cycles counted over `INTERVAL_MS`.
@@ -94,6 +103,10 @@ pub fn calibrate() -> Option<u64> {
     };
     let khz = khz(cycles);
     TSC_KHZ.store(khz, Ordering::Relaxed);
+    let invariant = raw_cpuid::CpuId::new()
+        .get_advanced_power_mgmt_info()
+        .is_some_and(|i| i.has_invariant_tsc());
+    INVARIANT.store(invariant, Ordering::Relaxed);
     Some(khz)
 }
 

@@ -358,7 +358,12 @@ fn invoke<B: Backend>(
         Request::Info(gpa) => {
             // Copied once, then checked (D7), as `decode` does for others.
             let mut arg: mojito::mojito_info = read_arg(&cd.ram, gpa)?;
-            if arg.flags != 0 || arg.platform != 0 || arg.padding != [0; 7] {
+            if arg.flags != 0
+                || arg.platform != 0
+                || arg.rtc_unix_s != 0
+                || arg.rtc_tsc != 0
+                || arg.padding != [0; 5]
+            {
                 return Err(EINVAL);
             }
             let free = ctx.frames.lock().stats().free * 4096;

@@ -28,6 +28,7 @@ pub fn note_extension(line: &str) {
 pub fn fill(info: &mut mojito_info, control: u64, free: u64) {
     info.cpus = 1;
     info.tsc_khz = crate::arch::tsc::frequency_khz();
+    (info.rtc_unix_s, info.rtc_tsc) = crate::arch::rtc::boot_time().unwrap_or((0, 0));
     info.uptime_tsc = crate::arch::tsc::uptime_cycles();
     info.timer_ticks = crate::arch::apic::TICKS.load(core::sync::atomic::Ordering::Relaxed);
     info.mem_usable = USABLE.get().copied().unwrap_or(0);

@@ -199,7 +199,7 @@ impl<B: Backend> Objects<B> {
             xen: None,
             ram: GuestRam::empty(),
             cpuid,
-            msrs: MsrState::default(),
+            msrs: MsrState::new(),
             lazy,
             console: ConsoleLine::default(),
             stats: ExitStats::default(),

@@ -45,6 +45,10 @@ pub const MSRS: &[u32] = &[
     m::IA32_TSC,
     m::IA32_MTRR_DEF_TYPE,
     m::IA32_MISC_ENABLE,
+    crate::vcpu::pvclock::MSR_KVM_WALL_CLOCK,
+    crate::vcpu::pvclock::MSR_KVM_SYSTEM_TIME,
+    crate::vcpu::pvclock::MSR_KVM_WALL_CLOCK_NEW,
+    crate::vcpu::pvclock::MSR_KVM_SYSTEM_TIME_NEW,
 ];
 
 /// Reads `n` entries of type `T` that follow an 8-byte header at `gpa`.
@@ -162,7 +166,7 @@ fn set_msr<B: Backend>(cpu: &mut B::Vcpu, env: &mut VmEnv, index: u32, value: u6
     if env.lazy.msr::<B>(index).is_some() {
         return env.lazy.set_msr::<B>(index, value);
     }
-    crate::vcpu::msr::write(cpu, &mut env.msrs, index, value).is_ok()
+    crate::vcpu::write_msr(cpu, env, index, value).is_ok()
 }
 
 /// KVM_GET_MSRS / KVM_SET_MSRS: returns how many entries were done, in

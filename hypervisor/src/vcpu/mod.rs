@@ -11,6 +11,7 @@ pub mod lazy;
 pub mod linear;
 pub mod msr;
 pub mod msr_filter;
+pub mod pvclock;
 pub mod stats;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -103,6 +104,28 @@ fn msr_failed<C: GuestCpu>(
     }
 }
 
+/// WRMSR of an MSR the hypervisor handles, from the guest or from the VMM
+/// (`KVM_SET_MSRS`): kvmclock's write guest memory, and a new TSC moves the
+/// registered kvmclock's `tsc_timestamp`.
+pub fn write_msr<C: GuestCpu>(
+    cpu: &mut C,
+    env: &mut VmEnv,
+    index: u32,
+    value: u64,
+) -> Result<(), Fault> {
+    if pvclock::is_msr(index) {
+        let now = pvclock::Now::read(cpu.tsc_offset());
+        env.msrs.kvmclock.write(index, value, &now, &mut env.ram);
+        return Ok(());
+    }
+    msr::write(cpu, &mut env.msrs, index, value)?;
+    if index == crate::arch::msr::IA32_TSC {
+        let now = pvclock::Now::read(cpu.tsc_offset());
+        env.msrs.kvmclock.refresh(&now, &mut env.ram);
+    }
+    Ok(())
+}
+
 /// Hypercall return values KVM gives a guest (include/uapi/linux/kvm_para.h):
 /// -KVM_ENOSYS for an unknown number, -KVM_EPERM from CPL > 0.
 const KVM_ENOSYS: i64 = 1000;
@@ -183,7 +206,7 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
             if env.kind == VmKind::Kvm && env.xen.is_some_and(|x| x.msr == index) {
                 return Action::XenPage(value);
             }
-            match msr::write(cpu, &mut env.msrs, index, value) {
+            match write_msr(cpu, env, index, value) {
                 Ok(()) => skip(cpu, env, info, Kind::Wrmsr),
                 Err(_) => msr_failed(cpu, env, index, Some(value), false),
             }

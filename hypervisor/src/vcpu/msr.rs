@@ -30,6 +30,18 @@ pub const PASSTHROUGH: &[u32] = &[
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MsrState {
     pub mtrr_def_type: u64,
+    /// kvmclock's MSRs (`pvclock`), which `vcpu::write_msr` handles.
+    pub kvmclock: super::pvclock::KvmClock,
+}
+
+impl MsrState {
+    /// A new vCPU's: kvmclock counts from now.
+    pub fn new() -> Self {
+        Self {
+            mtrr_def_type: 0,
+            kvmclock: super::pvclock::KvmClock::new(rdtsc()),
+        }
+    }
 }
 
 /// IA32_MISC_ENABLE as guests see it: fast strings (bit 0), BTS and PEBS
@@ -78,6 +90,7 @@ pub fn known(index: u32) -> bool {
             | msr::AMD_VM_HSAVE_PA
     ) || (msr::IA32_VMX_BASIC..msr::IA32_VMX_LAST).contains(&index)
         || PASSTHROUGH.contains(&index)
+        || super::pvclock::is_msr(index)
 }
 
 /// RDMSR of an intercepted MSR.
@@ -95,11 +108,13 @@ pub fn read(cpu: &impl GuestCpu, st: &MsrState, index: u32) -> Result<u64, Fault
         | msr::IA32_MCG_CAP
         | msr::IA32_MCG_STATUS => 0,
         msr::IA32_DEBUGCTL => 0,
+        i if super::pvclock::is_msr(i) => st.kvmclock.read(i),
         _ => return Err(Fault::GP0),
     })
 }
 
-/// WRMSR of an intercepted MSR.
+/// WRMSR of an intercepted MSR other than kvmclock's (which writes guest
+/// memory: `vcpu::write_msr`).
 pub fn write(
     cpu: &mut impl GuestCpu,
     st: &mut MsrState,
@@ -155,7 +170,7 @@ mod tests {
         ] {
             assert!(known(m), "{m:#x}");
         }
-        for m in [abi::guest::VMM_MSR_BASE, 0x4b56_4d00, msr::IA32_VMX_LAST] {
+        for m in [abi::guest::VMM_MSR_BASE, 0x4b56_4d02, msr::IA32_VMX_LAST] {
             assert!(!known(m), "{m:#x}");
         }
     }

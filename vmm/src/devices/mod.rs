@@ -12,6 +12,8 @@
 pub mod console;
 pub mod debug;
 pub mod memtest;
+pub mod pit;
+pub mod rtc;
 pub mod scratch;
 pub mod uart;
 

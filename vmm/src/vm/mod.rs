@@ -36,6 +36,8 @@ use crate::devices::PortBus;
 use crate::devices::console::{Console, RING_DEFAULT, Sink};
 use crate::devices::debug::{DebugCon, DebugExit, DebugPort, IrqPort, PostPort, YieldPort};
 use crate::devices::memtest::MemTest;
+use crate::devices::pit::{PIT_BASE, PIT_LEN, PORT_B};
+use crate::devices::rtc::{RTC_BASE, RTC_LEN, Rtc};
 use crate::devices::uart::{COM1, UART_LEN, Uart};
 use crate::exit::Exit;
 use crate::loader::{self, LoadError, Start, multiboot};
@@ -112,6 +114,9 @@ pub struct VmConfig {
     /// `KVM_CAP_XEN_HVM`, else emulated here through a userspace MSR exit
     /// (which needs `user_msrs`).
     pub xen_hvm: bool,
+    /// KVM's paravirtual CPUID leaves offering kvmclock at
+    /// `abi::guest::KVM_CPUID_BASE` (the kernel handles its MSRs itself).
+    pub kvmclock: bool,
 }
 
 impl VmConfig {
@@ -132,18 +137,20 @@ impl VmConfig {
             memtest: false,
             user_msrs: false,
             xen_hvm: false,
+            kvmclock: false,
         }
     }
 
     /// Mojito's look: its CPUID signature and MSR refusals, so Mojito's
     /// own test guests pass their checks under another back end, and the
-    /// memory-slot test and VMM MSRs they use.
+    /// memory-slot test, VMM MSRs, Xen hypercall page and kvmclock they use.
     pub fn mojito_look(mut self) -> Self {
         self.cpuid = CpuidPolicy::MojitoLook;
         self.deny_mojito_msrs = true;
         self.memtest = true;
         self.user_msrs = true;
         self.xen_hvm = true;
+        self.kvmclock = true;
         self
     }
 
@@ -379,6 +386,9 @@ impl<V: api::Vm> Vm<V> {
                 } else {
                     supported
                 };
+                if config.kvmclock {
+                    table.extend(kvm_cpuid());
+                }
                 if config.xen_hvm {
                     table.extend(xen_cpuid());
                 }
@@ -426,7 +436,9 @@ impl<V: api::Vm> Vm<V> {
             xen_blobs = Some((b32, b64));
         }
         let mut bus = PortBus::new();
-        let standard: [(u16, u16, Box<dyn crate::devices::PortDevice>); 7] = [
+        let clock = system.clock();
+        let (pit, port_b) = crate::devices::pit::new(clock.clone());
+        let standard: [(u16, u16, Box<dyn crate::devices::PortDevice>); 10] = [
             (config.uart_base, UART_LEN, Box::new(Uart::new())),
             (abi::guest::EXIT_PORT, 1, Box::new(DebugExit)),
             (abi::guest::CONSOLE_PORT, 1, Box::new(DebugCon)),
@@ -438,6 +450,9 @@ impl<V: api::Vm> Vm<V> {
                 crate::devices::debug::DEBUG_PORTS,
                 Box::new(DebugPort::default()),
             ),
+            (PIT_BASE, PIT_LEN, Box::new(pit)),
+            (PORT_B, 1, Box::new(port_b)),
+            (RTC_BASE, RTC_LEN, Box::new(Rtc::new(clock))),
         ];
         for (base, len, device) in standard {
             bus.insert(base, len, device)
@@ -781,6 +796,34 @@ impl<V: api::Vm> Vm<V> {
             exits: self.state.exits.clone(),
         }
     }
+}
+
+/// KVM's paravirtual leaves as the test VMM offers them
+/// (`abi::guest::KVM_CPUID_BASE`): the signature with the highest leaf, and
+/// kvmclock in the features.
+fn kvm_cpuid() -> [abi::kvm::kvm_cpuid_entry2; 2] {
+    use abi::guest::{
+        KVM_CPUID_BASE, KVM_FEATURE_CLOCKSOURCE, KVM_FEATURE_CLOCKSOURCE_STABLE_BIT,
+        KVM_FEATURE_CLOCKSOURCE2,
+    };
+    let word = |s: &[u8; 4]| u32::from_le_bytes(*s);
+    [
+        abi::kvm::kvm_cpuid_entry2 {
+            function: KVM_CPUID_BASE,
+            eax: KVM_CPUID_BASE + 1,
+            ebx: word(b"KVMK"),
+            ecx: word(b"VMKV"),
+            edx: word(b"M\0\0\0"),
+            ..Default::default()
+        },
+        abi::kvm::kvm_cpuid_entry2 {
+            function: KVM_CPUID_BASE + 1,
+            eax: KVM_FEATURE_CLOCKSOURCE
+                | KVM_FEATURE_CLOCKSOURCE2
+                | KVM_FEATURE_CLOCKSOURCE_STABLE_BIT,
+            ..Default::default()
+        },
+    ]
 }
 
 /// The Xen leaves the test VMM announces (`abi::guest::XEN_CPUID_BASE`):
