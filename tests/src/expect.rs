@@ -56,6 +56,30 @@ fn is_stop(line: &str, mode: Mode, name: &str, how: &str) -> bool {
 
 /// Everything the log lacks or shows wrongly, in words; empty when the run
 /// did all it should. `extension` is `SVM` or `VMX`.
+/// The hypervisor's TSC calibration against a rate the emulator is known
+/// to run at (`want_khz`): more than 0.5 % off is a problem. This is what
+/// makes the `pvclock` guest's check independent: kvmclock and the VMM's
+/// PIT both follow the calibrated frequency, and this ties it to the
+/// emulated machine's own clock.
+pub fn tsc_problem(serial: &str, want_khz: u64) -> Option<String> {
+    let Some(line) = lines(serial)
+        .into_iter()
+        .find(|l| l.starts_with("mojito: tsc: "))
+    else {
+        return Some("no line \"mojito: tsc: ...\"".into());
+    };
+    let mhz = line
+        .strip_prefix("mojito: tsc: ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse::<f64>().ok());
+    let Some(mhz) = mhz else {
+        return Some(format!("the TSC was not measured: {line:?}"));
+    };
+    let want = want_khz as f64 / 1000.0;
+    ((mhz - want).abs() > want * 0.005)
+        .then(|| format!("the TSC was measured at {mhz} MHz; this emulator runs it at {want} MHz"))
+}
+
 pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
     let lines = lines(serial);
     let find = |what: &dyn Fn(&str) -> bool| lines.iter().position(|l| what(l));
@@ -341,6 +365,18 @@ mod tests {
         assert!(typing_problems(&ticks_only)[0].contains("COM1's interrupt"));
         let unread = log.replace("mojito> frob", "");
         assert!(typing_problems(&unread)[0].contains("\"mojito> frob\""));
+    }
+
+    #[test]
+    fn tsc_calibration_is_checked_against_the_known_rate() {
+        let at = |mhz: &str| {
+            format!("mojito: Mojito\nmojito: tsc: {mhz} MHz, measured against the PIT\n")
+        };
+        assert_eq!(tsc_problem(&at("999.931"), 1_000_000), None);
+        assert_eq!(tsc_problem(&at("50.002"), 50_000), None);
+        assert!(tsc_problem(&at("1010.000"), 1_000_000).is_some());
+        assert!(tsc_problem("mojito: tsc: no PIT answered", 50_000).is_some());
+        assert!(tsc_problem("", 50_000).is_some());
     }
 
     #[test]

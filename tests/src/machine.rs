@@ -57,6 +57,9 @@ pub struct Run {
     /// Whether keys were typed into the console (and what went wrong with
     /// that).
     pub typed: Option<Result<(), String>>,
+    /// The TSC frequency the emulator is known to run at (kHz), which the
+    /// hypervisor's calibration must find ([`Run::tsc_known`]).
+    pub tsc_khz: Option<u64>,
     dir: TempDir,
 }
 
@@ -204,6 +207,12 @@ pub fn qemu(
             Disk::UefiUsb | Disk::Bios => expect::Mode::Control,
         },
         typed,
+        // `-icount shift=0`: one instruction per ns, and QEMU's TSC and PIT
+        // both follow that virtual clock, so the TSC runs at 1 GHz.
+        tsc_khz: more
+            .windows(2)
+            .any(|w| w[0] == "-icount" && w[1].starts_with("shift=0,"))
+            .then_some(1_000_000),
         dir,
     }
 }
@@ -269,6 +278,7 @@ pub fn bochs(
         emulator_log,
         mode,
         typed,
+        tsc_khz: Some(xtask::bochs::IPS / 1000),
         dir,
     }
 }
@@ -445,6 +455,9 @@ impl Run {
     pub fn assert_all_guests_ran(self, extension: &str, powered_off: bool) {
         let o = &self.outcome;
         let mut problems = expect::problems(&o.serial, extension, self.mode);
+        if let Some(khz) = self.tsc_khz {
+            problems.extend(expect::tsc_problem(&o.serial, khz));
+        }
         match &self.typed {
             Some(Err(e)) => problems.push(format!("typing into the console: {e}")),
             Some(Ok(())) => problems.extend(expect::typing_problems(&o.serial)),

@@ -7,6 +7,11 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
+/// Bochs's instructions per emulated second (`cpu: ips=`). Its PIT and TSC
+/// both follow it (the TSC ticks once per instruction), so the
+/// hypervisor's calibration must find a 50 MHz TSC.
+pub const IPS: u64 = 50_000_000;
+
 pub const BIOS_ROM: &str = "/usr/share/bochs/BIOS-bochs-latest";
 pub const VGA_ROM: &str = "/usr/share/vgabios/vgabios.bin";
 /// The display plugin from `bochs-sdl`, used with SDL's dummy video driver.
@@ -53,7 +58,7 @@ impl Bochs {
         } = self;
         let (serial, log) = (self.serial_path(), self.log_path());
         [
-            format!("cpu: model={cpu_model}, count={cpus}, ips=50000000, reset_on_triple_fault=0"),
+            format!("cpu: model={cpu_model}, count={cpus}, ips={IPS}, reset_on_triple_fault=0"),
             format!("megs: {mem_mib}"),
             format!("romimage: file={BIOS_ROM}, options=fastboot"),
             format!("vgaromimage: file={VGA_ROM}"),
