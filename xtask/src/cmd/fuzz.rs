@@ -1,8 +1,9 @@
 //! `cargo xtask fuzz`: runs the `fuzz/` crate's cargo-fuzz targets for a
 //! while each, installing cargo-fuzz first if it is missing: `mmio_decode`
 //! (the MMIO instruction decoder against iced-x86), `boot_bundle` (the
-//! boot-bundle reader) and `shell_input` (the shell's line editor, parser
-//! and keymap).
+//! boot-bundle reader), `shell_input` (the shell's line editor, parser
+//! and keymap) and `port_devices` (the VMM's device models: UART, PIT,
+//! RTC, debug ports).
 
 use std::process::Command;
 
@@ -15,10 +16,13 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// The fuzz targets, in `fuzz/fuzz_targets/`, with libFuzzer's longest
 /// input for each (an x86 instruction is at most 15 bytes).
-pub const TARGETS: [(&str, u32); 3] = [
+pub const TARGETS: [(&str, u32); 4] = [
     ("mmio_decode", 15),
     ("boot_bundle", 4096),
     ("shell_input", 4096),
+    // 64 accesses of 6 bytes: long enough to program a PIT channel, move
+    // the clock and read it back several times over.
+    ("port_devices", 384),
 ];
 
 fn cargo_fuzz_present(ws: &Workspace) -> bool {
