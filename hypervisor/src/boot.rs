@@ -124,6 +124,23 @@ mod machine {
         } else {
             log!("host: W^X does NOT hold: {h:?}");
         }
+        let m = crate::arch::spec::init();
+        let yes = |b: bool| if b { "on" } else { "off" };
+        log!(
+            "host: speculation: RSB refilled after every exit; IBPB between VMs {}; VERW before entry {}{}; L1D flush between VMs {}",
+            if m.ibpb {
+                "on"
+            } else {
+                "off (the CPU offers none)"
+            },
+            yes(m.verw),
+            if m.verw_without_md_clear {
+                " (no MD_CLEAR microcode reported)"
+            } else {
+                ""
+            },
+            yes(m.l1d_flush)
+        );
         if crate::arch::apic::start_timer() {
             match crate::arch::apic::measure_period() {
                 Some(tsc) => log!(

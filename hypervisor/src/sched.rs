@@ -73,6 +73,9 @@ fn run_until_switch<B: Backend>(
         });
     }
     loop {
+        if new_context && env.kind != crate::vm::VmKind::Control {
+            crate::arch::spec::entering(env.spec_id);
+        }
         let info = backend.run(cpu, new_context);
         new_context = false;
         match vcpu::handle(cpu, env, info, xcr0_max) {

@@ -127,6 +127,9 @@ pub struct VmSpec<'a> {
 /// The vendor-neutral state the exit handlers need.
 pub struct VmEnv {
     pub id: u16,
+    /// An identity no other VM ever had (`arch::spec::new_vm_id`): entering
+    /// a different VM than the last is when predictors are emptied.
+    pub spec_id: u64,
     pub name: String,
     pub kind: VmKind,
     /// Hypercalls that exit to the VMM (`KVM_CAP_EXIT_HYPERCALL`'s mask).
@@ -326,6 +329,7 @@ impl<B: Backend> Vm<B> {
         Ok(Self {
             env: VmEnv {
                 id: spec.id,
+                spec_id: crate::arch::spec::new_vm_id(),
                 name,
                 kind: spec.kind,
                 hypercall_exits: 0,

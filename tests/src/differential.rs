@@ -689,6 +689,23 @@ fn compare(p: &Printed, host: &HostRun, listed: &[&'static Divergence]) -> Resul
                             d.why
                         ));
                     }
+                    // kvm-pvm opens the window now and then, and the
+                    // guest may fail all the same (its second interrupt
+                    // still too late: seen in loaded runs): then the
+                    // streams must be equal up to and with the window.
+                    Some(n)
+                        if h.iter().any(window)
+                            && host.reason != Some(StopReason::Exited(0))
+                            && h.len() > n =>
+                    {
+                        cut = Some(n + 1);
+                        known.push(format!(
+                            "host KVM opened the interrupt window this time, but its guest \
+                             failed after it; the first {} records are equal: {}",
+                            n + 1,
+                            d.why
+                        ));
+                    }
                     // kvm-pvm opens the window now and then (seen once in
                     // a loaded run): then the whole streams must be equal.
                     Some(_) if h.iter().any(window) => {
@@ -980,6 +997,23 @@ mod tests {
         other.extend(text("x"));
         let differs = host(StopReason::Exited(0), other, false);
         assert!(compare(&p, &differs, &[d]).is_err());
+        // A host that opens the window but whose guest fails after it: the
+        // prefix with the window is compared.
+        let mut late = text("ab");
+        late.push(ExitRecord::IrqWindowOpen);
+        late.extend(text("FAIL\n"));
+        let late_fail = host(StopReason::Exited(1), late.clone(), false);
+        assert!(matches!(
+            compare(&p, &late_fail, &[d]),
+            Ok(Verdict::Known(_))
+        ));
+        late[0] = text("x")[0];
+        let early_too = host(StopReason::Exited(1), late, false);
+        assert!(
+            compare(&p, &early_too, &[d])
+                .unwrap_err()
+                .contains("differ")
+        );
         // Mojito without a window at all: the divergence did not occur.
         let none = printed("irq", text("abok\n"));
         assert!(

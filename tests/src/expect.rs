@@ -105,6 +105,12 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
         "starting \"mojito: host: W^X holds\"".into(),
         find(&|l| l.starts_with("mojito: host: W^X holds")),
     );
+    // The speculation mitigations are chosen and armed (the RSB refill is
+    // unconditional; what else depends on the CPU model).
+    need(
+        "starting \"mojito: host: speculation: RSB refilled after every exit\"".into(),
+        find(&|l| l.starts_with("mojito: host: speculation: RSB refilled after every exit")),
+    );
     if mode == Mode::Control {
         for line in [
             "control: Mojito control domain",
@@ -315,6 +321,7 @@ mod tests {
             "mojito: cpu0: SVM npt nrips=0 vgif",
             "mojito: host: SMEP on, SMAP on",
             "mojito: host: W^X holds: 64 executable pages, all the hypervisor's code and read-only",
+            "mojito: host: speculation: RSB refilled after every exit; IBPB between VMs off",
             "[demo] PASS",
             "mojito: vm 1 (demo): stopped: exited with status 0",
             "[isolate1] isolation ok (pattern 0x11)",

@@ -14,5 +14,6 @@ pub mod pic;
 pub mod power;
 pub mod protect;
 pub mod rtc;
+pub mod spec;
 pub mod tsc;
 pub mod xsave;

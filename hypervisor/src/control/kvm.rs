@@ -697,6 +697,9 @@ fn run_guest<B: Backend>(
         if stepping {
             vc.cpu.arm_single_step();
         }
+        if new_context {
+            crate::arch::spec::entering(env.spec_id);
+        }
         let info = backend.run(&mut vc.cpu, new_context);
         new_context = false;
         if stepping {

@@ -191,6 +191,7 @@ impl<B: Backend> Objects<B> {
         };
         let env = VmEnv {
             id: vm_id,
+            spec_id: crate::arch::spec::new_vm_id(),
             name,
             kind: VmKind::Kvm,
             hypercall_exits: 0,

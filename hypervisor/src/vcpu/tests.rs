@@ -169,6 +169,7 @@ pub(crate) fn env() -> VmEnv {
     };
     VmEnv {
         id: 1,
+        spec_id: 1,
         name: "t".into(),
         kind: crate::vm::VmKind::Builtin,
         hypercall_exits: 0,

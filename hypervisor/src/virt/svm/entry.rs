@@ -4,7 +4,9 @@
 //! save area); this stub moves the other general registers, and VMLOAD /
 //! VMSAVE switch FS, GS, TR, LDTR, KERNEL_GS_BASE, STAR/LSTAR/CSTAR/SFMASK
 //! and the SYSENTER MSRs. GIF is clear from before VMLOAD until after the
-//! host's state is back.
+//! host's state is back. The speculation mitigations of `arch::spec`: VERW
+//! (where armed) right before VMRUN, the RSB refilled before the first
+//! `ret` after the exit.
 
 use crate::virt::regs::{Gprs, offsets as o};
 
@@ -40,6 +42,7 @@ core::arch::global_asm!(
     "clgi",
     "sti",
     "vmload rax",
+    crate::arch::spec::verw_if_armed!(),
     "vmrun rax",
     "vmsave rax",
     // Stack: [rsp] = host save-state VMCB, [rsp + 8] = the Gprs pointer.
@@ -64,6 +67,8 @@ core::arch::global_asm!(
     "vmload rax",
     "cli",
     "stgi",
+    // Before the first `ret`: the guest's return predictions replaced.
+    crate::arch::spec::rsb_fill!(),
     "pop rdi",
     "pop r15",
     "pop r14",
@@ -76,6 +81,8 @@ core::arch::global_asm!(
     rsi = const o::RSI, rdi = const o::RDI, rbp = const o::RBP, r8 = const o::R8,
     r9 = const o::R9, r10 = const o::R10, r11 = const o::R11, r12 = const o::R12,
     r13 = const o::R13, r14 = const o::R14, r15 = const o::R15,
+    verw = sym crate::arch::spec::MOJITO_VERW,
+    verw_sel = sym crate::arch::spec::MOJITO_VERW_SELECTOR,
 );
 
 unsafe extern "C" {

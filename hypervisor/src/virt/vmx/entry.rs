@@ -1,7 +1,10 @@
 //! The VM entry/exit stub (SDM Vol. 3C 27 "VM Entries", 28.5 "Loading Host
 //! State"): loads the guest's general registers, VMLAUNCHes or VMRESUMEs,
 //! and on exit (HOST_RIP = `vmx_exit_stub`, HOST_RSP = the stack pointer at
-//! entry) stores them back. RSP, RIP and RFLAGS live in the VMCS.
+//! entry) stores them back. RSP, RIP and RFLAGS live in the VMCS. The
+//! speculation mitigations of `arch::spec`: VERW (where armed) before the
+//! guest's registers are loaded, the RSB refilled before the first `ret`
+//! after the exit.
 
 use crate::virt::regs::{Gprs, offsets as o};
 
@@ -19,6 +22,8 @@ core::arch::global_asm!(
     "mov rax, {host_rsp}",
     "vmwrite rax, rsp",
     "mov rax, rdi",
+    // Only guest values are loaded after this.
+    crate::arch::spec::verw_if_armed!(),
     "test rsi, rsi",
     "mov rbx, [rax + {rbx}]",
     "mov rcx, [rax + {rcx}]",
@@ -72,6 +77,8 @@ core::arch::global_asm!(
     "mov [rax + {r15}], r15",
     "pop rbx",
     "mov [rax + {rax}], rbx",
+    // Before the first `ret`: the guest's return predictions replaced.
+    crate::arch::spec::rsb_fill!(),
     "pop rdi",
     "pop r15",
     "pop r14",
@@ -86,6 +93,8 @@ core::arch::global_asm!(
     rsi = const o::RSI, rdi = const o::RDI, rbp = const o::RBP, r8 = const o::R8,
     r9 = const o::R9, r10 = const o::R10, r11 = const o::R11, r12 = const o::R12,
     r13 = const o::R13, r14 = const o::R14, r15 = const o::R15,
+    verw = sym crate::arch::spec::MOJITO_VERW,
+    verw_sel = sym crate::arch::spec::MOJITO_VERW_SELECTOR,
 );
 
 unsafe extern "C" {
