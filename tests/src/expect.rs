@@ -80,6 +80,44 @@ pub fn tsc_problem(serial: &str, want_khz: u64) -> Option<String> {
         .then(|| format!("the TSC was measured at {mhz} MHz; this emulator runs it at {want} MHz"))
 }
 
+/// The hypervisor's reading of the emulated machine's RTC at boot
+/// (`mojito: rtc: YYYY-MM-DD HH:MM:SS UTC`) against the host's clock at
+/// `now` (Unix seconds): QEMU's RTC and Bochs's (`time0=utc`) start at the
+/// host's UTC time, so a BCD, century, 12-hour or time-zone slip in the
+/// reading shows. Ten minutes' slack covers the boot and Bochs's slower
+/// emulated time.
+pub fn rtc_problem(serial: &str, now: u64) -> Option<String> {
+    let Some(line) = lines(serial)
+        .into_iter()
+        .find(|l| l.starts_with("mojito: rtc: "))
+    else {
+        return Some("no line \"mojito: rtc: ...\"".into());
+    };
+    let parsed = line.strip_prefix("mojito: rtc: ").and_then(|r| {
+        let n = |s: &str| s.parse::<u32>().ok();
+        let (date, time) = (r.get(0..10)?, r.get(11..19)?);
+        let d: Vec<u32> = date.split('-').map(n).collect::<Option<_>>()?;
+        let t: Vec<u32> = time.split(':').map(n).collect::<Option<_>>()?;
+        abi::rtc::DateTime {
+            year: *d.first()?,
+            month: u8::try_from(*d.get(1)?).ok()?,
+            day: u8::try_from(*d.get(2)?).ok()?,
+            hour: u8::try_from(*t.first()?).ok()?,
+            minute: u8::try_from(*t.get(1)?).ok()?,
+            second: u8::try_from(*t.get(2)?).ok()?,
+        }
+        .unix_seconds()
+    });
+    match parsed {
+        None => Some(format!("the RTC was not read: {line:?}")),
+        Some(s) if s.abs_diff(now) > 600 => Some(format!(
+            "the RTC read at boot is {} s away from the host's UTC clock: {line:?}",
+            s.abs_diff(now)
+        )),
+        Some(_) => None,
+    }
+}
+
 pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
     let lines = lines(serial);
     let find = |what: &dyn Fn(&str) -> bool| lines.iter().position(|l| what(l));
@@ -384,6 +422,19 @@ mod tests {
         assert!(tsc_problem(&at("1010.000"), 1_000_000).is_some());
         assert!(tsc_problem("mojito: tsc: no PIT answered", 50_000).is_some());
         assert!(tsc_problem("", 50_000).is_some());
+    }
+
+    #[test]
+    fn rtc_reading_is_checked_against_the_host_clock() {
+        let log = "mojito: rtc: 2026-11-22 22:40:44 UTC, the wall clock for kvmclock";
+        assert_eq!(rtc_problem(log, 1_795_387_244), None);
+        assert_eq!(rtc_problem(log, 1_795_387_244 + 300), None);
+        assert!(
+            rtc_problem(log, 1_795_387_244 + 3600).is_some(),
+            "an hour off"
+        );
+        assert!(rtc_problem("mojito: rtc: no CMOS clock answered", 0).is_some());
+        assert!(rtc_problem("", 0).is_some());
     }
 
     #[test]

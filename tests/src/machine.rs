@@ -458,6 +458,10 @@ impl Run {
         if let Some(khz) = self.tsc_khz {
             problems.extend(expect::tsc_problem(&o.serial, khz));
         }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        problems.extend(expect::rtc_problem(&o.serial, now));
         match &self.typed {
             Some(Err(e)) => problems.push(format!("typing into the console: {e}")),
             Some(Ok(())) => problems.extend(expect::typing_problems(&o.serial)),

@@ -13,7 +13,8 @@ pub trait Clock: Send + Sync {
     /// Nanoseconds on a clock that never goes back (any origin).
     fn monotonic_ns(&self) -> u64;
     /// Nanoseconds since the Unix epoch (UTC); None where the back end
-    /// has no wall clock (the RTC then starts at 1970-01-01).
+    /// has no wall clock (the RTC then counts from 1970-01-01 on the
+    /// monotonic clock).
     fn wall_ns(&self) -> Option<u64>;
 }
 

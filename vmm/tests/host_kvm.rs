@@ -457,7 +457,7 @@ fn pvclock_guest_passes() {
     );
     for line in [
         "kvmclock agrees with the PIT over a second, within 1 %",
-        "a tsc_to_system_mul 2 % off is caught",
+        "a tsc_to_system_mul 5 % off is caught",
         "wall clock + kvmclock matches the RTC within 2 s",
     ] {
         assert!(

@@ -68,7 +68,9 @@ impl Bochs {
                 image.display()
             ),
             "boot: disk".into(),
-            "clock: sync=none".into(),
+            // The RTC starts at the host's UTC time (the boot tests compare
+            // the hypervisor's reading of it with the host's clock).
+            "clock: sync=none, time0=utc".into(),
             "panic: action=fatal".into(),
             match com1_tcp {
                 Some(port) => format!("com1: enabled=1, mode=socket-client, dev=127.0.0.1:{port}"),

@@ -663,6 +663,12 @@ fn run_guest<B: Backend>(
     xstate: &HostXstate,
 ) -> RunEnd {
     let mut new_context = true;
+    // A kvmclock registered before its memory existed, or under a slot
+    // that moved since: written now.
+    if env.msrs.kvmclock.needs_refresh(&env.ram) {
+        let now = crate::vcpu::pvclock::Now::read(vc.cpu.tsc_offset());
+        env.msrs.kvmclock.refresh(&now, &mut env.ram);
+    }
     // A tick that came while the control domain ran is no reason to stop.
     crate::arch::apic::take_tick();
     // Whether the interrupt-window exit is on (set once here, then only

@@ -10,11 +10,15 @@
 //! computes the time from its own TSC:
 //! `system_time + (((tsc - tsc_timestamp) << shift) * mul >> 32)` (a
 //! negative shift shifts right). Each update makes `version` odd, writes,
-//! then makes it even. It is written when the guest registers it and
-//! again whenever the guest's TSC is set (the `tsc_timestamp` is in guest
-//! TSC units); the scale never changes, so nothing else needs a rewrite
-//! while a VM has one vCPU. `PVCLOCK_TSC_STABLE_BIT` is set only where the
-//! host TSC is invariant (then one scale holds for good).
+//! then makes it even. It is written when the guest registers it, again
+//! whenever the guest's TSC is set (the `tsc_timestamp` is in guest TSC
+//! units), and by the control domain's `KVM_RUN` when it was never written
+//! or the memory slots changed since (`needs_refresh`); the scale never
+//! changes, so nothing else needs a rewrite while a VM has one vCPU. Its
+//! accuracy is the calibration's (`arch::tsc`: 10 ms against the PIT), not
+//! the scale's (under 0.5 ppb). `PVCLOCK_TSC_STABLE_BIT` is set only where
+//! the host TSC is invariant (then one scale holds for good), and never
+//! through the old MSR (KVM's rule).
 //!
 //! `MSR_KVM_WALL_CLOCK_NEW` (or 0x11) takes the GPA of a 12-byte
 //! `pvclock_wall_clock`: the Unix time at kvmclock 0, from the RTC read at
@@ -120,6 +124,12 @@ pub struct KvmClock {
     pub wall_clock: u64,
     /// The time info's version as last written (even).
     version: u32,
+    /// Registered through the old MSR (0x12): never the stable bit, as on
+    /// KVM, which turns its master clock off for such guests.
+    old: bool,
+    /// `GuestRam::generation` when the time info was last written (None:
+    /// not written, e.g. registered before its memory slot existed).
+    written: Option<u64>,
 }
 
 impl KvmClock {
@@ -130,7 +140,17 @@ impl KvmClock {
             system_time: 0,
             wall_clock: 0,
             version: 0,
+            old: false,
+            written: None,
         }
+    }
+
+    /// Whether the registered time info must be written again: it never
+    /// was, or the memory slots changed since (a slot moved or was added
+    /// under it). The control domain's `KVM_RUN` checks this first, as
+    /// KVM's `KVM_REQ_CLOCK_UPDATE` does.
+    pub fn needs_refresh(&self, ram: &GuestRam) -> bool {
+        self.system_time & ENABLE != 0 && self.written != Some(ram.generation())
     }
 
     /// RDMSR: the value last written (KVM's behaviour).
@@ -146,6 +166,8 @@ impl KvmClock {
         match index {
             MSR_KVM_SYSTEM_TIME | MSR_KVM_SYSTEM_TIME_NEW => {
                 self.system_time = value;
+                self.old = index == MSR_KVM_SYSTEM_TIME;
+                self.written = None;
                 self.refresh(now, ram);
             }
             _ => {
@@ -166,9 +188,10 @@ impl KvmClock {
         };
         if gpa % 4096 + TIME_INFO_SIZE > 4096 || !ram.writable(GuestPhys::new(gpa), TIME_INFO_SIZE)
         {
+            self.written = None;
             return;
         }
-        let flags = if now.invariant {
+        let flags = if now.invariant && !self.old {
             PVCLOCK_TSC_STABLE_BIT
         } else {
             0
@@ -187,6 +210,7 @@ impl KvmClock {
         let _ = ram.write(GuestPhys::new(gpa + 4), &info[4..]);
         let _ = ram.write(GuestPhys::new(gpa), &info[..4]);
         self.version = self.version.wrapping_add(2);
+        self.written = Some(ram.generation());
     }
 
     /// The Unix time at kvmclock 0, in ns (0 with no RTC).
@@ -197,7 +221,7 @@ impl KvmClock {
         let base = secs.saturating_mul(NS_PER_SEC);
         // The VM may have been made before or after the RTC was read.
         if self.epoch_tsc >= at {
-            base + scale.ns(self.epoch_tsc - at)
+            base.saturating_add(scale.ns(self.epoch_tsc - at))
         } else {
             base.saturating_sub(scale.ns(at - self.epoch_tsc))
         }
@@ -336,6 +360,7 @@ mod tests {
             (6_000_000, 3_000_000)
         );
         assert_eq!(info[29], 0, "no stable bit without an invariant TSC");
+        assert!(!c.needs_refresh(&ram));
         // The wall clock at creation: 2 ms after the RTC was read.
         c.write(MSR_KVM_WALL_CLOCK_NEW, 0x100, &now, &mut ram);
         let wc: [u8; 12] = bytes(&ram, 0x100);
@@ -348,6 +373,14 @@ mod tests {
         assert_eq!(u64_at(&bytes::<32>(&ram, 0x1040), 8), 6_000_000);
         c.write(MSR_KVM_SYSTEM_TIME, 0xff0 | ENABLE, &now, &mut ram);
         assert_eq!(bytes::<16>(&ram, 0xff0), [0; 16]);
+        assert!(
+            c.needs_refresh(&ram),
+            "not written: the next RUN tries again"
+        );
+        // Through the old MSR: never the stable bit.
+        now.invariant = true;
+        c.write(MSR_KVM_SYSTEM_TIME, 0x1800 | ENABLE, &now, &mut ram);
+        assert_eq!(bytes::<32>(&ram, 0x1800)[29], 0);
         c.write(MSR_KVM_SYSTEM_TIME, 0x10_0000 | ENABLE, &now, &mut ram);
         c.write(MSR_KVM_WALL_CLOCK, 0x2000 - 4, &now, &mut ram);
         assert_eq!(bytes::<4>(&ram, 0x2000 - 4), [0; 4]);

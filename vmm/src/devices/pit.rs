@@ -14,7 +14,8 @@
 //! and port 0x61's refresh bit toggles every 15.09 µs as on a PC.
 //!
 //! A new count for a running mode-2 or mode-3 channel takes effect at
-//! once rather than at the end of the current period.
+//! once rather than at the end of the current period (a mode-1 or mode-5
+//! pulse in progress does keep its count, as on the chip).
 
 use alloc::sync::Arc;
 
@@ -68,6 +69,9 @@ struct Channel {
     bcd: bool,
     /// The count written (0 means 65536).
     reload: u32,
+    /// A count written while a mode 1 or 5 pulse runs: it takes effect at
+    /// the next trigger (the pulse in progress is unaffected).
+    next_reload: Option<u32>,
     /// Whether a count has been written since the control word.
     loaded: bool,
     /// Counting since this monotonic time (None: stopped or waiting for a
@@ -94,6 +98,7 @@ impl Channel {
             access: Access::LowHigh,
             bcd: false,
             reload: 0x1_0000,
+            next_reload: None,
             loaded: false,
             since: None,
             before: 0,
@@ -183,6 +188,9 @@ impl Channel {
     }
 
     fn start(&mut self, now: u64) {
+        if let Some(n) = self.next_reload.take() {
+            self.reload = n;
+        }
         self.before = 0;
         self.since = Some(now);
     }
@@ -194,11 +202,17 @@ impl Channel {
 
     /// A complete count was written.
     fn load(&mut self, count: u16, now: u64) {
-        self.reload = if count == 0 {
+        let n = if count == 0 {
             0x1_0000
         } else {
             u32::from(count)
         };
+        if self.gate_triggered() && self.loaded && self.since.is_some() {
+            // A pulse or strobe in progress goes on with its count.
+            self.next_reload = Some(n);
+            return;
+        }
+        self.reload = n;
         self.loaded = true;
         if self.gate_triggered() {
             // Waits for the next rising gate.
@@ -314,6 +328,7 @@ impl Channel {
         self.mode = (word >> 1) & 7;
         self.bcd = word & 1 != 0;
         self.loaded = false;
+        self.next_reload = None;
         self.stop();
         self.write_low = None;
         self.read_high_next = false;
@@ -543,6 +558,19 @@ mod tests {
         clock.advance(ns(4));
         assert_eq!(latched_count(&mut pit, 2), 6);
         assert_eq!(inp(&mut b, 0) & B_OUT2, 0);
+        // A new count during the pulse waits for the next trigger.
+        out(&mut pit, 2, 50);
+        out(&mut pit, 2, 0);
+        clock.advance(ns(1));
+        assert_eq!(latched_count(&mut pit, 2), 5, "the pulse goes on");
+        out(&mut b, 0, 0);
+        out(&mut b, 0, B_GATE2);
+        clock.advance(ns(1));
+        assert_eq!(
+            latched_count(&mut pit, 2),
+            49,
+            "retriggered with the new count"
+        );
         // Mode 3 on channel 1, count 10: high for 5 ticks, low for 5.
         out(&mut pit, 3, 0b0111_0110);
         out(&mut pit, 1, 10);

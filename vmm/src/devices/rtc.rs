@@ -53,8 +53,12 @@ impl Rtc {
         }
     }
 
+    /// The wall clock, or where the back end has none, the monotonic clock
+    /// (the RTC then starts near 1970-01-01 but still ticks).
     fn wall_ns(&self) -> u64 {
-        self.clock.wall_ns().unwrap_or(0)
+        self.clock
+            .wall_ns()
+            .unwrap_or_else(|| self.clock.monotonic_ns())
     }
 
     /// Seconds since the epoch the RTC shows now.
