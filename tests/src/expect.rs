@@ -29,6 +29,8 @@ pub enum Mode {
     Control,
     /// The shell test's image (`crate::shell`): no guest runs by itself.
     Shell,
+    /// The slow tests' image (`crate::slow`).
+    Slow,
 }
 
 impl Mode {
@@ -36,7 +38,7 @@ impl Mode {
     fn stop_prefix(self) -> &'static str {
         match self {
             Self::Builtin => "mojito: vm ",
-            Self::Control | Self::Shell => "control: vm ",
+            Self::Control | Self::Shell | Self::Slow => "control: vm ",
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod machine;
 pub mod qmp;
 pub mod screen;
 pub mod shell;
+pub mod slow;
 pub mod typist;
 
 use std::path::PathBuf;
@@ -30,7 +31,12 @@ pub fn images() -> &'static Images {
     let found = IMAGES.get_or_init(|| match std::env::var_os("MOJITO_IMAGE_DIR") {
         Some(dir) => {
             let images = Images::in_dir(&PathBuf::from(&dir));
-            for path in [&images.uefi, &images.bios, &images.shell_bios] {
+            for path in [
+                &images.uefi,
+                &images.bios,
+                &images.shell_bios,
+                &images.slow_bios,
+            ] {
                 if !path.is_file() {
                     return Err(format!(
                         "MOJITO_IMAGE_DIR={} holds no {}: run `cargo xtask image`, or unset \

@@ -18,11 +18,25 @@ use crate::typist::{Keys, Typist};
 /// `MOJITO_BOOT_TIMEOUT` (seconds) says otherwise.
 pub const TIMEOUT: Duration = Duration::from_secs(180);
 
+/// The slow tests' limit (`crate::slow`: ten million exits under
+/// emulation), unless `MOJITO_SLOW_TIMEOUT` (seconds) says otherwise.
+pub const SLOW_TIMEOUT: Duration = Duration::from_secs(3600);
+
 fn timeout() -> Duration {
     std::env::var("MOJITO_BOOT_TIMEOUT")
         .ok()
         .and_then(|s| s.parse().ok())
         .map_or(TIMEOUT, Duration::from_secs)
+}
+
+fn timeout_for(mode: expect::Mode) -> Duration {
+    match mode {
+        expect::Mode::Slow => std::env::var("MOJITO_SLOW_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or(SLOW_TIMEOUT, Duration::from_secs),
+        _ => timeout(),
+    }
 }
 
 /// Set it (to anything) to keep the run directories of passing tests too.
@@ -43,6 +57,8 @@ pub enum Disk {
     BuiltinBios,
     /// The shell test's BIOS image (the control domain and `counter`).
     ShellBios,
+    /// The slow tests' BIOS image (`crate::slow`).
+    SlowBios,
 }
 
 /// A finished run.
@@ -136,6 +152,15 @@ pub fn qemu(
         Disk::ShellBios => Boot::Bios {
             image: images.shell_bios.clone(),
         },
+        Disk::SlowBios => Boot::Bios {
+            image: images.slow_bios.clone(),
+        },
+    };
+    let mode = match disk {
+        Disk::BuiltinBios => expect::Mode::Builtin,
+        Disk::ShellBios => expect::Mode::Shell,
+        Disk::SlowBios => expect::Mode::Slow,
+        Disk::UefiUsb | Disk::Bios => expect::Mode::Control,
     };
     let serial = dir.path().join("serial.txt");
     let qmp = qmp_socket(dir.path(), &keys);
@@ -174,7 +199,7 @@ pub fn qemu(
     let watch = Watch {
         serial,
         emulator_out: dir.path().join("qemu.log"),
-        timeout: Some(timeout()),
+        timeout: Some(timeout_for(mode)),
         echo: false,
     };
     let mut outcome = runner::run(cmd, &watch).unwrap_or_else(|e| panic!("{test}: {e:#}"));
@@ -201,11 +226,7 @@ pub fn qemu(
         command,
         outcome,
         emulator_log,
-        mode: match disk {
-            Disk::BuiltinBios => expect::Mode::Builtin,
-            Disk::ShellBios => expect::Mode::Shell,
-            Disk::UefiUsb | Disk::Bios => expect::Mode::Control,
-        },
+        mode,
         typed,
         // `-icount shift=0`: one instruction per ns, and QEMU's TSC and PIT
         // both follow that virtual clock, so the TSC runs at 1 GHz.
@@ -238,6 +259,7 @@ pub fn bochs(
         expect::Mode::Control => &images.bios,
         expect::Mode::Builtin => &images.builtin_bios,
         expect::Mode::Shell => &images.shell_bios,
+        expect::Mode::Slow => &images.slow_bios,
     };
     std::fs::copy(image, &disk)
         .unwrap_or_else(|e| panic!("{test}: cannot copy {}: {e}", image.display()));
@@ -258,7 +280,7 @@ pub fn bochs(
     let watch = Watch {
         serial: machine.serial_path(),
         emulator_out: dir.path().join("bochs.out"),
-        timeout: Some(timeout()),
+        timeout: Some(timeout_for(mode)),
         echo: false,
     };
     let mut outcome = runner::run(cmd, &watch).unwrap_or_else(|e| panic!("{test}: {e:#}"));
@@ -334,6 +356,23 @@ impl Run {
             problems.insert(0, format!("poweroff did not end the emulator: {status}"));
         }
         self.report(problems, "the shell session went as expected");
+    }
+
+    /// Asserts that the slow tests' script ran as `crate::slow` expects and
+    /// that `poweroff` ended the emulator (status 0 where `status_zero`).
+    pub fn assert_slow(self, status_zero: bool) {
+        let o = &self.outcome;
+        let mut problems = crate::slow::problems(&o.serial);
+        if o.timed_out {
+            problems.insert(
+                0,
+                format!("timed out after {} s", timeout_for(self.mode).as_secs()),
+            );
+        } else if status_zero && o.status.and_then(|s| s.code()) != Some(0) {
+            let status = o.status.map_or("none".into(), qemu::describe_exit);
+            problems.insert(0, format!("poweroff did not end the emulator: {status}"));
+        }
+        self.report(problems, "exhaustion, soak and flood as expected");
     }
 
     /// Asserts that keys typed on the PS/2 keyboard reached the shell and

@@ -295,7 +295,7 @@ mod tests {
 
     #[test]
     fn heap_figures() {
-        let l = "control domain heap: 1.7 GiB, 5123 KiB in use (4 MiB of it guest RAM, 1 VMs)";
+        let l = "control domain heap: 1.7 GiB, 5123 KiB in use (5246976 bytes; 4 MiB of it guest RAM, 1 VMs)";
         assert_eq!(heap_kib(l), Some(5123));
     }
 }

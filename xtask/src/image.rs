@@ -25,6 +25,9 @@ pub const BUILTIN_BIOS_IMAGE: &str = "mojito-builtin-bios.img";
 /// The shell test's BIOS image: the control domain and the `counter` guest,
 /// no boot script (the test types every command).
 pub const SHELL_BIOS_IMAGE: &str = "mojito-shell-bios.img";
+/// BIOS, the slow tests' (`cargo xtask test --slow`): control domain,
+/// `counter`, `soak`, `flood` and [`slow_script`].
+pub const SLOW_BIOS_IMAGE: &str = "mojito-slow-bios.img";
 
 /// The control domain's name in the boot bundle.
 pub const CONTROL_ELF: &str = "control.elf";
@@ -71,6 +74,8 @@ pub struct Images {
     pub builtin_bios: PathBuf,
     /// BIOS, the shell test's (written for the tests only).
     pub shell_bios: PathBuf,
+    /// BIOS, the slow tests' (written for the tests only).
+    pub slow_bios: PathBuf,
 }
 
 impl Images {
@@ -81,6 +86,7 @@ impl Images {
             bios: dir.join(BIOS_IMAGE),
             builtin_bios: dir.join(BUILTIN_BIOS_IMAGE),
             shell_bios: dir.join(SHELL_BIOS_IMAGE),
+            slow_bios: dir.join(SLOW_BIOS_IMAGE),
         }
     }
 }
@@ -263,6 +269,53 @@ pub fn test_script(bundle: &[BundleEntry]) -> String {
     s
 }
 
+/// VMs the slow tests' script tries to make, and the RAM each asks for:
+/// more than the control domain of the slow tests' 512 MiB machine holds,
+/// so that memory runs out part way (and fewer than the shell's 32).
+pub const EXHAUST_VMS: u32 = 24;
+pub const EXHAUST_ROUNDS: u32 = 3;
+pub const EXHAUST_MEM: &str = "32M";
+
+/// The slow tests' boot script (`cargo xtask test --slow`,
+/// `tests/src/slow.rs` reads what it prints): memory exhaustion, three times —
+/// `info`, VMs created until memory runs out, `list`, `info`, all
+/// destroyed — and `info` again, then
+/// the `soak` guest's ten million exits with its `stats`, then the
+/// `flood` guest's output flood and its console ring, and `info` last.
+pub fn slow_script() -> String {
+    let mut s = String::from("# The slow tests' script (written by xtask).\n");
+    // Three times: a leak shows as a difference between the ends of the
+    // second and the third (the first may grow the shell's own tables).
+    for _ in 0..EXHAUST_ROUNDS {
+        s.push_str("info\n");
+        for i in 1..=EXHAUST_VMS {
+            s.push_str(&format!(
+                "create v{i:02} kernel=guests/counter.elf mem={EXHAUST_MEM}\n"
+            ));
+        }
+        s.push_str("list\ninfo\n");
+        for i in 1..=EXHAUST_VMS {
+            s.push_str(&format!("destroy v{i:02}\n"));
+        }
+    }
+    s.push_str(
+        "info\n\
+         create soak kernel=guests/soak.elf\n\
+         start soak\n\
+         wait soak\n\
+         stats soak\n\
+         destroy soak\n\
+         create flood kernel=guests/flood.elf\n\
+         start flood\n\
+         wait flood\n\
+         console flood\n\
+         destroy flood\n\
+         info\n\
+         poweroff\n",
+    );
+    s
+}
+
 /// `"…"` for the shell, with `"` and `\` escaped.
 fn quote(s: &str) -> String {
     let mut q = String::from("\"");
@@ -437,6 +490,30 @@ pub fn build_images(ws: &Workspace, extra: &[PathBuf], purpose: Purpose<'_>) -> 
             None,
             &images.shell_bios,
             &mut shell.iter(),
+        )?;
+        let script = dir.join("slow.mojito");
+        std::fs::write(&script, slow_script())
+            .with_context(|| format!("cannot write {}", script.display()))?;
+        let mut slow = shell.to_vec();
+        for g in ["soak", "flood"] {
+            let path = built
+                .guest(g)
+                .with_context(|| format!("the guests crate has no `{g}` binary"))?;
+            slow.push(BundleEntry {
+                name: format!("guests/{g}.elf"),
+                path: path.to_path_buf(),
+            });
+        }
+        slow.push(BundleEntry {
+            name: BOOT_SCRIPT.into(),
+            path: script,
+        });
+        write_images(
+            &build_loader(ws)?,
+            &built.hypervisor,
+            None,
+            &images.slow_bios,
+            &mut slow.iter(),
         )?;
     }
     Ok(images)

@@ -108,11 +108,12 @@ pub fn info(sh: &Shell) {
         info.cpus
     );
     println!(
-        "memory: {} usable: hypervisor {}, control domain {}, free for VM metadata {}",
+        "memory: {} usable: hypervisor {}, control domain {}, free for VM metadata {} ({} frames)",
         text::size(info.mem_usable),
         text::size(info.mem_hypervisor),
         text::size(info.mem_control),
-        text::size(info.mem_free)
+        text::size(info.mem_free),
+        info.mem_free / 4096
     );
     let guests: u64 = sh
         .vms
@@ -122,7 +123,7 @@ pub fn info(sh: &Shell) {
         .sum();
     if let Some((size, used)) = crate::mem::heap_usage() {
         println!(
-            "control domain heap: {}, {} KiB in use ({} of it guest RAM, {} VMs)",
+            "control domain heap: {}, {} KiB in use ({used} bytes; {} of it guest RAM, {} VMs)",
             text::size(size as u64),
             used >> 10,
             text::size(guests),
@@ -143,6 +144,16 @@ pub fn info(sh: &Shell) {
         text::duration(info.uptime_tsc, info.tsc_khz),
         info.timer_ticks
     );
+    if info.rtc_unix_s != 0 && info.tsc_khz != 0 {
+        // SAFETY: RDTSC only reads the time-stamp counter.
+        let now = unsafe { core::arch::x86_64::_rdtsc() };
+        let secs = info.rtc_unix_s + now.wrapping_sub(info.rtc_tsc) / (info.tsc_khz * 1000);
+        let t = abi::rtc::DateTime::from_unix_seconds(secs);
+        println!(
+            "time: {}-{:02}-{:02} {:02}:{:02}:{:02} UTC (the RTC at boot, then the TSC)",
+            t.year, t.month, t.day, t.hour, t.minute, t.second
+        );
+    }
 }
 
 fn khz() -> u64 {

@@ -15,16 +15,19 @@
 //!   8000_0008h:EBX[12]). The control domain is trusted (it is the VMM,
 //!   like KVM's host) and does not count as a switch.
 //! - **CPU buffers** (MDS, TAA; Intel only): VERW with a writable data
-//!   selector right before every VM entry clears the store, fill and load
+//!   selector before every VM entry clears the store, fill and load
 //!   buffers on CPUs with the MD_CLEAR microcode, unless
-//!   IA32_ARCH_CAPABILITIES says MDS_NO. On a CPU without the microcode it
-//!   is a plain VERW, which is what Linux does too.
+//!   IA32_ARCH_CAPABILITIES says MDS_NO and, where TSX (RTM) is there,
+//!   TAA_NO. On a CPU without the microcode it is a plain VERW, which is
+//!   what Linux does too.
 //! - **L1 data cache** (L1TF, Intel only): with L1D_FLUSH
 //!   (CPUID.(7,0):EDX[28]) and neither RDCL_NO nor SKIP_L1DFL_VMENTRY in
-//!   IA32_ARCH_CAPABILITIES, IA32_FLUSH_CMD bit 0 flushes the L1D when a
-//!   CPU enters a different VM than the last guest it ran (KVM's
-//!   "conditional" mode flushes on more events; the hypervisor's own data
-//!   is not flushed between exits of one VM).
+//!   IA32_ARCH_CAPABILITIES, IA32_FLUSH_CMD bit 0 flushes the L1D before a
+//!   CPU enters a guest after anything else ran there: at every `KVM_RUN`
+//!   (the control domain, which holds every guest's RAM, ran before it)
+//!   and when the hypervisor's own round robin switches VMs. Not between
+//!   two exits of one RUN (the hypervisor's own data is not flushed then;
+//!   KVM's "conditional" mode flushes after a few more kinds of exit).
 //!
 //! Not done: Spectre v1 (bounds-check bypass) hardening of the exit
 //! handlers' table lookups with guest-chosen indexes (the MSR filter's
@@ -38,7 +41,7 @@ use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU64, Ordering};
 /// The entry stubs' RSB refill, right after a VM exit and before the
 /// stub's first `ret`: 32 calls (16 rounds of two), each return address a
 /// `pause; lfence` trap no architectural path reaches, then the stack
-/// pointer put back. Clobbers RCX and the flags.
+/// pointer put back and an LFENCE. Clobbers RCX and the flags.
 macro_rules! rsb_fill {
     () => {
         concat!(
@@ -55,6 +58,8 @@ macro_rules! rsb_fill {
             "673: dec ecx\n",
             "jnz 670b\n",
             "add rsp, 256\n",
+            // A mispredicted early end of the loop stops here.
+            "lfence\n",
         )
     };
 }
@@ -82,11 +87,14 @@ const PRED_CMD_IBPB: u64 = 1 << 0;
 pub const IA32_FLUSH_CMD: u32 = 0x10b;
 const FLUSH_CMD_L1D: u64 = 1 << 0;
 /// IA32_ARCH_CAPABILITIES and its bits: RDCL_NO (0), SKIP_L1DFL_VMENTRY
-/// (3), MDS_NO (5).
+/// (3), MDS_NO (5), TAA_NO (8).
 pub const IA32_ARCH_CAPABILITIES: u32 = 0x10a;
 const ARCH_CAP_RDCL_NO: u64 = 1 << 0;
 const ARCH_CAP_SKIP_L1DFL_VMENTRY: u64 = 1 << 3;
 const ARCH_CAP_MDS_NO: u64 = 1 << 5;
+const ARCH_CAP_TAA_NO: u64 = 1 << 8;
+/// CPUID.(7,0):EBX bit 11: RTM (TSX), which TAA needs.
+const L7_EBX_RTM: u32 = 1 << 11;
 /// CPUID.(7,0):EDX bits: MD_CLEAR (10), IBRS/IBPB (26), L1D_FLUSH (28),
 /// ARCH_CAPABILITIES (29).
 const L7_EDX_MD_CLEAR: u32 = 1 << 10;
@@ -101,6 +109,7 @@ const X8_EBX_IBPB: u32 = 1 << 12;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBits {
     pub intel: bool,
+    pub leaf7_ebx: u32,
     pub leaf7_edx: u32,
     pub ext8_ebx: u32,
     /// IA32_ARCH_CAPABILITIES, where CPUID offers it.
@@ -129,7 +138,11 @@ impl Mitigations {
         } else {
             c.ext8_ebx & X8_EBX_IBPB != 0
         };
-        let verw = c.intel && caps & ARCH_CAP_MDS_NO == 0;
+        // MDS, or TAA where TSX is there (a CPU that says MDS_NO may still
+        // be open to TAA: Linux's rule).
+        let mds = caps & ARCH_CAP_MDS_NO == 0;
+        let taa = c.leaf7_ebx & L7_EBX_RTM != 0 && caps & ARCH_CAP_TAA_NO == 0;
+        let verw = c.intel && (mds || taa);
         let l1d_flush = c.intel
             && c.leaf7_edx & L7_EDX_L1D_FLUSH != 0
             && caps & (ARCH_CAP_RDCL_NO | ARCH_CAP_SKIP_L1DFL_VMENTRY) == 0;
@@ -170,10 +183,11 @@ pub fn init() -> Mitigations {
         .get_vendor_info()
         .is_some_and(|v| v.as_str() == "GenuineIntel");
     use raw_cpuid::native_cpuid::cpuid_count;
-    let leaf7_edx = if cpuid_count(0, 0).eax >= 7 {
-        cpuid_count(7, 0).edx
+    let (leaf7_ebx, leaf7_edx) = if cpuid_count(0, 0).eax >= 7 {
+        let r = cpuid_count(7, 0);
+        (r.ebx, r.edx)
     } else {
-        0
+        (0, 0)
     };
     let ext8_ebx = if cpuid_count(0x8000_0000, 0).eax >= 0x8000_0008 {
         cpuid_count(0x8000_0008, 0).ebx
@@ -185,6 +199,7 @@ pub fn init() -> Mitigations {
         .then(|| unsafe { super::instr::rdmsr(IA32_ARCH_CAPABILITIES) });
     let m = Mitigations::choose(&CpuBits {
         intel,
+        leaf7_ebx,
         leaf7_edx,
         ext8_ebx,
         arch_caps,
@@ -196,18 +211,19 @@ pub fn init() -> Mitigations {
     *CHOSEN.call_once(|| m)
 }
 
-/// Before entering guest VM `vm` (a `new_vm_id`): IBPB and the L1D flush
-/// if this CPU last ran another guest VM. Not for the control domain.
+/// Before entering guest VM `vm` (a `new_vm_id`) after something else ran
+/// on this CPU (the control domain, whose memory holds every guest's
+/// RAM, or another VM): the L1D flush, and IBPB if the last guest VM this
+/// CPU ran was another one. Not for the control domain; not between two
+/// exits of one RUN.
 pub fn entering(vm: u64) {
-    if LAST_GUEST.swap(vm, Ordering::Relaxed) == vm {
-        return;
-    }
+    let other_vm = LAST_GUEST.swap(vm, Ordering::Relaxed) != vm;
     let Some(m) = CHOSEN.get() else { return };
     #[cfg(target_os = "none")]
     // SAFETY: both MSRs exist where `choose` turned their use on; each
     // write only empties a predictor or a cache.
     unsafe {
-        if m.ibpb {
+        if m.ibpb && other_vm {
             super::instr::wrmsr(IA32_PRED_CMD, PRED_CMD_IBPB);
         }
         if m.l1d_flush {
@@ -215,7 +231,7 @@ pub fn entering(vm: u64) {
         }
     }
     #[cfg(not(target_os = "none"))]
-    let _ = (m, PRED_CMD_IBPB, FLUSH_CMD_L1D);
+    let _ = (m, other_vm, PRED_CMD_IBPB, FLUSH_CMD_L1D);
 }
 
 #[cfg(test)]
@@ -227,6 +243,7 @@ mod tests {
         // An AMD CPU: no MDS or L1TF; IBPB where 8000_0008h offers it.
         let amd = CpuBits {
             intel: false,
+            leaf7_ebx: L7_EBX_RTM,
             leaf7_edx: L7_EDX_IBPB | L7_EDX_L1D_FLUSH,
             ext8_ebx: X8_EBX_IBPB,
             arch_caps: None,
@@ -248,6 +265,17 @@ mod tests {
         };
         let m = Mitigations::choose(&new);
         assert!(m.ibpb && !m.verw && !m.l1d_flush);
+        // MDS_NO but TSX without TAA_NO (Cascade Lake): VERW for TAA.
+        let tsx = CpuBits {
+            leaf7_ebx: L7_EBX_RTM,
+            ..new
+        };
+        assert!(Mitigations::choose(&tsx).verw);
+        let taa_no = CpuBits {
+            arch_caps: Some(ARCH_CAP_RDCL_NO | ARCH_CAP_MDS_NO | ARCH_CAP_TAA_NO),
+            ..tsx
+        };
+        assert!(!Mitigations::choose(&taa_no).verw);
         // An emulated Intel CPU with none of it: VERW anyway.
         let bare = CpuBits {
             intel: true,

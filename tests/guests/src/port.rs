@@ -38,3 +38,21 @@ pub fn exit(status: u8) -> ! {
 pub fn yield_cpu() {
     outb(YIELD_PORT, 0);
 }
+
+/// The first two entries of the VMM's dirty log of its logged slot
+/// (`abi::guest::MEMTEST_PORT`: page numbers, then `MEMTEST_END` for ever).
+/// Always two reads, so that the exit stream has the same shape whatever
+/// the log holds.
+pub fn dirty_log_head() -> [u32; 2] {
+    use abi::guest::{MEMTEST_FETCH_DIRTY_LOG, MEMTEST_PORT};
+    outb(MEMTEST_PORT, MEMTEST_FETCH_DIRTY_LOG);
+    core::array::from_fn(|_| {
+        let v: u32;
+        // SAFETY: port I/O only.
+        unsafe {
+            asm!("in eax, dx", in("dx") MEMTEST_PORT, out("eax") v,
+                options(nomem, nostack, preserves_flags))
+        };
+        v
+    })
+}

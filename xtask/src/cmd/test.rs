@@ -9,16 +9,17 @@ use xtask::{Workspace, image, sysdeps};
 pub fn test(ws: &Workspace, slow: bool) -> Result<()> {
     if slow {
         println!(
-            "xtask: --slow: there are no slow tests yet (the soak and Linux-guest tests come \
-             with later issues); running the normal suite"
+            "xtask: --slow: the normal suite, then the slow tests (memory exhaustion, a soak of \
+             ten million exits and an output flood, under QEMU and Bochs: tens of minutes)"
         );
     }
+    let phases = if slow { 4 } else { 3 };
     sysdeps::ensure(sysdeps::QEMU)?;
     sysdeps::ensure(sysdeps::BOCHS)?;
     let start = Instant::now();
     let mut times = Vec::new();
     let mut phase = |name: &str, step: &mut dyn FnMut() -> Result<()>| -> Result<()> {
-        println!("xtask: [{}/3] {name}", times.len() + 1);
+        println!("xtask: [{}/{phases}] {name}", times.len() + 1);
         let t = Instant::now();
         let result = step().with_context(|| format!("test step `{name}` failed"));
         times.push(format!("{name} {:.1} s", t.elapsed().as_secs_f64()));
@@ -48,6 +49,15 @@ pub fn test(ws: &Workspace, slow: bool) -> Result<()> {
             .env("MOJITO_IMAGE_DIR", ws.image_dir().join("test"));
         run_checked(&mut cmd, what)
     })?;
+    if slow {
+        phase("slow tests: exhaustion, soak, flood", &mut || {
+            let what = "cargo test -p mojito-tests --test slow -- --ignored --show-output";
+            let mut cmd = ws.cargo();
+            cmd.args(what.split(' ').skip(1))
+                .env("MOJITO_IMAGE_DIR", ws.image_dir().join("test"));
+            run_checked(&mut cmd, what)
+        })?;
+    }
     println!(
         "xtask: all tests passed in {:.1} s ({})",
         start.elapsed().as_secs_f64(),

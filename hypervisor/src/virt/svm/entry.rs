@@ -65,10 +65,12 @@ core::arch::global_asm!(
     "mov [rdi + {rdi}], rax",
     "pop rax",
     "vmload rax",
+    // Before the first `ret`, and before STGI lets a pending NMI's handler
+    // run (NMIs exit the guest and wait for GIF): the guest's return
+    // predictions replaced.
+    crate::arch::spec::rsb_fill!(),
     "cli",
     "stgi",
-    // Before the first `ret`: the guest's return predictions replaced.
-    crate::arch::spec::rsb_fill!(),
     "pop rdi",
     "pop r15",
     "pop r14",

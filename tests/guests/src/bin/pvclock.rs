@@ -22,16 +22,13 @@ fn main() {}
 
 #[cfg(target_os = "none")]
 mod guest {
-    use abi::guest::{
-        KVM_FEATURE_CLOCKSOURCE2, LOGGED_SLOT_BASE, MEMTEST_FETCH_DIRTY_LOG, MEMTEST_PORT,
-    };
+    use abi::guest::{KVM_FEATURE_CLOCKSOURCE2, LOGGED_SLOT_BASE};
     use abi::rtc;
-    use core::arch::asm;
     use core::ptr::read_volatile;
     use core::sync::atomic::{Ordering, fence};
     use guests::cpu::{cpuid, rdtsc_fenced};
     use guests::fault::try_wrmsr;
-    use guests::port::{exit, inb, outb};
+    use guests::port::{dirty_log_head, exit, inb, outb};
     use guests::{BootInfo, fail, println};
 
     const MSR_KVM_SYSTEM_TIME: u32 = 0x12;
@@ -49,21 +46,6 @@ mod guest {
     const NS_PER_SEC: u64 = 1_000_000_000;
 
     guests::entry!(run);
-
-    /// The first two entries of the VMM's dirty log of the logged slot (as
-    /// the `xenner` guest reads it).
-    fn dirty_log() -> [u32; 2] {
-        outb(MEMTEST_PORT, MEMTEST_FETCH_DIRTY_LOG);
-        core::array::from_fn(|_| {
-            let v: u32;
-            // SAFETY: port I/O only.
-            unsafe {
-                asm!("in eax, dx", in("dx") MEMTEST_PORT, out("eax") v,
-                    options(nomem, nostack, preserves_flags))
-            };
-            v
-        })
-    }
 
     /// One consistent reading of the time info and the TSC.
     #[derive(Clone, Copy)]
@@ -213,9 +195,9 @@ mod guest {
         println!("kvmclock offered at CPUID {base:#x}");
 
         // Register; each area the hypervisor writes is a dirty page.
-        dirty_log();
+        dirty_log_head();
         wrmsr(MSR_KVM_SYSTEM_TIME_NEW, TIME_INFO | 1);
-        let log = dirty_log();
+        let log = dirty_log_head();
         println!(
             "dirty log after registering the time info: {:#x} {:#x}",
             log[0], log[1]
@@ -272,9 +254,9 @@ mod guest {
         println!("10000 reads never go back, across a write of the TSC");
 
         // The wall clock.
-        dirty_log();
+        dirty_log_head();
         wrmsr(MSR_KVM_WALL_CLOCK_NEW, WALL_CLOCK);
-        let log = dirty_log();
+        let log = dirty_log_head();
         println!(
             "dirty log after registering the wall clock: {:#x} {:#x}",
             log[0], log[1]

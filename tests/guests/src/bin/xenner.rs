@@ -16,14 +16,11 @@ fn main() {}
 
 #[cfg(target_os = "none")]
 mod guest {
-    use abi::guest::{
-        LOGGED_SLOT_BASE, MEMTEST_FETCH_DIRTY_LOG, MEMTEST_PORT, ROM_BASE, XEN_HYPERCALL_MSR,
-        xen_blob_byte,
-    };
+    use abi::guest::{LOGGED_SLOT_BASE, ROM_BASE, XEN_HYPERCALL_MSR, xen_blob_byte};
     use core::arch::{asm, global_asm};
     use guests::cpu::cpuid;
     use guests::fault::{GP, try_wrmsr};
-    use guests::port::{exit, outb};
+    use guests::port::{dirty_log_head, exit};
     use guests::{BootInfo, fail, println};
 
     /// Where the 64-bit pages go, and the 32-bit boot code's page.
@@ -52,23 +49,6 @@ mod guest {
     );
 
     guests::entry!(run);
-
-    /// The first two entries of the VMM's dirty log of its logged slot
-    /// (`MEMTEST_PORT`: page numbers, then `MEMTEST_END` for ever). Always
-    /// two reads, so that the exit stream has the same shape whatever the
-    /// log holds.
-    fn dirty_log() -> [u32; 2] {
-        outb(MEMTEST_PORT, MEMTEST_FETCH_DIRTY_LOG);
-        core::array::from_fn(|_| {
-            let v: u32;
-            // SAFETY: port I/O only.
-            unsafe {
-                asm!("in eax, dx", in("dx") MEMTEST_PORT, out("eax") v,
-                    options(nomem, nostack, preserves_flags))
-            };
-            v
-        })
-    }
 
     fn xen_base() -> Option<u32> {
         (0x4000_0000u32..0x4001_0000).step_by(0x100).find(|&base| {
@@ -119,14 +99,14 @@ mod guest {
         // not judged here: a VMM that copies the page itself (a kernel
         // without KVM_CAP_XEN_HVM) bypasses the kernel's log. The boot
         // tests require page 5 under Mojito.
-        dirty_log();
+        dirty_log_head();
         let logged = LOGGED_SLOT_BASE + 5 * 4096;
         // SAFETY: the logged slot's page 5, which nothing else uses.
         if let Err(v) = unsafe { try_wrmsr(msr, logged) } {
             fail!("xen: WRMSR {msr:#x} into the logged slot raised vector {v}");
         }
         check_page(logged, true, 0, amd, "xen: the page in the logged slot");
-        let log = dirty_log();
+        let log = dirty_log_head();
         println!("xen: dirty log after the copy: {:#x} {:#x}", log[0], log[1]);
         for (value, what) in [
             (PAGES_AT | u64::from(pages), "a page past the blob"),
