@@ -173,6 +173,7 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
         passing.push("usermsr");
         passing.push("xenner");
         passing.push("pvclock");
+        passing.push("hostio");
         // The pages the hypervisor wrote for kvmclock are dirty.
         for line in [
             "[pvclock] dirty log after registering the time info: 0x3 0xffffffff",
@@ -226,6 +227,7 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
         stops.insert(0, ("usermsr", "exited with status 0"));
         stops.insert(0, ("xenner", "exited with status 0"));
         stops.insert(0, ("pvclock", "exited with status 0"));
+        stops.insert(0, ("hostio", "exited with status 0"));
         // The bench's smoke check (issue 9): every case printed a number.
         // The figures themselves are never judged here.
         for case in BENCH_CASES {
@@ -454,8 +456,8 @@ mod tests {
         // debug's PASS and stop, debug's breakpoint line, mmiofail's stop,
         // bench's stop, its seven figures and the lifecycle line, usermsr's
         // PASS and stop, xenner's PASS, dirty-log line and stop, pvclock's
-        // PASS, two dirty-log lines and stop.
-        assert_eq!(p.len(), 39, "{p:?}");
+        // PASS, two dirty-log lines and stop, hostio's PASS and stop.
+        assert_eq!(p.len(), 41, "{p:?}");
         let log = format!(
             "{log}\ncontrol: Mojito control domain 0.1.0 starting\ncontrol: KVM API version 12\n\
              control: bad requests: 24 checked, each refused as KVM refuses it\n\
@@ -486,6 +488,7 @@ mod tests {
              [pvclock] dirty log after registering the time info: 0x3 0xffffffff\n\
              [pvclock] dirty log after registering the wall clock: 0x6 0xffffffff\n\
              [pvclock] PASS\ncontrol: vm 17 (pvclock): stopped: exited with status 0\n\
+             [hostio] PASS\ncontrol: vm 19 (hostio): stopped: exited with status 0\n\
              control: vm 14 (bench): stopped: exited with status 0"
         );
         assert_eq!(bench_figure(&log, "cpuid"), Some(1164.3));

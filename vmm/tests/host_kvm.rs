@@ -441,6 +441,22 @@ fn usermsr_guest_passes() {
     );
 }
 
+/// Hostile string I/O on the host's KVM: the reference for what the
+/// `hostio` guest checks under Mojito.
+#[test]
+fn hostio_guest_passes() {
+    let Some(_) = kvm("hostio_guest_passes") else {
+        return;
+    };
+    let run = run_test_guest("hostio", WATCHDOG);
+    assert_eq!(
+        reason(&run),
+        StopReason::Exited(0),
+        "output: {:#?}",
+        run.lines
+    );
+}
+
 /// kvmclock on the host's KVM, against the VMM's PIT and RTC: the
 /// reference for what the `pvclock` guest checks under Mojito.
 #[test]

@@ -41,7 +41,7 @@ pub const BOOT_SCRIPT: &str = "boot.mojito";
 /// the built-in devices lack, and never ends), and the guests whose
 /// INS/OUTS, MMIO, memory slots, interrupts, debugging, MSRs or forwarded
 /// exits need a VMM.
-pub const CONTROL_ONLY: [&str; 14] = [
+pub const CONTROL_ONLY: [&str; 15] = [
     CONTROL_ELF,
     BOOT_SCRIPT,
     "guests/counter.elf",
@@ -56,6 +56,7 @@ pub const CONTROL_ONLY: [&str; 14] = [
     "guests/xenner.elf",
     "guests/pvclock.elf",
     "guests/bench.elf",
+    "guests/hostio.elf",
 ];
 
 /// One file of the boot bundle: its name in the bundle and where it is.
@@ -127,6 +128,7 @@ pub fn default_bundle(a: &Artifacts) -> Result<Vec<BundleEntry>> {
         elf("pvclock", "pvclock")?,
         elf("bench", "bench")?,
         elf("hostile", "hostile")?,
+        elf("hostio", "hostio")?,
     ])
 }
 
@@ -650,7 +652,8 @@ mod tests {
                 "guests/xenner.elf",
                 "guests/pvclock.elf",
                 "guests/bench.elf",
-                "guests/hostile.elf"
+                "guests/hostile.elf",
+                "guests/hostio.elf"
             ]
         );
     }

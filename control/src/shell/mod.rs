@@ -54,7 +54,10 @@ mod machine {
         pub(super) vms: Vec<Entry>,
         next_id: u32,
         editor: Editor,
-        script: VecDeque<String>,
+        /// The boot script's lines still to run, borrowed from the bundle
+        /// (nothing is freed as they run: `info`'s heap figure does not
+        /// move with the script).
+        script: VecDeque<&'static str>,
         /// The script waits for these VMs (empty: all) to stop.
         waiting: Option<Vec<String>>,
         /// The VM whose console is attached, and how far its output was
@@ -101,7 +104,6 @@ mod machine {
                     .lines()
                     .map(str::trim)
                     .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(String::from)
                     .collect(),
                 Err(_) => {
                     println!("control: {BOOT_SCRIPT} is not UTF-8 text; it is not run");
@@ -230,7 +232,7 @@ mod machine {
                 console::hide_prompt();
                 console::set_prompt(None);
                 println!("{PROMPT}{line}");
-                match parse::parse(&line) {
+                match parse::parse(line) {
                     Ok(Some(Command::Wait(names))) => {
                         for n in names.iter().filter(|n| self.find(n).is_none()) {
                             println!("wait: there is no VM {n}");

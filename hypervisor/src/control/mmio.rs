@@ -175,6 +175,10 @@ fn page_fault<C: GuestCpu>(cpu: &mut C, e: LinearError) -> Start {
             cpu.inject(Fault::page_fault(code));
             Start::Resume
         }
+        LinearError::NonCanonical => {
+            cpu.inject(Fault::GP0);
+            Start::Resume
+        }
         LinearError::NotRam => Start::Exit(emulation_failure(&[])),
     }
 }

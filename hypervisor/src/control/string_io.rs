@@ -92,6 +92,10 @@ fn fault_to_guest<C: GuestCpu>(cpu: &mut C, e: LinearError) -> Start {
             cpu.inject(Fault::page_fault(code));
             Start::Resume
         }
+        LinearError::NonCanonical => {
+            cpu.inject(Fault::GP0);
+            Start::Resume
+        }
         LinearError::NotRam => Start::Exit(internal(KVM_INTERNAL_ERROR_EMULATION, &[cpu.rip()])),
     }
 }
@@ -210,7 +214,7 @@ pub fn complete<C: GuestCpu>(
         match linear::write(cpu, env, b.start, buf) {
             Ok(()) | Err(LinearError::NotRam) => {}
             // The mapping changed since the exit (it was checked then).
-            Err(e @ LinearError::PageFault { .. }) => {
+            Err(e @ (LinearError::PageFault { .. } | LinearError::NonCanonical)) => {
                 let _ = fault_to_guest(cpu, e);
                 return Ok(());
             }

@@ -15,8 +15,19 @@ use crate::vm::VmEnv;
 pub enum LinearError {
     /// The guest takes #PF with this error code; CR2 = `addr`.
     PageFault { addr: u64, code: u32 },
+    /// A non-canonical address under 4-level paging: the guest takes
+    /// #GP(0), as the instruction itself would have (SDM Vol. 3A 3.3.7.1;
+    /// a stack-segment access would be #SS, which INS/OUTS and MOVS never
+    /// make).
+    NonCanonical,
     /// The address is not guest RAM (or a paging structure is not).
     NotRam,
+}
+
+/// Whether `addr` is canonical for `paging`: under 4-level paging bits
+/// 63:47 must all equal bit 47; the other modes' addresses are 32 bits.
+fn canonical(paging: Paging, addr: u64) -> bool {
+    paging != Paging::Level4 || ((addr as i64) << 16 >> 16) as u64 == addr
 }
 
 fn access<C: GuestCpu>(cpu: &C, write: bool) -> Access {
@@ -44,6 +55,9 @@ fn pieces<C: GuestCpu>(
     let mut done = 0;
     while done < len {
         let addr = linear.wrapping_add(done as u64);
+        if !canonical(paging, addr) {
+            return Err(LinearError::NonCanonical);
+        }
         let la = GuestVirt::new(addr);
         let gpa =
             match walk::translate(&env.ram, paging, cpu.cr3(), la, access(cpu, write), nxe, wp) {
@@ -68,6 +82,9 @@ pub fn translate_write<C: GuestCpu>(cpu: &C, env: &VmEnv, linear: u64) -> Result
     let paging = Paging::from_state(cr0, cpu.cr4(), efer);
     let nxe = efer & crate::arch::msr::efer::NXE != 0;
     let wp = cr0 & CR0_WP != 0;
+    if !canonical(paging, linear) {
+        return Err(LinearError::NonCanonical);
+    }
     let la = GuestVirt::new(linear);
     match walk::translate(&env.ram, paging, cpu.cr3(), la, access(cpu, true), nxe, wp) {
         Ok(gpa) => Ok(gpa.raw()),
@@ -143,4 +160,24 @@ pub fn write<C: GuestCpu>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_addresses_under_4_level_paging() {
+        for a in [0, 0x7fff_ffff_ffff, 0xffff_8000_0000_0000, u64::MAX] {
+            assert!(canonical(Paging::Level4, a), "{a:#x}");
+        }
+        for a in [
+            0x8000_0000_0000,
+            0x8000_0000_0000_0000,
+            0x0001_0000_0000_0000,
+        ] {
+            assert!(!canonical(Paging::Level4, a), "{a:#x}");
+            assert!(canonical(Paging::Pae, a), "no such check outside long mode");
+        }
+    }
 }
