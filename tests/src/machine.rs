@@ -372,7 +372,7 @@ impl Run {
             let status = o.status.map_or("none".into(), qemu::describe_exit);
             problems.insert(0, format!("poweroff did not end the emulator: {status}"));
         }
-        self.report(problems, "exhaustion, soak and flood as expected");
+        self.report(problems, "exhaustion, soak, flood and probe as expected");
     }
 
     /// Asserts that keys typed on the PS/2 keyboard reached the shell and

@@ -15,6 +15,9 @@
 //!   faults), which must add up exactly.
 //! - **Flood**: every one of `flood`'s 2000 lines on the console in order,
 //!   and its 16 KiB ring reporting exactly the bytes it dropped.
+//! - **Probe**: the `probe` guest read every page around its slots and one
+//!   address per 2 MiB of the first 512 GiB (one per GiB above, up to
+//!   MAXPHYADDR) and found only its own memory and MMIO holes.
 
 /// What the script sets up (`xtask::image::EXHAUST_VMS`, the soak and
 /// flood guests' constants).
@@ -320,6 +323,30 @@ fn flood(lines: &[&str], problems: &mut Vec<String>) {
     }
 }
 
+fn probe(lines: &[&str], problems: &mut Vec<String>) {
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("[probe] probe: ") && l.contains(" addresses up to "));
+    // At least one address per 2 MiB of the first 512 GiB (MAXPHYADDR is
+    // 39 bits or more on every machine the tests use).
+    let n = line.and_then(|l| {
+        l.split(" pages around the slots and ")
+            .nth(1)?
+            .split(' ')
+            .next()?
+            .parse::<u64>()
+            .ok()
+    });
+    if !n.is_some_and(|n| n >= (1 << 39) / (2 << 20) - 16) {
+        problems.push(format!(
+            "the probe's count line is missing or short: {line:?}"
+        ));
+    }
+    if !lines.contains(&"[probe] PASS") {
+        problems.push("no line \"[probe] PASS\"".into());
+    }
+}
+
 /// What is wrong with a slow run's serial log.
 pub fn problems(serial: &str) -> Vec<String> {
     let lines: Vec<&str> = serial.lines().map(str::trim_end).collect();
@@ -327,6 +354,7 @@ pub fn problems(serial: &str) -> Vec<String> {
     let infos = exhaustion(&lines, &mut problems);
     soak(&lines, &mut problems);
     flood(&lines, &mut problems);
+    probe(&lines, &mut problems);
     if let (Some(first), Some(last)) = (infos.first(), infos.last())
         && first.frames != last.frames
     {

@@ -441,6 +441,22 @@ fn usermsr_guest_passes() {
     );
 }
 
+/// The isolation probe on the host's KVM: every read finds the VM's own
+/// memory or an MMIO hole.
+#[test]
+fn probe_guest_passes() {
+    let Some(_) = kvm("probe_guest_passes") else {
+        return;
+    };
+    let run = run_test_guest("probe", Duration::from_secs(120));
+    assert_eq!(
+        reason(&run),
+        StopReason::Exited(0),
+        "output: {:#?}",
+        run.lines
+    );
+}
+
 /// Hostile string I/O on the host's KVM: the reference for what the
 /// `hostio` guest checks under Mojito.
 #[test]

@@ -26,7 +26,7 @@ pub const BUILTIN_BIOS_IMAGE: &str = "mojito-builtin-bios.img";
 /// no boot script (the test types every command).
 pub const SHELL_BIOS_IMAGE: &str = "mojito-shell-bios.img";
 /// BIOS, the slow tests' (`cargo xtask test --slow`): control domain,
-/// `counter`, `soak`, `flood` and [`slow_script`].
+/// `counter`, `soak`, `flood`, `probe` and [`slow_script`].
 pub const SLOW_BIOS_IMAGE: &str = "mojito-slow-bios.img";
 
 /// The control domain's name in the boot bundle.
@@ -283,7 +283,8 @@ pub const EXHAUST_MEM: &str = "32M";
 /// `info`, VMs created until memory runs out, `list`, `info`, all
 /// destroyed — and `info` again, then
 /// the `soak` guest's ten million exits with its `stats`, then the
-/// `flood` guest's output flood and its console ring, and `info` last.
+/// `flood` guest's output flood and its console ring, then the `probe`
+/// guest's reads of the whole guest-physical space, and `info` last.
 pub fn slow_script() -> String {
     let mut s = String::from("# The slow tests' script (written by xtask).\n");
     // Three times: a leak shows as a difference between the ends of the
@@ -312,6 +313,10 @@ pub fn slow_script() -> String {
          wait flood\n\
          console flood\n\
          destroy flood\n\
+         create probe kernel=guests/probe.elf\n\
+         start probe\n\
+         wait probe\n\
+         destroy probe\n\
          info\n\
          poweroff\n",
     );
@@ -497,7 +502,7 @@ pub fn build_images(ws: &Workspace, extra: &[PathBuf], purpose: Purpose<'_>) -> 
         std::fs::write(&script, slow_script())
             .with_context(|| format!("cannot write {}", script.display()))?;
         let mut slow = shell.to_vec();
-        for g in ["soak", "flood"] {
+        for g in ["soak", "flood", "probe"] {
             let path = built
                 .guest(g)
                 .with_context(|| format!("the guests crate has no `{g}` binary"))?;

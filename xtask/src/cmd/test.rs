@@ -10,7 +10,7 @@ pub fn test(ws: &Workspace, slow: bool) -> Result<()> {
     if slow {
         println!(
             "xtask: --slow: the normal suite, then the slow tests (memory exhaustion, a soak of \
-             ten million exits and an output flood, under QEMU and Bochs: tens of minutes)"
+             ten million exits, an output flood and the isolation probe, under QEMU and Bochs: about 10 minutes)"
         );
     }
     let phases = if slow { 4 } else { 3 };
@@ -50,7 +50,7 @@ pub fn test(ws: &Workspace, slow: bool) -> Result<()> {
         run_checked(&mut cmd, what)
     })?;
     if slow {
-        phase("slow tests: exhaustion, soak, flood", &mut || {
+        phase("slow tests: exhaustion, soak, flood, probe", &mut || {
             let what = "cargo test -p mojito-tests --test slow -- --ignored --show-output";
             let mut cmd = ws.cargo();
             cmd.args(what.split(' ').skip(1))
