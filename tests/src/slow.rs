@@ -337,7 +337,21 @@ fn probe(lines: &[&str], problems: &mut Vec<String>) {
             .parse::<u64>()
             .ok()
     });
-    if !n.is_some_and(|n| n >= (1 << 39) / (2 << 20) - 16) {
+    let near = line.and_then(|l| {
+        l.strip_prefix("[probe] probe: ")?
+            .split(' ')
+            .next()?
+            .parse::<u64>()
+            .ok()
+    });
+    let top = line.and_then(|l| {
+        let hex = l.split(" addresses up to 0x").nth(1)?.split(':').next()?;
+        u64::from_str_radix(hex, 16).ok()
+    });
+    if !n.is_some_and(|n| n >= (1 << 39) / (2 << 20) - 16)
+        || !near.is_some_and(|n| n >= 144)
+        || !top.is_some_and(|t| t >= 1 << 39)
+    {
         problems.push(format!(
             "the probe's count line is missing or short: {line:?}"
         ));

@@ -284,7 +284,7 @@ pub const EXHAUST_MEM: &str = "32M";
 /// destroyed — and `info` again, then
 /// the `soak` guest's ten million exits with its `stats`, then the
 /// `flood` guest's output flood and its console ring, then the `probe`
-/// guest's reads of the whole guest-physical space, and `info` last.
+/// guest's reads sampling the guest-physical space, and `info` last.
 pub fn slow_script() -> String {
     let mut s = String::from("# The slow tests' script (written by xtask).\n");
     // Three times: a leak shows as a difference between the ends of the

@@ -16,9 +16,9 @@ pub enum LinearError {
     /// The guest takes #PF with this error code; CR2 = `addr`.
     PageFault { addr: u64, code: u32 },
     /// A non-canonical address under 4-level paging: the guest takes
-    /// #GP(0), as the instruction itself would have (SDM Vol. 3A 3.3.7.1;
-    /// a stack-segment access would be #SS, which INS/OUTS and MOVS never
-    /// make).
+    /// #GP(0), as the instruction itself would have (SDM Vol. 3A 3.3.7.1).
+    /// An access through an `SS:` override (OUTS, the MOVS source) would
+    /// get #SS(0) on hardware; it gets #GP(0) here (docs/api.md §8).
     NonCanonical,
     /// The address is not guest RAM (or a paging structure is not).
     NotRam,
@@ -52,12 +52,15 @@ fn pieces<C: GuestCpu>(
     let paging = Paging::from_state(cr0, cpu.cr4(), efer);
     let nxe = efer & crate::arch::msr::efer::NXE != 0;
     let wp = cr0 & CR0_WP != 0;
+    // Both ends, before any walk: #GP outranks #PF (SDM Vol. 3A 6.9), and
+    // the two canonical halves are each contiguous.
+    let last = linear.wrapping_add(len.saturating_sub(1) as u64);
+    if !canonical(paging, linear) || !canonical(paging, last) {
+        return Err(LinearError::NonCanonical);
+    }
     let mut done = 0;
     while done < len {
         let addr = linear.wrapping_add(done as u64);
-        if !canonical(paging, addr) {
-            return Err(LinearError::NonCanonical);
-        }
         let la = GuestVirt::new(addr);
         let gpa =
             match walk::translate(&env.ram, paging, cpu.cr3(), la, access(cpu, write), nxe, wp) {
