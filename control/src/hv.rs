@@ -132,6 +132,18 @@ pub fn info() -> Result<mojito::mojito_info, i32> {
     Ok(info)
 }
 
+/// The operator's `layout`: the hypervisor logs where it keeps what
+/// (`MOJITO_LOG_LAYOUT`); the lines are echoed like any log line.
+pub fn log_layout() {
+    match system(mojito::MOJITO_LOG_LAYOUT, 0) {
+        Ok(n) => {
+            echo_log();
+            crate::println!("layout: {n} lines in the hypervisor's log");
+        }
+        Err(e) => crate::println!("layout: MOJITO_LOG_LAYOUT failed: -{e}"),
+    }
+}
+
 /// Asks the hypervisor to reset the machine; returns only if it could not.
 pub fn reboot() -> i32 {
     echo_log();

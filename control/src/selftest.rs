@@ -43,6 +43,11 @@ fn mojito_requests(c: &mut Checks) {
         hv::system(MOJITO_REBOOT, 1),
         EINVAL,
     );
+    c.expect(
+        "layout with an argument",
+        hv::system(MOJITO_LOG_LAYOUT, 1),
+        EINVAL,
+    );
     let info = |f: &dyn Fn(&mut mojito_info)| {
         let mut a = mojito_info::default();
         f(&mut a);

@@ -56,6 +56,7 @@ mod machine {
             fatal(format_args!("the bootloader did not map physical memory"));
         };
         crate::mm::phys::init(offset);
+        crate::control::layout::note_image(boot_info.kernel_addr, boot_info.kernel_len);
         gdt::init();
         idt::init();
         pic::init_masked();

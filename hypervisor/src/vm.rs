@@ -350,6 +350,16 @@ impl<B: Backend> Vm<B> {
     }
 
     /// The vCPU and the handler state, while the VM has them.
+    /// The vCPU, while the VM has one.
+    pub fn vcpu(&self) -> Option<&B::Vcpu> {
+        self.parts.as_ref().map(|(v, _)| v)
+    }
+
+    /// The root of its nested page tables, while it has them.
+    pub fn nested_root(&self) -> Option<crate::mm::HostPhys> {
+        self.parts.as_ref().map(|(_, t)| t.root())
+    }
+
     pub fn parts(&mut self) -> Option<(&mut B::Vcpu, &mut VmEnv)> {
         let (vcpu, _) = self.parts.as_mut()?;
         Some((vcpu, &mut self.env))

@@ -14,10 +14,12 @@
 pub mod differential;
 pub mod expect;
 pub mod machine;
+pub mod physmem;
 pub mod qmp;
 pub mod screen;
 pub mod shell;
 pub mod slow;
+pub mod tables;
 pub mod typist;
 
 use std::path::PathBuf;

@@ -12,7 +12,7 @@ use xtask::sysdeps;
 use xtask::workspace::{command_line, read_lossy};
 
 use crate::expect;
-use crate::typist::{Keys, Typist};
+use crate::typist::{Keys, Typist, Via};
 
 /// How long a whole boot may take before the emulator is killed, unless
 /// `MOJITO_BOOT_TIMEOUT` (seconds) says otherwise.
@@ -95,7 +95,7 @@ fn typist(
 /// The QMP socket of a QEMU run whose keys need it.
 fn qmp_socket(dir: &std::path::Path, keys: &[Keys]) -> Option<std::path::PathBuf> {
     keys.iter()
-        .any(|k| k.via != crate::typist::Via::Serial)
+        .any(|k| k.via != Via::Serial)
         .then(|| dir.join("qmp.sock"))
 }
 
@@ -264,7 +264,18 @@ pub fn bochs(
     std::fs::copy(image, &disk)
         .unwrap_or_else(|e| panic!("{test}: cannot copy {}: {e}", image.display()));
     let serial = dir.path().join("serial.txt");
-    let typist = typist(test, &serial, keys, None);
+    // A table check drives Bochs's debugger through a FIFO as its script.
+    let (debugger, debugger_script) = if keys.iter().any(|k| k.via == Via::TableCheck) {
+        let (d, fifo) = crate::physmem::BochsDebugger::create(dir.path())
+            .unwrap_or_else(|e| panic!("{test}: {e}"));
+        (Some(d), Some(fifo))
+    } else {
+        (None, None)
+    };
+    let typist = (!keys.is_empty()).then(|| {
+        Typist::start_with(serial.clone(), keys, None, debugger)
+            .unwrap_or_else(|e| panic!("{test}: {e}"))
+    });
     let machine = Bochs {
         dir: dir.path().to_path_buf(),
         image: disk,
@@ -272,6 +283,7 @@ pub fn bochs(
         cpus,
         mem_mib,
         com1_tcp: typist.as_ref().map(|t| t.port),
+        debugger_script,
     };
     let cmd = machine
         .prepare()
@@ -339,6 +351,8 @@ impl Run {
     pub fn assert_shell(self, extension: &str, status_zero: bool) {
         let o = &self.outcome;
         let mut problems = crate::shell::problems(&o.serial, extension);
+        let report = std::fs::read_to_string(self.dir.path().join(crate::shell::TABLES_REPORT));
+        problems.extend(crate::shell::table_problems(report.ok().as_deref()));
         if let Some(Err(e)) = &self.typed {
             problems.insert(0, format!("typing into the console: {e}"));
         }

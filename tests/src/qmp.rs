@@ -1,6 +1,8 @@
 //! A minimal QMP client (QEMU's JSON monitor protocol over a Unix socket):
 //! keys on the emulated PS/2 keyboard (`send-key`) and screenshots
-//! (`screendump`), for the screen-and-keyboard shell test.
+//! (`screendump`), for the screen-and-keyboard shell test; stopping the
+//! machine and reading its physical memory (`stop`, `pmemsave`, `cont`)
+//! for the nested-table check (`crate::tables`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -102,6 +104,21 @@ impl Qmp {
             std::thread::sleep(Duration::from_millis(30));
         }
         Ok(())
+    }
+
+    /// Stops the emulated CPUs (`stop`) or lets them go on (`cont`).
+    pub fn set_running(&mut self, running: bool) -> Result<(), String> {
+        let cmd = if running { "cont" } else { "stop" };
+        self.command(&format!(r#"{{"execute":"{cmd}"}}"#)).map(drop)
+    }
+
+    /// Writes `size` bytes of guest-physical memory at `at` to `path`.
+    pub fn pmemsave(&mut self, at: u64, size: u64, path: &Path) -> Result<(), String> {
+        self.command(&format!(
+            r#"{{"execute":"pmemsave","arguments":{{"val":{at},"size":{size},"filename":"{}"}}}}"#,
+            path.display()
+        ))
+        .map(drop)
     }
 
     /// Writes the screen to `path` (PPM).

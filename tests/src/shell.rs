@@ -24,6 +24,10 @@ const BURST_AFTER: &str = "mojito: cpu0: ";
 
 /// The session. `RANDOM` stands for the burst of random bytes.
 pub const RANDOM: &str = "<random bytes>";
+/// Stands for the nested-table check (nothing typed).
+pub const TABLE_CHECK: &str = "<table check>";
+/// Where the check's report goes, in the run directory.
+pub const TABLES_REPORT: &str = "tables.txt";
 
 pub const STEPS: &[Step] = &[
     step("help\r", "Your own kernel: `cargo xtask run --kernel FILE`"),
@@ -64,6 +68,11 @@ pub const STEPS: &[Step] = &[
         "show vm/c1/memslots\r",
         "slot   0: 0x0000000000-0x00003fffff",
     ),
+    // The hypervisor names where the tables are; the harness stops the
+    // machine, walks them in its memory and judges every leaf
+    // (`crate::tables`), then lets it go on.
+    step("layout\r", "layout: 4 lines in the hypervisor's log"),
+    step(TABLE_CHECK, ""),
     step("show nowhere\r", "show: no such path: nowhere"),
     step("resume c1\r", "control: vm 1 (c1): resumed"),
     step("vms\r", "running"),
@@ -126,7 +135,15 @@ pub fn keys(burst_len: usize) -> Vec<Keys> {
             } else {
                 s.typed
             };
-            let k = Keys::serial(after, typed);
+            let k = if s.typed == TABLE_CHECK {
+                Keys {
+                    after,
+                    keys: TABLES_REPORT,
+                    via: crate::typist::Via::TableCheck,
+                }
+            } else {
+                Keys::serial(after, typed)
+            };
             after = s.answer;
             k
         })
@@ -179,6 +196,26 @@ pub fn reboot_problems(serial: &str) -> Vec<String> {
     problems
 }
 
+/// What the nested-table check's report (`TABLES_REPORT`) says is wrong:
+/// every `problem:` line, or its absence.
+pub fn table_problems(report: Option<&str>) -> Vec<String> {
+    let Some(r) = report else {
+        return vec!["no nested-table report (the table check never ran)".into()];
+    };
+    let mut problems: Vec<String> = r
+        .lines()
+        .filter_map(|l| l.strip_prefix("problem: "))
+        .map(|p| format!("nested tables: {p}"))
+        .collect();
+    let done = r
+        .lines()
+        .any(|l| l.starts_with("tables: ") && l.ends_with(" and 1 VMs checked; 0 problems"));
+    if problems.is_empty() && !done {
+        problems.push(format!("the nested-table report is incomplete:\n{r}"));
+    }
+    problems
+}
+
 /// "N KiB in use" of an `info` heap line.
 fn heap_kib(line: &str) -> Option<u64> {
     let rest = line.split_once(", ")?.1;
@@ -202,6 +239,8 @@ pub fn problems(serial: &str, extension: &str) -> Vec<String> {
     for s in STEPS {
         let command = if s.typed == RANDOM {
             Some("list")
+        } else if s.typed == TABLE_CHECK {
+            None
         } else {
             s.typed.strip_suffix('\r')
         };

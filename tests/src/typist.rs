@@ -32,6 +32,10 @@ pub enum Via {
     /// No keys: QEMU's screen is written to the file `keys` names, in the
     /// directory of `serial.txt` (QMP `screendump`).
     Screendump,
+    /// No keys: the machine is stopped, its nested page tables walked and
+    /// judged (`crate::tables`) and the report written to the file `keys`
+    /// names, in the directory of `serial.txt`; then it goes on.
+    TableCheck,
 }
 
 impl Keys {
@@ -62,6 +66,16 @@ impl Typist {
     /// Keys for the keyboard or the screen go through QEMU's QMP socket
     /// `qmp`.
     pub fn start(serial: PathBuf, script: Vec<Keys>, qmp: Option<PathBuf>) -> Result<Self, String> {
+        Self::start_with(serial, script, qmp, None)
+    }
+
+    /// As `start`, with Bochs's debugger for a `Via::TableCheck`.
+    pub fn start_with(
+        serial: PathBuf,
+        script: Vec<Keys>,
+        qmp: Option<PathBuf>,
+        debugger: Option<crate::physmem::BochsDebugger>,
+    ) -> Result<Self, String> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
         let port = listener
@@ -71,7 +85,8 @@ impl Typist {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let path = serial.clone();
-        let thread = std::thread::spawn(move || relay(&listener, &path, script, &flag, qmp));
+        let thread =
+            std::thread::spawn(move || relay(&listener, &path, script, &flag, qmp, debugger));
         Ok(Self {
             port,
             serial,
@@ -96,6 +111,7 @@ fn relay(
     mut script: Vec<Keys>,
     stop: &AtomicBool,
     qmp_path: Option<PathBuf>,
+    mut debugger: Option<crate::physmem::BochsDebugger>,
 ) -> Result<(), String> {
     let mut qmp: Option<crate::qmp::Qmp> = None;
     let mut out =
@@ -138,6 +154,13 @@ fn relay(
                         Via::Serial => stream
                             .write_all(next.keys.as_bytes())
                             .map_err(|e| format!("cannot type {:?}: {e}", next.keys))?,
+                        Via::TableCheck if debugger.is_some() => {
+                            let d = debugger.as_mut().ok_or("no debugger")?;
+                            d.stop()?;
+                            let report = table_check(serial, d, crate::tables::Format::Ept);
+                            d.resume()?;
+                            save(serial, next.keys, &report)?;
+                        }
                         via => {
                             if qmp.is_none() {
                                 let path = qmp_path.as_deref().ok_or("keys for QMP, but no QMP")?;
@@ -146,6 +169,17 @@ fn relay(
                             let q = qmp.as_mut().ok_or("no QMP")?;
                             if via == Via::Keyboard {
                                 q.type_text(next.keys)?;
+                            } else if via == Via::TableCheck {
+                                q.set_running(false)?;
+                                let dir = serial.parent().ok_or("no run directory")?;
+                                let mut mem = crate::physmem::QemuMemory {
+                                    qmp: q,
+                                    scratch: dir.join("page.bin"),
+                                };
+                                let report =
+                                    table_check(serial, &mut mem, crate::tables::Format::Npt);
+                                mem.qmp.set_running(true)?;
+                                save(serial, next.keys, &report)?;
                             } else {
                                 let dir = serial.parent().ok_or("no run directory")?;
                                 q.screendump(&dir.join(next.keys))?;
@@ -173,6 +207,24 @@ fn relay(
         )),
         None => Ok(()),
     }
+}
+
+/// Walks and judges the tables of the stopped machine, with the layout and
+/// memory slots the output so far holds.
+fn table_check(
+    serial: &std::path::Path,
+    mem: &mut dyn crate::tables::PhysMem,
+    format: crate::tables::Format,
+) -> String {
+    let text = xtask::workspace::screen(&xtask::workspace::read_lossy(serial));
+    let slots = crate::tables::parse_memslots(&text);
+    crate::tables::check(&text, mem, format, &slots).render()
+}
+
+/// Writes `text` to `name` beside `serial`.
+fn save(serial: &std::path::Path, name: &str, text: &str) -> Result<(), String> {
+    let path = serial.with_file_name(name);
+    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -33,6 +33,10 @@ pub struct Bochs {
     /// COM1 as a TCP client of this port on 127.0.0.1 (a test that types
     /// into the console listens there) instead of the file `serial.txt`.
     pub com1_tcp: Option<u16>,
+    /// The debugger's command script (`-rc`), when the caller drives the
+    /// debugger (a FIFO it writes commands into); otherwise a script that
+    /// runs the machine to its end.
+    pub debugger_script: Option<PathBuf>,
 }
 
 impl Bochs {
@@ -55,6 +59,7 @@ impl Bochs {
             cpus,
             mem_mib,
             com1_tcp,
+            debugger_script: _,
         } = self;
         let (serial, log) = (self.serial_path(), self.log_path());
         [
@@ -98,8 +103,12 @@ impl Bochs {
             Ok(path)
         };
         let rc = write("bochsrc", &self.config())?;
-        // Debian's Bochs starts in its debugger: this script lets it run.
-        let script = write("debugger.rc", "continue\nquit\n")?;
+        // Debian's Bochs starts in its debugger: this script lets it run
+        // (unless the caller drives the debugger through its own script).
+        let script = match &self.debugger_script {
+            Some(path) => path.clone(),
+            None => write("debugger.rc", "continue\nquit\n")?,
+        };
         let mut cmd = Command::new("bochs");
         cmd.args(["-q", "-unlock", "-rc"])
             .arg(script)
@@ -137,6 +146,7 @@ mod tests {
             cpus: 1,
             mem_mib: 512,
             com1_tcp: None,
+            debugger_script: None,
         };
         let c = b.config();
         assert!(c.contains(

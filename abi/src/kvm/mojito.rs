@@ -124,6 +124,15 @@ pub const MOJITO_REBOOT: u32 = io(MOJITO_IOCTL_TYPE, 0x06);
 pub const MOJITO_CONSOLE_WRITE: u32 =
     iow(MOJITO_IOCTL_TYPE, 0x07, size_of::<mojito_console_write>());
 
+/// System: Writes to the hypervisor's log (never to the caller) where the
+/// hypervisor keeps its image, heap and per-CPU structures, and for the
+/// control domain and every VM the root of its nested page tables and the
+/// memory its vCPU's hardware structures and extended state occupy, one
+/// `layout: …` line per owner (host-physical addresses), for tests that
+/// check a dump of the machine's memory. Integer argument: 0. Returns the
+/// number of lines.
+pub const MOJITO_LOG_LAYOUT: u32 = io(MOJITO_IOCTL_TYPE, 0x08);
+
 /// Most bytes one `MOJITO_CONSOLE_WRITE` takes.
 pub const MOJITO_CONSOLE_WRITE_MAX: u32 = 4096;
 

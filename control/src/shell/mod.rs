@@ -459,6 +459,7 @@ mod machine {
                 Command::List => super::view::list(self),
                 Command::Ls => super::view::ls(self),
                 Command::Log => hv::print_whole_log(),
+                Command::Layout => hv::log_layout(),
                 Command::Stats(name) => {
                     if let Some(i) = named(self, &name, "stats") {
                         super::view::stats(self, i);

@@ -32,6 +32,8 @@ pub enum Command {
     Show(Option<String>),
     Ls,
     Log,
+    /// Has the hypervisor log where it keeps each VM's tables.
+    Layout,
     /// Waits (the boot script only) until the named VMs, or all, stopped.
     Wait(Vec<String>),
     /// Whether a stopped VM's exit stream is printed.
@@ -187,6 +189,15 @@ pub const COMMANDS: &[Spec] = &[
         usage: "log",
         summary: "the hypervisor's log: its ring's last 16 KiB",
         more: "",
+    },
+    Spec {
+        name: "layout",
+        alias: None,
+        usage: "layout",
+        summary: "has the hypervisor log where it keeps its image, its heap and each VM's \
+                  nested page tables and control structures (host-physical addresses)",
+        more: "For checking a dump of the machine's memory (QEMU's pmemsave): the tests walk \
+               every nested table from these roots and check each leaf.",
     },
     Spec {
         name: "wait",
@@ -418,6 +429,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, Error> {
         "list" => none(Command::List),
         "ls" => none(Command::Ls),
         "log" => none(Command::Log),
+        "layout" => none(Command::Layout),
         "poweroff" => none(Command::Poweroff),
         "reboot" => none(Command::Reboot),
         "start" => Ok(Some(Command::Start(one_name()?))),
@@ -623,6 +635,7 @@ mod tests {
             "show",
             "ls",
             "log",
+            "layout",
             "wait",
             "streams off",
             "poweroff",

@@ -155,6 +155,7 @@ enum Request {
     /// (measured: ~120 instructions more per hypercall).
     Info(u64),
     Reboot,
+    LogLayout,
     ConsoleWrite(mojito::mojito_console_write),
     Close,
     SetMemory(kvm_userspace_memory_region),
@@ -216,11 +217,14 @@ fn decode<B: Backend>(
             Request::ReadLog { gpa: arg, arg: a }
         }
         // Their integer argument is 0: anything else is no request of ours.
-        (None, mojito::MOJITO_POWER_OFF | mojito::MOJITO_REBOOT) if arg != 0 => {
+        (None, mojito::MOJITO_POWER_OFF | mojito::MOJITO_REBOOT | mojito::MOJITO_LOG_LAYOUT)
+            if arg != 0 =>
+        {
             return Err(EINVAL);
         }
         (None, mojito::MOJITO_POWER_OFF) => Request::PowerOff,
         (None, mojito::MOJITO_REBOOT) => Request::Reboot,
+        (None, mojito::MOJITO_LOG_LAYOUT) => Request::LogLayout,
         (None, mojito::MOJITO_CONSOLE_WRITE) => {
             let a: mojito::mojito_console_write = read_arg(ram, arg)?;
             if a.flags != 0 || a.padding != [0; 2] || a.len > mojito::MOJITO_CONSOLE_WRITE_MAX {
@@ -372,6 +376,7 @@ fn invoke<B: Backend>(
             0
         }
         Request::ConsoleWrite(a) => console_write(&cd.ram, &a)?,
+        Request::LogLayout => super::layout::log(&*ctx.backend, ctx.objects, &ctx.state.layout)?,
         Request::Reboot => {
             // The control domain has stopped its VMs. (Host unit tests
             // have no machine to reset.)

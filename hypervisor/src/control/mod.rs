@@ -11,6 +11,7 @@ pub mod dirty;
 pub mod hypercall;
 pub mod info;
 pub mod kvm;
+pub mod layout;
 pub mod memory;
 pub mod mmio;
 pub mod objects;
@@ -37,6 +38,8 @@ pub const KBD_STATUS_PORT: core::ops::RangeInclusive<u16> = 0x64..=0x64;
 pub struct ControlState {
     /// How far the control domain has read the log ring.
     pub log_cursor: u64,
+    /// The control domain's own part of `MOJITO_LOG_LAYOUT`.
+    pub layout: layout::Owner,
 }
 
 /// Runs the control domain until it stops or asks for power-off; returns
@@ -51,6 +54,12 @@ pub fn run<B: Backend>(
     // What was logged so far already went to COM1.
     let mut state = ControlState {
         log_cursor: crate::log::position(),
+        layout: layout::Owner::of(
+            backend,
+            cd.vcpu(),
+            cd.nested_root(),
+            Some(cd.env.lazy.area()),
+        ),
     };
     let mut objects = Objects::<B>::default();
     let Some((cpu, env)) = cd.parts() else {

@@ -153,6 +153,22 @@ impl<B: Backend> Objects<B> {
         Ok(i as u64 + 1)
     }
 
+    /// Each VM's name and layout (`MOJITO_LOG_LAYOUT`).
+    pub fn layouts<'a>(
+        &'a self,
+        backend: &'a B,
+    ) -> impl Iterator<Item = (&'a str, super::layout::Owner)> + 'a {
+        self.vms.iter().flatten().map(move |v| {
+            let owner = super::layout::Owner::of(
+                backend,
+                v.vcpu.as_ref().map(|c| &c.cpu),
+                Some(v.nested.root()),
+                Some(v.env.lazy.area()),
+            );
+            (v.env.name.as_str(), owner)
+        })
+    }
+
     pub fn vm(&mut self, i: usize) -> Option<&mut KvmVm<B>> {
         self.vms.get_mut(i)?.as_mut()
     }

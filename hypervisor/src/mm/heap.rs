@@ -12,11 +12,24 @@ static HEAP: LockedHeap = LockedHeap::empty();
 pub const HEAP_SIZE: u64 = 8 << 20;
 
 /// Takes `HEAP_SIZE` bytes of frames and hands them to the allocator.
+/// Where the heap lies in physical memory (0 bytes before `init`).
+static START: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The heap's first frame and size (`MOJITO_LOG_LAYOUT`).
+pub fn range() -> (super::HostPhys, u64) {
+    let start = START.load(core::sync::atomic::Ordering::Relaxed);
+    (
+        super::HostPhys::new(start),
+        if start == 0 { 0 } else { HEAP_SIZE },
+    )
+}
+
 pub fn init() -> Result<(), &'static str> {
     let start = super::frame::FRAMES
         .lock()
         .alloc_contiguous(HEAP_SIZE / PAGE_SIZE)
         .ok_or("no contiguous memory for the heap")?;
+    START.store(start.raw(), core::sync::atomic::Ordering::Relaxed);
     // SAFETY: the frames were just taken from the pool and are used for
     // nothing else; the physical window maps them.
     unsafe {

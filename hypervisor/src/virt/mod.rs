@@ -125,6 +125,19 @@ pub trait Backend: Sized {
     /// Enters the guest until its next exit. `activate` must have been called.
     /// `new_context` asks for a TLB flush (another vCPU ran here since).
     fn run(&mut self, vcpu: &mut Self::Vcpu, new_context: bool) -> ExitInfo;
+    /// Names the host-physical memory the hardware reads for `vcpu` (its
+    /// VMCS/VMCB and bitmaps), or for this CPU when `vcpu` is None (VMXON
+    /// region, host save area, shared maps): `each(what, start, bytes)`.
+    /// For `MOJITO_LOG_LAYOUT`, which a memory-dump test checks (none of
+    /// it may be mapped into any guest). A back end with no hardware
+    /// structures (host tests) names nothing.
+    fn structures(
+        &self,
+        vcpu: Option<&Self::Vcpu>,
+        each: &mut dyn FnMut(&'static str, HostPhys, u64),
+    ) {
+        let _ = (vcpu, each);
+    }
 }
 
 /// A vCPU's architectural state, as the vendor-neutral handlers see it. The

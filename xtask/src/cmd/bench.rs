@@ -212,6 +212,7 @@ fn run_bochs(disk: &Path, dir: &Path) -> Result<Backend> {
         cpus: 1,
         mem_mib: MACHINE_MIB,
         com1_tcp: None,
+        debugger_script: None,
     };
     let watch = Watch {
         serial: machine.serial_path(),

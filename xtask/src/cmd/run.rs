@@ -120,6 +120,7 @@ fn run_bochs(ws: &Workspace, args: &RunArgs, mem_mib: u64) -> Result<ExitCode> {
         cpus: args.smp.unwrap_or(DEFAULT_SMP),
         mem_mib,
         com1_tcp: None,
+        debugger_script: None,
     };
     let cmd = machine.prepare()?;
     println!(

@@ -21,7 +21,6 @@ pub use vcpu::SvmVcpu;
 pub struct Svm {
     pub features: Features,
     /// VM_HSAVE_PA: where VMRUN keeps the host's state.
-    #[allow(dead_code)]
     host_save_area: HostPhys,
     /// The host's VMSAVE state (FS, GS, TR, LDTR, syscall MSRs), reloaded
     /// with VMLOAD after every exit.
@@ -137,6 +136,21 @@ impl Backend for Svm {
             nested_root,
             entry,
         )
+    }
+
+    fn structures(
+        &self,
+        vcpu: Option<&SvmVcpu>,
+        each: &mut dyn FnMut(&'static str, HostPhys, u64),
+    ) {
+        match vcpu {
+            Some(v) => v.structures(each),
+            None => {
+                each("host save area", self.host_save_area, 4096);
+                each("host VMCB", self.host_vmcb, 4096);
+                self.maps.structures(each);
+            }
+        }
     }
 
     fn destroy_vcpu(&mut self, frames: &mut Frames, vcpu: SvmVcpu) {

@@ -73,6 +73,12 @@ impl PermissionMaps {
         Ok(Self { iopm, msrpm })
     }
 
+    /// Names the maps (`Backend::structures`).
+    pub fn structures(&self, each: &mut dyn FnMut(&'static str, HostPhys, u64)) {
+        each("IOPM", self.iopm, IOPM_FRAMES * 4096);
+        each("MSRPM", self.msrpm, MSRPM_FRAMES * 4096);
+    }
+
     pub fn free(self, frames: &mut Frames) {
         for i in 0..IOPM_FRAMES {
             frames.free(HostPhys::new(self.iopm.raw() + i * 4096));
@@ -100,6 +106,14 @@ pub struct SvmVcpu {
 }
 
 impl SvmVcpu {
+    /// Names its VMCB and its own maps (`Backend::structures`).
+    pub(super) fn structures(&self, each: &mut dyn FnMut(&'static str, HostPhys, u64)) {
+        each("VMCB", self.vmcb, 4096);
+        if let Some(m) = &self.own_maps {
+            m.structures(each);
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         frames: &mut Frames,

@@ -64,7 +64,6 @@ impl Controls {
 /// VMX turned on for one CPU.
 pub struct Vmx {
     pub controls: Controls,
-    #[allow(dead_code)]
     vmxon_region: HostPhys,
     /// The VMCS that VMPTRLD made current on this CPU.
     current: Option<HostPhys>,
@@ -359,6 +358,17 @@ impl Backend for Vmx {
         self.invept(vcpu.eptp);
         self.invvpid(vcpu.vpid);
         Ok(vcpu)
+    }
+
+    fn structures(
+        &self,
+        vcpu: Option<&VmxVcpu>,
+        each: &mut dyn FnMut(&'static str, HostPhys, u64),
+    ) {
+        match vcpu {
+            Some(v) => v.structures(each),
+            None => each("VMXON region", self.vmxon_region, 4096),
+        }
     }
 
     fn destroy_vcpu(&mut self, frames: &mut Frames, vcpu: VmxVcpu) {

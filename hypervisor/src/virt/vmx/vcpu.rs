@@ -77,6 +77,14 @@ pub fn msr_bitmap_bit(msr: u32, write: bool) -> Option<(usize, u8)> {
 }
 
 impl VmxVcpu {
+    /// Names its VMCS and bitmaps (`Backend::structures`).
+    pub(super) fn structures(&self, each: &mut dyn FnMut(&'static str, HostPhys, u64)) {
+        each("VMCS", self.vmcs, 4096);
+        each("MSR bitmap", self.msr_bitmap, 4096);
+        each("I/O bitmap A", self.io_bitmap_a, 4096);
+        each("I/O bitmap B", self.io_bitmap_b, 4096);
+    }
+
     pub(super) fn new(
         frames: &mut Frames,
         c: &Controls,
