@@ -41,7 +41,7 @@ pub const BOOT_SCRIPT: &str = "boot.mojito";
 /// the built-in devices lack, and never ends), and the guests whose
 /// INS/OUTS, MMIO, memory slots, interrupts, debugging, MSRs or forwarded
 /// exits need a VMM.
-pub const CONTROL_ONLY: [&str; 15] = [
+pub const CONTROL_ONLY: [&str; 16] = [
     CONTROL_ELF,
     BOOT_SCRIPT,
     "guests/counter.elf",
@@ -57,6 +57,7 @@ pub const CONTROL_ONLY: [&str; 15] = [
     "guests/pvclock.elf",
     "guests/bench.elf",
     "guests/hostio.elf",
+    "guests/inshole.elf",
 ];
 
 /// One file of the boot bundle: its name in the bundle and where it is.
@@ -129,6 +130,7 @@ pub fn default_bundle(a: &Artifacts) -> Result<Vec<BundleEntry>> {
         elf("bench", "bench")?,
         elf("hostile", "hostile")?,
         elf("hostio", "hostio")?,
+        elf("inshole", "inshole")?,
     ])
 }
 
@@ -658,7 +660,8 @@ mod tests {
                 "guests/pvclock.elf",
                 "guests/bench.elf",
                 "guests/hostile.elf",
-                "guests/hostio.elf"
+                "guests/hostio.elf",
+                "guests/inshole.elf"
             ]
         );
     }

@@ -130,6 +130,7 @@ mod guest {
         alu();
         strings();
         nothing_there();
+        self_modifying();
         // SAFETY: one vCPU.
         let n = unsafe { CHECKS };
         println!("{n} forms: the device and RAM agree");
@@ -375,6 +376,110 @@ mod guest {
         println!(
             "strings: rep stos, rep movs forwards and backwards, RAM/device in both directions"
         );
+    }
+
+    /// A page of code the guest rewrites (INT3 where nothing is written).
+    #[repr(C, align(4096))]
+    struct Code([u8; 4096]);
+    static mut CODE: Code = Code([0xcc; 4096]);
+
+    /// Writes `bytes` at the start of `CODE` and calls it with RDI = the
+    /// scratch page, RAX = `rax`, RCX = 0; returns RAX and RCX.
+    fn call_code(bytes: &[u8], rax: u64) -> (u64, u64) {
+        let code = core::ptr::addr_of_mut!(CODE) as *mut u8;
+        for (i, b) in bytes.iter().enumerate() {
+            // SAFETY: within the page; nothing runs it meanwhile.
+            unsafe { write_volatile(code.add(i), *b) };
+        }
+        let (mut a, mut c) = (rax, 0u64);
+        // SAFETY: the code is one MOV on the scratch page and RET; it
+        // changes RAX or RCX only (the target has no red zone for the
+        // return address to clobber).
+        unsafe {
+            asm!("call {code}", code = in(reg) code, in("rdi") dev(),
+                 inout("rax") a, inout("rcx") c);
+        }
+        (a, c)
+    }
+
+    /// Self-modifying code on device memory: one RIP runs, twice each, a
+    /// 4-byte load, then (rewritten) a 1-byte store, then an 8-byte load
+    /// into another register, then a load with a displacement. The
+    /// hypervisor decodes each device access from the bytes at RIP and
+    /// keeps the decoding for the next exit at the same RIP only while
+    /// those bytes are unchanged: a stale decoding would load instead of
+    /// store, or fill the wrong register, and show here.
+    fn self_modifying() {
+        set(dev());
+        let low = INIT[0] & 0xffff_ffff;
+        for _ in 0..2 {
+            // mov eax, [rdi]; ret
+            let (a, _) = call_code(&[0x8b, 0x07, 0xc3], RAX0);
+            if a != low {
+                fail!("smc: mov eax, [rdi] loaded {a:#x}, not {low:#x}");
+            }
+        }
+        let stored = (INIT[0] & !0xff) | 0x5a;
+        for _ in 0..2 {
+            // mov [rdi], al; ret
+            let (a, _) = call_code(&[0x88, 0x07, 0xc3], 0x5a);
+            let got = get(dev())[0];
+            if a != 0x5a || got != stored {
+                fail!("smc: mov [rdi], al left rax {a:#x} and memory {got:#x}, not {stored:#x}");
+            }
+        }
+        for _ in 0..2 {
+            // mov rcx, [rdi]; ret
+            let (a, c) = call_code(&[0x48, 0x8b, 0x0f, 0xc3], RAX0);
+            if (a, c) != (RAX0, stored) {
+                fail!("smc: mov rcx, [rdi] left rax {a:#x} rcx {c:#x}, not rcx {stored:#x}");
+            }
+        }
+        let second = INIT[1] & 0xffff_ffff;
+        for _ in 0..2 {
+            // mov eax, [rdi + 8]; ret
+            let (a, _) = call_code(&[0x8b, 0x47, 0x08, 0xc3], RAX0);
+            if a != second {
+                fail!("smc: mov eax, [rdi + 8] loaded {a:#x}, not {second:#x}");
+            }
+        }
+        println!(
+            "smc: one RIP rewritten between device accesses: load, store, wider load, displacement"
+        );
+        // The same for an exit whose length the hypervisor may decode (and
+        // cache) itself: CPUID with prefixes that change its length. A stale
+        // length would resume in the middle of the code.
+        let max_leaf = guests::cpu::cpuid(0, 0).eax;
+        for code in [
+            &[0x53, 0x0f, 0xa2, 0x5b, 0xc3][..],
+            &[0x53, 0x66, 0x0f, 0xa2, 0x5b, 0xc3],
+            &[0x53, 0xf3, 0x66, 0x0f, 0xa2, 0x5b, 0xc3],
+            &[0x53, 0x0f, 0xa2, 0x5b, 0xc3],
+        ] {
+            for _ in 0..2 {
+                if call_cpuid(code) != max_leaf {
+                    fail!("smc: CPUID at a rewritten RIP ({code:02x?}) returned otherwise");
+                }
+            }
+        }
+        println!("smc: one RIP rewritten between CPUID exits of 2, 3 and 4 bytes");
+    }
+
+    /// Writes `bytes` (push rbx; CPUID with prefixes; pop rbx; ret) at the
+    /// start of `CODE` and calls it for leaf 0; returns EAX.
+    fn call_cpuid(bytes: &[u8]) -> u32 {
+        let code = core::ptr::addr_of_mut!(CODE) as *mut u8;
+        for (i, b) in bytes.iter().enumerate() {
+            // SAFETY: within the page; nothing runs it meanwhile.
+            unsafe { write_volatile(code.add(i), *b) };
+        }
+        let a: u64;
+        // SAFETY: the code saves RBX around CPUID, which writes EAX-EDX.
+        unsafe {
+            asm!("call {code}", code = in(reg) code, inout("rax") 0u64 => a,
+                 inout("rcx") 0u64 => _, out("rdx") _);
+        }
+        a as u32
     }
 
     fn nothing_there() {

@@ -93,9 +93,8 @@ mod guest {
         let rom = |a: u64| {
             u64::from_le_bytes(core::array::from_fn(|i| rom_byte(a - ROM_BASE + i as u64)))
         };
-        if gpa < ram {
-            Want::Own(None)
-        } else if (LOGGED_SLOT_BASE..LOGGED_SLOT_BASE + LOGGED_SLOT_PAGES * PAGE).contains(&gpa) {
+        let logged = LOGGED_SLOT_BASE..LOGGED_SLOT_BASE + LOGGED_SLOT_PAGES * PAGE;
+        if gpa < ram || logged.contains(&gpa) {
             Want::Own(None)
         } else if (ROM_BASE..ROM_BASE + ROM_SIZE).contains(&gpa) {
             Want::Own(Some(rom(gpa)))
