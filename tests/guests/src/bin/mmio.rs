@@ -308,7 +308,33 @@ mod guest {
         unsafe { CHECKS += 1 };
     }
 
+    /// REP MOVSB whose source and destination overlap by all but a byte,
+    /// forwards (each byte read after the previous one was written: the
+    /// first byte spreads) and backwards (a true move), within RAM and
+    /// then within the device: both must leave the same bytes.
+    fn overlapping() {
+        for (name, back, src_off, dst_off) in [
+            ("overlapping rep movsb forwards", false, 0u64, 1u64),
+            ("overlapping rep movsb backwards", true, 15, 16),
+        ] {
+            let run = |p: *mut u64| {
+                set(p);
+                let regs =
+                    string_op!("rep movsb")(p as u64 + src_off, p as u64 + dst_off, 16, back);
+                (regs, get(p))
+            };
+            let on_ram = run(ram());
+            let on_dev = run(dev());
+            if on_ram != on_dev {
+                fail!("{name}: RAM leaves {on_ram:x?}, the device {on_dev:x?}");
+            }
+            // SAFETY: one vCPU.
+            unsafe { CHECKS += 1 };
+        }
+    }
+
     fn strings() {
+        overlapping();
         string(
             "rep stosd to the device",
             string_op!("rep stosd"),
