@@ -29,12 +29,21 @@
 //!   two exits of one RUN (the hypervisor's own data is not flushed then;
 //!   KVM's "conditional" mode flushes after a few more kinds of exit).
 //!
-//! Not done: Spectre v1 (bounds-check bypass) hardening of the exit
-//! handlers' table lookups with guest-chosen indexes (the MSR filter's
-//! bitmap, the CPUID table, the decoder's tables), IBRS/eIBRS/STIBP in host
-//! mode and the guest's IA32_SPEC_CTRL (guests get #GP on it, and CPUID
-//! does not offer it), and SRSO/Retbleed's return thunks. The cost of what
-//! is done is measured by `cargo xtask bench` (docs/security.md).
+//! - **Bounds-check bypass** (Spectre v1): where a guest chooses an index
+//!   into a table whose entry is then used as an address or reveals memory
+//!   (a guest-physical address → the control domain's chunk list or a
+//!   VM's frame list, → a slot's dirty bitmap; an MSR number → the MSR
+//!   filter's bitmap), the lookup goes through [`get_nospec`]: after the
+//!   bounds check, the index is ANDed with a mask computed without a branch
+//!   (`cmp; sbb`, as Linux's `array_index_nospec`), so a mispredicted check
+//!   reads entry 0, not memory past the table. Tables indexed by values
+//!   that cannot exceed them (a byte of opcode into 256 entries, a port
+//!   into the 8 KiB bitmap, a register number into 16 GPRs) need none.
+//!
+//! Not done: IBRS/eIBRS/STIBP in host mode and the guest's IA32_SPEC_CTRL
+//! (guests get #GP on it, and CPUID does not offer it), SSBD, and
+//! SRSO/Retbleed's return thunks. The cost of what is done is measured by
+//! `cargo xtask bench` (docs/security.md).
 
 use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU64, Ordering};
 
@@ -169,6 +178,45 @@ static LAST_GUEST: AtomicU64 = AtomicU64::new(0);
 /// The next VM identity for `new_vm_id` (never reused, unlike VM handles).
 static NEXT_VM: AtomicU64 = AtomicU64::new(1);
 
+/// All ones if `index < len`, else 0, computed without a branch the CPU
+/// could mispredict (`cmp; sbb`: the carry is the comparison's result).
+#[inline(always)]
+fn index_mask(index: usize, len: usize) -> usize {
+    let mask: usize;
+    // SAFETY: arithmetic on registers only.
+    unsafe {
+        core::arch::asm!(
+            "cmp {i}, {n}",
+            "sbb {m}, {m}",
+            i = in(reg) index,
+            n = in(reg) len,
+            m = out(reg) mask,
+            options(pure, nomem, nostack),
+        );
+    }
+    mask
+}
+
+/// `table.get(index)`, but even under a mispredicted bounds check the CPU
+/// reads no entry past the table: the index it speculates with is 0.
+#[inline(always)]
+pub fn get_nospec<T>(table: &[T], index: usize) -> Option<&T> {
+    if index >= table.len() {
+        return None;
+    }
+    table.get(index & index_mask(index, table.len()))
+}
+
+/// [`get_nospec`] for a mutable table.
+#[inline(always)]
+pub fn get_mut_nospec<T>(table: &mut [T], index: usize) -> Option<&mut T> {
+    if index >= table.len() {
+        return None;
+    }
+    let i = index & index_mask(index, table.len());
+    table.get_mut(i)
+}
+
 /// An identity for a new VM that no other VM ever had.
 pub fn new_vm_id() -> u64 {
     NEXT_VM.fetch_add(1, Ordering::Relaxed)
@@ -237,6 +285,23 @@ pub fn entering(vm: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_masks() {
+        assert_eq!(index_mask(0, 1), usize::MAX);
+        assert_eq!(index_mask(4, 5), usize::MAX);
+        assert_eq!(index_mask(5, 5), 0);
+        assert_eq!(index_mask(usize::MAX, 5), 0);
+        assert_eq!(index_mask(0, 0), 0);
+        let t = [10, 20, 30];
+        assert_eq!(get_nospec(&t, 2), Some(&30));
+        assert_eq!(get_nospec(&t, 3), None);
+        assert_eq!(get_nospec(&t, usize::MAX), None);
+        let mut m = [1u8; 2];
+        *get_mut_nospec(&mut m, 1).unwrap() = 7;
+        assert_eq!(m, [1, 7]);
+        assert!(get_mut_nospec(&mut m, 2).is_none());
+    }
 
     #[test]
     fn choices_follow_the_cpu() {

@@ -37,7 +37,8 @@ pub fn host_run(cd_gpa: u64) -> Option<(HostPhys, u64)> {
     if cd_gpa >= m.usable {
         return None;
     }
-    let chunk = m.chunks.get(usize::try_from(cd_gpa / CHUNK).ok()?)?;
+    // A guest chooses `cd_gpa` (through its slot): Spectre v1.
+    let chunk = crate::arch::spec::get_nospec(&m.chunks, usize::try_from(cd_gpa / CHUNK).ok()?)?;
     let off = cd_gpa % CHUNK;
     Some((
         HostPhys::new(chunk.raw() + off),

@@ -181,7 +181,8 @@ impl GuestRam {
             return Some((host, run.min(s.size - (gpa - s.gpa))));
         }
         let page = self.page.bytes();
-        let base = self.frames.get(usize::try_from(gpa / page).ok()?)?;
+        // A guest chooses `gpa`: Spectre v1 (`arch::spec::get_nospec`).
+        let base = crate::arch::spec::get_nospec(&self.frames, usize::try_from(gpa / page).ok()?)?;
         Some((HostPhys::new(base.raw() + gpa % page), page - gpa % page))
     }
 
@@ -295,7 +296,7 @@ impl GuestRam {
         };
         let page = (gpa - s.gpa) / PageSize::Size4K.bytes();
         if let Some(d) = self.dirty.iter_mut().find(|d| d.slot == s.slot)
-            && let Some(w) = d.bits.get_mut((page / 64) as usize)
+            && let Some(w) = crate::arch::spec::get_mut_nospec(&mut d.bits, (page / 64) as usize)
         {
             *w |= 1 << (page % 64);
         }

@@ -169,9 +169,8 @@ impl MsrFilter {
             {
                 let bit = if access == KVM_MSR_FILTER_WRITE { 1 } else { 0 };
                 let at = (slot + i) as usize * BITS_PER_MSR + bit;
-                return self
-                    .denied
-                    .get(at / 8)
+                // The guest chooses `index`: Spectre v1.
+                return crate::arch::spec::get_nospec(&self.denied, at / 8)
                     .is_none_or(|b| b & (1 << (at % 8)) == 0);
             }
             slot += count;
