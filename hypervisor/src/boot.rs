@@ -67,7 +67,9 @@ mod machine {
             for r in boot_info.memory_regions.iter() {
                 if r.kind == MemoryRegionKind::Usable {
                     usable += r.end - r.start;
-                    if !frames.add_region(r.start, r.end) {
+                    // A few pages below 640 KiB for starting the other CPUs.
+                    let start = crate::arch::smp::reserve_low(r.start, r.end);
+                    if !frames.add_region(start, r.end) {
                         log!(
                             "memory: too many regions; ignoring {:#x}..{:#x}",
                             r.start,
@@ -228,11 +230,32 @@ mod machine {
         let _ = backend.describe(&mut line);
         log!("cpu0: {line}");
         crate::control::info::note_extension(&line);
+        crate::arch::smp::start_aps(turn_on_ap::<B>, B::NAME);
         let opts = Options {
             xcr0_max: xstate.xcr0_max,
             rdtscp: B::NAME == "SVM" || vmx_rdtscp(),
         };
         (backend, CpuidTable::build(crate::arch::instr::cpuid, opts))
+    }
+
+    /// An application processor's part of `enable`: turns `B` on there and
+    /// logs its line (the CPU then waits; see `arch::smp`).
+    fn turn_on_ap<B: Backend>(cpu: usize) -> bool {
+        let backend = B::enable(&mut FRAMES.lock());
+        match backend {
+            Ok(b) => {
+                let mut line = String::new();
+                let _ = b.describe(&mut line);
+                log!("cpu{cpu}: {line}");
+                // It stays on for as long as the machine runs.
+                core::mem::forget(b);
+                true
+            }
+            Err(e) => {
+                log!("cpu{cpu}: cannot turn on {}: {e}", B::NAME);
+                false
+            }
+        }
     }
 
     /// Starts the control domain and runs it until it powers off or stops.

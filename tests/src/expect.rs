@@ -210,6 +210,25 @@ fn is_stop(line: &str, mode: Mode, name: &str, how: &str) -> bool {
     digits > 0 && !details.starts_with(|c: char| c.is_ascii_alphanumeric())
 }
 
+/// Whether the hypervisor started every CPU of a machine with `cpus` and
+/// turned `extension` on in each (the SMP issue's first part): a
+/// `cpuN: EXT: …` line per CPU and the `smp:` summary.
+pub fn smp_problem(serial: &str, extension: &str, cpus: u32) -> Option<String> {
+    let lines: Vec<&str> = serial.lines().map(str::trim_end).collect();
+    for cpu in 0..cpus {
+        let want = format!("mojito: cpu{cpu}: {extension}: ");
+        if !lines.iter().any(|l| l.starts_with(&want)) {
+            return Some(format!("no line starting {want:?}"));
+        }
+    }
+    let want = if cpus == 1 {
+        "mojito: smp: 1 CPU (".to_string()
+    } else {
+        format!("mojito: smp: {cpus} CPUs in the MADT; {cpus} with {extension} on")
+    };
+    (!lines.iter().any(|l| l.starts_with(&want))).then(|| format!("no line starting {want:?}"))
+}
+
 /// Everything the log lacks or shows wrongly, in words; empty when the run
 /// did all it should. `extension` is `SVM` or `VMX`.
 /// The hypervisor's TSC calibration against a rate the emulator is known
@@ -578,6 +597,20 @@ mod tests {
         );
         assert!(rtc_problem("mojito: rtc: no CMOS clock answered", 0).is_some());
         assert!(rtc_problem("", 0).is_some());
+    }
+
+    #[test]
+    fn every_cpu_must_turn_the_extension_on() {
+        let two = "mojito: cpu0: VMX: EPT\nmojito: cpu1: VMX: EPT\n\
+                   mojito: smp: 2 CPUs in the MADT; 2 with VMX on (cpu0 and 1 started)";
+        assert_eq!(smp_problem(two, "VMX", 2), None);
+        assert!(smp_problem(two, "SVM", 2).is_some());
+        let one_up = two.replace("2 with VMX on", "1 with VMX on");
+        assert!(smp_problem(&one_up, "VMX", 2).is_some());
+        let no_cpu1 = two.replace("cpu1: VMX", "cpu1: cannot turn on VMX");
+        assert!(smp_problem(&no_cpu1, "VMX", 2).is_some());
+        let one = "mojito: cpu0: SVM: NPT\nmojito: smp: 1 CPU (local APIC id 0)";
+        assert_eq!(smp_problem(one, "SVM", 1), None);
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct Run {
     /// The TSC frequency the emulator is known to run at (kHz), which the
     /// hypervisor's calibration must find ([`Run::tsc_known`]).
     pub tsc_khz: Option<u64>,
+    /// The emulated machine's CPUs, which the hypervisor must all start.
+    pub cpus: u32,
     dir: TempDir,
 }
 
@@ -234,6 +236,7 @@ pub fn qemu(
             .windows(2)
             .any(|w| w[0] == "-icount" && w[1].starts_with("shift=0,"))
             .then_some(1_000_000),
+        cpus: smp,
         dir,
     }
 }
@@ -313,6 +316,7 @@ pub fn bochs(
         mode,
         typed,
         tsc_khz: Some(xtask::bochs::IPS / 1000),
+        cpus,
         dir,
     }
 }
@@ -515,6 +519,7 @@ impl Run {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         problems.extend(expect::rtc_problem(&o.serial, now));
+        problems.extend(expect::smp_problem(&o.serial, extension, self.cpus));
         match &self.typed {
             Some(Err(e)) => problems.push(format!("typing into the console: {e}")),
             Some(Ok(())) => problems.extend(expect::typing_problems(&o.serial)),

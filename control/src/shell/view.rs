@@ -104,7 +104,7 @@ pub fn info(sh: &Shell) {
     let extension = String::from_utf8_lossy(&info.extension[..end]).into_owned();
     println!("virtualization: {extension}");
     println!(
-        "physical CPUs: {} in use (more wait for the SMP issue)",
+        "physical CPUs: {} with VMX/SVM on; guests run on the first (the SMP issue)",
         info.cpus
     );
     println!(

@@ -28,7 +28,18 @@ mod reg {
     pub const LVT_TIMER: u32 = 0x320;
     pub const TIMER_INITIAL: u32 = 0x380;
     pub const TIMER_DIVIDE: u32 = 0x3e0;
+    pub const ICR_LOW: u32 = 0x300;
+    pub const ICR_HIGH: u32 = 0x310;
 }
+
+/// ICR bits (SDM Vol. 3A 11.6.1): delivery mode INIT (101b) and start-up
+/// (110b), level assert, and (xAPIC) delivery status.
+pub const ICR_INIT: u32 = 0b101 << 8;
+pub const ICR_STARTUP: u32 = 0b110 << 8;
+pub const ICR_ASSERT: u32 = 1 << 14;
+const ICR_PENDING: u32 = 1 << 12;
+/// The x2APIC ICR is one 64-bit MSR (SDM Vol. 3A 11.12.9).
+const X2APIC_ICR: u32 = 0x830;
 
 /// SVR bit 8: APIC software enable.
 const SVR_ENABLE: u32 = 1 << 8;
@@ -72,6 +83,40 @@ fn write(r: u32, v: u32) {
         // `start_timer` before the first write); the register exists.
         unsafe { phys::ptr::<u32>(pa).write_volatile(v) };
     }
+}
+
+fn read(r: u32) -> u32 {
+    let b = base();
+    if b & APIC_X2APIC != 0 {
+        // SAFETY: as in `write`.
+        unsafe { rdmsr(0x800 + r / 16) as u32 }
+    } else {
+        let pa = HostPhys::new((b & !0xfff) + u64::from(r));
+        // SAFETY: as in `write`.
+        unsafe { phys::ptr::<u32>(pa).read_volatile() }
+    }
+}
+
+/// Sends an inter-processor interrupt (`icr`: the ICR's low 32 bits) to
+/// the local APIC `dest`, waiting (bounded) until the xAPIC has sent it.
+/// False if the local APIC is off or out of reach.
+#[cfg(target_os = "none")]
+pub fn send_ipi(dest: u32, icr: u32) -> bool {
+    let b = base();
+    if b & APIC_ENABLE == 0 {
+        return false;
+    }
+    if b & APIC_X2APIC != 0 {
+        // SAFETY: the x2APIC ICR; the destination is in bits 63:32.
+        unsafe { wrmsr(X2APIC_ICR, (u64::from(dest) << 32) | u64::from(icr)) };
+        return true;
+    }
+    if !xapic_mapped() || dest > 0xff {
+        return false;
+    }
+    write(reg::ICR_HIGH, dest << 24);
+    write(reg::ICR_LOW, icr);
+    (0..1_000_000).any(|_| read(reg::ICR_LOW) & ICR_PENDING == 0)
 }
 
 /// Whether the xAPIC page is reachable through the physical window (the

@@ -85,6 +85,40 @@ pub fn init() {
     }
 }
 
+/// Builds and loads a GDT and TSS of its own on an application processor
+/// (a TSS is busy on the CPU that loaded it): the same layout as `init`'s,
+/// so the selectors (and the IDT's) are the same, with IST stacks from
+/// `stack`, which returns the top of a fresh 16 KiB stack (no guard page:
+/// the frames come from the physical-memory window). The tables are never
+/// freed.
+pub fn init_ap(mut stack: impl FnMut() -> Option<u64>) -> bool {
+    let mut tss = TaskStateSegment::new();
+    for slot in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK] {
+        let Some(top) = stack() else {
+            return false;
+        };
+        tss.interrupt_stack_table[usize::from(slot - 1)] = VirtAddr::new(top);
+    }
+    let tss: &'static TaskStateSegment = alloc::boxed::Box::leak(alloc::boxed::Box::new(tss));
+    let mut gdt = GlobalDescriptorTable::new();
+    let code = gdt.append(Descriptor::kernel_code_segment());
+    let data = gdt.append(Descriptor::kernel_data_segment());
+    let tss_sel = gdt.append(Descriptor::tss_segment(tss));
+    let gdt: &'static GlobalDescriptorTable = alloc::boxed::Box::leak(alloc::boxed::Box::new(gdt));
+    gdt.load();
+    // SAFETY: the selectors index the GDT just loaded, which lives forever.
+    unsafe {
+        CS::set_reg(code);
+        SS::set_reg(data);
+        DS::set_reg(data);
+        ES::set_reg(data);
+        FS::set_reg(SegmentSelector(0));
+        GS::set_reg(SegmentSelector(0));
+        load_tss(tss_sel);
+    }
+    true
+}
+
 /// This CPU's selectors (after `init`).
 pub fn selectors() -> Option<Selectors> {
     GDT.get().map(|(_, s)| *s)

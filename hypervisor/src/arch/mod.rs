@@ -14,6 +14,8 @@ pub mod pic;
 pub mod power;
 pub mod protect;
 pub mod rtc;
+#[cfg(target_os = "none")]
+pub mod smp;
 pub mod spec;
 pub mod tsc;
 pub mod xsave;

@@ -89,8 +89,43 @@ mod machine {
         HAS_8042.get().copied().flatten()
     }
 
+    /// The RSDP's address, for `processors`.
+    static RSDP: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+    /// The local APIC ids of the processors the MADT lists as enabled or
+    /// online-capable (ACPI 6.5 5.2.12.2 and 5.2.12.12, flags bits 0 and 1),
+    /// in MADT order; empty without an MADT.
+    pub fn processors() -> alloc::vec::Vec<u32> {
+        use acpi::madt::{Madt, MadtEntry};
+        let mut ids = alloc::vec::Vec::new();
+        let rsdp = RSDP.load(core::sync::atomic::Ordering::Relaxed);
+        if rsdp == 0 {
+            return ids;
+        }
+        // SAFETY: the bootloader found the RSDP at this address.
+        let Ok(tables) = (unsafe { AcpiTables::from_rsdp(Window, rsdp as usize) }) else {
+            return ids;
+        };
+        let Ok(madt) = tables.find_table::<Madt>() else {
+            return ids;
+        };
+        const USABLE: u32 = 0b11;
+        for e in madt.get().entries() {
+            let (id, flags) = match e {
+                MadtEntry::LocalApic(a) => (u32::from(a.apic_id), a.flags),
+                MadtEntry::LocalX2Apic(a) => (a.x2apic_id, a.flags),
+                _ => continue,
+            };
+            if flags & USABLE != 0 && !ids.contains(&id) && ids.try_reserve(1).is_ok() {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
     /// Reads the FADT and the DSDT's `\_S5` from the tables at `rsdp`.
     pub fn init(rsdp: Option<u64>) -> Option<AcpiPower> {
+        RSDP.store(rsdp.unwrap_or(0), core::sync::atomic::Ordering::Relaxed);
         *POWER.call_once(|| {
             let rsdp = rsdp?;
             // SAFETY: the bootloader found the RSDP at this address.

@@ -23,10 +23,18 @@ pub fn note_extension(line: &str) {
     });
 }
 
+/// Physical CPUs with VMX/SVM on (`arch::smp`).
+static CPUS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(1);
+
+/// Notes how many CPUs turned the extension on.
+pub fn note_cpus(n: u32) {
+    CPUS.store(n, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// Fills `info`'s output fields. `control` is the control domain's RAM,
 /// `free` the free bytes of the metadata pool.
 pub fn fill(info: &mut mojito_info, control: u64, free: u64) {
-    info.cpus = 1;
+    info.cpus = CPUS.load(core::sync::atomic::Ordering::Relaxed);
     info.tsc_khz = crate::arch::tsc::frequency_khz();
     (info.rtc_unix_s, info.rtc_tsc) = crate::arch::rtc::boot_time().unwrap_or((0, 0));
     info.uptime_tsc = crate::arch::tsc::uptime_cycles();
