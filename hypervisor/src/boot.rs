@@ -146,11 +146,23 @@ mod machine {
         );
         if crate::arch::apic::start_timer() {
             match crate::arch::apic::measure_period() {
-                Some(tsc) => log!(
-                    "timer: local APIC, periodic, vector {:#x}, a tick every {} TSC cycles (uncalibrated)",
-                    crate::arch::apic::TIMER_VECTOR,
-                    tsc
-                ),
+                Some(tsc) => match crate::arch::apic::timer_hz() {
+                    0 => log!(
+                        "timer: local APIC, periodic, vector {:#x}, a tick every {} TSC cycles \
+                         (uncalibrated: the TSC's frequency is not known)",
+                        crate::arch::apic::TIMER_VECTOR,
+                        tsc
+                    ),
+                    hz => log!(
+                        "timer: local APIC at {}.{:03} MHz (measured against the TSC), periodic, \
+                         vector {:#x}, a tick every {} TSC cycles ({} us asked)",
+                        hz / 1_000_000,
+                        hz / 1000 % 1000,
+                        crate::arch::apic::TIMER_VECTOR,
+                        tsc,
+                        crate::arch::apic::TICK_US
+                    ),
+                },
                 None => log!(
                     "timer: local APIC programmed, but no tick came; a guest that never exits keeps its CPU"
                 ),

@@ -255,6 +255,31 @@ pub fn tsc_problem(serial: &str, want_khz: u64) -> Option<String> {
         .then(|| format!("the TSC was measured at {mhz} MHz; this emulator runs it at {want} MHz"))
 }
 
+/// The hypervisor's own timer (the SMP/time issue, item 2): its local
+/// APIC timer is measured against the TSC at boot and programmed for a
+/// 10 ms tick, so where the emulator runs the TSC at a known rate
+/// (`want_khz`) the tick the hypervisor then measures must be 10 ms of it
+/// within 1 %.
+pub fn timer_problem(serial: &str, want_khz: u64) -> Option<String> {
+    let Some(line) = lines(serial)
+        .into_iter()
+        .find(|l| l.starts_with("mojito: timer: "))
+    else {
+        return Some("no line \"mojito: timer: ...\"".into());
+    };
+    let cycles = line
+        .split_once("a tick every ")
+        .and_then(|(_, r)| r.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    let (Some(cycles), true) = (cycles, line.contains("(10000 us asked)")) else {
+        return Some(format!("the timer's tick was not calibrated: {line:?}"));
+    };
+    let want = want_khz * 10;
+    (cycles.abs_diff(want) * 100 > want).then(|| {
+        format!("the timer ticks every {cycles} TSC cycles; 10 ms are {want} on this emulator")
+    })
+}
+
 /// The hypervisor's reading of the emulated machine's RTC at boot
 /// (`mojito: rtc: YYYY-MM-DD HH:MM:SS UTC`) against the host's clock at
 /// `now` (Unix seconds): QEMU's RTC and Bochs's (`time0=utc`) start at the
@@ -597,6 +622,20 @@ mod tests {
         );
         assert!(rtc_problem("mojito: rtc: no CMOS clock answered", 0).is_some());
         assert!(rtc_problem("", 0).is_some());
+    }
+
+    #[test]
+    fn the_tick_is_ten_milliseconds_of_a_known_tsc() {
+        let at = |n: u64| {
+            format!(
+                "mojito: timer: local APIC at 49.996 MHz (measured against the TSC), periodic, \
+                 vector 0xef, a tick every {n} TSC cycles (10000 us asked)"
+            )
+        };
+        assert_eq!(timer_problem(&at(499_950), 50_000), None);
+        assert!(timer_problem(&at(520_000), 50_000).is_some());
+        assert!(timer_problem("mojito: timer: local APIC, periodic, vector 0xef, a tick every 1 TSC cycles (uncalibrated: x)", 50_000).is_some());
+        assert!(timer_problem("", 50_000).is_some());
     }
 
     #[test]

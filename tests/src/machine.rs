@@ -514,6 +514,7 @@ impl Run {
         let mut problems = expect::problems(&o.serial, extension, self.mode);
         if let Some(khz) = self.tsc_khz {
             problems.extend(expect::tsc_problem(&o.serial, khz));
+            problems.extend(expect::timer_problem(&o.serial, khz));
         }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -4,8 +4,9 @@
 //! through the physical-memory window, or x2APIC MSRs where the firmware
 //! left x2APIC on.
 //!
-//! The timer runs on a fixed count for now; calibrating it against the PIT,
-//! HPET or ACPI PM timer comes with the SMP/time issue.
+//! The timer's input frequency is measured at boot against the TSC, which
+//! `tsc` measured against the PIT, and the tick is programmed for
+//! [`TICK_US`]. The ICR starts the other CPUs (`smp`).
 
 // The register code is built for the bare-metal target only; host unit
 // tests see the constants without their users.
@@ -27,6 +28,7 @@ mod reg {
     pub const SVR: u32 = 0xf0;
     pub const LVT_TIMER: u32 = 0x320;
     pub const TIMER_INITIAL: u32 = 0x380;
+    pub const TIMER_CURRENT: u32 = 0x390;
     pub const TIMER_DIVIDE: u32 = 0x3e0;
     pub const ICR_LOW: u32 = 0x300;
     pub const ICR_HIGH: u32 = 0x310;
@@ -51,9 +53,48 @@ const DIVIDE_BY_16: u32 = 0b0011;
 /// The timer's vector and the spurious-interrupt vector.
 pub const TIMER_VECTOR: u8 = 0xef;
 pub const SPURIOUS_VECTOR: u8 = 0xff;
-/// Timer count (after the divide by 16): about 16 ms under QEMU's 1 GHz
-/// APIC clock, shorter on a real bus clock.
-const TIMER_COUNT: u32 = 1_000_000;
+/// LVT bit 16: masked.
+const LVT_MASKED: u32 = 1 << 16;
+/// The tick the hypervisor asks for (D2): 10 ms.
+pub const TICK_US: u64 = 10_000;
+/// How long the timer's frequency is measured against the TSC.
+const CALIBRATION_US: u64 = 10_000;
+/// The count used where the TSC's frequency is not known (about 16 ms
+/// under QEMU's 1 GHz APIC clock).
+const FALLBACK_COUNT: u32 = 1_000_000;
+/// The timer's input frequency (Hz, before the divider), once measured.
+static TIMER_HZ: AtomicU64 = AtomicU64::new(0);
+
+/// The local APIC timer's input frequency in Hz, as measured at boot
+/// against the TSC (itself measured against the PIT); 0 if unknown.
+pub fn timer_hz() -> u64 {
+    TIMER_HZ.load(Ordering::Relaxed)
+}
+
+/// Measures the timer's input frequency: a masked one-shot count from the
+/// top over `CALIBRATION_US` of the calibrated TSC.
+#[cfg(target_os = "none")]
+fn calibrate() -> Option<u64> {
+    let khz = super::tsc::frequency_khz();
+    if khz == 0 {
+        return None;
+    }
+    write(reg::TIMER_DIVIDE, DIVIDE_BY_16);
+    write(reg::LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    write(reg::TIMER_INITIAL, u32::MAX);
+    let start = super::instr::rdtsc();
+    let end = start + khz * CALIBRATION_US / 1000;
+    while super::instr::rdtsc() < end {
+        core::hint::spin_loop();
+    }
+    let current = read(reg::TIMER_CURRENT);
+    let cycles = super::instr::rdtsc() - start;
+    write(reg::TIMER_INITIAL, 0);
+    let counted = u64::from(u32::MAX - current) * 16;
+    // Hz = counted / (cycles / (khz * 1000)).
+    let hz = u128::from(counted) * u128::from(khz) * 1000 / u128::from(cycles.max(1));
+    (hz > 0).then_some(hz as u64)
+}
 
 static TICK: AtomicBool = AtomicBool::new(false);
 /// Timer interrupts taken, for `stats` and tests.
@@ -143,9 +184,16 @@ pub fn start_timer() -> bool {
         return false;
     }
     write(reg::SVR, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
+    let count = match calibrate() {
+        Some(hz) => {
+            TIMER_HZ.store(hz, Ordering::Relaxed);
+            (hz / 16 * TICK_US / 1_000_000).clamp(1, u64::from(u32::MAX)) as u32
+        }
+        None => FALLBACK_COUNT,
+    };
     write(reg::TIMER_DIVIDE, DIVIDE_BY_16);
     write(reg::LVT_TIMER, TIMER_PERIODIC | u32::from(TIMER_VECTOR));
-    write(reg::TIMER_INITIAL, TIMER_COUNT);
+    write(reg::TIMER_INITIAL, count);
     RUNNING.store(true, Ordering::Relaxed);
     true
 }
