@@ -259,6 +259,9 @@ mod machine {
                 let mut line = String::new();
                 let _ = b.describe(&mut line);
                 log!("cpu{cpu}: {line}");
+                b.structures(None, &mut |what, start, bytes| {
+                    crate::control::layout::note_cpu(cpu, what, start, bytes);
+                });
                 // It stays on for as long as the machine runs.
                 core::mem::forget(b);
                 true

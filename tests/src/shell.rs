@@ -71,7 +71,8 @@ pub const STEPS: &[Step] = &[
     // The hypervisor names where the tables are; the harness stops the
     // machine, walks them in its memory and judges every leaf
     // (`crate::tables`), then lets it go on.
-    step("layout\r", "layout: 4 lines in the hypervisor's log"),
+    // (Two CPUs: the hypervisor, cpu0, cpu1, the control domain, c1.)
+    step("layout\r", "layout: 5 lines in the hypervisor's log"),
     step(TABLE_CHECK, ""),
     step("show nowhere\r", "show: no such path: nowhere"),
     step("resume c1\r", "control: vm 1 (c1): resumed"),

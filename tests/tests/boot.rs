@@ -95,7 +95,7 @@ fn shell_qemu() {
         Disk::ShellBios,
         xtask::qemu::TCG_SVM_CPU,
         2048,
-        1,
+        2,
         &[],
         mojito_tests::shell::keys(600),
     )
@@ -158,7 +158,7 @@ fn shell_bochs() {
         "shell_bochs",
         xtask::bochs::DEFAULT_MODEL,
         2048,
-        1,
+        2,
         Mode::Shell,
         mojito_tests::shell::keys(200),
     )

@@ -174,7 +174,7 @@ extern "sysv64" fn ap_entry(args: &'static ApArgs) -> ! {
             super::instr::xsetbv(0, args.xcr0);
         }
     }
-    let stacks = super::gdt::init_ap(|| stack(4).map(|(_, top)| top));
+    let stacks = super::gdt::init_ap(|| stack(args.cpu, 4).map(|(_, top)| top));
     super::idt::init();
     STARTED.fetch_add(1, Ordering::SeqCst);
     let on = stacks && (args.turn_on)(args.cpu);
@@ -192,9 +192,11 @@ extern "sysv64" fn ap_entry(args: &'static ApArgs) -> ! {
     }
 }
 
-/// A stack of `pages` from the frame pool: (bottom frame, top address).
-fn stack(pages: u64) -> Option<(HostPhys, u64)> {
+/// A stack of `pages` from the frame pool for CPU `cpu`: (bottom frame,
+/// top address). `MOJITO_LOG_LAYOUT` lists it.
+fn stack(cpu: usize, pages: u64) -> Option<(HostPhys, u64)> {
     let base = crate::mm::frame::FRAMES.lock().alloc_contiguous(pages)?;
+    crate::control::layout::note_cpu(cpu, "stack", base, pages * PAGE);
     Some((base, phys::to_virt(base).raw() + pages * PAGE))
 }
 
@@ -318,7 +320,7 @@ pub fn start_aps(turn_on: fn(usize) -> bool, name: &str) {
     for (i, &id) in others.iter().enumerate() {
         let cpu = i + 1;
         let (Some((_, top)), Ok(args)) = (
-            stack(16),
+            stack(cpu, 16),
             Ok::<_, ()>(alloc::boxed::Box::new(ApArgs {
                 cpu,
                 cr3: read_cr3(),

@@ -32,6 +32,19 @@ pub fn note_image(start: u64, len: u64) {
 /// The most structures one owner names.
 const MAX_PARTS: usize = 8;
 
+/// The most CPUs whose own structures are listed (cpu0's come from the
+/// back end at each request; the others' are noted as they start).
+const MAX_CPUS: usize = 16;
+static CPUS: spin::Mutex<[Owner; MAX_CPUS]> = spin::Mutex::new([const { Owner::new() }; MAX_CPUS]);
+
+/// Notes memory that CPU `cpu` (≥ 1) uses: its stacks and the structures
+/// its back end made (`arch::smp`).
+pub fn note_cpu(cpu: usize, what: &'static str, start: HostPhys, bytes: u64) {
+    if let Some(o) = CPUS.lock().get_mut(cpu) {
+        o.add(what, start, bytes);
+    }
+}
+
 /// One owner's part of the layout: its nested root and structures.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Owner {
@@ -41,6 +54,14 @@ pub struct Owner {
 }
 
 impl Owner {
+    const fn new() -> Self {
+        Self {
+            nested: None,
+            parts: [("", 0, 0); MAX_PARTS],
+            n: 0,
+        }
+    }
+
     pub fn add(&mut self, what: &'static str, start: HostPhys, bytes: u64) {
         if let Some(p) = self.parts.get_mut(self.n) {
             *p = (what, start.raw(), bytes);
@@ -118,6 +139,18 @@ pub fn log<B: Backend>(
         (control_domain, "control domain"),
     ] {
         if !owner.log(name) {
+            return Err(enomem);
+        }
+        lines += 1;
+    }
+    let others = *CPUS.lock();
+    for (cpu, owner) in others.iter().enumerate().filter(|(_, o)| o.n > 0) {
+        let mut name = String::new();
+        if name.try_reserve(8).is_err() {
+            return Err(enomem);
+        }
+        let _ = write!(name, "cpu{cpu}");
+        if !owner.log(&name) {
             return Err(enomem);
         }
         lines += 1;
