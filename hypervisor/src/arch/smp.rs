@@ -357,8 +357,10 @@ pub fn start_aps(turn_on: fn(usize) -> bool, name: &str) {
         }
         // Up to a second to reach Rust, and as long again to turn on.
         if !wait_for(&STARTED, before, 1_000_000) {
-            crate::log!("smp: cpu{cpu} (local APIC id {id}) did not start");
-            continue;
+            // A late start would read the next CPU's arguments from the
+            // trampoline: start no more.
+            crate::log!("smp: cpu{cpu} (local APIC id {id}) did not start; starting no more");
+            break;
         }
         if !wait_for(&DONE, done_before, 1_000_000) {
             crate::log!("smp: cpu{cpu} (local APIC id {id}) did not finish turning {name} on");
