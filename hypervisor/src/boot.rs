@@ -65,6 +65,7 @@ mod machine {
         {
             let mut frames = FRAMES.lock();
             for r in boot_info.memory_regions.iter() {
+                crate::control::layout::note_region_end(r.end);
                 if r.kind == MemoryRegionKind::Usable {
                     usable += r.end - r.start;
                     // A few pages below 640 KiB for starting the other CPUs.

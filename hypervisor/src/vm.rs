@@ -349,7 +349,6 @@ impl<B: Backend> Vm<B> {
         })
     }
 
-    /// The vCPU and the handler state, while the VM has them.
     /// The vCPU, while the VM has one.
     pub fn vcpu(&self) -> Option<&B::Vcpu> {
         self.parts.as_ref().map(|(v, _)| v)
@@ -360,6 +359,7 @@ impl<B: Backend> Vm<B> {
         self.parts.as_ref().map(|(_, t)| t.root())
     }
 
+    /// The vCPU and the handler state, while the VM has them.
     pub fn parts(&mut self) -> Option<(&mut B::Vcpu, &mut VmEnv)> {
         let (vcpu, _) = self.parts.as_mut()?;
         Some((vcpu, &mut self.env))

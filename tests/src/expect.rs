@@ -406,6 +406,11 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
         need(format!("starting {ok:?}"), find(&|l| l.starts_with(&ok)));
     }
     if mode == Mode::Control {
+        // inshole started its REP INS (the stop alone could be any
+        // emulation error).
+        let line =
+            "[inshole] rep insb of 128 bytes at 0x3fffc0: RAM's last 64 bytes, then the hole";
+        need(format!("{line:?}"), find(&|l| l.trim_end() == line));
         // The bench's smoke check (issue 9): every case printed a number.
         // The figures themselves are never judged here.
         for case in BENCH_CASES {
@@ -668,8 +673,8 @@ mod tests {
         // bench's stop, its seven figures and the lifecycle line, usermsr's
         // PASS and stop, xenner's PASS, dirty-log line and stop, pvclock's
         // PASS, two dirty-log lines and stop, hostio's PASS and stop,
-        // inshole's stop.
-        assert_eq!(p.len(), 42, "{p:?}");
+        // inshole's line and stop.
+        assert_eq!(p.len(), 43, "{p:?}");
         let log = format!(
             "{log}\ncontrol: Mojito control domain 0.1.0 starting\ncontrol: KVM API version 12\n\
              control: bad requests: 24 checked, each refused as KVM refuses it\n\
@@ -701,6 +706,7 @@ mod tests {
              [pvclock] dirty log after registering the wall clock: 0x6 0xffffffff\n\
              [pvclock] PASS\ncontrol: vm 17 (pvclock): stopped: exited with status 0\n\
              [hostio] PASS\ncontrol: vm 19 (hostio): stopped: exited with status 0\n\
+             [inshole] rep insb of 128 bytes at 0x3fffc0: RAM's last 64 bytes, then the hole\n\
              control: vm 20 (inshole): stopped: internal error (0x1) (0 ticks in all)\n\
              control: vm 14 (bench): stopped: exited with status 0"
         );

@@ -160,7 +160,9 @@ impl PhysMem for BochsDebugger {
 fn parse_xp(out: &str, pa: u64) -> Result<Table, String> {
     let mut t = [0u64; 512];
     let mut n = 0;
-    for line in out.lines() {
+    // Whole lines only: the last one may still be on its way.
+    for line in out.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+        let line = line.trim_end();
         let Some((addr, values)) = line.split_once(" <") else {
             continue;
         };

@@ -177,6 +177,19 @@ pub fn reboot_problems(serial: &str) -> Vec<String> {
     if !lines[at..].contains(&"control: rebooting") {
         problems.push("no line \"control: rebooting\" after the command".into());
     }
+    // With other CPUs started, each must leave VMX/SVM before the reset.
+    let others = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("mojito: smp: "))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .map_or(0, |n| n.saturating_sub(1));
+    if others > 0 {
+        let want = format!("mojito: smp: {others} of {others} other CPUs left VMX/SVM");
+        if !lines[at..].contains(&want.as_str()) {
+            problems.push(format!("no line {want:?} after the command"));
+        }
+    }
     if lines
         .iter()
         .any(|l| l.starts_with("reboot: ") || l.contains("powering off"))

@@ -87,8 +87,19 @@ pub struct Walk {
 
 /// Walks the 4-level table at `root`.
 pub fn walk(mem: &mut dyn PhysMem, root: u64, format: Format) -> Result<Walk, String> {
+    walk_except(mem, root, format, None)
+}
+
+/// Walks the 4-level table at `root`, except below the PML4 entries
+/// `skip` covers.
+pub fn walk_except(
+    mem: &mut dyn PhysMem,
+    root: u64,
+    format: Format,
+    skip: Option<std::ops::RangeInclusive<usize>>,
+) -> Result<Walk, String> {
     let mut w = Walk::default();
-    walk_level(mem, format, root, 4, 0, &mut w)?;
+    walk_level(mem, format, root, 4, 0, skip, &mut w)?;
     Ok(w)
 }
 
@@ -98,6 +109,7 @@ fn walk_level(
     table: u64,
     level: u32,
     base: u64,
+    skip: Option<std::ops::RangeInclusive<usize>>,
     w: &mut Walk,
 ) -> Result<(), String> {
     if w.tables.len() > 100_000 {
@@ -108,7 +120,7 @@ fn walk_level(
     // Each entry at this level covers 4 KiB << 9 * (level - 1).
     let span = 1u64 << (12 + 9 * (level - 1));
     for (i, &e) in entries.iter().enumerate() {
-        if !format.present(e) {
+        if !format.present(e) || (level == 4 && skip.as_ref().is_some_and(|s| s.contains(&i))) {
             continue;
         }
         let gpa = base + i as u64 * span;
@@ -124,7 +136,7 @@ fn walk_level(
         } else if level == 4 && e & PAGE_SIZE_BIT != 0 {
             return Err(format!("PML4 entry {i} of {table:#x} has PS set: {e:#x}"));
         } else {
-            walk_level(mem, format, e & ADDR_MASK, level - 1, gpa, w)?;
+            walk_level(mem, format, e & ADDR_MASK, level - 1, gpa, skip.clone(), w)?;
         }
     }
     Ok(())
@@ -184,6 +196,12 @@ impl Ranges {
 pub struct Owner {
     pub name: String,
     pub nested: Option<u64>,
+    /// The hypervisor's own page tables and physical-memory window
+    /// (virtual address, bytes).
+    pub cr3: Option<u64>,
+    pub window: Option<(u64, u64)>,
+    /// Parts the hypervisor could not list (`N more`).
+    pub more: u64,
     /// (what, start, bytes).
     pub parts: Vec<(String, u64, u64)>,
 }
@@ -205,6 +223,21 @@ pub fn parse_layout(serial: &str) -> Vec<Owner> {
         for item in items.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             if let Some(root) = item.strip_prefix("nested ") {
                 o.nested = parse_hex(root);
+                continue;
+            }
+            if let Some(v) = item.strip_prefix("cr3 ") {
+                o.cr3 = parse_hex(v);
+                continue;
+            }
+            if let Some((at, size)) = item.strip_prefix("window ").and_then(|v| v.split_once('+')) {
+                o.window = parse_hex(at).zip(size.parse().ok());
+                continue;
+            }
+            if let Some(n) = item
+                .strip_suffix(" more")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                o.more += n;
                 continue;
             }
             let Some((what, at)) = item.rsplit_once(' ') else {
@@ -313,9 +346,74 @@ pub fn check(serial: &str, mem: &mut dyn PhysMem, format: Format, slots: &[Slot]
         .rposition(|o| o.name == "hypervisor")
         .unwrap_or(0);
     let owners = &owners[from..];
-    // Everything the hypervisor keeps: no leaf may map it.
+    // Everything the hypervisor keeps: no leaf may map it. First what its
+    // own page tables map outside the physical-memory window (its image
+    // with .bss, stacks, heap, boot information), walked here.
     let mut kept: Vec<(u64, u64)> = Vec::new();
+    match owners.first() {
+        Some(hv) if hv.name == "hypervisor" => {
+            let (Some(cr3), Some(window)) = (hv.cr3, hv.window) else {
+                r.problems
+                    .push("the hypervisor's line names no cr3 or window".into());
+                return r;
+            };
+            // The PML4 entries the window takes (512 GiB each).
+            let (at, size) = window;
+            let first = ((at >> 39) & 511) as usize;
+            let last = (((at + size.max(1) - 1) >> 39) & 511) as usize;
+            match walk_except(mem, cr3, Format::Npt, Some(first..=last)) {
+                Ok(w) => {
+                    r.summary.push(format!(
+                        "tables: hypervisor: {} table pages, {} leaves outside its window mapping \
+                         {} KiB",
+                        w.tables.len(),
+                        w.leaves.len(),
+                        Ranges::new(w.leaves.iter().map(|l| (l.hpa, l.hpa + l.size))).bytes() >> 10
+                    ));
+                    let ranges = Ranges::new(w.leaves.iter().map(|l| (l.hpa, l.hpa + l.size)));
+                    let mut by_va: Vec<&Leaf> = w.leaves.iter().collect();
+                    by_va.sort_by_key(|l| std::cmp::Reverse(l.size));
+                    r.summary.push(format!(
+                        "tables: hypervisor: frames {:x?}; largest leaves {:x?}",
+                        ranges.0.iter().take(12).collect::<Vec<_>>(),
+                        by_va
+                            .iter()
+                            .take(4)
+                            .map(|l| (l.gpa, l.hpa, l.size))
+                            .collect::<Vec<_>>()
+                    ));
+                    if w.leaves.is_empty() {
+                        r.problems.push(
+                            "the hypervisor's own tables map nothing outside its window".into(),
+                        );
+                    }
+                    kept.extend(w.tables.iter().map(|&t| (t, t + 4096)));
+                    kept.extend(w.leaves.iter().map(|l| (l.hpa, l.hpa + l.size)));
+                }
+                Err(e) => r
+                    .problems
+                    .push(format!("hypervisor: walking its tables at {cr3:#x}: {e}")),
+            }
+            for what in ["image", "heap"] {
+                if !hv.parts.iter().any(|(w, _, b)| w == what && *b > 0) {
+                    r.problems
+                        .push(format!("the hypervisor's line names no {what}"));
+                }
+            }
+        }
+        _ => {
+            r.problems
+                .push("no `mojito: layout: hypervisor:` line".into());
+            return r;
+        }
+    }
     for o in owners {
+        if o.more > 0 {
+            r.problems.push(format!(
+                "{}: {} parts were not listed (the layout is incomplete)",
+                o.name, o.more
+            ));
+        }
         for (what, s, b) in &o.parts {
             if *b == 0 {
                 r.problems
@@ -491,7 +589,14 @@ mod tests {
         // VMCBs whose N_CR3 is each root.
         t(&mut m, 0x9000, &[(VMCB_N_CR3, 0x1000)]);
         t(&mut m, 0xa000, &[(VMCB_N_CR3, 0x5000)]);
-        let serial = "mojito: layout: hypervisor: image 0x800000+65536; heap 0x900000+4096\n\
+        // The hypervisor's own tables: PML4 0xd000; entry 256 is the
+        // window (never walked: it points nowhere here), entry 1 maps its
+        // .bss, a 4 KiB page at 0x70_0000, through 0xe000 and 0xf000.
+        t(&mut m, 0xd000, &[(1, 0xe000 | P), (256, 0xdead_0000 | P)]);
+        t(&mut m, 0xe000, &[(0, 0xf000 | P)]);
+        t(&mut m, 0xf000, &[(0, 0x1_0000 | P)]);
+        t(&mut m, 0x1_0000, &[(0, 0x70_0000 | P)]);
+        let serial = "mojito: layout: hypervisor: cr3 0xd000; window 0xffff800000000000+4294967296; image 0x800000+65536; heap 0x900000+4096\n\
                       mojito: layout: cpu0: host save area 0xb000+4096\n\
                       mojito: layout: control domain: nested 0x1000; VMCB 0x9000+4096\n\
                       mojito: layout: vm1: nested 0x5000; VMCB 0xa000+4096; XSAVE area 0xc000+4096\n"
@@ -510,14 +615,29 @@ mod tests {
         assert!(r.problems.is_empty(), "{:?}", r.problems);
         assert_eq!(r.vms, 1);
         assert_eq!(r.leaves, 3);
-        assert!(r.summary[0].contains("4 table pages, 2 leaves mapping 2052 KiB"));
+        assert!(r.summary[0].contains("hypervisor: 4 table pages, 1 leaves outside"));
+        assert!(r.summary[2].contains("4 table pages, 2 leaves mapping 2052 KiB"));
+        // A layout that lost parts, or lacks the hypervisor's tables.
+        let lost = serial.replace("XSAVE area 0xc000+4096", "XSAVE area 0xc000+4096; 2 more");
+        let r = check(&lost, &mut m, Format::Npt, &slot());
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.contains("2 parts were not listed"))
+        );
+        let no_cr3 = serial.replace("cr3 0xd000; ", "");
+        let r = check(&no_cr3, &mut m, Format::Npt, &slot());
+        assert!(r.problems.iter().any(|p| p.contains("no cr3")));
     }
 
     #[test]
     fn each_wrong_mapping_is_found() {
         // The VM maps one of its own tables, the heap, the hypervisor's
-        // image, memory the control domain does not have, a VMCB.
+        // image, memory the control domain does not have, a VMCB, a page
+        // only the hypervisor's own tables map, one of those tables.
         for (frame, what) in [
+            (0x70_0000, "hypervisor keeps"),
+            (0xe000, "hypervisor keeps"),
             (0x8000, "hypervisor keeps"),
             (0x90_0000, "hypervisor keeps"),
             (0x80_0000, "hypervisor keeps"),

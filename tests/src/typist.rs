@@ -157,7 +157,7 @@ fn relay(
                         Via::TableCheck if debugger.is_some() => {
                             let d = debugger.as_mut().ok_or("no debugger")?;
                             d.stop()?;
-                            let report = table_check(serial, d, crate::tables::Format::Ept);
+                            let report = table_check(serial, d);
                             d.resume()?;
                             save(serial, next.keys, &report)?;
                         }
@@ -176,8 +176,7 @@ fn relay(
                                     qmp: q,
                                     scratch: dir.join("page.bin"),
                                 };
-                                let report =
-                                    table_check(serial, &mut mem, crate::tables::Format::Npt);
+                                let report = table_check(serial, &mut mem);
                                 mem.qmp.set_running(true)?;
                                 save(serial, next.keys, &report)?;
                             } else {
@@ -211,12 +210,16 @@ fn relay(
 
 /// Walks and judges the tables of the stopped machine, with the layout and
 /// memory slots the output so far holds.
-fn table_check(
-    serial: &std::path::Path,
-    mem: &mut dyn crate::tables::PhysMem,
-    format: crate::tables::Format,
-) -> String {
+/// The nested-table format follows the boot CPU's extension.
+fn table_check(serial: &std::path::Path, mem: &mut dyn crate::tables::PhysMem) -> String {
     let text = xtask::workspace::screen(&xtask::workspace::read_lossy(serial));
+    let format = if text.contains("mojito: cpu0: VMX: ") {
+        crate::tables::Format::Ept
+    } else if text.contains("mojito: cpu0: SVM: ") {
+        crate::tables::Format::Npt
+    } else {
+        return "problem: no `mojito: cpu0: VMX/SVM` line: which nested format?\n".into();
+    };
     let slots = crate::tables::parse_memslots(&text);
     crate::tables::check(&text, mem, format, &slots).render()
 }

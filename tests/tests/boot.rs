@@ -128,7 +128,7 @@ fn shell_qemu_reboot() {
         Disk::ShellBios,
         xtask::qemu::TCG_SVM_CPU,
         512,
-        1,
+        2,
         &[],
         mojito_tests::shell::reboot_keys(),
     )

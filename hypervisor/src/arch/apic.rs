@@ -30,6 +30,7 @@ mod reg {
     pub const TIMER_INITIAL: u32 = 0x380;
     pub const TIMER_CURRENT: u32 = 0x390;
     pub const TIMER_DIVIDE: u32 = 0x3e0;
+    pub const ID: u32 = 0x20;
     pub const ICR_LOW: u32 = 0x300;
     pub const ICR_HIGH: u32 = 0x310;
 }
@@ -39,6 +40,10 @@ mod reg {
 pub const ICR_INIT: u32 = 0b101 << 8;
 pub const ICR_STARTUP: u32 = 0b110 << 8;
 pub const ICR_ASSERT: u32 = 1 << 14;
+/// Delivery mode NMI (100b) and the "all excluding self" shorthand (11b in
+/// bits 19:18).
+pub const ICR_NMI: u32 = 0b100 << 8;
+pub const ICR_ALL_BUT_SELF: u32 = 0b11 << 18;
 const ICR_PENDING: u32 = 1 << 12;
 /// The x2APIC ICR is one 64-bit MSR (SDM Vol. 3A 11.12.9).
 const X2APIC_ICR: u32 = 0x830;
@@ -152,12 +157,27 @@ pub fn send_ipi(dest: u32, icr: u32) -> bool {
         unsafe { wrmsr(X2APIC_ICR, (u64::from(dest) << 32) | u64::from(icr)) };
         return true;
     }
-    if !xapic_mapped() || dest > 0xff {
+    // 0xFF is the xAPIC broadcast address, not a CPU.
+    if !xapic_mapped() || dest >= 0xff {
         return false;
     }
     write(reg::ICR_HIGH, dest << 24);
     write(reg::ICR_LOW, icr);
     (0..1_000_000).any(|_| read(reg::ICR_LOW) & ICR_PENDING == 0)
+}
+
+/// This CPU's local APIC id (the ID register: the x2APIC id, or bits
+/// 31:24 in xAPIC mode); None if the local APIC is off or out of reach.
+#[cfg(target_os = "none")]
+pub fn id() -> Option<u32> {
+    let b = base();
+    if b & APIC_ENABLE == 0 {
+        return None;
+    }
+    if b & APIC_X2APIC != 0 {
+        return Some(read(reg::ID));
+    }
+    xapic_mapped().then(|| read(reg::ID) >> 24)
 }
 
 /// Whether the xAPIC page is reachable through the physical window (the
@@ -187,7 +207,9 @@ pub fn start_timer() -> bool {
     let count = match calibrate() {
         Some(hz) => {
             TIMER_HZ.store(hz, Ordering::Relaxed);
-            (hz / 16 * TICK_US / 1_000_000).clamp(1, u64::from(u32::MAX)) as u32
+            // At least 1000 counts: a mismeasured frequency must not make
+            // an interrupt storm.
+            (hz / 16 * TICK_US / 1_000_000).clamp(1000, u64::from(u32::MAX)) as u32
         }
         None => FALLBACK_COUNT,
     };

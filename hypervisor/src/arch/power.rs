@@ -92,9 +92,9 @@ mod machine {
     /// The RSDP's address, for `processors`.
     static RSDP: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-    /// The local APIC ids of the processors the MADT lists as enabled or
-    /// online-capable (ACPI 6.5 5.2.12.2 and 5.2.12.12, flags bits 0 and 1),
-    /// in MADT order; empty without an MADT.
+    /// The local APIC ids of the processors the MADT lists as enabled
+    /// (ACPI 6.5 5.2.12.2 and 5.2.12.12, flags bit 0; an "online capable"
+    /// one is not there now), in MADT order; empty without an MADT.
     pub fn processors() -> alloc::vec::Vec<u32> {
         use acpi::madt::{Madt, MadtEntry};
         let mut ids = alloc::vec::Vec::new();
@@ -109,14 +109,20 @@ mod machine {
         let Ok(madt) = tables.find_table::<Madt>() else {
             return ids;
         };
-        const USABLE: u32 = 0b11;
+        const ENABLED: u32 = 1;
+        /// An x2APIC entry with this id describes no processor.
+        const NO_ID: u32 = u32::MAX;
         for e in madt.get().entries() {
             let (id, flags) = match e {
                 MadtEntry::LocalApic(a) => (u32::from(a.apic_id), a.flags),
                 MadtEntry::LocalX2Apic(a) => (a.x2apic_id, a.flags),
                 _ => continue,
             };
-            if flags & USABLE != 0 && !ids.contains(&id) && ids.try_reserve(1).is_ok() {
+            if flags & ENABLED != 0
+                && id != NO_ID
+                && !ids.contains(&id)
+                && ids.try_reserve(1).is_ok()
+            {
                 ids.push(id);
             }
         }
@@ -208,6 +214,9 @@ mod machine {
         // again, naming each method as it is tried.
         crate::log::set_serial(true);
         leave_virtualization();
+        // The other CPUs too: INIT, which a reset may come down to, is
+        // blocked in VMX operation.
+        crate::arch::smp::stop_aps();
         if let Some(Some((port, value))) = RESET.get() {
             crate::log!("reset: the FADT's reset register, port {port:#x} <- {value:#x}");
             crate::log::serial::flush();
@@ -249,7 +258,7 @@ mod machine {
     /// Leaves VMX operation, or turns SVM off, before a reset, as Linux
     /// does: INIT, which is what a keyboard-controller reset is on many
     /// chipsets, is blocked in VMX root operation (SDM Vol. 3C 24.8).
-    fn leave_virtualization() {
+    pub fn leave_virtualization() {
         use crate::arch::instr::{rdmsr, read_cr4, write_cr4, wrmsr};
         use crate::arch::msr::{IA32_EFER, efer};
         use crate::virt::regs::cr4::VMXE as CR4_VMXE;

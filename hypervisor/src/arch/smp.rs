@@ -22,7 +22,7 @@ use super::instr::{
 use super::msr::IA32_EFER;
 use crate::mm::{HostPhys, phys};
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// Pages kept below 1 MiB: the trampoline, the temporary PML4, PDPT, PD.
 pub const LOW_PAGES: u64 = 4;
@@ -152,6 +152,9 @@ struct ApArgs {
 static STARTED: AtomicU32 = AtomicU32::new(0);
 static DONE: AtomicU32 = AtomicU32::new(0);
 static UP: AtomicU32 = AtomicU32::new(0);
+/// Set before a reset: the APs leave VMX/SVM (`stop_aps`), counting out.
+static STOP: AtomicBool = AtomicBool::new(false);
+static STOPPED: AtomicU32 = AtomicU32::new(0);
 
 /// Physical CPUs with the extension on: 1 + the APs that turned it on.
 pub fn cpus_up() -> u32 {
@@ -185,11 +188,37 @@ extern "sysv64" fn ap_entry(args: &'static ApArgs) -> ! {
         UP.fetch_add(1, Ordering::SeqCst);
     }
     DONE.fetch_add(1, Ordering::SeqCst);
+    let mut stopped = false;
     loop {
         // SAFETY: waiting with interrupts off until the SMP scheduler
-        // gives this CPU work (an INIT then); NMIs return here.
+        // gives this CPU work; an NMI (`stop_aps`) returns here.
         unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+        if STOP.load(Ordering::SeqCst) && !stopped {
+            super::power::leave_virtualization();
+            stopped = true;
+            STOPPED.fetch_add(1, Ordering::SeqCst);
+        }
     }
+}
+
+/// Has every AP leave VMX/SVM operation (before a reset: INIT, which a
+/// reset may come down to, is blocked in VMX operation, and firmware finds
+/// IA32_FEATURE_CONTROL locked): an NMI to all but this CPU wakes them;
+/// waits up to 100 ms for them.
+pub fn stop_aps() {
+    let started = DONE.load(Ordering::SeqCst);
+    if started == 0 {
+        return;
+    }
+    STOP.store(true, Ordering::SeqCst);
+    use super::apic::{ICR_ALL_BUT_SELF, ICR_ASSERT, ICR_NMI, send_ipi};
+    if send_ipi(0, ICR_NMI | ICR_ASSERT | ICR_ALL_BUT_SELF) {
+        let _ = wait_for(&STOPPED, started - 1, 100_000);
+    }
+    crate::log!(
+        "smp: {} of {started} other CPUs left VMX/SVM",
+        STOPPED.load(Ordering::SeqCst)
+    );
 }
 
 /// A stack of `pages` from the frame pool for CPU `cpu`: (bottom frame,
@@ -200,9 +229,12 @@ fn stack(cpu: usize, pages: u64) -> Option<(HostPhys, u64)> {
     Some((base, phys::to_virt(base).raw() + pages * PAGE))
 }
 
-/// The boot CPU's local APIC id (CPUID.1:EBX[31:24]; leaf 0Bh's x2APIC id
-/// where there is one).
+/// The boot CPU's local APIC id: its ID register, else CPUID's initial id
+/// (1:EBX[31:24]; leaf 0Bh's x2APIC id where there is one).
 fn my_apic_id() -> u32 {
+    if let Some(id) = super::apic::id() {
+        return id;
+    }
     let [_, b, _, _] = super::instr::cpuid(1, 0);
     let max = super::instr::cpuid(0, 0)[0];
     if max >= 0xb {
@@ -214,9 +246,18 @@ fn my_apic_id() -> u32 {
     b >> 24
 }
 
-/// Spins for `us` microseconds of the calibrated TSC (1 GHz if unknown).
+/// The TSC's frequency in kHz; where it was not measured, 4 GHz (faster
+/// than any TSC, so the waits below are at least as long as asked).
+fn tsc_khz() -> u64 {
+    match super::tsc::frequency_khz() {
+        0 => 4_000_000,
+        khz => khz,
+    }
+}
+
+/// Spins for `us` microseconds of the TSC.
 fn wait_us(us: u64) {
-    let khz = super::tsc::frequency_khz().max(1);
+    let khz = tsc_khz();
     let end = rdtsc() + khz * us / 1000;
     while rdtsc() < end {
         core::hint::spin_loop();
@@ -225,7 +266,7 @@ fn wait_us(us: u64) {
 
 /// Waits up to `us` for `counter` to pass `from`.
 fn wait_for(counter: &AtomicU32, from: u32, us: u64) -> bool {
-    let khz = super::tsc::frequency_khz().max(1);
+    let khz = tsc_khz();
     let end = rdtsc() + khz * us / 1000;
     while rdtsc() < end {
         if counter.load(Ordering::SeqCst) > from {
@@ -237,9 +278,12 @@ fn wait_for(counter: &AtomicU32, from: u32, us: u64) -> bool {
 }
 
 /// Writes `v` at byte `off` of the physical page `page`.
-fn poke<T>(page: u64, off: u64, v: T) {
-    // SAFETY: one of the pages `reserve_low` kept for this; the window
-    // maps it; the trampoline's fields are naturally aligned.
+///
+/// # Safety
+/// `page` must be one of the pages `reserve_low` kept, and `off` + the
+/// size of `T` within it.
+unsafe fn poke<T>(page: u64, off: u64, v: T) {
+    // SAFETY: as the caller guarantees; the window maps every page.
     unsafe { phys::ptr::<T>(HostPhys::new(page + off)).write_unaligned(v) };
 }
 
@@ -295,9 +339,12 @@ pub fn start_aps(turn_on: fn(usize) -> bool, name: &str) {
     pdpt[0] = tpd | PRESENT | WRITABLE;
     let mut pd = [0u64; 512];
     pd[0] = PRESENT | WRITABLE | LARGE;
-    poke(tpml4, 0, copy);
-    poke(tpdpt, 0, pdpt);
-    poke(tpd, 0, pd);
+    // SAFETY: the pages `reserve_low` kept, whole tables from offset 0.
+    unsafe {
+        poke(tpml4, 0, copy);
+        poke(tpdpt, 0, pdpt);
+        poke(tpd, 0, pd);
+    }
     // SAFETY: `len` bytes of the trampoline's code and data, into its page.
     unsafe {
         core::ptr::copy_nonoverlapping(
@@ -306,10 +353,13 @@ pub fn start_aps(turn_on: fn(usize) -> bool, name: &str) {
             len as usize,
         );
     }
-    poke(tramp, at::GDTR_BASE, (tramp + at::GDT) as u32);
-    poke(tramp, at::JUMP, (tramp + (long - start)) as u32);
-    poke(tramp, at::CR3, tpml4);
-    poke(tramp, at::ENTRY, ap_entry as *const () as u64);
+    // SAFETY: the trampoline's page, its fields (`at`).
+    unsafe {
+        poke(tramp, at::GDTR_BASE, (tramp + at::GDT) as u32);
+        poke(tramp, at::JUMP, (tramp + (long - start)) as u32);
+        poke(tramp, at::CR3, tpml4);
+        poke(tramp, at::ENTRY, ap_entry as *const () as u64);
+    }
     let xcr0 = if read_cr4() & CR4_OSXSAVE != 0 {
         // SAFETY: OSXSAVE is set.
         unsafe { super::instr::xgetbv(0) }
@@ -336,8 +386,11 @@ pub fn start_aps(turn_on: fn(usize) -> bool, name: &str) {
             break;
         };
         let args: &'static ApArgs = alloc::boxed::Box::leak(args);
-        poke(tramp, at::STACK, top);
-        poke(tramp, at::ARG, args as *const ApArgs as u64);
+        // SAFETY: the trampoline's page, its fields (`at`).
+        unsafe {
+            poke(tramp, at::STACK, top);
+            poke(tramp, at::ARG, args as *const ApArgs as u64);
+        }
         let before = STARTED.load(Ordering::SeqCst);
         let done_before = DONE.load(Ordering::SeqCst);
         use super::apic::{ICR_ASSERT, ICR_INIT, ICR_STARTUP, send_ipi};

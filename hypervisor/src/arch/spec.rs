@@ -207,6 +207,13 @@ pub fn get_nospec<T>(table: &[T], index: usize) -> Option<&T> {
     table.get(index & index_mask(index, table.len()))
 }
 
+/// `offset` (already checked to be below `size`) as the CPU will use it
+/// even under a mispredicted check: 0 then, never past `size`.
+#[inline(always)]
+pub fn offset_nospec(offset: u64, size: u64) -> u64 {
+    offset & index_mask(offset as usize, size as usize) as u64
+}
+
 /// [`get_nospec`] for a mutable table.
 #[inline(always)]
 pub fn get_mut_nospec<T>(table: &mut [T], index: usize) -> Option<&mut T> {
@@ -301,6 +308,8 @@ mod tests {
         *get_mut_nospec(&mut m, 1).unwrap() = 7;
         assert_eq!(m, [1, 7]);
         assert!(get_mut_nospec(&mut m, 2).is_none());
+        assert_eq!(offset_nospec(4095, 4096), 4095);
+        assert_eq!(offset_nospec(4096, 4096), 0);
     }
 
     #[test]

@@ -5,13 +5,18 @@
 //! extended-state area. A test harness takes a dump of the machine's
 //! physical memory, walks every nested table from these roots itself and
 //! checks that each leaf maps memory that VM may own and none of this
-//! (`tests/src/tables.rs`, docs/security.md). The control domain sees no
-//! address: the lines go to the log only.
+//! (`tests/src/tables.rs`, docs/security.md). The lines go to the log,
+//! which the control domain reads too: it learns where things are (it is
+//! trusted with that, as with every guest's memory), never access to them.
 //!
 //! The format (one line per owner, parsed by the harness):
 //! `layout: OWNER: nested 0xROOT; WHAT 0xSTART+BYTES; …` where OWNER is
-//! `hypervisor`, `cpu0`, `control domain` or a VM's name (`vm3`), and
-//! `nested` appears only for the control domain and VMs.
+//! `hypervisor`, `cpuN`, `control domain` or a VM's name (`vm3`), and
+//! `nested` appears only for the control domain and VMs. The hypervisor's
+//! line also names its own page tables (`cr3 0x…`) and the virtual address
+//! of its physical-memory window (`window 0x…`): the harness walks those
+//! tables itself and counts every frame they map outside the window as the
+//! hypervisor's. A part that did not fit is counted (`N more`).
 
 use super::objects::Objects;
 use crate::mm::HostPhys;
@@ -29,8 +34,17 @@ pub fn note_image(start: u64, len: u64) {
     IMAGE[1].store(len, Ordering::Relaxed);
 }
 
+/// The end of the highest memory region the firmware reported: the
+/// bootloader's physical-memory window reaches that far.
+static MEMORY_END: AtomicU64 = AtomicU64::new(0);
+
+/// Notes a memory region's end (of any kind).
+pub fn note_region_end(end: u64) {
+    MEMORY_END.fetch_max(end, Ordering::Relaxed);
+}
+
 /// The most structures one owner names.
-const MAX_PARTS: usize = 8;
+const MAX_PARTS: usize = 12;
 
 /// The most CPUs whose own structures are listed (cpu0's come from the
 /// back end at each request; the others' are noted as they start).
@@ -40,10 +54,14 @@ static CPUS: spin::Mutex<[Owner; MAX_CPUS]> = spin::Mutex::new([const { Owner::n
 /// Notes memory that CPU `cpu` (≥ 1) uses: its stacks and the structures
 /// its back end made (`arch::smp`).
 pub fn note_cpu(cpu: usize, what: &'static str, start: HostPhys, bytes: u64) {
-    if let Some(o) = CPUS.lock().get_mut(cpu) {
-        o.add(what, start, bytes);
+    match CPUS.lock().get_mut(cpu) {
+        Some(o) => o.add(what, start, bytes),
+        None => CPUS_LOST.store(true, Ordering::Relaxed),
     }
 }
+
+/// A CPU beyond `MAX_CPUS` noted something.
+static CPUS_LOST: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// One owner's part of the layout: its nested root and structures.
 #[derive(Clone, Copy, Debug, Default)]
@@ -51,6 +69,8 @@ pub struct Owner {
     pub nested: Option<HostPhys>,
     parts: [(&'static str, u64, u64); MAX_PARTS],
     n: usize,
+    /// Parts that did not fit.
+    lost: usize,
 }
 
 impl Owner {
@@ -59,13 +79,17 @@ impl Owner {
             nested: None,
             parts: [("", 0, 0); MAX_PARTS],
             n: 0,
+            lost: 0,
         }
     }
 
     pub fn add(&mut self, what: &'static str, start: HostPhys, bytes: u64) {
-        if let Some(p) = self.parts.get_mut(self.n) {
-            *p = (what, start.raw(), bytes);
-            self.n += 1;
+        match self.parts.get_mut(self.n) {
+            Some(p) => {
+                *p = (what, start.raw(), bytes);
+                self.n += 1;
+            }
+            None => self.lost += 1,
         }
     }
 
@@ -90,14 +114,35 @@ impl Owner {
         o
     }
 
+    /// `log`, with the hypervisor's own page tables and window first.
+    fn log_with_tables(&self, name: &str) -> bool {
+        let cr3 = crate::arch::instr::read_cr3() & !0xfff;
+        let window = crate::mm::phys::to_virt(HostPhys::new(0)).raw();
+        let mut first = String::new();
+        if first.try_reserve(64).is_err() {
+            return false;
+        }
+        let size = MEMORY_END.load(Ordering::Relaxed);
+        let _ = write!(first, "cr3 {cr3:#x}; window {window:#x}+{size}");
+        self.log_prefixed(name, &first)
+    }
+
     /// Writes `layout: NAME: …` to the log; false if the heap is full.
     fn log(&self, name: &str) -> bool {
+        self.log_prefixed(name, "")
+    }
+
+    fn log_prefixed(&self, name: &str, first: &str) -> bool {
         let mut line = String::new();
-        if line.try_reserve(64 + 40 * self.n).is_err() {
+        if line.try_reserve(128 + 40 * self.n + first.len()).is_err() {
             return false;
         }
         let _ = write!(line, "layout: {name}:");
         let mut sep = "";
+        if !first.is_empty() {
+            let _ = write!(line, " {first}");
+            sep = ";";
+        }
         if let Some(r) = self.nested {
             let _ = write!(line, " nested {:#x}", r.raw());
             sep = ";";
@@ -105,6 +150,9 @@ impl Owner {
         for &(what, start, bytes) in &self.parts[..self.n] {
             let _ = write!(line, "{sep} {what} {start:#x}+{bytes}");
             sep = ";";
+        }
+        if self.lost > 0 {
+            let _ = write!(line, "{sep} {} more", self.lost);
         }
         crate::log!("{line}");
         true
@@ -132,15 +180,18 @@ pub fn log<B: Backend>(
     }
     let mut cpu = Owner::default();
     backend.structures(None, &mut |w, s, b| cpu.add(w, s, b));
-    let mut lines = 0;
-    for (owner, name) in [
-        (&hv, "hypervisor"),
-        (&cpu, "cpu0"),
-        (control_domain, "control domain"),
-    ] {
+    if !hv.log_with_tables("hypervisor") {
+        return Err(enomem);
+    }
+    let mut lines = 1;
+    for (owner, name) in [(&cpu, "cpu0"), (control_domain, "control domain")] {
         if !owner.log(name) {
             return Err(enomem);
         }
+        lines += 1;
+    }
+    if CPUS_LOST.load(Ordering::Relaxed) {
+        crate::log!("layout: cpus: more than {MAX_CPUS} CPUs; 1 more");
         lines += 1;
     }
     let others = *CPUS.lock();

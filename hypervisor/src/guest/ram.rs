@@ -176,7 +176,9 @@ impl GuestRam {
     pub fn host_run(&self, gpa: GuestPhys) -> Option<(HostPhys, u64)> {
         let gpa = gpa.raw();
         if let Some(s) = self.slots.iter().find(|s| s.contains(gpa)) {
-            let cd = s.cd_gpa + (gpa - s.gpa);
+            // A guest chooses `gpa`: under a mispredicted `contains` the
+            // offset must not reach past this slot's backing (Spectre v1).
+            let cd = s.cd_gpa + crate::arch::spec::offset_nospec(gpa.wrapping_sub(s.gpa), s.size);
             let (host, run) = crate::control::memory::host_run(cd)?;
             return Some((host, run.min(s.size - (gpa - s.gpa))));
         }

@@ -11,7 +11,6 @@ static HEAP: LockedHeap = LockedHeap::empty();
 /// Heap size: VM bookkeeping, CPUID tables, console rings.
 pub const HEAP_SIZE: u64 = 8 << 20;
 
-/// Takes `HEAP_SIZE` bytes of frames and hands them to the allocator.
 /// Where the heap lies in physical memory (0 bytes before `init`).
 static START: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
@@ -24,6 +23,7 @@ pub fn range() -> (super::HostPhys, u64) {
     )
 }
 
+/// Takes `HEAP_SIZE` bytes of frames and hands them to the allocator.
 pub fn init() -> Result<(), &'static str> {
     let start = super::frame::FRAMES
         .lock()
