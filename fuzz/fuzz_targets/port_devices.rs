@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
     bus.insert(0x80, 1, Box::new(PostPort)).unwrap();
     bus.insert(0xe9, 1, Box::new(DebugCon)).unwrap();
     bus.insert(0xf4, 4, Box::new(DebugExit)).unwrap();
-    for rec in data.chunks_exact(6) {
+    for rec in data.as_chunks::<6>().0 {
         let (op, sel) = (rec[0], rec[1]);
         let port = PORTS[usize::from(sel) % PORTS.len()];
         let size = [1usize, 2, 4, 1][usize::from(op >> 1) & 3];

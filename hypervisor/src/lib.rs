@@ -17,6 +17,8 @@ pub mod arch;
 pub mod boot;
 pub mod config;
 pub mod control;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod guest;
 pub mod log;
 pub mod mm;
