@@ -46,21 +46,28 @@ pub fn note_region_end(end: u64) {
 /// The most structures one owner names.
 const MAX_PARTS: usize = 12;
 
-/// The most CPUs whose own structures are listed (cpu0's come from the
-/// back end at each request; the others' are noted as they start).
-const MAX_CPUS: usize = 16;
-static CPUS: spin::Mutex<[Owner; MAX_CPUS]> = spin::Mutex::new([const { Owner::new() }; MAX_CPUS]);
+/// The other CPUs' own structures, noted as they start (cpu0's come from
+/// the back end at each request); on the heap, grown as CPUs come.
+static CPUS: spin::Mutex<alloc::vec::Vec<Owner>> = spin::Mutex::new(alloc::vec::Vec::new());
 
 /// Notes memory that CPU `cpu` (≥ 1) uses: its stacks and the structures
 /// its back end made (`arch::smp`).
 pub fn note_cpu(cpu: usize, what: &'static str, start: HostPhys, bytes: u64) {
-    match CPUS.lock().get_mut(cpu) {
-        Some(o) => o.add(what, start, bytes),
-        None => CPUS_LOST.store(true, Ordering::Relaxed),
+    let mut cpus = CPUS.lock();
+    if cpus.len() <= cpu {
+        let more = cpu + 1 - cpus.len();
+        if cpus.try_reserve(more).is_err() {
+            CPUS_LOST.store(true, Ordering::Relaxed);
+            return;
+        }
+        cpus.resize(cpu + 1, Owner::new());
+    }
+    if let Some(o) = cpus.get_mut(cpu) {
+        o.add(what, start, bytes);
     }
 }
 
-/// A CPU beyond `MAX_CPUS` noted something.
+/// A CPU's structures could not be noted (the heap was full).
 static CPUS_LOST: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// One owner's part of the layout: its nested root and structures.
@@ -191,10 +198,10 @@ pub fn log<B: Backend>(
         lines += 1;
     }
     if CPUS_LOST.load(Ordering::Relaxed) {
-        crate::log!("layout: cpus: more than {MAX_CPUS} CPUs; 1 more");
+        crate::log!("layout: cpus: no room to note them all; 1 more");
         lines += 1;
     }
-    let others = *CPUS.lock();
+    let others = CPUS.lock();
     for (cpu, owner) in others.iter().enumerate().filter(|(_, o)| o.n > 0) {
         let mut name = String::new();
         if name.try_reserve(8).is_err() {
