@@ -42,9 +42,10 @@ pub const IN_HYPERVISOR: [&str; 3] = ["cpuid", "hypercall", "in-post"];
 /// What Mojito's exit path does against speculative-execution attacks.
 pub const MITIGATIONS: &str = "the RSB refilled after every exit (both vendors); VERW before \
     every entry on Intel CPUs without MDS_NO (Bochs: on); IBPB and the L1D flush only when a \
-    CPU enters a different VM, where offered (neither emulator offers them); no Spectre v1 \
-    hardening, IBRS or SSBD (docs/security.md); the KVM figures are with 6.1's default \
-    mitigations and with mitigations=off";
+    CPU enters a different VM, where offered (neither emulator offers them); guest-chosen \
+    table indexes masked against Spectre v1 (off these paths); no IBRS or SSBD \
+    (docs/security.md); the KVM figures are with 6.1's default mitigations and with \
+    mitigations=off";
 
 /// The bench guest's figure for `case`: TSC ticks per round trip, from
 /// `[bench] bench CASE: T.T ticks per round trip (N iterations)`.
