@@ -11,7 +11,7 @@ use guests::{fail, println};
 /// slow emulator (the VMM stops those after 10 of the hypervisor's 10 ms
 /// ticks; Bochs runs 50 million instructions a second).
 fn breathe(addr: u64) {
-    if addr % (256 << 10) == 0 {
+    if addr.is_multiple_of(256 << 10) {
         guests::port::yield_cpu();
     }
 }

@@ -3,7 +3,11 @@
 //! instance checks that the register state it starts with is the reset
 //! state, not its peer's (DESIGN.md D2: nothing leaks between domains),
 //! loads values derived from its own VM id, and after each of five yields
-//! checks that every value is still its own.
+//! checks that every value is still its own — and that a page of its RAM,
+//! at the same guest-virtual and guest-physical address in both instances
+//! but a different host frame, still reads what this instance wrote: a
+//! translation cached for the other VM and not flushed (or not told apart
+//! by ASID/VPID) would show its peer's value.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -30,12 +34,53 @@ mod guest {
         let checked = check_initial(&features);
         println!("initial state clean (id {id}): {checked}");
         load_values(&features, id);
+        write_page(id, 0);
         for round in 1..=ROUNDS {
             yield_checking_gprs(id, round);
             check_values(&features, id, round);
+            check_page(id, round);
         }
-        println!("isolation ok (id {id}, {ROUNDS} rounds)");
+        println!("isolation ok (id {id}, {ROUNDS} rounds; registers and memory)");
         guests::port::exit(0)
+    }
+
+    /// A page both instances have at the same address.
+    #[repr(C, align(4096))]
+    struct Page([u64; 512]);
+    static mut PAGE: Page = Page([0; 512]);
+
+    fn page() -> *mut u64 {
+        core::ptr::addr_of_mut!(PAGE) as *mut u64
+    }
+
+    /// This VM's value for `round` in the page's first and last words.
+    fn page_value(id: u64, round: u32) -> u64 {
+        super::state::wide(id, 0x300 + u64::from(round))
+    }
+
+    fn write_page(id: u64, round: u32) {
+        // SAFETY: our own static page; one vCPU.
+        unsafe {
+            core::ptr::write_volatile(page(), page_value(id, round));
+            core::ptr::write_volatile(page().add(511), page_value(id, round));
+        }
+    }
+
+    /// The page must hold what this VM wrote before the yield; then it
+    /// gets this round's value.
+    fn check_page(id: u64, round: u32) {
+        let want = page_value(id, round - 1);
+        // SAFETY: as in `write_page`.
+        let got = unsafe {
+            [
+                core::ptr::read_volatile(page()),
+                core::ptr::read_volatile(page().add(511)),
+            ]
+        };
+        if got != [want, want] {
+            fail!("memory: our page reads {got:#x?}, expected {want:#x} (after yield {round})");
+        }
+        write_page(id, round);
     }
 
     /// The general registers this code can hand to `asm!`: all but RSP, and
