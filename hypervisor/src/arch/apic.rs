@@ -6,7 +6,15 @@
 //!
 //! The timer's input frequency is measured at boot against the TSC, which
 //! `tsc` measured against the PIT, and the tick is programmed for
-//! [`TICK_US`]. The ICR starts the other CPUs (`smp`).
+//! [`TICK_US`]. Where both frequencies are known the timer runs one-shot
+//! (SDM Vol. 3A 11.5.4.1), each expiry programmed for the nearer of the next
+//! tick and the guest timer deadline the exit loop set
+//! ([`set_guest_deadline`]: a guest LAPIC timer, `control::lapic`), so that
+//! guest timers fire on time rather than on the next tick. The ICR starts
+//! the other CPUs (`smp`).
+//!
+//! Only the boot CPU runs the timer: the statics below are its state (the
+//! APs take no timer interrupts yet).
 
 // The register code is built for the bare-metal target only; host unit
 // tests see the constants without their users.
@@ -107,6 +115,13 @@ pub static TICKS: AtomicU64 = AtomicU64::new(0);
 static RUNNING: AtomicBool = AtomicBool::new(false);
 /// The measured tick period in TSC cycles (0: no timer).
 static PERIOD_TSC: AtomicU64 = AtomicU64::new(0);
+/// One-shot mode: the TSC value of the next tick, and the nearest guest
+/// timer deadline in host TSC cycles (`u64::MAX`: none).
+static ONE_SHOT: AtomicBool = AtomicBool::new(false);
+static NEXT_TICK: AtomicU64 = AtomicU64::new(u64::MAX);
+static GUEST_DEADLINE: AtomicU64 = AtomicU64::new(u64::MAX);
+/// The tick's length in TSC cycles as programmed (one-shot mode).
+static TICK_TSC: AtomicU64 = AtomicU64::new(0);
 
 /// The timer's period in TSC cycles, once measured (0 without a timer).
 pub fn period_tsc() -> u64 {
@@ -214,10 +229,53 @@ pub fn start_timer() -> bool {
         None => FALLBACK_COUNT,
     };
     write(reg::TIMER_DIVIDE, DIVIDE_BY_16);
-    write(reg::LVT_TIMER, TIMER_PERIODIC | u32::from(TIMER_VECTOR));
-    write(reg::TIMER_INITIAL, count);
+    let khz = super::tsc::frequency_khz();
+    if timer_hz() != 0 && khz != 0 {
+        // One-shot, re-armed from the interrupt handler.
+        let tick = khz * TICK_US / 1000;
+        TICK_TSC.store(tick, Ordering::Relaxed);
+        NEXT_TICK.store(super::instr::rdtsc() + tick, Ordering::Relaxed);
+        ONE_SHOT.store(true, Ordering::Relaxed);
+        write(reg::LVT_TIMER, u32::from(TIMER_VECTOR));
+        program(super::instr::rdtsc());
+    } else {
+        write(reg::LVT_TIMER, TIMER_PERIODIC | u32::from(TIMER_VECTOR));
+        write(reg::TIMER_INITIAL, count);
+    }
     RUNNING.store(true, Ordering::Relaxed);
     true
+}
+
+/// The timer count for `cycles` TSC cycles from now, rounded up (an early
+/// expiry only costs one more interrupt, a late one delays the event).
+fn count_for(cycles: u64) -> u32 {
+    let khz = u128::from(super::tsc::frequency_khz().max(1));
+    let counts = (u128::from(cycles) * u128::from(timer_hz()) / 16).div_ceil(khz * 1000);
+    counts.clamp(1, u128::from(u32::MAX)) as u32
+}
+
+/// One-shot mode: arms the timer for the nearer of the next tick and the
+/// guest deadline.
+fn program(now: u64) {
+    let target = NEXT_TICK
+        .load(Ordering::Relaxed)
+        .min(GUEST_DEADLINE.load(Ordering::Relaxed));
+    write(reg::TIMER_INITIAL, count_for(target.saturating_sub(now)));
+}
+
+/// The guest timer deadline (host TSC) the timer is armed for, if any.
+pub fn guest_deadline() -> Option<u64> {
+    let d = GUEST_DEADLINE.load(Ordering::Relaxed);
+    (d != u64::MAX).then_some(d)
+}
+
+/// Makes the timer also expire at `deadline` (host TSC), or no longer
+/// (None). Without one-shot mode guest timers are seen on the next tick.
+pub fn set_guest_deadline(deadline: Option<u64>) {
+    let d = deadline.unwrap_or(u64::MAX);
+    if GUEST_DEADLINE.swap(d, Ordering::Relaxed) != d && ONE_SHOT.load(Ordering::Relaxed) {
+        program(super::instr::rdtsc());
+    }
 }
 
 /// Waits for two ticks with interrupts on (bounded) and returns the TSC
@@ -257,10 +315,34 @@ pub fn timer_running() -> bool {
     RUNNING.load(Ordering::Relaxed)
 }
 
-/// Called from the timer's interrupt handler.
+/// Called from the timer's interrupt handler. In one-shot mode the
+/// interrupt may be a guest deadline's rather than a tick: a tick is
+/// counted only once its time has come, an expired guest deadline is
+/// forgotten (the exit loop finds the guest timer expired and sets the
+/// next), and the timer is armed again.
 pub fn on_tick() {
-    TICKS.fetch_add(1, Ordering::Relaxed);
-    TICK.store(true, Ordering::Relaxed);
+    if !ONE_SHOT.load(Ordering::Relaxed) {
+        TICKS.fetch_add(1, Ordering::Relaxed);
+        TICK.store(true, Ordering::Relaxed);
+        return;
+    }
+    let now = super::instr::rdtsc();
+    let next = NEXT_TICK.load(Ordering::Relaxed);
+    if now >= next {
+        TICKS.fetch_add(1, Ordering::Relaxed);
+        TICK.store(true, Ordering::Relaxed);
+        let tick = TICK_TSC.load(Ordering::Relaxed);
+        // Ticks missed (interrupts were off that long) are not made up.
+        let after = next.saturating_add(tick);
+        NEXT_TICK.store(
+            if after > now { after } else { now + tick },
+            Ordering::Relaxed,
+        );
+    }
+    if GUEST_DEADLINE.load(Ordering::Relaxed) <= now {
+        GUEST_DEADLINE.store(u64::MAX, Ordering::Relaxed);
+    }
+    program(now);
 }
 
 /// Whether a tick came since the last call (and forgets it).

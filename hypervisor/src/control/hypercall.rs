@@ -13,7 +13,7 @@ use crate::vcpu::cpuid::CpuidTable;
 use crate::vcpu::lazy::HostXstate;
 use crate::virt::{Backend, Frames};
 use crate::vm::VmEnv;
-use abi::kvm::errno::{EBADF, EFAULT, EINVAL, EIO, ENOMEM, ENOTTY, ENXIO};
+use abi::kvm::errno::{EBADF, EEXIST, EFAULT, EINVAL, EIO, ENOMEM, ENOTTY, ENXIO};
 use abi::kvm::mojito::{self, MOJITO_SYSTEM_HANDLE, mojito_log_read, mojito_run_pages};
 use abi::kvm::{
     self as req, KVM_API_VERSION, kvm_enable_cap, kvm_fpu, kvm_regs, kvm_sregs,
@@ -60,6 +60,12 @@ unsafe impl Pod for abi::kvm::mojito::mojito_console_write {}
 unsafe impl Pod for abi::kvm::kvm_dirty_log {}
 // SAFETY: as above.
 unsafe impl Pod for abi::kvm::kvm_interrupt {}
+// SAFETY: as above.
+unsafe impl Pod for abi::kvm::kvm_msi {}
+// SAFETY: as above (a byte array).
+unsafe impl Pod for abi::kvm::kvm_lapic_state {}
+// SAFETY: as above.
+unsafe impl Pod for abi::kvm::kvm_mp_state {}
 // SAFETY: as above.
 unsafe impl Pod for abi::kvm::kvm_guest_debug {}
 // SAFETY: as above.
@@ -131,6 +137,11 @@ pub struct Ctx<'a, B: Backend> {
 /// A decoded request, its argument already copied and checked.
 enum Request {
     GetApiVersion,
+    SignalMsi(abi::kvm::kvm_msi),
+    GetLapic(u64),
+    SetLapic(u64),
+    GetMpState(u64),
+    SetMpState(u32),
     CheckExtension(u64),
     GetVcpuMmapSize,
     CreateVm(u64),
@@ -278,6 +289,13 @@ fn decode<B: Backend>(
         (Some(Handle::Vcpu(_)), req::KVM_GET_XCRS) => Request::GetXcrs(arg),
         (Some(Handle::Vcpu(_)), req::KVM_SET_XCRS) => Request::SetXcrs(read_arg(ram, arg)?),
         (Some(Handle::Vm(_)), req::KVM_ENABLE_CAP) => Request::EnableCapVm(read_arg(ram, arg)?),
+        (Some(Handle::Vm(_)), req::KVM_SIGNAL_MSI) => Request::SignalMsi(read_arg(ram, arg)?),
+        (Some(Handle::Vcpu(_)), req::KVM_GET_LAPIC) => Request::GetLapic(arg),
+        (Some(Handle::Vcpu(_)), req::KVM_SET_LAPIC) => Request::SetLapic(arg),
+        (Some(Handle::Vcpu(_)), req::KVM_GET_MP_STATE) => Request::GetMpState(arg),
+        (Some(Handle::Vcpu(_)), req::KVM_SET_MP_STATE) => {
+            Request::SetMpState(read_arg::<abi::kvm::kvm_mp_state>(ram, arg)?.mp_state)
+        }
         (Some(Handle::Vm(_)), req::KVM_XEN_HVM_CONFIG) => {
             Request::XenHvmConfig(read_arg(ram, arg)?)
         }
@@ -428,10 +446,46 @@ fn invoke<B: Backend>(
         }
         Request::Interrupt(irq) => {
             // KVM with the irqchip in userspace: a vector ≥ 256 is -EINVAL;
-            // a new one replaces one still queued.
+            // a new one replaces one still queued. With the split irqchip
+            // (ExtINT from the VMM's 8259) one still queued is -EEXIST.
             let vc = vcpu_of(ctx.objects, vm_index)?;
-            vc.irq = Some(u8::try_from(irq).map_err(|_| EINVAL)?);
+            let vector = u8::try_from(irq).map_err(|_| EINVAL)?;
+            if vc.lapic.is_some() && vc.irq.is_some() {
+                return Err(EEXIST);
+            }
+            vc.irq = Some(vector);
             0
+        }
+        Request::SignalMsi(m) => {
+            super::lapic::signal_msi(ctx.objects.vm(vm_index).ok_or(EBADF)?, &m)?
+        }
+        Request::GetLapic(gpa) => {
+            let vc = vcpu_of(ctx.objects, vm_index)?;
+            if !ctx.backend.activate(&mut vc.cpu) {
+                return Err(EINVAL);
+            }
+            write_arg(&mut cd.ram, gpa, &super::lapic::get(vc)?)?;
+            0
+        }
+        Request::SetLapic(gpa) => {
+            // 1 KiB: read here rather than carried in `Request`.
+            let s: abi::kvm::kvm_lapic_state = read_arg(&cd.ram, gpa)?;
+            let vc = vcpu_of(ctx.objects, vm_index)?;
+            if !ctx.backend.activate(&mut vc.cpu) {
+                return Err(EINVAL);
+            }
+            super::lapic::set(vc, &s)?
+        }
+        Request::GetMpState(gpa) => {
+            let vc = vcpu_of(ctx.objects, vm_index)?;
+            let state = abi::kvm::kvm_mp_state {
+                mp_state: super::lapic::mp_state(vc),
+            };
+            write_arg(&mut cd.ram, gpa, &state)?;
+            0
+        }
+        Request::SetMpState(state) => {
+            super::lapic::set_mp_state(vcpu_of(ctx.objects, vm_index)?, state)?
         }
         Request::GetDirtyLog(log) => {
             let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
@@ -482,7 +536,7 @@ fn invoke<B: Backend>(
         Request::GetMsrIndexList(gpa) => super::state::get_msr_index_list(&mut cd.ram, gpa)?,
         Request::SetCpuid2(gpa) => {
             let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
-            super::state::set_cpuid2(&cd.ram, gpa, &mut vm.env, ctx.cpuid)?
+            super::state::set_cpuid2(&cd.ram, gpa, &mut vm.env, ctx.cpuid, vm.split_irqchip.is_some())?
         }
         Request::GetMsrs(gpa) | Request::SetMsrs(gpa) => {
             let write = matches!(request, Request::SetMsrs(_));
@@ -533,9 +587,21 @@ fn invoke<B: Backend>(
             const MSR_REASONS: u64 = (abi::kvm::KVM_MSR_EXIT_REASON_INVAL
                 | abi::kvm::KVM_MSR_EXIT_REASON_UNKNOWN
                 | abi::kvm::KVM_MSR_EXIT_REASON_FILTER) as u64;
-            let env = &mut ctx.objects.vm(vm_index).ok_or(EBADF)?.env;
+            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            let env = &mut vm.env;
             match c.cap {
                 _ if c.flags != 0 => return Err(EINVAL),
+                // KVM's order: too many pins, then -EEXIST once enabled or
+                // once a vCPU exists.
+                abi::kvm::KVM_CAP_SPLIT_IRQCHIP => {
+                    if c.args[0] > super::lapic::MAX_RESERVED_PINS {
+                        return Err(EINVAL);
+                    }
+                    if vm.split_irqchip.is_some() || vm.vcpu.is_some() {
+                        return Err(EEXIST);
+                    }
+                    vm.split_irqchip = Some(c.args[0] as u32);
+                }
                 abi::kvm::KVM_CAP_EXIT_HYPERCALL if c.args[0] & !HYPERCALLS == 0 => {
                     env.hypercall_exits = c.args[0];
                 }
@@ -623,7 +689,11 @@ fn check_extension(cap: u64) -> u64 {
         | abi::kvm::KVM_CAP_READONLY_MEM
         | abi::kvm::KVM_CAP_SET_GUEST_DEBUG
         | abi::kvm::KVM_CAP_X86_USER_SPACE_MSR
-        | abi::kvm::KVM_CAP_X86_MSR_FILTER => 1,
+        | abi::kvm::KVM_CAP_X86_MSR_FILTER
+        | abi::kvm::KVM_CAP_SPLIT_IRQCHIP
+        | abi::kvm::KVM_CAP_SIGNAL_MSI
+        | abi::kvm::KVM_CAP_TSC_DEADLINE_TIMER
+        | abi::kvm::KVM_CAP_MP_STATE => 1,
         // The bit mask of hypercalls that can exit (only KVM_HC_MAP_GPA_RANGE).
         abi::kvm::KVM_CAP_EXIT_HYPERCALL => 1 << abi::kvm::KVM_HC_MAP_GPA_RANGE,
         abi::kvm::KVM_CAP_NR_VCPUS | abi::kvm::KVM_CAP_MAX_VCPUS => u64::from(MAX_VCPUS),

@@ -372,10 +372,15 @@ pub fn run<B: Backend>(
         );
         env.lazy.save::<B>(xstate);
         cd_env.lazy.load::<B>(xstate);
+        super::lapic::leave();
         end
     };
-    // The exit is written from where it lies (no copy of the union).
-    let ready = vc.irq.is_none() && vc.cpu.interrupt_allowed();
+    // The exit is written from where it lies (no copy of the union). With
+    // the LAPIC here, the VMM's 8259 needs it to take ExtINT (KVM's
+    // `kvm_cpu_accept_dm_intr`).
+    let ready = vc.irq.is_none()
+        && vc.cpu.interrupt_allowed()
+        && vc.lapic.as_ref().is_none_or(super::lapic::accepts_pic);
     let ram = &mut cd_env.ram;
     match &end {
         RunEnd::Exit(reason, exit) => {
@@ -637,7 +642,7 @@ const HYPERCALL_RET_OFFSET: u64 = 56;
 
 /// The hypervisor's timer ticked, or COM1 input came: the control domain
 /// gets its CPU back (`KVM_EXIT_INTR`, RUN returns -EINTR; D2).
-fn control_domain_wants_cpu() -> Option<RunEnd> {
+pub(super) fn control_domain_wants_cpu() -> Option<RunEnd> {
     if crate::arch::com1_irq::take_input() {
         crate::arch::apic::take_tick();
         return Some(RunEnd::Interrupted(Intr::Input));
@@ -675,16 +680,27 @@ fn run_guest<B: Backend>(
     // when it must change).
     let mut window = vc.irq.is_some() || want_window;
     vc.cpu.set_interrupt_window(window);
+    // A vCPU halted with its LAPIC here waits for an interrupt first.
+    if vc.halted
+        && let Some(end) = super::lapic::wait(vc)
+    {
+        return end;
+    }
     loop {
         // KVM_INTERRUPT's vector goes in as soon as the guest can take it
-        // (userspace irqchip); until then the window exit is on.
+        // (userspace irqchip, or ExtINT the LAPIC here takes); until then
+        // the window exit is on.
+        let extint = vc.irq.is_some() && vc.lapic.as_ref().is_none_or(super::lapic::accepts_pic);
         if let Some(vector) = vc.irq
+            && extint
             && vc.cpu.interrupt_allowed()
         {
             vc.cpu.inject_interrupt(vector);
             vc.irq = None;
         }
-        let want = vc.irq.is_some() || want_window;
+        // The LAPIC's timer and interrupts (nothing without one).
+        let lapic_waits = vc.lapic.is_some() && super::lapic::before_entry(vc);
+        let want = (extint && vc.irq.is_some()) || want_window || lapic_waits;
         if want != window {
             vc.cpu.set_interrupt_window(want);
             window = want;
@@ -769,7 +785,34 @@ fn run_guest<B: Backend>(
             return debug_exit(&vc.cpu, vector);
         }
         let rip = if stepping { vc.cpu.rip() } else { 0 };
-        match vcpu::handle(&mut vc.cpu, env, info, xstate.xcr0_max) {
+        match super::lapic::exit(vc, env, info) {
+            super::lapic::Outcome::NotMine => {}
+            super::lapic::Outcome::Exit(end) => return end,
+            super::lapic::Outcome::Done | super::lapic::Outcome::Halt
+                if stepping && vc.cpu.rip() != rip =>
+            {
+                vc.halted = false;
+                return debug_exit(&vc.cpu, DB_VECTOR);
+            }
+            super::lapic::Outcome::Done => {
+                if let Some(end) = control_domain_wants_cpu() {
+                    return end;
+                }
+                continue;
+            }
+            super::lapic::Outcome::Halt => {
+                if let Some(end) = super::lapic::wait(vc) {
+                    return end;
+                }
+                continue;
+            }
+        }
+        let cr8_write = matches!(info.exit, crate::virt::Exit::CrWrite { cr: 8, .. });
+        let action = vcpu::handle(&mut vc.cpu, env, info, xstate.xcr0_max);
+        if cr8_write && action == Action::Resume {
+            super::lapic::cr8_written(vc);
+        }
+        match action {
             // An instruction the hypervisor carried out was a step too.
             Action::Resume if stepping && vc.cpu.rip() != rip => {
                 return debug_exit(&vc.cpu, DB_VECTOR);

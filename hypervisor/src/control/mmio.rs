@@ -335,6 +335,26 @@ pub fn complete<B: Backend>(
     run_gpa: u64,
     a: MmioAccess,
 ) -> Result<Option<RunEnd>, i32> {
+    let mut data = [0u8; 8];
+    if a.read.is_some()
+        && !cd.read(
+            GuestPhys::new(run_gpa + run_offset::EXIT + MMIO_DATA_OFFSET),
+            &mut data,
+        )
+    {
+        return Err(abi::kvm::errno::EFAULT);
+    }
+    Ok(complete_with(vc, env, a, data))
+}
+
+/// Finishes the access with `data` (what a read returned; ignored for a
+/// write).
+fn complete_with<B: Backend>(
+    vc: &mut KvmVcpu<B>,
+    env: &mut VmEnv,
+    a: MmioAccess,
+    data: [u8; 8],
+) -> Option<RunEnd> {
     let insn = a.insn;
     if a.read.is_none() {
         // A write: the instruction is done.
@@ -342,16 +362,59 @@ pub fn complete<B: Backend>(
             Op::Movs | Op::Stos => string_step(&mut vc.cpu, &insn),
             _ => vc.cpu.skip_instruction(insn.len),
         }
-        return Ok(None);
+        return None;
     }
-    let mut data = [0u8; 8];
-    if !cd.read(
-        GuestPhys::new(run_gpa + run_offset::EXIT + MMIO_DATA_OFFSET),
-        &mut data,
-    ) {
-        return Err(abi::kvm::errno::EFAULT);
+    finish_read(vc, env, a, data)
+}
+
+/// A device the hypervisor emulates itself (the local APIC): its accesses
+/// never reach the VMM.
+pub trait LocalDevice {
+    /// Whether `gpa` is this device's.
+    fn claims(&self, gpa: u64) -> bool;
+    fn read(&mut self, gpa: u64, size: u8) -> u64;
+    fn write(&mut self, gpa: u64, size: u8, value: u64);
+}
+
+/// Carries out the access the guest faulted on at `f.gpa`, a `dev`
+/// address, with the instruction decoder the VMM's devices use: each of
+/// the instruction's accesses to `dev` is done here, one to another
+/// device (MOVS from the APIC to a VMM device) still exits.
+pub fn emulate_local<B: Backend>(
+    vc: &mut KvmVcpu<B>,
+    env: &mut VmEnv,
+    f: NestedFault,
+    dev: &mut dyn LocalDevice,
+) -> Start {
+    let mut s = start(vc, env, f);
+    // An instruction has at most two device accesses (a read-modify-write,
+    // MOVS between devices); REP MOVS/STOS repeat only on later entries.
+    for _ in 0..2 {
+        let Start::Exit(RunEnd::Exit(KVM_EXIT_MMIO, exit)) = &s else {
+            return s;
+        };
+        // SAFETY: KVM_EXIT_MMIO's exit was built as `mmio` (`mmio_exit`);
+        // its fields are plain integers, valid for any bytes.
+        let m = unsafe { exit.mmio };
+        let size = m.len.min(8) as u8;
+        if !dev.claims(m.phys_addr) {
+            return s;
+        }
+        let Some(Pending::Mmio(a)) = vc.pending.take() else {
+            return s;
+        };
+        let data = if m.is_write != 0 {
+            dev.write(m.phys_addr, size, u64::from_le_bytes(m.data));
+            [0; 8]
+        } else {
+            dev.read(m.phys_addr, size).to_le_bytes()
+        };
+        s = match complete_with(vc, env, a, data) {
+            Some(end) => Start::Exit(end),
+            None => Start::Resume,
+        };
     }
-    Ok(finish_read(vc, env, a, data))
+    s
 }
 
 /// Finishes a read access with the bytes read: returns the exit of the

@@ -11,6 +11,7 @@ pub mod dirty;
 pub mod hypercall;
 pub mod info;
 pub mod kvm;
+pub mod lapic;
 pub mod layout;
 pub mod memory;
 pub mod mmio;

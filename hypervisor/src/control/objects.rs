@@ -12,7 +12,7 @@ use crate::vcpu::io::ConsoleLine;
 use crate::vcpu::lazy::{Extended, HostXstate};
 use crate::vcpu::msr::MsrState;
 use crate::vcpu::stats::ExitStats;
-use crate::virt::{Backend, Frames};
+use crate::virt::{Backend, Frames, GuestCpu};
 use crate::vm::{VmEnv, VmKind};
 use abi::kvm::errno::{EBADF, EEXIST, EFAULT, EINVAL, ENOMEM, ENOSPC};
 use alloc::string::String;
@@ -60,6 +60,11 @@ pub struct KvmVcpu<B: Backend> {
     /// The guest's own DR0–DR3 and DR7 while a debugger's hardware
     /// breakpoints hold the registers.
     pub guest_dr: Option<([u64; 4], u64)>,
+    /// Its local APIC, in the hypervisor (`KVM_CAP_SPLIT_IRQCHIP`).
+    pub lapic: Option<crate::vcpu::lapic::Lapic>,
+    /// Halted in HLT with its LAPIC in the hypervisor (`KVM_MP_STATE_HALTED`):
+    /// RUN waits for an interrupt before entering it.
+    pub halted: bool,
 }
 
 /// A VM made with `KVM_CREATE_VM`.
@@ -71,6 +76,9 @@ pub struct KvmVm<B: Backend> {
     pub vcpu: Option<KvmVcpu<B>>,
     /// Why its RUNs returned -EINTR, for its closing log line.
     pub intrs: IntrCounts,
+    /// `KVM_CAP_SPLIT_IRQCHIP`'s count of reserved IOAPIC pins, once
+    /// enabled: each vCPU then gets a local APIC in the hypervisor.
+    pub split_irqchip: Option<u32>,
 }
 
 /// RUNs that returned -EINTR, by cause.
@@ -228,6 +236,7 @@ impl<B: Backend> Objects<B> {
             nested,
             vcpu: None,
             intrs: IntrCounts::default(),
+            split_irqchip: None,
         });
         match self.new_handle(Handle::Vm(i)) {
             Ok(h) => Ok(h),
@@ -271,12 +280,21 @@ impl<B: Backend> Objects<B> {
             irq: None,
             debug: 0,
             guest_dr: None,
+            lapic: v.split_irqchip.map(|_| {
+                crate::vcpu::lapic::Lapic::new(id, crate::arch::tsc::frequency_khz())
+            }),
+            halted: false,
         });
         let handle = self.new_handle(Handle::Vcpu(vm));
         match (handle, self.vm(vm)) {
             (Ok(h), Some(v)) => {
                 if let Some(vc) = v.vcpu.as_mut() {
                     super::kvm::reset(backend, vc);
+                    // TPR changes must exit while the LAPIC is here
+                    // (`control::lapic`).
+                    if vc.lapic.is_some() && backend.activate(&mut vc.cpu) {
+                        vc.cpu.set_cr8_write_intercept(true);
+                    }
                 }
                 Ok(h)
             }

@@ -94,7 +94,11 @@ pub fn get_supported_cpuid(
         write_u32(ram, gpa, count)?;
         return Err(E2BIG);
     }
-    for (i, (leaf, subleaf, indexed, r)) in table.entries().enumerate() {
+    for (i, (leaf, subleaf, indexed, mut r)) in table.entries().enumerate() {
+        if leaf == 1 {
+            r[2] |= crate::vcpu::cpuid::LAPIC_ECX;
+            r[3] |= crate::vcpu::cpuid::LAPIC_EDX;
+        }
         let e = kvm_cpuid_entry2 {
             function: leaf,
             index: subleaf,
@@ -121,6 +125,7 @@ pub fn set_cpuid2(
     gpa: u64,
     vm: &mut VmEnv,
     default: &crate::vcpu::cpuid::CpuidTable,
+    lapic: bool,
 ) -> Result<u64, i32> {
     let nent = read_u32(cd, gpa)?;
     if nent > MAX_CPUID_ENTRIES {
@@ -130,7 +135,9 @@ pub fn set_cpuid2(
     let given = entries
         .iter()
         .map(|e| (e.function, e.index, [e.eax, e.ebx, e.ecx, e.edx]));
-    vm.cpuid = default.restrict(given).ok_or(abi::kvm::errno::ENOMEM)?;
+    vm.cpuid = default
+        .restrict(given, lapic)
+        .ok_or(abi::kvm::errno::ENOMEM)?;
     Ok(0)
 }
 

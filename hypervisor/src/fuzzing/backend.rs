@@ -282,5 +282,6 @@ impl GuestCpu for FakeVcpu {
     fn set_dr6(&mut self, dr6: u64) {
         self.dr6 = dr6;
     }
+    fn set_cr8_write_intercept(&mut self, _on: bool) {}
     fn set_dr_intercept(&mut self, _on: bool) {}
 }

@@ -45,8 +45,8 @@ mod l1d {
 
 /// Leaf 1 ECX bits hidden: VMX/SMX (D9), the power/thermal/debug-store
 /// features nothing here virtualizes, MONITOR (MWAIT is intercepted),
-/// OSXSAVE (computed per vCPU), and until the local APIC is emulated
-/// (the SMP/APIC issue) x2APIC and the TSC-deadline timer.
+/// OSXSAVE (computed per vCPU), and x2APIC and the TSC-deadline timer,
+/// which only the local APIC in the hypervisor offers ([`LAPIC_ECX`]).
 const LEAF1_ECX_HIDDEN: u32 = l1c::MONITOR
     | l1c::DS_CPL
     | l1c::VMX
@@ -61,7 +61,14 @@ const LEAF1_ECX_HIDDEN: u32 = l1c::MONITOR
     | l1c::TSC_DEADLINE
     | l1c::OSXSAVE;
 
-/// Leaf 1 EDX bits hidden: no local APIC yet, no machine-check
+/// What the local APIC in the hypervisor (`KVM_CAP_SPLIT_IRQCHIP`,
+/// `vcpu::lapic`) offers, whatever the host has, as KVM does: leaf 1 ECX
+/// x2APIC and TSC-deadline, EDX APIC. `KVM_GET_SUPPORTED_CPUID` reports
+/// them; `KVM_SET_CPUID2` keeps them only for a VM with that LAPIC.
+pub const LAPIC_ECX: u32 = l1c::X2APIC | l1c::TSC_DEADLINE;
+pub const LAPIC_EDX: u32 = l1d::APIC;
+
+/// Leaf 1 EDX bits hidden: no local APIC (but [`LAPIC_EDX`]), no machine-check
 /// architecture, debug store, ACPI thermal control, HTT (one thread).
 const LEAF1_EDX_HIDDEN: u32 =
     l1d::APIC | l1d::MCE | l1d::MCA | l1d::DS | l1d::ACPI | l1d::HTT | l1d::TM | l1d::PBE;
@@ -369,7 +376,18 @@ impl CpuidTable {
     /// leaf the default policy does not offer (PMU, topology, 0x15/0x16 …)
     /// reads zero; VMX and SVM are never offered and the hypervisor bit is
     /// always set. None if the heap cannot hold it.
-    pub fn restrict(&self, given: impl Iterator<Item = (u32, u32, [u32; 4])>) -> Option<Self> {
+    /// `lapic`: the VM has its local APIC in the hypervisor, so leaf 1 may
+    /// keep [`LAPIC_ECX`] and [`LAPIC_EDX`].
+    pub fn restrict(
+        &self,
+        given: impl Iterator<Item = (u32, u32, [u32; 4])>,
+        lapic: bool,
+    ) -> Option<Self> {
+        let (lapic_ecx, lapic_edx) = if lapic {
+            (LAPIC_ECX, LAPIC_EDX)
+        } else {
+            (0, 0)
+        };
         let mut t = Self {
             entries: Vec::new(),
             xsave_components: self.xsave_components,
@@ -389,8 +407,8 @@ impl CpuidTable {
                 1 => [
                     regs[0],
                     mine(1),
-                    (and(2) | l1c::HYPERVISOR) & !l1c::VMX,
-                    and(3),
+                    (and(2) | (regs[2] & lapic_ecx) | l1c::HYPERVISOR) & !l1c::VMX,
+                    and(3) | (regs[3] & lapic_edx),
                 ],
                 0xd if sub == 0 => [and(0), mine(1), mine(2), and(3)],
                 0xd if sub >= 2 => [mine(0), mine(1), mine(2), mine(3)],
@@ -541,7 +559,7 @@ mod tests {
             (0x4000_0000, 0, [0x4000_0010, 0x11, 0x22, 0x33]),
             (0x8000_0001, 0, [0, 0, 0xffff_ffff, 0xffff_ffff]),
         ];
-        let r = t.restrict(given.into_iter()).unwrap();
+        let r = t.restrict(given.into_iter(), false).unwrap();
         let l1 = r.lookup(1, 0, &D);
         assert_eq!(l1[0], 0x1234, "the VMM's signature");
         assert_eq!(l1[2] & l1c::VMX, 0, "never VMX");

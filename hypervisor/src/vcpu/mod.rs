@@ -7,6 +7,7 @@
 pub mod cpuid;
 pub mod decode_cache;
 pub mod io;
+pub mod lapic;
 pub mod lazy;
 pub mod linear;
 pub mod msr;

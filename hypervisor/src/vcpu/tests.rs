@@ -134,6 +134,7 @@ impl GuestCpu for Fake {
         0xffff_0ff0
     }
     fn set_dr6(&mut self, _dr6: u64) {}
+    fn set_cr8_write_intercept(&mut self, _on: bool) {}
     fn set_dr_intercept(&mut self, _on: bool) {}
     fn system_regs(&self) -> crate::virt::SystemRegs {
         crate::virt::SystemRegs {

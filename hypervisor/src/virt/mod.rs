@@ -228,6 +228,10 @@ pub trait GuestCpu {
     fn set_dr6(&mut self, dr6: u64);
     /// Intercepts MOV to and from DR0–DR7 (`Exit::MovDr`), or stops.
     fn set_dr_intercept(&mut self, on: bool);
+    /// Makes MOV to CR8 exit (`Exit::CrWrite`), or not: needed while the
+    /// local APIC is emulated, so that a lower task priority lets a waiting
+    /// interrupt in at once. (VMX: CR8 accesses always exit.)
+    fn set_cr8_write_intercept(&mut self, on: bool);
     /// Steps past the instruction that exited, as executing it would: RIP
     /// advances (wrapping at 4 GiB outside 64-bit mode) and the interrupt
     /// shadow ends.

@@ -616,6 +616,14 @@ impl GuestCpu for SvmVcpu {
     fn set_dr6(&mut self, dr6: u64) {
         self.vmcb_mut().save.dr6 = dr6;
     }
+    fn set_cr8_write_intercept(&mut self, on: bool) {
+        let c = &mut self.vmcb_mut().control;
+        if on {
+            c.intercept_cr |= vmcb::CR8_WRITE_INTERCEPT;
+        } else {
+            c.intercept_cr &= !vmcb::CR8_WRITE_INTERCEPT;
+        }
+    }
     fn set_dr_intercept(&mut self, on: bool) {
         // Reads are bits 7:0, writes 23:16 (DR0–DR7; APM Vol. 2 15.12).
         self.vmcb_mut().control.intercept_dr = if on { 0x00ff_00ff } else { 0 };

@@ -195,6 +195,9 @@ const _: () = assert!(core::mem::offset_of!(Vmcb, save) == 0x400);
 
 /// `intercept_cr` bit for writes to CR4 (writes are bits 31:16).
 pub const CR4_WRITE_INTERCEPT: u32 = 1 << (16 + 4);
+/// `intercept_cr` bit for writes to CR8 (APM Vol. 2 15.9; taken even with
+/// V_INTR_MASKING, 15.21.5).
+pub const CR8_WRITE_INTERCEPT: u32 = 1 << (16 + 8);
 
 /// Intercept vector 3 (`intercept_misc1`, APM Vol. 2 Table B-1 offset 0x0c).
 pub mod misc1 {

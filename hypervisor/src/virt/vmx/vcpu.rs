@@ -754,6 +754,9 @@ impl GuestCpu for VmxVcpu {
         // switch it; the hypervisor never uses it).
         unsafe { crate::arch::instr::write_dr6(dr6) };
     }
+    fn set_cr8_write_intercept(&mut self, _on: bool) {
+        // CR8_LOAD_EXITING is always on (`vmx::mod`).
+    }
     fn set_dr_intercept(&mut self, on: bool) {
         self.set_proc_control(ctl::proc::MOV_DR_EXITING, on);
     }
