@@ -155,10 +155,15 @@ mod machine {
                         tsc
                     ),
                     hz => log!(
-                        "timer: local APIC at {}.{:03} MHz (measured against the TSC), periodic, \
+                        "timer: local APIC at {}.{:03} MHz (measured against the TSC), {}, \
                          vector {:#x}, a tick every {} TSC cycles ({} us asked)",
                         hz / 1_000_000,
                         hz / 1000 % 1000,
+                        if crate::arch::apic::one_shot() {
+                            "one-shot"
+                        } else {
+                            "periodic"
+                        },
                         crate::arch::apic::TIMER_VECTOR,
                         tsc,
                         crate::arch::apic::TICK_US

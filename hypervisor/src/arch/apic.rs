@@ -263,6 +263,11 @@ fn program(now: u64) {
     write(reg::TIMER_INITIAL, count_for(target.saturating_sub(now)));
 }
 
+/// Whether the timer runs one-shot, re-armed for ticks and guest deadlines.
+pub fn one_shot() -> bool {
+    ONE_SHOT.load(Ordering::Relaxed)
+}
+
 /// The guest timer deadline (host TSC) the timer is armed for, if any.
 pub fn guest_deadline() -> Option<u64> {
     let d = GUEST_DEADLINE.load(Ordering::Relaxed);

@@ -785,7 +785,11 @@ fn run_guest<B: Backend>(
             return debug_exit(&vc.cpu, vector);
         }
         let rip = if stepping { vc.cpu.rip() } else { 0 };
-        match super::lapic::exit(vc, env, info) {
+        let lapic = super::lapic::exit(vc, env, info);
+        if !matches!(lapic, super::lapic::Outcome::NotMine) {
+            env.stats.count(&info.exit);
+        }
+        match lapic {
             super::lapic::Outcome::NotMine => {}
             super::lapic::Outcome::Exit(end) => return end,
             super::lapic::Outcome::Done | super::lapic::Outcome::Halt

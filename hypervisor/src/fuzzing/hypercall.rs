@@ -107,12 +107,15 @@ const REQUESTS: &[Req] = &[
     Req(req::KVM_SET_XSAVE, VCPU, Arg::Gpa),
     Req(req::KVM_GET_XCRS, VCPU, Arg::Gpa),
     Req(req::KVM_SET_XCRS, VCPU, Arg::Gpa),
+    Req(req::KVM_SIGNAL_MSI, VM, Arg::Gpa),
+    Req(req::KVM_GET_LAPIC, VCPU, Arg::Gpa),
+    Req(req::KVM_SET_LAPIC, VCPU, Arg::Gpa),
+    Req(req::KVM_GET_MP_STATE, VCPU, Arg::Gpa),
+    Req(req::KVM_SET_MP_STATE, VCPU, Arg::Gpa),
     // KVM's, not Mojito's.
     Req(req::KVM_GET_EMULATED_CPUID, 0, Arg::Gpa),
     Req(req::KVM_SET_TSS_ADDR, 0, Arg::Int),
     Req(req::KVM_CREATE_IRQCHIP, 0, Arg::Int),
-    Req(req::KVM_GET_LAPIC, 0, Arg::Gpa),
-    Req(req::KVM_GET_MP_STATE, 0, Arg::Gpa),
     Req(req::KVM_GET_VCPU_EVENTS, 0, Arg::Gpa),
 ];
 
