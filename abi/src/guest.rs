@@ -127,6 +127,19 @@ pub const DEBUG_HW_BREAKPOINTS: u8 = 3;
 pub const DEBUG_ADDR_PORT: u16 = 0xf9;
 pub const DEBUG_WATCH_WRITE: u32 = 1 << 31;
 
+/// The MSI test port (split irqchip, DESIGN.md D4): writing vector `v`
+/// makes the VMM send a message-signalled interrupt with `KVM_SIGNAL_MSI`
+/// to the local APIC with ID 0: address 0xfee0_0000 (physical destination
+/// 0), data `v` (fixed delivery, edge). A 4-byte read returns what the
+/// last `KVM_SIGNAL_MSI` returned (> 0 delivered, 0 blocked, -errno), or
+/// all ones before the first.
+pub const MSI_PORT: u16 = 0xfa;
+/// The MSI address of local APIC 0: the interrupt area (0xfee0_0000),
+/// destination ID 0 in bits 19:12, physical destination mode, no
+/// redirection hint (SDM Vol. 3A §12.11.1 "Message Address Register
+/// Format").
+pub const MSI_ADDRESS_APIC0: u32 = 0xfee0_0000;
+
 /// The memory-slot test port. Writes are commands to the VMM: 1 fetches
 /// the dirty log of the logged slot (`KVM_GET_DIRTY_LOG`); 2 moves the
 /// logged slot to [`MOVED_SLOT_BASE`], 3 moves it back. A 4-byte read

@@ -1,6 +1,7 @@
 //! Checks at boot that the Mojito back end (`crate::mojito`) maps every
 //! `vmm::api` method to its request correctly — also the ones the run loop
-//! does not use yet (MSRs, FPU, XSAVE, slot deletion, ENABLE_CAP, kicks) —
+//! does not use yet (MSRs, FPU, XSAVE, slot deletion, ENABLE_CAP,
+//! KVM_SIGNAL_MSI without an irqchip, kicks) —
 //! on a VM of its own that never runs. A wrong answer is a `control: FAIL`
 //! line (which the boot tests look for), never a panic.
 
@@ -10,7 +11,7 @@ use alloc::string::String;
 use abi::kvm::errno::{EEXIST, EINTR, EINVAL, ENOENT};
 use abi::kvm::{
     KVM_CAP_EXIT_HYPERCALL, KVM_CAP_X86_MSR_FILTER, KVM_HC_MAP_GPA_RANGE, kvm_enable_cap, kvm_fpu,
-    kvm_msr_entry,
+    kvm_msi, kvm_msr_entry,
 };
 use vmm::api::{GuestMemory, Kick, System, Vcpu, Vm};
 
@@ -122,6 +123,17 @@ pub fn run() -> bool {
         enabled.is_ok(),
         || format!("{enabled:?}"),
     );
+
+    // An MSI needs an in-kernel irqchip (this VM has none): KVM's EINVAL.
+    let msi = kvm_msi {
+        address_lo: abi::guest::MSI_ADDRESS_APIC0,
+        data: 0x58,
+        ..Default::default()
+    };
+    let sent = vm.signal_msi(&msi);
+    c.check("signal_msi without an irqchip", sent == Err(EINVAL), || {
+        format!("{sent:?}")
+    });
 
     let mut vcpu = match vm.create_vcpu(0) {
         Ok(v) => v,

@@ -358,6 +358,11 @@ impl Vm for MojitoVm {
         zero(hv::call(KVM_ENABLE_CAP, self.handle, arg))
     }
 
+    fn signal_msi(&mut self, msi: &kvm_msi) -> api::Result<u32> {
+        let arg = msi as *const kvm_msi as u64;
+        small(hv::call(KVM_SIGNAL_MSI, self.handle, arg))
+    }
+
     fn set_msr_filter(
         &mut self,
         flags: u32,

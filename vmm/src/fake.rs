@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use abi::kvm::{
     KVM_EXIT_HLT, KVM_EXIT_HYPERCALL, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_EXIT_MMIO,
-    KVM_PIO_PAGE_OFFSET, errno, kvm_cpuid_entry2, kvm_enable_cap, kvm_msr_entry, kvm_regs, kvm_run,
-    kvm_run_io, kvm_sregs,
+    KVM_PIO_PAGE_OFFSET, errno, kvm_cpuid_entry2, kvm_enable_cap, kvm_msi, kvm_msr_entry, kvm_regs,
+    kvm_run, kvm_run_io, kvm_sregs,
 };
 
 use crate::api::{self, GuestMemory, GuestRam, Kick, RunPage, System, Vcpu, Vm};
@@ -50,6 +50,8 @@ pub struct FakeSystem {
     pub answers: Answers,
     /// Every `KVM_INTERRUPT` vector, in order.
     pub interrupts: Arc<Mutex<Vec<u32>>>,
+    /// Every `KVM_SIGNAL_MSI`, in order (each answered 1: delivered).
+    pub msis: Arc<Mutex<Vec<kvm_msi>>>,
     /// What `refuses_mojito_msrs` answers (the fake has no MSR filter).
     pub mojito: bool,
 }
@@ -60,6 +62,7 @@ impl FakeSystem {
             script,
             answers: Answers::default(),
             interrupts: Arc::default(),
+            msis: Arc::default(),
             mojito: false,
         }
     }
@@ -95,6 +98,7 @@ impl System for FakeSystem {
             script: self.script.clone().into(),
             answers: self.answers.clone(),
             interrupts: self.interrupts.clone(),
+            msis: self.msis.clone(),
             slot0: None,
         })
     }
@@ -143,6 +147,7 @@ pub struct FakeVm {
     script: VecDeque<Scripted>,
     answers: Answers,
     interrupts: Arc<Mutex<Vec<u32>>>,
+    msis: Arc<Mutex<Vec<kvm_msi>>>,
     slot0: Option<FakeMemory>,
 }
 
@@ -200,6 +205,10 @@ impl Vm for FakeVm {
     }
     fn enable_cap(&mut self, _cap: &kvm_enable_cap) -> api::Result<()> {
         Err(errno::EINVAL)
+    }
+    fn signal_msi(&mut self, msi: &kvm_msi) -> api::Result<u32> {
+        self.msis.lock().unwrap().push(*msi);
+        Ok(1)
     }
 }
 

@@ -313,6 +313,13 @@ impl Vm for HostVm {
         self.fd.enable_cap(&cap).map_err(errno_of)
     }
 
+    fn signal_msi(&mut self, msi: &k::kvm_msi) -> api::Result<u32> {
+        // SAFETY: kvm_msi is a proven-identical pair.
+        let msi = unsafe { same::<k::kvm_msi, kb::kvm_msi>(*msi) };
+        let delivered = self.fd.signal_msi(msi).map_err(errno_of)?;
+        u32::try_from(delivered).map_err(|_| k::errno::EINVAL)
+    }
+
     fn set_msr_filter(&mut self, flags: u32, ranges: &[MsrFilterRange<'_>]) -> api::Result<()> {
         if ranges.len() > k::KVM_MSR_FILTER_MAX_RANGES as usize {
             return Err(k::errno::EINVAL);

@@ -27,6 +27,11 @@ const HYPERVISOR_LEAVES: core::ops::RangeInclusive<u32> = 0x4000_0000..=0x4000_f
 const LEAF1_ECX_VMX: u32 = 1 << 5;
 /// CPUID.1:ECX bit 31, hypervisor present.
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+/// CPUID.1:ECX bit 21, x2APIC; bit 24, the TSC-deadline timer.
+const LEAF1_ECX_X2APIC: u32 = 1 << 21;
+const LEAF1_ECX_TSC_DEADLINE: u32 = 1 << 24;
+/// CPUID.1:EDX bit 9, an on-chip local APIC.
+const LEAF1_EDX_APIC: u32 = 1 << 9;
 /// CPUID.8000_0001h:ECX bit 2, SVM (AMD APM Vol. 3, Appendix E.4.2).
 const EXT1_ECX_SVM: u32 = 1 << 2;
 /// The SVM feature leaf (APM Vol. 3, E.4.9), emptied with SVM hidden.
@@ -68,6 +73,30 @@ pub fn mojito_look(supported: &[kvm_cpuid_entry2]) -> Vec<kvm_cpuid_entry2> {
         ..Default::default()
     });
     out
+}
+
+/// The test guests that want the kernel's local APIC (the split irqchip,
+/// `VmConfig::split_irqchip`), by their bundle name. The others keep the
+/// userspace irqchip they test: `irq` injects with `KVM_INTERRUPT` and the
+/// interrupt window, and `halt` and the rest must see HLT reach the VMM.
+pub fn wants_split_irqchip(guest: &str) -> bool {
+    guest == "lapic"
+}
+
+/// Offers the local APIC the kernel emulates under the split irqchip in
+/// CPUID leaf 1: the APIC and x2APIC, and the TSC-deadline timer where the
+/// kernel has it (`KVM_CAP_TSC_DEADLINE_TIMER`, which is how KVM tells a
+/// VMM; `KVM_GET_SUPPORTED_CPUID` need not report the bit).
+pub fn offer_local_apic(table: &mut [kvm_cpuid_entry2], tsc_deadline: bool) {
+    for e in table.iter_mut().filter(|e| e.function == 1) {
+        e.edx |= LEAF1_EDX_APIC;
+        e.ecx |= LEAF1_ECX_X2APIC;
+        if tsc_deadline {
+            e.ecx |= LEAF1_ECX_TSC_DEADLINE;
+        } else {
+            e.ecx &= !LEAF1_ECX_TSC_DEADLINE;
+        }
+    }
 }
 
 /// An MSR range a filter denies.
@@ -165,6 +194,19 @@ mod tests {
         assert_eq!(s.eax, HYPERVISOR_MAX_LEAF);
         assert_eq!(get(0x4000_0001).next().unwrap().ecx, 0);
         assert_eq!(get(0x4000_0001).count(), 1);
+    }
+
+    #[test]
+    fn the_local_apic_is_offered_with_the_split_irqchip() {
+        let mut table = [leaf(1, 1), leaf(7, 0)];
+        offer_local_apic(&mut table, true);
+        assert_eq!(table[0].edx, LEAF1_EDX_APIC);
+        assert_eq!(table[0].ecx, 1 | LEAF1_ECX_X2APIC | LEAF1_ECX_TSC_DEADLINE);
+        assert_eq!((table[1].ecx, table[1].edx), (0, 0));
+        offer_local_apic(&mut table, false);
+        assert_eq!(table[0].ecx, 1 | LEAF1_ECX_X2APIC);
+        assert!(wants_split_irqchip("lapic"));
+        assert!(!wants_split_irqchip("irq") && !wants_split_irqchip("halt"));
     }
 
     #[test]

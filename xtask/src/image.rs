@@ -40,8 +40,8 @@ pub const BOOT_SCRIPT: &str = "boot.mojito";
 /// script, the guest that never exits, `counter` (it polls a UART, which
 /// the built-in devices lack, and never ends), and the guests whose
 /// INS/OUTS, MMIO, memory slots, interrupts, debugging, MSRs or forwarded
-/// exits need a VMM.
-pub const CONTROL_ONLY: [&str; 16] = [
+/// exits need a VMM (`lapic`: the VMM's split irqchip, PIT and MSI port).
+pub const CONTROL_ONLY: [&str; 17] = [
     CONTROL_ELF,
     BOOT_SCRIPT,
     "guests/counter.elf",
@@ -58,6 +58,7 @@ pub const CONTROL_ONLY: [&str; 16] = [
     "guests/bench.elf",
     "guests/hostio.elf",
     "guests/inshole.elf",
+    "guests/lapic.elf",
 ];
 
 /// One file of the boot bundle: its name in the bundle and where it is.
@@ -131,6 +132,7 @@ pub fn default_bundle(a: &Artifacts) -> Result<Vec<BundleEntry>> {
         elf("hostile", "hostile")?,
         elf("hostio", "hostio")?,
         elf("inshole", "inshole")?,
+        elf("lapic", "lapic")?,
     ])
 }
 
@@ -661,7 +663,8 @@ mod tests {
                 "guests/bench.elf",
                 "guests/hostile.elf",
                 "guests/hostio.elf",
-                "guests/inshole.elf"
+                "guests/inshole.elf",
+                "guests/lapic.elf"
             ]
         );
     }

@@ -536,7 +536,13 @@ fn invoke<B: Backend>(
         Request::GetMsrIndexList(gpa) => super::state::get_msr_index_list(&mut cd.ram, gpa)?,
         Request::SetCpuid2(gpa) => {
             let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
-            super::state::set_cpuid2(&cd.ram, gpa, &mut vm.env, ctx.cpuid, vm.split_irqchip.is_some())?
+            super::state::set_cpuid2(
+                &cd.ram,
+                gpa,
+                &mut vm.env,
+                ctx.cpuid,
+                vm.split_irqchip.is_some(),
+            )?
         }
         Request::GetMsrs(gpa) | Request::SetMsrs(gpa) => {
             let write = matches!(request, Request::SetMsrs(_));

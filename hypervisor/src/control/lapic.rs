@@ -16,9 +16,9 @@ use super::kvm::{Intr, RunEnd, internal};
 use super::mmio::{self, LocalDevice};
 use super::objects::{KvmVcpu, KvmVm};
 use crate::guest::alu::mask;
-use crate::vcpu::lapic::{self, Delivery, Effect, Lapic, Mode, Shorthand};
 use crate::guest::insn::Kind;
 use crate::vcpu::insn_len;
+use crate::vcpu::lapic::{self, Delivery, Effect, Lapic, Mode, Shorthand};
 use crate::virt::{Backend, Exit, ExitInfo, Fault, GuestCpu};
 use crate::vm::VmEnv;
 use abi::kvm::errno::{EINVAL, EPERM};
@@ -83,10 +83,7 @@ pub fn exit<B: Backend>(vc: &mut KvmVcpu<B>, env: &mut VmEnv, info: ExitInfo) ->
             if !f.fetch
                 && f.final_address
                 && !f.during_delivery
-                && vc
-                    .lapic
-                    .as_ref()
-                    .is_some_and(|l| on_page(l, f.gpa.raw())) =>
+                && vc.lapic.as_ref().is_some_and(|l| on_page(l, f.gpa.raw())) =>
         {
             let Some(mut l) = vc.lapic.take() else {
                 return Outcome::NotMine;

@@ -280,9 +280,9 @@ impl<B: Backend> Objects<B> {
             irq: None,
             debug: 0,
             guest_dr: None,
-            lapic: v.split_irqchip.map(|_| {
-                crate::vcpu::lapic::Lapic::new(id, crate::arch::tsc::frequency_khz())
-            }),
+            lapic: v
+                .split_irqchip
+                .map(|_| crate::vcpu::lapic::Lapic::new(id, crate::arch::tsc::frequency_khz())),
             halted: false,
         });
         let handle = self.new_handle(Handle::Vcpu(vm));

@@ -1,6 +1,7 @@
 //! The small ports of the test-guest convention (`abi::guest`): the
 //! debug-exit port that ends a VM with a status (DESIGN.md §3), the
-//! port-E9 debug console, the yield port, and the POST port.
+//! port-E9 debug console, the yield port, the POST port, and the test
+//! ports for interrupts, MSIs and debugging.
 
 use super::{Effect, PortDevice};
 
@@ -110,6 +111,33 @@ impl PortDevice for IrqPort {
     }
 }
 
+/// The MSI test port (`abi::guest::MSI_PORT`): a write asks the VMM to
+/// send the vector written as an MSI to local APIC 0 (`KVM_SIGNAL_MSI`,
+/// split irqchip); a read returns what the last one returned, as an `i32`
+/// (> 0 delivered, 0 blocked, -errno), all ones before the first.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MsiPort {
+    /// Set by the run loop after each `KVM_SIGNAL_MSI`.
+    pub last: Option<i32>,
+}
+
+impl PortDevice for MsiPort {
+    fn byte_wide(&self) -> bool {
+        false
+    }
+
+    fn read(&mut self, _offset: u16, data: &mut [u8]) {
+        let value = self.last.unwrap_or(-1);
+        for (dst, src) in data.iter_mut().zip(value.to_le_bytes()) {
+            *dst = src;
+        }
+    }
+
+    fn write(&mut self, _offset: u16, data: &[u8]) -> Effect {
+        data.first().map_or(Effect::None, |&v| Effect::Msi(v))
+    }
+}
+
 /// The debugging test port (`abi::guest::DEBUG_PORT`): a write is a
 /// command for the VMM's debugger; a read returns how many
 /// `KVM_EXIT_DEBUG`s the last session had.
@@ -185,5 +213,19 @@ mod tests {
         assert_eq!(d, [0xff]);
         assert_eq!(bus.write(0x80, &[0x55]), Effect::None);
         assert_eq!(bus.write(0xf5, &[0]), Effect::Yield);
+    }
+
+    #[test]
+    fn msi_port_asks_for_the_vector_and_reports_the_answer() {
+        let mut bus = PortBus::new();
+        bus.insert(abi::guest::MSI_PORT, 1, Box::new(MsiPort::default()))
+            .unwrap();
+        assert_eq!(bus.write(abi::guest::MSI_PORT, &[0x58]), Effect::Msi(0x58));
+        let mut d = [0; 4];
+        bus.read(abi::guest::MSI_PORT, &mut d);
+        assert_eq!(d, [0xff; 4], "nothing sent yet");
+        bus.get_mut::<MsiPort>(abi::guest::MSI_PORT).unwrap().last = Some(-22);
+        bus.read(abi::guest::MSI_PORT, &mut d);
+        assert_eq!(i32::from_le_bytes(d), -22);
     }
 }

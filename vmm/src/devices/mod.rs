@@ -38,6 +38,8 @@ pub enum Effect {
     Command(u8),
     /// Raise external interrupt vector (`abi::guest::IRQ_PORT`).
     Irq(u8),
+    /// Send this vector as an MSI to local APIC 0 (`abi::guest::MSI_PORT`).
+    Msi(u8),
     /// A debugging command (`abi::guest::DEBUG_PORT`).
     Debug(u8),
 }

@@ -64,6 +64,8 @@ pub(super) enum Next {
     Debug(u8),
     /// Copy the Xen hypercall page the guest asked for (`Vm::xen_page`).
     XenPage(u64),
+    /// Send this vector as an MSI (`Vm::signal_msi`), then go on.
+    Msi(u8),
     /// Step over the INT3 a software-breakpoint exit stopped at, then go
     /// on.
     SkipBreakpoint,
@@ -113,6 +115,7 @@ impl State {
                         Effect::Yield => {}
                         Effect::Command(c) => next = Next::Command(c),
                         Effect::Irq(v) => self.pending_irq = Some(v),
+                        Effect::Msi(v) => next = Next::Msi(v),
                         Effect::Debug(c) => next = Next::Debug(c),
                     }
                 }

@@ -5,9 +5,13 @@
 //! `handle.rs` holds the exit handlers, `stop.rs` the stop reasons and
 //! exit counts; `tests.rs` drives the loop with the scripted back end.
 //!
-//! Interrupts: this is the userspace-irqchip configuration (no
-//! `KVM_CREATE_IRQCHIP`, no split irqchip yet), and no device raises an
-//! interrupt, so a HLT can never be woken: the VM stops as "halted".
+//! Interrupts: by default the userspace-irqchip configuration (no
+//! `KVM_CREATE_IRQCHIP`): only the interrupt test port raises an interrupt
+//! (`KVM_INTERRUPT`), so a HLT with nothing pending can never be woken and
+//! the VM stops as "halted". With [`VmConfig::split_irqchip`] the local
+//! APIC is the kernel's (DESIGN.md D4: KVM's, or Mojito's hypervisor), HLT
+//! and the APIC timer never reach the VMM, and the MSI test port sends
+//! `KVM_SIGNAL_MSI`.
 
 mod handle;
 mod stop;
@@ -17,9 +21,9 @@ mod tests;
 pub use stop::{ExitCounts, Outcome, StopReason, exit_reason_name};
 
 use abi::kvm::{
-    KVM_API_VERSION, KVM_CAP_X86_MSR_FILTER, KVM_CAP_X86_USER_SPACE_MSR, KVM_CAP_XEN_HVM,
-    KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_MSR_EXIT_REASON_UNKNOWN,
-    KVM_MSR_FILTER_DEFAULT_ALLOW, errno, kvm_enable_cap,
+    KVM_API_VERSION, KVM_CAP_SPLIT_IRQCHIP, KVM_CAP_TSC_DEADLINE_TIMER, KVM_CAP_X86_MSR_FILTER,
+    KVM_CAP_X86_USER_SPACE_MSR, KVM_CAP_XEN_HVM, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
+    KVM_MSR_EXIT_REASON_UNKNOWN, KVM_MSR_FILTER_DEFAULT_ALLOW, errno, kvm_enable_cap,
 };
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -34,7 +38,9 @@ use crate::api::{
 };
 use crate::devices::PortBus;
 use crate::devices::console::{Console, RING_DEFAULT, Sink};
-use crate::devices::debug::{DebugCon, DebugExit, DebugPort, IrqPort, PostPort, YieldPort};
+use crate::devices::debug::{
+    DebugCon, DebugExit, DebugPort, IrqPort, MsiPort, PostPort, YieldPort,
+};
 use crate::devices::memtest::MemTest;
 use crate::devices::pit::{PIT_BASE, PIT_LEN, PORT_B};
 use crate::devices::rtc::{RTC_BASE, RTC_LEN, Rtc};
@@ -53,6 +59,9 @@ pub const LOGGED_SLOT: u32 = 1;
 pub const ROM_SLOT: u32 = 2;
 /// Largest RAM in one slot from GPA 0: below the 32-bit PCI/APIC hole.
 pub const MAX_RAM: u64 = 3 << 30;
+/// IOAPIC pins reserved with `KVM_CAP_SPLIT_IRQCHIP` (its `args[0]`): the
+/// 24 of the usual IOAPIC, as QEMU reserves them.
+pub const IOAPIC_PINS: u64 = 24;
 
 /// The guest's CPUID table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +126,12 @@ pub struct VmConfig {
     /// KVM's paravirtual CPUID leaves offering kvmclock at
     /// `abi::guest::KVM_CPUID_BASE` (the kernel handles its MSRs itself).
     pub kvmclock: bool,
+    /// The split irqchip (DESIGN.md D4): `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)`
+    /// with [`IOAPIC_PINS`] before the vCPU is made, so the local APIC,
+    /// its timer and HLT live in the kernel; CPUID then offers the APIC,
+    /// x2APIC and, where the kernel has it, the TSC-deadline timer
+    /// ([`policy::offer_local_apic`]).
+    pub split_irqchip: bool,
 }
 
 impl VmConfig {
@@ -138,12 +153,16 @@ impl VmConfig {
             user_msrs: false,
             xen_hvm: false,
             kvmclock: false,
+            split_irqchip: false,
         }
     }
 
     /// Mojito's look: its CPUID signature and MSR refusals, so Mojito's
     /// own test guests pass their checks under another back end, and the
-    /// memory-slot test, VMM MSRs, Xen hypercall page and kvmclock they use.
+    /// memory-slot test, VMM MSRs, Xen hypercall page and kvmclock they use;
+    /// the split irqchip for the test guests that want the kernel's local
+    /// APIC, by name ([`policy::wants_split_irqchip`]: the one place the
+    /// control domain, the host tests and the differential test decide it).
     pub fn mojito_look(mut self) -> Self {
         self.cpuid = CpuidPolicy::MojitoLook;
         self.deny_mojito_msrs = true;
@@ -151,6 +170,7 @@ impl VmConfig {
         self.user_msrs = true;
         self.xen_hvm = true;
         self.kvmclock = true;
+        self.split_irqchip = policy::wants_split_irqchip(&self.name);
         self
     }
 
@@ -376,6 +396,30 @@ impl<V: api::Vm> Vm<V> {
                 vm.set_user_memory_region(ROM_SLOT, KVM_MEM_READONLY, ROM_BASE, rom),
             )?;
         }
+        // KVM takes the split irqchip only before the first vCPU.
+        let mut tsc_deadline = false;
+        if config.split_irqchip {
+            let has = kvm(
+                "KVM_CHECK_EXTENSION",
+                vm.check_extension(KVM_CAP_SPLIT_IRQCHIP),
+            )?;
+            if has == 0 {
+                return Err(Error::Kvm {
+                    request: "KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)",
+                    errno: errno::EINVAL,
+                });
+            }
+            let cap = kvm_enable_cap {
+                cap: KVM_CAP_SPLIT_IRQCHIP,
+                args: [IOAPIC_PINS, 0, 0, 0],
+                ..Default::default()
+            };
+            kvm("KVM_ENABLE_CAP", vm.enable_cap(&cap))?;
+            tsc_deadline = kvm(
+                "KVM_CHECK_EXTENSION",
+                vm.check_extension(KVM_CAP_TSC_DEADLINE_TIMER),
+            )? > 0;
+        }
         let mut vcpu = kvm("KVM_CREATE_VCPU", vm.create_vcpu(0))?;
         match config.cpuid {
             CpuidPolicy::Unset => {}
@@ -391,6 +435,9 @@ impl<V: api::Vm> Vm<V> {
                 }
                 if config.xen_hvm {
                     table.extend(xen_cpuid());
+                }
+                if config.split_irqchip {
+                    policy::offer_local_apic(&mut table, tsc_deadline);
                 }
                 kvm("KVM_SET_CPUID2", vcpu.set_cpuid2(&table))?;
             }
@@ -438,13 +485,14 @@ impl<V: api::Vm> Vm<V> {
         let mut bus = PortBus::new();
         let clock = system.clock();
         let (pit, port_b) = crate::devices::pit::new(clock.clone());
-        let standard: [(u16, u16, Box<dyn crate::devices::PortDevice>); 10] = [
+        let standard: [(u16, u16, Box<dyn crate::devices::PortDevice>); 11] = [
             (config.uart_base, UART_LEN, Box::new(Uart::new())),
             (abi::guest::EXIT_PORT, 1, Box::new(DebugExit)),
             (abi::guest::CONSOLE_PORT, 1, Box::new(DebugCon)),
             (abi::guest::YIELD_PORT, 1, Box::new(YieldPort)),
             (abi::guest::POST_PORT, 1, Box::new(PostPort)),
             (abi::guest::IRQ_PORT, 1, Box::new(IrqPort)),
+            (abi::guest::MSI_PORT, 1, Box::new(MsiPort::default())),
             (
                 abi::guest::DEBUG_PORT,
                 crate::devices::debug::DEBUG_PORTS,
@@ -611,6 +659,23 @@ impl<V: api::Vm> Vm<V> {
         }
     }
 
+    /// Sends `vector` as an MSI to local APIC 0 (the MSI test port) and
+    /// leaves what `KVM_SIGNAL_MSI` returned for the guest to read.
+    fn signal_msi(&mut self, vector: u8) {
+        let msi = abi::kvm::kvm_msi {
+            address_lo: abi::guest::MSI_ADDRESS_APIC0,
+            data: u32::from(vector),
+            ..Default::default()
+        };
+        let answer = match self.vm.signal_msi(&msi) {
+            Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
+            Err(e) => -e,
+        };
+        if let Some(port) = self.state.bus.get_mut::<MsiPort>(abi::guest::MSI_PORT) {
+            port.last = Some(answer);
+        }
+    }
+
     /// Carries out a command of the debugging test port: single-step,
     /// software breakpoints, or off; a new session's count starts at 0.
     fn debug_command(&mut self, command: u8) {
@@ -760,6 +825,7 @@ impl<V: api::Vm> Vm<V> {
                 Next::Stop(reason) => break reason,
                 Next::Command(c) => self.memtest(c),
                 Next::XenPage(value) => self.xen_page(value),
+                Next::Msi(vector) => self.signal_msi(vector),
                 Next::Debug(c) => self.debug_command(c),
                 Next::ResumeBreakpoint => {
                     // An instruction breakpoint would hit again: RF lets the

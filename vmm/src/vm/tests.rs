@@ -294,3 +294,47 @@ fn mojito_look_needs_a_filter_only_where_the_hypervisor_does_not_refuse() {
     system.mojito = true;
     assert!(Vm::create(&system, &config, Box::new(Discard)).is_ok());
 }
+
+#[test]
+fn msi_port_signals_an_msi_to_apic_0() {
+    let port = abi::guest::MSI_PORT;
+    let script = vec![
+        io(true, port, 1, 1, &[0x58]),
+        io(false, port, 4, 1, &[]),
+        io(true, 0xf4, 1, 1, &[0]),
+    ];
+    let system = FakeSystem::new(script);
+    let (msis, answers) = (system.msis.clone(), system.answers.clone());
+    let mut vm = Vm::create(&system, &small(), Box::new(Discard)).unwrap();
+    assert_eq!(vm.run().reason, StopReason::Exited(0));
+    let sent = msis.lock().unwrap().clone();
+    assert_eq!(
+        sent,
+        [abi::kvm::kvm_msi {
+            address_lo: 0xfee0_0000,
+            data: 0x58,
+            ..Default::default()
+        }]
+    );
+    // The fake delivers it to one APIC, which the guest reads back.
+    assert_eq!(*answers.lock().unwrap(), [1u32.to_le_bytes().to_vec()]);
+}
+
+#[test]
+fn the_split_irqchip_needs_the_capability() {
+    // The fake offers no capability at all.
+    let config = VmConfig {
+        split_irqchip: true,
+        ..small()
+    };
+    assert_eq!(
+        Vm::create(&FakeSystem::new(vec![]), &config, Box::new(Discard)).err(),
+        Some(Error::Kvm {
+            request: "KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)",
+            errno: errno::EINVAL
+        })
+    );
+    // Chosen by name for the test guests.
+    assert!(VmConfig::new("lapic").mojito_look().split_irqchip);
+    assert!(!VmConfig::new("irq").mojito_look().split_irqchip);
+}
