@@ -149,6 +149,9 @@ pub struct VmEnv {
     pub stats: ExitStats,
     /// The vCPU's last decoded instruction (exits without a length).
     pub decoded: crate::vcpu::decode_cache::DecodeCache,
+    /// The id (APIC ID) of the vCPU whose state this holds (KVM-API VMs
+    /// with several vCPUs: `control::objects::KvmVm::select`).
+    pub vcpu_id: u32,
 }
 
 /// A VM with one vCPU on back end `B`.
@@ -343,6 +346,7 @@ impl<B: Backend> Vm<B> {
                 console: ConsoleLine::default(),
                 stats: ExitStats::default(),
                 decoded: Default::default(),
+                vcpu_id: 0,
             },
             status: Status::Runnable,
             parts: Some((vcpu, nested)),

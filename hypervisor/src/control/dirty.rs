@@ -94,8 +94,10 @@ pub fn get_log<B: Backend>(
             any |= vm.nested.protect(frames, gpa, PageSize::Size4K, Perms::RX);
         }
     }
-    if any && let Some(vc) = vm.vcpu.as_mut() {
-        backend.flush_nested(&mut vc.cpu);
+    if any {
+        for vc in vm.vcpus.iter_mut().flatten() {
+            backend.flush_nested(&mut vc.cpu);
+        }
     }
     Ok(0)
 }

@@ -259,41 +259,41 @@ fn decode<B: Backend>(
         }
         (Some(Handle::Vm(_)), req::KVM_CREATE_VCPU) => Request::CreateVcpu(arg),
         (Some(Handle::Vm(_)), req::KVM_GET_DIRTY_LOG) => Request::GetDirtyLog(read_arg(ram, arg)?),
-        (Some(Handle::Vcpu(_)), mojito::MOJITO_SET_RUN_PAGES) => {
+        (Some(Handle::Vcpu(..)), mojito::MOJITO_SET_RUN_PAGES) => {
             let a: mojito_run_pages = read_arg(ram, arg)?;
             if a.flags != 0 || a.padding != [0; 6] {
                 return Err(EINVAL);
             }
             Request::SetRunPages(a)
         }
-        (Some(Handle::Vcpu(_)), req::KVM_RUN) => Request::Run,
-        (Some(Handle::Vcpu(_)), req::KVM_SET_GUEST_DEBUG) => {
+        (Some(Handle::Vcpu(..)), req::KVM_RUN) => Request::Run,
+        (Some(Handle::Vcpu(..)), req::KVM_SET_GUEST_DEBUG) => {
             Request::SetGuestDebug(read_arg::<abi::kvm::kvm_guest_debug>(ram, arg)?)
         }
-        (Some(Handle::Vcpu(_)), req::KVM_INTERRUPT) => {
+        (Some(Handle::Vcpu(..)), req::KVM_INTERRUPT) => {
             Request::Interrupt(read_arg::<abi::kvm::kvm_interrupt>(ram, arg)?.irq)
         }
-        (Some(Handle::Vcpu(_)), req::KVM_GET_REGS) => Request::GetRegs(arg),
-        (Some(Handle::Vcpu(_)), req::KVM_SET_REGS) => Request::SetRegs(read_arg(ram, arg)?),
-        (Some(Handle::Vcpu(_)), req::KVM_GET_SREGS) => Request::GetSregs(arg),
-        (Some(Handle::Vcpu(_)), req::KVM_SET_SREGS) => Request::SetSregs(read_arg(ram, arg)?),
+        (Some(Handle::Vcpu(..)), req::KVM_GET_REGS) => Request::GetRegs(arg),
+        (Some(Handle::Vcpu(..)), req::KVM_SET_REGS) => Request::SetRegs(read_arg(ram, arg)?),
+        (Some(Handle::Vcpu(..)), req::KVM_GET_SREGS) => Request::GetSregs(arg),
+        (Some(Handle::Vcpu(..)), req::KVM_SET_SREGS) => Request::SetSregs(read_arg(ram, arg)?),
         (None, req::KVM_GET_SUPPORTED_CPUID) => Request::GetSupportedCpuid(arg),
         (None, req::KVM_GET_MSR_INDEX_LIST) => Request::GetMsrIndexList(arg),
-        (Some(Handle::Vcpu(_)), req::KVM_SET_CPUID2) => Request::SetCpuid2(arg),
-        (Some(Handle::Vcpu(_)), req::KVM_GET_MSRS) => Request::GetMsrs(arg),
-        (Some(Handle::Vcpu(_)), req::KVM_SET_MSRS) => Request::SetMsrs(arg),
-        (Some(Handle::Vcpu(_)), req::KVM_GET_FPU) => Request::GetFpu(arg),
-        (Some(Handle::Vcpu(_)), req::KVM_SET_FPU) => Request::SetFpu(read_arg(ram, arg)?),
-        (Some(Handle::Vcpu(_)), req::KVM_GET_XSAVE) => Request::GetXsave(arg),
-        (Some(Handle::Vcpu(_)), req::KVM_SET_XSAVE) => Request::SetXsave(arg),
-        (Some(Handle::Vcpu(_)), req::KVM_GET_XCRS) => Request::GetXcrs(arg),
-        (Some(Handle::Vcpu(_)), req::KVM_SET_XCRS) => Request::SetXcrs(read_arg(ram, arg)?),
+        (Some(Handle::Vcpu(..)), req::KVM_SET_CPUID2) => Request::SetCpuid2(arg),
+        (Some(Handle::Vcpu(..)), req::KVM_GET_MSRS) => Request::GetMsrs(arg),
+        (Some(Handle::Vcpu(..)), req::KVM_SET_MSRS) => Request::SetMsrs(arg),
+        (Some(Handle::Vcpu(..)), req::KVM_GET_FPU) => Request::GetFpu(arg),
+        (Some(Handle::Vcpu(..)), req::KVM_SET_FPU) => Request::SetFpu(read_arg(ram, arg)?),
+        (Some(Handle::Vcpu(..)), req::KVM_GET_XSAVE) => Request::GetXsave(arg),
+        (Some(Handle::Vcpu(..)), req::KVM_SET_XSAVE) => Request::SetXsave(arg),
+        (Some(Handle::Vcpu(..)), req::KVM_GET_XCRS) => Request::GetXcrs(arg),
+        (Some(Handle::Vcpu(..)), req::KVM_SET_XCRS) => Request::SetXcrs(read_arg(ram, arg)?),
         (Some(Handle::Vm(_)), req::KVM_ENABLE_CAP) => Request::EnableCapVm(read_arg(ram, arg)?),
         (Some(Handle::Vm(_)), req::KVM_SIGNAL_MSI) => Request::SignalMsi(read_arg(ram, arg)?),
-        (Some(Handle::Vcpu(_)), req::KVM_GET_LAPIC) => Request::GetLapic(arg),
-        (Some(Handle::Vcpu(_)), req::KVM_SET_LAPIC) => Request::SetLapic(arg),
-        (Some(Handle::Vcpu(_)), req::KVM_GET_MP_STATE) => Request::GetMpState(arg),
-        (Some(Handle::Vcpu(_)), req::KVM_SET_MP_STATE) => {
+        (Some(Handle::Vcpu(..)), req::KVM_GET_LAPIC) => Request::GetLapic(arg),
+        (Some(Handle::Vcpu(..)), req::KVM_SET_LAPIC) => Request::SetLapic(arg),
+        (Some(Handle::Vcpu(..)), req::KVM_GET_MP_STATE) => Request::GetMpState(arg),
+        (Some(Handle::Vcpu(..)), req::KVM_SET_MP_STATE) => {
             Request::SetMpState(read_arg::<abi::kvm::kvm_mp_state>(ram, arg)?.mp_state)
         }
         (Some(Handle::Vm(_)), req::KVM_XEN_HVM_CONFIG) => {
@@ -302,7 +302,7 @@ fn decode<B: Backend>(
         (Some(Handle::Vm(_)), req::KVM_X86_SET_MSR_FILTER) => {
             Request::SetMsrFilter(read_msr_filter(ram, arg)?)
         }
-        (Some(Handle::Vcpu(_)), req::KVM_ENABLE_CAP) => {
+        (Some(Handle::Vcpu(..)), req::KVM_ENABLE_CAP) => {
             let _: kvm_enable_cap = read_arg(ram, arg)?;
             Request::EnableCapVcpu
         }
@@ -327,9 +327,9 @@ pub fn dispatch<B: Backend>(
     // `Request` (a value of several hundred bytes to move; measured: ~100
     // instructions a round trip).
     if rax == u64::from(req::KVM_RUN)
-        && let Some(Handle::Vcpu(i)) = ctx.objects.lookup(handle)
+        && let Some(Handle::Vcpu(i, slot)) = ctx.objects.lookup(handle)
     {
-        return match run(ctx, cd, i) {
+        return match run(ctx, cd, i, slot) {
             Ok(v) => Outcome::Value(v),
             Err(e) => Outcome::Error(e),
         };
@@ -346,10 +346,15 @@ pub fn dispatch<B: Backend>(
     }
 }
 
-/// `KVM_RUN` on the vCPU of VM `vm_index`.
-fn run<B: Backend>(ctx: &mut Ctx<'_, B>, cd: &mut VmEnv, vm_index: usize) -> Result<u64, i32> {
+/// `KVM_RUN` on vCPU `slot` of VM `vm_index`.
+fn run<B: Backend>(
+    ctx: &mut Ctx<'_, B>,
+    cd: &mut VmEnv,
+    vm_index: usize,
+    slot: usize,
+) -> Result<u64, i32> {
     let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
-    super::kvm::run(ctx.backend, vm, cd, ctx.frames, ctx.xstate)
+    super::kvm::run(ctx.backend, vm, slot, cd, ctx.frames, ctx.xstate)
 }
 
 fn invoke<B: Backend>(
@@ -359,9 +364,18 @@ fn invoke<B: Backend>(
     request: Request,
     handle: u64,
 ) -> Result<Option<u64>, i32> {
-    let vm_index = match target {
-        Some(Handle::Vm(i) | Handle::Vcpu(i)) => i,
-        None => 0,
+    let (vm_index, slot) = match target {
+        Some(Handle::Vm(i)) => (i, 0),
+        Some(Handle::Vcpu(i, slot)) => {
+            // The handlers find this vCPU's extended state and MSRs in
+            // the VM's `env`.
+            ctx.objects
+                .vm(i)
+                .and_then(|v| v.select(slot))
+                .ok_or(EBADF)?;
+            (i, slot)
+        }
+        None => (0, 0),
     };
     let v = match request {
         Request::GetApiVersion => u64::from(KVM_API_VERSION),
@@ -423,10 +437,13 @@ fn invoke<B: Backend>(
             ctx.objects
                 .set_memory(ctx.backend, &mut ctx.frames.lock(), vm_index, &r)?
         }
-        Request::CreateVcpu(id) => {
-            ctx.objects
-                .create_vcpu(ctx.backend, &mut ctx.frames.lock(), vm_index, id)?
-        }
+        Request::CreateVcpu(id) => ctx.objects.create_vcpu(
+            ctx.backend,
+            &mut ctx.frames.lock(),
+            ctx.xstate,
+            vm_index,
+            id,
+        )?,
         Request::XenHvmConfig(c) => {
             let xen = super::xen::config(&c).map_err(|super::xen::Refused| EINVAL)?;
             ctx.objects.vm(vm_index).ok_or(EBADF)?.env.xen = xen;
@@ -438,7 +455,11 @@ fn invoke<B: Backend>(
         }
         Request::SetGuestDebug(debug) => {
             let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
-            let vc = vm.vcpu.as_mut().ok_or(EBADF)?;
+            let vc = vm
+                .vcpus
+                .get_mut(slot)
+                .and_then(Option::as_mut)
+                .ok_or(EBADF)?;
             if !ctx.backend.activate(&mut vc.cpu) {
                 return Err(EINVAL);
             }
@@ -448,7 +469,7 @@ fn invoke<B: Backend>(
             // KVM with the irqchip in userspace: a vector ≥ 256 is -EINVAL;
             // a new one replaces one still queued. With the split irqchip
             // (ExtINT from the VMM's 8259) one still queued is -EEXIST.
-            let vc = vcpu_of(ctx.objects, vm_index)?;
+            let vc = vcpu_of(ctx.objects, vm_index, slot)?;
             let vector = u8::try_from(irq).map_err(|_| EINVAL)?;
             if vc.lapic.is_some() && vc.irq.is_some() {
                 return Err(EEXIST);
@@ -460,7 +481,7 @@ fn invoke<B: Backend>(
             super::lapic::signal_msi(ctx.objects.vm(vm_index).ok_or(EBADF)?, &m)?
         }
         Request::GetLapic(gpa) => {
-            let vc = vcpu_of(ctx.objects, vm_index)?;
+            let vc = vcpu_of(ctx.objects, vm_index, slot)?;
             if !ctx.backend.activate(&mut vc.cpu) {
                 return Err(EINVAL);
             }
@@ -470,14 +491,14 @@ fn invoke<B: Backend>(
         Request::SetLapic(gpa) => {
             // 1 KiB: read here rather than carried in `Request`.
             let s: abi::kvm::kvm_lapic_state = read_arg(&cd.ram, gpa)?;
-            let vc = vcpu_of(ctx.objects, vm_index)?;
+            let vc = vcpu_of(ctx.objects, vm_index, slot)?;
             if !ctx.backend.activate(&mut vc.cpu) {
                 return Err(EINVAL);
             }
             super::lapic::set(vc, &s)?
         }
         Request::GetMpState(gpa) => {
-            let vc = vcpu_of(ctx.objects, vm_index)?;
+            let vc = vcpu_of(ctx.objects, vm_index, slot)?;
             let state = abi::kvm::kvm_mp_state {
                 mp_state: super::lapic::mp_state(vc),
             };
@@ -485,7 +506,7 @@ fn invoke<B: Backend>(
             0
         }
         Request::SetMpState(state) => {
-            super::lapic::set_mp_state(vcpu_of(ctx.objects, vm_index)?, state)?
+            super::lapic::set_mp_state(vcpu_of(ctx.objects, vm_index, slot)?, state)?
         }
         Request::GetDirtyLog(log) => {
             let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
@@ -499,13 +520,13 @@ fn invoke<B: Backend>(
             {
                 return Err(EINVAL);
             }
-            let vc = vcpu_of(ctx.objects, vm_index)?;
+            let vc = vcpu_of(ctx.objects, vm_index, slot)?;
             vc.run_pages = Some(p.gpa);
             0
         }
-        Request::Run => run(ctx, cd, vm_index)?,
+        Request::Run => run(ctx, cd, vm_index, slot)?,
         Request::GetRegs(gpa) => {
-            let vc = vcpu_of(ctx.objects, vm_index)?;
+            let vc = vcpu_of(ctx.objects, vm_index, slot)?;
             if !ctx.backend.activate(&mut vc.cpu) {
                 return Err(EINVAL);
             }
@@ -513,7 +534,7 @@ fn invoke<B: Backend>(
             0
         }
         Request::SetRegs(r) => {
-            let vc = vcpu_of(ctx.objects, vm_index)?;
+            let vc = vcpu_of(ctx.objects, vm_index, slot)?;
             if !ctx.backend.activate(&mut vc.cpu) {
                 return Err(EINVAL);
             }
@@ -522,7 +543,11 @@ fn invoke<B: Backend>(
         }
         Request::GetSregs(gpa) => {
             let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
-            let vc = vm.vcpu.as_mut().ok_or(EBADF)?;
+            let vc = vm
+                .vcpus
+                .get_mut(slot)
+                .and_then(Option::as_mut)
+                .ok_or(EBADF)?;
             if !ctx.backend.activate(&mut vc.cpu) {
                 return Err(EINVAL);
             }
@@ -547,7 +572,11 @@ fn invoke<B: Backend>(
         Request::GetMsrs(gpa) | Request::SetMsrs(gpa) => {
             let write = matches!(request, Request::SetMsrs(_));
             let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
-            let vc = vm.vcpu.as_mut().ok_or(EBADF)?;
+            let vc = vm
+                .vcpus
+                .get_mut(slot)
+                .and_then(Option::as_mut)
+                .ok_or(EBADF)?;
             if !ctx.backend.activate(&mut vc.cpu) {
                 return Err(EINVAL);
             }
@@ -603,7 +632,7 @@ fn invoke<B: Backend>(
                     if c.args[0] > super::lapic::MAX_RESERVED_PINS {
                         return Err(EINVAL);
                     }
-                    if vm.split_irqchip.is_some() || vm.vcpu.is_some() {
+                    if vm.split_irqchip.is_some() || vm.vcpus.iter().any(Option::is_some) {
                         return Err(EEXIST);
                     }
                     vm.split_irqchip = Some(c.args[0] as u32);
@@ -622,7 +651,11 @@ fn invoke<B: Backend>(
         Request::EnableCapVcpu => return Err(EINVAL),
         Request::SetSregs(s) => {
             let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
-            let vc = vm.vcpu.as_mut().ok_or(EBADF)?;
+            let vc = vm
+                .vcpus
+                .get_mut(slot)
+                .and_then(Option::as_mut)
+                .ok_or(EBADF)?;
             if !ctx.backend.activate(&mut vc.cpu) {
                 return Err(EINVAL);
             }
@@ -676,8 +709,13 @@ fn read_msr_filter(
     })
 }
 
-fn vcpu_of<B: Backend>(objects: &mut Objects<B>, vm: usize) -> Result<&mut KvmVcpu<B>, i32> {
-    objects.vm(vm).and_then(|v| v.vcpu.as_mut()).ok_or(EBADF)
+/// vCPU `slot` of VM `vm`, its state selected into the VM's `env`.
+fn vcpu_of<B: Backend>(
+    objects: &mut Objects<B>,
+    vm: usize,
+    slot: usize,
+) -> Result<&mut KvmVcpu<B>, i32> {
+    objects.vm(vm).and_then(|v| v.select(slot)).ok_or(EBADF)
 }
 
 /// KVM_CHECK_EXTENSION: truthful — what is implemented, nothing more.
@@ -703,6 +741,7 @@ fn check_extension(cap: u64) -> u64 {
         // The bit mask of hypercalls that can exit (only KVM_HC_MAP_GPA_RANGE).
         abi::kvm::KVM_CAP_EXIT_HYPERCALL => 1 << abi::kvm::KVM_HC_MAP_GPA_RANGE,
         abi::kvm::KVM_CAP_NR_VCPUS | abi::kvm::KVM_CAP_MAX_VCPUS => u64::from(MAX_VCPUS),
+        abi::kvm::KVM_CAP_MAX_VCPU_ID => u64::from(super::objects::MAX_VCPU_ID),
         abi::kvm::KVM_CAP_NR_MEMSLOTS => u64::from(MAX_MEMSLOTS),
         // The KVM_XEN_HVM_CONFIG flags offered: the hypercall-page MSR.
         abi::kvm::KVM_CAP_XEN_HVM => u64::from(abi::kvm::KVM_XEN_HVM_CONFIG_HYPERCALL_MSR),

@@ -4,7 +4,7 @@
 //! until an exit the hypervisor does not handle, which is written to the
 //! guest vCPU's `kvm_run` page.
 
-use super::objects::{KvmVcpu, KvmVm, Pending};
+use super::objects::{KvmVcpu, KvmVm, Peers, Pending};
 use crate::guest::GuestRam;
 use crate::guest::insn::Kind;
 use crate::mm::GuestPhys;
@@ -296,6 +296,10 @@ pub enum Intr {
     Tick,
     /// COM1 input came for the control domain.
     Input,
+    /// The vCPU cannot run (halted, or an AP waiting for SIPI) while
+    /// another vCPU of its VM can, or it just sent that one an interrupt:
+    /// the VMM runs the other.
+    Sibling,
 }
 
 /// KVM_RUN on a vCPU with run pages. `cd_env` is the control domain's
@@ -304,18 +308,24 @@ pub enum Intr {
 pub fn run<B: Backend>(
     backend: &mut B,
     vm: &mut KvmVm<B>,
+    slot: usize,
     cd_env: &mut VmEnv,
     frames: &spin::Mutex<Frames>,
     xstate: &HostXstate,
 ) -> Result<u64, i32> {
+    vm.select(slot).ok_or(EINVAL)?;
     let KvmVm {
         env,
-        vcpu,
+        vcpus,
         intrs,
         nested,
         ..
     } = vm;
-    let vc = vcpu.as_mut().ok_or(EINVAL)?;
+    let at = slot.min(vcpus.len());
+    let (before, rest) = vcpus.split_at_mut(at);
+    let (me, after) = rest.split_first_mut().ok_or(EINVAL)?;
+    let vc = me.as_mut().ok_or(EINVAL)?;
+    let mut peers = Peers { before, after };
     let run_gpa = vc.run_pages.ok_or(EINVAL)?;
     // request_interrupt_window and immediate_exit.
     let mut head = [0u8; 2];
@@ -328,6 +338,10 @@ pub fn run<B: Backend>(
     let (want_window, immediate) = (head[0] != 0, head[1] != 0);
     if !backend.activate(&mut vc.cpu) {
         return Err(EINVAL);
+    }
+    // INIT and SIPI from its siblings.
+    if vc.init_pending || vc.sipi_vector.is_some() {
+        super::lapic::accept_events(backend, vc);
     }
     // Finish the exit the VMM handled since the last RUN; an instruction
     // with a second device access exits again at once.
@@ -357,13 +371,19 @@ pub fn run<B: Backend>(
         // Input that came while the control domain ran: it may have read it
         // already, but may as well have checked COM1 just before.
         RunEnd::Interrupted(Intr::Input)
+    } else if !matches!(
+        vc.mp_state,
+        abi::kvm::KVM_MP_STATE_RUNNABLE | abi::kvm::KVM_MP_STATE_HALTED
+    ) {
+        // An AP waiting for INIT or SIPI.
+        super::lapic::wait_for_start(&peers)
     } else {
         cd_env.lazy.save::<B>(xstate);
         env.lazy.load::<B>(xstate);
         let mem = NestedMemory { nested, frames };
         let end = run_guest(
             backend,
-            vc,
+            (vc, &mut peers),
             env,
             mem,
             cd_env,
@@ -660,7 +680,7 @@ struct NestedMemory<'a, B: Backend> {
 /// Runs the guest until an exit for the VMM.
 fn run_guest<B: Backend>(
     backend: &mut B,
-    vc: &mut KvmVcpu<B>,
+    (vc, peers): (&mut KvmVcpu<B>, &mut Peers<'_, B>),
     env: &mut VmEnv,
     mem: NestedMemory<'_, B>,
     cd_env: &mut VmEnv,
@@ -681,8 +701,8 @@ fn run_guest<B: Backend>(
     let mut window = vc.irq.is_some() || want_window;
     vc.cpu.set_interrupt_window(window);
     // A vCPU halted with its LAPIC here waits for an interrupt first.
-    if vc.halted
-        && let Some(end) = super::lapic::wait(vc)
+    if vc.halted()
+        && let Some(end) = super::lapic::wait(vc, peers)
     {
         return end;
     }
@@ -785,19 +805,22 @@ fn run_guest<B: Backend>(
             return debug_exit(&vc.cpu, vector);
         }
         let rip = if stepping { vc.cpu.rip() } else { 0 };
-        let lapic = super::lapic::exit(vc, env, info);
+        let lapic = super::lapic::exit(vc, peers, env, info);
         if !matches!(lapic, super::lapic::Outcome::NotMine) {
             env.stats.count(&info.exit);
         }
         match lapic {
             super::lapic::Outcome::NotMine => {}
             super::lapic::Outcome::Exit(end) => return end,
-            super::lapic::Outcome::Done | super::lapic::Outcome::Halt
+            super::lapic::Outcome::Done
+            | super::lapic::Outcome::Sibling
+            | super::lapic::Outcome::Halt
                 if stepping && vc.cpu.rip() != rip =>
             {
-                vc.halted = false;
+                vc.mp_state = abi::kvm::KVM_MP_STATE_RUNNABLE;
                 return debug_exit(&vc.cpu, DB_VECTOR);
             }
+            super::lapic::Outcome::Sibling => return RunEnd::Interrupted(Intr::Sibling),
             super::lapic::Outcome::Done => {
                 if let Some(end) = control_domain_wants_cpu() {
                     return end;
@@ -805,7 +828,7 @@ fn run_guest<B: Backend>(
                 continue;
             }
             super::lapic::Outcome::Halt => {
-                if let Some(end) = super::lapic::wait(vc) {
+                if let Some(end) = super::lapic::wait(vc, peers) {
                     return end;
                 }
                 continue;

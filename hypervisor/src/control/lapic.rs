@@ -7,14 +7,16 @@
 //! `KVM_GET_MP_STATE`/`KVM_SET_MP_STATE`). The register logic is
 //! `vcpu::lapic`'s; the time it sees is the guest's TSC.
 //!
-//! One vCPU per VM so far: an IPI reaches this vCPU only (INIT, SIPI, NMI
-//! and SMI IPIs are dropped), and a level-triggered EOI asks nothing of
-//! the VMM (no `KVM_SET_GSI_ROUTING` yet, so no vector is on an IOAPIC
-//! route, as on KVM without routes).
+//! A VM's vCPUs take turns on one CPU: an IPI sets the target's IRR (or
+//! its pending INIT or SIPI, taken when it next runs, as KVM's pending APIC
+//! events), and the sender's RUN ends so that the VMM runs the target. NMI
+//! and SMI IPIs are dropped; a level-triggered EOI asks nothing of the VMM
+//! (no `KVM_SET_GSI_ROUTING` yet, so no vector is on an IOAPIC route, as on
+//! KVM without routes).
 
 use super::kvm::{Intr, RunEnd, internal};
 use super::mmio::{self, LocalDevice};
-use super::objects::{KvmVcpu, KvmVm};
+use super::objects::{KvmVcpu, KvmVm, Peers};
 use crate::guest::alu::mask;
 use crate::guest::insn::Kind;
 use crate::vcpu::insn_len;
@@ -23,12 +25,15 @@ use crate::virt::{Backend, Exit, ExitInfo, Fault, GuestCpu};
 use crate::vm::VmEnv;
 use abi::kvm::errno::{EINVAL, EPERM};
 use abi::kvm::{
-    KVM_INTERNAL_ERROR_EMULATION, KVM_MP_STATE_HALTED, KVM_MP_STATE_RUNNABLE, KVM_MSI_VALID_DEVID,
-    kvm_lapic_state, kvm_msi,
+    KVM_INTERNAL_ERROR_EMULATION, KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED,
+    KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED, KVM_MSI_VALID_DEVID, kvm_lapic_state,
+    kvm_msi,
 };
 
 /// RFLAGS.IF (SDM Vol. 1 3.4.3.3).
 const RFLAGS_IF: u64 = 1 << 9;
+/// RFLAGS after reset and INIT: only the reserved bit 1.
+const RFLAGS_RESET: u64 = 1 << 1;
 /// KVM's limit on `KVM_CAP_SPLIT_IRQCHIP`'s reserved IOAPIC pins
 /// (`MAX_NR_RESERVED_IOAPIC_PINS`).
 pub const MAX_RESERVED_PINS: u64 = 48;
@@ -55,6 +60,9 @@ pub enum Outcome {
     NotMine,
     /// Carried out here; the guest runs on.
     Done,
+    /// Carried out here, and another vCPU of the VM got an interrupt (or
+    /// INIT/SIPI) it can act on: the VMM should run it (`Intr::Sibling`).
+    Sibling,
     /// HLT: the vCPU waits for an interrupt ([`wait`]).
     Halt,
     /// An instruction that cannot be emulated: for the VMM.
@@ -73,12 +81,19 @@ fn is_apic_msr(index: u32) -> bool {
 }
 
 /// Handles an exit that belongs to the local APIC of `vc`, if it has one.
-pub fn exit<B: Backend>(vc: &mut KvmVcpu<B>, env: &mut VmEnv, info: ExitInfo) -> Outcome {
+pub fn exit<B: Backend>(
+    vc: &mut KvmVcpu<B>,
+    peers: &mut Peers<'_, B>,
+    env: &mut VmEnv,
+    info: ExitInfo,
+) -> Outcome {
     if vc.lapic.is_none() {
         return Outcome::NotMine;
     }
     match info.exit {
-        Exit::Rdmsr | Exit::Wrmsr if is_apic_msr(vc.cpu.gprs().rcx as u32) => msr(vc, env, info),
+        Exit::Rdmsr | Exit::Wrmsr if is_apic_msr(vc.cpu.gprs().rcx as u32) => {
+            msr(vc, peers, env, info)
+        }
         Exit::NestedPageFault(f)
             if !f.fetch
                 && f.final_address
@@ -95,11 +110,12 @@ pub fn exit<B: Backend>(vc: &mut KvmVcpu<B>, env: &mut VmEnv, info: ExitInfo) ->
             };
             let start = mmio::emulate_local(vc, env, f, &mut dev);
             let effect = dev.effect;
-            apply(&mut l, effect);
+            let sibling = apply(&mut l, effect, peers);
             sync_cr8(&mut vc.cpu, &l);
             vc.lapic = Some(l);
             match start {
                 mmio::Start::Exit(end) => Outcome::Exit(end),
+                mmio::Start::Resume if sibling => Outcome::Sibling,
                 mmio::Start::Resume => Outcome::Done,
             }
         }
@@ -108,7 +124,8 @@ pub fn exit<B: Backend>(vc: &mut KvmVcpu<B>, env: &mut VmEnv, info: ExitInfo) ->
                 return Outcome::Exit(internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]));
             };
             vc.cpu.skip_instruction(len);
-            vc.halted = true;
+            vc.mp_state = KVM_MP_STATE_HALTED;
+            vc.halted_if = vc.cpu.rflags() & RFLAGS_IF != 0;
             Outcome::Halt
         }
         _ => Outcome::NotMine,
@@ -135,7 +152,12 @@ fn sync_cr8<C: GuestCpu>(cpu: &mut C, l: &Lapic) {
 /// RDMSR/WRMSR of IA32_APIC_BASE, IA32_TSC_DEADLINE or an x2APIC MSR.
 /// (KVM_X86_SET_MSR_FILTER does not apply to them: KVM ignores filters on
 /// the x2APIC range; for the other two Mojito does the same.)
-fn msr<B: Backend>(vc: &mut KvmVcpu<B>, env: &mut VmEnv, info: ExitInfo) -> Outcome {
+fn msr<B: Backend>(
+    vc: &mut KvmVcpu<B>,
+    peers: &mut Peers<'_, B>,
+    env: &mut VmEnv,
+    info: ExitInfo,
+) -> Outcome {
     let write = matches!(info.exit, Exit::Wrmsr);
     let kind = if write { Kind::Wrmsr } else { Kind::Rdmsr };
     let Some(len) = insn_len(&vc.cpu, env, info, kind) else {
@@ -147,6 +169,7 @@ fn msr<B: Backend>(vc: &mut KvmVcpu<B>, env: &mut VmEnv, info: ExitInfo) -> Outc
     };
     let g = vc.cpu.gprs();
     let index = g.rcx as u32;
+    let mut sibling = false;
     let ok = if write {
         let value = g.edx_eax();
         let r = match index {
@@ -154,7 +177,7 @@ fn msr<B: Backend>(vc: &mut KvmVcpu<B>, env: &mut VmEnv, info: ExitInfo) -> Outc
             lapic::IA32_TSC_DEADLINE => Ok(l.set_tsc_deadline(value, now)),
             _ => l.msr_write(index, value, now),
         };
-        r.map(|effect| apply(l, effect)).is_ok()
+        r.map(|effect| sibling = apply(l, effect, peers)).is_ok()
     } else {
         let r = match index {
             lapic::IA32_APIC_BASE => Ok(l.base()),
@@ -169,7 +192,11 @@ fn msr<B: Backend>(vc: &mut KvmVcpu<B>, env: &mut VmEnv, info: ExitInfo) -> Outc
     } else {
         vc.cpu.inject(Fault::GP0);
     }
-    Outcome::Done
+    if sibling {
+        Outcome::Sibling
+    } else {
+        Outcome::Done
+    }
 }
 
 /// The xAPIC page, as the MMIO decoder reaches it.
@@ -214,21 +241,116 @@ impl LocalDevice for Mmio<'_> {
     }
 }
 
-/// Carries out what a register write asked for.
-fn apply(l: &mut Lapic, effect: Effect) {
-    match effect {
-        // Re-armed before the next entry; no vector is on an IOAPIC route.
-        Effect::None | Effect::TimerChanged | Effect::LevelEoi(_) => {}
-        Effect::Ipi(ipi) => {
-            let to_self = match ipi.shorthand {
-                Shorthand::ToSelf | Shorthand::AllIncludingSelf => true,
-                Shorthand::AllExcludingSelf => false,
-                Shorthand::None => l.matches(ipi.dest, ipi.logical),
-            };
-            if to_self && matches!(ipi.delivery, Delivery::Fixed | Delivery::LowestPriority) {
+/// Carries out what a register write asked for. True if another vCPU
+/// got something it can act on and may run now.
+fn apply<B: Backend>(l: &mut Lapic, effect: Effect, peers: &mut Peers<'_, B>) -> bool {
+    let Effect::Ipi(ipi) = effect else {
+        // The timer is re-armed before the next entry; no vector is on an
+        // IOAPIC route.
+        return false;
+    };
+    let (to_self, to_others) = match ipi.shorthand {
+        Shorthand::ToSelf => (true, false),
+        Shorthand::AllIncludingSelf => (true, true),
+        Shorthand::AllExcludingSelf => (false, true),
+        Shorthand::None => (l.matches(ipi.dest, ipi.logical), true),
+    };
+    let addressed = |p: &KvmVcpu<B>| {
+        p.lapic
+            .as_ref()
+            .is_some_and(|pl| ipi.shorthand != Shorthand::None || pl.matches(ipi.dest, ipi.logical))
+    };
+    let mut woke = false;
+    match ipi.delivery {
+        Delivery::Fixed | Delivery::LowestPriority => {
+            // Lowest priority goes to one of those addressed: the sender
+            // if it is, else the first other (KVM picks one too).
+            let lowest = ipi.delivery == Delivery::LowestPriority;
+            if to_self {
                 l.deliver(ipi.vector, ipi.level_triggered);
+                if lowest {
+                    return false;
+                }
+            }
+            if to_others {
+                for p in peers.iter_mut().filter(|p| addressed(p)) {
+                    if let Some(pl) = p.lapic.as_mut() {
+                        pl.deliver(ipi.vector, ipi.level_triggered);
+                    }
+                    woke = true;
+                    if lowest {
+                        break;
+                    }
+                }
             }
         }
+        // KVM: INIT unless it is the level de-assert (level-triggered with
+        // level 0), which only synchronizes arbitration IDs; a SIPI is
+        // latched and taken if the target waits for one. Not to itself.
+        Delivery::Init if !ipi.level_triggered || ipi.level_assert => {
+            for p in peers.iter_mut().filter(|p| addressed(p)) {
+                p.init_pending = true;
+                woke = true;
+            }
+        }
+        Delivery::StartUp => {
+            for p in peers.iter_mut().filter(|p| addressed(p)) {
+                p.sipi_vector = Some(ipi.vector);
+                woke = true;
+            }
+        }
+        // NMI, SMI, ExtINT, the de-assert and reserved modes: dropped.
+        _ => {}
+    }
+    woke && peers.any_can_run()
+}
+
+/// Takes the INIT and SIPI other vCPUs sent this one, as KVM's
+/// `kvm_apic_accept_events`: INIT resets the vCPU (the BSP runs again from
+/// the reset vector, an AP waits for SIPI), a SIPI starts an AP waiting for
+/// one in real mode at CS = vector << 8, IP = 0 (SDM Vol. 3A 9.4.4).
+pub fn accept_events<B: Backend>(backend: &mut B, vc: &mut KvmVcpu<B>) {
+    if core::mem::take(&mut vc.init_pending) {
+        *vc.cpu.gprs() = crate::virt::Gprs::default();
+        vc.cpu.set_rflags(RFLAGS_RESET);
+        super::kvm::reset(backend, vc);
+        vc.pending = None;
+        if let Some(l) = vc.lapic.as_mut() {
+            l.init();
+        }
+        let _ = vc.cpu.write_cr(8, 0);
+        vc.mp_state = if vc.id == 0 {
+            KVM_MP_STATE_RUNNABLE
+        } else {
+            KVM_MP_STATE_INIT_RECEIVED
+        };
+    }
+    if let Some(vector) = vc.sipi_vector.take()
+        && vc.mp_state == KVM_MP_STATE_INIT_RECEIVED
+    {
+        let mut regs = vc.cpu.system_regs();
+        regs.cs.selector = u16::from(vector) << 8;
+        regs.cs.base = u64::from(vector) << 12;
+        let _ = vc.cpu.set_system_regs(&regs);
+        vc.cpu.set_rip(0);
+        vc.mp_state = KVM_MP_STATE_RUNNABLE;
+    }
+}
+
+/// An AP that waits for INIT or SIPI: RUN gives the CPU to a sibling that
+/// can run, or (none can) waits until the control domain wants its CPU.
+pub fn wait_for_start<B: Backend>(peers: &Peers<'_, B>) -> RunEnd {
+    if peers.any_can_run() {
+        return RunEnd::Interrupted(Intr::Sibling);
+    }
+    loop {
+        if let Some(end) = super::kvm::control_domain_wants_cpu() {
+            return end;
+        }
+        if !crate::arch::apic::timer_running() {
+            return RunEnd::Interrupted(Intr::Tick);
+        }
+        crate::arch::instr::wait_for_interrupt();
     }
 }
 
@@ -283,24 +405,28 @@ pub fn leave() {
 /// A halted vCPU waits on this CPU until an interrupt it can take (with
 /// RFLAGS.IF set, as KVM's `kvm_arch_vcpu_runnable`), or until the control
 /// domain wants its CPU back: then RUN returns `KVM_EXIT_INTR` and the next
-/// RUN waits on.
-pub fn wait<B: Backend>(vc: &mut KvmVcpu<B>) -> Option<RunEnd> {
+/// RUN waits on. With a sibling that can run, RUN returns at once for the
+/// VMM to run that one.
+pub fn wait<B: Backend>(vc: &mut KvmVcpu<B>, peers: &Peers<'_, B>) -> Option<RunEnd> {
     loop {
         let offset = vc.cpu.tsc_offset();
         let interrupts_on = vc.cpu.rflags() & RFLAGS_IF != 0;
         let Some(l) = vc.lapic.as_mut() else {
-            vc.halted = false;
+            vc.mp_state = KVM_MP_STATE_RUNNABLE;
             return None;
         };
         let now = crate::arch::instr::rdtsc().wrapping_add(offset);
         l.update_timer(now);
         let extint = vc.irq.is_some() && accepts_pic(l);
         if interrupts_on && (extint || l.pending().is_some()) {
-            vc.halted = false;
+            vc.mp_state = KVM_MP_STATE_RUNNABLE;
             return None;
         }
         if let Some(end) = super::kvm::control_domain_wants_cpu() {
             return Some(end);
+        }
+        if peers.any_can_run() {
+            return Some(RunEnd::Interrupted(Intr::Sibling));
         }
         if !crate::arch::apic::timer_running() {
             // Nothing would wake this CPU: the control domain polls.
@@ -316,6 +442,7 @@ pub fn wait<B: Backend>(vc: &mut KvmVcpu<B>) -> Option<RunEnd> {
 /// with unknown flags, -EPERM (KVM's -1) when no APIC is addressed, else
 /// how many APICs accepted it (0: the guest's APIC is software-disabled).
 /// Fixed and lowest-priority delivery only; others are -EINVAL (not yet).
+/// Lowest priority goes to the first APIC addressed.
 pub fn signal_msi<B: Backend>(vm: &mut KvmVm<B>, m: &kvm_msi) -> Result<u64, i32> {
     if vm.split_irqchip.is_none() || m.flags & !KVM_MSI_VALID_DEVID != 0 {
         return Err(EINVAL);
@@ -330,13 +457,23 @@ pub fn signal_msi<B: Backend>(vm: &mut KvmVm<B>, m: &kvm_msi) -> Result<u64, i32
     if delivery > 1 {
         return Err(EINVAL);
     }
-    let Some(l) = vm.vcpu.as_mut().and_then(|vc| vc.lapic.as_mut()) else {
-        return Err(EPERM);
-    };
-    if !l.matches(dest, logical) {
-        return Err(EPERM);
+    let mut addressed = false;
+    let mut accepted = 0;
+    for l in vm
+        .vcpus
+        .iter_mut()
+        .flatten()
+        .filter_map(|vc| vc.lapic.as_mut())
+    {
+        if l.matches(dest, logical) {
+            addressed = true;
+            accepted += u64::from(l.deliver(vector, level));
+            if delivery == 1 {
+                break;
+            }
+        }
     }
-    Ok(u64::from(l.deliver(vector, level)))
+    if addressed { Ok(accepted) } else { Err(EPERM) }
 }
 
 /// `KVM_GET_LAPIC`.
@@ -357,24 +494,27 @@ pub fn set<B: Backend>(vc: &mut KvmVcpu<B>, s: &kvm_lapic_state) -> Result<u64, 
     Ok(0)
 }
 
-/// `KVM_GET_MP_STATE`: halted only while waiting in HLT with the LAPIC
-/// here (without it HLT exits to the VMM and the vCPU stays runnable).
+/// `KVM_GET_MP_STATE`: runnable; halted only while waiting in HLT with the
+/// LAPIC here (without it HLT exits to the VMM and the vCPU stays
+/// runnable); uninitialized or INIT received for an AP waiting to start.
 pub fn mp_state<B: Backend>(vc: &KvmVcpu<B>) -> u32 {
-    if vc.halted {
-        KVM_MP_STATE_HALTED
-    } else {
-        KVM_MP_STATE_RUNNABLE
-    }
+    vc.mp_state
 }
 
-/// `KVM_SET_MP_STATE`: runnable, or halted with the LAPIC here (as KVM,
-/// which refuses anything but runnable without it). The INIT/SIPI states
-/// come with guest SMP: -EINVAL until then.
+/// `KVM_SET_MP_STATE`: runnable, or with the LAPIC here also halted,
+/// uninitialized and INIT received (as KVM, which refuses anything but
+/// runnable without it). SIPI received and the rest are -EINVAL.
 pub fn set_mp_state<B: Backend>(vc: &mut KvmVcpu<B>, state: u32) -> Result<u64, i32> {
     match state {
-        KVM_MP_STATE_RUNNABLE => vc.halted = false,
-        KVM_MP_STATE_HALTED if vc.lapic.is_some() => vc.halted = true,
+        KVM_MP_STATE_RUNNABLE => {}
+        KVM_MP_STATE_HALTED | KVM_MP_STATE_UNINITIALIZED | KVM_MP_STATE_INIT_RECEIVED
+            if vc.lapic.is_some() =>
+        {
+            // A vCPU set halted wakes for an interrupt as if IF were set.
+            vc.halted_if = true;
+        }
         _ => return Err(EINVAL),
     }
+    vc.mp_state = state;
     Ok(0)
 }

@@ -44,7 +44,7 @@ pub fn note_region_end(end: u64) {
 }
 
 /// The most structures one owner names.
-const MAX_PARTS: usize = 12;
+const MAX_PARTS: usize = 24;
 
 /// The other CPUs' own structures, noted as they start (cpu0's come from
 /// the back end at each request); on the heap, grown as CPUs come.
@@ -119,6 +119,11 @@ impl Owner {
             o.add("XSAVE area", s, b);
         }
         o
+    }
+
+    /// Adds a vCPU's structures.
+    pub fn add_vcpu<B: Backend>(&mut self, backend: &B, vcpu: &B::Vcpu) {
+        backend.structures(Some(vcpu), &mut |w, s, b| self.add(w, s, b));
     }
 
     /// `log`, with the hypervisor's own page tables and window first.

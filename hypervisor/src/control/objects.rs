@@ -23,8 +23,13 @@ pub const MAX_VMS: usize = 64;
 /// Memory slots per VM (`KVM_CAP_NR_MEMSLOTS`): KVM's classic x86 count
 /// (`KVM_USER_MEM_SLOTS` before 5.x; today's KVM offers 32764).
 pub const MAX_MEMSLOTS: u32 = 509;
-/// vCPUs per VM (`KVM_CAP_MAX_VCPUS`): one until SMP comes.
-pub const MAX_VCPUS: u32 = 1;
+/// vCPUs per VM (`KVM_CAP_MAX_VCPUS`). Several need the split irqchip
+/// to start (their APs wait for INIT and SIPI from the guest's BSP); they
+/// take turns on the CPU of the control-domain vCPU that runs them.
+pub const MAX_VCPUS: u32 = 8;
+/// vCPU ids are below this (`KVM_CAP_MAX_VCPU_ID`): the id is the APIC ID,
+/// 8 bits in xAPIC mode.
+pub const MAX_VCPU_ID: u32 = 256;
 /// Most handles at once.
 const MAX_HANDLES: usize = 256;
 
@@ -62,9 +67,77 @@ pub struct KvmVcpu<B: Backend> {
     pub guest_dr: Option<([u64; 4], u64)>,
     /// Its local APIC, in the hypervisor (`KVM_CAP_SPLIT_IRQCHIP`).
     pub lapic: Option<crate::vcpu::lapic::Lapic>,
-    /// Halted in HLT with its LAPIC in the hypervisor (`KVM_MP_STATE_HALTED`):
-    /// RUN waits for an interrupt before entering it.
-    pub halted: bool,
+    /// `KVM_MP_STATE_*`: runnable; halted in HLT with its LAPIC here (RUN
+    /// waits for an interrupt before entering it); an AP waiting for INIT
+    /// (uninitialized) or for SIPI (INIT received).
+    pub mp_state: u32,
+    /// INIT and SIPI another vCPU sent it, taken when it next runs (KVM's
+    /// pending APIC events).
+    pub init_pending: bool,
+    pub sipi_vector: Option<u8>,
+    /// RFLAGS.IF when it halted: whether an interrupt can wake it.
+    pub halted_if: bool,
+    /// Its extended state and MSRs while the VM's `env` holds another
+    /// vCPU's (`KvmVm::select`).
+    pub own: PerVcpu,
+}
+
+/// What each vCPU of a VM has of its own among the things `VmEnv` holds.
+pub struct PerVcpu {
+    pub lazy: Extended,
+    pub msrs: MsrState,
+}
+
+impl PerVcpu {
+    /// Trades places with what `env` holds.
+    fn swap(&mut self, env: &mut VmEnv) {
+        core::mem::swap(&mut self.lazy, &mut env.lazy);
+        core::mem::swap(&mut self.msrs, &mut env.msrs);
+    }
+}
+
+impl<B: Backend> KvmVcpu<B> {
+    pub fn halted(&self) -> bool {
+        self.mp_state == abi::kvm::KVM_MP_STATE_HALTED
+    }
+
+    /// Whether RUN could enter it now (for its siblings: a halted or
+    /// unstarted vCPU gives the CPU back at once when another can run).
+    pub fn can_run(&self) -> bool {
+        use abi::kvm::{KVM_MP_STATE_HALTED, KVM_MP_STATE_RUNNABLE};
+        match self.mp_state {
+            KVM_MP_STATE_RUNNABLE => true,
+            KVM_MP_STATE_HALTED => {
+                self.halted_if
+                    && (self.irq.is_some()
+                        || self.lapic.as_ref().is_some_and(|l| l.pending().is_some()))
+            }
+            _ => self.init_pending || self.sipi_vector.is_some(),
+        }
+    }
+}
+
+/// The other vCPUs of a VM, beside the one running.
+pub struct Peers<'a, B: Backend> {
+    pub before: &'a mut [Option<KvmVcpu<B>>],
+    pub after: &'a mut [Option<KvmVcpu<B>>],
+}
+
+impl<B: Backend> Peers<'_, B> {
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut KvmVcpu<B>> {
+        self.before
+            .iter_mut()
+            .chain(self.after.iter_mut())
+            .flatten()
+    }
+
+    pub fn any_can_run(&self) -> bool {
+        self.before
+            .iter()
+            .chain(self.after.iter())
+            .flatten()
+            .any(KvmVcpu::can_run)
+    }
 }
 
 /// A VM made with `KVM_CREATE_VM`.
@@ -73,7 +146,10 @@ pub struct KvmVm<B: Backend> {
     pub vm_id: u16,
     pub env: VmEnv,
     pub nested: Table<B::Nested>,
-    pub vcpu: Option<KvmVcpu<B>>,
+    /// Its vCPUs, by the order they were made (the handle's slot).
+    pub vcpus: Vec<Option<KvmVcpu<B>>>,
+    /// The vCPU whose extended state and MSRs `env` holds.
+    pub current: Option<usize>,
     /// Why its RUNs returned -EINTR, for its closing log line.
     pub intrs: IntrCounts,
     /// `KVM_CAP_SPLIT_IRQCHIP`'s count of reserved IOAPIC pins, once
@@ -87,6 +163,8 @@ pub struct IntrCounts {
     pub immediate_exit: u64,
     pub tick: u64,
     pub input: u64,
+    /// The vCPU gave the CPU to a sibling that could run.
+    pub sibling: u64,
 }
 
 impl IntrCounts {
@@ -96,6 +174,7 @@ impl IntrCounts {
             Intr::ImmediateExit => &mut self.immediate_exit,
             Intr::Tick => &mut self.tick,
             Intr::Input => &mut self.input,
+            Intr::Sibling => &mut self.sibling,
         };
         *n += 1;
     }
@@ -105,7 +184,8 @@ impl IntrCounts {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Handle {
     Vm(usize),
-    Vcpu(usize),
+    /// The VM's index and the vCPU's slot in it.
+    Vcpu(usize, usize),
 }
 
 /// Every VM and handle of the control domain.
@@ -167,12 +247,17 @@ impl<B: Backend> Objects<B> {
         backend: &'a B,
     ) -> impl Iterator<Item = (&'a str, super::layout::Owner)> + 'a {
         self.vms.iter().flatten().map(move |v| {
-            let owner = super::layout::Owner::of(
+            let mut owner = super::layout::Owner::of(
                 backend,
-                v.vcpu.as_ref().map(|c| &c.cpu),
+                None,
                 Some(v.nested.root()),
                 Some(v.env.lazy.area()),
             );
+            for vc in v.vcpus.iter().flatten() {
+                owner.add_vcpu(backend, &vc.cpu);
+                let (start, bytes) = vc.own.lazy.area();
+                owner.add("XSAVE area", start, bytes);
+            }
             (v.env.name.as_str(), owner)
         })
     }
@@ -229,12 +314,14 @@ impl<B: Backend> Objects<B> {
             console: ConsoleLine::default(),
             stats: ExitStats::default(),
             decoded: Default::default(),
+            vcpu_id: 0,
         };
         self.vms[i] = Some(KvmVm {
             vm_id,
             env,
             nested,
-            vcpu: None,
+            vcpus: Vec::new(),
+            current: None,
             intrs: IntrCounts::default(),
             split_irqchip: None,
         });
@@ -249,30 +336,54 @@ impl<B: Backend> Objects<B> {
         }
     }
 
-    /// KVM_CREATE_VCPU.
+    /// KVM_CREATE_VCPU: KVM's checks in its order (the id, the count,
+    /// then a duplicate id).
     pub fn create_vcpu(
         &mut self,
         backend: &mut B,
         frames: &mut Frames,
+        xstate: &HostXstate,
         vm: usize,
         id: u64,
     ) -> Result<u64, i32> {
         let v = self.vm(vm).ok_or(EBADF)?;
         let id = u32::try_from(id).map_err(|_| EINVAL)?;
-        if id >= MAX_VCPUS {
+        let made = v.vcpus.iter().flatten().count();
+        if id >= MAX_VCPU_ID || made >= MAX_VCPUS as usize {
             return Err(EINVAL);
         }
-        if v.vcpu.is_some() {
+        if v.vcpus.iter().flatten().any(|c| c.id == id) {
             return Err(EEXIST);
         }
+        let slot = match v.vcpus.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                v.vcpus.try_reserve(1).map_err(|_| ENOMEM)?;
+                v.vcpus.push(None);
+                v.vcpus.len() - 1
+            }
+        };
+        let lazy = Extended::new(frames, xstate).map_err(|_| ENOMEM)?;
         // KVM's reset state: real mode at F000:FFF0 (set by `reset`).
-        let cpu = backend
-            .create_vcpu(frames, v.vm_id, v.nested.root(), RESET_RIP, &[])
-            .map_err(|e| match e {
-                crate::virt::VirtError::NoMemory => ENOMEM,
-                _ => EINVAL,
-            })?;
-        v.vcpu = Some(KvmVcpu {
+        let cpu = match backend.create_vcpu(frames, v.vm_id, v.nested.root(), RESET_RIP, &[]) {
+            Ok(c) => c,
+            Err(e) => {
+                let mut lazy = lazy;
+                lazy.free(frames);
+                return Err(match e {
+                    crate::virt::VirtError::NoMemory => ENOMEM,
+                    _ => EINVAL,
+                });
+            }
+        };
+        // With the LAPIC here, KVM starts every vCPU but the BSP (id 0)
+        // waiting for INIT and SIPI.
+        let mp_state = if v.split_irqchip.is_some() && id != 0 {
+            abi::kvm::KVM_MP_STATE_UNINITIALIZED
+        } else {
+            abi::kvm::KVM_MP_STATE_RUNNABLE
+        };
+        v.vcpus[slot] = Some(KvmVcpu {
             cpu,
             id,
             run_pages: None,
@@ -283,12 +394,19 @@ impl<B: Backend> Objects<B> {
             lapic: v
                 .split_irqchip
                 .map(|_| crate::vcpu::lapic::Lapic::new(id, crate::arch::tsc::frequency_khz())),
-            halted: false,
+            mp_state,
+            init_pending: false,
+            sipi_vector: None,
+            halted_if: false,
+            own: PerVcpu {
+                lazy,
+                msrs: MsrState::new(),
+            },
         });
-        let handle = self.new_handle(Handle::Vcpu(vm));
+        let handle = self.new_handle(Handle::Vcpu(vm, slot));
         match (handle, self.vm(vm)) {
             (Ok(h), Some(v)) => {
-                if let Some(vc) = v.vcpu.as_mut() {
+                if let Some(vc) = v.vcpus.get_mut(slot).and_then(Option::as_mut) {
                     super::kvm::reset(backend, vc);
                     // TPR changes must exit while the LAPIC is here
                     // (`control::lapic`).
@@ -299,9 +417,7 @@ impl<B: Backend> Objects<B> {
                 Ok(h)
             }
             (Err(e), Some(v)) => {
-                if let Some(vc) = v.vcpu.take() {
-                    backend.destroy_vcpu(frames, vc.cpu);
-                }
+                v.remove_vcpu(backend, frames, slot);
                 Err(e)
             }
             (r, None) => r,
@@ -423,15 +539,15 @@ impl<B: Backend> Objects<B> {
     pub fn close(&mut self, backend: &mut B, frames: &mut Frames, handle: u64) -> Result<u64, i32> {
         let h = self.lookup(handle).ok_or(EBADF)?;
         match h {
-            Handle::Vcpu(vm) => {
-                if let Some(vc) = self.vm(vm).and_then(|v| v.vcpu.take()) {
-                    backend.destroy_vcpu(frames, vc.cpu);
+            Handle::Vcpu(vm, slot) => {
+                if let Some(v) = self.vm(vm) {
+                    v.remove_vcpu(backend, frames, slot);
                 }
                 self.forget(handle);
             }
             Handle::Vm(vm) => {
                 for slot in self.handles.iter_mut() {
-                    if matches!(*slot, Some(Handle::Vm(i) | Handle::Vcpu(i)) if i == vm) {
+                    if matches!(*slot, Some(Handle::Vm(i) | Handle::Vcpu(i, _)) if i == vm) {
                         *slot = None;
                     }
                 }
@@ -472,7 +588,7 @@ fn log_exits(env: &VmEnv, intrs: &IntrCounts) {
         return;
     }
     let times = |n: u64| if n == 1 { "time" } else { "times" };
-    if intrs.tick + intrs.input + intrs.immediate_exit == 0 {
+    if intrs.tick + intrs.input + intrs.immediate_exit + intrs.sibling == 0 {
         crate::log!("{} closed; exits:{line}", env.name);
         return;
     }
@@ -484,6 +600,14 @@ fn log_exits(env: &VmEnv, intrs: &IntrCounts) {
         intrs.input,
         times(intrs.input)
     );
+    if intrs.sibling > 0 {
+        let _ = write!(
+            line,
+            ", for a sibling vCPU {} {}",
+            intrs.sibling,
+            times(intrs.sibling)
+        );
+    }
     if intrs.immediate_exit > 0 {
         let _ = write!(
             line,
@@ -548,7 +672,7 @@ fn map_slot<B: Backend>(v: &mut KvmVm<B>, frames: &mut Frames, slot: &MemSlot) -
 }
 
 fn flush<B: Backend>(backend: &mut B, v: &mut KvmVm<B>) {
-    if let Some(vc) = v.vcpu.as_mut() {
+    for vc in v.vcpus.iter_mut().flatten() {
         backend.flush_nested(&mut vc.cpu);
     }
 }
@@ -556,9 +680,48 @@ fn flush<B: Backend>(backend: &mut B, v: &mut KvmVm<B>) {
 /// Frees a VM: its vCPU, nested tables and extended-state area (its RAM is
 /// the control domain's and stays).
 fn destroy_vm<B: Backend>(backend: Option<&mut B>, frames: &mut Frames, mut v: KvmVm<B>) {
-    if let (Some(b), Some(vc)) = (backend, v.vcpu.take()) {
-        b.destroy_vcpu(frames, vc.cpu);
+    if let Some(b) = backend {
+        for slot in 0..v.vcpus.len() {
+            v.remove_vcpu(b, frames, slot);
+        }
     }
     v.nested.destroy(frames);
     v.env.lazy.free(frames);
+}
+
+impl<B: Backend> KvmVm<B> {
+    /// Makes vCPU `slot`'s extended state and MSRs the ones `env` holds
+    /// (the handlers find a vCPU's state there), and returns it.
+    pub fn select(&mut self, slot: usize) -> Option<&mut KvmVcpu<B>> {
+        if self.current != Some(slot) {
+            // The VM's own placeholder goes back into `env` first.
+            if let Some(c) = self
+                .current
+                .and_then(|c| self.vcpus.get_mut(c))
+                .and_then(Option::as_mut)
+            {
+                c.own.swap(&mut self.env);
+            }
+            self.current = None;
+            let vc = self.vcpus.get_mut(slot)?.as_mut()?;
+            vc.own.swap(&mut self.env);
+            self.env.vcpu_id = vc.id;
+            self.current = Some(slot);
+        }
+        self.vcpus.get_mut(slot)?.as_mut()
+    }
+
+    /// Frees vCPU `slot` and its state.
+    fn remove_vcpu(&mut self, backend: &mut B, frames: &mut Frames, slot: usize) {
+        if self.current == Some(slot) {
+            if let Some(c) = self.vcpus.get_mut(slot).and_then(Option::as_mut) {
+                c.own.swap(&mut self.env);
+            }
+            self.current = None;
+        }
+        if let Some(mut vc) = self.vcpus.get_mut(slot).and_then(Option::take) {
+            vc.own.lazy.free(frames);
+            backend.destroy_vcpu(frames, vc.cpu);
+        }
+    }
 }

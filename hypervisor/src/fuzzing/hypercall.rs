@@ -232,6 +232,7 @@ fn build() -> World {
         console: Default::default(),
         stats: Default::default(),
         decoded: Default::default(),
+        vcpu_id: 0,
     };
     World {
         frames: spin::Mutex::new(frames),
@@ -299,7 +300,7 @@ fn kind_of(objects: &Objects<FakeBackend>, handle: u64) -> u8 {
     match (handle, objects.lookup(handle)) {
         (mojito::MOJITO_SYSTEM_HANDLE, _) => SYS,
         (_, Some(Handle::Vm(_))) => VM,
-        (_, Some(Handle::Vcpu(_))) => VCPU,
+        (_, Some(Handle::Vcpu(..))) => VCPU,
         (_, None) => 0,
     }
 }

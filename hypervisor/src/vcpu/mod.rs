@@ -175,7 +175,7 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
                 env.lazy.xcr0
             };
             let d = cpuid::Dynamic {
-                apic_id: 0,
+                apic_id: env.vcpu_id as u8,
                 osxsave: cpu.cr4() & CR4_OSXSAVE != 0,
                 xcr0,
             };

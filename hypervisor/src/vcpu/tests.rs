@@ -190,6 +190,7 @@ pub(crate) fn env() -> VmEnv {
         console: Default::default(),
         stats: Default::default(),
         decoded: Default::default(),
+        vcpu_id: 0,
     }
 }
 
