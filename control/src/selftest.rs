@@ -354,7 +354,7 @@ pub fn bad_requests(scratch: u64, boot_area: u64) -> bool {
     );
     c.expect(
         "vCPU id beyond the maximum",
-        hv::call(KVM_CREATE_VCPU, vm, 5),
+        hv::call(KVM_CREATE_VCPU, vm, 256),
         EINVAL,
     );
     match hv::call(KVM_CREATE_VCPU, vm, 0) {
