@@ -66,6 +66,11 @@ unsafe impl Pod for abi::kvm::kvm_msi {}
 unsafe impl Pod for abi::kvm::kvm_lapic_state {}
 // SAFETY: as above.
 unsafe impl Pod for abi::kvm::kvm_mp_state {}
+// SAFETY: as above (the entry array is empty).
+unsafe impl Pod for abi::kvm::kvm_irq_routing {}
+// SAFETY: as above; its union's members are integer structs of which any
+// bytes are a valid value.
+unsafe impl Pod for abi::kvm::kvm_irq_routing_entry {}
 // SAFETY: as above.
 unsafe impl Pod for abi::kvm::kvm_guest_debug {}
 // SAFETY: as above.
@@ -138,6 +143,7 @@ pub struct Ctx<'a, B: Backend> {
 enum Request {
     GetApiVersion,
     SignalMsi(abi::kvm::kvm_msi),
+    SetGsiRouting(u64),
     GetLapic(u64),
     SetLapic(u64),
     GetMpState(u64),
@@ -290,6 +296,7 @@ fn decode<B: Backend>(
         (Some(Handle::Vcpu(..)), req::KVM_SET_XCRS) => Request::SetXcrs(read_arg(ram, arg)?),
         (Some(Handle::Vm(_)), req::KVM_ENABLE_CAP) => Request::EnableCapVm(read_arg(ram, arg)?),
         (Some(Handle::Vm(_)), req::KVM_SIGNAL_MSI) => Request::SignalMsi(read_arg(ram, arg)?),
+        (Some(Handle::Vm(_)), req::KVM_SET_GSI_ROUTING) => Request::SetGsiRouting(arg),
         (Some(Handle::Vcpu(..)), req::KVM_GET_LAPIC) => Request::GetLapic(arg),
         (Some(Handle::Vcpu(..)), req::KVM_SET_LAPIC) => Request::SetLapic(arg),
         (Some(Handle::Vcpu(..)), req::KVM_GET_MP_STATE) => Request::GetMpState(arg),
@@ -475,6 +482,11 @@ fn invoke<B: Backend>(
                 return Err(EEXIST);
             }
             vc.irq = Some(vector);
+            0
+        }
+        Request::SetGsiRouting(gpa) => {
+            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            vm.routes = super::routing::set(&cd.ram, gpa, vm.split_irqchip)?;
             0
         }
         Request::SignalMsi(m) => {
@@ -738,6 +750,7 @@ fn check_extension(cap: u64) -> u64 {
         | abi::kvm::KVM_CAP_SIGNAL_MSI
         | abi::kvm::KVM_CAP_TSC_DEADLINE_TIMER
         | abi::kvm::KVM_CAP_MP_STATE => 1,
+        abi::kvm::KVM_CAP_IRQ_ROUTING => u64::from(super::routing::MAX_ROUTES),
         // The bit mask of hypercalls that can exit (only KVM_HC_MAP_GPA_RANGE).
         abi::kvm::KVM_CAP_EXIT_HYPERCALL => 1 << abi::kvm::KVM_HC_MAP_GPA_RANGE,
         abi::kvm::KVM_CAP_NR_VCPUS | abi::kvm::KVM_CAP_MAX_VCPUS => u64::from(MAX_VCPUS),

@@ -319,13 +319,18 @@ pub fn run<B: Backend>(
         vcpus,
         intrs,
         nested,
+        routes,
         ..
     } = vm;
     let at = slot.min(vcpus.len());
     let (before, rest) = vcpus.split_at_mut(at);
     let (me, after) = rest.split_first_mut().ok_or(EINVAL)?;
     let vc = me.as_mut().ok_or(EINVAL)?;
-    let mut peers = Peers { before, after };
+    let mut peers = Peers {
+        before,
+        after,
+        routes,
+    };
     let run_gpa = vc.run_pages.ok_or(EINVAL)?;
     // request_interrupt_window and immediate_exit.
     let mut head = [0u8; 2];
@@ -1134,6 +1139,7 @@ fn exit_size(reason: u32) -> usize {
         abi::kvm::KVM_EXIT_X86_RDMSR | abi::kvm::KVM_EXIT_X86_WRMSR => {
             size_of::<abi::kvm::kvm_run_msr>()
         }
+        abi::kvm::KVM_EXIT_IOAPIC_EOI => size_of::<abi::kvm::kvm_run_eoi>(),
         _ => MAX_EXIT_BYTES,
     }
 }

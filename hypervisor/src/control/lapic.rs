@@ -10,9 +10,9 @@
 //! A VM's vCPUs take turns on one CPU: an IPI sets the target's IRR (or
 //! its pending INIT or SIPI, taken when it next runs, as KVM's pending APIC
 //! events), and the sender's RUN ends so that the VMM runs the target. NMI
-//! and SMI IPIs are dropped; a level-triggered EOI asks nothing of the VMM
-//! (no `KVM_SET_GSI_ROUTING` yet, so no vector is on an IOAPIC route, as on
-//! KVM without routes).
+//! and SMI IPIs are dropped. An EOI of a level-triggered vector a reserved
+//! IOAPIC pin routes here ends RUN with `KVM_EXIT_IOAPIC_EOI`
+//! (`control::routing`).
 
 use super::kvm::{Intr, RunEnd, internal};
 use super::mmio::{self, LocalDevice};
@@ -110,13 +110,12 @@ pub fn exit<B: Backend>(
             };
             let start = mmio::emulate_local(vc, env, f, &mut dev);
             let effect = dev.effect;
-            let sibling = apply(&mut l, effect, peers);
+            let applied = apply(&mut l, effect, peers);
             sync_cr8(&mut vc.cpu, &l);
             vc.lapic = Some(l);
             match start {
                 mmio::Start::Exit(end) => Outcome::Exit(end),
-                mmio::Start::Resume if sibling => Outcome::Sibling,
-                mmio::Start::Resume => Outcome::Done,
+                mmio::Start::Resume => applied.outcome(),
             }
         }
         Exit::Hlt => {
@@ -169,7 +168,7 @@ fn msr<B: Backend>(
     };
     let g = vc.cpu.gprs();
     let index = g.rcx as u32;
-    let mut sibling = false;
+    let mut applied = Applied::Nothing;
     let ok = if write {
         let value = g.edx_eax();
         let r = match index {
@@ -177,7 +176,7 @@ fn msr<B: Backend>(
             lapic::IA32_TSC_DEADLINE => Ok(l.set_tsc_deadline(value, now)),
             _ => l.msr_write(index, value, now),
         };
-        r.map(|effect| sibling = apply(l, effect, peers)).is_ok()
+        r.map(|effect| applied = apply(l, effect, peers)).is_ok()
     } else {
         let r = match index {
             lapic::IA32_APIC_BASE => Ok(l.base()),
@@ -192,10 +191,29 @@ fn msr<B: Backend>(
     } else {
         vc.cpu.inject(Fault::GP0);
     }
-    if sibling {
-        Outcome::Sibling
-    } else {
-        Outcome::Done
+    applied.outcome()
+}
+
+/// What carrying out a register write led to.
+enum Applied {
+    Nothing,
+    /// Another vCPU got something it can act on and may run now.
+    Sibling,
+    /// An EOI the VMM's IOAPIC must see (`KVM_EXIT_IOAPIC_EOI`).
+    Eoi(u8),
+}
+
+impl Applied {
+    fn outcome(self) -> Outcome {
+        match self {
+            Self::Nothing => Outcome::Done,
+            Self::Sibling => Outcome::Sibling,
+            Self::Eoi(vector) => {
+                let mut exit = abi::kvm::kvm_run_exit::default();
+                exit.eoi = abi::kvm::kvm_run_eoi { vector };
+                Outcome::Exit(RunEnd::Exit(abi::kvm::KVM_EXIT_IOAPIC_EOI, exit))
+            }
+        }
     }
 }
 
@@ -241,13 +259,15 @@ impl LocalDevice for Mmio<'_> {
     }
 }
 
-/// Carries out what a register write asked for. True if another vCPU
-/// got something it can act on and may run now.
-fn apply<B: Backend>(l: &mut Lapic, effect: Effect, peers: &mut Peers<'_, B>) -> bool {
-    let Effect::Ipi(ipi) = effect else {
-        // The timer is re-armed before the next entry; no vector is on an
-        // IOAPIC route.
-        return false;
+/// Carries out what a register write asked for.
+fn apply<B: Backend>(l: &mut Lapic, effect: Effect, peers: &mut Peers<'_, B>) -> Applied {
+    let ipi = match effect {
+        Effect::Ipi(ipi) => ipi,
+        Effect::LevelEoi(vector) if peers.routes.eoi_exits(l, vector) => {
+            return Applied::Eoi(vector);
+        }
+        // The timer is re-armed before the next entry.
+        Effect::None | Effect::TimerChanged | Effect::LevelEoi(_) => return Applied::Nothing,
     };
     let (to_self, to_others) = match ipi.shorthand {
         Shorthand::ToSelf => (true, false),
@@ -269,7 +289,7 @@ fn apply<B: Backend>(l: &mut Lapic, effect: Effect, peers: &mut Peers<'_, B>) ->
             if to_self {
                 l.deliver(ipi.vector, ipi.level_triggered);
                 if lowest {
-                    return false;
+                    return Applied::Nothing;
                 }
             }
             if to_others {
@@ -302,7 +322,11 @@ fn apply<B: Backend>(l: &mut Lapic, effect: Effect, peers: &mut Peers<'_, B>) ->
         // NMI, SMI, ExtINT, the de-assert and reserved modes: dropped.
         _ => {}
     }
-    woke && peers.any_can_run()
+    if woke && peers.any_can_run() {
+        Applied::Sibling
+    } else {
+        Applied::Nothing
+    }
 }
 
 /// Takes the INIT and SIPI other vCPUs sent this one, as KVM's

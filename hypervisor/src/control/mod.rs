@@ -16,6 +16,7 @@ pub mod layout;
 pub mod memory;
 pub mod mmio;
 pub mod objects;
+pub mod routing;
 pub mod state;
 pub mod string_io;
 pub mod xen;

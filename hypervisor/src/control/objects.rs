@@ -117,10 +117,12 @@ impl<B: Backend> KvmVcpu<B> {
     }
 }
 
-/// The other vCPUs of a VM, beside the one running.
+/// The rest of a VM beside the vCPU running: the other vCPUs, and the
+/// interrupt routes.
 pub struct Peers<'a, B: Backend> {
     pub before: &'a mut [Option<KvmVcpu<B>>],
     pub after: &'a mut [Option<KvmVcpu<B>>],
+    pub routes: &'a super::routing::Routes,
 }
 
 impl<B: Backend> Peers<'_, B> {
@@ -155,6 +157,8 @@ pub struct KvmVm<B: Backend> {
     /// `KVM_CAP_SPLIT_IRQCHIP`'s count of reserved IOAPIC pins, once
     /// enabled: each vCPU then gets a local APIC in the hypervisor.
     pub split_irqchip: Option<u32>,
+    /// `KVM_SET_GSI_ROUTING`'s MSI routes.
+    pub routes: super::routing::Routes,
 }
 
 /// RUNs that returned -EINTR, by cause.
@@ -324,6 +328,7 @@ impl<B: Backend> Objects<B> {
             current: None,
             intrs: IntrCounts::default(),
             split_irqchip: None,
+            routes: Default::default(),
         });
         match self.new_handle(Handle::Vm(i)) {
             Ok(h) => Ok(h),

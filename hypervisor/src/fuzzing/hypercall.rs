@@ -108,6 +108,7 @@ const REQUESTS: &[Req] = &[
     Req(req::KVM_GET_XCRS, VCPU, Arg::Gpa),
     Req(req::KVM_SET_XCRS, VCPU, Arg::Gpa),
     Req(req::KVM_SIGNAL_MSI, VM, Arg::Gpa),
+    Req(req::KVM_SET_GSI_ROUTING, VM, Arg::Gpa),
     Req(req::KVM_GET_LAPIC, VCPU, Arg::Gpa),
     Req(req::KVM_SET_LAPIC, VCPU, Arg::Gpa),
     Req(req::KVM_GET_MP_STATE, VCPU, Arg::Gpa),
