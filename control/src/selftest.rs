@@ -432,6 +432,21 @@ pub fn bad_requests(scratch: u64, boot_area: u64) -> bool {
                 c.failed += 1;
                 println!("control: FAIL bad request: KVM_SET_GUEST_DEBUG single-step was refused");
             }
+            // The local APIC and its run states need the split irqchip.
+            let mut lapic = kvm_lapic_state::default();
+            c.expect(
+                "KVM_GET_LAPIC without the split irqchip",
+                hv::call(KVM_GET_LAPIC, vcpu, &mut lapic as *mut _ as u64),
+                EINVAL,
+            );
+            let halted = kvm_mp_state {
+                mp_state: KVM_MP_STATE_HALTED,
+            };
+            c.expect(
+                "KVM_SET_MP_STATE halted without the split irqchip",
+                hv::call(KVM_SET_MP_STATE, vcpu, &halted as *const _ as u64),
+                EINVAL,
+            );
             let _ = hv::call(MOJITO_CLOSE, vcpu, 0);
             c.expect("a closed vCPU", hv::call(KVM_RUN, vcpu, 0), EBADF);
         }
@@ -442,6 +457,7 @@ pub fn bad_requests(scratch: u64, boot_area: u64) -> bool {
     }
     let _ = hv::call(MOJITO_CLOSE, vm, 0);
     c.expect("a closed VM", hv::call(KVM_CREATE_VCPU, vm, 0), EBADF);
+    irqchip_requests(&mut c, scratch);
     if c.failed == 0 {
         println!(
             "control: bad requests: {} checked, each refused as KVM refuses it",
@@ -449,6 +465,101 @@ pub fn bad_requests(scratch: u64, boot_area: u64) -> bool {
         );
     }
     c.failed == 0
+}
+
+/// The split irqchip's requests refused as KVM refuses them, on a VM of
+/// its own: the MSI and routing requests without it, the capability's
+/// limits and order, bad routing tables, and too many vCPUs.
+fn irqchip_requests(c: &mut Checks, scratch: u64) {
+    let Ok(vm) = hv::system(KVM_CREATE_VM, 0) else {
+        c.failed += 1;
+        println!("control: FAIL bad request: KVM_CREATE_VM for the irqchip checks failed");
+        return;
+    };
+    let msi = |data: u32| kvm_msi {
+        address_lo: 0xfee0_0000,
+        data,
+        ..Default::default()
+    };
+    let signal = |m: &kvm_msi| hv::call(KVM_SIGNAL_MSI, vm, m as *const _ as u64);
+    // A routing table at `scratch`: a header and up to two MSI entries.
+    let routing = |nr: u32, flags: u32, entries: &[(u32, u32, u32)]| {
+        let head = scratch as *mut kvm_irq_routing;
+        // SAFETY: `scratch` is 2 MiB of free RAM of ours.
+        unsafe { head.write(kvm_irq_routing { nr, flags, ..Default::default() }) };
+        for (i, &(gsi, type_, data)) in entries.iter().enumerate() {
+            let mut e = kvm_irq_routing_entry {
+                gsi,
+                type_,
+                ..Default::default()
+            };
+            e.u.msi = kvm_irq_routing_msi {
+                address_lo: 0xfee0_0000,
+                data,
+                ..Default::default()
+            };
+            let at = (scratch + 8) as *mut kvm_irq_routing_entry;
+            // SAFETY: as above; the entries follow the header.
+            unsafe { at.add(i).write(e) };
+        }
+        hv::call(KVM_SET_GSI_ROUTING, vm, scratch)
+    };
+    c.expect(
+        "KVM_SIGNAL_MSI without the split irqchip",
+        signal(&msi(0x40)),
+        EINVAL,
+    );
+    c.expect(
+        "KVM_SET_GSI_ROUTING without the split irqchip",
+        routing(0, 0, &[]),
+        EINVAL,
+    );
+    let split = |pins: u64| kvm_enable_cap {
+        cap: KVM_CAP_SPLIT_IRQCHIP,
+        args: [pins, 0, 0, 0],
+        ..Default::default()
+    };
+    let enable = |e: &kvm_enable_cap| hv::call(KVM_ENABLE_CAP, vm, e as *const _ as u64);
+    c.expect("a split irqchip of 49 pins", enable(&split(49)), EINVAL);
+    if enable(&split(24)) != Ok(0) {
+        c.failed += 1;
+        println!("control: FAIL bad request: KVM_CAP_SPLIT_IRQCHIP was refused");
+    }
+    c.expect("the split irqchip twice", enable(&split(24)), EEXIST);
+    // KVM's -1 for an MSI that addresses no APIC.
+    c.expect("KVM_SIGNAL_MSI to no vCPU", signal(&msi(0x40)), EPERM);
+    let msi_route = KVM_IRQ_ROUTING_MSI;
+    c.expect("a routing table of 4097", routing(4097, 0, &[]), EINVAL);
+    c.expect("a routing table with flags", routing(0, 1, &[]), EINVAL);
+    c.expect(
+        "an IOAPIC-pin route with the split irqchip",
+        routing(1, 0, &[(2, KVM_IRQ_ROUTING_IRQCHIP, 0)]),
+        EINVAL,
+    );
+    c.expect(
+        "two routes for one GSI",
+        routing(2, 0, &[(3, msi_route, 0x40), (3, msi_route, 0x41)]),
+        EINVAL,
+    );
+    c.expect(
+        "a route for GSI 4096",
+        routing(1, 0, &[(4096, msi_route, 0x40)]),
+        EINVAL,
+    );
+    c.expect(
+        "a vCPU id of 256",
+        hv::call(KVM_CREATE_VCPU, vm, 256),
+        EINVAL,
+    );
+    let made = (0..8u64)
+        .filter(|&id| hv::call(KVM_CREATE_VCPU, vm, id).is_ok())
+        .count();
+    if made != 8 {
+        c.failed += 1;
+        println!("control: FAIL bad request: {made} of 8 vCPUs made");
+    }
+    c.expect("a ninth vCPU", hv::call(KVM_CREATE_VCPU, vm, 8), EINVAL);
+    let _ = hv::call(MOJITO_CLOSE, vm, 0);
 }
 
 /// The vCPU-state requests do what KVM's do: round trips and refusals.
@@ -463,7 +574,7 @@ pub fn state_requests(scratch: u64) -> bool {
         }
     };
     // KVM_CHECK_EXTENSION names what the requests rely on, and only that
-    // (no in-kernel irqchip yet).
+    // (the split irqchip, not the whole in-kernel one).
     for (cap, want) in [
         (KVM_CAP_EXT_CPUID, 1),
         (KVM_CAP_XSAVE, 1),
@@ -475,6 +586,10 @@ pub fn state_requests(scratch: u64) -> bool {
         (KVM_CAP_X86_USER_SPACE_MSR, 1),
         (KVM_CAP_X86_MSR_FILTER, 1),
         (KVM_CAP_IRQCHIP, 0),
+        (KVM_CAP_SPLIT_IRQCHIP, 1),
+        (KVM_CAP_SIGNAL_MSI, 1),
+        (KVM_CAP_IRQ_ROUTING, 4096),
+        (KVM_CAP_MAX_VCPUS, 8),
     ] {
         good(
             "KVM_CHECK_EXTENSION of a state capability",
