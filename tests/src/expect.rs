@@ -150,6 +150,14 @@ pub const ENDINGS: &[Ending] = &[
          the ISR until EOI",
     ),
     ending(
+        "smp",
+        "exited with status 0",
+        true,
+        "two vCPUs under the split irqchip: the AP started by INIT and SIPI, IPIs both ways \
+         (physical, all excluding self, logical), a periodic timer on each, shared memory and \
+         a spinlock",
+    ),
+    ending(
         "debug",
         "exited with status 0",
         true,
@@ -376,6 +384,7 @@ pub fn problems(serial: &str, extension: &str, mode: Mode) -> Vec<String> {
         passing.push("memslots");
         passing.push("irq");
         passing.push("lapic");
+        passing.push("smp");
         passing.push("debug");
         passing.push("usermsr");
         passing.push("xenner");
@@ -682,8 +691,8 @@ mod tests {
         // bench's stop, its seven figures and the lifecycle line, usermsr's
         // PASS and stop, xenner's PASS, dirty-log line and stop, pvclock's
         // PASS, two dirty-log lines and stop, hostio's PASS and stop,
-        // inshole's line and stop, lapic's PASS and stop.
-        assert_eq!(p.len(), 45, "{p:?}");
+        // inshole's line and stop, lapic's and smp's PASS and stop.
+        assert_eq!(p.len(), 47, "{p:?}");
         let log = format!(
             "{log}\ncontrol: Mojito control domain 0.1.0 starting\ncontrol: KVM API version 12\n\
              control: bad requests: 24 checked, each refused as KVM refuses it\n\
@@ -718,6 +727,7 @@ mod tests {
              [inshole] rep insb of 128 bytes at 0x3fffc0: RAM's last 64 bytes, then the hole\n\
              control: vm 20 (inshole): stopped: internal error (0x1) (0 ticks in all)\n\
              [lapic] PASS\ncontrol: vm 21 (lapic): stopped: exited with status 0\n\
+             [smp] PASS\ncontrol: vm 22 (smp): stopped: exited with status 0\n\
              control: vm 14 (bench): stopped: exited with status 0"
         );
         assert_eq!(bench_figure(&log, "cpuid"), Some(1164.3));

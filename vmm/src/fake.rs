@@ -1,6 +1,8 @@
 //! A scripted back end for unit tests of the run loop: each `KVM_RUN`
 //! writes the next scripted exit into a run area in ordinary memory, as a
-//! kernel would, and remembers what the VMM left in it.
+//! kernel would, and remembers what the VMM left in it. vCPU 0 follows
+//! `script` (then HLT for ever); vCPU `i` > 0 follows `ap_scripts[i - 1]`
+//! (then `KVM_EXIT_INTR` for ever, as an AP that is never started).
 
 use std::collections::VecDeque;
 use std::ptr::NonNull;
@@ -40,6 +42,9 @@ pub enum Scripted {
     Fail(i32),
 }
 
+/// Every `KVM_SET_CPUID2`: the vCPU id and the table.
+pub type CpuidLog = Arc<Mutex<Vec<(u32, Vec<kvm_cpuid_entry2>)>>>;
+
 /// What the VMM answered, per exit: the IN data or MMIO data or hypercall
 /// result it left in the run page.
 pub type Answers = Arc<Mutex<Vec<Vec<u8>>>>;
@@ -47,6 +52,16 @@ pub type Answers = Arc<Mutex<Vec<Vec<u8>>>>;
 /// The fake system.
 pub struct FakeSystem {
     pub script: Vec<Scripted>,
+    /// The scripts of vCPUs 1, 2, ...
+    pub ap_scripts: Vec<Vec<Scripted>>,
+    /// What `KVM_CHECK_EXTENSION` answers (0 for any other capability);
+    /// `KVM_ENABLE_CAP` succeeds for these and fails with `EINVAL` for
+    /// the rest.
+    pub caps: Vec<(u32, u32)>,
+    /// The vCPU id of every `KVM_RUN`, in order.
+    pub runs: Arc<Mutex<Vec<u32>>>,
+    /// Every `KVM_SET_CPUID2`: the vCPU id and the table.
+    pub cpuids: CpuidLog,
     pub answers: Answers,
     /// Every `KVM_INTERRUPT` vector, in order.
     pub interrupts: Arc<Mutex<Vec<u32>>>,
@@ -60,6 +75,10 @@ impl FakeSystem {
     pub fn new(script: Vec<Scripted>) -> Self {
         Self {
             script,
+            ap_scripts: Vec::new(),
+            caps: Vec::new(),
+            runs: Arc::default(),
+            cpuids: Arc::default(),
             answers: Answers::default(),
             interrupts: Arc::default(),
             msis: Arc::default(),
@@ -74,8 +93,8 @@ impl System for FakeSystem {
     fn api_version(&self) -> api::Result<u32> {
         Ok(12)
     }
-    fn check_extension(&self, _cap: u32) -> api::Result<u32> {
-        Ok(0)
+    fn check_extension(&self, cap: u32) -> api::Result<u32> {
+        Ok(cap_value(&self.caps, cap))
     }
     fn vcpu_mmap_size(&self) -> api::Result<usize> {
         Ok(AREA)
@@ -96,6 +115,10 @@ impl System for FakeSystem {
     fn create_vm(&self) -> api::Result<FakeVm> {
         Ok(FakeVm {
             script: self.script.clone().into(),
+            ap_scripts: self.ap_scripts.clone(),
+            caps: self.caps.clone(),
+            runs: self.runs.clone(),
+            cpuids: self.cpuids.clone(),
             answers: self.answers.clone(),
             interrupts: self.interrupts.clone(),
             msis: self.msis.clone(),
@@ -142,9 +165,18 @@ impl GuestMemory for FakeMemory {
     }
 }
 
+/// What the fake answers `KVM_CHECK_EXTENSION(cap)`.
+fn cap_value(caps: &[(u32, u32)], cap: u32) -> u32 {
+    caps.iter().find(|(c, _)| *c == cap).map_or(0, |(_, v)| *v)
+}
+
 /// The fake VM.
 pub struct FakeVm {
     script: VecDeque<Scripted>,
+    ap_scripts: Vec<Vec<Scripted>>,
+    caps: Vec<(u32, u32)>,
+    runs: Arc<Mutex<Vec<u32>>>,
+    cpuids: CpuidLog,
     answers: Answers,
     interrupts: Arc<Mutex<Vec<u32>>>,
     msis: Arc<Mutex<Vec<kvm_msi>>>,
@@ -189,10 +221,22 @@ impl Vm for FakeVm {
     fn memory(&self, slot: u32) -> Option<GuestRam<'_>> {
         (slot == 0).then(|| self.slot0.as_ref().map(GuestMemory::ram))?
     }
-    fn create_vcpu(&mut self, _id: u32) -> api::Result<FakeVcpu> {
+    fn create_vcpu(&mut self, id: u32) -> api::Result<FakeVcpu> {
+        let script = match id.checked_sub(1) {
+            None => std::mem::take(&mut self.script),
+            Some(i) => self
+                .ap_scripts
+                .get(i as usize)
+                .cloned()
+                .unwrap_or_default()
+                .into(),
+        };
         Ok(FakeVcpu {
+            id,
             area: vec![0; AREA / 8],
-            script: std::mem::take(&mut self.script),
+            script,
+            runs: self.runs.clone(),
+            cpuids: self.cpuids.clone(),
             answers: self.answers.clone(),
             interrupts: self.interrupts.clone(),
             pending: None,
@@ -200,11 +244,14 @@ impl Vm for FakeVm {
             sregs: kvm_sregs::default(),
         })
     }
-    fn check_extension(&self, _cap: u32) -> api::Result<u32> {
-        Ok(0)
+    fn check_extension(&self, cap: u32) -> api::Result<u32> {
+        Ok(cap_value(&self.caps, cap))
     }
-    fn enable_cap(&mut self, _cap: &kvm_enable_cap) -> api::Result<()> {
-        Err(errno::EINVAL)
+    fn enable_cap(&mut self, cap: &kvm_enable_cap) -> api::Result<()> {
+        if cap_value(&self.caps, cap.cap) == 0 {
+            return Err(errno::EINVAL);
+        }
+        Ok(())
     }
     fn signal_msi(&mut self, msi: &kvm_msi) -> api::Result<u32> {
         self.msis.lock().unwrap().push(*msi);
@@ -224,8 +271,11 @@ impl Kick for NoKick {
 
 /// The fake vCPU.
 pub struct FakeVcpu {
+    id: u32,
     area: Vec<u64>,
     script: VecDeque<Scripted>,
+    runs: Arc<Mutex<Vec<u32>>>,
+    cpuids: CpuidLog,
     answers: Answers,
     interrupts: Arc<Mutex<Vec<u32>>>,
     /// The previous exit, whose answer is collected on the next run.
@@ -283,10 +333,13 @@ impl Vcpu for FakeVcpu {
 
     fn run(&mut self) -> api::Result<RunPage<'_>> {
         self.collect_answer();
-        let next = self
-            .script
-            .pop_front()
-            .unwrap_or(Scripted::Reason(KVM_EXIT_HLT));
+        self.runs.lock().unwrap().push(self.id);
+        let done = if self.id == 0 {
+            Scripted::Reason(KVM_EXIT_HLT)
+        } else {
+            Scripted::Fail(errno::EINTR)
+        };
+        let next = self.script.pop_front().unwrap_or(done);
         self.pending = Some(next.clone());
         let (run, rest) = self.page().into_parts();
         match next {
@@ -354,7 +407,11 @@ impl Vcpu for FakeVcpu {
             .push(vector);
         Ok(())
     }
-    fn set_cpuid2(&mut self, _entries: &[kvm_cpuid_entry2]) -> api::Result<()> {
+    fn set_cpuid2(&mut self, entries: &[kvm_cpuid_entry2]) -> api::Result<()> {
+        self.cpuids
+            .lock()
+            .unwrap()
+            .push((self.id, entries.to_vec()));
         Ok(())
     }
     fn get_msrs(&self, _entries: &mut [kvm_msr_entry]) -> api::Result<usize> {

@@ -21,6 +21,19 @@
 //! [`Vcpu::run`], under a lock the run takes too, so
 //! it never writes to an unmapped page or signals a thread that has exited.
 //!
+//! # Several vCPUs
+//!
+//! The VMM runs a VM's vCPUs round robin on one thread (`crate::vm::Vm::run`),
+//! moving on at each `KVM_EXIT_INTR`. Linux's `KVM_RUN` does not return on
+//! its own while the vCPU cannot run — an AP waiting for SIPI, a vCPU
+//! halted in HLT with the APIC in the kernel — nor while it runs guest code
+//! that does not exit. So a VM's second vCPU starts a [`Ticker`]: a thread
+//! that, every [`TICK`], kicks the vCPU whose turn it is (the last of the
+//! VM's vCPUs to enter `KVM_RUN`): its RUN ends, or if the VMM is handling
+//! one of its exits just then, its next RUN ends at once — so each turn
+//! lasts about a tick, the counterpart of Mojito's timer tick (DESIGN.md
+//! D2). It stops with the VM handle; a VM with one vCPU has none.
+//!
 //! # Memory
 //!
 //! Guest memory is anonymous `mmap`ed memory. Once a slot is set, the VM
@@ -31,8 +44,9 @@
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once, Weak};
+use std::time::Duration;
 
 use abi::kvm as k;
 use kvm_bindings as kb;
@@ -121,6 +135,9 @@ impl System for HostKvm {
         Ok(HostVm {
             fd,
             slots: Arc::new(Mutex::new(BTreeMap::new())),
+            kicks: Arc::new(Mutex::new(Vec::new())),
+            turn: Arc::new(AtomicUsize::new(0)),
+            ticker: None,
         })
     }
 }
@@ -165,10 +182,66 @@ type Slots = Arc<Mutex<BTreeMap<u32, HostMemory>>>;
 /// A VM on `/dev/kvm`.
 #[derive(Debug)]
 pub struct HostVm {
+    // Field order is drop order: the ticker stops before the fd closes.
+    /// From the second vCPU on: ends each vCPU's turn after a [`TICK`].
+    ticker: Option<Ticker>,
     fd: VmFd,
     /// Shared with every vCPU, so memory outlives all that can run the
     /// guest.
     slots: Slots,
+    /// Each vCPU's kick state, in the order they were made, for the
+    /// ticker.
+    kicks: Arc<Mutex<Vec<Weak<KickState>>>>,
+    /// Whose turn it is: the index in `kicks` of the vCPU that last
+    /// entered `KVM_RUN`.
+    turn: Arc<AtomicUsize>,
+}
+
+/// How long a vCPU's turn lasts in a VM with several ([`Ticker`]): short
+/// enough that a vCPU waiting in the kernel costs the others little, long
+/// enough that a running one gets work done (Mojito's tick is 10 ms).
+pub const TICK: Duration = Duration::from_millis(1);
+
+/// The thread that kicks the vCPU whose turn it is, in a VM with several,
+/// every [`TICK`] (see the module's "Several vCPUs").
+#[derive(Debug)]
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(kicks: Arc<Mutex<Vec<Weak<KickState>>>>, turn: Arc<AtomicUsize>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("vmm-ticker".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::SeqCst) {
+                    std::thread::sleep(TICK);
+                    let Ok(list) = kicks.lock() else {
+                        return;
+                    };
+                    let current = list
+                        .get(turn.load(Ordering::SeqCst))
+                        .and_then(Weak::upgrade);
+                    if let Some(k) = current {
+                        HostKicker(k).kick();
+                    }
+                }
+            })
+            .ok();
+        Self { stop, thread }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Slot `slot` of `memory` at `guest_phys_addr` with `flags`.
@@ -290,14 +363,24 @@ impl Vm for HostVm {
         let run_size = self.fd.run_size();
         let run_ptr = NonNull::from(fd.get_kvm_run()).cast::<u8>();
         install_kick_signal();
+        let kick = Arc::new(KickState {
+            requested: AtomicBool::new(false),
+            inside: Mutex::new(None),
+            run_ptr: run_ptr.as_ptr() as usize,
+        });
+        let mut kicks = self.kicks.lock().map_err(|_| k::errno::EINVAL)?;
+        let index = kicks.len();
+        kicks.push(Arc::downgrade(&kick));
+        drop(kicks);
+        if index > 0 && self.ticker.is_none() {
+            self.ticker = Some(Ticker::start(self.kicks.clone(), self.turn.clone()));
+        }
         Ok(HostVcpu {
             fd,
             run_size,
-            kick: Arc::new(KickState {
-                requested: AtomicBool::new(false),
-                inside: Mutex::new(None),
-                run_ptr: run_ptr.as_ptr() as usize,
-            }),
+            kick,
+            index,
+            turn: self.turn.clone(),
             _slots: self.slots.clone(),
         })
     }
@@ -414,6 +497,10 @@ pub struct HostVcpu {
     fd: VcpuFd,
     run_size: usize,
     kick: Arc<KickState>,
+    /// Its place among the VM's vCPUs, and the VM's turn (for the
+    /// ticker).
+    index: usize,
+    turn: Arc<AtomicUsize>,
     _slots: Slots,
 }
 
@@ -429,6 +516,7 @@ impl Vcpu for HostVcpu {
     type Kicker = HostKicker;
 
     fn run(&mut self) -> api::Result<RunPage<'_>> {
+        self.turn.store(self.index, Ordering::SeqCst);
         // SAFETY: pthread_self has no preconditions.
         self.set_inside(Some(unsafe { libc::pthread_self() }));
         let result = if self.kick.requested.swap(false, Ordering::SeqCst) {

@@ -76,11 +76,39 @@ pub fn mojito_look(supported: &[kvm_cpuid_entry2]) -> Vec<kvm_cpuid_entry2> {
 }
 
 /// The test guests that want the kernel's local APIC (the split irqchip,
-/// `VmConfig::split_irqchip`), by their bundle name. The others keep the
-/// userspace irqchip they test: `irq` injects with `KVM_INTERRUPT` and the
-/// interrupt window, and `halt` and the rest must see HLT reach the VMM.
+/// `VmConfig::split_irqchip`), by their bundle name: `lapic`, and every
+/// guest with several vCPUs ([`guest_vcpus`]: their APs start through the
+/// kernel's APIC, by INIT and SIPI). The others keep the userspace irqchip
+/// they test: `irq` injects with `KVM_INTERRUPT` and the interrupt window,
+/// and `halt` and the rest must see HLT reach the VMM.
 pub fn wants_split_irqchip(guest: &str) -> bool {
-    guest == "lapic"
+    guest == "lapic" || guest_vcpus(guest) > 1
+}
+
+/// How many vCPUs a test guest gets (`VmConfig::vcpus`), by its bundle
+/// name: `smp` has a BSP and one AP; every other guest one vCPU.
+pub fn guest_vcpus(guest: &str) -> u32 {
+    if guest == "smp" { 2 } else { 1 }
+}
+
+/// Gives vCPU `id` its own initial APIC ID in a copy of the VM's CPUID
+/// table, as a VMM with several vCPUs must (KVM takes the table as given):
+/// CPUID.1:EBX bits 31:24, and EDX of the x2APIC topology leaves 0xB and
+/// 0x1F (SDM Vol. 2A, CPUID, "Initial APIC ID", "x2APIC ID of the
+/// current logical processor").
+pub fn with_apic_id(table: &[kvm_cpuid_entry2], id: u32) -> Vec<kvm_cpuid_entry2> {
+    table
+        .iter()
+        .copied()
+        .map(|mut e| {
+            match e.function {
+                1 => e.ebx = (e.ebx & 0x00ff_ffff) | (id & 0xff) << 24,
+                0xb | 0x1f => e.edx = id,
+                _ => {}
+            }
+            e
+        })
+        .collect()
 }
 
 /// Offers the local APIC the kernel emulates under the split irqchip in
@@ -207,6 +235,36 @@ mod tests {
         assert_eq!(table[0].ecx, 1 | LEAF1_ECX_X2APIC);
         assert!(wants_split_irqchip("lapic"));
         assert!(!wants_split_irqchip("irq") && !wants_split_irqchip("halt"));
+    }
+
+    #[test]
+    fn smp_gets_two_vcpus_and_the_split_irqchip() {
+        assert_eq!(guest_vcpus("smp"), 2);
+        assert!(wants_split_irqchip("smp"));
+        assert_eq!((guest_vcpus("lapic"), guest_vcpus("demo")), (1, 1));
+    }
+
+    #[test]
+    fn each_vcpu_gets_its_own_apic_id() {
+        let table = [
+            kvm_cpuid_entry2 {
+                function: 1,
+                ebx: 0x0708_0800,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0xb,
+                index: 1,
+                edx: 0,
+                ..Default::default()
+            },
+            leaf(7, 3),
+        ];
+        let ap = with_apic_id(&table, 1);
+        assert_eq!(ap[0].ebx, 0x0108_0800);
+        assert_eq!(ap[1].edx, 1);
+        assert_eq!(ap[2], table[2]);
+        assert_eq!(with_apic_id(&table, 0)[0].ebx, 0x0008_0800);
     }
 
     #[test]

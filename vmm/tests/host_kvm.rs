@@ -617,6 +617,44 @@ fn lapic_guest_passes() {
     assert_eq!(run.lines.last().map(String::as_str), Some("PASS"));
 }
 
+/// Two vCPUs under the split irqchip on the host's KVM: the VMM gives the
+/// `smp` guest a BSP and an AP by name (`vmm::policy::guest_vcpus`) and
+/// runs them round robin on one thread; the host back end's ticker ends
+/// the `KVM_RUN` of an AP waiting for SIPI, or halted, every millisecond.
+/// The guest starts its AP by INIT and SIPI, sends IPIs both ways, runs a
+/// timer on each vCPU and shares memory and a spinlock between them.
+#[test]
+fn smp_guest_passes() {
+    let Some(_) = kvm("smp_guest_passes") else {
+        return;
+    };
+    let config = VmConfig::new("smp").mojito_look();
+    assert_eq!((config.vcpus, config.split_irqchip), (2, true));
+    let run = run_test_guest("smp", WATCHDOG);
+    assert!(
+        !run.watchdog_fired,
+        "smp: stopped by the watchdog: {:#?}",
+        run.lines
+    );
+    assert_eq!(
+        reason(&run),
+        StopReason::Exited(0),
+        "output: {:#?}",
+        run.lines
+    );
+    assert_eq!(run.lines.last().map(String::as_str), Some("PASS"));
+    let outcome = run.outcome.as_ref().expect("an outcome");
+    // Both vCPUs ran, and the exits of each add up to the VM's.
+    let per_vcpu = &outcome.exits.per_vcpu;
+    assert_eq!(per_vcpu.len(), 2);
+    assert!(
+        per_vcpu.iter().all(|&n| n > 0),
+        "exits per vCPU: {per_vcpu:?}"
+    );
+    let total: u64 = outcome.exits.by_reason.values().sum();
+    assert_eq!(per_vcpu.iter().sum::<u64>(), total);
+}
+
 /// `KVM_SIGNAL_MSI` through the host back end: refused without an
 /// in-kernel irqchip (what the Mojito back end's boot check expects of the
 /// hypervisor, too); with the split irqchip, blocked (0) while the vCPU's

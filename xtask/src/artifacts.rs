@@ -11,10 +11,10 @@ use crate::workspace::{Workspace, output_of, run_checked};
 pub const TARGET: &str = "x86_64-unknown-none";
 
 /// The guest binaries of the `guests` crate.
-pub const GUESTS: [&str; 24] = [
+pub const GUESTS: [&str; 25] = [
     "demo", "isolate", "halt", "triple", "spin", "fpustate", "portio", "mmio", "mmiofail",
     "memslots", "irq", "debug", "usermsr", "xenner", "pvclock", "bench", "counter", "hostile",
-    "hostio", "soak", "flood", "probe", "inshole", "lapic",
+    "hostio", "soak", "flood", "probe", "inshole", "lapic", "smp",
 ];
 
 /// What `build` produced.

@@ -40,8 +40,9 @@ pub const BOOT_SCRIPT: &str = "boot.mojito";
 /// script, the guest that never exits, `counter` (it polls a UART, which
 /// the built-in devices lack, and never ends), and the guests whose
 /// INS/OUTS, MMIO, memory slots, interrupts, debugging, MSRs or forwarded
-/// exits need a VMM (`lapic`: the VMM's split irqchip, PIT and MSI port).
-pub const CONTROL_ONLY: [&str; 17] = [
+/// exits need a VMM (`lapic`: the VMM's split irqchip, PIT and MSI port;
+/// `smp`: a second vCPU, started through the split irqchip).
+pub const CONTROL_ONLY: [&str; 18] = [
     CONTROL_ELF,
     BOOT_SCRIPT,
     "guests/counter.elf",
@@ -59,6 +60,7 @@ pub const CONTROL_ONLY: [&str; 17] = [
     "guests/hostio.elf",
     "guests/inshole.elf",
     "guests/lapic.elf",
+    "guests/smp.elf",
 ];
 
 /// One file of the boot bundle: its name in the bundle and where it is.
@@ -133,6 +135,7 @@ pub fn default_bundle(a: &Artifacts) -> Result<Vec<BundleEntry>> {
         elf("hostio", "hostio")?,
         elf("inshole", "inshole")?,
         elf("lapic", "lapic")?,
+        elf("smp", "smp")?,
     ])
 }
 
@@ -664,7 +667,8 @@ mod tests {
                 "guests/hostile.elf",
                 "guests/hostio.elf",
                 "guests/inshole.elf",
-                "guests/lapic.elf"
+                "guests/lapic.elf",
+                "guests/smp.elf"
             ]
         );
     }

@@ -16,6 +16,10 @@ pub const ENXIO: i32 = 6;
 pub const E2BIG: i32 = 7;
 /// Bad handle (the counterpart of a bad file descriptor).
 pub const EBADF: i32 = 9;
+/// Try again: Linux's `KVM_RUN` on a vCPU waiting for SIPI
+/// (`KVM_MP_STATE_UNINITIALIZED`) returns it when an event woke the vCPU
+/// without a signal; the VMM runs it again.
+pub const EAGAIN: i32 = 11;
 /// Out of memory (the hypervisor's metadata pool is exhausted).
 pub const ENOMEM: i32 = 12;
 /// Bad address: an argument outside the control domain's RAM.

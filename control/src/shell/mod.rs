@@ -376,8 +376,14 @@ mod machine {
             let streams = self.streams;
             match vms::make(id, &spec, &self.bundle, streams) {
                 Ok(vm) => {
+                    let vcpus = vm.vcpu_count() as u32;
+                    let cpus = if vcpus > 1 {
+                        alloc::format!(" and {vcpus} vCPUs")
+                    } else {
+                        String::new()
+                    };
                     println!(
-                        "control: vm {id} ({}): created with {} MiB of RAM",
+                        "control: vm {id} ({}): created with {} MiB of RAM{cpus}",
                         spec.name,
                         spec.mem >> 20
                     );
@@ -385,6 +391,7 @@ mod machine {
                     self.vms.push(Entry {
                         id,
                         spec,
+                        vcpus,
                         state: State::Created,
                         vm: Some(vm),
                         exits: Default::default(),

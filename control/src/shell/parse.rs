@@ -51,7 +51,9 @@ pub struct Create {
     pub cmdline: Option<String>,
     /// Bytes of guest RAM.
     pub mem: u64,
-    pub cpus: u32,
+    /// vCPUs asked for (`cpus=`, 1 to [`MAX_CPUS`]); `None`: the guest's
+    /// own count (one; two for the `smp` test guest).
+    pub cpus: Option<u32>,
 }
 
 /// Guest RAM when `create` names none: what a test guest needs.
@@ -61,6 +63,8 @@ pub const MIN_MEM: u64 = 1 << 20;
 pub const MAX_MEM: u64 = 3 << 30;
 /// Longest VM name.
 pub const NAME_MAX: usize = 16;
+/// Most vCPUs `create` accepts (`vmm::vm::MAX_VCPUS`).
+pub const MAX_CPUS: u32 = 8;
 
 /// A command's name, usage line and help.
 #[derive(Debug, PartialEq, Eq)]
@@ -107,8 +111,10 @@ pub const COMMANDS: &[Spec] = &[
                `create NAME kernel=FILE`. Today a kernel is an ELF test guest (tests/guests, \
                abi::guest) or a multiboot v1 kernel (initrd= becomes its module, cmdline= its \
                command line); Linux bzImage and vmlinux wait for the Linux issue and are \
-               refused. mem= is in MiB unless it ends in K, M or G (default 4M); cpus= must \
-               be 1 until guests get SMP.",
+               refused. mem= is in MiB unless it ends in K, M or G (default 4M). cpus= is 1 \
+               to 8 vCPUs for an ELF test guest (default: its own, 1, or 2 for smp); with \
+               more than 1 the local APIC is the hypervisor's (split irqchip) and the APs \
+               wait for the guest's INIT and SIPI.",
     },
     Spec {
         name: "start",
@@ -172,7 +178,7 @@ pub const COMMANDS: &[Spec] = &[
         name: "show",
         alias: None,
         usage: "show [PATH]",
-        summary: "a read-only view of a VM's state: vm/NAME/vcpu0/regs, .../sregs, .../msrs, \
+        summary: "a read-only view of a VM's state: vm/NAME/vcpuN/regs, .../sregs, .../msrs, \
                   vm/NAME/memslots",
         more: "Without PATH, or with a directory, it lists what is there.",
     },
@@ -488,7 +494,7 @@ fn create(args: &[String]) -> Result<Create, String> {
         initrd: None,
         cmdline: None,
         mem: DEFAULT_MEM,
-        cpus: 1,
+        cpus: None,
     };
     let mut seen: Vec<&str> = Vec::new();
     for o in options {
@@ -511,11 +517,15 @@ fn create(args: &[String]) -> Result<Create, String> {
                     })?;
             }
             "cpus" => {
-                c.cpus = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=256).contains(n))
-                    .ok_or_else(|| format!("cpus={value} is not a count from 1 to 256"))?;
+                c.cpus = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_CPUS).contains(n))
+                        .ok_or_else(|| {
+                            format!("cpus={value} is not a count from 1 to {MAX_CPUS}")
+                        })?,
+                );
             }
             _ => return Err(format!("unknown option {key}=")),
         }
@@ -535,13 +545,13 @@ pub enum ShowPath {
     Root,
     /// `vm`: lists the VMs.
     Vms,
-    /// `vm/NAME`: lists `vcpu0/` and `memslots`.
+    /// `vm/NAME`: lists `vcpu0/` (one per vCPU) and `memslots`.
     Vm(String),
-    /// `vm/NAME/vcpu0`: lists `regs`, `sregs`, `msrs`.
-    Vcpu(String),
-    Regs(String),
-    Sregs(String),
-    Msrs(String),
+    /// `vm/NAME/vcpuN`: lists `regs`, `sregs`, `msrs`.
+    Vcpu(String, u32),
+    Regs(String, u32),
+    Sregs(String, u32),
+    Msrs(String, u32),
     Memslots(String),
 }
 
@@ -555,19 +565,37 @@ pub fn show_path(path: &str) -> Result<ShowPath, String> {
             Err(format!("'{name}' is no VM name"))
         }
     };
+    // `vcpuN`, N from 0 to MAX_CPUS - 1 in plain decimal.
+    let vcpu = |part: &str| {
+        part.strip_prefix("vcpu")
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|n| n.len() == 1 || !n.starts_with('0'))
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|&n| n < MAX_CPUS)
+    };
+    let no_such = || Err(format!("no such path: {path} (show lists what there is)"));
     match parts.as_slice() {
         [] => Ok(ShowPath::Root),
         ["vm"] => Ok(ShowPath::Vms),
         ["vm", name] => Ok(ShowPath::Vm(vm(name)?)),
         ["vm", name, "memslots"] => Ok(ShowPath::Memslots(vm(name)?)),
-        ["vm", name, "vcpu0"] => Ok(ShowPath::Vcpu(vm(name)?)),
-        ["vm", name, "vcpu0", "regs"] => Ok(ShowPath::Regs(vm(name)?)),
-        ["vm", name, "vcpu0", "sregs"] => Ok(ShowPath::Sregs(vm(name)?)),
-        ["vm", name, "vcpu0", "msrs"] => Ok(ShowPath::Msrs(vm(name)?)),
-        ["vm", _, cpu, ..] if cpu.starts_with("vcpu") && *cpu != "vcpu0" => {
-            Err(format!("no {cpu}: VMs have one vCPU, vcpu0"))
+        ["vm", name, cpu, rest @ ..] if cpu.starts_with("vcpu") => {
+            let Some(n) = vcpu(cpu) else {
+                return Err(format!(
+                    "no {cpu}: a VM's vCPUs are vcpu0 up to vcpu{}",
+                    MAX_CPUS - 1
+                ));
+            };
+            let name = vm(name)?;
+            match rest {
+                [] => Ok(ShowPath::Vcpu(name, n)),
+                ["regs"] => Ok(ShowPath::Regs(name, n)),
+                ["sregs"] => Ok(ShowPath::Sregs(name, n)),
+                ["msrs"] => Ok(ShowPath::Msrs(name, n)),
+                _ => no_such(),
+            }
         }
-        _ => Err(format!("no such path: {path} (show lists what there is)")),
+        _ => no_such(),
     }
 }
 
@@ -664,13 +692,17 @@ mod tests {
                 initrd: Some("i".into()),
                 cmdline: Some("a b".into()),
                 mem: 16 << 20,
-                cpus: 1,
+                cpus: Some(1),
             })
         );
         let Command::Create(c) = ok("create a kernel=k mem=2048K") else {
             panic!()
         };
-        assert_eq!((c.mem, c.cpus), (2 << 20, 1));
+        assert_eq!((c.mem, c.cpus), (2 << 20, None));
+        let Command::Create(c) = ok("create a kernel=k cpus=8") else {
+            panic!()
+        };
+        assert_eq!(c.cpus, Some(8));
         let Command::Create(c) = ok("create a kernel=k mem=1G") else {
             panic!()
         };
@@ -707,6 +739,7 @@ mod tests {
         assert!(err("create x kernel=k mem=0").contains("is no size"));
         assert!(err("create x kernel=k mem=1025K").contains("is no size"));
         assert!(err("create x kernel=k cpus=0").contains("cpus=0"));
+        assert!(err("create x kernel=k cpus=9").contains("from 1 to 8"));
         assert!(err("create x kernel=k kernel=j").contains("given twice"));
         assert!(err("create x kernel=k colour=red").contains("unknown option colour="));
         assert!(err("create x kernel=k junk").contains("'junk' is not KEY=VALUE"));
@@ -721,24 +754,40 @@ mod tests {
         assert_eq!(show_path("vm/demo"), Ok(ShowPath::Vm("demo".into())));
         assert_eq!(
             show_path("vm/demo/vcpu0/regs"),
-            Ok(ShowPath::Regs("demo".into()))
+            Ok(ShowPath::Regs("demo".into(), 0))
         );
         assert_eq!(
             show_path("vm/demo/vcpu0/sregs/"),
-            Ok(ShowPath::Sregs("demo".into()))
+            Ok(ShowPath::Sregs("demo".into(), 0))
         );
         assert_eq!(
             show_path("vm/demo/vcpu0/msrs"),
-            Ok(ShowPath::Msrs("demo".into()))
+            Ok(ShowPath::Msrs("demo".into(), 0))
+        );
+        assert_eq!(
+            show_path("vm/smp/vcpu1"),
+            Ok(ShowPath::Vcpu("smp".into(), 1))
+        );
+        assert_eq!(
+            show_path("vm/smp/vcpu7/regs"),
+            Ok(ShowPath::Regs("smp".into(), 7))
         );
         assert_eq!(
             show_path("vm/demo/memslots"),
             Ok(ShowPath::Memslots("demo".into()))
         );
+        for bad in ["vcpu8", "vcpu01", "vcpu", "vcpux", "vcpu-1"] {
+            assert!(
+                show_path(&format!("vm/demo/{bad}/regs"))
+                    .unwrap_err()
+                    .contains("vcpu0 up to vcpu7"),
+                "{bad}"
+            );
+        }
         assert!(
-            show_path("vm/demo/vcpu1/regs")
+            show_path("vm/demo/vcpu1/cr9")
                 .unwrap_err()
-                .contains("one vCPU")
+                .contains("no such path")
         );
         assert!(
             show_path("vm/9/vcpu0/regs")

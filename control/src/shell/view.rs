@@ -178,7 +178,7 @@ pub fn list(sh: &Shell) {
             "{:>4} {:<16} {:>5}  {:<8} {:>6}  {:<11} {}",
             e.id,
             e.name(),
-            e.spec.cpus,
+            e.vcpus,
             text::size(e.spec.mem),
             e.total_exits(),
             uptime,
@@ -209,10 +209,19 @@ pub fn stats(sh: &mut Shell, i: usize) {
     };
     let total: u64 = exits.by_reason.values().sum();
     println!("vm {} ({}): {}", e.id, e.spec.name, e.state);
-    println!(
-        "  vcpu0: {total} exits to the VMM, {} in KVM_RUN",
-        text::duration(e.ran_tsc, khz)
-    );
+    let ran = text::duration(e.ran_tsc, khz);
+    if exits.per_vcpu.len() > 1 {
+        // They take turns on one CPU: the time is the VM's.
+        for (n, count) in exits.per_vcpu.iter().enumerate() {
+            println!("  vcpu{n}: {count} exits to the VMM");
+        }
+        println!(
+            "  all {} vCPUs: {total} exits, {ran} in KVM_RUN (round robin on one CPU)",
+            exits.per_vcpu.len()
+        );
+    } else {
+        println!("  vcpu0: {total} exits to the VMM, {ran} in KVM_RUN");
+    }
     let mut line = String::new();
     for (&reason, &n) in &exits.by_reason {
         line.push_str(&format!(" {}={n}", exit_reason_name(reason)));
@@ -285,37 +294,82 @@ pub fn show(sh: &mut Shell, path: &str) {
             return;
         }
         ShowPath::Vm(n)
-        | ShowPath::Vcpu(n)
-        | ShowPath::Regs(n)
-        | ShowPath::Sregs(n)
-        | ShowPath::Msrs(n)
+        | ShowPath::Vcpu(n, _)
+        | ShowPath::Regs(n, _)
+        | ShowPath::Sregs(n, _)
+        | ShowPath::Msrs(n, _)
         | ShowPath::Memslots(n) => n.clone(),
     };
     let Some(i) = sh.find(&name) else {
         println!("show: there is no VM {name} (list shows them)");
         return;
     };
-    match target {
+    let vcpus = sh.vms[i].vcpus;
+    let k = match &target {
         ShowPath::Vm(_) => {
-            println!("vm/{name}/vcpu0/");
+            for k in 0..vcpus {
+                println!("vm/{name}/vcpu{k}/");
+            }
             println!("vm/{name}/memslots");
             return;
         }
-        ShowPath::Vcpu(_) => {
+        ShowPath::Vcpu(_, k)
+        | ShowPath::Regs(_, k)
+        | ShowPath::Sregs(_, k)
+        | ShowPath::Msrs(_, k)
+            if *k >= vcpus =>
+        {
+            println!(
+                "show: {name} has {vcpus} vCPU{}: vcpu0 up to vcpu{}",
+                if vcpus == 1 { "" } else { "s" },
+                vcpus.saturating_sub(1)
+            );
+            return;
+        }
+        ShowPath::Vcpu(_, k) => {
             for f in ["regs", "sregs", "msrs"] {
-                println!("vm/{name}/vcpu0/{f}");
+                println!("vm/{name}/vcpu{k}/{f}");
             }
             return;
         }
-        _ => {}
-    }
+        ShowPath::Regs(_, k) | ShowPath::Sregs(_, k) | ShowPath::Msrs(_, k) => *k as usize,
+        _ => 0,
+    };
     let e = &mut sh.vms[i];
     let Some(vm) = e.vm.as_mut() else {
-        println!("show: {name} has stopped; its vCPU and memory are gone");
+        println!("show: {name} has stopped; its vCPUs and memory are gone");
+        return;
+    };
+    if let ShowPath::Memslots(_) = target {
+        for m in vm.memslots() {
+            let mut flags = Vec::new();
+            if m.flags & abi::kvm::KVM_MEM_LOG_DIRTY_PAGES != 0 {
+                flags.push("log-dirty");
+            }
+            if m.flags & abi::kvm::KVM_MEM_READONLY != 0 {
+                flags.push("readonly");
+            }
+            println!(
+                "slot {:>3}: {:#012x}-{:#012x} {:>8} {}",
+                m.slot,
+                m.guest_phys_addr,
+                m.guest_phys_addr + m.memory_size - 1,
+                text::size(m.memory_size),
+                if flags.is_empty() {
+                    String::from("-")
+                } else {
+                    flags.join(",")
+                }
+            );
+        }
+        return;
+    }
+    let Some(vcpu) = vm.vcpu_at(k) else {
+        println!("show: {name} has no vcpu{k}");
         return;
     };
     match target {
-        ShowPath::Regs(_) => match vm.vcpu().get_regs() {
+        ShowPath::Regs(..) => match vcpu.get_regs() {
             Ok(r) => {
                 println!(
                     "rax {:#018x} rbx {:#018x} rcx {:#018x} rdx {:#018x}",
@@ -337,7 +391,7 @@ pub fn show(sh: &mut Shell, path: &str) {
             }
             Err(e) => println!("show: KVM_GET_REGS failed: -{e}"),
         },
-        ShowPath::Sregs(_) => match vm.vcpu().get_sregs() {
+        ShowPath::Sregs(..) => match vcpu.get_sregs() {
             Ok(s) => {
                 for (n, seg) in [
                     ("cs", &s.cs),
@@ -365,39 +419,16 @@ pub fn show(sh: &mut Shell, path: &str) {
             }
             Err(e) => println!("show: KVM_GET_SREGS failed: -{e}"),
         },
-        ShowPath::Msrs(_) => {
+        ShowPath::Msrs(..) => {
             for (index, msr) in SHOW_MSRS {
                 let mut entry = [kvm_msr_entry {
                     index,
                     ..Default::default()
                 }];
-                match vm.vcpu().get_msrs(&mut entry) {
+                match vcpu.get_msrs(&mut entry) {
                     Ok(1) => println!("{msr:<15} {index:#010x} = {:#018x}", entry[0].data),
                     _ => println!("{msr:<15} {index:#010x}   (not readable)"),
                 }
-            }
-        }
-        ShowPath::Memslots(_) => {
-            for m in vm.memslots() {
-                let mut flags = Vec::new();
-                if m.flags & abi::kvm::KVM_MEM_LOG_DIRTY_PAGES != 0 {
-                    flags.push("log-dirty");
-                }
-                if m.flags & abi::kvm::KVM_MEM_READONLY != 0 {
-                    flags.push("readonly");
-                }
-                println!(
-                    "slot {:>3}: {:#012x}-{:#012x} {:>8} {}",
-                    m.slot,
-                    m.guest_phys_addr,
-                    m.guest_phys_addr + m.memory_size - 1,
-                    text::size(m.memory_size),
-                    if flags.is_empty() {
-                        String::from("-")
-                    } else {
-                        flags.join(",")
-                    }
-                );
             }
         }
         _ => {}

@@ -15,6 +15,7 @@ use crate::devices::scratch::Scratch;
 use crate::devices::{Effect, PortBus};
 use crate::exit::Exit;
 use crate::record::{ExitRecord, Recorder};
+use alloc::vec::Vec;
 
 /// Everything the exit handlers touch (kept apart from the vCPU, whose
 /// run page an exit borrows).
@@ -26,19 +27,19 @@ pub(super) struct State {
     pub(super) exits: ExitCounts,
     pub(super) uart_base: u16,
     pub(super) stop_on_yield: bool,
-    /// `VmConfig::stop_on_intr`.
+    /// `VmConfig::stop_on_intr` (`Vm::run` looks at it).
     pub(super) stop_on_intr: bool,
     /// The interrupt vector raised and not yet injected (userspace
-    /// irqchip: `Vm::arm_interrupt`).
+    /// irqchip: `Vm::arm_interrupt`, into the BSP).
     pub(super) pending_irq: Option<u8>,
-    /// What `request_interrupt_window` in the run page says.
+    /// What `request_interrupt_window` in the BSP's run page says.
     pub(super) window_requested: bool,
     /// The guest asked to be debugged (`abi::guest::DEBUG_PORT`).
     pub(super) debugging: bool,
     /// With hardware breakpoints.
     pub(super) hw_breakpoints: bool,
-    /// `KVM_EXIT_INTR`s since the last other exit.
-    pub(super) intrs_in_a_row: u32,
+    /// Per vCPU: its `KVM_EXIT_INTR`s since its last other exit.
+    pub(super) intrs_in_a_row: Vec<u32>,
     /// `VmConfig::max_intrs_in_a_row`.
     pub(super) max_intrs_in_a_row: u32,
     /// The VMM's MSRs (`abi::guest::VMM_MSR_BASE`, `VmConfig::user_msrs`).
@@ -56,7 +57,11 @@ fn vmm_msr(index: u32) -> Option<usize> {
 
 /// What an exit handler decided.
 pub(super) enum Next {
+    /// The same vCPU goes on.
     Continue,
+    /// `KVM_EXIT_INTR`: this vCPU's turn ends; the next one runs (round
+    /// robin, `Vm::run`).
+    EndTurn,
     Stop(StopReason),
     /// Carry out a memory-slot test command (`Vm::memtest`), then go on.
     Command(u8),
@@ -75,9 +80,15 @@ pub(super) enum Next {
 }
 
 impl State {
-    pub(super) fn handle(&mut self, exit: Exit<'_>) -> Next {
-        if !matches!(exit, Exit::Intr) {
-            self.intrs_in_a_row = 0;
+    /// Handles an exit of vCPU `vcpu`.
+    pub(super) fn handle(&mut self, vcpu: usize, exit: Exit<'_>) -> Next {
+        if let Some(n) = self.exits.per_vcpu.get_mut(vcpu) {
+            *n += 1;
+        }
+        if !matches!(exit, Exit::Intr)
+            && let Some(n) = self.intrs_in_a_row.get_mut(vcpu)
+        {
+            *n = 0;
         }
         match exit {
             Exit::IoIn {
@@ -193,16 +204,17 @@ impl State {
                 // Not recorded: it says when the VMM got its CPU back, not
                 // what the guest did.
                 self.exits.count(KVM_EXIT_INTR);
-                self.intrs_in_a_row = self.intrs_in_a_row.saturating_add(1);
-                if self.max_intrs_in_a_row > 0 && self.intrs_in_a_row >= self.max_intrs_in_a_row {
-                    return Next::Stop(StopReason::NoExit {
-                        intrs: self.intrs_in_a_row,
-                    });
+                if let Some(n) = self.intrs_in_a_row.get_mut(vcpu) {
+                    *n = n.saturating_add(1);
                 }
-                if self.stop_on_intr {
-                    return Next::Stop(StopReason::Interrupted);
+                // The VM keeps its CPU without exiting only if every vCPU
+                // does: a halted AP gets nothing but KVM_EXIT_INTR while
+                // the BSP works.
+                let least = self.intrs_in_a_row.iter().copied().min().unwrap_or(0);
+                if self.max_intrs_in_a_row > 0 && least >= self.max_intrs_in_a_row {
+                    return Next::Stop(StopReason::NoExit { intrs: least });
                 }
-                Next::Continue
+                Next::EndTurn
             }
             Exit::IrqWindowOpen => {
                 self.exits.count(KVM_EXIT_IRQ_WINDOW_OPEN);

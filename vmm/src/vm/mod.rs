@@ -1,4 +1,4 @@
-//! A VM as the VMM runs it: memory, one vCPU, the port devices, the
+//! A VM as the VMM runs it: memory, its vCPUs, the port devices, the
 //! guest's console, and the run loop that handles exits, records the exit
 //! stream and says why the VM stopped.
 //!
@@ -12,6 +12,20 @@
 //! APIC is the kernel's (DESIGN.md D4: KVM's, or Mojito's hypervisor), HLT
 //! and the APIC timer never reach the VMM, and the MSI test port sends
 //! `KVM_SIGNAL_MSI`.
+//!
+//! vCPUs: [`VmConfig::vcpus`] of them, ids 0 (the BSP, which the loaders
+//! start) up; the others (APs) wait for the guest's INIT and SIPI, which
+//! needs the kernel's local APIC, so more than one needs the split
+//! irqchip. One thread runs them all, round robin ([`Vm::run`]): a vCPU
+//! runs until it gets `KVM_EXIT_INTR`, its exits handled as they come,
+//! then the next one runs. The devices are the VM's, shared by all. On a
+//! kernel where `KVM_RUN` blocks while a vCPU cannot run (Linux, for a
+//! halted vCPU or an AP waiting for SIPI), the back end must end such a
+//! RUN itself (`crate::host` kicks the vCPU whose turn it is every
+//! millisecond); Mojito ends it with `KVM_EXIT_INTR` on its tick, and at
+//! once when another vCPU of the VM could run. Linux's `KVM_RUN` may also
+//! fail with `EAGAIN` on an AP that was waiting for SIPI and got its INIT:
+//! no exit, it runs again.
 
 mod handle;
 mod stop;
@@ -21,9 +35,10 @@ mod tests;
 pub use stop::{ExitCounts, Outcome, StopReason, exit_reason_name};
 
 use abi::kvm::{
-    KVM_API_VERSION, KVM_CAP_SPLIT_IRQCHIP, KVM_CAP_TSC_DEADLINE_TIMER, KVM_CAP_X86_MSR_FILTER,
-    KVM_CAP_X86_USER_SPACE_MSR, KVM_CAP_XEN_HVM, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
-    KVM_MSR_EXIT_REASON_UNKNOWN, KVM_MSR_FILTER_DEFAULT_ALLOW, errno, kvm_enable_cap,
+    KVM_API_VERSION, KVM_CAP_MAX_VCPUS, KVM_CAP_NR_VCPUS, KVM_CAP_SPLIT_IRQCHIP,
+    KVM_CAP_TSC_DEADLINE_TIMER, KVM_CAP_X86_MSR_FILTER, KVM_CAP_X86_USER_SPACE_MSR,
+    KVM_CAP_XEN_HVM, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_MSR_EXIT_REASON_UNKNOWN,
+    KVM_MSR_FILTER_DEFAULT_ALLOW, errno, kvm_enable_cap,
 };
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -62,6 +77,9 @@ pub const MAX_RAM: u64 = 3 << 30;
 /// IOAPIC pins reserved with `KVM_CAP_SPLIT_IRQCHIP` (its `args[0]`): the
 /// 24 of the usual IOAPIC, as QEMU reserves them.
 pub const IOAPIC_PINS: u64 = 24;
+/// Most vCPUs a VM may have ([`VmConfig::vcpus`]); the back end's
+/// `KVM_CAP_MAX_VCPUS` may allow fewer.
+pub const MAX_VCPUS: u32 = 8;
 
 /// The guest's CPUID table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +150,11 @@ pub struct VmConfig {
     /// x2APIC and, where the kernel has it, the TSC-deadline timer
     /// ([`policy::offer_local_apic`]).
     pub split_irqchip: bool,
+    /// vCPUs, 1 to [`MAX_VCPUS`]: ids 0 (the BSP) up, each with the CPUID
+    /// table and its own initial APIC ID ([`policy::with_apic_id`]). More
+    /// than one needs `split_irqchip` (the APs start by INIT and SIPI
+    /// through the kernel's local APIC).
+    pub vcpus: u32,
 }
 
 impl VmConfig {
@@ -154,6 +177,7 @@ impl VmConfig {
             xen_hvm: false,
             kvmclock: false,
             split_irqchip: false,
+            vcpus: 1,
         }
     }
 
@@ -161,8 +185,10 @@ impl VmConfig {
     /// own test guests pass their checks under another back end, and the
     /// memory-slot test, VMM MSRs, Xen hypercall page and kvmclock they use;
     /// the split irqchip for the test guests that want the kernel's local
-    /// APIC, by name ([`policy::wants_split_irqchip`]: the one place the
-    /// control domain, the host tests and the differential test decide it).
+    /// APIC and the vCPUs of those that want several, by name
+    /// ([`policy::wants_split_irqchip`], [`policy::guest_vcpus`]: the one
+    /// place the control domain, the host tests and the differential test
+    /// decide them).
     pub fn mojito_look(mut self) -> Self {
         self.cpuid = CpuidPolicy::MojitoLook;
         self.deny_mojito_msrs = true;
@@ -171,6 +197,7 @@ impl VmConfig {
         self.xen_hvm = true;
         self.kvmclock = true;
         self.split_irqchip = policy::wants_split_irqchip(&self.name);
+        self.vcpus = policy::guest_vcpus(&self.name);
         self
     }
 
@@ -221,14 +248,19 @@ fn kvm<T>(request: &'static str, r: api::Result<T>) -> Result<T, Error> {
 #[derive(Clone)]
 pub struct StopHandle<K: Kick> {
     flag: Arc<AtomicBool>,
-    kicker: K,
+    /// One per vCPU: whichever is running is kicked out of the guest.
+    kickers: Vec<K>,
 }
 
 impl<K: Kick> StopHandle<K> {
-    /// Asks the run loop to stop and kicks the vCPU out of the guest.
+    /// Asks the run loop to stop and kicks the vCPUs out of the guest (a
+    /// vCPU that is not running ends its next RUN at once instead, one
+    /// `KVM_EXIT_INTR`).
     pub fn stop(&self) {
         self.flag.store(true, Ordering::SeqCst);
-        self.kicker.kick();
+        for k in &self.kickers {
+            k.kick();
+        }
     }
 }
 
@@ -242,12 +274,15 @@ pub struct Memslot {
     pub memory_size: u64,
 }
 
-/// A VM with one vCPU.
+/// A VM with its vCPUs.
 pub struct Vm<V: api::Vm> {
-    // Field order is drop order: the vCPU goes before its VM.
-    vcpu: V::Vcpu,
+    // Field order is drop order: the vCPUs go before their VM.
+    /// By vCPU id; 0 is the BSP.
+    vcpus: Vec<V::Vcpu>,
     vm: V,
     state: State,
+    /// The vCPU the run loop is on (round robin, [`Vm::run`]).
+    current: usize,
     stop: Arc<AtomicBool>,
     name: String,
     vm_id: u32,
@@ -263,16 +298,17 @@ impl<V: api::Vm> fmt::Debug for Vm<V> {
         f.debug_struct("Vm")
             .field("name", &self.name)
             .field("vm_id", &self.vm_id)
+            .field("vcpus", &self.vcpus.len())
             .field("exits", &self.state.exits)
             .finish_non_exhaustive()
     }
 }
 
 impl<V: api::Vm> Vm<V> {
-    /// Makes a VM: RAM at GPA 0 (slot 0), one vCPU, its CPUID table and MSR
-    /// filter as `config` says, the standard devices (UART, debug exit,
-    /// debug console, yield and POST ports). Finished lines of the guest's
-    /// output go to `sink`.
+    /// Makes a VM: RAM at GPA 0 (slot 0), its vCPUs, their CPUID table and
+    /// the MSR filter as `config` says, the standard devices (UART, debug
+    /// exit, debug console, yield and POST ports). Finished lines of the
+    /// guest's output go to `sink`.
     pub fn create<S: System<Vm = V>>(
         system: &S,
         config: &VmConfig,
@@ -281,6 +317,14 @@ impl<V: api::Vm> Vm<V> {
         if config.ram_size == 0 || config.ram_size % 4096 != 0 || config.ram_size > MAX_RAM {
             return Err(Error::Config(
                 "RAM size must be a non-zero multiple of 4 KiB up to 3 GiB",
+            ));
+        }
+        if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
+            return Err(Error::Config("a VM has 1 to 8 vCPUs"));
+        }
+        if config.vcpus > 1 && !config.split_irqchip {
+            return Err(Error::Config(
+                "several vCPUs need the split irqchip (the APs start by INIT and SIPI)",
             ));
         }
         let version = kvm("KVM_GET_API_VERSION", system.api_version())?;
@@ -420,27 +464,50 @@ impl<V: api::Vm> Vm<V> {
                 vm.check_extension(KVM_CAP_TSC_DEADLINE_TIMER),
             )? > 0;
         }
-        let mut vcpu = kvm("KVM_CREATE_VCPU", vm.create_vcpu(0))?;
-        match config.cpuid {
-            CpuidPolicy::Unset => {}
-            policy_kind => {
-                let supported = kvm("KVM_GET_SUPPORTED_CPUID", system.supported_cpuid())?;
-                let mut table = if policy_kind == CpuidPolicy::MojitoLook {
-                    policy::mojito_look(&supported)
-                } else {
-                    supported
-                };
-                if config.kvmclock {
-                    table.extend(kvm_cpuid());
-                }
-                if config.xen_hvm {
-                    table.extend(xen_cpuid());
-                }
-                if config.split_irqchip {
-                    policy::offer_local_apic(&mut table, tsc_deadline);
-                }
-                kvm("KVM_SET_CPUID2", vcpu.set_cpuid2(&table))?;
+        if config.vcpus > 1 {
+            // KVM: without KVM_CAP_MAX_VCPUS, KVM_CAP_NR_VCPUS is the most.
+            let mut most = kvm("KVM_CHECK_EXTENSION", vm.check_extension(KVM_CAP_MAX_VCPUS))?;
+            if most == 0 {
+                most = kvm("KVM_CHECK_EXTENSION", vm.check_extension(KVM_CAP_NR_VCPUS))?;
             }
+            if most < config.vcpus {
+                return Err(Error::Config(
+                    "more vCPUs than the back end allows (KVM_CAP_MAX_VCPUS)",
+                ));
+            }
+        }
+        let mut table = None;
+        if config.cpuid != CpuidPolicy::Unset {
+            let supported = kvm("KVM_GET_SUPPORTED_CPUID", system.supported_cpuid())?;
+            let mut t = if config.cpuid == CpuidPolicy::MojitoLook {
+                policy::mojito_look(&supported)
+            } else {
+                supported
+            };
+            if config.kvmclock {
+                t.extend(kvm_cpuid());
+            }
+            if config.xen_hvm {
+                t.extend(xen_cpuid());
+            }
+            if config.split_irqchip {
+                policy::offer_local_apic(&mut t, tsc_deadline);
+            }
+            table = Some(t);
+        }
+        let mut vcpus = Vec::new();
+        for id in 0..config.vcpus {
+            let mut vcpu = kvm("KVM_CREATE_VCPU", vm.create_vcpu(id))?;
+            match &table {
+                // One vCPU keeps the table exactly as the back end gave it.
+                Some(t) if config.vcpus == 1 => kvm("KVM_SET_CPUID2", vcpu.set_cpuid2(t))?,
+                Some(t) => {
+                    let own = policy::with_apic_id(t, id);
+                    kvm("KVM_SET_CPUID2", vcpu.set_cpuid2(&own))?;
+                }
+                None => {}
+            }
+            vcpus.push(vcpu);
         }
         let mut xen_blobs = None;
         let mut xen_emulated = false;
@@ -510,15 +577,20 @@ impl<V: api::Vm> Vm<V> {
             bus.insert(abi::guest::MEMTEST_PORT, 1, Box::new(MemTest::default()))
                 .map_err(|_| Error::Config("the UART overlaps the memory-slot test port"))?;
         }
+        let n = vcpus.len();
         Ok(Self {
-            vcpu,
+            vcpus,
             vm,
+            current: 0,
             state: State {
                 bus,
                 scratch: Default::default(),
                 console: Console::new(&config.name, config.console_ring, sink),
                 recorder: Recorder::new(config.record_limit),
-                exits: ExitCounts::default(),
+                exits: ExitCounts {
+                    per_vcpu: alloc::vec![0; n],
+                    ..ExitCounts::default()
+                },
                 uart_base: config.uart_base,
                 stop_on_yield: config.stop_on_yield,
                 stop_on_intr: config.stop_on_intr,
@@ -526,7 +598,7 @@ impl<V: api::Vm> Vm<V> {
                 window_requested: false,
                 debugging: false,
                 hw_breakpoints: false,
-                intrs_in_a_row: 0,
+                intrs_in_a_row: alloc::vec![0; n],
                 max_intrs_in_a_row: config.max_intrs_in_a_row,
                 vmm_msrs: [0; abi::guest::VMM_MSR_COUNT as usize],
                 xen_emulated,
@@ -549,12 +621,14 @@ impl<V: api::Vm> Vm<V> {
         self.vm.memory(0)
     }
 
-    /// Sets the vCPU's registers for `start`, on top of its reset state.
+    /// Sets the BSP's registers for `start`, on top of its reset state
+    /// (the APs wait for the guest's INIT and SIPI).
     pub fn start_at(&mut self, start: &Start) -> Result<(), Error> {
-        let mut sregs = kvm("KVM_GET_SREGS", self.vcpu.get_sregs())?;
+        let bsp = self.vcpu();
+        let mut sregs = kvm("KVM_GET_SREGS", bsp.get_sregs())?;
         let regs = start.apply(&mut sregs);
-        kvm("KVM_SET_SREGS", self.vcpu.set_sregs(&sregs))?;
-        kvm("KVM_SET_REGS", self.vcpu.set_regs(&regs))
+        kvm("KVM_SET_SREGS", bsp.set_sregs(&sregs))?;
+        kvm("KVM_SET_REGS", bsp.set_regs(&regs))
     }
 
     fn with_ram<T>(
@@ -565,7 +639,7 @@ impl<V: api::Vm> Vm<V> {
         Ok(load(&ram)?)
     }
 
-    /// Loads one of Mojito's test guests (`abi::guest`) and points the vCPU
+    /// Loads one of Mojito's test guests (`abi::guest`) and points the BSP
     /// at it.
     pub fn load_test_guest(&mut self, elf: &[u8]) -> Result<Start, Error> {
         let id = self.vm_id;
@@ -593,16 +667,34 @@ impl<V: api::Vm> Vm<V> {
         Ok(start)
     }
 
-    /// The vCPU, for requests the VMM makes directly (registers, MSRs).
+    /// The BSP (vCPU 0), for requests the VMM makes directly (registers,
+    /// MSRs).
     pub fn vcpu(&mut self) -> &mut V::Vcpu {
-        &mut self.vcpu
+        // `create` makes at least one vCPU and none goes away.
+        &mut self.vcpus[0]
+    }
+
+    /// vCPU `id`, if the VM has it.
+    pub fn vcpu_at(&mut self, id: usize) -> Option<&mut V::Vcpu> {
+        self.vcpus.get_mut(id)
+    }
+
+    /// How many vCPUs the VM has.
+    pub fn vcpu_count(&self) -> usize {
+        self.vcpus.len()
+    }
+
+    /// The vCPU the run loop is on: the one that made the last exit, and
+    /// the one the next [`Vm::run`] runs first.
+    pub fn current_vcpu(&self) -> usize {
+        self.current
     }
 
     /// A handle that stops [`Vm::run`] from elsewhere.
     pub fn stop_handle(&self) -> StopHandle<<V::Vcpu as api::Vcpu>::Kicker> {
         StopHandle {
             flag: self.stop.clone(),
-            kicker: self.vcpu.kicker(),
+            kickers: self.vcpus.iter().map(api::Vcpu::kicker).collect(),
         }
     }
 
@@ -637,24 +729,31 @@ impl<V: api::Vm> Vm<V> {
         self.state.recorder.dropped()
     }
 
+    /// The vCPU that made the last exit.
+    fn current(&mut self) -> &mut V::Vcpu {
+        // `current` is always below the vCPU count (`run`).
+        &mut self.vcpus[self.current]
+    }
+
     /// Userspace irqchip: injects the raised vector with `KVM_INTERRUPT` if
     /// the last exit said the guest can take it, and otherwise asks for the
     /// interrupt window (`KVM_EXIT_IRQ_WINDOW_OPEN`), as a VMM with its own
-    /// PIC does.
+    /// PIC does. Into the BSP only, as a PIC's output goes to it.
     fn arm_interrupt(&mut self) {
+        let bsp = &mut self.vcpus[0];
         let mut want_window = false;
         if let Some(vector) = self.state.pending_irq {
-            let ready = self.vcpu.run_page().run().ready_for_interrupt_injection != 0;
-            if ready && self.vcpu.interrupt(u32::from(vector)).is_ok() {
+            let ready = bsp.run_page().run().ready_for_interrupt_injection != 0;
+            if ready && bsp.interrupt(u32::from(vector)).is_ok() {
                 self.state.pending_irq = None;
             } else {
                 want_window = true;
             }
         }
         // The run page is touched only when the request changes (this runs
-        // before every RUN).
+        // before every RUN of the BSP).
         if want_window != self.state.window_requested {
-            self.vcpu.run_page().run_mut().request_interrupt_window = u8::from(want_window);
+            bsp.run_page().run_mut().request_interrupt_window = u8::from(want_window);
             self.state.window_requested = want_window;
         }
     }
@@ -677,7 +776,8 @@ impl<V: api::Vm> Vm<V> {
     }
 
     /// Carries out a command of the debugging test port: single-step,
-    /// software breakpoints, or off; a new session's count starts at 0.
+    /// software breakpoints, or off, for the vCPU that wrote it; a new
+    /// session's count starts at 0.
     fn debug_command(&mut self, command: u8) {
         use abi::guest::{
             DEBUG_HW_BREAKPOINTS, DEBUG_SINGLE_STEP, DEBUG_SW_BREAKPOINTS, DEBUG_WATCH_WRITE,
@@ -712,10 +812,11 @@ impl<V: api::Vm> Vm<V> {
             DEBUG_HW_BREAKPOINTS => KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP,
             _ => 0,
         };
-        self.state.debugging = control != 0 && self.vcpu.set_guest_debug(control, debugreg).is_ok();
+        self.state.debugging =
+            control != 0 && self.current().set_guest_debug(control, debugreg).is_ok();
         self.state.hw_breakpoints = self.state.debugging && command == DEBUG_HW_BREAKPOINTS;
         if control == 0 {
-            let _ = self.vcpu.set_guest_debug(0, [0; 8]);
+            let _ = self.current().set_guest_debug(0, [0; 8]);
         }
     }
 
@@ -762,11 +863,14 @@ impl<V: api::Vm> Vm<V> {
     }
 
     /// Takes one `KVM_EXIT_INTR` off the count of those in a row
-    /// ([`VmConfig::max_intrs_in_a_row`]): the caller knows one was its own
-    /// doing (it took input, which ends the next RUN at once), not a sign
-    /// of a guest that never exits.
+    /// ([`VmConfig::max_intrs_in_a_row`]) of the vCPU the next [`Vm::run`]
+    /// runs first: the caller knows the one that ends its next RUN is its
+    /// own doing (it took input, which ends the next RUN at once), not a
+    /// sign of a guest that never exits.
     pub fn forgive_intr(&mut self) {
-        self.state.intrs_in_a_row = self.state.intrs_in_a_row.saturating_sub(1);
+        if let Some(n) = self.state.intrs_in_a_row.get_mut(self.current) {
+            *n = n.saturating_sub(1);
+        }
     }
 
     /// The memory slots, by slot number.
@@ -786,7 +890,7 @@ impl<V: api::Vm> Vm<V> {
         let ok = (|| {
             let (b32, b64) = self.xen_blobs.as_ref()?;
             const EFER_LMA: u64 = 1 << 10;
-            let long = self.vcpu.get_sregs().ok()?.efer & EFER_LMA != 0;
+            let long = self.vcpus.get(self.current)?.get_sregs().ok()?.efer & EFER_LMA != 0;
             let blob = if long { b64 } else { b32 };
             let page = (value & 0xfff) as usize;
             let data = blob.get(page * 4096..(page + 1) * 4096)?;
@@ -802,26 +906,48 @@ impl<V: api::Vm> Vm<V> {
         })()
         .is_some();
         if !ok {
-            self.vcpu.run_page().run_mut().exit.msr.error = 1;
+            self.current().run_page().run_mut().exit.msr.error = 1;
         }
     }
 
-    /// Runs the vCPU until the VM stops (or yields, or is asked to stop).
+    /// Runs the vCPUs until the VM stops (or yields, or is asked to stop).
+    ///
+    /// Round robin on this one thread (the control domain has no other):
+    /// the current vCPU runs, each exit handled as it comes, until an exit
+    /// stops the VM or a `KVM_EXIT_INTR` (under Mojito the hypervisor's
+    /// tick, or at once when this vCPU cannot run while another could; on
+    /// Linux the back end's kick) moves the loop on to the next vCPU. With
+    /// [`VmConfig::stop_on_intr`] the loop returns
+    /// [`StopReason::Interrupted`] after each full round, when it is back
+    /// at vCPU 0 (with one vCPU: at every `KVM_EXIT_INTR`, as before);
+    /// `run` again goes on with the vCPU it stopped at.
     pub fn run(&mut self) -> Outcome {
         let reason = loop {
             if self.stop.swap(false, Ordering::SeqCst) {
                 break StopReason::Requested;
             }
-            self.arm_interrupt();
-            let exit = match self.vcpu.run() {
+            let i = self.current;
+            if i == 0 {
+                self.arm_interrupt();
+            }
+            let exit = match self.vcpus[i].run() {
                 Ok(page) => Exit::decode(page),
                 // KVM_RUN interrupted (a kick, a signal, immediate_exit):
                 // KVM's KVM_EXIT_INTR.
                 Err(errno::EINTR) => Exit::Intr,
+                // Linux: an AP that waited for SIPI woke (its INIT came);
+                // no exit, so it runs again, as QEMU does.
+                Err(errno::EAGAIN) => continue,
                 Err(e) => break StopReason::RunFailed(e),
             };
-            match self.state.handle(exit) {
+            match self.state.handle(i, exit) {
                 Next::Continue => {}
+                Next::EndTurn => {
+                    self.current = (i + 1) % self.vcpus.len();
+                    if self.current == 0 && self.state.stop_on_intr {
+                        break StopReason::Interrupted;
+                    }
+                }
                 Next::Stop(reason) => break reason,
                 Next::Command(c) => self.memtest(c),
                 Next::XenPage(value) => self.xen_page(value),
@@ -830,10 +956,10 @@ impl<V: api::Vm> Vm<V> {
                 Next::ResumeBreakpoint => {
                     // An instruction breakpoint would hit again: RF lets the
                     // instruction run once (SDM Vol. 3B 18.3.1.1).
-                    match self.vcpu.get_regs() {
+                    match self.current().get_regs() {
                         Ok(mut regs) => {
                             regs.rflags |= 1 << 16;
-                            if let Err(e) = self.vcpu.set_regs(&regs) {
+                            if let Err(e) = self.current().set_regs(&regs) {
                                 break StopReason::RunFailed(e);
                             }
                         }
@@ -842,10 +968,10 @@ impl<V: api::Vm> Vm<V> {
                 }
                 Next::SkipBreakpoint => {
                     // KVM leaves RIP on the INT3: step over it.
-                    match self.vcpu.get_regs() {
+                    match self.current().get_regs() {
                         Ok(mut regs) => {
                             regs.rip += 1;
-                            if let Err(e) = self.vcpu.set_regs(&regs) {
+                            if let Err(e) = self.current().set_regs(&regs) {
                                 break StopReason::RunFailed(e);
                             }
                         }

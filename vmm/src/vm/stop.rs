@@ -115,11 +115,14 @@ impl fmt::Display for StopReason {
     }
 }
 
-/// Exits per `KVM_EXIT_*` reason (before string I/O is flattened), and the
-/// MMIO addresses no device claims.
+/// Exits per `KVM_EXIT_*` reason (before string I/O is flattened), per
+/// vCPU, and the MMIO addresses no device claims.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExitCounts {
     pub by_reason: BTreeMap<u32, u64>,
+    /// Exits of each vCPU, by vCPU id (`KVM_EXIT_INTR` included, as in
+    /// `by_reason`): they add up to the same total.
+    pub per_vcpu: Vec<u64>,
     pub mmio_reads: BTreeMap<u64, u64>,
     pub mmio_writes: BTreeMap<u64, u64>,
 }

@@ -338,3 +338,217 @@ fn the_split_irqchip_needs_the_capability() {
     assert!(VmConfig::new("lapic").mojito_look().split_irqchip);
     assert!(!VmConfig::new("irq").mojito_look().split_irqchip);
 }
+
+/// A fake with the split irqchip and up to 8 vCPUs; vCPU 0 follows `bsp`,
+/// vCPU `i` > 0 `aps[i - 1]` (then `KVM_EXIT_INTR` for ever).
+fn smp(bsp: Vec<Scripted>, aps: Vec<Vec<Scripted>>) -> FakeSystem {
+    let mut system = FakeSystem::new(bsp);
+    system.ap_scripts = aps;
+    system.caps = vec![
+        (abi::kvm::KVM_CAP_SPLIT_IRQCHIP, 1),
+        (abi::kvm::KVM_CAP_MAX_VCPUS, 8),
+    ];
+    system
+}
+
+fn two_vcpus() -> VmConfig {
+    VmConfig {
+        vcpus: 2,
+        split_irqchip: true,
+        ..small()
+    }
+}
+
+#[test]
+fn vcpus_take_turns_at_each_intr() {
+    let intr = || Scripted::Reason(KVM_EXIT_INTR);
+    let bsp = vec![
+        io(true, 0x80, 1, 1, &[1]),
+        intr(),
+        io(true, 0xe9, 1, 1, b"a"),
+        Scripted::Fail(errno::EINTR),
+        io(true, 0xf4, 1, 1, &[0]),
+    ];
+    let ap = vec![
+        Scripted::Fail(errno::EINTR),
+        io(true, 0xe9, 1, 1, b"b"),
+        io(true, 0xe9, 1, 1, b"\n"),
+        intr(),
+    ];
+    let system = smp(bsp, vec![ap]);
+    let runs = system.runs.clone();
+    let mut vm = Vm::create(&system, &two_vcpus(), Box::new(Discard)).unwrap();
+    assert_eq!(vm.vcpu_count(), 2);
+    let outcome = vm.run();
+    assert_eq!(outcome.reason, StopReason::Exited(0));
+    // An exit the VMM handles keeps the same vCPU; an INTR (or RUN's
+    // EINTR) moves on to the next, round robin.
+    assert_eq!(*runs.lock().unwrap(), [0, 0, 1, 0, 0, 1, 1, 1, 0]);
+    assert_eq!(outcome.exits.per_vcpu, [5, 4]);
+    assert_eq!(outcome.exits.get(KVM_EXIT_INTR), 4);
+    assert_eq!(outcome.exits.get(KVM_EXIT_IO), 5);
+    // One console, one exit stream, for the whole VM.
+    assert_eq!(vm.console().recent_text(), "ab\n");
+    let ports: Vec<u16> = vm
+        .records()
+        .iter()
+        .map(|r| match r {
+            ExitRecord::IoOut { port, .. } => *port,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ports, [0x80, 0xe9, 0xe9, 0xe9, 0xf4]);
+}
+
+#[test]
+fn the_first_ap_run_ends_at_once_as_an_ap_waiting_for_sipi() {
+    // An AP whose RUN first answers EAGAIN (Linux: woken while waiting for
+    // SIPI) is simply run again; that is not an exit.
+    let bsp = vec![Scripted::Fail(errno::EINTR), io(true, 0xf4, 1, 1, &[7])];
+    let ap = vec![
+        Scripted::Fail(abi::kvm::errno::EAGAIN),
+        Scripted::Fail(errno::EINTR),
+    ];
+    let system = smp(bsp, vec![ap]);
+    let runs = system.runs.clone();
+    let mut vm = Vm::create(&system, &two_vcpus(), Box::new(Discard)).unwrap();
+    let outcome = vm.run();
+    assert_eq!(outcome.reason, StopReason::Exited(7));
+    assert_eq!(*runs.lock().unwrap(), [0, 1, 1, 0]);
+    assert_eq!(outcome.exits.per_vcpu, [2, 1]);
+}
+
+#[test]
+fn stop_on_intr_returns_after_a_full_round() {
+    let config = VmConfig {
+        stop_on_intr: true,
+        stop_on_yield: true,
+        ..two_vcpus()
+    };
+    let intr = || Scripted::Reason(KVM_EXIT_INTR);
+    let bsp = vec![intr(), intr(), io(true, 0xf4, 1, 1, &[0])];
+    let ap = vec![
+        intr(),
+        io(true, abi::guest::YIELD_PORT, 1, 1, &[0]),
+        io(true, 0x80, 1, 1, &[0]),
+        intr(),
+    ];
+    let system = smp(bsp, vec![ap]);
+    let runs = system.runs.clone();
+    let mut vm = Vm::create(&system, &config, Box::new(Discard)).unwrap();
+    // vCPU 0's INTR moves on to vCPU 1, whose INTR ends the round.
+    assert_eq!(vm.run().reason, StopReason::Interrupted);
+    assert_eq!(*runs.lock().unwrap(), [0, 1]);
+    assert_eq!(vm.current_vcpu(), 0);
+    // A yield stops the loop on the vCPU that yielded, and `run` goes on
+    // with it.
+    assert_eq!(vm.run().reason, StopReason::Yield);
+    assert_eq!(vm.current_vcpu(), 1);
+    assert_eq!(vm.run().reason, StopReason::Interrupted);
+    assert_eq!(vm.run().reason, StopReason::Exited(0));
+    assert_eq!(*runs.lock().unwrap(), [0, 1, 0, 1, 1, 1, 0]);
+}
+
+#[test]
+fn the_watchdog_needs_every_vcpu_without_an_exit() {
+    let config = VmConfig {
+        max_intrs_in_a_row: 3,
+        ..two_vcpus()
+    };
+    let intr = || Scripted::Reason(KVM_EXIT_INTR);
+    let out = || io(true, 0x80, 1, 1, &[0]);
+    // The AP never starts (INTR for ever), the BSP keeps exiting: the VM
+    // works, whatever the AP's count.
+    let mut bsp = Vec::new();
+    for _ in 0..6 {
+        bsp.extend([out(), intr()]);
+    }
+    bsp.push(io(true, 0xf4, 1, 1, &[0]));
+    let mut vm = Vm::create(&smp(bsp, vec![]), &config, Box::new(Discard)).unwrap();
+    assert_eq!(vm.run().reason, StopReason::Exited(0));
+    // Neither exits: stopped once both have 3 in a row.
+    let system = smp(vec![intr(); 8], vec![]);
+    let runs = system.runs.clone();
+    let mut vm = Vm::create(&system, &config, Box::new(Discard)).unwrap();
+    let outcome = vm.run();
+    assert_eq!(outcome.reason, StopReason::NoExit { intrs: 3 });
+    assert_eq!(*runs.lock().unwrap(), [0, 1, 0, 1, 0, 1]);
+    // Forgiving takes one off the count of the vCPU that runs next (the
+    // BSP, after a round).
+    let config = VmConfig {
+        stop_on_intr: true,
+        ..config
+    };
+    let system = smp(vec![intr(); 8], vec![]);
+    let runs = system.runs.clone();
+    let mut vm = Vm::create(&system, &config, Box::new(Discard)).unwrap();
+    assert_eq!(vm.run().reason, StopReason::Interrupted);
+    vm.forgive_intr();
+    assert_eq!(vm.run().reason, StopReason::Interrupted);
+    assert_eq!(vm.run().reason, StopReason::Interrupted);
+    assert_eq!(vm.run().reason, StopReason::NoExit { intrs: 3 });
+    assert_eq!(runs.lock().unwrap().len(), 7);
+}
+
+#[test]
+fn several_vcpus_are_made_with_their_own_apic_ids() {
+    let supported_leaf1 = |table: &[abi::kvm::kvm_cpuid_entry2]| {
+        table.iter().find(|e| e.function == 1).map(|e| e.ebx >> 24)
+    };
+    let system = smp(vec![], vec![]);
+    let cpuids = system.cpuids.clone();
+    let config = VmConfig {
+        vcpus: 3,
+        ..two_vcpus()
+    };
+    let mut vm = Vm::create(&system, &config, Box::new(Discard)).unwrap();
+    assert_eq!(vm.vcpu_count(), 3);
+    assert!(vm.vcpu_at(2).is_some() && vm.vcpu_at(3).is_none());
+    let tables = cpuids.lock().unwrap().clone();
+    let ids: Vec<(u32, Option<u32>)> = tables
+        .iter()
+        .map(|(vcpu, t)| (*vcpu, supported_leaf1(t)))
+        .collect();
+    assert_eq!(ids, [(0, Some(0)), (1, Some(1)), (2, Some(2))]);
+    // The loaders start the BSP only.
+    vm.load_flat(&[0xf4], 0x7c00).unwrap();
+    assert_eq!(vm.vcpu().get_regs().unwrap().rip, 0x7c00);
+    assert_eq!(vm.vcpu_at(1).unwrap().get_regs().unwrap().rip, 0);
+}
+
+#[test]
+fn vcpu_counts_are_checked() {
+    let make =
+        |config: VmConfig| Vm::create(&smp(vec![], vec![]), &config, Box::new(Discard)).err();
+    for bad in [0, MAX_VCPUS + 1] {
+        assert!(matches!(
+            make(VmConfig {
+                vcpus: bad,
+                ..two_vcpus()
+            }),
+            Some(Error::Config(_))
+        ));
+    }
+    // Several vCPUs need the split irqchip.
+    assert!(matches!(
+        make(VmConfig {
+            split_irqchip: false,
+            ..two_vcpus()
+        }),
+        Some(Error::Config(_))
+    ));
+    // And no more than the back end allows.
+    let mut few = smp(vec![], vec![]);
+    few.caps = vec![
+        (abi::kvm::KVM_CAP_SPLIT_IRQCHIP, 1),
+        (abi::kvm::KVM_CAP_MAX_VCPUS, 1),
+    ];
+    assert!(matches!(
+        Vm::create(&few, &two_vcpus(), Box::new(Discard)).err(),
+        Some(Error::Config(_))
+    ));
+    // The test guest `smp` gets two by name.
+    let smp_look = VmConfig::new("smp").mojito_look();
+    assert_eq!((smp_look.vcpus, smp_look.split_irqchip), (2, true));
+    assert_eq!(VmConfig::new("lapic").mojito_look().vcpus, 1);
+}

@@ -45,7 +45,7 @@ pub struct RunArgs {
     /// The guest kernel's command line
     #[arg(long, value_name = "STR", requires = "kernel")]
     append: Option<String>,
-    /// The guest's vCPUs (1 until guests get SMP)
+    /// The guest's vCPUs, 1 to 8 (an ELF test guest's; `create`'s cpus=)
     #[arg(long, value_name = "N", requires = "kernel")]
     guest_cpus: Option<u32>,
     /// The guest's memory, like 64M [default: 4M]
