@@ -486,7 +486,13 @@ fn irqchip_requests(c: &mut Checks, scratch: u64) {
     let routing = |nr: u32, flags: u32, entries: &[(u32, u32, u32)]| {
         let head = scratch as *mut kvm_irq_routing;
         // SAFETY: `scratch` is 2 MiB of free RAM of ours.
-        unsafe { head.write(kvm_irq_routing { nr, flags, ..Default::default() }) };
+        unsafe {
+            head.write(kvm_irq_routing {
+                nr,
+                flags,
+                ..Default::default()
+            })
+        };
         for (i, &(gsi, type_, data)) in entries.iter().enumerate() {
             let mut e = kvm_irq_routing_entry {
                 gsi,

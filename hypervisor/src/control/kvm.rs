@@ -314,12 +314,17 @@ pub fn run<B: Backend>(
     xstate: &HostXstate,
 ) -> Result<u64, i32> {
     vm.select(slot).ok_or(EINVAL)?;
+    // A new turn when another vCPU of the VM ran last.
+    if vm.turn.0 != slot {
+        vm.turn = (slot, crate::arch::instr::rdtsc());
+    }
     let KvmVm {
         env,
         vcpus,
         intrs,
         nested,
         routes,
+        turn,
         ..
     } = vm;
     let at = slot.min(vcpus.len());
@@ -330,6 +335,7 @@ pub fn run<B: Backend>(
         before,
         after,
         routes,
+        turn_began: turn.1,
     };
     let run_gpa = vc.run_pages.ok_or(EINVAL)?;
     // request_interrupt_window and immediate_exit.
@@ -699,8 +705,12 @@ fn run_guest<B: Backend>(
         let now = crate::vcpu::pvclock::Now::read(vc.cpu.tsc_offset());
         env.msrs.kvmclock.refresh(&now, &mut env.ram);
     }
-    // A tick that came while the control domain ran is no reason to stop.
-    crate::arch::apic::take_tick();
+    // A tick that came while the control domain ran is no reason to stop —
+    // unless the VM's vCPUs take turns: then every tick ends one, so that a
+    // vCPU that keeps going to the VMM and back does not keep the CPU.
+    if !peers.any_exist() {
+        crate::arch::apic::take_tick();
+    }
     // Whether the interrupt-window exit is on (set once here, then only
     // when it must change).
     let mut window = vc.irq.is_some() || want_window;
@@ -829,6 +839,9 @@ fn run_guest<B: Backend>(
             super::lapic::Outcome::Done => {
                 if let Some(end) = control_domain_wants_cpu() {
                     return end;
+                }
+                if peers.turn_over() {
+                    return RunEnd::Interrupted(Intr::Sibling);
                 }
                 continue;
             }
@@ -967,6 +980,9 @@ fn run_guest<B: Backend>(
         // pages …), the control domain gets its CPU back on time.
         if let Some(end) = control_domain_wants_cpu() {
             return end;
+        }
+        if peers.turn_over() {
+            return RunEnd::Interrupted(Intr::Sibling);
         }
     }
 }

@@ -117,12 +117,13 @@ impl<B: Backend> KvmVcpu<B> {
     }
 }
 
-/// The rest of a VM beside the vCPU running: the other vCPUs, and the
-/// interrupt routes.
+/// The rest of a VM beside the vCPU running: the other vCPUs, the
+/// interrupt routes, and when the running vCPU's turn began (TSC).
 pub struct Peers<'a, B: Backend> {
     pub before: &'a mut [Option<KvmVcpu<B>>],
     pub after: &'a mut [Option<KvmVcpu<B>>],
     pub routes: &'a super::routing::Routes,
+    pub turn_began: u64,
 }
 
 impl<B: Backend> Peers<'_, B> {
@@ -131,6 +132,23 @@ impl<B: Backend> Peers<'_, B> {
             .iter_mut()
             .chain(self.after.iter_mut())
             .flatten()
+    }
+
+    /// A sibling can run and this vCPU has had the CPU for a tick: it
+    /// gives the CPU back so that the VMM runs the other (its RUNs that
+    /// went to the VMM and back do not make a new turn).
+    pub fn turn_over(&self) -> bool {
+        let tick = crate::arch::apic::period_tsc();
+        self.any_can_run()
+            && tick != 0
+            && crate::arch::instr::rdtsc().wrapping_sub(self.turn_began) >= tick
+    }
+
+    pub fn any_exist(&self) -> bool {
+        self.before
+            .iter()
+            .chain(self.after.iter())
+            .any(Option::is_some)
     }
 
     pub fn any_can_run(&self) -> bool {
@@ -159,6 +177,8 @@ pub struct KvmVm<B: Backend> {
     pub split_irqchip: Option<u32>,
     /// `KVM_SET_GSI_ROUTING`'s MSI routes.
     pub routes: super::routing::Routes,
+    /// Whose turn on the CPU it is among its vCPUs, and since when (TSC).
+    pub turn: (usize, u64),
 }
 
 /// RUNs that returned -EINTR, by cause.
@@ -329,6 +349,7 @@ impl<B: Backend> Objects<B> {
             intrs: IntrCounts::default(),
             split_irqchip: None,
             routes: Default::default(),
+            turn: (usize::MAX, 0),
         });
         match self.new_handle(Handle::Vm(i)) {
             Ok(h) => Ok(h),
