@@ -11,8 +11,11 @@ use crate::guest::GuestRam;
 use crate::mm::GuestPhys;
 use crate::vcpu::cpuid::CpuidTable;
 use crate::vcpu::lazy::HostXstate;
-use crate::virt::{Backend, Frames};
+use crate::virt::{Backend, Frames, GuestCpu};
 use crate::vm::VmEnv;
+
+/// RFLAGS.IF (SDM Vol. 1 3.4.3.3).
+const RFLAGS_IF: u64 = 1 << 9;
 use abi::kvm::errno::{EBADF, EEXIST, EFAULT, EINVAL, EIO, ENOMEM, ENOTTY, ENXIO};
 use abi::kvm::mojito::{self, MOJITO_SYSTEM_HANDLE, mojito_log_read, mojito_run_pages};
 use abi::kvm::{
@@ -518,7 +521,12 @@ fn invoke<B: Backend>(
             0
         }
         Request::SetMpState(state) => {
-            super::lapic::set_mp_state(vcpu_of(ctx.objects, vm_index, slot)?, state)?
+            let vc = vcpu_of(ctx.objects, vm_index, slot)?;
+            if !ctx.backend.activate(&mut vc.cpu) {
+                return Err(EINVAL);
+            }
+            let interrupts_on = vc.cpu.rflags() & RFLAGS_IF != 0;
+            super::lapic::set_mp_state(vc, state, interrupts_on)?
         }
         Request::GetDirtyLog(log) => {
             let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
@@ -551,6 +559,8 @@ fn invoke<B: Backend>(
                 return Err(EINVAL);
             }
             super::kvm::set_regs(&mut vc.cpu, &r);
+            // A halted vCPU wakes for interrupts as its new IF says.
+            vc.halted_if = r.rflags & RFLAGS_IF != 0;
             0
         }
         Request::GetSregs(gpa) => {
@@ -563,7 +573,10 @@ fn invoke<B: Backend>(
             if !ctx.backend.activate(&mut vc.cpu) {
                 return Err(EINVAL);
             }
-            let s = super::kvm::get_sregs::<B>(&vc.cpu, &vm.env);
+            let mut s = super::kvm::get_sregs::<B>(&vc.cpu, &vm.env);
+            if let Some(l) = vc.lapic.as_ref() {
+                s.apic_base = l.base();
+            }
             write_arg(&mut cd.ram, gpa, &s)?;
             0
         }
@@ -671,7 +684,18 @@ fn invoke<B: Backend>(
             if !ctx.backend.activate(&mut vc.cpu) {
                 return Err(EINVAL);
             }
+            // With the LAPIC here its base comes first (KVM: a base the
+            // APIC refuses is -EINVAL before anything changes), and CR8 is
+            // its TPR.
+            if let Some(l) = vc.lapic.as_mut() {
+                let mut probe = l.clone();
+                probe.set_base(s.apic_base, true).map_err(|()| EINVAL)?;
+            }
             super::kvm::set_sregs::<B>(&mut vc.cpu, &mut vm.env, &s)?;
+            if let Some(l) = vc.lapic.as_mut() {
+                let _ = l.set_base(s.apic_base, true);
+                l.set_tpr(((s.cr8 & 0xf) << 4) as u8);
+            }
             0
         }
     };

@@ -375,7 +375,11 @@ pub fn run<B: Backend>(
         end
     } else if immediate {
         RunEnd::Interrupted(Intr::ImmediateExit)
-    } else if want_window && vc.irq.is_none() && vc.cpu.interrupt_allowed() {
+    } else if want_window
+        && vc.irq.is_none()
+        && vc.cpu.interrupt_allowed()
+        && vc.lapic.as_ref().is_none_or(super::lapic::accepts_pic)
+    {
         // The window is open already (KVM would enter and exit at once).
         RunEnd::Exit(KVM_EXIT_IRQ_WINDOW_OPEN, kvm_run_exit::default())
     } else if crate::arch::com1_irq::take_input() {
@@ -415,12 +419,12 @@ pub fn run<B: Backend>(
     let ram = &mut cd_env.ram;
     match &end {
         RunEnd::Exit(reason, exit) => {
-            write_run_page(ram, run_gpa, *reason, Some(exit), &mut vc.cpu, ready)?;
+            write_run_page(ram, run_gpa, *reason, Some(exit), vc, ready)?;
             Ok(0)
         }
         RunEnd::Interrupted(why) => {
             intrs.count(*why);
-            write_run_page(ram, run_gpa, KVM_EXIT_INTR, None, &mut vc.cpu, ready)?;
+            write_run_page(ram, run_gpa, KVM_EXIT_INTR, None, vc, ready)?;
             Err(EINTR)
         }
     }
@@ -725,7 +729,11 @@ fn run_guest<B: Backend>(
         // KVM_INTERRUPT's vector goes in as soon as the guest can take it
         // (userspace irqchip, or ExtINT the LAPIC here takes); until then
         // the window exit is on.
-        let extint = vc.irq.is_some() && vc.lapic.as_ref().is_none_or(super::lapic::accepts_pic);
+        // With the LAPIC here the VMM's 8259 gets through only while the
+        // LAPIC takes ExtINT (KVM's `kvm_cpu_accept_dm_intr`): neither its
+        // vector nor the window the VMM asked for before then.
+        let pic_ok = vc.lapic.as_ref().is_none_or(super::lapic::accepts_pic);
+        let extint = vc.irq.is_some() && pic_ok;
         if let Some(vector) = vc.irq
             && extint
             && vc.cpu.interrupt_allowed()
@@ -735,7 +743,7 @@ fn run_guest<B: Backend>(
         }
         // The LAPIC's timer and interrupts (nothing without one).
         let lapic_waits = vc.lapic.is_some() && super::lapic::before_entry(vc);
-        let want = (extint && vc.irq.is_some()) || want_window || lapic_waits;
+        let want = (extint && vc.irq.is_some()) || (want_window && pic_ok) || lapic_waits;
         if want != window {
             vc.cpu.set_interrupt_window(want);
             window = want;
@@ -900,7 +908,10 @@ fn run_guest<B: Backend>(
             Action::InterruptWindow => {
                 // `vcpu::handle` turned the window exit off.
                 window = false;
-                if want_window && vc.irq.is_none() {
+                if want_window
+                    && vc.irq.is_none()
+                    && vc.lapic.as_ref().is_none_or(super::lapic::accepts_pic)
+                {
                     return RunEnd::Exit(KVM_EXIT_IRQ_WINDOW_OPEN, kvm_run_exit::default());
                 }
             }
@@ -1084,14 +1095,16 @@ fn stop_exit(reason: StopReason) -> RunEnd {
 
 /// Writes what RUN reports into the run page (only those fields: the rest
 /// is the VMM's).
-fn write_run_page<C: GuestCpu>(
+fn write_run_page<B: Backend>(
     ram: &mut GuestRam,
     run_gpa: u64,
     reason: u32,
     exit: Option<&kvm_run_exit>,
-    cpu: &mut C,
+    vc: &mut KvmVcpu<B>,
     ready_for_interrupt: bool,
 ) -> Result<(), i32> {
+    let apic_base = vc.lapic.as_ref().map_or(APIC_BASE_DEFAULT, |l| l.base());
+    let cpu = &mut vc.cpu;
     const RFLAGS_IF: u64 = 1 << 9;
     let at = |off: u64| GuestPhys::new(run_gpa + off);
     let if_flag = u8::from(cpu.rflags() & RFLAGS_IF != 0);
@@ -1128,7 +1141,7 @@ fn write_run_page<C: GuestCpu>(
     );
     put(run_offset::IF_FLAG, &[if_flag]);
     put(run_offset::CR8, &cpu.read_cr(8).to_le_bytes());
-    put(run_offset::APIC_BASE, &APIC_BASE_DEFAULT.to_le_bytes());
+    put(run_offset::APIC_BASE, &apic_base.to_le_bytes());
     let n = exit_size(reason).min(exit_bytes.len());
     put(run_offset::EXIT, &exit_bytes[..n]);
     if ram.write(at(START), &head[..HEAD + n]) {

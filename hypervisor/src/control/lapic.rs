@@ -37,10 +37,14 @@ const RFLAGS_RESET: u64 = 1 << 1;
 /// KVM's limit on `KVM_CAP_SPLIT_IRQCHIP`'s reserved IOAPIC pins
 /// (`MAX_NR_RESERVED_IOAPIC_PINS`).
 pub const MAX_RESERVED_PINS: u64 = 48;
+/// The ID register's offset in the register page (SDM Vol. 3A Table 11-1).
+const APIC_ID_OFFSET: usize = 0x20;
 /// IA32_APIC_BASE's address bits, 51:12 (SDM Vol. 3A 11.4.4).
 const BASE_ADDRESS: u64 = 0x000f_ffff_ffff_f000;
 /// LVT LINT0 (SDM Vol. 3A 11.5.1): where the 8259's ExtINT comes in.
 const LVT_LINT0: u32 = 0x350;
+/// Its x2APIC MSR (SDM Vol. 3A Table 11-6).
+const X2APIC_LVT_LINT0: u32 = 0x835;
 const LVT_MASKED: u32 = 1 << 16;
 /// LVT delivery mode ExtINT (bits 10:8 = 111).
 const DELIVERY_EXTINT: u32 = 0b111;
@@ -163,6 +167,13 @@ fn msr<B: Backend>(
         return Outcome::Exit(internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]));
     };
     let now = guest_tsc(&vc.cpu);
+    const CPUID_X2APIC: u32 = 1 << 21;
+    let plain = crate::vcpu::cpuid::Dynamic {
+        apic_id: 0,
+        osxsave: false,
+        xcr0: 1,
+    };
+    let x2apic = write && env.cpuid.lookup(1, 0, &plain)[2] & CPUID_X2APIC != 0;
     let Some(l) = vc.lapic.as_mut() else {
         return Outcome::NotMine;
     };
@@ -172,6 +183,8 @@ fn msr<B: Backend>(
     let ok = if write {
         let value = g.edx_eax();
         let r = match index {
+            // KVM: #GP for x2APIC mode when the guest's CPUID lacks it.
+            lapic::IA32_APIC_BASE if value & lapic::APIC_BASE_X2APIC != 0 && !x2apic => Err(()),
             lapic::IA32_APIC_BASE => l.set_base(value, false).map(|()| Effect::None),
             lapic::IA32_TSC_DEADLINE => Ok(l.set_tsc_deadline(value, now)),
             _ => l.msr_write(index, value, now),
@@ -293,12 +306,14 @@ fn apply<B: Backend>(l: &mut Lapic, effect: Effect, peers: &mut Peers<'_, B>) ->
                 }
             }
             if to_others {
+                // (An APIC that is off or software-disabled takes none.)
                 for p in peers.iter_mut().filter(|p| addressed(p)) {
-                    if let Some(pl) = p.lapic.as_mut() {
-                        pl.deliver(ipi.vector, ipi.level_triggered);
-                    }
-                    woke = true;
-                    if lowest {
+                    let took = p
+                        .lapic
+                        .as_mut()
+                        .is_some_and(|pl| pl.deliver(ipi.vector, ipi.level_triggered));
+                    woke |= took;
+                    if lowest && took {
                         break;
                     }
                 }
@@ -335,6 +350,8 @@ fn apply<B: Backend>(l: &mut Lapic, effect: Effect, peers: &mut Peers<'_, B>) ->
 /// one in real mode at CS = vector << 8, IP = 0 (SDM Vol. 3A 9.4.4).
 pub fn accept_events<B: Backend>(backend: &mut B, vc: &mut KvmVcpu<B>) {
     if core::mem::take(&mut vc.init_pending) {
+        // An event half-delivered when it last exited goes too.
+        vc.cpu.cancel_event();
         *vc.cpu.gprs() = crate::virt::Gprs::default();
         vc.cpu.set_rflags(RFLAGS_RESET);
         super::kvm::reset(backend, vc);
@@ -364,16 +381,19 @@ pub fn accept_events<B: Backend>(backend: &mut B, vc: &mut KvmVcpu<B>) {
 /// An AP that waits for INIT or SIPI: RUN gives the CPU to a sibling that
 /// can run, or (none can) waits until the control domain wants its CPU.
 pub fn wait_for_start<B: Backend>(peers: &Peers<'_, B>) -> RunEnd {
-    if peers.any_can_run() {
-        return RunEnd::Interrupted(Intr::Sibling);
-    }
     loop {
+        if peers.any_can_run() {
+            return RunEnd::Interrupted(Intr::Sibling);
+        }
         if let Some(end) = super::kvm::control_domain_wants_cpu() {
             return end;
         }
         if !crate::arch::apic::timer_running() {
             return RunEnd::Interrupted(Intr::Tick);
         }
+        // A sibling's timer may make it runnable first.
+        let host_now = crate::arch::instr::rdtsc();
+        crate::arch::apic::set_guest_deadline(peers.earliest_deadline(host_now));
         crate::arch::instr::wait_for_interrupt();
     }
 }
@@ -385,7 +405,10 @@ pub fn accepts_pic(l: &Lapic) -> bool {
     if l.mode() == Mode::Disabled {
         return true;
     }
-    let lvt0 = l.mmio_read(LVT_LINT0, 0);
+    let lvt0 = match l.mode() {
+        Mode::X2Apic => l.msr_read(X2APIC_LVT_LINT0, 0).unwrap_or(0) as u32,
+        _ => l.mmio_read(LVT_LINT0, 0),
+    };
     lvt0 & LVT_MASKED == 0 && (lvt0 >> 8) & 0b111 == DELIVERY_EXTINT
 }
 
@@ -395,12 +418,13 @@ pub fn accepts_pic(l: &Lapic) -> bool {
 /// (the caller opens the interrupt window).
 pub fn before_entry<B: Backend>(vc: &mut KvmVcpu<B>) -> bool {
     let offset = vc.cpu.tsc_offset();
+    vc.tsc_offset = offset;
     let Some(l) = vc.lapic.as_mut() else {
         return false;
     };
-    let now = crate::arch::instr::rdtsc().wrapping_add(offset);
-    l.update_timer(now);
-    let host = l.timer_deadline().map(|d| d.wrapping_sub(offset));
+    let host_now = crate::arch::instr::rdtsc();
+    l.update_timer(host_now.wrapping_add(offset));
+    let host = host_deadline(l, offset, host_now);
     if crate::arch::apic::guest_deadline() != host {
         crate::arch::apic::set_guest_deadline(host);
     }
@@ -434,15 +458,15 @@ pub fn leave() {
 pub fn wait<B: Backend>(vc: &mut KvmVcpu<B>, peers: &Peers<'_, B>) -> Option<RunEnd> {
     loop {
         let offset = vc.cpu.tsc_offset();
-        let interrupts_on = vc.cpu.rflags() & RFLAGS_IF != 0;
+        vc.tsc_offset = offset;
+        let host_now = crate::arch::instr::rdtsc();
         let Some(l) = vc.lapic.as_mut() else {
             vc.mp_state = KVM_MP_STATE_RUNNABLE;
             return None;
         };
-        let now = crate::arch::instr::rdtsc().wrapping_add(offset);
-        l.update_timer(now);
-        let extint = vc.irq.is_some() && accepts_pic(l);
-        if interrupts_on && (extint || l.pending().is_some()) {
+        l.update_timer(host_now.wrapping_add(offset));
+        // The same test its siblings make (`KvmVcpu::can_run`).
+        if vc.halted_if && has_wakeup(vc, host_now) {
             vc.mp_state = KVM_MP_STATE_RUNNABLE;
             return None;
         }
@@ -456,10 +480,41 @@ pub fn wait<B: Backend>(vc: &mut KvmVcpu<B>, peers: &Peers<'_, B>) -> Option<Run
             // Nothing would wake this CPU: the control domain polls.
             return Some(RunEnd::Interrupted(Intr::Tick));
         }
-        let host = l.timer_deadline().map(|d| d.wrapping_sub(offset));
-        crate::arch::apic::set_guest_deadline(host);
+        // Its own timer and its siblings': one of them may be the next to
+        // have something to do.
+        let own = vc
+            .lapic
+            .as_ref()
+            .and_then(|l| host_deadline(l, offset, host_now));
+        let next = match (own, peers.earliest_deadline(host_now)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        crate::arch::apic::set_guest_deadline(next);
         crate::arch::instr::wait_for_interrupt();
     }
+}
+
+/// When `l`'s timer fires, in host TSC cycles, for a vCPU whose guest TSC
+/// is the host's + `offset`: measured from now, so that a deadline far in
+/// the guest's future or past cannot wrap into the host's past or future.
+pub fn host_deadline(l: &Lapic, offset: u64, host_now: u64) -> Option<u64> {
+    let guest_now = host_now.wrapping_add(offset);
+    l.timer_deadline()
+        .map(|d| host_now.saturating_add(d.saturating_sub(guest_now)))
+}
+
+/// Whether a halted vCPU has something to wake for, RFLAGS.IF aside: the
+/// VMM's ExtINT its LAPIC takes, a deliverable LAPIC vector, or its timer
+/// due (`tsc_offset` as of its last run).
+pub fn has_wakeup<B: Backend>(vc: &KvmVcpu<B>, host_now: u64) -> bool {
+    let Some(l) = vc.lapic.as_ref() else {
+        return vc.irq.is_some();
+    };
+    let guest_now = host_now.wrapping_add(vc.tsc_offset);
+    (vc.irq.is_some() && accepts_pic(l))
+        || l.pending().is_some()
+        || l.timer_deadline().is_some_and(|d| d <= guest_now)
 }
 
 /// `KVM_SIGNAL_MSI`: KVM's answers — -EINVAL without the split irqchip or
@@ -491,8 +546,10 @@ pub fn signal_msi<B: Backend>(vm: &mut KvmVm<B>, m: &kvm_msi) -> Result<u64, i32
     {
         if l.matches(dest, logical) {
             addressed = true;
-            accepted += u64::from(l.deliver(vector, level));
-            if delivery == 1 {
+            let took = l.deliver(vector, level);
+            accepted += u64::from(took);
+            // Lowest priority: the first that takes it.
+            if delivery == 1 && took {
                 break;
             }
         }
@@ -504,16 +561,32 @@ pub fn signal_msi<B: Backend>(vm: &mut KvmVm<B>, m: &kvm_msi) -> Result<u64, i32
 pub fn get<B: Backend>(vc: &mut KvmVcpu<B>) -> Result<kvm_lapic_state, i32> {
     let now = guest_tsc(&vc.cpu);
     let l = vc.lapic.as_ref().ok_or(EINVAL)?;
-    Ok(kvm_lapic_state {
-        regs: l.get_state(now),
-    })
+    let mut regs = l.get_state(now);
+    // KVM without KVM_CAP_X2APIC_API (not offered) shows the x2APIC ID as
+    // an xAPIC one: shifted into bits 31:24 (`kvm_apic_state_fixup`).
+    if l.mode() == Mode::X2Apic
+        && let Some(id) = regs.get_mut(APIC_ID_OFFSET..APIC_ID_OFFSET + 4)
+    {
+        let x2 = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
+        id.copy_from_slice(&(x2 << 24).to_le_bytes());
+    }
+    Ok(kvm_lapic_state { regs })
 }
 
 /// `KVM_SET_LAPIC`.
 pub fn set<B: Backend>(vc: &mut KvmVcpu<B>, s: &kvm_lapic_state) -> Result<u64, i32> {
     let now = guest_tsc(&vc.cpu);
     let l = vc.lapic.as_mut().ok_or(EINVAL)?;
-    l.set_state(&s.regs, now).map_err(|()| EINVAL)?;
+    let mut regs = s.regs;
+    // The other half of `get`'s fixup: in x2APIC mode the image's ID is
+    // bits 31:24.
+    if l.mode() == Mode::X2Apic
+        && let Some(id) = regs.get_mut(APIC_ID_OFFSET..APIC_ID_OFFSET + 4)
+    {
+        let xapic = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
+        id.copy_from_slice(&(xapic >> 24).to_le_bytes());
+    }
+    l.set_state(&regs, now).map_err(|()| EINVAL)?;
     sync_cr8(&mut vc.cpu, l);
     Ok(0)
 }
@@ -528,17 +601,19 @@ pub fn mp_state<B: Backend>(vc: &KvmVcpu<B>) -> u32 {
 /// `KVM_SET_MP_STATE`: runnable, or with the LAPIC here also halted,
 /// uninitialized and INIT received (as KVM, which refuses anything but
 /// runnable without it). SIPI received and the rest are -EINVAL.
-pub fn set_mp_state<B: Backend>(vc: &mut KvmVcpu<B>, state: u32) -> Result<u64, i32> {
+/// `interrupts_on`: the vCPU's RFLAGS.IF now (whether a halted one wakes).
+pub fn set_mp_state<B: Backend>(
+    vc: &mut KvmVcpu<B>,
+    state: u32,
+    interrupts_on: bool,
+) -> Result<u64, i32> {
     match state {
         KVM_MP_STATE_RUNNABLE => {}
         KVM_MP_STATE_HALTED | KVM_MP_STATE_UNINITIALIZED | KVM_MP_STATE_INIT_RECEIVED
-            if vc.lapic.is_some() =>
-        {
-            // A vCPU set halted wakes for an interrupt as if IF were set.
-            vc.halted_if = true;
-        }
+            if vc.lapic.is_some() => {}
         _ => return Err(EINVAL),
     }
     vc.mp_state = state;
+    vc.halted_if = interrupts_on;
     Ok(0)
 }

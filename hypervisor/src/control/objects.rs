@@ -75,8 +75,12 @@ pub struct KvmVcpu<B: Backend> {
     /// pending APIC events).
     pub init_pending: bool,
     pub sipi_vector: Option<u8>,
-    /// RFLAGS.IF when it halted: whether an interrupt can wake it.
+    /// RFLAGS.IF when it halted (or the VMM set its registers or run
+    /// state): whether an interrupt can wake it.
     pub halted_if: bool,
+    /// Its TSC offset as of its last run, for its siblings to see when its
+    /// timer is due (another vCPU's VMCS cannot be read on VMX).
+    pub tsc_offset: u64,
     /// Its extended state and MSRs while the VM's `env` holds another
     /// vCPU's (`KvmVm::select`).
     pub own: PerVcpu,
@@ -108,9 +112,10 @@ impl<B: Backend> KvmVcpu<B> {
         match self.mp_state {
             KVM_MP_STATE_RUNNABLE => true,
             KVM_MP_STATE_HALTED => {
-                self.halted_if
-                    && (self.irq.is_some()
-                        || self.lapic.as_ref().is_some_and(|l| l.pending().is_some()))
+                self.init_pending
+                    || self.sipi_vector.is_some()
+                    || (self.halted_if
+                        && super::lapic::has_wakeup(self, crate::arch::instr::rdtsc()))
             }
             _ => self.init_pending || self.sipi_vector.is_some(),
         }
@@ -142,6 +147,19 @@ impl<B: Backend> Peers<'_, B> {
         self.any_can_run()
             && tick != 0
             && crate::arch::instr::rdtsc().wrapping_sub(self.turn_began) >= tick
+    }
+
+    /// The nearest of the other vCPUs' timer deadlines, in host TSC cycles.
+    pub fn earliest_deadline(&self, host_now: u64) -> Option<u64> {
+        self.before
+            .iter()
+            .chain(self.after.iter())
+            .flatten()
+            .filter_map(|p| {
+                let l = p.lapic.as_ref()?;
+                super::lapic::host_deadline(l, p.tsc_offset, host_now)
+            })
+            .min()
     }
 
     pub fn any_exist(&self) -> bool {
@@ -390,8 +408,12 @@ impl<B: Backend> Objects<B> {
             }
         };
         let lazy = Extended::new(frames, xstate).map_err(|_| ENOMEM)?;
+        // Each vCPU tags its TLB entries apart (VPID / ASID): VMX switches
+        // between vCPUs without a flush, so the guest TLBs of two vCPUs of
+        // a VM must not meet (SDM Vol. 3C 29.1).
+        let tag = v.vm_id + (slot as u16) * MAX_VMS as u16;
         // KVM's reset state: real mode at F000:FFF0 (set by `reset`).
-        let cpu = match backend.create_vcpu(frames, v.vm_id, v.nested.root(), RESET_RIP, &[]) {
+        let cpu = match backend.create_vcpu(frames, tag, v.nested.root(), RESET_RIP, &[]) {
             Ok(c) => c,
             Err(e) => {
                 let mut lazy = lazy;
@@ -402,6 +424,7 @@ impl<B: Backend> Objects<B> {
                 });
             }
         };
+        let epoch = v.env.msrs.kvmclock.epoch_tsc;
         // With the LAPIC here, KVM starts every vCPU but the BSP (id 0)
         // waiting for INIT and SIPI.
         let mp_state = if v.split_irqchip.is_some() && id != 0 {
@@ -424,9 +447,15 @@ impl<B: Backend> Objects<B> {
             init_pending: false,
             sipi_vector: None,
             halted_if: false,
+            tsc_offset: 0,
             own: PerVcpu {
                 lazy,
-                msrs: MsrState::new(),
+                msrs: MsrState {
+                    // kvmclock counts from the VM's creation on every vCPU:
+                    // the same time everywhere, as KVM's per-VM offset.
+                    kvmclock: crate::vcpu::pvclock::KvmClock::new(epoch),
+                    ..MsrState::new()
+                },
             },
         });
         let handle = self.new_handle(Handle::Vcpu(vm, slot));

@@ -39,12 +39,19 @@ pub struct Routes {
     routes: Vec<Route>,
     /// GSIs below this are the VMM's IOAPIC pins.
     reserved_pins: u32,
+    /// The vectors of the reserved pins' level-triggered routes: an EOI of
+    /// any other is rejected here without looking at the routes.
+    level_vectors: [u64; 4],
 }
 
 impl Routes {
     /// Whether `l`'s EOI of `vector` goes to the VMM: a level-triggered
     /// route of a reserved pin sends `vector` to it.
     pub fn eoi_exits(&self, l: &Lapic, vector: u8) -> bool {
+        let word = self.level_vectors[usize::from(vector >> 6)];
+        if word & (1 << (vector & 63)) == 0 {
+            return false;
+        }
         self.routes.iter().any(|r| {
             r.gsi < self.reserved_pins
                 && r.msi.data & TRIGGER_LEVEL != 0
@@ -80,6 +87,9 @@ pub fn set(ram: &GuestRam, gpa: u64, reserved_pins: Option<u32>) -> Result<Route
         .try_reserve_exact(head.nr as usize)
         .map_err(|_| ENOMEM)?;
     let size = core::mem::size_of::<kvm_irq_routing_entry>() as u64;
+    // The GSIs given a route so far (one each).
+    let mut seen = [0u64; MAX_ROUTES as usize / 64];
+    let mut level_vectors = [0u64; 4];
     let first = gpa.checked_add(core::mem::size_of::<kvm_irq_routing>() as u64);
     for i in 0..u64::from(head.nr) {
         let at = first
@@ -94,17 +104,24 @@ pub fn set(ram: &GuestRam, gpa: u64, reserved_pins: Option<u32>) -> Result<Route
         if !flags_ok || e.gsi >= MAX_ROUTES || e.type_ != KVM_IRQ_ROUTING_MSI {
             return Err(EINVAL);
         }
-        if routes.iter().any(|r| r.gsi == e.gsi) {
-            return Err(EINVAL);
+        let (word, bit) = ((e.gsi / 64) as usize, 1u64 << (e.gsi % 64));
+        match seen.get_mut(word) {
+            Some(w) if *w & bit == 0 => *w |= bit,
+            _ => return Err(EINVAL),
         }
         // SAFETY: the entry's type says `msi` is the member meant; all its
         // fields are plain integers, valid for any bytes.
         let msi = unsafe { e.u.msi };
+        if e.gsi < reserved_pins && msi.data & TRIGGER_LEVEL != 0 {
+            let v = (msi.data & 0xff) as u8;
+            level_vectors[usize::from(v >> 6)] |= 1 << (v & 63);
+        }
         routes.push(Route { gsi: e.gsi, msi });
     }
     Ok(Routes {
         routes,
         reserved_pins,
+        level_vectors,
     })
 }
 

@@ -283,5 +283,6 @@ impl GuestCpu for FakeVcpu {
         self.dr6 = dr6;
     }
     fn set_cr8_write_intercept(&mut self, _on: bool) {}
+    fn cancel_event(&mut self) {}
     fn set_dr_intercept(&mut self, _on: bool) {}
 }

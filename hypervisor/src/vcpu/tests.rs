@@ -135,6 +135,7 @@ impl GuestCpu for Fake {
     }
     fn set_dr6(&mut self, _dr6: u64) {}
     fn set_cr8_write_intercept(&mut self, _on: bool) {}
+    fn cancel_event(&mut self) {}
     fn set_dr_intercept(&mut self, _on: bool) {}
     fn system_regs(&self) -> crate::virt::SystemRegs {
         crate::virt::SystemRegs {

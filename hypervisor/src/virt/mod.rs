@@ -102,7 +102,8 @@ pub trait Backend: Sized {
     fn describe(&self, f: &mut dyn core::fmt::Write) -> core::fmt::Result;
     /// Makes a vCPU in the architectural real-mode start state with RIP at
     /// `entry`, translating guest-physical addresses through `nested_root`.
-    /// `vm_id` tags its TLB entries (VPID / ASID). Port I/O to
+    /// `vm_id` tags its TLB entries (VPID / ASID; KVM-API VMs give each
+    /// vCPU its own). Port I/O to
     /// `open_ports` does not exit (the control domain's COM1).
     fn create_vcpu(
         &mut self,
@@ -197,6 +198,9 @@ pub trait GuestCpu {
     /// Whether an external interrupt can be delivered at the next entry:
     /// RFLAGS.IF = 1, no STI / MOV SS shadow, and no event already queued.
     fn interrupt_allowed(&self) -> bool;
+    /// Drops the event queued for the next entry, if any (INIT: one whose
+    /// delivery an exit interrupted must not survive it).
+    fn cancel_event(&mut self);
     /// Queues external interrupt `vector` for the next entry (the caller
     /// checked `interrupt_allowed`).
     fn inject_interrupt(&mut self, vector: u8);

@@ -563,6 +563,9 @@ impl GuestCpu for SvmVcpu {
             && v.control.interrupt_shadow & 1 == 0
             && v.control.event_inj & event::VALID == 0
     }
+    fn cancel_event(&mut self) {
+        self.vmcb_mut().control.event_inj = 0;
+    }
     fn inject_interrupt(&mut self, vector: u8) {
         self.vmcb_mut().control.event_inj = event::VALID | event::TYPE_INTR | u64::from(vector);
     }

@@ -686,6 +686,9 @@ impl GuestCpu for VmxVcpu {
             && self.read(Field::GuestInterruptibility) & BLOCKING_STI_MOVSS == 0
             && self.read(Field::EntryInterruptionInfo) as u32 & INTR_VALID == 0
     }
+    fn cancel_event(&mut self) {
+        self.write(Field::EntryInterruptionInfo, 0);
+    }
     fn inject_interrupt(&mut self, vector: u8) {
         let info = INTR_VALID | INTR_TYPE_EXTERNAL | u32::from(vector);
         self.write(Field::EntryInterruptionInfo, u64::from(info));
