@@ -580,4 +580,130 @@ mod tests {
             check(&d);
         }
     }
+
+    /// One request on the fake back end, as the control domain makes it.
+    fn call(
+        w: &mut World,
+        objects: &mut Objects<FakeBackend>,
+        rax: u32,
+        h: u64,
+        arg: u64,
+    ) -> Outcome {
+        let mut ctx = Ctx {
+            backend: &mut w.backend,
+            objects,
+            state: &mut w.state,
+            frames: &w.frames,
+            xstate: &w.xstate,
+            cpuid: &w.cpuid,
+        };
+        hypercall::dispatch(&mut ctx, &mut w.cd, u64::from(rax), h, arg)
+    }
+
+    fn value(o: Outcome) -> u64 {
+        match o {
+            Outcome::Value(v) => v,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_split_irqchip_on_two_vcpus() {
+        let world = WORLD.call_once(|| spin::Mutex::new(build()));
+        let mut guard = world.lock();
+        let w = &mut *guard;
+        let free = w.frames.lock().stats().free;
+        let mut objects = Objects::<FakeBackend>::default();
+        let o = &mut objects;
+        let put =
+            |w: &mut World, gpa: u64, b: &[u8]| assert!(w.cd.ram.write(GuestPhys::new(gpa), b));
+        let vm = value(call(w, o, req::KVM_CREATE_VM, 0, 0));
+        let cap = req::kvm_enable_cap {
+            cap: req::KVM_CAP_SPLIT_IRQCHIP,
+            args: [24, 0, 0, 0],
+            ..Default::default()
+        };
+        put(w, 0x100, &bytes(&cap));
+        assert_eq!(value(call(w, o, req::KVM_ENABLE_CAP, vm, 0x100)), 0);
+        let bsp = value(call(w, o, req::KVM_CREATE_VCPU, vm, 0));
+        let ap = value(call(w, o, req::KVM_CREATE_VCPU, vm, 1));
+        let mp_state = |w: &mut World, o: &mut Objects<FakeBackend>, h| {
+            value(call(w, o, req::KVM_GET_MP_STATE, h, 0x200));
+            let mut b = [0u8; 4];
+            assert!(w.cd.ram.read(GuestPhys::new(0x200), &mut b));
+            u32::from_le_bytes(b)
+        };
+        assert_eq!(mp_state(w, o, bsp), req::KVM_MP_STATE_RUNNABLE);
+        assert_eq!(mp_state(w, o, ap), req::KVM_MP_STATE_UNINITIALIZED);
+        // An MSI to APIC 1, software-disabled after reset: not taken (0).
+        let msi = |dest: u32| req::kvm_msi {
+            address_lo: 0xfee0_0000 | (dest << 12),
+            data: 0x40,
+            ..Default::default()
+        };
+        put(w, 0x300, &bytes(&msi(1)));
+        assert_eq!(value(call(w, o, req::KVM_SIGNAL_MSI, vm, 0x300)), 0);
+        // Enabled through KVM_SET_LAPIC (SVR bit 8), it takes it: IRR.
+        value(call(w, o, req::KVM_GET_LAPIC, ap, 0x1000));
+        put(w, 0x1000 + 0xf0, &0x1ffu32.to_le_bytes());
+        assert_eq!(value(call(w, o, req::KVM_SET_LAPIC, ap, 0x1000)), 0);
+        assert_eq!(value(call(w, o, req::KVM_SIGNAL_MSI, vm, 0x300)), 1);
+        value(call(w, o, req::KVM_GET_LAPIC, ap, 0x1000));
+        let mut irr = [0u8; 4];
+        assert!(
+            w.cd.ram
+                .read(GuestPhys::new(0x1000 + 0x200 + 0x10 * 2), &mut irr)
+        );
+        assert_eq!(u32::from_le_bytes(irr) & 1, 1, "IRR bit 0x40");
+        // The BSP's IRR stays clear.
+        value(call(w, o, req::KVM_GET_LAPIC, bsp, 0x1000));
+        assert!(
+            w.cd.ram
+                .read(GuestPhys::new(0x1000 + 0x200 + 0x10 * 2), &mut irr)
+        );
+        assert_eq!(u32::from_le_bytes(irr), 0);
+        // No APIC 7: KVM's -1.
+        put(w, 0x300, &bytes(&msi(7)));
+        assert_eq!(
+            call(w, o, req::KVM_SIGNAL_MSI, vm, 0x300),
+            Outcome::Error(EPERM)
+        );
+        // The run states KVM takes with the LAPIC here, and one it does not.
+        for (state, ok) in [
+            (req::KVM_MP_STATE_HALTED, true),
+            (req::KVM_MP_STATE_INIT_RECEIVED, true),
+            (req::KVM_MP_STATE_SIPI_RECEIVED, false),
+            (99, false),
+        ] {
+            put(w, 0x400, &state.to_le_bytes());
+            let out = call(w, o, req::KVM_SET_MP_STATE, ap, 0x400);
+            assert_eq!(out == Outcome::Value(0), ok, "{state}: {out:?}");
+        }
+        assert_eq!(mp_state(w, o, ap), req::KVM_MP_STATE_INIT_RECEIVED);
+        // A vCPU id already there, and a routing table.
+        assert_eq!(
+            call(w, o, req::KVM_CREATE_VCPU, vm, 1),
+            Outcome::Error(EEXIST)
+        );
+        let mut table = Vec::new();
+        table.extend_from_slice(&1u32.to_le_bytes());
+        table.extend_from_slice(&0u32.to_le_bytes());
+        let mut e = req::kvm_irq_routing_entry {
+            gsi: 5,
+            type_: req::KVM_IRQ_ROUTING_MSI,
+            ..Default::default()
+        };
+        e.u.msi = req::kvm_irq_routing_msi {
+            address_lo: 0xfee0_0000,
+            data: 0x8061,
+            ..Default::default()
+        };
+        table.extend_from_slice(&bytes(&e));
+        put(w, 0x2000, &table);
+        assert_eq!(value(call(w, o, req::KVM_SET_GSI_ROUTING, vm, 0x2000)), 0);
+        // Closing the VM gives back both vCPUs and everything they held.
+        assert_eq!(value(call(w, o, mojito::MOJITO_CLOSE, vm, 0)), 0);
+        assert_eq!(w.backend.live_vcpus, 0);
+        assert_eq!(w.frames.lock().stats().free, free);
+    }
 }
