@@ -139,6 +139,36 @@ pub const MSI_PORT: u16 = 0xfa;
 /// redirection hint (SDM Vol. 3A §12.11.1 "Message Address Register
 /// Format").
 pub const MSI_ADDRESS_APIC0: u32 = 0xfee0_0000;
+/// MSI data bit 15: trigger mode, set for level-triggered (SDM Vol. 3A
+/// §12.11.2 "Message Data Register Format").
+pub const MSI_DATA_LEVEL: u32 = 1 << 15;
+
+/// The level-triggered interrupt test port (split irqchip, DESIGN.md D4).
+/// At creation the VMM of a VM with the split irqchip sets the GSI routes
+/// of [`LEVEL_IRQ_ROUTES`] (`KVM_SET_GSI_ROUTING`: MSI routes to local
+/// APIC 0). Writing one of their vectors makes the VMM send
+/// `KVM_SIGNAL_MSI` with exactly that route's address and data (any other
+/// byte sends nothing). A 4-byte read returns how many
+/// `KVM_EXIT_IOAPIC_EOI` exits the VMM has seen with [`LEVEL_VECTOR`] in
+/// bits 7:0, with [`LEVEL_VECTOR_UNRESERVED`] in bits 15:8 and with
+/// [`EDGE_VECTOR`] in bits 23:16 (each stops at 255). Only the first's
+/// EOIs exit: the kernel reports the EOI of a level-triggered vector that a
+/// reserved IOAPIC pin (a GSI below `KVM_CAP_SPLIT_IRQCHIP`'s `args[0]`,
+/// 24 here) routes to the vCPU.
+pub const LEVEL_IRQ_PORT: u16 = 0xfb;
+/// GSI 5's vector: a reserved IOAPIC pin, level-triggered.
+pub const LEVEL_VECTOR: u8 = 0x5c;
+/// GSI 30's vector: level-triggered, but GSI 30 is no reserved pin.
+pub const LEVEL_VECTOR_UNRESERVED: u8 = 0x5d;
+/// GSI 6's vector: a reserved pin, edge-triggered.
+pub const EDGE_VECTOR: u8 = 0x5e;
+/// The test routes: (GSI, MSI data); each MSI goes to
+/// [`MSI_ADDRESS_APIC0`] with fixed delivery.
+pub const LEVEL_IRQ_ROUTES: [(u32, u32); 3] = [
+    (5, MSI_DATA_LEVEL | LEVEL_VECTOR as u32),
+    (30, MSI_DATA_LEVEL | LEVEL_VECTOR_UNRESERVED as u32),
+    (6, EDGE_VECTOR as u32),
+];
 
 /// The memory-slot test port. Writes are commands to the VMM: 1 fetches
 /// the dirty log of the logged slot (`KVM_GET_DIRTY_LOG`); 2 moves the

@@ -1,7 +1,7 @@
 //! Checks at boot that the Mojito back end (`crate::mojito`) maps every
 //! `vmm::api` method to its request correctly — also the ones the run loop
 //! does not use yet (MSRs, FPU, XSAVE, slot deletion, ENABLE_CAP,
-//! KVM_SIGNAL_MSI without an irqchip, kicks) —
+//! KVM_SIGNAL_MSI and KVM_SET_GSI_ROUTING without an irqchip, kicks) —
 //! on a VM of its own that never runs. A wrong answer is a `control: FAIL`
 //! line (which the boot tests look for), never a panic.
 
@@ -11,7 +11,7 @@ use alloc::string::String;
 use abi::kvm::errno::{EEXIST, EINTR, EINVAL, ENOENT};
 use abi::kvm::{
     KVM_CAP_EXIT_HYPERCALL, KVM_CAP_X86_MSR_FILTER, KVM_HC_MAP_GPA_RANGE, kvm_enable_cap, kvm_fpu,
-    kvm_msi, kvm_msr_entry,
+    kvm_irq_routing_msi, kvm_msi, kvm_msr_entry,
 };
 use vmm::api::{GuestMemory, Kick, System, Vcpu, Vm};
 
@@ -134,6 +134,18 @@ pub fn run() -> bool {
     c.check("signal_msi without an irqchip", sent == Err(EINVAL), || {
         format!("{sent:?}")
     });
+    // So do routes.
+    let route = kvm_irq_routing_msi {
+        address_lo: abi::guest::MSI_ADDRESS_APIC0,
+        data: 0x58,
+        ..Default::default()
+    };
+    let routed = vm.set_gsi_routing(&[(5, route, 0)]);
+    c.check(
+        "set_gsi_routing without an irqchip",
+        routed == Err(EINVAL),
+        || format!("{routed:?}"),
+    );
 
     let mut vcpu = match vm.create_vcpu(0) {
         Ok(v) => v,

@@ -40,6 +40,9 @@ use crate::println;
 const MAX_CPUID_ENTRIES: usize = 256;
 /// Most MSRs in one `KVM_GET_MSRS`/`KVM_SET_MSRS` (docs/api.md §4.14).
 const MAX_MSRS: usize = 256;
+/// Most routes in one `KVM_SET_GSI_ROUTING` (docs/api.md §4.32; KVM's
+/// `KVM_MAX_IRQ_ROUTES`).
+const MAX_IRQ_ROUTES: usize = 4096;
 /// The largest run area this back end accepts from
 /// `KVM_GET_VCPU_MMAP_SIZE` (Mojito's is 2 pages).
 const MAX_RUN_AREA: usize = 16 * 4096;
@@ -361,6 +364,34 @@ impl Vm for MojitoVm {
     fn signal_msi(&mut self, msi: &kvm_msi) -> api::Result<u32> {
         let arg = msi as *const kvm_msi as u64;
         small(hv::call(KVM_SIGNAL_MSI, self.handle, arg))
+    }
+
+    fn set_gsi_routing(&mut self, routes: &[(u32, kvm_irq_routing_msi, u32)]) -> api::Result<()> {
+        if routes.len() > MAX_IRQ_ROUTES {
+            return Err(EINVAL);
+        }
+        // `kvm_irq_routing` with its entries after it, as 64-bit words:
+        // the header (nr, flags = 0) is one, each 48-byte entry six (gsi
+        // and type, flags and pad, then `u.msi`: address_lo and
+        // address_hi, data and devid; the rest of the union zero).
+        let pair = |lo: u32, hi: u32| u64::from(lo) | (u64::from(hi) << 32);
+        let mut buf: Vec<u64> = Vec::with_capacity(1 + 6 * routes.len());
+        buf.push(routes.len() as u64);
+        for &(gsi, msi, flags) in routes {
+            buf.extend([
+                pair(gsi, KVM_IRQ_ROUTING_MSI),
+                pair(flags, 0),
+                pair(msi.address_lo, msi.address_hi),
+                pair(msi.data, msi.devid),
+                0,
+                0,
+            ]);
+        }
+        zero(hv::call(
+            KVM_SET_GSI_ROUTING,
+            self.handle,
+            buf.as_ptr() as u64,
+        ))
     }
 
     fn set_msr_filter(

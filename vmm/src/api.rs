@@ -6,7 +6,7 @@
 //! | trait | KVM handle | methods (ioctl) |
 //! |---|---|---|
 //! | [`System`] | `/dev/kvm` | `api_version` (`KVM_GET_API_VERSION`), `check_extension` (`KVM_CHECK_EXTENSION`), `vcpu_mmap_size` (`KVM_GET_VCPU_MMAP_SIZE`), `supported_cpuid` (`KVM_GET_SUPPORTED_CPUID`), `create_vm` (`KVM_CREATE_VM`); `refuses_mojito_msrs` (no request: what the hypervisor behind the back end does by itself) |
-//! | [`Vm`] | VM fd | `alloc_memory` (the back end's counterpart of `mmap`), `set_user_memory_region` / `delete_user_memory_region` (`KVM_SET_USER_MEMORY_REGION`), `memory`, `create_vcpu` (`KVM_CREATE_VCPU`), `check_extension` (`KVM_CHECK_EXTENSION` on the VM), `enable_cap` (`KVM_ENABLE_CAP`), `set_msr_filter` (`KVM_X86_SET_MSR_FILTER`), `signal_msi` (`KVM_SIGNAL_MSI`) |
+//! | [`Vm`] | VM fd | `alloc_memory` (the back end's counterpart of `mmap`), `set_user_memory_region` / `delete_user_memory_region` (`KVM_SET_USER_MEMORY_REGION`), `memory`, `create_vcpu` (`KVM_CREATE_VCPU`), `check_extension` (`KVM_CHECK_EXTENSION` on the VM), `enable_cap` (`KVM_ENABLE_CAP`), `set_msr_filter` (`KVM_X86_SET_MSR_FILTER`), `signal_msi` (`KVM_SIGNAL_MSI`), `set_gsi_routing` (`KVM_SET_GSI_ROUTING`) |
 //! | [`Vcpu`] | vCPU fd | `run` (`KVM_RUN`), `run_page` (the `mmap` of the vCPU fd), `kicker`, `get_regs`/`set_regs`, `get_sregs`/`set_sregs`, `set_cpuid2`, `get_msrs`/`set_msrs`, `get_fpu`/`set_fpu`, `get_xsave`/`set_xsave` (`KVM_GET_*`/`KVM_SET_*`) |
 //!
 //! Two back ends implement them: `crate::host` over Linux `/dev/kvm`
@@ -47,8 +47,8 @@ use core::marker::PhantomData;
 use core::ptr::NonNull;
 
 use abi::kvm::{
-    kvm_cpuid_entry2, kvm_enable_cap, kvm_fpu, kvm_msi, kvm_msr_entry, kvm_regs, kvm_run,
-    kvm_sregs, kvm_xsave,
+    kvm_cpuid_entry2, kvm_enable_cap, kvm_fpu, kvm_irq_routing_msi, kvm_msi, kvm_msr_entry,
+    kvm_regs, kvm_run, kvm_sregs, kvm_xsave,
 };
 use alloc::vec::Vec;
 
@@ -135,6 +135,15 @@ pub trait Vm {
     /// delivered (to that many APICs), 0 blocked (e.g. the guest masked
     /// it). `EINVAL` without an in-kernel irqchip, as KVM answers.
     fn signal_msi(&mut self, msi: &kvm_msi) -> Result<u32>;
+    /// `KVM_SET_GSI_ROUTING` with MSI routes only (`KVM_IRQ_ROUTING_MSI`):
+    /// each `(gsi, msi, flags)` routes GSI `gsi` to the message `msi`, with
+    /// the entry's `flags` (0, or `KVM_MSI_VALID_DEVID`). Replaces the
+    /// whole table. With the split irqchip, the level-triggered routes of
+    /// the reserved IOAPIC pins (GSIs below `KVM_CAP_SPLIT_IRQCHIP`'s
+    /// `args[0]`) make the addressed vCPUs' EOIs of their vectors exit
+    /// with `KVM_EXIT_IOAPIC_EOI`. `EINVAL` without an in-kernel irqchip,
+    /// for more than 4096 routes or a GSI given two, as KVM answers.
+    fn set_gsi_routing(&mut self, routes: &[(u32, kvm_irq_routing_msi, u32)]) -> Result<()>;
     /// `KVM_X86_SET_MSR_FILTER`: `flags` is `KVM_MSR_FILTER_DEFAULT_*`; at
     /// most `KVM_MSR_FILTER_MAX_RANGES` ranges. Back ends without MSR
     /// filtering answer `EINVAL`.

@@ -6,9 +6,9 @@
 
 use abi::kvm::{
     KVM_EXIT_DEBUG, KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_HYPERCALL, KVM_EXIT_INTERNAL_ERROR,
-    KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_EXIT_IRQ_WINDOW_OPEN,
-    KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_EXIT_SYSTEM_EVENT, KVM_EXIT_X86_RDMSR,
-    KVM_EXIT_X86_WRMSR, kvm_run,
+    KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_EXIT_IOAPIC_EOI,
+    KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_EXIT_SYSTEM_EVENT,
+    KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR, kvm_run,
 };
 
 use crate::api::RunPage;
@@ -76,6 +76,10 @@ pub enum Exit<'a> {
         data: u64,
         error: &'a mut u8,
     },
+    /// `KVM_EXIT_IOAPIC_EOI` (split irqchip): the guest EOIed `vector`,
+    /// a level-triggered vector a reserved IOAPIC pin routes to this vCPU;
+    /// the EOI is done.
+    IoapicEoi { vector: u8 },
     /// Any other exit reason.
     Other(u32),
     /// The run page contradicts itself; the string says how.
@@ -172,6 +176,11 @@ impl<'a> Exit<'a> {
                         error: &mut m.error,
                     }
                 }
+            }
+            KVM_EXIT_IOAPIC_EOI => {
+                // SAFETY: as above (plain integers).
+                let e = unsafe { run.exit.eoi };
+                Self::IoapicEoi { vector: e.vector }
             }
             other => Self::Other(other),
         }
@@ -325,5 +334,11 @@ mod tests {
         let mut area = vec![0u64; AREA / 8];
         let exit = with_page(&mut area, |run, _| run.exit_reason = KVM_EXIT_SHUTDOWN);
         assert!(matches!(exit, Exit::Shutdown));
+        let mut area = vec![0u64; AREA / 8];
+        let exit = with_page(&mut area, |run, _| {
+            run.exit_reason = KVM_EXIT_IOAPIC_EOI;
+            run.exit.eoi.vector = 0x5c;
+        });
+        assert!(matches!(exit, Exit::IoapicEoi { vector: 0x5c }));
     }
 }

@@ -9,9 +9,10 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
 use abi::kvm::{
-    KVM_EXIT_HLT, KVM_EXIT_HYPERCALL, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_EXIT_MMIO,
-    KVM_PIO_PAGE_OFFSET, errno, kvm_cpuid_entry2, kvm_enable_cap, kvm_msi, kvm_msr_entry, kvm_regs,
-    kvm_run, kvm_run_io, kvm_sregs,
+    KVM_EXIT_HLT, KVM_EXIT_HYPERCALL, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT,
+    KVM_EXIT_IOAPIC_EOI, KVM_EXIT_MMIO, KVM_PIO_PAGE_OFFSET, errno, kvm_cpuid_entry2,
+    kvm_enable_cap, kvm_irq_routing_msi, kvm_msi, kvm_msr_entry, kvm_regs, kvm_run, kvm_run_eoi,
+    kvm_run_io, kvm_sregs,
 };
 
 use crate::api::{self, GuestMemory, GuestRam, Kick, RunPage, System, Vcpu, Vm};
@@ -36,6 +37,8 @@ pub enum Scripted {
     },
     /// `KVM_EXIT_HYPERCALL` with RAX = `nr`.
     Hypercall { nr: u64 },
+    /// `KVM_EXIT_IOAPIC_EOI` of `vector`.
+    Eoi(u8),
     /// Just this exit reason.
     Reason(u32),
     /// `KVM_RUN` fails with this errno.
@@ -44,6 +47,9 @@ pub enum Scripted {
 
 /// Every `KVM_SET_CPUID2`: the vCPU id and the table.
 pub type CpuidLog = Arc<Mutex<Vec<(u32, Vec<kvm_cpuid_entry2>)>>>;
+
+/// Every `KVM_SET_GSI_ROUTING`: its routes (GSI, MSI, flags).
+pub type RoutingLog = Arc<Mutex<Vec<Vec<(u32, kvm_irq_routing_msi, u32)>>>>;
 
 /// What the VMM answered, per exit: the IN data or MMIO data or hypercall
 /// result it left in the run page.
@@ -67,6 +73,8 @@ pub struct FakeSystem {
     pub interrupts: Arc<Mutex<Vec<u32>>>,
     /// Every `KVM_SIGNAL_MSI`, in order (each answered 1: delivered).
     pub msis: Arc<Mutex<Vec<kvm_msi>>>,
+    /// Every `KVM_SET_GSI_ROUTING`, in order (each accepted).
+    pub routings: RoutingLog,
     /// What `refuses_mojito_msrs` answers (the fake has no MSR filter).
     pub mojito: bool,
 }
@@ -82,6 +90,7 @@ impl FakeSystem {
             answers: Answers::default(),
             interrupts: Arc::default(),
             msis: Arc::default(),
+            routings: Arc::default(),
             mojito: false,
         }
     }
@@ -122,6 +131,7 @@ impl System for FakeSystem {
             answers: self.answers.clone(),
             interrupts: self.interrupts.clone(),
             msis: self.msis.clone(),
+            routings: self.routings.clone(),
             slot0: None,
         })
     }
@@ -180,6 +190,7 @@ pub struct FakeVm {
     answers: Answers,
     interrupts: Arc<Mutex<Vec<u32>>>,
     msis: Arc<Mutex<Vec<kvm_msi>>>,
+    routings: RoutingLog,
     slot0: Option<FakeMemory>,
 }
 
@@ -256,6 +267,10 @@ impl Vm for FakeVm {
     fn signal_msi(&mut self, msi: &kvm_msi) -> api::Result<u32> {
         self.msis.lock().unwrap().push(*msi);
         Ok(1)
+    }
+    fn set_gsi_routing(&mut self, routes: &[(u32, kvm_irq_routing_msi, u32)]) -> api::Result<()> {
+        self.routings.lock().unwrap().push(routes.to_vec());
+        Ok(())
     }
 }
 
@@ -371,6 +386,10 @@ impl Vcpu for FakeVcpu {
             Scripted::Hypercall { nr } => {
                 run.exit_reason = KVM_EXIT_HYPERCALL;
                 run.exit.hypercall.nr = nr;
+            }
+            Scripted::Eoi(vector) => {
+                run.exit_reason = KVM_EXIT_IOAPIC_EOI;
+                run.exit.eoi = kvm_run_eoi { vector };
             }
             Scripted::Reason(r) => run.exit_reason = r,
             Scripted::Fail(e) => return Err(e),

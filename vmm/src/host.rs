@@ -403,6 +403,30 @@ impl Vm for HostVm {
         u32::try_from(delivered).map_err(|_| k::errno::EINVAL)
     }
 
+    fn set_gsi_routing(
+        &mut self,
+        routes: &[(u32, k::kvm_irq_routing_msi, u32)],
+    ) -> api::Result<()> {
+        let entries: Vec<kb::kvm_irq_routing_entry> = routes
+            .iter()
+            .map(|&(gsi, msi, flags)| {
+                let mut e = k::kvm_irq_routing_entry {
+                    gsi,
+                    type_: k::KVM_IRQ_ROUTING_MSI,
+                    flags,
+                    ..Default::default()
+                };
+                e.u.msi = msi;
+                // SAFETY: kvm_irq_routing_entry is a proven-identical pair
+                // (its union too), integers only.
+                unsafe { same::<k::kvm_irq_routing_entry, kb::kvm_irq_routing_entry>(e) }
+            })
+            .collect();
+        // More than KVM_MAX_IRQ_ROUTES entries: KVM's EINVAL.
+        let table = kb::KvmIrqRouting::from_entries(&entries).map_err(|_| k::errno::EINVAL)?;
+        self.fd.set_gsi_routing(&table).map_err(errno_of)
+    }
+
     fn set_msr_filter(&mut self, flags: u32, ranges: &[MsrFilterRange<'_>]) -> api::Result<()> {
         if ranges.len() > k::KVM_MSR_FILTER_MAX_RANGES as usize {
             return Err(k::errno::EINVAL);

@@ -27,7 +27,7 @@
 //! | `"TEXT"` | one `out:e9/1=C` (the debug console) per character of TEXT: printable ASCII, with `\_` for a space, `\n` for a newline, `\"` and `\\` |
 //! | `mmr:ADDR/LEN=VALUE`, `mmw:ADDR/LEN=VALUE` | MMIO read, write |
 //! | `hlt`, `shutdown`, `irqwin` | HLT, shutdown, interrupt window |
-//! | `failentry:R`, `internal:S`, `hypercall:NR`, `debug:V`, `sysevent:T`, `rdmsr:I`, `wrmsr:I=V`, `exit:R` | the other records |
+//! | `failentry:R`, `internal:S`, `hypercall:NR`, `debug:V`, `sysevent:T`, `rdmsr:I`, `wrmsr:I=V`, `eoi:V`, `exit:R` | the other records |
 //! | any of these but `"TEXT"`, then `*N` (decimal) | N identical records in a row |
 
 use alloc::string::String;
@@ -66,6 +66,8 @@ pub enum ExitRecord {
     RdMsr { index: u32 },
     /// `KVM_EXIT_X86_WRMSR`.
     WrMsr { index: u32, value: u64 },
+    /// `KVM_EXIT_IOAPIC_EOI` with the vector EOIed.
+    IoapicEoi { vector: u8 },
     /// Any other exit reason (or a malformed exit of that reason).
     Other { exit_reason: u32 },
 }
@@ -97,6 +99,7 @@ impl fmt::Display for ExitRecord {
             Self::SystemEvent { kind } => write!(f, "system event {kind}"),
             Self::RdMsr { index } => write!(f, "rdmsr {index:#x}"),
             Self::WrMsr { index, value } => write!(f, "wrmsr {index:#x} <- {value:#x}"),
+            Self::IoapicEoi { vector } => write!(f, "ioapic eoi {vector:#x}"),
             Self::Other { exit_reason } => write!(f, "exit reason {exit_reason}"),
         }
     }
@@ -185,6 +188,7 @@ fn token(r: &ExitRecord, f: &mut impl fmt::Write) -> fmt::Result {
         ExitRecord::SystemEvent { kind } => write!(f, "sysevent:{kind:x}"),
         ExitRecord::RdMsr { index } => write!(f, "rdmsr:{index:x}"),
         ExitRecord::WrMsr { index, value } => write!(f, "wrmsr:{index:x}={value:x}"),
+        ExitRecord::IoapicEoi { vector } => write!(f, "eoi:{vector:x}"),
         ExitRecord::Other { exit_reason } => write!(f, "exit:{exit_reason:x}"),
     }
 }
@@ -318,6 +322,7 @@ fn parse_one(t: &str) -> Result<ExitRecord, &'static str> {
                 value: hex(value)?,
             }
         }
+        "eoi" => ExitRecord::IoapicEoi { vector: hex(rest)? },
         "exit" => ExitRecord::Other {
             exit_reason: hex(rest)?,
         },
@@ -598,6 +603,7 @@ mod tests {
                 index: 0x3a,
                 value: 5,
             },
+            IoapicEoi { vector: 0x5c },
             Other { exit_reason: 99 },
         ]);
         stream.extend(core::iter::repeat_n(out(0xe9, 1, u32::from(b'=')), 100));
@@ -607,7 +613,7 @@ mod tests {
         assert_eq!(tokens[3], "in:1ee/1=ff*3");
         assert!(tokens.iter().all(|t| !t.contains(char::is_whitespace)));
         // 100 '=' go as one string of 64 and one of 36.
-        assert_eq!(tokens.len(), 4 + 13 + 2);
+        assert_eq!(tokens.len(), 4 + 14 + 2);
         let back = parse_compact(tokens.iter().map(String::as_str)).unwrap();
         assert_eq!(back, stream);
         assert_eq!(fnv1a(&back), fnv1a(&stream));
@@ -627,6 +633,7 @@ mod tests {
             (&["in:10000/1=0"], 0),
             (&["nonsense"], 0),
             (&["hlt:3"], 0),
+            (&["eoi:100"], 0),
         ] {
             let e = parse_compact(bad.iter().copied()).unwrap_err();
             assert_eq!(e.token, at, "{bad:?}: {e}");

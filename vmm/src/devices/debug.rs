@@ -1,7 +1,8 @@
 //! The small ports of the test-guest convention (`abi::guest`): the
 //! debug-exit port that ends a VM with a status (DESIGN.md §3), the
 //! port-E9 debug console, the yield port, the POST port, and the test
-//! ports for interrupts, MSIs and debugging.
+//! ports for interrupts, MSIs, level-triggered interrupts (GSI routes) and
+//! debugging.
 
 use super::{Effect, PortDevice};
 
@@ -138,6 +139,50 @@ impl PortDevice for MsiPort {
     }
 }
 
+/// The level-triggered interrupt test port (`abi::guest::LEVEL_IRQ_PORT`):
+/// a write asks the VMM to send the MSI of the test route (`KVM_SET_GSI_ROUTING`
+/// at creation) whose vector was written; a read returns the
+/// `KVM_EXIT_IOAPIC_EOI`s the run loop has counted for the three test
+/// vectors, one byte each.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LevelIrqPort {
+    /// `KVM_EXIT_IOAPIC_EOI`s of `abi::guest::LEVEL_VECTOR`,
+    /// `LEVEL_VECTOR_UNRESERVED` and `EDGE_VECTOR`, in that order.
+    pub eois: [u8; 3],
+}
+
+impl LevelIrqPort {
+    /// Counts a `KVM_EXIT_IOAPIC_EOI` of `vector` (other vectors are not
+    /// the test's).
+    pub fn count_eoi(&mut self, vector: u8) {
+        use abi::guest::{EDGE_VECTOR, LEVEL_VECTOR, LEVEL_VECTOR_UNRESERVED};
+        let i = match vector {
+            LEVEL_VECTOR => 0,
+            LEVEL_VECTOR_UNRESERVED => 1,
+            EDGE_VECTOR => 2,
+            _ => return,
+        };
+        self.eois[i] = self.eois[i].saturating_add(1);
+    }
+}
+
+impl PortDevice for LevelIrqPort {
+    fn byte_wide(&self) -> bool {
+        false
+    }
+
+    fn read(&mut self, _offset: u16, data: &mut [u8]) {
+        let [a, b, c] = self.eois;
+        for (dst, src) in data.iter_mut().zip([a, b, c, 0]) {
+            *dst = src;
+        }
+    }
+
+    fn write(&mut self, _offset: u16, data: &[u8]) -> Effect {
+        data.first().map_or(Effect::None, |&v| Effect::LevelIrq(v))
+    }
+}
+
 /// The debugging test port (`abi::guest::DEBUG_PORT`): a write is a
 /// command for the VMM's debugger; a read returns how many
 /// `KVM_EXIT_DEBUG`s the last session had.
@@ -227,5 +272,34 @@ mod tests {
         bus.get_mut::<MsiPort>(abi::guest::MSI_PORT).unwrap().last = Some(-22);
         bus.read(abi::guest::MSI_PORT, &mut d);
         assert_eq!(i32::from_le_bytes(d), -22);
+    }
+
+    #[test]
+    fn level_irq_port_asks_for_the_vector_and_counts_eois() {
+        use abi::guest::{EDGE_VECTOR, LEVEL_IRQ_PORT, LEVEL_VECTOR, LEVEL_VECTOR_UNRESERVED};
+        let mut bus = PortBus::new();
+        bus.insert(LEVEL_IRQ_PORT, 1, Box::new(LevelIrqPort::default()))
+            .unwrap();
+        assert_eq!(
+            bus.write(LEVEL_IRQ_PORT, &[LEVEL_VECTOR]),
+            Effect::LevelIrq(LEVEL_VECTOR)
+        );
+        let mut d = [0xaa; 4];
+        bus.read(LEVEL_IRQ_PORT, &mut d);
+        assert_eq!(d, [0; 4], "no EOI yet");
+        let port = bus.get_mut::<LevelIrqPort>(LEVEL_IRQ_PORT).unwrap();
+        port.count_eoi(LEVEL_VECTOR);
+        port.count_eoi(EDGE_VECTOR);
+        port.count_eoi(EDGE_VECTOR);
+        port.count_eoi(0x40);
+        for _ in 0..300 {
+            port.count_eoi(LEVEL_VECTOR_UNRESERVED);
+        }
+        bus.read(LEVEL_IRQ_PORT, &mut d);
+        assert_eq!(
+            u32::from_le_bytes(d),
+            0x02_ff_01,
+            "a byte each, stopping at 255"
+        );
     }
 }

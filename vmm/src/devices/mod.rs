@@ -40,6 +40,9 @@ pub enum Effect {
     Irq(u8),
     /// Send this vector as an MSI to local APIC 0 (`abi::guest::MSI_PORT`).
     Msi(u8),
+    /// Send the MSI of the test route with this vector
+    /// (`abi::guest::LEVEL_IRQ_PORT`).
+    LevelIrq(u8),
     /// A debugging command (`abi::guest::DEBUG_PORT`).
     Debug(u8),
 }

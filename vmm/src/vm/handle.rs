@@ -4,13 +4,14 @@
 
 use abi::kvm::{
     KVM_ENOSYS, KVM_EXIT_DEBUG, KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_HYPERCALL,
-    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MMIO,
-    KVM_EXIT_SHUTDOWN, KVM_EXIT_SYSTEM_EVENT, KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR,
+    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IOAPIC_EOI,
+    KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_EXIT_SYSTEM_EVENT,
+    KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR,
 };
 
 use super::stop::{ExitCounts, StopReason};
 use crate::devices::console::Console;
-use crate::devices::debug::DebugPort;
+use crate::devices::debug::{DebugPort, LevelIrqPort};
 use crate::devices::scratch::Scratch;
 use crate::devices::{Effect, PortBus};
 use crate::exit::Exit;
@@ -71,6 +72,9 @@ pub(super) enum Next {
     XenPage(u64),
     /// Send this vector as an MSI (`Vm::signal_msi`), then go on.
     Msi(u8),
+    /// Send the MSI of the test route with this vector (`Vm::level_irq`),
+    /// then go on.
+    LevelIrq(u8),
     /// Step over the INT3 a software-breakpoint exit stopped at, then go
     /// on.
     SkipBreakpoint,
@@ -127,6 +131,7 @@ impl State {
                         Effect::Command(c) => next = Next::Command(c),
                         Effect::Irq(v) => self.pending_irq = Some(v),
                         Effect::Msi(v) => next = Next::Msi(v),
+                        Effect::LevelIrq(v) => next = Next::LevelIrq(v),
                         Effect::Debug(c) => next = Next::Debug(c),
                     }
                 }
@@ -267,6 +272,17 @@ impl State {
                 match vmm_msr(index) {
                     Some(i) => self.vmm_msrs[i] = data,
                     None => *error = 1,
+                }
+                Next::Continue
+            }
+            Exit::IoapicEoi { vector } => {
+                // The EOI is done; a VMM's IOAPIC would clear the remote
+                // IRR of the pins routed to `vector` here (issue 7). The
+                // test port counts its vectors' EOIs.
+                self.exits.count(KVM_EXIT_IOAPIC_EOI);
+                self.recorder.push(ExitRecord::IoapicEoi { vector });
+                if let Some(port) = self.bus.get_mut::<LevelIrqPort>(abi::guest::LEVEL_IRQ_PORT) {
+                    port.count_eoi(vector);
                 }
                 Next::Continue
             }

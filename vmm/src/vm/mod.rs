@@ -11,7 +11,12 @@
 //! the VM stops as "halted". With [`VmConfig::split_irqchip`] the local
 //! APIC is the kernel's (DESIGN.md D4: KVM's, or Mojito's hypervisor), HLT
 //! and the APIC timer never reach the VMM, and the MSI test port sends
-//! `KVM_SIGNAL_MSI`.
+//! `KVM_SIGNAL_MSI`. Such a VM also gets the test GSI routes
+//! (`abi::guest::LEVEL_IRQ_ROUTES`, `KVM_SET_GSI_ROUTING`), whose MSIs the
+//! level-triggered interrupt test port sends; the kernel reports the EOI of
+//! a level-triggered vector a reserved IOAPIC pin routes to a vCPU as
+//! `KVM_EXIT_IOAPIC_EOI`, which the run loop counts, records and answers
+//! by going on (a VMM's IOAPIC would clear the pin's remote IRR there).
 //!
 //! vCPUs: [`VmConfig::vcpus`] of them, ids 0 (the BSP, which the loaders
 //! start) up; the others (APs) wait for the guest's INIT and SIPI, which
@@ -54,7 +59,7 @@ use crate::api::{
 use crate::devices::PortBus;
 use crate::devices::console::{Console, RING_DEFAULT, Sink};
 use crate::devices::debug::{
-    DebugCon, DebugExit, DebugPort, IrqPort, MsiPort, PostPort, YieldPort,
+    DebugCon, DebugExit, DebugPort, IrqPort, LevelIrqPort, MsiPort, PostPort, YieldPort,
 };
 use crate::devices::memtest::MemTest;
 use crate::devices::pit::{PIT_BASE, PIT_LEN, PORT_B};
@@ -148,7 +153,8 @@ pub struct VmConfig {
     /// with [`IOAPIC_PINS`] before the vCPU is made, so the local APIC,
     /// its timer and HLT live in the kernel; CPUID then offers the APIC,
     /// x2APIC and, where the kernel has it, the TSC-deadline timer
-    /// ([`policy::offer_local_apic`]).
+    /// ([`policy::offer_local_apic`]), and once the vCPUs are made the
+    /// test GSI routes are set (`abi::guest::LEVEL_IRQ_ROUTES`).
     pub split_irqchip: bool,
     /// vCPUs, 1 to [`MAX_VCPUS`]: ids 0 (the BSP) up, each with the CPUID
     /// table and its own initial APIC ID ([`policy::with_apic_id`]). More
@@ -509,6 +515,12 @@ impl<V: api::Vm> Vm<V> {
             }
             vcpus.push(vcpu);
         }
+        if config.split_irqchip {
+            // After the vCPUs: a routing change makes KVM work out again,
+            // for each vCPU there is, which vectors' EOIs exit
+            // (KVM_REQ_SCAN_IOAPIC); Mojito looks at the routes at each EOI.
+            kvm("KVM_SET_GSI_ROUTING", vm.set_gsi_routing(&test_routes()))?;
+        }
         let mut xen_blobs = None;
         let mut xen_emulated = false;
         if config.xen_hvm {
@@ -552,7 +564,7 @@ impl<V: api::Vm> Vm<V> {
         let mut bus = PortBus::new();
         let clock = system.clock();
         let (pit, port_b) = crate::devices::pit::new(clock.clone());
-        let standard: [(u16, u16, Box<dyn crate::devices::PortDevice>); 11] = [
+        let standard: [(u16, u16, Box<dyn crate::devices::PortDevice>); 12] = [
             (config.uart_base, UART_LEN, Box::new(Uart::new())),
             (abi::guest::EXIT_PORT, 1, Box::new(DebugExit)),
             (abi::guest::CONSOLE_PORT, 1, Box::new(DebugCon)),
@@ -560,6 +572,11 @@ impl<V: api::Vm> Vm<V> {
             (abi::guest::POST_PORT, 1, Box::new(PostPort)),
             (abi::guest::IRQ_PORT, 1, Box::new(IrqPort)),
             (abi::guest::MSI_PORT, 1, Box::new(MsiPort::default())),
+            (
+                abi::guest::LEVEL_IRQ_PORT,
+                1,
+                Box::new(LevelIrqPort::default()),
+            ),
             (
                 abi::guest::DEBUG_PORT,
                 crate::devices::debug::DEBUG_PORTS,
@@ -775,6 +792,25 @@ impl<V: api::Vm> Vm<V> {
         }
     }
 
+    /// Sends the MSI of the test route with `vector` (the level-triggered
+    /// interrupt test port): exactly the route's address and data, so the
+    /// kernel sees it as the route's pin would send it. A vector no route
+    /// has sends nothing; the guest sees whether it came.
+    fn level_irq(&mut self, vector: u8) {
+        if let Some((_, msi, _)) = test_routes()
+            .into_iter()
+            .find(|(_, m, _)| m.data & 0xff == u32::from(vector))
+        {
+            let msi = abi::kvm::kvm_msi {
+                address_lo: msi.address_lo,
+                address_hi: msi.address_hi,
+                data: msi.data,
+                ..Default::default()
+            };
+            let _ = self.vm.signal_msi(&msi);
+        }
+    }
+
     /// Carries out a command of the debugging test port: single-step,
     /// software breakpoints, or off, for the vCPU that wrote it; a new
     /// session's count starts at 0.
@@ -952,6 +988,7 @@ impl<V: api::Vm> Vm<V> {
                 Next::Command(c) => self.memtest(c),
                 Next::XenPage(value) => self.xen_page(value),
                 Next::Msi(vector) => self.signal_msi(vector),
+                Next::LevelIrq(vector) => self.level_irq(vector),
                 Next::Debug(c) => self.debug_command(c),
                 Next::ResumeBreakpoint => {
                     // An instruction breakpoint would hit again: RF lets the
@@ -988,6 +1025,20 @@ impl<V: api::Vm> Vm<V> {
             exits: self.state.exits.clone(),
         }
     }
+}
+
+/// The GSI routes a VM with the split irqchip gets
+/// (`abi::guest::LEVEL_IRQ_ROUTES`): MSIs to local APIC 0, fixed delivery,
+/// no device id.
+fn test_routes() -> [(u32, abi::kvm::kvm_irq_routing_msi, u32); 3] {
+    abi::guest::LEVEL_IRQ_ROUTES.map(|(gsi, data)| {
+        let msi = abi::kvm::kvm_irq_routing_msi {
+            address_lo: abi::guest::MSI_ADDRESS_APIC0,
+            data,
+            ..Default::default()
+        };
+        (gsi, msi, 0)
+    })
 }
 
 /// KVM's paravirtual leaves as the test VMM offers them

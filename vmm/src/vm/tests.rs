@@ -339,6 +339,89 @@ fn the_split_irqchip_needs_the_capability() {
     assert!(!VmConfig::new("irq").mojito_look().split_irqchip);
 }
 
+/// The split irqchip's test routes, set at creation, and the
+/// level-triggered interrupt test port: a write sends its route's MSI
+/// exactly; `KVM_EXIT_IOAPIC_EOI` is counted, recorded and answered by
+/// going on, and the port reads back the EOIs of its three vectors.
+#[test]
+fn ioapic_eoi_exits_are_counted_and_the_port_sends_the_routes() {
+    use abi::guest::{EDGE_VECTOR, LEVEL_IRQ_PORT, LEVEL_VECTOR, LEVEL_VECTOR_UNRESERVED};
+    use abi::kvm::{KVM_EXIT_IOAPIC_EOI, kvm_irq_routing_msi};
+    let port = LEVEL_IRQ_PORT;
+    let script = vec![
+        io(true, port, 1, 1, &[LEVEL_VECTOR]),
+        Scripted::Eoi(LEVEL_VECTOR),
+        io(true, port, 1, 1, &[LEVEL_VECTOR_UNRESERVED]),
+        io(true, port, 1, 1, &[EDGE_VECTOR]),
+        // No route has 0x40: nothing is sent.
+        io(true, port, 1, 1, &[0x40]),
+        Scripted::Eoi(LEVEL_VECTOR),
+        // Another pin's EOI: not the port's to count.
+        Scripted::Eoi(0x40),
+        io(false, port, 4, 1, &[]),
+        io(true, 0xf4, 1, 1, &[0]),
+    ];
+    let system = smp(script, vec![]);
+    let (msis, routings, answers) = (
+        system.msis.clone(),
+        system.routings.clone(),
+        system.answers.clone(),
+    );
+    let config = VmConfig {
+        split_irqchip: true,
+        ..small()
+    };
+    let mut vm = Vm::create(&system, &config, Box::new(Discard)).unwrap();
+    let outcome = vm.run();
+    assert_eq!(outcome.reason, StopReason::Exited(0));
+    assert_eq!(outcome.exits.get(KVM_EXIT_IOAPIC_EOI), 3);
+    let level = 1 << 15;
+    let msi = |data| kvm_irq_routing_msi {
+        address_lo: 0xfee0_0000,
+        data,
+        ..Default::default()
+    };
+    assert_eq!(
+        *routings.lock().unwrap(),
+        [vec![
+            (5, msi(level | 0x5c), 0),
+            (30, msi(level | 0x5d), 0),
+            (6, msi(0x5e), 0)
+        ]]
+    );
+    let sent: Vec<(u32, u32)> = msis
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| (m.address_lo, m.data))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (0xfee0_0000, level | 0x5c),
+            (0xfee0_0000, level | 0x5d),
+            (0xfee0_0000, 0x5e)
+        ]
+    );
+    // Two EOI exits of 0x5c, none of 0x5d or 0x5e.
+    assert_eq!(*answers.lock().unwrap(), [vec![2, 0, 0, 0]]);
+    let eois: Vec<ExitRecord> = vm
+        .records()
+        .iter()
+        .filter(|r| matches!(r, ExitRecord::IoapicEoi { .. }))
+        .copied()
+        .collect();
+    assert_eq!(
+        eois,
+        [0x5c, 0x5c, 0x40].map(|vector| ExitRecord::IoapicEoi { vector })
+    );
+    // Without the split irqchip there are no routes to set.
+    let plain = FakeSystem::new(vec![]);
+    let routings = plain.routings.clone();
+    Vm::create(&plain, &small(), Box::new(Discard)).unwrap();
+    assert!(routings.lock().unwrap().is_empty());
+}
+
 /// A fake with the split irqchip and up to 8 vCPUs; vCPU 0 follows `bsp`,
 /// vCPU `i` > 0 `aps[i - 1]` (then `KVM_EXIT_INTR` for ever).
 fn smp(bsp: Vec<Scripted>, aps: Vec<Vec<Scripted>>) -> FakeSystem {

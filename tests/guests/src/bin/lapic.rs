@@ -32,7 +32,15 @@
 //!    SELF_IPI (0x83f) with 0x59 and the ICR (0x830) with 0x5a and the self
 //!    shorthand are taken, EOI by MSR 0x80b; reading EOI and writing the ID
 //!    raise #GP.
-//! 10. In service (last, as kvm-pvm does not keep the ISR: `vmm/tests/
+//! 10. Level-triggered interrupts and `KVM_EXIT_IOAPIC_EOI` (in x2APIC
+//!     mode, after step 9): the VMM routes GSI 5 (a reserved IOAPIC pin)
+//!     to vector 0x5c level-triggered, GSI 30 (no reserved pin) to 0x5d
+//!     level-triggered and GSI 6 to 0x5e edge-triggered
+//!     (`abi::guest::LEVEL_IRQ_PORT`). Each is sent through the port and
+//!     taken once, with its TMR bit set in the handler for 0x5c and 0x5d
+//!     and clear for 0x5e; after the handler's EOI the port counts the
+//!     VMM's `KVM_EXIT_IOAPIC_EOI`s: one for 0x5c, none for the others.
+//! 11. In service (last, as kvm-pvm does not keep the ISR: `vmm/tests/
 //!     host_kvm.rs`): with the handler's EOI held back, vector 0x50's ISR
 //!     bit is set and the PPR is 0x50 in its handler and after it; 0x48
 //!     waits in the IRR until the EOI, then is taken; the ISR is clear.
@@ -49,7 +57,9 @@ fn main() {}
 
 #[cfg(target_os = "none")]
 mod guest {
-    use abi::guest::MSI_PORT;
+    use abi::guest::{
+        EDGE_VECTOR, LEVEL_IRQ_PORT, LEVEL_VECTOR, LEVEL_VECTOR_UNRESERVED, MSI_PORT,
+    };
     use core::arch::{asm, global_asm};
     use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
     use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering::Relaxed};
@@ -80,6 +90,7 @@ mod guest {
     const LDR: u32 = 0xd0;
     const SVR: u32 = 0xf0;
     const ISR: u32 = 0x100;
+    const TMR: u32 = 0x180;
     const IRR: u32 = 0x200;
     const ICR: u32 = 0x300;
     const LVT_TIMER: u32 = 0x320;
@@ -111,6 +122,10 @@ mod guest {
     const V_ONE_SHOT: u8 = 0x60;
     const V_PERIODIC: u8 = 0x61;
     const V_DEADLINE: u8 = 0x62;
+    /// Step 10's: the VMM's GSI routes' vectors (`abi::guest`).
+    const V_LEVEL: u8 = LEVEL_VECTOR;
+    const V_LEVEL_UNRESERVED: u8 = LEVEL_VECTOR_UNRESERVED;
+    const V_EDGE: u8 = EDGE_VECTOR;
 
     /// The PIT's input clock, and channel 2's count for 50 ms.
     const PIT_HZ: u32 = 1_193_182;
@@ -124,10 +139,11 @@ mod guest {
     /// Whether the handler writes the EOI itself (off while a check looks
     /// at the ISR after the handler).
     static EOI_IN_HANDLER: AtomicBool = AtomicBool::new(true);
-    /// The vector whose handler samples the ISR bit and the PPR (0: none),
-    /// and what it saw.
+    /// The vector whose handler samples the ISR and TMR bits and the PPR
+    /// (0: none), and what it saw.
     static SAMPLE: AtomicU8 = AtomicU8::new(0);
     static SAMPLED_ISR: AtomicBool = AtomicBool::new(false);
+    static SAMPLED_TMR: AtomicBool = AtomicBool::new(false);
     static SAMPLED_PPR: AtomicU32 = AtomicU32::new(u32::MAX);
     /// Whether the APIC is in x2APIC mode (registers are MSRs).
     static X2APIC: AtomicBool = AtomicBool::new(false);
@@ -179,6 +195,9 @@ mod guest {
         "lapic_stub 0x58",
         "lapic_stub 0x59",
         "lapic_stub 0x5a",
+        "lapic_stub 0x5c",
+        "lapic_stub 0x5d",
+        "lapic_stub 0x5e",
         "lapic_stub 0x60",
         "lapic_stub 0x61",
         "lapic_stub 0x62",
@@ -193,6 +212,9 @@ mod guest {
         fn lapic_stub_0x58();
         fn lapic_stub_0x59();
         fn lapic_stub_0x5a();
+        fn lapic_stub_0x5c();
+        fn lapic_stub_0x5d();
+        fn lapic_stub_0x5e();
         fn lapic_stub_0x60();
         fn lapic_stub_0x61();
         fn lapic_stub_0x62();
@@ -210,6 +232,7 @@ mod guest {
         }
         if SAMPLE.load(Relaxed) == v {
             SAMPLED_ISR.store(isr(v), Relaxed);
+            SAMPLED_TMR.store(bank_bit(TMR, v), Relaxed);
             SAMPLED_PPR.store(apic_read(PPR), Relaxed);
         }
         if v != SPURIOUS && EOI_IN_HANDLER.load(Relaxed) {
@@ -249,7 +272,7 @@ mod guest {
         apic_write(EOI, 0);
     }
 
-    /// Bit `v` of a 256-bit register bank (ISR, IRR): 8 registers of 32
+    /// Bit `v` of a 256-bit register bank (ISR, TMR, IRR): 8 registers of 32
     /// bits, 16 bytes apart.
     fn bank_bit(base: u32, v: u8) -> bool {
         apic_read(base + 0x10 * (u32::from(v) / 32)) & (1 << (v % 32)) != 0
@@ -332,13 +355,16 @@ mod guest {
         let cs: u16;
         // SAFETY: reads CS.
         unsafe { asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags)) };
-        let stubs: [(u8, unsafe extern "C" fn()); 10] = [
+        let stubs: [(u8, unsafe extern "C" fn()); 13] = [
             (V_LOW, lapic_stub_0x48),
             (V_ICR, lapic_stub_0x50),
             (V_TPR, lapic_stub_0x55),
             (V_MSI, lapic_stub_0x58),
             (V_X2_SELF, lapic_stub_0x59),
             (V_X2_ICR, lapic_stub_0x5a),
+            (V_LEVEL, lapic_stub_0x5c),
+            (V_LEVEL_UNRESERVED, lapic_stub_0x5d),
+            (V_EDGE, lapic_stub_0x5e),
             (V_ONE_SHOT, lapic_stub_0x60),
             (V_PERIODIC, lapic_stub_0x61),
             (V_DEADLINE, lapic_stub_0x62),
@@ -612,7 +638,7 @@ mod guest {
         println!("msi: KVM_SIGNAL_MSI from the VMM delivered 0x58");
     }
 
-    /// Step 10: an interrupt in service (no EOI yet from its handler): its
+    /// Step 11: an interrupt in service (no EOI yet from its handler): its
     /// ISR bit is set and the PPR is its class, in the handler and after
     /// it; a lower class waits in the IRR until the EOI. In x2APIC mode
     /// after step 9 (the same state as the xAPIC's ISR and PPR).
@@ -663,6 +689,68 @@ mod guest {
         println!("in service: 0x50's ISR bit set and PPR 0x50 until its EOI; 0x48 waits for it");
     }
 
+    /// The level-triggered interrupt test port's count of
+    /// `KVM_EXIT_IOAPIC_EOI`s: 0x5c's in bits 7:0, 0x5d's in 15:8, 0x5e's in
+    /// 23:16.
+    fn eoi_exits() -> u32 {
+        let counts: u32;
+        // SAFETY: port I/O only.
+        unsafe {
+            asm!("in eax, dx", in("dx") LEVEL_IRQ_PORT, out("eax") counts,
+                options(nomem, nostack, preserves_flags))
+        };
+        counts
+    }
+
+    /// Step 10: the VMM's GSI routes, level- and edge-triggered, and the
+    /// EOIs that reach it (`KVM_EXIT_IOAPIC_EOI`): only those of the
+    /// level-triggered vector a reserved IOAPIC pin routes here.
+    fn ioapic_eoi() {
+        // Vector, level-triggered, the port's count after its EOI.
+        let steps = [
+            (V_LEVEL, true, 0x00_00_01),
+            (V_LEVEL_UNRESERVED, true, 0x00_00_01),
+            (V_EDGE, false, 0x00_00_01),
+        ];
+        for (v, level, want) in steps {
+            let before = count(v);
+            SAMPLE.store(v, Relaxed);
+            outb(LEVEL_IRQ_PORT, v);
+            taken_after(v, before);
+            settle();
+            SAMPLE.store(0, Relaxed);
+            let (taken, tmr) = (count(v) - before, SAMPLED_TMR.load(Relaxed));
+            if taken != 1 {
+                fail!("ioapic eoi: {v:#x} taken {taken} times, want 1");
+            }
+            if tmr != level {
+                fail!("ioapic eoi: {v:#x}'s TMR bit {tmr} in its handler, want {level}");
+            }
+            // The handler's EOI is done: the VMM has seen its exit, if any.
+            let eois = eoi_exits();
+            if eois != want {
+                fail!(
+                    "ioapic eoi: after {v:#x}'s EOI the VMM counts EOI exits {:#x}, {:#x}, {:#x} \
+                     of 0x5c, 0x5d, 0x5e (want {:#x}, {:#x}, {:#x})",
+                    eois & 0xff,
+                    (eois >> 8) & 0xff,
+                    (eois >> 16) & 0xff,
+                    want & 0xff,
+                    (want >> 8) & 0xff,
+                    (want >> 16) & 0xff
+                );
+            }
+        }
+        let eois = eoi_exits();
+        println!(
+            "ioapic eoi: 0x5c (GSI 5, level), 0x5d (GSI 30, level), 0x5e (GSI 6, edge) taken once \
+             each, TMR set for 0x5c and 0x5d; KVM_EXIT_IOAPIC_EOI: {} {} {}",
+            eois & 0xff,
+            (eois >> 8) & 0xff,
+            (eois >> 16) & 0xff
+        );
+    }
+
     /// Step 9: x2APIC mode and its MSRs.
     fn x2apic() {
         if cpuid(1, 0).ecx & (1 << 21) == 0 {
@@ -709,6 +797,7 @@ mod guest {
         tsc_deadline();
         msi();
         x2apic();
+        ioapic_eoi();
         in_service();
         let order: [u8; 10] = core::array::from_fn(|i| ORDER[i].load(Relaxed));
         if order[..6] != [V_ICR, V_TPR, V_TPR, V_ONE_SHOT, V_PERIODIC, V_PERIODIC] {
