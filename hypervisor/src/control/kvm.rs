@@ -331,11 +331,13 @@ pub fn run<B: Backend>(
     let (before, rest) = vcpus.split_at_mut(at);
     let (me, after) = rest.split_first_mut().ok_or(EINVAL)?;
     let vc = me.as_mut().ok_or(EINVAL)?;
+    let siblings = before.iter().chain(after.iter()).any(Option::is_some);
     let mut peers = Peers {
         before,
         after,
         routes,
         turn_began: turn.1,
+        siblings,
     };
     let run_gpa = vc.run_pages.ok_or(EINVAL)?;
     // request_interrupt_window and immediate_exit.
@@ -828,7 +830,12 @@ fn run_guest<B: Backend>(
             return debug_exit(&vc.cpu, vector);
         }
         let rip = if stepping { vc.cpu.rip() } else { 0 };
-        let lapic = super::lapic::exit(vc, peers, env, info);
+        // (Nothing of the LAPIC's on the path of a VM without one.)
+        let lapic = if vc.lapic.is_some() {
+            super::lapic::exit(vc, peers, env, info)
+        } else {
+            super::lapic::Outcome::NotMine
+        };
         if !matches!(lapic, super::lapic::Outcome::NotMine) {
             env.stats.count(&info.exit);
         }

@@ -129,6 +129,9 @@ pub struct Peers<'a, B: Backend> {
     pub after: &'a mut [Option<KvmVcpu<B>>],
     pub routes: &'a super::routing::Routes,
     pub turn_began: u64,
+    /// Whether there are other vCPUs at all (the common case, one, pays
+    /// for nothing else on the exit path).
+    pub siblings: bool,
 }
 
 impl<B: Backend> Peers<'_, B> {
@@ -142,7 +145,12 @@ impl<B: Backend> Peers<'_, B> {
     /// A sibling can run and this vCPU has had the CPU for a tick: it
     /// gives the CPU back so that the VMM runs the other (its RUNs that
     /// went to the VMM and back do not make a new turn).
+    #[inline]
     pub fn turn_over(&self) -> bool {
+        self.siblings && self.turn_over_slow()
+    }
+
+    fn turn_over_slow(&self) -> bool {
         let tick = crate::arch::apic::period_tsc();
         self.any_can_run()
             && tick != 0
@@ -163,10 +171,7 @@ impl<B: Backend> Peers<'_, B> {
     }
 
     pub fn any_exist(&self) -> bool {
-        self.before
-            .iter()
-            .chain(self.after.iter())
-            .any(Option::is_some)
+        self.siblings
     }
 
     pub fn any_can_run(&self) -> bool {
