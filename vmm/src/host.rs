@@ -30,9 +30,13 @@
 //! that does not exit. So a VM's second vCPU starts a [`Ticker`]: a thread
 //! that, every [`TICK`], kicks the vCPU whose turn it is (the last of the
 //! VM's vCPUs to enter `KVM_RUN`): its RUN ends, or if the VMM is handling
-//! one of its exits just then, its next RUN ends at once — so each turn
-//! lasts about a tick, the counterpart of Mojito's timer tick (DESIGN.md
-//! D2). It stops with the VM handle; a VM with one vCPU has none.
+//! one of its exits just then, its next RUN ends at once — so a turn lasts
+//! at most a tick (the ticker's phase is its own, so often less), the
+//! counterpart of Mojito's timer tick (DESIGN.md D2). It stops with the VM
+//! handle. A VM with one vCPU has none: with the APIC in the kernel, a
+//! guest that halts with interrupts off (or waits for a timer it never
+//! armed) then keeps `KVM_RUN` until the caller's `StopHandle` kicks it,
+//! as under any Linux VMM.
 //!
 //! # Memory
 //!
@@ -211,7 +215,11 @@ struct Ticker {
 }
 
 impl Ticker {
-    fn start(kicks: Arc<Mutex<Vec<Weak<KickState>>>>, turn: Arc<AtomicUsize>) -> Self {
+    /// Starts the thread; the error if none could be made.
+    fn start(
+        kicks: Arc<Mutex<Vec<Weak<KickState>>>>,
+        turn: Arc<AtomicUsize>,
+    ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::Builder::new()
@@ -229,9 +237,11 @@ impl Ticker {
                         HostKicker(k).kick();
                     }
                 }
-            })
-            .ok();
-        Self { stop, thread }
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -373,7 +383,10 @@ impl Vm for HostVm {
         kicks.push(Arc::downgrade(&kick));
         drop(kicks);
         if index > 0 && self.ticker.is_none() {
-            self.ticker = Some(Ticker::start(self.kicks.clone(), self.turn.clone()));
+            // Without it a second vCPU could keep KVM_RUN for ever: no vCPU.
+            let ticker = Ticker::start(self.kicks.clone(), self.turn.clone())
+                .map_err(|_| k::errno::ENOMEM)?;
+            self.ticker = Some(ticker);
         }
         Ok(HostVcpu {
             fd,

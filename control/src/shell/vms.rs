@@ -220,7 +220,18 @@ pub fn make(
         _ => {}
     }
     let name = spec.name.as_str();
-    let defaults = VmConfig::new(name).mojito_look().ram(spec.mem);
+    // What the guest program wants (the split irqchip, its vCPUs) goes by
+    // its file (`guests/smp.elf` is `smp`), whatever the VM is called.
+    let guest = spec
+        .kernel
+        .rsplit('/')
+        .next()
+        .and_then(|f| f.split('.').next())
+        .unwrap_or(name);
+    let defaults = VmConfig {
+        name: name.into(),
+        ..VmConfig::new(guest).mojito_look().ram(spec.mem)
+    };
     // `cpus=` overrides a test guest's own count; several vCPUs need the
     // kernel's local APIC (their APs start by INIT and SIPI).
     let vcpus = if kind == "multiboot" {
@@ -231,7 +242,7 @@ pub fn make(
     let config = VmConfig {
         vcpus,
         split_irqchip: defaults.split_irqchip || vcpus > 1,
-        record_limit: if record && !UNRECORDED.contains(&name) {
+        record_limit: if record && !UNRECORDED.contains(&guest) {
             defaults.record_limit
         } else {
             0

@@ -714,7 +714,7 @@ fn run_guest<B: Backend>(
     // A tick that came while the control domain ran is no reason to stop —
     // unless the VM's vCPUs take turns: then every tick ends one, so that a
     // vCPU that keeps going to the VMM and back does not keep the CPU.
-    if !peers.any_exist() {
+    if !peers.any_can_run() {
         crate::arch::apic::take_tick();
     }
     // Whether the interrupt-window exit is on (set once here, then only

@@ -43,8 +43,8 @@ const APIC_ID_OFFSET: usize = 0x20;
 const BASE_ADDRESS: u64 = 0x000f_ffff_ffff_f000;
 /// LVT LINT0 (SDM Vol. 3A 11.5.1): where the 8259's ExtINT comes in.
 const LVT_LINT0: u32 = 0x350;
-/// Its x2APIC MSR (SDM Vol. 3A Table 11-6).
-const X2APIC_LVT_LINT0: u32 = 0x835;
+/// LVT Timer (SDM Vol. 3A 11.5.1).
+const LVT_TIMER: u32 = 0x320;
 const LVT_MASKED: u32 = 1 << 16;
 /// LVT delivery mode ExtINT (bits 10:8 = 111).
 const DELIVERY_EXTINT: u32 = 0b111;
@@ -405,10 +405,7 @@ pub fn accepts_pic(l: &Lapic) -> bool {
     if l.mode() == Mode::Disabled {
         return true;
     }
-    let lvt0 = match l.mode() {
-        Mode::X2Apic => l.msr_read(X2APIC_LVT_LINT0, 0).unwrap_or(0) as u32,
-        _ => l.mmio_read(LVT_LINT0, 0),
-    };
+    let lvt0 = lvt(l, LVT_LINT0);
     lvt0 & LVT_MASKED == 0 && (lvt0 >> 8) & 0b111 == DELIVERY_EXTINT
 }
 
@@ -514,7 +511,19 @@ pub fn has_wakeup<B: Backend>(vc: &KvmVcpu<B>, host_now: u64) -> bool {
     let guest_now = host_now.wrapping_add(vc.tsc_offset);
     (vc.irq.is_some() && accepts_pic(l))
         || l.pending().is_some()
-        || l.timer_deadline().is_some_and(|d| d <= guest_now)
+        || (lvt(l, LVT_TIMER) & LVT_MASKED == 0
+            && l.timer_deadline().is_some_and(|d| d <= guest_now))
+}
+
+/// An LVT register, in either mode (xAPIC offset; all ones while the APIC
+/// is off, which reads as masked).
+fn lvt(l: &Lapic, offset: u32) -> u32 {
+    match l.mode() {
+        Mode::X2Apic => l
+            .msr_read(lapic::X2APIC_MSR_FIRST + offset / 16, 0)
+            .map_or(u32::MAX, |v| v as u32),
+        _ => l.mmio_read(offset, 0),
+    }
 }
 
 /// `KVM_SIGNAL_MSI`: KVM's answers — -EINVAL without the split irqchip or

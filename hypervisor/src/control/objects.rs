@@ -157,21 +157,21 @@ impl<B: Backend> Peers<'_, B> {
             && crate::arch::instr::rdtsc().wrapping_sub(self.turn_began) >= tick
     }
 
-    /// The nearest of the other vCPUs' timer deadlines, in host TSC cycles.
+    /// The nearest timer deadline still to come of the other vCPUs that a
+    /// timer interrupt would wake (halted with interrupts on), in host TSC
+    /// cycles. (One already due makes its vCPU runnable: `any_can_run`.)
     pub fn earliest_deadline(&self, host_now: u64) -> Option<u64> {
         self.before
             .iter()
             .chain(self.after.iter())
             .flatten()
+            .filter(|p| p.halted() && p.halted_if)
             .filter_map(|p| {
                 let l = p.lapic.as_ref()?;
                 super::lapic::host_deadline(l, p.tsc_offset, host_now)
             })
+            .filter(|&d| d > host_now)
             .min()
-    }
-
-    pub fn any_exist(&self) -> bool {
-        self.siblings
     }
 
     pub fn any_can_run(&self) -> bool {

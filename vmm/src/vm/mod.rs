@@ -954,9 +954,9 @@ impl<V: api::Vm> Vm<V> {
     /// tick, or at once when this vCPU cannot run while another could; on
     /// Linux the back end's kick) moves the loop on to the next vCPU. With
     /// [`VmConfig::stop_on_intr`] the loop returns
-    /// [`StopReason::Interrupted`] after each full round, when it is back
-    /// at vCPU 0 (with one vCPU: at every `KVM_EXIT_INTR`, as before);
-    /// `run` again goes on with the vCPU it stopped at.
+    /// [`StopReason::Interrupted`] at every `KVM_EXIT_INTR`, as with one
+    /// vCPU, so that the caller sees input as soon as it ends a RUN; `run`
+    /// again goes on with the next vCPU.
     pub fn run(&mut self) -> Outcome {
         let reason = loop {
             if self.stop.swap(false, Ordering::SeqCst) {
@@ -980,7 +980,7 @@ impl<V: api::Vm> Vm<V> {
                 Next::Continue => {}
                 Next::EndTurn => {
                     self.current = (i + 1) % self.vcpus.len();
-                    if self.current == 0 && self.state.stop_on_intr {
+                    if self.state.stop_on_intr {
                         break StopReason::Interrupted;
                     }
                 }

@@ -502,7 +502,7 @@ fn the_first_ap_run_ends_at_once_as_an_ap_waiting_for_sipi() {
 }
 
 #[test]
-fn stop_on_intr_returns_after_a_full_round() {
+fn stop_on_intr_returns_at_every_turn() {
     let config = VmConfig {
         stop_on_intr: true,
         stop_on_yield: true,
@@ -519,10 +519,13 @@ fn stop_on_intr_returns_after_a_full_round() {
     let system = smp(bsp, vec![ap]);
     let runs = system.runs.clone();
     let mut vm = Vm::create(&system, &config, Box::new(Discard)).unwrap();
-    // vCPU 0's INTR moves on to vCPU 1, whose INTR ends the round.
+    // Each INTR returns, and the next `run` goes on with the next vCPU.
     assert_eq!(vm.run().reason, StopReason::Interrupted);
-    assert_eq!(*runs.lock().unwrap(), [0, 1]);
+    assert_eq!(*runs.lock().unwrap(), [0]);
+    assert_eq!(vm.current_vcpu(), 1);
+    assert_eq!(vm.run().reason, StopReason::Interrupted);
     assert_eq!(vm.current_vcpu(), 0);
+    assert_eq!(vm.run().reason, StopReason::Interrupted);
     // A yield stops the loop on the vCPU that yielded, and `run` goes on
     // with it.
     assert_eq!(vm.run().reason, StopReason::Yield);
@@ -556,21 +559,30 @@ fn the_watchdog_needs_every_vcpu_without_an_exit() {
     let outcome = vm.run();
     assert_eq!(outcome.reason, StopReason::NoExit { intrs: 3 });
     assert_eq!(*runs.lock().unwrap(), [0, 1, 0, 1, 0, 1]);
-    // Forgiving takes one off the count of the vCPU that runs next (the
-    // BSP, after a round).
+    // Forgiving takes one off the count of the vCPU that runs next (here
+    // the BSP, after the AP's turn): one more turn before the stop.
     let config = VmConfig {
         stop_on_intr: true,
         ..config
     };
-    let system = smp(vec![intr(); 8], vec![]);
-    let runs = system.runs.clone();
-    let mut vm = Vm::create(&system, &config, Box::new(Discard)).unwrap();
-    assert_eq!(vm.run().reason, StopReason::Interrupted);
-    vm.forgive_intr();
-    assert_eq!(vm.run().reason, StopReason::Interrupted);
-    assert_eq!(vm.run().reason, StopReason::Interrupted);
-    assert_eq!(vm.run().reason, StopReason::NoExit { intrs: 3 });
-    assert_eq!(runs.lock().unwrap().len(), 7);
+    for (forgive, turns) in [(false, 6), (true, 7)] {
+        let system = smp(vec![intr(); 8], vec![]);
+        let runs = system.runs.clone();
+        let mut vm = Vm::create(&system, &config, Box::new(Discard)).unwrap();
+        assert_eq!(vm.run().reason, StopReason::Interrupted);
+        assert_eq!(vm.run().reason, StopReason::Interrupted);
+        if forgive {
+            vm.forgive_intr();
+        }
+        let reason = loop {
+            match vm.run().reason {
+                StopReason::Interrupted => {}
+                other => break other,
+            }
+        };
+        assert_eq!(reason, StopReason::NoExit { intrs: 3 });
+        assert_eq!(runs.lock().unwrap().len(), turns, "forgiven: {forgive}");
+    }
 }
 
 #[test]

@@ -21,7 +21,8 @@
 //!    APIC 1, which wakes the AP from `sti; hlt`; a broadcast to all
 //!    excluding self (0x42) and a logical, flat-model IPI to destination
 //!    0x02 (0x43) reach the AP only.
-//! 5. Timers: each vCPU runs its own periodic APIC timer (1 ms: TMICT
+//! 5. Timers: each vCPU runs its own periodic APIC timer on its own vector
+//!    (0x61, 0x62; neither may take the other's) (1 ms: TMICT
 //!    1,000,000 at divide 1, KVM's APIC clock being 1 GHz) while the BSP
 //!    measures 50 ms on the VMM's PIT: each must count 10 to 60 (the
 //!    `lapic` guest's bounds: a tick that comes while the vCPU does not
@@ -113,6 +114,9 @@ mod guest {
     const V_ALL_BUT_SELF: u8 = 0x42;
     const V_LOGICAL: u8 = 0x43;
     const V_TIMER: u8 = 0x61;
+    /// The AP's timer vector: two timers that were one would show in the
+    /// vectors counted.
+    const V_AP_TIMER: u8 = 0x62;
 
     /// The PIT's input clock, and channel 2's count for 50 ms.
     const PIT_HZ: u32 = 1_193_182;
@@ -346,6 +350,7 @@ mod guest {
         "smp_stub 0x42",
         "smp_stub 0x43",
         "smp_stub 0x61",
+        "smp_stub 0x62",
         "smp_stub 0xff",
         handler = sym smp_interrupt,
     );
@@ -356,6 +361,7 @@ mod guest {
         fn smp_stub_0x42();
         fn smp_stub_0x43();
         fn smp_stub_0x61();
+        fn smp_stub_0x62();
         fn smp_stub_0xff();
     }
 
@@ -480,12 +486,13 @@ mod guest {
         let cs: u16;
         // SAFETY: reads CS.
         unsafe { asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags)) };
-        let stubs: [(u8, unsafe extern "C" fn()); 6] = [
+        let stubs: [(u8, unsafe extern "C" fn()); 7] = [
             (V_AP_TO_BSP, smp_stub_0x40),
             (V_BSP_TO_AP, smp_stub_0x41),
             (V_ALL_BUT_SELF, smp_stub_0x42),
             (V_LOGICAL, smp_stub_0x43),
             (V_TIMER, smp_stub_0x61),
+            (V_AP_TIMER, smp_stub_0x62),
             (SPURIOUS, smp_stub_0xff),
         ];
         // SAFETY: only the BSP runs yet, interrupts off: nothing else uses
@@ -709,7 +716,7 @@ mod guest {
 
         // Step 5.
         ap_wait_stage(Stage::Timer);
-        start_timer();
+        start_timer(V_AP_TIMER);
         AP_TIMER_ON.store(true, Release);
         sti_pause_until(|| TIMERS_STOP.load(Acquire));
         stop_timer();
@@ -754,10 +761,10 @@ mod guest {
         }
     }
 
-    /// This vCPU's periodic APIC timer: 1 ms, divide by 1.
-    fn start_timer() {
+    /// This vCPU's periodic APIC timer on `vector`: 1 ms, divide by 1.
+    fn start_timer(vector: u8) {
         apic_write(TDCR, DIVIDE_BY_1);
-        apic_write(LVT_TIMER, u32::from(V_TIMER) | TIMER_PERIODIC);
+        apic_write(LVT_TIMER, u32::from(vector) | TIMER_PERIODIC);
         apic_write(TMICT, TIMER_1_MS);
     }
 
@@ -924,18 +931,29 @@ mod guest {
     fn timers() {
         STAGE.store(Stage::Timer as u32, Release);
         expect("timers: the AP's timer", || AP_TIMER_ON.load(Acquire));
-        start_timer();
-        let (bsp0, ap0) = (count(0, V_TIMER), count(AP, V_TIMER));
+        start_timer(V_TIMER);
+        let (bsp0, ap0) = (count(0, V_TIMER), count(AP, V_AP_TIMER));
         pit_wait(PIT_50_MS, true);
-        let (bsp, ap) = (count(0, V_TIMER) - bsp0, count(AP, V_TIMER) - ap0);
+        let (bsp, ap) = (count(0, V_TIMER) - bsp0, count(AP, V_AP_TIMER) - ap0);
         stop_timer();
         TIMERS_STOP.store(true, Release);
         expect("timers: the AP's end of the step", || {
             AP_DONE.load(Acquire) == Stage::Timer as u32
         });
-        println!("timers: BSP {bsp}, AP {ap} periodic interrupts in 50 ms of the PIT (1 ms each)");
+        println!(
+            "timers: BSP {bsp} (vector {V_TIMER:#x}), AP {ap} ({V_AP_TIMER:#x}) periodic interrupts \
+             in 50 ms of the PIT (1 ms each)"
+        );
         if !(10..=60).contains(&bsp) || !(10..=60).contains(&ap) {
             fail!("timers: BSP {bsp}, AP {ap} interrupts in 50 ms, want 50 each (10 to 60)");
+        }
+        // Each vCPU's timer is its own: neither took the other's vector.
+        let (crossed_bsp, crossed_ap) = (count(0, V_AP_TIMER), count(AP, V_TIMER));
+        if crossed_bsp != 0 || crossed_ap != 0 {
+            fail!(
+                "timers: the BSP took {crossed_bsp} of the AP's timer interrupts, the AP \
+                 {crossed_ap} of the BSP's"
+            );
         }
     }
 
