@@ -569,7 +569,10 @@ pub fn signal_msi<B: Backend>(vm: &mut KvmVm<B>, m: &kvm_msi) -> Result<u64, i32
 /// `KVM_GET_LAPIC`.
 pub fn get<B: Backend>(vc: &mut KvmVcpu<B>) -> Result<kvm_lapic_state, i32> {
     let now = guest_tsc(&vc.cpu);
-    let l = vc.lapic.as_ref().ok_or(EINVAL)?;
+    let l = vc.lapic.as_mut().ok_or(EINVAL)?;
+    // A timer that is due has fired by now on KVM (its IRR bit set, the
+    // next period begun): so here too, before the image is taken.
+    l.update_timer(now);
     let mut regs = l.get_state(now);
     // KVM without KVM_CAP_X2APIC_API (not offered) shows the x2APIC ID as
     // an xAPIC one: shifted into bits 31:24 (`kvm_apic_state_fixup`).

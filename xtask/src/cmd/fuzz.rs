@@ -31,7 +31,7 @@ pub struct Target {
 }
 
 /// The fuzz targets, with what each needs.
-pub const TARGETS: [Target; 5] = [
+pub const TARGETS: [Target; 6] = [
     // An x86 instruction is at most 15 bytes.
     Target {
         name: "mmio_decode",
@@ -72,6 +72,13 @@ pub const TARGETS: [Target; 5] = [
     Target {
         name: "hypercall",
         max_len: 1024,
+        dict: None,
+        plain: false,
+    },
+    // 100 operations of 12 bytes on one local APIC.
+    Target {
+        name: "lapic",
+        max_len: 1200,
         dict: None,
         plain: false,
     },
