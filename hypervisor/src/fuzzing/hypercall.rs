@@ -701,6 +701,8 @@ mod tests {
         table.extend_from_slice(&bytes(&e));
         put(w, 0x2000, &table);
         assert_eq!(value(call(w, o, req::KVM_SET_GSI_ROUTING, vm, 0x2000)), 0);
+        // The layout lists both vCPUs' structures (a line per owner).
+        assert!(value(call(w, o, mojito::MOJITO_LOG_LAYOUT, 0, 0)) >= 4);
         // Closing the VM gives back both vCPUs and everything they held.
         assert_eq!(value(call(w, o, mojito::MOJITO_CLOSE, vm, 0)), 0);
         assert_eq!(w.backend.live_vcpus, 0);
