@@ -27,6 +27,9 @@
 pub mod pattern;
 
 #[cfg(target_os = "none")]
+pub mod apic;
+
+#[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
 pub mod console;

@@ -61,8 +61,9 @@ mod guest {
         EDGE_VECTOR, LEVEL_IRQ_PORT, LEVEL_VECTOR, LEVEL_VECTOR_UNRESERVED, MSI_PORT,
     };
     use core::arch::{asm, global_asm};
-    use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
+    use core::ptr::{addr_of, addr_of_mut};
     use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering::Relaxed};
+    use guests::apic::{APIC_PAGE, PIT_50_MS, PIT_HZ, map_apic, pit_wait, xapic_read, xapic_write};
     use guests::cpu::{cpuid, rdmsr, rdtsc_fenced, wrmsr};
     use guests::fault::{GP, try_rdmsr, try_wrmsr};
     use guests::idt::{self, Gate};
@@ -74,8 +75,6 @@ mod guest {
     const APIC_BASE_BSP: u64 = 1 << 8;
     const APIC_BASE_X2APIC: u64 = 1 << 10;
     const APIC_BASE_ENABLE: u64 = 1 << 11;
-    /// The xAPIC page, where every APIC starts.
-    const APIC_PAGE: u64 = 0xfee0_0000;
     /// IA32_TSC_DEADLINE.
     const MSR_TSC_DEADLINE: u32 = 0x6e0;
     /// The x2APIC MSRs are 0x800 + (xAPIC offset >> 4).
@@ -127,10 +126,6 @@ mod guest {
     const V_LEVEL_UNRESERVED: u8 = LEVEL_VECTOR_UNRESERVED;
     const V_EDGE: u8 = EDGE_VECTOR;
 
-    /// The PIT's input clock, and channel 2's count for 50 ms.
-    const PIT_HZ: u32 = 1_193_182;
-    const PIT_50_MS: u16 = 59_659;
-
     /// Interrupts taken, per vector and in all, and the first vectors in
     /// order.
     static COUNTS: [AtomicU32; 256] = [const { AtomicU32::new(0) }; 256];
@@ -149,12 +144,6 @@ mod guest {
     static X2APIC: AtomicBool = AtomicBool::new(false);
 
     static mut IDT: [Gate; 256] = [Gate::MISSING; 256];
-
-    /// The page directory for the 4th GiB, where the APIC page lies (the
-    /// boot path maps only the first GiB).
-    #[repr(C, align(4096))]
-    struct Table([u64; 512]);
-    static mut APIC_PD: Table = Table([0; 512]);
 
     // One stub per vector: the vector to `lapic_interrupt`, which may call
     // anything, so every caller-saved register is kept. The CPU aligns RSP
@@ -250,9 +239,7 @@ mod guest {
         if X2APIC.load(Relaxed) {
             rdmsr(X2APIC_MSR_BASE + (reg >> 4)) as u32
         } else {
-            // SAFETY: the APIC page is mapped (uncached) by `map_apic`; a
-            // 32-bit aligned load is how its registers are read.
-            unsafe { read_volatile((APIC_PAGE + u64::from(reg)) as *const u32) }
+            xapic_read(reg)
         }
     }
 
@@ -263,8 +250,7 @@ mod guest {
             // only, which this guest's IDT handles.
             unsafe { wrmsr(X2APIC_MSR_BASE + (reg >> 4), u64::from(value)) };
         } else {
-            // SAFETY: as in `apic_read`, a 32-bit aligned store.
-            unsafe { write_volatile((APIC_PAGE + u64::from(reg)) as *mut u32, value) };
+            xapic_write(reg, value);
         }
     }
 
@@ -386,51 +372,6 @@ mod guest {
             };
             asm!("lidt [{}]", in(reg) &idtr, options(readonly, nostack, preserves_flags));
         }
-    }
-
-    /// Maps the APIC page with a 2 MiB page, uncached (PCD | PWT): PDPT[3]
-    /// of the boot path's tables gets a page directory of its own.
-    fn map_apic() {
-        const PRESENT_WRITABLE: u64 = 0x3;
-        const PWT: u64 = 1 << 3;
-        const PCD: u64 = 1 << 4;
-        const PS: u64 = 1 << 7;
-        const ADDR: u64 = 0x000f_ffff_ffff_f000;
-        let cr3: u64;
-        // SAFETY: reads CR3.
-        unsafe { asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags)) };
-        // SAFETY: the boot path's PML4 and PDPT lie in the identity-mapped
-        // first GiB; one vCPU, and nothing maps the 4th GiB yet.
-        unsafe {
-            let pml4 = (cr3 & ADDR) as *const u64;
-            let pdpt = (read_volatile(pml4) & ADDR) as *mut u64;
-            let pd = &mut *addr_of_mut!(APIC_PD);
-            pd.0[((APIC_PAGE >> 21) & 511) as usize] =
-                (APIC_PAGE & !0x1f_ffff) | PS | PCD | PWT | PRESENT_WRITABLE;
-            write_volatile(
-                pdpt.add(((APIC_PAGE >> 30) & 511) as usize),
-                addr_of!(APIC_PD) as u64 | PRESENT_WRITABLE,
-            );
-            asm!("mov cr3, {}", in(reg) cr3, options(nostack, preserves_flags));
-        }
-    }
-
-    /// Channel 2 of the VMM's PIT counts `count` ticks in mode 0 (gate on
-    /// through port 0x61, speaker off), as Linux's quick TSC calibration
-    /// does; returns when OUT2 (port 0x61 bit 5) goes high, with
-    /// interrupts on while it waits if `interrupts`.
-    fn pit_wait(count: u16, interrupts: bool) {
-        outb(0x61, (inb(0x61) & !0x02) | 0x01);
-        outb(0x43, 0xb0);
-        outb(0x42, count as u8);
-        outb(0x42, (count >> 8) as u8);
-        if interrupts {
-            // SAFETY: the IDT handles every vector this guest raises.
-            unsafe { asm!("sti", options(nomem, nostack)) };
-        }
-        while inb(0x61) & 0x20 == 0 {}
-        // SAFETY: CLI only masks interrupts.
-        unsafe { asm!("cli", options(nomem, nostack)) };
     }
 
     /// Steps 1 and 2: CPUID, IA32_APIC_BASE, the xAPIC's ID and version.

@@ -48,10 +48,11 @@ mod guest {
     use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
     use core::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
     use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+    use guests::apic::{APIC_PAGE, PIT_50_MS, PIT_HZ, map_apic, pit_wait, xapic_read, xapic_write};
     use guests::cpu::{MSR_EFER, cpuid, rdmsr, rdtsc_fenced};
     use guests::idt::{self, Gate};
     use guests::pattern::word_at;
-    use guests::port::{exit, inb, outb};
+    use guests::port::exit;
     use guests::{BootInfo, fail, println};
 
     /// Where the AP's real-mode trampoline is copied: a page below 1 MiB
@@ -71,8 +72,6 @@ mod guest {
     const MSR_APIC_BASE: u32 = 0x1b;
     const APIC_BASE_BSP: u64 = 1 << 8;
     const APIC_BASE_ENABLE: u64 = 1 << 11;
-    /// The xAPIC page.
-    const APIC_PAGE: u64 = 0xfee0_0000;
 
     /// xAPIC register offsets (SDM Vol. 3A Table 12-1).
     const ID: u32 = 0x20;
@@ -117,10 +116,6 @@ mod guest {
     /// The AP's timer vector: two timers that were one would show in the
     /// vectors counted.
     const V_AP_TIMER: u8 = 0x62;
-
-    /// The PIT's input clock, and channel 2's count for 50 ms.
-    const PIT_HZ: u32 = 1_193_182;
-    const PIT_50_MS: u16 = 59_659;
 
     /// The most APIC IDs the interrupt counts keep apart.
     const MAX_APICS: usize = 8;
@@ -308,12 +303,6 @@ mod guest {
 
     static mut IDT: [Gate; 256] = [Gate::MISSING; 256];
 
-    /// The page directory for the 4th GiB, where the APIC page lies (the
-    /// boot path maps only the first GiB).
-    #[repr(C, align(4096))]
-    struct Table([u64; 512]);
-    static mut APIC_PD: Table = Table([0; 512]);
-
     // One stub per vector, as in the `lapic` guest: the vector to
     // `smp_interrupt`, every caller-saved register kept, RSP 16-aligned at
     // the call.
@@ -387,15 +376,14 @@ mod guest {
         COUNTS[id][usize::from(v)].load(Relaxed)
     }
 
+    /// Each vCPU reaches its own APIC on the one page (`map_apic`, done by
+    /// the BSP before any other vCPU runs).
     fn apic_read(reg: u32) -> u32 {
-        // SAFETY: the APIC page is mapped (uncached) by `map_apic` before
-        // any vCPU reads it; each vCPU reaches its own APIC there.
-        unsafe { read_volatile((APIC_PAGE + u64::from(reg)) as *const u32) }
+        xapic_read(reg)
     }
 
     fn apic_write(reg: u32, value: u32) {
-        // SAFETY: as in `apic_read`, a 32-bit aligned store.
-        unsafe { write_volatile((APIC_PAGE + u64::from(reg)) as *mut u32, value) };
+        xapic_write(reg, value);
     }
 
     /// This vCPU's APIC ID (xAPIC ID register bits 31:24).
@@ -520,47 +508,6 @@ mod guest {
             }
         }
         value
-    }
-
-    /// Maps the APIC page with a 2 MiB page, uncached (PCD | PWT): PDPT[3]
-    /// of the boot path's tables gets a page directory of its own (as the
-    /// `lapic` guest does). The AP shares these tables.
-    fn map_apic() {
-        const PRESENT_WRITABLE: u64 = 0x3;
-        const PWT: u64 = 1 << 3;
-        const PCD: u64 = 1 << 4;
-        const PS: u64 = 1 << 7;
-        const ADDR: u64 = 0x000f_ffff_ffff_f000;
-        let cr3 = cr(3);
-        // SAFETY: the boot path's PML4 and PDPT lie in the identity-mapped
-        // first GiB; only the BSP runs yet, and nothing maps the 4th GiB.
-        unsafe {
-            let pml4 = (cr3 & ADDR) as *const u64;
-            let pdpt = (read_volatile(pml4) & ADDR) as *mut u64;
-            let pd = &mut *addr_of_mut!(APIC_PD);
-            pd.0[((APIC_PAGE >> 21) & 511) as usize] =
-                (APIC_PAGE & !0x1f_ffff) | PS | PCD | PWT | PRESENT_WRITABLE;
-            write_volatile(
-                pdpt.add(((APIC_PAGE >> 30) & 511) as usize),
-                addr_of!(APIC_PD) as u64 | PRESENT_WRITABLE,
-            );
-            asm!("mov cr3, {}", in(reg) cr3, options(nostack, preserves_flags));
-        }
-    }
-
-    /// Channel 2 of the VMM's PIT counts `count` ticks in mode 0 (gate
-    /// through port 0x61), as in the `lapic` guest; returns when OUT2 goes
-    /// high, with interrupts on meanwhile if `interrupts`.
-    fn pit_wait(count: u16, interrupts: bool) {
-        outb(0x61, (inb(0x61) & !0x02) | 0x01);
-        outb(0x43, 0xb0);
-        outb(0x42, count as u8);
-        outb(0x42, (count >> 8) as u8);
-        if interrupts {
-            sti();
-        }
-        while inb(0x61) & 0x20 == 0 {}
-        cli();
     }
 
     /// TSC ticks per millisecond, measured against the PIT (step 1).
