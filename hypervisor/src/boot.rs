@@ -40,6 +40,7 @@ mod machine {
     use alloc::vec::Vec;
     use bootloader_api::BootInfo;
     use bootloader_api::info::MemoryRegionKind;
+    use core::sync::atomic::{AtomicPtr, Ordering};
 
     /// The hypervisor's `main`: called once, on the boot CPU.
     pub fn start(boot_info: &'static mut BootInfo) -> ! {
@@ -238,7 +239,7 @@ mod machine {
     const CONTROL_ELF: &str = "control.elf";
 
     /// Turns on `B`, logs the CPU line and builds the default CPUID table.
-    fn enable<B: Backend>(xstate: &HostXstate) -> (B, CpuidTable) {
+    fn enable<B: Backend + 'static>(xstate: &HostXstate) -> (B, CpuidTable) {
         let backend = B::enable(&mut FRAMES.lock());
         let backend = match backend {
             Ok(b) => b,
@@ -248,7 +249,7 @@ mod machine {
         let _ = backend.describe(&mut line);
         log!("cpu0: {line}");
         crate::control::info::note_extension(&line);
-        crate::arch::smp::start_aps(turn_on_ap::<B>, B::NAME);
+        crate::arch::smp::start_aps(ap_main::<B>, B::NAME);
         let opts = Options {
             xcr0_max: xstate.xcr0_max,
             rdtscp: B::NAME == "SVM" || vmx_rdtscp(),
@@ -256,11 +257,15 @@ mod machine {
         (backend, CpuidTable::build(crate::arch::instr::cpuid, opts))
     }
 
-    /// An application processor's part of `enable`: turns `B` on there and
-    /// logs its line (the CPU then waits; see `arch::smp`).
-    fn turn_on_ap<B: Backend>(cpu: usize) -> bool {
-        let backend = B::enable(&mut FRAMES.lock());
-        match backend {
+    /// What the control domain's vCPUs share (`control::Shared<B>` for the
+    /// `B` both `run_control` and `ap_main` are made for), once it runs.
+    static SHARED: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+    /// An application processor's `main`: turns `B` on there and logs its
+    /// line, starts its timer, then waits for the control domain to start
+    /// its vCPU there (`MOJITO_START_CPU`) and runs it.
+    fn ap_main<B: Backend + 'static>(cpu: usize) -> ! {
+        let mut backend = match B::enable(&mut FRAMES.lock()) {
             Ok(b) => {
                 let mut line = String::new();
                 let _ = b.describe(&mut line);
@@ -268,19 +273,61 @@ mod machine {
                 b.structures(None, &mut |what, start, bytes| {
                     crate::control::layout::note_cpu(cpu, what, start, bytes);
                 });
-                // It stays on for as long as the machine runs.
-                core::mem::forget(b);
-                true
+                crate::arch::smp::turned_on(true);
+                b
             }
             Err(e) => {
                 log!("cpu{cpu}: cannot turn on {}: {e}", B::NAME);
-                false
+                crate::arch::smp::turned_on(false);
+                crate::arch::smp::park()
             }
+        };
+        // Its own tick, from the boot CPU's measurement: it ends the RUNs of
+        // guests here and wakes this CPU's waits.
+        let _ = crate::arch::apic::start_timer_ap();
+        loop {
+            let start = crate::control::cpus::wait(cpu, crate::arch::smp::idle);
+            let shared = SHARED.load(Ordering::Acquire);
+            if shared.is_null() {
+                crate::control::cpus::answer(cpu, Err(abi::kvm::errno::EIO));
+                continue;
+            }
+            // SAFETY: `run_control::<B>` stored a leaked `Shared<B>` there
+            // before the control domain (the only one who asks for a start)
+            // ran; the machine chose one `B` for every CPU.
+            let shared: &'static crate::control::Shared<B> =
+                unsafe { &*shared.cast::<crate::control::Shared<B>>() };
+            let made = crate::control::cpus::make_vcpu(
+                &mut backend,
+                &mut FRAMES.lock(),
+                &shared.ap,
+                &shared.xstate,
+                cpu,
+                start,
+            );
+            let (mut vcpu, mut env) = match made {
+                Ok(m) => m,
+                Err(e) => {
+                    log!("cpu{cpu}: the control domain's vCPU {cpu} could not be made (-{e})");
+                    crate::control::cpus::answer(cpu, Err(e));
+                    continue;
+                }
+            };
+            crate::control::cpus::answer(cpu, Ok(()));
+            log!("cpu{cpu}: the control domain's vCPU {cpu} runs here");
+            let reason = crate::control::run(&mut backend, &FRAMES, shared, &mut vcpu, &mut env);
+            crate::control::cpus::stopped();
+            if matches!(reason, crate::vm::StopReason::Exited(0)) {
+                log!("cpu{cpu}: the control domain asked for power-off");
+                power::power_off();
+            }
+            log!("cpu{cpu}: the control domain's vCPU {cpu} stopped: {reason}");
+            crate::arch::smp::park()
         }
     }
 
     /// Starts the control domain and runs it until it powers off or stops.
-    fn run_control<B: Backend>(
+    fn run_control<B: Backend + 'static>(
         elf: &'static [u8],
         bundle: &'static [u8],
         config: crate::config::Config,
@@ -295,6 +342,7 @@ mod machine {
             config.control_ram,
             &table,
             xstate,
+            crate::arch::smp::cpus_up(),
         );
         let mut cd = match cd {
             Ok(cd) => cd,
@@ -317,7 +365,7 @@ mod machine {
         // COM1 input (and a key) ends a guest's RUN and wakes the control
         // domain's HLT.
         crate::arch::com1_irq::enable();
-        let reason = crate::control::run(&mut backend, &FRAMES, &mut cd, &table, xstate);
+        let reason = run_control_vcpu(&mut backend, &mut cd, table, xstate);
         let load =
             |n: &core::sync::atomic::AtomicU64| n.load(core::sync::atomic::Ordering::Relaxed);
         log!(
@@ -326,6 +374,59 @@ mod machine {
             load(&crate::arch::com1_irq::INTERRUPTS),
             load(&crate::arch::idt::INTERRUPTS)
         );
+    }
+
+    /// Runs the control domain's boot vCPU, with what its vCPUs on the
+    /// other CPUs will share.
+    fn run_control_vcpu<B: Backend + 'static>(
+        backend: &mut B,
+        cd: &mut Vm<B>,
+        cpuid: CpuidTable,
+        xstate: &HostXstate,
+    ) -> crate::vm::StopReason {
+        use crate::control::{ControlState, Locked, Shared, layout};
+        let fail = |what| crate::vm::StopReason::Unhandled {
+            what,
+            detail: 0,
+            rip: 0,
+        };
+        let Some(ap) = crate::control::boot::ap_template(cd) else {
+            return fail("no memory for the control domain's shared state");
+        };
+        let state = ControlState {
+            // What was logged so far already went to COM1.
+            log_cursor: log::position(),
+            layout: layout::Owner::of(
+                &*backend,
+                cd.vcpu(),
+                cd.nested_root(),
+                Some(cd.env.lazy.area()),
+            ),
+        };
+        let shared: &'static Shared<B> = alloc::boxed::Box::leak(alloc::boxed::Box::new(Shared {
+            locked: spin::Mutex::new(Locked {
+                objects: Default::default(),
+                state,
+            }),
+            cpuid,
+            xstate: *xstate,
+            ap,
+        }));
+        SHARED.store(
+            core::ptr::from_ref(shared).cast_mut().cast::<()>(),
+            Ordering::Release,
+        );
+        let Some((cpu, env)) = cd.parts() else {
+            return fail("control domain without a vCPU");
+        };
+        // From here on the control domain owns COM1 and echoes the log ring.
+        // Drain the UART first: the control domain re-programs it, which
+        // resets its FIFO and would drop what is still queued.
+        log::serial::flush();
+        log::set_serial(false);
+        let reason = crate::control::run(backend, &FRAMES, shared, cpu, env);
+        log::set_serial(true);
+        reason
     }
 
     /// The `guests/NAME.elf` files of the bundle, in bundle order.
@@ -338,7 +439,7 @@ mod machine {
             .collect()
     }
 
-    fn run<B: Backend>(guests: &[(String, &'static [u8])], xstate: &HostXstate) {
+    fn run<B: Backend + 'static>(guests: &[(String, &'static [u8])], xstate: &HostXstate) {
         let (mut backend, table) = enable::<B>(xstate);
         let mut vms: Vec<Vm<B>> = Vec::new();
         for (name, elf) in guests {

@@ -133,6 +133,36 @@ pub const MOJITO_CONSOLE_WRITE: u32 =
 /// number of lines.
 pub const MOJITO_LOG_LAYOUT: u32 = io(MOJITO_IOCTL_TYPE, 0x08);
 
+/// System: Starts the control domain's vCPU number `cpu` (1 up to
+/// `mojito_boot_info::nr_vcpus` − 1) on the physical CPU of that number:
+/// [`mojito_start_cpu`]. It begins in the boot vCPU's entry state (64-bit
+/// mode, the same page tables and GDT, interrupts off) with RIP, RSP and
+/// RDI as given and every other general register 0; a guest vCPU it runs
+/// runs on its CPU (D2). Returns 0; `-EINVAL` for flags or padding not 0
+/// or a non-canonical RIP or RSP, `-ENXIO` for a CPU that is not there
+/// (0 is the caller's own), `-EEXIST` if it was started already, `-ENOMEM`.
+pub const MOJITO_START_CPU: u32 = iow(MOJITO_IOCTL_TYPE, 0x09, size_of::<mojito_start_cpu>());
+
+/// The `MOJITO_START_CPU` argument.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct mojito_start_cpu {
+    /// The vCPU (and physical CPU) to start: 1 up.
+    pub cpu: u32,
+    /// None defined: must be 0.
+    pub flags: u32,
+    pub rip: u64,
+    pub rsp: u64,
+    /// Its first argument (System V: RDI).
+    pub rdi: u64,
+    /// Must be 0.
+    pub padding: [u64; 4],
+}
+
+assert_layout!(struct mojito_start_cpu, size 64, align 8, {
+    cpu: 0, flags: 4, rip: 8, rsp: 16, rdi: 24, padding: 32,
+});
+
 /// Most bytes one `MOJITO_CONSOLE_WRITE` takes.
 pub const MOJITO_CONSOLE_WRITE_MAX: u32 = 4096;
 

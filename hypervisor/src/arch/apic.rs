@@ -22,6 +22,7 @@
 
 use super::instr::{rdmsr, wrmsr};
 use super::msr::IA32_APIC_BASE;
+use super::percpu::MAX_CPUS;
 use crate::mm::{HostPhys, phys};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -109,17 +110,20 @@ fn calibrate() -> Option<u64> {
     (hz > 0).then_some(hz as u64)
 }
 
-static TICK: AtomicBool = AtomicBool::new(false);
-/// Timer interrupts taken, for `stats` and tests.
+/// Per CPU (`arch::percpu::index`): a tick came and was not yet taken;
+/// the timer runs there.
+static TICK: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// Timer interrupts taken on all CPUs, for `stats` and tests.
 pub static TICKS: AtomicU64 = AtomicU64::new(0);
-static RUNNING: AtomicBool = AtomicBool::new(false);
+static RUNNING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 /// The measured tick period in TSC cycles (0: no timer).
 static PERIOD_TSC: AtomicU64 = AtomicU64::new(0);
-/// One-shot mode: the TSC value of the next tick, and the nearest guest
-/// timer deadline in host TSC cycles (`u64::MAX`: none).
+/// One-shot mode (the same on every CPU); per CPU, the TSC value of its
+/// next tick and the nearest guest timer deadline of the vCPUs it runs, in
+/// host TSC cycles (`u64::MAX`: none).
 static ONE_SHOT: AtomicBool = AtomicBool::new(false);
-static NEXT_TICK: AtomicU64 = AtomicU64::new(u64::MAX);
-static GUEST_DEADLINE: AtomicU64 = AtomicU64::new(u64::MAX);
+static NEXT_TICK: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
+static GUEST_DEADLINE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
 /// The tick's length in TSC cycles as programmed (one-shot mode).
 static TICK_TSC: AtomicU64 = AtomicU64::new(0);
 
@@ -210,40 +214,67 @@ fn xapic_mapped() -> bool {
     pt.translate_addr(x86_64::VirtAddr::new(apic)).is_some()
 }
 
-/// Starts the periodic timer; false (and no timer) if the local APIC is off
-/// or out of reach.
+/// Starts the timer on the boot CPU, measuring its frequency first; false
+/// (and no timer) if the local APIC is off or out of reach.
 #[cfg(target_os = "none")]
 pub fn start_timer() -> bool {
-    let b = base();
-    if b & APIC_ENABLE == 0 || (b & APIC_X2APIC == 0 && !xapic_mapped()) {
+    if !usable() {
         return false;
     }
     write(reg::SVR, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
-    let count = match calibrate() {
-        Some(hz) => {
-            TIMER_HZ.store(hz, Ordering::Relaxed);
-            // At least 1000 counts: a mismeasured frequency must not make
-            // an interrupt storm.
-            (hz / 16 * TICK_US / 1_000_000).clamp(1000, u64::from(u32::MAX)) as u32
-        }
-        None => FALLBACK_COUNT,
-    };
+    if let Some(hz) = calibrate() {
+        TIMER_HZ.store(hz, Ordering::Relaxed);
+    }
+    arm();
+    true
+}
+
+/// Starts the timer on an application processor with the boot CPU's
+/// measurement (the local APIC timers of one machine share a clock: the
+/// bus or core crystal, SDM Vol. 3A 11.5.4). False as `start_timer`.
+#[cfg(target_os = "none")]
+pub fn start_timer_ap() -> bool {
+    if !usable() || !RUNNING[0].load(Ordering::Relaxed) {
+        return false;
+    }
+    write(reg::SVR, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
+    arm();
+    true
+}
+
+/// Whether this CPU's local APIC is on and reachable.
+#[cfg(target_os = "none")]
+fn usable() -> bool {
+    let b = base();
+    b & APIC_ENABLE != 0 && (b & APIC_X2APIC != 0 || xapic_mapped())
+}
+
+/// Programs this CPU's timer: one-shot for the next tick where both
+/// frequencies are known, else periodic.
+#[cfg(target_os = "none")]
+fn arm() {
+    let cpu = super::percpu::index();
     write(reg::TIMER_DIVIDE, DIVIDE_BY_16);
     let khz = super::tsc::frequency_khz();
     if timer_hz() != 0 && khz != 0 {
         // One-shot, re-armed from the interrupt handler.
         let tick = khz * TICK_US / 1000;
         TICK_TSC.store(tick, Ordering::Relaxed);
-        NEXT_TICK.store(super::instr::rdtsc() + tick, Ordering::Relaxed);
+        NEXT_TICK[cpu].store(super::instr::rdtsc() + tick, Ordering::Relaxed);
         ONE_SHOT.store(true, Ordering::Relaxed);
         write(reg::LVT_TIMER, u32::from(TIMER_VECTOR));
         program(super::instr::rdtsc());
     } else {
+        // At least 1000 counts: a mismeasured frequency must not make an
+        // interrupt storm.
+        let count = match timer_hz() {
+            0 => FALLBACK_COUNT,
+            hz => (hz / 16 * TICK_US / 1_000_000).clamp(1000, u64::from(u32::MAX)) as u32,
+        };
         write(reg::LVT_TIMER, TIMER_PERIODIC | u32::from(TIMER_VECTOR));
         write(reg::TIMER_INITIAL, count);
     }
-    RUNNING.store(true, Ordering::Relaxed);
-    true
+    RUNNING[cpu].store(true, Ordering::Relaxed);
 }
 
 /// The timer count for `cycles` TSC cycles from now, rounded up (an early
@@ -257,9 +288,10 @@ fn count_for(cycles: u64) -> u32 {
 /// One-shot mode: arms the timer for the nearer of the next tick and the
 /// guest deadline.
 fn program(now: u64) {
-    let target = NEXT_TICK
+    let cpu = super::percpu::index();
+    let target = NEXT_TICK[cpu]
         .load(Ordering::Relaxed)
-        .min(GUEST_DEADLINE.load(Ordering::Relaxed));
+        .min(GUEST_DEADLINE[cpu].load(Ordering::Relaxed));
     write(reg::TIMER_INITIAL, count_for(target.saturating_sub(now)));
 }
 
@@ -270,7 +302,7 @@ pub fn one_shot() -> bool {
 
 /// The guest timer deadline (host TSC) the timer is armed for, if any.
 pub fn guest_deadline() -> Option<u64> {
-    let d = GUEST_DEADLINE.load(Ordering::Relaxed);
+    let d = GUEST_DEADLINE[super::percpu::index()].load(Ordering::Relaxed);
     (d != u64::MAX).then_some(d)
 }
 
@@ -278,7 +310,9 @@ pub fn guest_deadline() -> Option<u64> {
 /// (None). Without one-shot mode guest timers are seen on the next tick.
 pub fn set_guest_deadline(deadline: Option<u64>) {
     let d = deadline.unwrap_or(u64::MAX);
-    if GUEST_DEADLINE.swap(d, Ordering::Relaxed) != d && ONE_SHOT.load(Ordering::Relaxed) {
+    if GUEST_DEADLINE[super::percpu::index()].swap(d, Ordering::Relaxed) != d
+        && ONE_SHOT.load(Ordering::Relaxed)
+    {
         program(super::instr::rdtsc());
     }
 }
@@ -309,15 +343,15 @@ pub fn measure_period() -> Option<u64> {
             Some(b - a)
         }
         _ => {
-            RUNNING.store(false, Ordering::Relaxed);
+            RUNNING[super::percpu::index()].store(false, Ordering::Relaxed);
             None
         }
     }
 }
 
-/// Whether the timer runs (so a HLT will end).
+/// Whether this CPU's timer runs (so a HLT will end).
 pub fn timer_running() -> bool {
-    RUNNING.load(Ordering::Relaxed)
+    RUNNING[super::percpu::index()].load(Ordering::Relaxed)
 }
 
 /// Called from the timer's interrupt handler. In one-shot mode the
@@ -326,33 +360,34 @@ pub fn timer_running() -> bool {
 /// forgotten (the exit loop finds the guest timer expired and sets the
 /// next), and the timer is armed again.
 pub fn on_tick() {
+    let cpu = super::percpu::index();
     if !ONE_SHOT.load(Ordering::Relaxed) {
         TICKS.fetch_add(1, Ordering::Relaxed);
-        TICK.store(true, Ordering::Relaxed);
+        TICK[cpu].store(true, Ordering::Relaxed);
         return;
     }
     let now = super::instr::rdtsc();
-    let next = NEXT_TICK.load(Ordering::Relaxed);
+    let next = NEXT_TICK[cpu].load(Ordering::Relaxed);
     if now >= next {
         TICKS.fetch_add(1, Ordering::Relaxed);
-        TICK.store(true, Ordering::Relaxed);
+        TICK[cpu].store(true, Ordering::Relaxed);
         let tick = TICK_TSC.load(Ordering::Relaxed);
         // Ticks missed (interrupts were off that long) are not made up.
         let after = next.saturating_add(tick);
-        NEXT_TICK.store(
+        NEXT_TICK[cpu].store(
             if after > now { after } else { now + tick },
             Ordering::Relaxed,
         );
     }
-    if GUEST_DEADLINE.load(Ordering::Relaxed) <= now {
-        GUEST_DEADLINE.store(u64::MAX, Ordering::Relaxed);
+    if GUEST_DEADLINE[cpu].load(Ordering::Relaxed) <= now {
+        GUEST_DEADLINE[cpu].store(u64::MAX, Ordering::Relaxed);
     }
     program(now);
 }
 
 /// Whether a tick came since the last call (and forgets it).
 pub fn take_tick() -> bool {
-    TICK.swap(false, Ordering::Relaxed)
+    TICK[super::percpu::index()].swap(false, Ordering::Relaxed)
 }
 
 /// Acknowledges the interrupt being handled.

@@ -39,7 +39,9 @@ pub fn on_interrupt() {
     INPUT.store(true, Ordering::Relaxed);
 }
 
-/// Whether input came since the last call (and forgets it).
+/// Whether input came since the last call (and forgets it). Only the boot
+/// CPU's vCPU of the control domain reads the console: input ends RUNs
+/// there, and nowhere else.
 pub fn take_input() -> bool {
-    INPUT.swap(false, Ordering::Relaxed)
+    super::percpu::index() == 0 && INPUT.swap(false, Ordering::Relaxed)
 }

@@ -83,6 +83,8 @@ pub fn init() {
         GS::set_reg(SegmentSelector(0));
         load_tss(sel.tss);
     }
+    #[cfg(target_os = "none")]
+    super::percpu::init(0, tss_base());
 }
 
 /// Builds and loads a GDT and TSS of its own on an application processor
@@ -91,7 +93,9 @@ pub fn init() {
 /// `stack`, which returns the top of a fresh 16 KiB stack (no guard page:
 /// the frames come from the physical-memory window). The tables are never
 /// freed.
-pub fn init_ap(mut stack: impl FnMut() -> Option<u64>) -> bool {
+pub fn init_ap(cpu: usize, mut stack: impl FnMut() -> Option<u64>) -> bool {
+    #[cfg(not(target_os = "none"))]
+    let _ = cpu;
     let mut tss = TaskStateSegment::new();
     for slot in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK] {
         let Some(top) = stack() else {
@@ -116,6 +120,8 @@ pub fn init_ap(mut stack: impl FnMut() -> Option<u64>) -> bool {
         GS::set_reg(SegmentSelector(0));
         load_tss(tss_sel);
     }
+    #[cfg(target_os = "none")]
+    super::percpu::init(cpu, core::ptr::from_ref(tss) as u64);
     true
 }
 
@@ -124,7 +130,8 @@ pub fn selectors() -> Option<Selectors> {
     GDT.get().map(|(_, s)| *s)
 }
 
-/// Linear address of the TSS (VMX host TR base).
+/// Linear address of the boot CPU's TSS (`arch::percpu::tss_base` has
+/// this CPU's).
 pub fn tss_base() -> u64 {
     TSS.get().map_or(0, |t| t as *const TaskStateSegment as u64)
 }

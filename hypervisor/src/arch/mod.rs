@@ -9,6 +9,7 @@ pub mod gdt;
 pub mod idt;
 pub mod instr;
 pub mod msr;
+pub mod percpu;
 #[cfg(target_os = "none")]
 pub mod pic;
 pub mod power;

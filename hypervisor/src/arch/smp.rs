@@ -145,7 +145,7 @@ struct ApArgs {
     cr4: u64,
     efer: u64,
     xcr0: u64,
-    turn_on: fn(usize) -> bool,
+    main: fn(usize) -> !,
 }
 
 /// APs that reached `ap_entry`, and that finished (VMX/SVM on or not).
@@ -177,27 +177,64 @@ extern "sysv64" fn ap_entry(args: &'static ApArgs) -> ! {
             super::instr::xsetbv(0, args.xcr0);
         }
     }
-    let stacks = super::gdt::init_ap(|| stack(args.cpu, 4).map(|(_, top)| top));
+    let stacks = super::gdt::init_ap(args.cpu, || stack(args.cpu, 4).map(|(_, top)| top));
     super::idt::init();
     STARTED.fetch_add(1, Ordering::SeqCst);
-    let on = stacks && (args.turn_on)(args.cpu);
     if !stacks {
         crate::log!("cpu{}: no memory for its interrupt stacks", args.cpu);
+        turned_on(false);
+        park()
     }
+    (args.main)(args.cpu)
+}
+
+/// An AP's `main` says whether it turned VMX/SVM on (`start_aps` waits for
+/// this).
+pub fn turned_on(on: bool) {
     if on {
         UP.fetch_add(1, Ordering::SeqCst);
     }
     DONE.fetch_add(1, Ordering::SeqCst);
-    let mut stopped = false;
+}
+
+/// Whether `stop_aps` asked the APs to leave VMX/SVM.
+pub fn stopping() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// An AP with nothing to do waits here with interrupts off; an NMI
+/// (`stop_aps`) wakes it to leave VMX/SVM.
+pub fn park() -> ! {
     loop {
-        // SAFETY: waiting with interrupts off until the SMP scheduler
-        // gives this CPU work; an NMI (`stop_aps`) returns here.
+        // SAFETY: waiting with interrupts off; an NMI returns here.
         unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
-        if STOP.load(Ordering::SeqCst) && !stopped {
-            super::power::leave_virtualization();
-            stopped = true;
-            STOPPED.fetch_add(1, Ordering::SeqCst);
+        if stopping() {
+            leave();
         }
+    }
+}
+
+/// Leaves VMX/SVM on this AP for a reset, counts it, and stops.
+pub fn leave() -> ! {
+    // SAFETY: interrupts off for good: nothing runs here again.
+    unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
+    super::power::leave_virtualization();
+    STOPPED.fetch_add(1, Ordering::SeqCst);
+    super::instr::halt_forever()
+}
+
+/// Between looks for work on an AP: sleeps until the next tick (or any
+/// interrupt) where the timer runs, leaving VMX/SVM if a reset is coming.
+pub fn idle() {
+    if stopping() {
+        leave();
+    }
+    if super::apic::timer_running() {
+        // SAFETY: the hypervisor's interrupt handlers only acknowledge and
+        // count; interrupts are off again before anything else runs.
+        unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+    } else {
+        core::hint::spin_loop();
     }
 }
 
@@ -287,9 +324,10 @@ unsafe fn poke<T>(page: u64, off: u64, v: T) {
     unsafe { phys::ptr::<T>(HostPhys::new(page + off)).write_unaligned(v) };
 }
 
-/// Starts every AP the MADT lists; each runs `turn_on(cpu)` (which turns
-/// the extension on and logs its line) and then waits. Logs the outcome.
-pub fn start_aps(turn_on: fn(usize) -> bool, name: &str) {
+/// Starts every AP the MADT lists; each runs `main(cpu)`, which turns the
+/// extension on, logs its line, says so (`turned_on`) and then waits for
+/// work. Logs the outcome.
+pub fn start_aps(main: fn(usize) -> !, name: &str) {
     let ids = super::power::processors();
     let me = my_apic_id();
     let others: Vec<u32> = ids.iter().copied().filter(|&i| i != me).collect();
@@ -367,7 +405,8 @@ pub fn start_aps(turn_on: fn(usize) -> bool, name: &str) {
         0
     };
     let mut started = 0;
-    for (i, &id) in others.iter().enumerate() {
+    // CPUs past `percpu::MAX_CPUS` stay off.
+    for (i, &id) in others.iter().enumerate().take(super::percpu::MAX_CPUS - 1) {
         let cpu = i + 1;
         let (Some((_, top)), Ok(args)) = (
             stack(cpu, 16),
@@ -379,7 +418,7 @@ pub fn start_aps(turn_on: fn(usize) -> bool, name: &str) {
                 // SAFETY: EFER exists on every x86-64 CPU.
                 efer: unsafe { rdmsr(IA32_EFER) },
                 xcr0,
-                turn_on,
+                main,
             })),
         ) else {
             crate::log!("smp: no memory to start cpu{cpu}");
@@ -422,8 +461,8 @@ pub fn start_aps(turn_on: fn(usize) -> bool, name: &str) {
     }
     crate::control::info::note_cpus(cpus_up());
     crate::log!(
-        "smp: {} CPUs in the MADT; {} with {name} on (cpu0 and {started} started); the others \
-         wait: guests run on cpu0 until vCPUs are scheduled on every CPU",
+        "smp: {} CPUs in the MADT; {} with {name} on (cpu0 and {started} started); each waits \
+         for the control domain to start its vCPU there",
         ids.len(),
         cpus_up()
     );

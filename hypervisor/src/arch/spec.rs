@@ -173,8 +173,9 @@ pub static MOJITO_VERW: AtomicU8 = AtomicU8::new(0);
 pub static MOJITO_VERW_SELECTOR: AtomicU16 = AtomicU16::new(0);
 
 static CHOSEN: spin::Once<Mitigations> = spin::Once::new();
-/// The last guest VM this CPU entered (one CPU for now; per-CPU with SMP).
-static LAST_GUEST: AtomicU64 = AtomicU64::new(0);
+/// The last guest VM each CPU entered (`arch::percpu::index`).
+static LAST_GUEST: [AtomicU64; super::percpu::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; super::percpu::MAX_CPUS];
 /// The next VM identity for `new_vm_id` (never reused, unlike VM handles).
 static NEXT_VM: AtomicU64 = AtomicU64::new(1);
 
@@ -272,7 +273,7 @@ pub fn init() -> Mitigations {
 /// CPU ran was another one. Not for the control domain; not between two
 /// exits of one RUN.
 pub fn entering(vm: u64) {
-    let other_vm = LAST_GUEST.swap(vm, Ordering::Relaxed) != vm;
+    let other_vm = LAST_GUEST[super::percpu::index()].swap(vm, Ordering::Relaxed) != vm;
     let Some(m) = CHOSEN.get() else { return };
     #[cfg(target_os = "none")]
     // SAFETY: both MSRs exist where `choose` turned their use on; each

@@ -56,7 +56,9 @@ fn reserve(free: u64) -> u64 {
 }
 
 /// Makes the control domain from its ELF image and the boot bundle, with
-/// at most `max_ram` bytes of RAM (`mojito.conf`'s `control-ram`).
+/// at most `max_ram` bytes of RAM (`mojito.conf`'s `control-ram`), for
+/// `nr_vcpus` CPUs (its boot-info page says how many it may start).
+#[allow(clippy::too_many_arguments)]
 pub fn create<B: Backend>(
     backend: &mut B,
     frames: &mut Frames,
@@ -65,6 +67,7 @@ pub fn create<B: Backend>(
     max_ram: Option<u64>,
     cpuid: &CpuidTable,
     xstate: &HostXstate,
+    nr_vcpus: u32,
 ) -> Result<Vm<B>, CreateError> {
     let image = abi::elf::Elf::parse(elf)
         .map_err(|_| CreateError::BadImage("control.elf is not a usable ELF file"))?;
@@ -110,7 +113,7 @@ pub fn create<B: Backend>(
     };
     let ok = match vm.parts() {
         Some((cpu, env)) => {
-            write_boot_area(&mut env.ram, boot, bundle_gpa, bundle, hypercall)
+            write_boot_area(&mut env.ram, boot, bundle_gpa, bundle, hypercall, nr_vcpus)
                 && backend.activate(cpu)
                 && {
                     let regs = entry_state(boot, nxe);
@@ -136,6 +139,20 @@ pub fn create<B: Backend>(
     Ok(vm)
 }
 
+/// What the control domain's vCPUs on the other CPUs are made from
+/// (`control::cpus`): a view of its RAM, its nested tables, its CPUID and
+/// the 64-bit entry state `create` gave its boot vCPU. None without memory.
+pub fn ap_template<B: Backend>(cd: &Vm<B>) -> Option<super::cpus::ApTemplate> {
+    let size = cd.env.ram.size();
+    let nxe = crate::arch::instr::cpuid(0x8000_0001, 0)[3] & (1 << 20) != 0;
+    Some(super::cpus::ApTemplate {
+        ram: cd.env.ram.view()?,
+        nested_root: cd.nested_root()?,
+        cpuid: cd.env.cpuid.try_clone()?,
+        regs: entry_state(size.checked_sub(CHUNK)?, nxe),
+    })
+}
+
 /// Writes the bundle, page tables, GDT and boot-info page into the control
 /// domain's RAM.
 fn write_boot_area(
@@ -144,6 +161,7 @@ fn write_boot_area(
     bundle_gpa: u64,
     bundle: &[u8],
     hypercall: u32,
+    nr_vcpus: u32,
 ) -> bool {
     let size = ram.size();
     let w = |ram: &mut GuestRam, gpa: u64, v: u64| ram.write(GuestPhys::new(gpa), &v.to_le_bytes());
@@ -168,7 +186,7 @@ fn write_boot_area(
     }
     let mut info = mojito_boot_info {
         hypercall,
-        nr_vcpus: 1,
+        nr_vcpus: nr_vcpus.clamp(1, crate::arch::percpu::MAX_CPUS as u32),
         bundle_gpa,
         bundle_len: bundle.len() as u64,
         ..Default::default()

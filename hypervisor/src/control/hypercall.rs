@@ -4,9 +4,9 @@
 //! request, the argument copied out of control-domain memory and checked —
 //! and only then carried out (seL4's decode/invoke split).
 
-use super::ControlState;
 use super::kvm::RUN_PAGES;
 use super::objects::{Handle, KvmVcpu, MAX_MEMSLOTS, MAX_VCPUS, Objects};
+use super::{ControlState, Locked};
 use crate::guest::GuestRam;
 use crate::mm::GuestPhys;
 use crate::vcpu::cpuid::CpuidTable;
@@ -131,15 +131,27 @@ unsafe impl Pod for abi::kvm::kvm_enable_cap {}
 unsafe impl Pod for abi::kvm::kvm_msr_filter {}
 // SAFETY: as above.
 unsafe impl Pod for abi::kvm::kvm_xen_hvm_config {}
+// SAFETY: as above.
+unsafe impl Pod for abi::kvm::mojito::mojito_start_cpu {}
 
-/// Everything a hypercall may touch besides the control domain itself.
+/// Everything a hypercall may touch besides the control domain itself:
+/// this CPU's back end, and what the control domain's vCPUs share.
 pub struct Ctx<'a, B: Backend> {
     pub backend: &'a mut B,
-    pub objects: &'a mut Objects<B>,
-    pub state: &'a mut ControlState,
+    pub shared: &'a spin::Mutex<Locked<B>>,
     pub frames: &'a spin::Mutex<Frames>,
     pub xstate: &'a HostXstate,
     pub cpuid: &'a CpuidTable,
+}
+
+/// A request's view of `Ctx`, with the shared objects locked.
+struct Req<'a, B: Backend> {
+    backend: &'a mut B,
+    objects: &'a mut Objects<B>,
+    state: &'a mut ControlState,
+    frames: &'a spin::Mutex<Frames>,
+    xstate: &'a HostXstate,
+    cpuid: &'a CpuidTable,
 }
 
 /// A decoded request, its argument already copied and checked.
@@ -336,19 +348,68 @@ pub fn dispatch<B: Backend>(
     // argument: it goes straight to the run loop, without the decoded
     // `Request` (a value of several hundred bytes to move; measured: ~100
     // instructions a round trip).
-    if rax == u64::from(req::KVM_RUN)
-        && let Some(Handle::Vcpu(i, slot)) = ctx.objects.lookup(handle)
-    {
-        return match run(ctx, cd, i, slot) {
+    // The VM is checked out of the shared table while it runs, so the
+    // other vCPUs of the control domain go on meanwhile (D2).
+    if rax == u64::from(req::KVM_RUN) {
+        let out = {
+            let mut l = ctx.shared.lock();
+            match l.objects.lookup(handle) {
+                Some(Handle::Vcpu(i, slot)) => Some(l.objects.checkout(i).map(|vm| (i, slot, vm))),
+                _ => None,
+            }
+        };
+        match out {
+            Some(Err(e)) => return Outcome::Error(e),
+            Some(Ok((i, slot, mut vm))) => {
+                if let Some(n) = vm.intrs.on_cpu.get_mut(crate::arch::percpu::index()) {
+                    *n += 1;
+                }
+                if super::cpus::several() && super::cpus::enter_run() {
+                    vm.intrs.alongside += 1;
+                }
+                let r = super::kvm::run(ctx.backend, &mut vm, slot, cd, ctx.frames, ctx.xstate);
+                super::cpus::leave_run();
+                if super::cpus::several() {
+                    release(ctx.backend, &mut vm);
+                }
+                ctx.shared.lock().objects.checkin(i, vm);
+                return match r {
+                    Ok(v) => Outcome::Value(v),
+                    Err(e) => Outcome::Error(e),
+                };
+            }
+            None => {}
+        }
+    }
+    if rax == u64::from(mojito::MOJITO_START_CPU) && handle == MOJITO_SYSTEM_HANDLE {
+        return match start_cpu(ctx, &cd.ram, arg) {
             Ok(v) => Outcome::Value(v),
             Err(e) => Outcome::Error(e),
         };
     }
-    let (target, request) = match decode(ctx.objects, &cd.ram, rax, handle, arg) {
+    let mut locked = ctx.shared.lock();
+    let super::Locked { objects, state } = &mut *locked;
+    let mut r = Req {
+        backend: &mut *ctx.backend,
+        objects,
+        state,
+        frames: ctx.frames,
+        xstate: ctx.xstate,
+        cpuid: ctx.cpuid,
+    };
+    let (target, request) = match decode(r.objects, &cd.ram, rax, handle, arg) {
         Ok(d) => d,
         Err(e) => return Outcome::Error(e),
     };
-    let result = invoke(ctx, cd, target, request, handle);
+    let result = invoke(&mut r, cd, target, request, handle);
+    // With several control-domain vCPUs, a VM's next request may come from
+    // another CPU: nothing of it may stay cached in this one's hardware.
+    if super::cpus::several()
+        && let Some(Handle::Vm(i) | Handle::Vcpu(i, _)) = target
+        && let Some(vm) = r.objects.vm(i)
+    {
+        release(r.backend, vm);
+    }
     match result {
         Ok(Some(v)) => Outcome::Value(v),
         Ok(None) => Outcome::PowerOff,
@@ -356,19 +417,56 @@ pub fn dispatch<B: Backend>(
     }
 }
 
-/// `KVM_RUN` on vCPU `slot` of VM `vm_index`.
+/// Leaves nothing of `vm`'s vCPUs cached in this CPU (`Backend::release`).
+pub fn release<B: Backend>(backend: &mut B, vm: &mut super::objects::KvmVm<B>) {
+    for vc in vm.vcpus.iter_mut().flatten() {
+        backend.release(&mut vc.cpu);
+    }
+}
+
+/// `MOJITO_START_CPU`: checked here, carried out by that CPU, which
+/// answers (`control::cpus`). Every VM is released from this CPU first:
+/// from now on any CPU may run it.
+fn start_cpu<B: Backend>(ctx: &mut Ctx<'_, B>, ram: &GuestRam, gpa: u64) -> Result<u64, i32> {
+    let a: mojito::mojito_start_cpu = read_arg(ram, gpa)?;
+    let canonical = |v: u64| ((v as i64) << 16 >> 16) as u64 == v;
+    if a.flags != 0 || a.padding != [0; 4] || !canonical(a.rip) || !canonical(a.rsp) {
+        return Err(EINVAL);
+    }
+    {
+        let mut l = ctx.shared.lock();
+        for i in 0..super::objects::MAX_VMS {
+            if let Some(vm) = l.objects.vm(i) {
+                release(ctx.backend, vm);
+            }
+        }
+    }
+    super::cpus::start(
+        a.cpu,
+        super::cpus::Start {
+            rip: a.rip,
+            rsp: a.rsp,
+            rdi: a.rdi,
+        },
+    )
+    .map(|()| 0)
+}
+
+/// `KVM_RUN` on vCPU `slot` of VM `vm_index`, with the table locked (only
+/// reached through `invoke`, which `dispatch`'s own path for RUN makes
+/// rare).
 fn run<B: Backend>(
-    ctx: &mut Ctx<'_, B>,
+    ctx: &mut Req<'_, B>,
     cd: &mut VmEnv,
     vm_index: usize,
     slot: usize,
 ) -> Result<u64, i32> {
-    let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+    let vm = ctx.objects.vm_here(vm_index)?;
     super::kvm::run(ctx.backend, vm, slot, cd, ctx.frames, ctx.xstate)
 }
 
 fn invoke<B: Backend>(
-    ctx: &mut Ctx<'_, B>,
+    ctx: &mut Req<'_, B>,
     cd: &mut VmEnv,
     target: Option<Handle>,
     request: Request,
@@ -379,10 +477,7 @@ fn invoke<B: Backend>(
         Some(Handle::Vcpu(i, slot)) => {
             // The handlers find this vCPU's extended state and MSRs in
             // the VM's `env`.
-            ctx.objects
-                .vm(i)
-                .and_then(|v| v.select(slot))
-                .ok_or(EBADF)?;
+            ctx.objects.vm_here(i)?.select(slot).ok_or(EBADF)?;
             (i, slot)
         }
         None => (0, 0),
@@ -456,15 +551,15 @@ fn invoke<B: Backend>(
         )?,
         Request::XenHvmConfig(c) => {
             let xen = super::xen::config(&c).map_err(|super::xen::Refused| EINVAL)?;
-            ctx.objects.vm(vm_index).ok_or(EBADF)?.env.xen = xen;
+            ctx.objects.vm_here(vm_index)?.env.xen = xen;
             0
         }
         Request::SetMsrFilter(filter) => {
-            ctx.objects.vm(vm_index).ok_or(EBADF)?.env.msr_filter = filter;
+            ctx.objects.vm_here(vm_index)?.env.msr_filter = filter;
             0
         }
         Request::SetGuestDebug(debug) => {
-            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            let vm = ctx.objects.vm_here(vm_index)?;
             let vc = vm
                 .vcpus
                 .get_mut(slot)
@@ -488,13 +583,11 @@ fn invoke<B: Backend>(
             0
         }
         Request::SetGsiRouting(gpa) => {
-            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            let vm = ctx.objects.vm_here(vm_index)?;
             vm.routes = super::routing::set(&cd.ram, gpa, vm.split_irqchip)?;
             0
         }
-        Request::SignalMsi(m) => {
-            super::lapic::signal_msi(ctx.objects.vm(vm_index).ok_or(EBADF)?, &m)?
-        }
+        Request::SignalMsi(m) => super::lapic::signal_msi(ctx.objects.vm_here(vm_index)?, &m)?,
         Request::GetLapic(gpa) => {
             let vc = vcpu_of(ctx.objects, vm_index, slot)?;
             if !ctx.backend.activate(&mut vc.cpu) {
@@ -529,7 +622,7 @@ fn invoke<B: Backend>(
             super::lapic::set_mp_state(vc, state, interrupts_on)?
         }
         Request::GetDirtyLog(log) => {
-            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            let vm = ctx.objects.vm_here(vm_index)?;
             super::dirty::get_log(ctx.backend, &mut ctx.frames.lock(), vm, &mut cd.ram, &log)?
         }
         Request::SetRunPages(p) => {
@@ -564,7 +657,7 @@ fn invoke<B: Backend>(
             0
         }
         Request::GetSregs(gpa) => {
-            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            let vm = ctx.objects.vm_here(vm_index)?;
             let vc = vm
                 .vcpus
                 .get_mut(slot)
@@ -585,7 +678,7 @@ fn invoke<B: Backend>(
         }
         Request::GetMsrIndexList(gpa) => super::state::get_msr_index_list(&mut cd.ram, gpa)?,
         Request::SetCpuid2(gpa) => {
-            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            let vm = ctx.objects.vm_here(vm_index)?;
             super::state::set_cpuid2(
                 &cd.ram,
                 gpa,
@@ -596,7 +689,7 @@ fn invoke<B: Backend>(
         }
         Request::GetMsrs(gpa) | Request::SetMsrs(gpa) => {
             let write = matches!(request, Request::SetMsrs(_));
-            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            let vm = ctx.objects.vm_here(vm_index)?;
             let vc = vm
                 .vcpus
                 .get_mut(slot)
@@ -608,36 +701,30 @@ fn invoke<B: Backend>(
             super::state::msrs::<B>(&mut cd.ram, gpa, &mut vc.cpu, &mut vm.env, write)?
         }
         Request::GetFpu(gpa) => {
-            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            let vm = ctx.objects.vm_here(vm_index)?;
             write_arg(&mut cd.ram, gpa, &super::state::get_fpu(&vm.env))?;
             0
         }
-        Request::SetFpu(f) => super::state::set_fpu(
-            &mut ctx.objects.vm(vm_index).ok_or(EBADF)?.env,
-            &f,
-            ctx.xstate,
-        )?,
-        Request::GetXsave(gpa) => super::state::get_xsave(
-            &mut cd.ram,
-            gpa,
-            &ctx.objects.vm(vm_index).ok_or(EBADF)?.env,
-        )?,
+        Request::SetFpu(f) => {
+            super::state::set_fpu(&mut ctx.objects.vm_here(vm_index)?.env, &f, ctx.xstate)?
+        }
+        Request::GetXsave(gpa) => {
+            super::state::get_xsave(&mut cd.ram, gpa, &ctx.objects.vm_here(vm_index)?.env)?
+        }
         Request::SetXsave(gpa) => super::state::set_xsave(
             &cd.ram,
             gpa,
-            &mut ctx.objects.vm(vm_index).ok_or(EBADF)?.env,
+            &mut ctx.objects.vm_here(vm_index)?.env,
             ctx.xstate,
         )?,
         Request::GetXcrs(gpa) => {
-            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            let vm = ctx.objects.vm_here(vm_index)?;
             write_arg(&mut cd.ram, gpa, &super::state::get_xcrs(&vm.env))?;
             0
         }
-        Request::SetXcrs(x) => super::state::set_xcrs(
-            &mut ctx.objects.vm(vm_index).ok_or(EBADF)?.env,
-            &x,
-            ctx.xstate,
-        )?,
+        Request::SetXcrs(x) => {
+            super::state::set_xcrs(&mut ctx.objects.vm_here(vm_index)?.env, &x, ctx.xstate)?
+        }
         Request::EnableCapVm(c) => {
             // KVM_CAP_EXIT_HYPERCALL: the hypercalls (a bit per number) that
             // exit to the VMM; KVM accepts only KVM_HC_MAP_GPA_RANGE.
@@ -647,7 +734,7 @@ fn invoke<B: Backend>(
             const MSR_REASONS: u64 = (abi::kvm::KVM_MSR_EXIT_REASON_INVAL
                 | abi::kvm::KVM_MSR_EXIT_REASON_UNKNOWN
                 | abi::kvm::KVM_MSR_EXIT_REASON_FILTER) as u64;
-            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            let vm = ctx.objects.vm_here(vm_index)?;
             let env = &mut vm.env;
             match c.cap {
                 _ if c.flags != 0 => return Err(EINVAL),
@@ -675,7 +762,7 @@ fn invoke<B: Backend>(
         // No capability can be enabled on a vCPU yet.
         Request::EnableCapVcpu => return Err(EINVAL),
         Request::SetSregs(s) => {
-            let vm = ctx.objects.vm(vm_index).ok_or(EBADF)?;
+            let vm = ctx.objects.vm_here(vm_index)?;
             let vc = vm
                 .vcpus
                 .get_mut(slot)
@@ -751,7 +838,7 @@ fn vcpu_of<B: Backend>(
     vm: usize,
     slot: usize,
 ) -> Result<&mut KvmVcpu<B>, i32> {
-    objects.vm(vm).and_then(|v| v.select(slot)).ok_or(EBADF)
+    objects.vm_here(vm)?.select(slot).ok_or(EBADF)
 }
 
 /// KVM_CHECK_EXTENSION: truthful — what is implemented, nothing more.

@@ -7,6 +7,7 @@
 //! for is decoded and checked before anything is done.
 
 pub mod boot;
+pub mod cpus;
 pub mod dirty;
 pub mod hypercall;
 pub mod info;
@@ -25,7 +26,7 @@ use crate::vcpu::cpuid::CpuidTable;
 use crate::vcpu::lazy::HostXstate;
 use crate::vcpu::{self, Action};
 use crate::virt::{Backend, Frames, GuestCpu};
-use crate::vm::{StopReason, Vm};
+use crate::vm::{StopReason, VmEnv};
 use objects::Objects;
 
 /// The COM1 ports the control domain drives itself.
@@ -44,42 +45,43 @@ pub struct ControlState {
     pub layout: layout::Owner,
 }
 
-/// Runs the control domain until it stops or asks for power-off; returns
-/// why it ended.
+/// What the control domain's vCPUs share, behind one lock: its VMs and
+/// handles, and its log cursor. A `KVM_RUN` holds the lock only to check
+/// its VM out and back in (`hypercall::dispatch`).
+pub struct Locked<B: Backend> {
+    pub objects: Objects<B>,
+    pub state: ControlState,
+}
+
+/// Everything the control domain's vCPUs on every CPU share (made once at
+/// boot, never freed).
+pub struct Shared<B: Backend> {
+    pub locked: spin::Mutex<Locked<B>>,
+    /// The CPUID table new VMs start from.
+    pub cpuid: CpuidTable,
+    pub xstate: HostXstate,
+    /// How to make its vCPUs on the other CPUs (`MOJITO_START_CPU`).
+    pub ap: cpus::ApTemplate,
+}
+
+/// Runs one vCPU of the control domain on this CPU until it stops or asks
+/// for power-off; returns why it ended. The boot CPU runs vCPU 0; each
+/// `MOJITO_START_CPU` starts another on its CPU (`cpus`).
 pub fn run<B: Backend>(
     backend: &mut B,
     frames: &spin::Mutex<Frames>,
-    cd: &mut Vm<B>,
-    cpuid: &CpuidTable,
-    xstate: &HostXstate,
+    shared: &Shared<B>,
+    cpu: &mut B::Vcpu,
+    env: &mut VmEnv,
 ) -> StopReason {
-    // What was logged so far already went to COM1.
-    let mut state = ControlState {
-        log_cursor: crate::log::position(),
-        layout: layout::Owner::of(
-            backend,
-            cd.vcpu(),
-            cd.nested_root(),
-            Some(cd.env.lazy.area()),
-        ),
-    };
-    let mut objects = Objects::<B>::default();
-    let Some((cpu, env)) = cd.parts() else {
-        return StopReason::Unhandled {
-            what: "control domain without a vCPU",
-            detail: 0,
-            rip: 0,
-        };
-    };
+    let xstate = &shared.xstate;
     env.lazy.load::<B>(xstate);
-    // From here on the control domain owns COM1 and echoes the log ring.
-    // Drain the UART first: the control domain re-programs it, which resets
-    // its FIFO and would drop what is still queued.
-    #[cfg(target_os = "none")]
-    crate::log::serial::flush();
-    crate::log::set_serial(false);
     let mut new_context = true;
-    let reason = loop {
+    loop {
+        if crate::arch::percpu::index() != 0 && cpus::stopping() {
+            // A reset is coming (`arch::smp::stop_aps`).
+            cpus::leave();
+        }
         if !backend.activate(cpu) {
             break StopReason::EntryFailed {
                 what: "the control domain's vCPU could not be made current",
@@ -102,11 +104,10 @@ pub fn run<B: Backend>(
                 let g = *cpu.gprs();
                 let mut ctx = hypercall::Ctx {
                     backend: &mut *backend,
-                    objects: &mut objects,
-                    state: &mut state,
+                    shared: &shared.locked,
                     frames,
                     xstate,
-                    cpuid,
+                    cpuid: &shared.cpuid,
                 };
                 let result = hypercall::dispatch(&mut ctx, env, g.rax, g.rdi, g.rsi);
                 if result == hypercall::Outcome::PowerOff {
@@ -129,7 +130,5 @@ pub fn run<B: Backend>(
                 }
             }
         }
-    };
-    crate::log::set_serial(true);
-    reason
+    }
 }

@@ -14,7 +14,8 @@ use crate::vcpu::msr::MsrState;
 use crate::vcpu::stats::ExitStats;
 use crate::virt::{Backend, Frames, GuestCpu};
 use crate::vm::{VmEnv, VmKind};
-use abi::kvm::errno::{EBADF, EEXIST, EFAULT, EINVAL, ENOMEM, ENOSPC};
+use abi::kvm::errno::{EBADF, EBUSY, EEXIST, EFAULT, EINVAL, ENOMEM, ENOSPC};
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -212,6 +213,10 @@ pub struct IntrCounts {
     pub input: u64,
     /// The vCPU gave the CPU to a sibling that could run.
     pub sibling: u64,
+    /// RUNs on each CPU (`arch::percpu::index`): where its vCPUs ran.
+    pub on_cpu: [u64; crate::arch::percpu::MAX_CPUS],
+    /// RUNs begun while another CPU was inside a guest's RUN.
+    pub alongside: u64,
 }
 
 impl IntrCounts {
@@ -235,9 +240,15 @@ pub enum Handle {
     Vcpu(usize, usize),
 }
 
-/// Every VM and handle of the control domain.
+/// Every VM and handle of the control domain. The control domain's vCPUs
+/// share it (behind one lock, `control::Shared`); a VM inside `KVM_RUN` on
+/// one of them is checked out (`checkout`): its slot stays taken, and every
+/// other request on it gets -EBUSY (D2) until `checkin`.
 pub struct Objects<B: Backend> {
-    vms: Vec<Option<KvmVm<B>>>,
+    /// Boxed, so that a checkout moves a pointer, not the VM.
+    vms: Vec<Option<Box<KvmVm<B>>>>,
+    /// Bit i: VM i is checked out (`MAX_VMS` is 64).
+    busy: u64,
     handles: Vec<Option<Handle>>,
 }
 
@@ -245,8 +256,30 @@ impl<B: Backend> Default for Objects<B> {
     fn default() -> Self {
         Self {
             vms: Vec::new(),
+            busy: 0,
             handles: Vec::new(),
         }
+    }
+}
+
+/// `v` in a new box, or `v` back if the heap has no room (`Box::new` would
+/// stop the hypervisor instead).
+fn try_box<T>(v: T) -> Result<Box<T>, T> {
+    let layout = core::alloc::Layout::new::<T>();
+    if layout.size() == 0 {
+        return Ok(Box::new(v));
+    }
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { alloc::alloc::alloc(layout) }.cast::<T>();
+    if p.is_null() {
+        return Err(v);
+    }
+    // SAFETY: `p` is a fresh allocation of `T`'s layout; writing `v` there
+    // initialises it, and the global allocator's block is what `Box`
+    // frees.
+    unsafe {
+        p.write(v);
+        Ok(Box::from_raw(p))
     }
 }
 
@@ -310,7 +343,38 @@ impl<B: Backend> Objects<B> {
     }
 
     pub fn vm(&mut self, i: usize) -> Option<&mut KvmVm<B>> {
-        self.vms.get_mut(i)?.as_mut()
+        self.vms.get_mut(i)?.as_deref_mut()
+    }
+
+    /// VM `i`: -EBUSY while it is checked out, -EBADF if there is none.
+    pub fn vm_here(&mut self, i: usize) -> Result<&mut KvmVm<B>, i32> {
+        if self.is_busy(i) {
+            return Err(EBUSY);
+        }
+        self.vm(i).ok_or(EBADF)
+    }
+
+    fn is_busy(&self, i: usize) -> bool {
+        i < MAX_VMS && self.busy & (1 << i) != 0
+    }
+
+    /// Takes VM `i` out of the table for a `KVM_RUN` on this CPU: -EBUSY
+    /// if another one has it.
+    pub fn checkout(&mut self, i: usize) -> Result<Box<KvmVm<B>>, i32> {
+        if self.is_busy(i) {
+            return Err(EBUSY);
+        }
+        let vm = self.vms.get_mut(i).and_then(Option::take).ok_or(EBADF)?;
+        self.busy |= 1 << i;
+        Ok(vm)
+    }
+
+    /// Puts back what `checkout(i)` took.
+    pub fn checkin(&mut self, i: usize, vm: Box<KvmVm<B>>) {
+        if let Some(slot) = self.vms.get_mut(i) {
+            *slot = Some(vm);
+        }
+        self.busy &= !(1 << (i % MAX_VMS));
     }
 
     /// KVM_CREATE_VM: an empty VM (no memory, no vCPU).
@@ -320,7 +384,11 @@ impl<B: Backend> Objects<B> {
         cpuid: &CpuidTable,
         xstate: &HostXstate,
     ) -> Result<u64, i32> {
-        let i = match self.vms.iter().position(Option::is_none) {
+        let busy = self.busy;
+        let free = |(i, v): (usize, &Option<Box<KvmVm<B>>>)| {
+            (v.is_none() && busy & (1 << i) == 0).then_some(i)
+        };
+        let i = match self.vms.iter().enumerate().find_map(free) {
             Some(i) => i,
             None if self.vms.len() < MAX_VMS => {
                 self.vms.try_reserve(1).map_err(|_| ENOMEM)?;
@@ -363,7 +431,7 @@ impl<B: Backend> Objects<B> {
             decoded: Default::default(),
             vcpu_id: 0,
         };
-        self.vms[i] = Some(KvmVm {
+        let vm = try_box(KvmVm {
             vm_id,
             env,
             nested,
@@ -374,11 +442,19 @@ impl<B: Backend> Objects<B> {
             routes: Default::default(),
             turn: (usize::MAX, 0),
         });
+        let vm = match vm {
+            Ok(vm) => vm,
+            Err(vm) => {
+                destroy_vm(None, frames, vm);
+                return Err(ENOMEM);
+            }
+        };
+        self.vms[i] = Some(vm);
         match self.new_handle(Handle::Vm(i)) {
             Ok(h) => Ok(h),
             Err(e) => {
                 if let Some(vm) = self.vms[i].take() {
-                    destroy_vm(None, frames, vm);
+                    destroy_vm(None, frames, *vm);
                 }
                 Err(e)
             }
@@ -395,7 +471,7 @@ impl<B: Backend> Objects<B> {
         vm: usize,
         id: u64,
     ) -> Result<u64, i32> {
-        let v = self.vm(vm).ok_or(EBADF)?;
+        let v = self.vm_here(vm)?;
         let id = u32::try_from(id).map_err(|_| EINVAL)?;
         let made = v.vcpus.iter().flatten().count();
         if id >= MAX_VCPU_ID || made >= MAX_VCPUS as usize {
@@ -497,7 +573,7 @@ impl<B: Backend> Objects<B> {
     ) -> Result<u64, i32> {
         use abi::kvm::{KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY};
         const PAGE: u64 = 4096;
-        let v = self.vm(vm).ok_or(EBADF)?;
+        let v = self.vm_here(vm)?;
         if r.slot >= MAX_MEMSLOTS
             || r.flags & !(KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY) != 0
             || !r.guest_phys_addr.is_multiple_of(PAGE)
@@ -598,6 +674,11 @@ impl<B: Backend> Objects<B> {
     /// Closes `handle`: a vCPU goes, or a VM with everything it holds.
     pub fn close(&mut self, backend: &mut B, frames: &mut Frames, handle: u64) -> Result<u64, i32> {
         let h = self.lookup(handle).ok_or(EBADF)?;
+        if let Handle::Vm(vm) | Handle::Vcpu(vm, _) = h
+            && self.is_busy(vm)
+        {
+            return Err(EBUSY);
+        }
         match h {
             Handle::Vcpu(vm, slot) => {
                 if let Some(v) = self.vm(vm) {
@@ -613,7 +694,7 @@ impl<B: Backend> Objects<B> {
                 }
                 if let Some(v) = self.vms.get_mut(vm).and_then(Option::take) {
                     log_exits(&v.env, &v.intrs);
-                    destroy_vm(Some(backend), frames, v);
+                    destroy_vm(Some(backend), frames, *v);
                 }
             }
         }
@@ -649,7 +730,7 @@ fn log_exits(env: &VmEnv, intrs: &IntrCounts) {
     }
     let times = |n: u64| if n == 1 { "time" } else { "times" };
     if intrs.tick + intrs.input + intrs.immediate_exit + intrs.sibling == 0 {
-        crate::log!("{} closed; exits:{line}", env.name);
+        crate::log!("{} closed; exits:{line}{}", env.name, Cpus(intrs));
         return;
     }
     let _ = write!(
@@ -676,7 +757,26 @@ fn log_exits(env: &VmEnv, intrs: &IntrCounts) {
             times(intrs.immediate_exit)
         );
     }
-    crate::log!("{} closed; exits:{line}", env.name);
+    crate::log!("{} closed; exits:{line}{}", env.name, Cpus(intrs));
+}
+
+/// `; RUN on cpu0 5 times, cpu1 7 times`: where a VM's vCPUs ran (D2: on
+/// the CPUs of the control-domain vCPUs that called RUN).
+struct Cpus<'a>(&'a IntrCounts);
+
+impl core::fmt::Display for Cpus<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut sep = "; RUN on ";
+        for (cpu, &n) in self.0.on_cpu.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let times = if n == 1 { "time" } else { "times" };
+            write!(f, "{sep}cpu{cpu} {n} {times}")?;
+            sep = ", ";
+        }
+        if self.0.alongside > 0 {
+            write!(f, " ({} while another CPU ran a guest)", self.0.alongside)?;
+        }
+        Ok(())
+    }
 }
 
 /// The reset state's RIP (CS base 0xffff_0000 makes it 0xffff_fff0).

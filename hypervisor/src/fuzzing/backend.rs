@@ -97,6 +97,8 @@ impl Backend for FakeBackend {
 
     fn flush_nested(&mut self, _vcpu: &mut FakeVcpu) {}
 
+    fn release(&mut self, _vcpu: &mut FakeVcpu) {}
+
     fn run(&mut self, _vcpu: &mut FakeVcpu, _new_context: bool) -> ExitInfo {
         // No guest to enter: a HLT exit, as if it halted at once.
         ExitInfo {

@@ -30,9 +30,9 @@
 //! -ENXIO (no screen) once decoded; both stay in.
 
 use super::backend::FakeBackend;
-use crate::control::ControlState;
 use crate::control::hypercall::{self, Ctx, Outcome};
 use crate::control::objects::{Handle, Objects};
+use crate::control::{ControlState, Locked};
 use crate::guest::GuestRam;
 use crate::mm::frame::WindowMemory;
 use crate::mm::{GuestPhys, HostPhys, PAGE_SIZE};
@@ -154,7 +154,6 @@ const MAX_MADE: usize = 32;
 struct World {
     frames: spin::Mutex<Frames>,
     cd: VmEnv,
-    state: ControlState,
     backend: FakeBackend,
     xstate: HostXstate,
     cpuid: CpuidTable,
@@ -238,7 +237,6 @@ fn build() -> World {
     World {
         frames: spin::Mutex::new(frames),
         cd,
-        state: ControlState::default(),
         backend: FakeBackend::default(),
         xstate,
         cpuid,
@@ -297,6 +295,17 @@ impl core::fmt::Display for Tally {
 }
 
 /// The kind of a live handle, as a mask bit (0: not live).
+/// An empty table of objects, its log cursor at the log's end.
+fn fresh() -> spin::Mutex<Locked<FakeBackend>> {
+    spin::Mutex::new(Locked {
+        objects: Objects::default(),
+        state: ControlState {
+            log_cursor: crate::log::position(),
+            ..Default::default()
+        },
+    })
+}
+
 fn kind_of(objects: &Objects<FakeBackend>, handle: u64) -> u8 {
     match (handle, objects.lookup(handle)) {
         (mojito::MOJITO_SYSTEM_HANDLE, _) => SYS,
@@ -353,11 +362,10 @@ pub fn check(data: &[u8]) -> Counts {
     // Each input starts from the same state.
     assert!(w.cd.ram.zero(GuestPhys::new(0), CD_RAM as usize));
     w.frames.lock().set_limit(u64::MAX);
-    w.state.log_cursor = crate::log::position();
     let free = w.frames.lock().stats().free;
     INPUTS.fetch_add(1, Relaxed);
 
-    let mut objects = Objects::<FakeBackend>::default();
+    let objects = fresh();
     let mut made: Vec<(u64, u8)> = Vec::new();
     let mut counts = Counts::default();
     let mut rest = data;
@@ -396,12 +404,11 @@ pub fn check(data: &[u8]) -> Counts {
             let n = payload.len().min((CD_RAM - arg) as usize);
             assert!(w.cd.ram.write(GuestPhys::new(arg), &payload[..n]));
         }
-        let kind = kind_of(&objects, handle);
+        let kind = kind_of(&objects.lock().objects, handle);
         let matched = kind & mask != 0;
         let mut ctx = Ctx {
             backend: &mut w.backend,
-            objects: &mut objects,
-            state: &mut w.state,
+            shared: &objects,
             frames: &w.frames,
             xstate: &w.xstate,
             cpuid: &w.cpuid,
@@ -425,7 +432,7 @@ pub fn check(data: &[u8]) -> Counts {
                     _ => 0,
                 };
                 if new != 0 {
-                    assert_eq!(kind_of(&objects, v), new, "{}", what());
+                    assert_eq!(kind_of(&objects.lock().objects, v), new, "{}", what());
                     if made.len() < MAX_MADE {
                         made.push((v, new));
                     }
@@ -457,13 +464,12 @@ pub fn check(data: &[u8]) -> Counts {
 
     // Close everything; the pool and the back end are back where they were.
     for handle in 1..=256u64 {
-        if objects.lookup(handle).is_none() {
+        if objects.lock().objects.lookup(handle).is_none() {
             continue;
         }
         let mut ctx = Ctx {
             backend: &mut w.backend,
-            objects: &mut objects,
-            state: &mut w.state,
+            shared: &objects,
             frames: &w.frames,
             xstate: &w.xstate,
             cpuid: &w.cpuid,
@@ -584,15 +590,14 @@ mod tests {
     /// One request on the fake back end, as the control domain makes it.
     fn call(
         w: &mut World,
-        objects: &mut Objects<FakeBackend>,
+        objects: &spin::Mutex<Locked<FakeBackend>>,
         rax: u32,
         h: u64,
         arg: u64,
     ) -> Outcome {
         let mut ctx = Ctx {
             backend: &mut w.backend,
-            objects,
-            state: &mut w.state,
+            shared: objects,
             frames: &w.frames,
             xstate: &w.xstate,
             cpuid: &w.cpuid,
@@ -613,8 +618,8 @@ mod tests {
         let mut guard = world.lock();
         let w = &mut *guard;
         let free = w.frames.lock().stats().free;
-        let mut objects = Objects::<FakeBackend>::default();
-        let o = &mut objects;
+        let objects = fresh();
+        let o = &objects;
         let put =
             |w: &mut World, gpa: u64, b: &[u8]| assert!(w.cd.ram.write(GuestPhys::new(gpa), b));
         let vm = value(call(w, o, req::KVM_CREATE_VM, 0, 0));
@@ -627,7 +632,7 @@ mod tests {
         assert_eq!(value(call(w, o, req::KVM_ENABLE_CAP, vm, 0x100)), 0);
         let bsp = value(call(w, o, req::KVM_CREATE_VCPU, vm, 0));
         let ap = value(call(w, o, req::KVM_CREATE_VCPU, vm, 1));
-        let mp_state = |w: &mut World, o: &mut Objects<FakeBackend>, h| {
+        let mp_state = |w: &mut World, o: &spin::Mutex<Locked<FakeBackend>>, h| {
             value(call(w, o, req::KVM_GET_MP_STATE, h, 0x200));
             let mut b = [0u8; 4];
             assert!(w.cd.ram.read(GuestPhys::new(0x200), &mut b));

@@ -141,6 +141,20 @@ impl GuestRam {
         }
     }
 
+    /// Another handle on the same frames (the control domain's vCPUs on
+    /// other CPUs, `control::cpus`), without slots: the frames stay the
+    /// original's to free, so a view is never `free`d. None without heap.
+    pub fn view(&self) -> Option<Self> {
+        let mut frames = Vec::new();
+        frames.try_reserve_exact(self.frames.len()).ok()?;
+        frames.extend_from_slice(&self.frames);
+        Some(Self {
+            frames,
+            page: self.page,
+            ..Self::empty()
+        })
+    }
+
     /// Gives every frame back to the pool.
     pub fn free(self, frames: &mut crate::virt::Frames) {
         let per_page = self.page.bytes() / PageSize::Size4K.bytes();

@@ -121,8 +121,15 @@ pub trait Backend: Sized {
     #[must_use]
     fn activate(&mut self, vcpu: &mut Self::Vcpu) -> bool;
     /// Drops what the hardware cached of `vcpu`'s nested translations (a
-    /// mapping was removed); takes effect before it next runs.
+    /// mapping was removed); takes effect before it next runs, on whichever
+    /// CPU that is.
     fn flush_nested(&mut self, vcpu: &mut Self::Vcpu);
+    /// Leaves nothing of `vcpu` cached in this CPU's hardware, so that
+    /// another CPU may use it next (VMX: VMCLEAR, SDM Vol. 3C 25.11.1; SVM:
+    /// nothing, a VMCB is only memory). A vCPU arriving on another CPU than
+    /// it last ran on gets that CPU's host state and a TLB flush on its
+    /// next `activate`/`run`.
+    fn release(&mut self, vcpu: &mut Self::Vcpu);
     /// Enters the guest until its next exit. `activate` must have been called.
     /// `new_context` asks for a TLB flush (another vCPU ran here since).
     fn run(&mut self, vcpu: &mut Self::Vcpu, new_context: bool) -> ExitInfo;

@@ -165,8 +165,13 @@ impl Backend for Svm {
         vcpu.flush_on_entry = true;
     }
 
+    fn release(&mut self, _vcpu: &mut SvmVcpu) {}
+
     fn run(&mut self, vcpu: &mut SvmVcpu, new_context: bool) -> ExitInfo {
-        let flush = new_context || core::mem::take(&mut vcpu.flush_on_entry);
+        let here = crate::arch::percpu::index();
+        let moved = vcpu.cpu != here;
+        vcpu.cpu = here;
+        let flush = new_context || moved || core::mem::take(&mut vcpu.flush_on_entry);
         let tlb = if !flush {
             vmcb::tlb::NONE
         } else if self.features.flush_by_asid {

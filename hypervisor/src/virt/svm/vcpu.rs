@@ -103,6 +103,9 @@ pub struct SvmVcpu {
     cr4_allowed: u64,
     /// The guest changed CR4 in a way that flushes its TLB.
     pub(super) flush_on_entry: bool,
+    /// The CPU (`arch::percpu::index`) it last ran on: its ASID's TLB
+    /// entries on another CPU may be stale (APM Vol. 2 15.16).
+    pub(super) cpu: usize,
 }
 
 impl SvmVcpu {
@@ -144,6 +147,7 @@ impl SvmVcpu {
             nrip_save: features.nrip_save,
             cr4_allowed,
             flush_on_entry: false,
+            cpu: crate::arch::percpu::index(),
         };
         let (iopm, msrpm) = match &v.own_maps {
             Some(m) => (m.iopm, m.msrpm),

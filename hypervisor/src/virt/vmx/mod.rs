@@ -384,7 +384,8 @@ impl Backend for Vmx {
 
     fn activate(&mut self, vcpu: &mut VmxVcpu) -> bool {
         if self.current != Some(vcpu.vmcs) {
-            // SAFETY: VMX is on and the VMCS was VMCLEARed when made.
+            // SAFETY: VMX is on and the VMCS was VMCLEARed when made, and
+            // by `release` before it left another CPU.
             if !unsafe { region_op(RegionOp::Vmptrld, vcpu.vmcs) } {
                 // Whatever VMCS was current may still be: forget it, so that
                 // nothing writes another vCPU's VMCS by mistake.
@@ -392,12 +393,33 @@ impl Backend for Vmx {
                 return false;
             }
             self.current = Some(vcpu.vmcs);
+            let here = crate::arch::percpu::index();
+            if vcpu.cpu != here {
+                // Arrived from another CPU: this CPU's TSS, GDT and GS
+                // (SDM Vol. 3C 25.5.2), and nothing this CPU's TLB may
+                // still hold for it from an earlier stay.
+                vcpu.set_host_bases();
+                vcpu.cpu = here;
+                vcpu.flush_on_entry = true;
+                self.invept(vcpu.eptp);
+            }
         }
         true
     }
 
     fn flush_nested(&mut self, vcpu: &mut VmxVcpu) {
-        self.invept(vcpu.eptp);
+        // On entry, on whichever CPU that is (the guest uses no
+        // translation before).
+        vcpu.flush_ept_on_entry = true;
+    }
+
+    fn release(&mut self, vcpu: &mut VmxVcpu) {
+        // SAFETY: VMX is on; VMCLEAR on a VMCS of ours is always valid.
+        unsafe { region_op(RegionOp::Vmclear, vcpu.vmcs) };
+        if self.current == Some(vcpu.vmcs) {
+            self.current = None;
+        }
+        vcpu.launched = false;
     }
 
     fn run(&mut self, vcpu: &mut VmxVcpu, _new_context: bool) -> ExitInfo {
@@ -414,6 +436,10 @@ impl Backend for Vmx {
         if vcpu.flush_on_entry {
             vcpu.flush_on_entry = false;
             self.invvpid(vcpu.vpid);
+        }
+        if vcpu.flush_ept_on_entry {
+            vcpu.flush_ept_on_entry = false;
+            self.invept(vcpu.eptp);
         }
         vcpu.run()
     }

@@ -49,7 +49,9 @@ pub struct VmxVcpu {
     pub(super) vpid: u16,
     pub(super) eptp: u64,
     gprs: Gprs,
-    launched: bool,
+    pub(super) launched: bool,
+    /// The CPU (`arch::percpu::index`) whose host state the VMCS holds.
+    pub(super) cpu: usize,
     cr0_mask: u64,
     cr4_mask: u64,
     cr0_fixed0: u64,
@@ -60,6 +62,9 @@ pub struct VmxVcpu {
     /// The guest changed paging mode in a way a real MOV CR0 would flush
     /// the TLB for.
     pub(super) flush_on_entry: bool,
+    /// A nested mapping was removed (`Backend::flush_nested`): INVEPT on
+    /// the next entry.
+    pub(super) flush_ept_on_entry: bool,
 }
 
 /// Where an MSR's read and write intercept bits live in the 4 KiB VMX MSR
@@ -143,6 +148,7 @@ impl VmxVcpu {
             eptp: super::ept::eptp(nested_root),
             gprs: Gprs::default(),
             launched: false,
+            cpu: crate::arch::percpu::index(),
             cr0_mask: c.cr0_fixed0 | (!cr0_fixed1 & 0xffff_ffff) | CR0_PG | CR0_NE,
             cr4_mask: !(GUEST_CR4_ALLOWED & c.cr4_fixed1) | c.cr4_fixed0,
             cr0_fixed0: c.cr0_fixed0,
@@ -151,6 +157,7 @@ impl VmxVcpu {
             entry_controls: c.entry,
             tpr: 0,
             flush_on_entry: false,
+            flush_ept_on_entry: false,
         })
     }
 
@@ -217,7 +224,7 @@ impl VmxVcpu {
             (Field::HostTrSelector, u64::from(sel.tss.0)),
             (Field::HostFsBase, fs_base),
             (Field::HostGsBase, gs_base),
-            (Field::HostTrBase, crate::arch::gdt::tss_base()),
+            (Field::HostTrBase, crate::arch::percpu::tss_base()),
             (Field::HostGdtrBase, crate::arch::gdt::gdt_base()),
             (Field::HostIdtrBase, idtr.base.as_u64()),
             (Field::HostSysenterCs, 0),
@@ -371,6 +378,16 @@ impl VmxVcpu {
         // SAFETY: as in `read`; the fields written here exist on every CPU
         // that passed `Vmx::enable`.
         unsafe { vmcs::write(f, v) };
+    }
+
+    /// Writes this CPU's host bases (TSS, GDT, GS; SDM Vol. 3C 25.5.2) into
+    /// the current VMCS, for a vCPU that moved here from another CPU.
+    pub(super) fn set_host_bases(&mut self) {
+        // SAFETY: IA32_GS_BASE exists on every x86-64 CPU.
+        let gs_base = unsafe { rdmsr(msr::IA32_GS_BASE) };
+        self.write(Field::HostGsBase, gs_base);
+        self.write(Field::HostTrBase, crate::arch::percpu::tss_base());
+        self.write(Field::HostGdtrBase, crate::arch::gdt::gdt_base());
     }
 
     /// Enters the guest once and translates the exit.
