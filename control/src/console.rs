@@ -9,12 +9,20 @@
 //! (a guest's output, the hypervisor's log, a report) first erases the
 //! prompt line (`CR`, `ESC [ K`) and then draws it again below, so output
 //! never lands in the middle of what the operator is typing.
+//!
+//! The control domain's vCPUs share it (`crate::smp`: a helper prints its
+//! guests' lines): every public function holds `LOCK` while it touches the
+//! UART, the prompt or the screen buffer.
 
 use core::fmt::{self, Write};
 use uart_16550::backend::PioBackend;
 use uart_16550::{Config, Uart16550};
 
 static mut UART: Option<Uart16550<PioBackend>> = None;
+
+/// Held by every public function below: the statics here are only touched
+/// with it held.
+static LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
 /// The prompt line as the shell last rendered it (None: no prompt, e.g.
 /// while a command runs or a guest's console is attached), and whether it
@@ -25,28 +33,41 @@ static mut PROMPT_SHOWN: bool = false;
 /// Sets (or with None removes) the prompt line; it is drawn by
 /// `show_prompt`.
 pub fn set_prompt(line: Option<alloc::vec::Vec<u8>>) {
-    // SAFETY: one vCPU, no interrupts: no concurrent access.
+    let _held = LOCK.lock();
+    // SAFETY: `LOCK` is held, and the vCPUs take no interrupts.
     unsafe { *core::ptr::addr_of_mut!(PROMPT) = line };
 }
 
 /// Erases the prompt line if it is on screen.
 pub fn hide_prompt() {
-    // SAFETY: one vCPU, no interrupts: no concurrent access.
+    let _held = LOCK.lock();
+    hide_locked();
+}
+
+fn hide_locked() {
+    // SAFETY: the caller holds `LOCK`.
     let shown = unsafe { &mut *core::ptr::addr_of_mut!(PROMPT_SHOWN) };
     if core::mem::take(shown) {
-        write_bytes(b"\r\x1b[K");
+        put(b"\r\x1b[K");
+        flush_locked();
     }
 }
 
 /// Draws the prompt line if there is one and it is not on screen.
 pub fn show_prompt() {
-    // SAFETY: one vCPU, no interrupts: no concurrent access.
+    let _held = LOCK.lock();
+    show_locked();
+}
+
+fn show_locked() {
+    // SAFETY: the caller holds `LOCK`.
     unsafe {
         if *core::ptr::addr_of!(PROMPT_SHOWN) {
             return;
         }
         if let Some(line) = (*core::ptr::addr_of!(PROMPT)).as_ref() {
-            write_bytes(line);
+            put(line);
+            flush_locked();
             *core::ptr::addr_of_mut!(PROMPT_SHOWN) = true;
         }
     }
@@ -55,7 +76,8 @@ pub fn show_prompt() {
 /// Notes that the prompt line left the screen without `hide_prompt` (the
 /// operator ended it with Enter).
 pub fn prompt_gone() {
-    // SAFETY: one vCPU, no interrupts: no concurrent access.
+    let _held = LOCK.lock();
+    // SAFETY: `LOCK` is held.
     unsafe { *core::ptr::addr_of_mut!(PROMPT_SHOWN) = false };
 }
 
@@ -63,8 +85,8 @@ pub fn prompt_gone() {
 /// hypervisor takes that interrupt (IRQ 4) and gives us the CPU back from a
 /// running guest (DESIGN.md D2).
 pub fn init() {
-    // SAFETY: COM1's ports are ours (passed through); the control domain
-    // has one vCPU, so nothing else touches `UART`.
+    let _held = LOCK.lock();
+    // SAFETY: COM1's ports are ours (passed through); `LOCK` is held.
     unsafe {
         if let Ok(mut uart) = Uart16550::new_port(0x3f8) {
             let config = Config {
@@ -86,13 +108,14 @@ static mut SCREEN: Option<([u8; SCREEN_BUF], usize)> = None;
 /// Mirrors the console on the screen from now on (the hypervisor says
 /// whether there is one).
 pub fn enable_screen() {
-    // SAFETY: one vCPU, no interrupts: no concurrent access.
+    let _held = LOCK.lock();
+    // SAFETY: `LOCK` is held.
     unsafe { *core::ptr::addr_of_mut!(SCREEN) = Some(([0; SCREEN_BUF], 0)) };
 }
 
-/// Draws what waits for the screen.
-pub fn flush() {
-    // SAFETY: one vCPU, no interrupts: no concurrent access.
+/// Draws what waits for the screen (`LOCK` held).
+fn flush_locked() {
+    // SAFETY: the caller holds `LOCK`.
     let screen = unsafe { &mut *core::ptr::addr_of_mut!(SCREEN) };
     let Some((buf, len)) = screen.as_mut() else {
         return;
@@ -105,9 +128,10 @@ pub fn flush() {
     *len = 0;
 }
 
-/// Writes bytes to COM1 (`\n` as `\r\n`) and to the screen's buffer.
+/// Writes bytes to COM1 (`\n` as `\r\n`) and to the screen's buffer
+/// (`LOCK` held).
 fn put(bytes: &[u8]) {
-    // SAFETY: one vCPU, no interrupts: no concurrent access to `UART`.
+    // SAFETY: the caller holds `LOCK`.
     if let Some(uart) = unsafe { (*core::ptr::addr_of_mut!(UART)).as_mut() } {
         for &b in bytes {
             if b == b'\n' {
@@ -117,7 +141,7 @@ fn put(bytes: &[u8]) {
         }
     }
     for chunk in bytes.chunks(SCREEN_BUF / 2) {
-        // SAFETY: one vCPU, no interrupts: no concurrent access.
+        // SAFETY: the caller holds `LOCK`.
         let full = unsafe {
             match (*core::ptr::addr_of!(SCREEN)).as_ref() {
                 Some((_, len)) => len + chunk.len() > SCREEN_BUF,
@@ -125,7 +149,7 @@ fn put(bytes: &[u8]) {
             }
         };
         if full {
-            flush();
+            flush_locked();
         }
         // SAFETY: as above.
         if let Some((buf, len)) = unsafe { (*core::ptr::addr_of_mut!(SCREEN)).as_mut() } {
@@ -137,13 +161,15 @@ fn put(bytes: &[u8]) {
 
 /// Writes bytes, `\n` as `\r\n`, to COM1 and the screen.
 pub fn write_bytes(bytes: &[u8]) {
+    let _held = LOCK.lock();
     put(bytes);
-    flush();
+    flush_locked();
 }
 
 /// A received byte, if one is waiting.
 pub fn read_byte() -> Option<u8> {
-    // SAFETY: one vCPU, no interrupts: no concurrent access to `UART`.
+    let _held = LOCK.lock();
+    // SAFETY: `LOCK` is held.
     let uart = unsafe { (*core::ptr::addr_of_mut!(UART)).as_mut() };
     uart?.try_receive_byte().ok()
 }
@@ -159,11 +185,12 @@ impl Write for Console {
 
 /// Prints one line (the prompt moved below it).
 pub fn print_line(args: fmt::Arguments<'_>) {
-    hide_prompt();
+    let _held = LOCK.lock();
+    hide_locked();
     let _ = Console.write_fmt(args);
     put(b"\n");
-    show_prompt();
-    flush();
+    show_locked();
+    flush_locked();
 }
 
 #[macro_export]

@@ -34,6 +34,8 @@ mod mem;
 mod mojito;
 #[cfg(target_os = "none")]
 mod selftest;
+#[cfg(target_os = "none")]
+mod smp;
 // Its parser, line editor and text helpers are built on the host too, for
 // their unit tests.
 #[cfg_attr(not(target_os = "none"), allow(dead_code))]
@@ -116,5 +118,6 @@ fn run(info: &abi::kvm::mojito::mojito_boot_info) -> ! {
             abi::bundle::Bundle::empty()
         }
     };
+    smp::start(info.nr_vcpus);
     shell::run(bundle)
 }

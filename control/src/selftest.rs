@@ -53,6 +53,47 @@ fn mojito_requests(c: &mut Checks) {
         f(&mut a);
         hv::system(MOJITO_INFO, &mut a as *mut mojito_info as u64)
     };
+    let start = |f: &dyn Fn(&mut mojito_start_cpu)| {
+        let mut a = mojito_start_cpu {
+            cpu: 1,
+            rip: 0x1000,
+            rsp: 0x2000,
+            ..Default::default()
+        };
+        f(&mut a);
+        hv::system(MOJITO_START_CPU, &mut a as *mut mojito_start_cpu as u64)
+    };
+    c.expect(
+        "MOJITO_START_CPU with flags",
+        start(&|a| a.flags = 1),
+        EINVAL,
+    );
+    c.expect(
+        "MOJITO_START_CPU with padding",
+        start(&|a| a.padding[3] = 1),
+        EINVAL,
+    );
+    c.expect(
+        "MOJITO_START_CPU at a non-canonical RIP",
+        start(&|a| a.rip = 1 << 63),
+        EINVAL,
+    );
+    c.expect(
+        "MOJITO_START_CPU with a non-canonical stack",
+        start(&|a| a.rsp = 0x0000_8000_0000_0000),
+        EINVAL,
+    );
+    c.expect("MOJITO_START_CPU for cpu0", start(&|a| a.cpu = 0), ENXIO);
+    c.expect(
+        "MOJITO_START_CPU for a CPU there is not",
+        start(&|a| a.cpu = 4096),
+        ENXIO,
+    );
+    c.expect(
+        "MOJITO_START_CPU outside our RAM",
+        hv::system(MOJITO_START_CPU, NOT_OURS),
+        EFAULT,
+    );
     c.expect("MOJITO_INFO with flags", info(&|a| a.flags = 1), EINVAL);
     c.expect(
         "MOJITO_INFO with platform set",

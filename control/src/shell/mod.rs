@@ -250,19 +250,66 @@ mod machine {
             }
         }
 
-        /// Runs the next running VM for a while; false if none runs.
+        /// Runs the next running VM whose home is this CPU for a while,
+        /// after lending the others to their CPUs' helpers where those are
+        /// idle (`crate::smp`: they run there meanwhile); false if none
+        /// runs here.
         fn run_next(&mut self) -> bool {
+            crate::smp::collect(|job| self.take_back(job));
             let n = self.vms.len();
             for k in 0..n {
                 let i = (self.next_run + k) % n;
-                if self.vms[i].state == State::Running {
-                    self.next_run = i + 1;
-                    let id = self.vms[i].id;
-                    self.slice(id);
-                    return true;
+                let e = &mut self.vms[i];
+                // Not running, or lent (a lent VM's `vm` is with a helper).
+                if e.state != State::Running || e.vm.is_none() {
+                    continue;
                 }
+                let id = e.id;
+                // The attached VM stays here: its keys and output are ours.
+                let attached = self.attached.is_some_and(|(a, _)| a == id);
+                let home = crate::smp::home(id);
+                if home != 0 && !attached {
+                    if let Some(vm) = e.vm.take() {
+                        let job = crate::smp::Job {
+                            id,
+                            vm,
+                            outcome: None,
+                            ran_tsc: 0,
+                        };
+                        // Its helper is busy with another: that one's turn.
+                        if let Some(job) = crate::smp::lend(home, job) {
+                            e.vm = Some(job.vm);
+                        }
+                    }
+                    continue;
+                }
+                self.next_run = i + 1;
+                self.slice(id);
+                return true;
             }
             false
+        }
+
+        /// A VM a helper gives back: its outcome handled as `slice` would.
+        fn take_back(&mut self, job: crate::smp::Job) {
+            let Some(i) = self.index_of(job.id) else {
+                // Gone from the table (not possible: commands take every
+                // VM back first); dropping it closes it.
+                return;
+            };
+            let e = &mut self.vms[i];
+            e.vm = Some(job.vm);
+            e.ran_tsc += job.ran_tsc;
+            let Some(outcome) = job.outcome else {
+                return;
+            };
+            if outcome.reason == StopReason::Interrupted || outcome.reason.is_pause() {
+                return;
+            }
+            vms::stopped(e, &outcome);
+            if self.attached.is_some_and(|(a, _)| a == job.id) {
+                self.detach("the VM stopped");
+            }
         }
 
         /// Runs VM `id` until it yields or stops, giving the shell a turn
@@ -453,6 +500,8 @@ mod machine {
 
         /// Carries out a command (`script`: it came from the boot script).
         fn execute(&mut self, c: Command, script: bool) {
+            // Every VM back from the helpers: a command may look at any.
+            crate::smp::recall(|job| self.take_back(job));
             let named = |sh: &Self, name: &str, cmd: &str| {
                 let i = sh.find(name);
                 if i.is_none() {

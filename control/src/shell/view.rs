@@ -103,10 +103,19 @@ pub fn info(sh: &Shell) {
     let end = info.extension.iter().position(|&b| b == 0).unwrap_or(128);
     let extension = String::from_utf8_lossy(&info.extension[..end]).into_owned();
     println!("virtualization: {extension}");
-    println!(
-        "physical CPUs: {} with VMX/SVM on; guests run on the first (the SMP issue)",
-        info.cpus
-    );
+    let vcpus = crate::smp::helpers() + 1;
+    if vcpus == 1 {
+        println!(
+            "physical CPUs: {} with VMX/SVM on; guests run on cpu0 with the shell",
+            info.cpus
+        );
+    } else {
+        println!(
+            "physical CPUs: {} with VMX/SVM on, the control domain on {vcpus}; VM n runs on \
+             CPU n mod {vcpus}",
+            info.cpus
+        );
+    }
     println!(
         "memory: {} usable: hypervisor {}, control domain {}, free for VM metadata {} ({} frames)",
         text::size(info.mem_usable),
