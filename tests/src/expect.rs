@@ -246,6 +246,50 @@ pub fn smp_problem(serial: &str, extension: &str, cpus: u32) -> Option<String> {
     (!lines.iter().any(|l| l.starts_with(&want))).then(|| format!("no line starting {want:?}"))
 }
 
+/// In control-domain mode on `cpus` CPUs (the SMP issue, D2): the control
+/// domain's vCPU on each of them, guests run on every one (the VMs'
+/// closing lines: `RUN on cpu0 …, cpu1 …`), and some RUNs began while
+/// another CPU ran a guest (`(N while another CPU ran a guest)`).
+pub fn guest_cpus_problem(serial: &str, cpus: u32) -> Option<String> {
+    let lines = lines(serial);
+    let s = if cpus == 1 { "" } else { "s" };
+    let want = format!("control: {cpus} vCPU{s}: the shell on cpu0");
+    if !lines.iter().any(|l| l.starts_with(&want)) {
+        return Some(format!("no line starting {want:?}"));
+    }
+    let closing: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.contains(" closed; exits: "))
+        .filter_map(|l| l.split_once("; RUN on ").map(|(_, r)| r))
+        .collect();
+    for cpu in 0..cpus {
+        let on = format!("cpu{cpu} ");
+        let ran = closing
+            .iter()
+            .any(|r| r.split(", ").any(|part| part.starts_with(&on)));
+        if !ran {
+            return Some(format!(
+                "no VM's closing line says it ran on cpu{cpu} (\"; RUN on ... cpu{cpu} N times\")"
+            ));
+        }
+        let started = format!("mojito: cpu{cpu}: the control domain's vCPU {cpu} runs here");
+        if cpu > 0 && !lines.iter().any(|l| l.ends_with(&started)) {
+            return Some(format!("no line {started:?}"));
+        }
+    }
+    let alongside: u64 = closing
+        .iter()
+        .filter_map(|r| {
+            let (_, n) = r.split_once(" (")?;
+            n.strip_suffix(" while another CPU ran a guest)")?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    (cpus > 1 && alongside == 0)
+        .then(|| "no RUN began while another CPU ran a guest: guests never ran at once".into())
+}
+
 /// Everything the log lacks or shows wrongly, in words; empty when the run
 /// did all it should. `extension` is `SVM` or `VMX`.
 /// The hypervisor's TSC calibration against a rate the emulator is known
@@ -686,6 +730,26 @@ mod tests {
         assert!(smp_problem(&no_cpu1, "VMX", 2).is_some());
         let one = "mojito: cpu0: SVM: NPT\nmojito: smp: 1 CPU (local APIC id 0)";
         assert_eq!(smp_problem(one, "SVM", 1), None);
+    }
+
+    #[test]
+    fn guests_must_run_on_every_cpu_and_at_once() {
+        let two = "control: 2 vCPUs: the shell on cpu0, a helper on cpu1; VM n runs on CPU n mod 2\n\
+                   mojito> \x1b[Kmojito: cpu1: the control domain's vCPU 1 runs here\n\
+                   mojito: vm4 closed; exits: io=3; RUN on cpu0 35 times (2 while another CPU ran a guest)\n\
+                   mojito: vm7 closed; exits: io=9 interrupt=2; RUN ended by the timer 2 times, \
+                   by COM1 input 0 times; RUN on cpu1 73 times";
+        assert_eq!(guest_cpus_problem(two, 2), None);
+        let cpu0_only = two.replace("cpu1 73", "cpu0 73");
+        assert!(guest_cpus_problem(&cpu0_only, 2).unwrap().contains("cpu1"));
+        let apart = two.replace(" (2 while another CPU ran a guest)", "");
+        assert!(guest_cpus_problem(&apart, 2).unwrap().contains("at once"));
+        let no_helper = two.replace("vCPU 1 runs here", "vCPU 1 stopped");
+        assert!(guest_cpus_problem(&no_helper, 2).is_some());
+        let one = "control: 1 vCPU: the shell on cpu0 runs every VM\n\
+                   mojito: vm4 closed; exits: io=3; RUN on cpu0 35 times";
+        assert_eq!(guest_cpus_problem(one, 1), None);
+        assert!(guest_cpus_problem(one, 2).is_some());
     }
 
     #[test]

@@ -521,6 +521,9 @@ impl Run {
             .map_or(0, |d| d.as_secs());
         problems.extend(expect::rtc_problem(&o.serial, now));
         problems.extend(expect::smp_problem(&o.serial, extension, self.cpus));
+        if self.mode == expect::Mode::Control {
+            problems.extend(expect::guest_cpus_problem(&o.serial, self.cpus));
+        }
         match &self.typed {
             Some(Err(e)) => problems.push(format!("typing into the console: {e}")),
             Some(Ok(())) => problems.extend(expect::typing_problems(&o.serial)),
