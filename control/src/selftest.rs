@@ -94,6 +94,16 @@ fn mojito_requests(c: &mut Checks) {
         hv::system(MOJITO_START_CPU, NOT_OURS),
         EFAULT,
     );
+    c.expect(
+        "MOJITO_KICK_CPU for a CPU there is not",
+        hv::system(MOJITO_KICK_CPU, 4096),
+        ENXIO,
+    );
+    c.expect(
+        "MOJITO_KICK_CPU for a vCPU not started",
+        hv::system(MOJITO_KICK_CPU, 15),
+        ENXIO,
+    );
     c.expect("MOJITO_INFO with flags", info(&|a| a.flags = 1), EINVAL);
     c.expect(
         "MOJITO_INFO with platform set",

@@ -208,12 +208,18 @@ pub fn collect(mut each: impl FnMut(Job)) {
     }
 }
 
-/// Asks every helper for its VM back and waits until each has given it
-/// (at its VM's next `KVM_EXIT_INTR` at the latest: a tick), then takes
-/// them (`collect`).
+/// Asks every helper for its VM back, kicking its CPU, and waits until
+/// each has given it (at its VM's next `KVM_EXIT_INTR`: at once, or at
+/// the next tick where the IPI could not be sent), then takes them
+/// (`collect`).
 pub fn recall(mut each: impl FnMut(Job)) {
-    for h in HELPERS.iter() {
+    for (i, h) in HELPERS.iter().enumerate() {
         h.recall.store(true, Ordering::SeqCst);
+        if h.busy.load(Ordering::SeqCst) {
+            // Its guest exits and its RUN ends now, not at the next tick
+            // (`MOJITO_KICK_CPU`: an IPI to that CPU).
+            let _ = hv::system(abi::kvm::mojito::MOJITO_KICK_CPU, i as u64 + 1);
+        }
     }
     while HELPERS
         .iter()

@@ -248,6 +248,22 @@ pub fn problems(serial: &str, extension: &str) -> Vec<String> {
         Some(a) => a,
         None => return vec![format!("no line {READY:?}")],
     };
+    // On two CPUs the session's VM (c1, id 1) runs on cpu1, and each command
+    // the operator types while it runs fetches it back with a kick (an IPI;
+    // D2): its closing line counts them.
+    let two_cpus = lines
+        .iter()
+        .any(|l| l.starts_with("control: 2 vCPUs: the shell on cpu0"));
+    let kicked = lines
+        .iter()
+        .any(|l| l.contains(" closed; exits: ") && l.contains(", by a kick "));
+    if two_cpus && !kicked {
+        problems.push(
+            "no VM's closing line says a RUN ended \"by a kick\": a command typed while c1 ran \
+             on cpu1 did not end its RUN there"
+                .into(),
+        );
+    }
     let mut heaps = Vec::new();
     let mut echo_off_at = None;
     for s in STEPS {

@@ -143,6 +143,13 @@ pub const MOJITO_LOG_LAYOUT: u32 = io(MOJITO_IOCTL_TYPE, 0x08);
 /// (0 is the caller's own), `-EEXIST` if it was started already, `-ENOMEM`.
 pub const MOJITO_START_CPU: u32 = iow(MOJITO_IOCTL_TYPE, 0x09, size_of::<mojito_start_cpu>());
 
+/// System: Ends the `KVM_RUN` on the control domain's vCPU `cpu` (integer
+/// argument) with `-EINTR` and `KVM_EXIT_INTR`, or its next one if it is
+/// not inside one, as a signal ends Linux's: an IPI makes a guest running
+/// there exit and wakes that vCPU's HLT (D2). Any vCPU may kick any, itself
+/// too. Returns 0; `-ENXIO` unless that vCPU runs (0 always does).
+pub const MOJITO_KICK_CPU: u32 = io(MOJITO_IOCTL_TYPE, 0x0a);
+
 /// The `MOJITO_START_CPU` argument.
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -66,6 +66,9 @@ const DIVIDE_BY_16: u32 = 0b0011;
 
 /// The timer's vector and the spurious-interrupt vector.
 pub const TIMER_VECTOR: u8 = 0xef;
+/// The vector one CPU interrupts another with to end the RUN there
+/// (`control::cpus::kick`): its handler only acknowledges it.
+pub const KICK_VECTOR: u8 = 0xee;
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 /// LVT bit 16: masked.
 const LVT_MASKED: u32 = 1 << 16;

@@ -156,6 +156,16 @@ static UP: AtomicU32 = AtomicU32::new(0);
 static STOP: AtomicBool = AtomicBool::new(false);
 static STOPPED: AtomicU32 = AtomicU32::new(0);
 
+/// Each CPU's local APIC id, by `percpu::index` (for IPIs to it).
+static APIC_IDS: [AtomicU32; super::percpu::MAX_CPUS] =
+    [const { AtomicU32::new(u32::MAX) }; super::percpu::MAX_CPUS];
+
+/// CPU `cpu`'s local APIC id, once it was started.
+pub fn apic_id(cpu: usize) -> Option<u32> {
+    let id = APIC_IDS.get(cpu)?.load(Ordering::Relaxed);
+    (id != u32::MAX).then_some(id)
+}
+
 /// Physical CPUs with the extension on: 1 + the APs that turned it on.
 pub fn cpus_up() -> u32 {
     1 + UP.load(Ordering::Relaxed)
@@ -330,6 +340,7 @@ unsafe fn poke<T>(page: u64, off: u64, v: T) {
 pub fn start_aps(main: fn(usize) -> !, name: &str) {
     let ids = super::power::processors();
     let me = my_apic_id();
+    APIC_IDS[0].store(me, Ordering::Relaxed);
     let others: Vec<u32> = ids.iter().copied().filter(|&i| i != me).collect();
     if ids.is_empty() {
         crate::log!("smp: no MADT; using the boot CPU only");
@@ -425,6 +436,7 @@ pub fn start_aps(main: fn(usize) -> !, name: &str) {
             break;
         };
         let args: &'static ApArgs = alloc::boxed::Box::leak(args);
+        APIC_IDS[cpu].store(id, Ordering::Relaxed);
         // SAFETY: the trampoline's page, its fields (`at`).
         unsafe {
             poke(tramp, at::STACK, top);

@@ -178,6 +178,41 @@ pub fn make_vcpu<B: Backend>(
     Ok((vcpu, env))
 }
 
+/// Per CPU: another CPU kicked it (`MOJITO_KICK_CPU`) since its last RUN
+/// ended for it.
+static KICKED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// `MOJITO_KICK_CPU`: makes the RUN on CPU `cpu` end with `KVM_EXIT_INTR`
+/// (or the next one there, if none is on), with an IPI that makes a guest
+/// there exit and wakes that CPU's HLT (D2). -ENXIO unless a vCPU of the
+/// control domain runs there.
+pub fn kick(cpu: u64) -> Result<(), i32> {
+    let n = usize::try_from(cpu)
+        .ok()
+        .filter(|&n| n < MAX_CPUS)
+        .ok_or(ENXIO)?;
+    if n != 0 && !TAKEN[n].load(Ordering::SeqCst) {
+        return Err(ENXIO);
+    }
+    KICKED[n].store(true, Ordering::SeqCst);
+    #[cfg(target_os = "none")]
+    if n != crate::arch::percpu::index()
+        && let Some(id) = crate::arch::smp::apic_id(n)
+    {
+        use crate::arch::apic::{ICR_ASSERT, KICK_VECTOR, send_ipi};
+        // Where it cannot be sent, that CPU's next tick sees the flag.
+        let _ = send_ipi(id, ICR_ASSERT | u32::from(KICK_VECTOR));
+    }
+    Ok(())
+}
+
+/// Whether this CPU was kicked (and forgets it).
+pub fn take_kick() -> bool {
+    KICKED
+        .get(crate::arch::percpu::index())
+        .is_some_and(|k| k.swap(false, Ordering::SeqCst))
+}
+
 /// Per CPU, a line of its own: whether it is inside a guest's `KVM_RUN`.
 #[repr(align(64))]
 struct InRun(AtomicBool);

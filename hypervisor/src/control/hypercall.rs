@@ -188,6 +188,7 @@ enum Request {
     Info(u64),
     Reboot,
     LogLayout,
+    KickCpu(u64),
     ConsoleWrite(mojito::mojito_console_write),
     Close,
     SetMemory(kvm_userspace_memory_region),
@@ -268,6 +269,7 @@ fn decode<B: Backend>(
             Request::ConsoleWrite(a)
         }
         (None, mojito::MOJITO_INFO) => Request::Info(arg),
+        (None, mojito::MOJITO_KICK_CPU) => Request::KickCpu(arg),
         (None, mojito::MOJITO_METADATA_POOL) => {
             let a: mojito::mojito_metadata_pool = read_arg(ram, arg)?;
             if a.flags & !mojito::MOJITO_POOL_SET_LIMIT != 0 || a.pad != 0 || a.padding != [0; 3] {
@@ -496,6 +498,7 @@ fn invoke<B: Backend>(
         }
         Request::ReadLog { gpa, arg } => read_log(ctx.state, &mut cd.ram, gpa, arg)?,
         Request::PowerOff => return Ok(None),
+        Request::KickCpu(cpu) => super::cpus::kick(cpu).map(|()| 0)?,
         Request::Info(gpa) => {
             // Copied once, then checked (D7), as `decode` does for others.
             let mut arg: mojito::mojito_info = read_arg(&cd.ram, gpa)?;

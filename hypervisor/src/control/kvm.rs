@@ -296,6 +296,9 @@ pub enum Intr {
     Tick,
     /// COM1 input came for the control domain.
     Input,
+    /// Another vCPU of the control domain kicked this CPU
+    /// (`MOJITO_KICK_CPU`).
+    Kick,
     /// The vCPU cannot run (halted, or an AP waiting for SIPI) while
     /// another vCPU of its VM can, or it just sent that one an interrupt:
     /// the VMM runs the other.
@@ -683,6 +686,10 @@ pub(super) fn control_domain_wants_cpu() -> Option<RunEnd> {
     if crate::arch::com1_irq::take_input() {
         crate::arch::apic::take_tick();
         return Some(RunEnd::Interrupted(Intr::Input));
+    }
+    if super::cpus::take_kick() {
+        crate::arch::apic::take_tick();
+        return Some(RunEnd::Interrupted(Intr::Kick));
     }
     crate::arch::apic::take_tick().then_some(RunEnd::Interrupted(Intr::Tick))
 }

@@ -213,6 +213,8 @@ pub struct IntrCounts {
     pub input: u64,
     /// The vCPU gave the CPU to a sibling that could run.
     pub sibling: u64,
+    /// Another control-domain vCPU kicked its CPU.
+    pub kick: u64,
     /// RUNs on each CPU (`arch::percpu::index`): where its vCPUs ran.
     pub on_cpu: [u64; crate::arch::percpu::MAX_CPUS],
     /// RUNs begun while another CPU was inside a guest's RUN.
@@ -227,6 +229,7 @@ impl IntrCounts {
             Intr::Tick => &mut self.tick,
             Intr::Input => &mut self.input,
             Intr::Sibling => &mut self.sibling,
+            Intr::Kick => &mut self.kick,
         };
         *n += 1;
     }
@@ -729,7 +732,7 @@ fn log_exits(env: &VmEnv, intrs: &IntrCounts) {
         return;
     }
     let times = |n: u64| if n == 1 { "time" } else { "times" };
-    if intrs.tick + intrs.input + intrs.immediate_exit + intrs.sibling == 0 {
+    if intrs.tick + intrs.input + intrs.immediate_exit + intrs.sibling + intrs.kick == 0 {
         crate::log!("{} closed; exits:{line}{}", env.name, Cpus(intrs));
         return;
     }
@@ -756,6 +759,9 @@ fn log_exits(env: &VmEnv, intrs: &IntrCounts) {
             intrs.immediate_exit,
             times(intrs.immediate_exit)
         );
+    }
+    if intrs.kick > 0 {
+        let _ = write!(line, ", by a kick {} {}", intrs.kick, times(intrs.kick));
     }
     crate::log!("{} closed; exits:{line}{}", env.name, Cpus(intrs));
 }

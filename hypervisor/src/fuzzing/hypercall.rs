@@ -84,6 +84,9 @@ const REQUESTS: &[Req] = &[
     Req(mojito::MOJITO_INFO, SYS, Arg::Gpa),
     Req(mojito::MOJITO_METADATA_POOL, SYS, Arg::Gpa),
     Req(mojito::MOJITO_LOG_LAYOUT, SYS, Arg::Int),
+    // No other CPU runs on the host: -ENXIO but for kicking cpu0.
+    Req(mojito::MOJITO_START_CPU, SYS, Arg::Gpa),
+    Req(mojito::MOJITO_KICK_CPU, SYS, Arg::Int),
     Req(mojito::MOJITO_CLOSE, VM | VCPU, Arg::Int),
     Req(req::KVM_SET_USER_MEMORY_REGION, VM, Arg::Gpa),
     Req(req::KVM_CREATE_VCPU, VM, Arg::Int),
