@@ -59,7 +59,7 @@ pub fn halt() -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    println!("control: FATAL panic: {info}");
+    console::panic_line(format_args!("control: FATAL panic: {info}"));
     crate::mem::report();
     hv::power_off();
     halt()

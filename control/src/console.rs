@@ -193,6 +193,22 @@ pub fn print_line(args: fmt::Arguments<'_>) {
     flush_locked();
 }
 
+/// `print_line` for the panic handler: the panicking vCPU may hold the
+/// lock itself (a panic inside `print_line`), so it waits only so long,
+/// then gives up printing (the power-off must still come).
+pub fn panic_line(args: fmt::Arguments<'_>) {
+    for _ in 0..10_000_000u32 {
+        if let Some(_held) = LOCK.try_lock() {
+            hide_locked();
+            let _ = Console.write_fmt(args);
+            put(b"\n");
+            flush_locked();
+            return;
+        }
+        core::hint::spin_loop();
+    }
+}
+
 #[macro_export]
 macro_rules! println {
     ($($arg:tt)*) => {{

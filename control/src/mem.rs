@@ -69,9 +69,13 @@ pub fn heap_usage() -> Option<(usize, usize)> {
 /// panic, "memory allocation of N bytes failed").
 pub fn report() {
     match heap_usage() {
-        Some((size, used)) => {
-            crate::println!("control: heap: {} of {} KiB in use", used >> 10, size >> 10)
-        }
-        None => crate::println!("control: heap: busy (the panic came from inside the allocator)"),
+        Some((size, used)) => crate::console::panic_line(format_args!(
+            "control: heap: {} of {} KiB in use",
+            used >> 10,
+            size >> 10
+        )),
+        None => crate::console::panic_line(format_args!(
+            "control: heap: busy (the panic came from inside the allocator)"
+        )),
     }
 }

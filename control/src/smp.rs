@@ -38,7 +38,10 @@ pub struct Job {
 }
 
 struct Helper {
+    /// It runs and takes work (false again once it gave no VM back).
     started: AtomicBool,
+    /// The id of the VM lent to it.
+    lent: AtomicU32,
     /// Lent and not yet collected.
     busy: AtomicBool,
     /// The shell wants the VM back at its next `KVM_EXIT_INTR`.
@@ -56,6 +59,7 @@ unsafe impl Send for Job {}
 static HELPERS: [Helper; MAX_HELPERS] = [const {
     Helper {
         started: AtomicBool::new(false),
+        lent: AtomicU32::new(0),
         busy: AtomicBool::new(false),
         recall: AtomicBool::new(false),
         todo: spin::Mutex::new(None),
@@ -191,6 +195,7 @@ pub fn lend(cpu: usize, job: Job) -> Option<Job> {
             .is_ok()
     {
         h.recall.store(false, Ordering::SeqCst);
+        h.lent.store(job.id, Ordering::SeqCst);
         *h.todo.lock() = Some(job);
         return None;
     }
@@ -208,11 +213,17 @@ pub fn collect(mut each: impl FnMut(Job)) {
     }
 }
 
+/// How long `recall` waits for a helper, in TSC cycles at most (its VM's
+/// next `KVM_EXIT_INTR` comes within a tick: 10 ms).
+const RECALL_MS: u64 = 2_000;
+
 /// Asks every helper for its VM back, kicking its CPU, and waits until
 /// each has given it (at its VM's next `KVM_EXIT_INTR`: at once, or at
 /// the next tick where the IPI could not be sent), then takes them
-/// (`collect`).
-pub fn recall(mut each: impl FnMut(Job)) {
+/// (`collect`). A helper that gives nothing back within `RECALL_MS` (its
+/// vCPU stopped: the hypervisor's log says why) gets no more work; the id
+/// of the VM it had goes to `lost`.
+pub fn recall(mut each: impl FnMut(Job), mut lost: impl FnMut(u32)) {
     for (i, h) in HELPERS.iter().enumerate() {
         h.recall.store(true, Ordering::SeqCst);
         if h.busy.load(Ordering::SeqCst) {
@@ -221,11 +232,31 @@ pub fn recall(mut each: impl FnMut(Job)) {
             let _ = hv::system(abi::kvm::mojito::MOJITO_KICK_CPU, i as u64 + 1);
         }
     }
-    while HELPERS
-        .iter()
-        .any(|h| h.busy.load(Ordering::SeqCst) && h.done.lock().is_none())
-    {
+    let khz = match hv::info().map_or(0, |i| i.tsc_khz) {
+        0 => 4_000_000,
+        k => k,
+    };
+    let end = rdtsc().saturating_add(khz * RECALL_MS);
+    let waiting = |h: &Helper| h.busy.load(Ordering::SeqCst) && h.done.lock().is_none();
+    while HELPERS.iter().any(waiting) && rdtsc() < end {
         core::hint::spin_loop();
+    }
+    for (i, h) in HELPERS.iter().enumerate().filter(|(_, h)| waiting(h)) {
+        h.started.store(false, Ordering::SeqCst);
+        let id = h.lent.load(Ordering::SeqCst);
+        println!(
+            "control: FAIL the helper on cpu{} did not give VM {id} back within {RECALL_MS} ms; \
+             it gets no more VMs",
+            i + 1
+        );
+        match h.todo.lock().take() {
+            // It never took it: the VM is whole.
+            Some(job) => {
+                h.busy.store(false, Ordering::SeqCst);
+                each(job);
+            }
+            None => lost(id),
+        }
     }
     collect(&mut each);
 }

@@ -261,11 +261,21 @@ mod machine {
     /// `B` both `run_control` and `ap_main` are made for), once it runs.
     static SHARED: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 
+    // The pointer above hides the type from the compiler: what every CPU
+    // reaches through it must be `Sync`.
+    const _: () = {
+        const fn shared_by_cpus<T: Sync>() {}
+        shared_by_cpus::<crate::control::Shared<Vmx>>();
+        shared_by_cpus::<crate::control::Shared<Svm>>();
+    };
+
     /// An application processor's `main`: turns `B` on there and logs its
     /// line, starts its timer, then waits for the control domain to start
     /// its vCPU there (`MOJITO_START_CPU`) and runs it.
     fn ap_main<B: Backend + 'static>(cpu: usize) -> ! {
-        let mut backend = match B::enable(&mut FRAMES.lock()) {
+        // The pool's lock only for `enable`: `park` below never returns.
+        let enabled = B::enable(&mut FRAMES.lock());
+        let mut backend = match enabled {
             Ok(b) => {
                 let mut line = String::new();
                 let _ = b.describe(&mut line);
@@ -283,8 +293,13 @@ mod machine {
             }
         };
         // Its own tick, from the boot CPU's measurement: it ends the RUNs of
-        // guests here and wakes this CPU's waits.
-        let _ = crate::arch::apic::start_timer_ap();
+        // guests here and wakes this CPU's waits. Without one a guest could
+        // keep this CPU and the control domain's HLT here would stop its
+        // vCPU: no vCPU here then.
+        if !crate::arch::apic::start_timer_ap() {
+            log!("cpu{cpu}: no local APIC timer; the control domain gets no vCPU here");
+            crate::arch::smp::park()
+        }
         loop {
             let start = crate::control::cpus::wait(cpu, crate::arch::smp::idle);
             let shared = SHARED.load(Ordering::Acquire);

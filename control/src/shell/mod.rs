@@ -501,7 +501,13 @@ mod machine {
         /// Carries out a command (`script`: it came from the boot script).
         fn execute(&mut self, c: Command, script: bool) {
             // Every VM back from the helpers: a command may look at any.
-            crate::smp::recall(|job| self.take_back(job));
+            let mut lost = Vec::new();
+            crate::smp::recall(|job| self.take_back(job), |id| lost.push(id));
+            for id in lost {
+                if let Some(i) = self.index_of(id) {
+                    self.vms[i].state = State::Stopped("lost with its helper's vCPU".into());
+                }
+            }
             let named = |sh: &Self, name: &str, cmd: &str| {
                 let i = sh.find(name);
                 if i.is_none() {

@@ -16,7 +16,7 @@ use crate::vm::VmEnv;
 
 /// RFLAGS.IF (SDM Vol. 1 3.4.3.3).
 const RFLAGS_IF: u64 = 1 << 9;
-use abi::kvm::errno::{EBADF, EEXIST, EFAULT, EINVAL, EIO, ENOMEM, ENOTTY, ENXIO};
+use abi::kvm::errno::{EBADF, EBUSY, EEXIST, EFAULT, EINVAL, EIO, ENOMEM, ENOTTY, ENXIO};
 use abi::kvm::mojito::{self, MOJITO_SYSTEM_HANDLE, mojito_log_read, mojito_run_pages};
 use abi::kvm::{
     self as req, KVM_API_VERSION, kvm_enable_cap, kvm_fpu, kvm_regs, kvm_sregs,
@@ -346,6 +346,17 @@ pub fn dispatch<B: Backend>(
     handle: u64,
     arg: u64,
 ) -> Outcome {
+    dispatch_once(ctx, cd, rax, handle, arg, false)
+}
+
+fn dispatch_once<B: Backend>(
+    ctx: &mut Ctx<'_, B>,
+    cd: &mut VmEnv,
+    rax: u64,
+    handle: u64,
+    arg: u64,
+    retried: bool,
+) -> Outcome {
     // KVM_RUN, the request of every forwarded exit's round trip, has no
     // argument: it goes straight to the run loop, without the decoded
     // `Request` (a value of several hundred bytes to move; measured: ~100
@@ -389,6 +400,12 @@ pub fn dispatch<B: Backend>(
             Err(e) => Outcome::Error(e),
         };
     }
+    // A reset waits for the other CPUs to leave VMX/SVM (`stop_aps`): one
+    // waiting for the lock could not.
+    #[cfg(target_os = "none")]
+    if rax == u64::from(mojito::MOJITO_REBOOT) && handle == MOJITO_SYSTEM_HANDLE && arg == 0 {
+        crate::arch::power::reboot();
+    }
     let mut locked = ctx.shared.lock();
     let super::Locked { objects, state } = &mut *locked;
     let mut r = Req {
@@ -403,6 +420,17 @@ pub fn dispatch<B: Backend>(
         Ok(d) => d,
         Err(e) => return Outcome::Error(e),
     };
+    if let Request::Run = request {
+        // The handle became a vCPU's after the look above (another vCPU of
+        // the control domain made it): RUN runs without the lock, so once
+        // more from the top.
+        drop(locked);
+        return if retried {
+            Outcome::Error(EBUSY)
+        } else {
+            dispatch_once(ctx, cd, rax, handle, arg, true)
+        };
+    }
     let result = invoke(&mut r, cd, target, request, handle);
     // With several control-domain vCPUs, a VM's next request may come from
     // another CPU: nothing of it may stay cached in this one's hardware.
@@ -452,19 +480,6 @@ fn start_cpu<B: Backend>(ctx: &mut Ctx<'_, B>, ram: &GuestRam, gpa: u64) -> Resu
         },
     )
     .map(|()| 0)
-}
-
-/// `KVM_RUN` on vCPU `slot` of VM `vm_index`, with the table locked (only
-/// reached through `invoke`, which `dispatch`'s own path for RUN makes
-/// rare).
-fn run<B: Backend>(
-    ctx: &mut Req<'_, B>,
-    cd: &mut VmEnv,
-    vm_index: usize,
-    slot: usize,
-) -> Result<u64, i32> {
-    let vm = ctx.objects.vm_here(vm_index)?;
-    super::kvm::run(ctx.backend, vm, slot, cd, ctx.frames, ctx.xstate)
 }
 
 fn invoke<B: Backend>(
@@ -640,7 +655,8 @@ fn invoke<B: Backend>(
             vc.run_pages = Some(p.gpa);
             0
         }
-        Request::Run => run(ctx, cd, vm_index, slot)?,
+        // `dispatch_once` runs it, without the lock.
+        Request::Run => return Err(EBUSY),
         Request::GetRegs(gpa) => {
             let vc = vcpu_of(ctx.objects, vm_index, slot)?;
             if !ctx.backend.activate(&mut vc.cpu) {

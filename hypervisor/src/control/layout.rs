@@ -200,7 +200,9 @@ pub fn log<B: Backend>(
         return Err(enomem);
     }
     let mut lines = 1;
-    for (owner, name) in [(&cpu, "cpu0"), (control_domain, "control domain")] {
+    // The calling CPU's own structures (the others' are noted at boot).
+    let here = alloc::format!("cpu{}", crate::arch::percpu::index());
+    for (owner, name) in [(&cpu, here.as_str()), (control_domain, "control domain")] {
         if !owner.log(name) {
             return Err(enomem);
         }
