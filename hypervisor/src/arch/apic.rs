@@ -113,9 +113,8 @@ fn calibrate() -> Option<u64> {
     (hz > 0).then_some(hz as u64)
 }
 
-/// Per CPU (`arch::percpu::index`): a tick came and was not yet taken;
-/// the timer runs there.
-static TICK: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// Per CPU (`arch::percpu::index`): the timer runs there. (A tick not yet
+/// taken is `percpu::attention::TICK`.)
 /// Timer interrupts taken on all CPUs, for `stats` and tests.
 pub static TICKS: AtomicU64 = AtomicU64::new(0);
 static RUNNING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
@@ -366,14 +365,14 @@ pub fn on_tick() {
     let cpu = super::percpu::index();
     if !ONE_SHOT.load(Ordering::Relaxed) {
         TICKS.fetch_add(1, Ordering::Relaxed);
-        TICK[cpu].store(true, Ordering::Relaxed);
+        super::percpu::raise(cpu, super::percpu::attention::TICK);
         return;
     }
     let now = super::instr::rdtsc();
     let next = NEXT_TICK[cpu].load(Ordering::Relaxed);
     if now >= next {
         TICKS.fetch_add(1, Ordering::Relaxed);
-        TICK[cpu].store(true, Ordering::Relaxed);
+        super::percpu::raise(cpu, super::percpu::attention::TICK);
         let tick = TICK_TSC.load(Ordering::Relaxed);
         // Ticks missed (interrupts were off that long) are not made up.
         let after = next.saturating_add(tick);
@@ -390,7 +389,7 @@ pub fn on_tick() {
 
 /// Whether a tick came since the last call (and forgets it).
 pub fn take_tick() -> bool {
-    TICK[super::percpu::index()].swap(false, Ordering::Relaxed)
+    super::percpu::take(super::percpu::attention::TICK)
 }
 
 /// Acknowledges the interrupt being handled.

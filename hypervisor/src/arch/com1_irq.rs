@@ -14,14 +14,13 @@
 //! `KBD_STATUS_PORT`) for a shell at the
 //! machine's own screen, and a key must end a guest's RUN the same way.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// COM1's line on the master PIC.
 pub const IRQ: u8 = 4;
 /// The keyboard's line on the master PIC (the 8042's output buffer full).
 pub const KBD_IRQ: u8 = 1;
 
-static INPUT: AtomicBool = AtomicBool::new(false);
 /// COM1 interrupts taken, for the logs and tests.
 pub static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
 
@@ -36,12 +35,12 @@ pub fn enable() {
 /// Called from the interrupt handler.
 pub fn on_interrupt() {
     INTERRUPTS.fetch_add(1, Ordering::Relaxed);
-    INPUT.store(true, Ordering::Relaxed);
+    super::percpu::raise(0, super::percpu::attention::INPUT);
 }
 
 /// Whether input came since the last call (and forgets it). Only the boot
 /// CPU's vCPU of the control domain reads the console: input ends RUNs
 /// there, and nowhere else.
 pub fn take_input() -> bool {
-    super::percpu::index() == 0 && INPUT.swap(false, Ordering::Relaxed)
+    super::percpu::take(super::percpu::attention::INPUT)
 }

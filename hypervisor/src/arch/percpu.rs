@@ -10,7 +10,7 @@
 //! Per-CPU state elsewhere is an array indexed by [`index`] (`arch::apic`'s
 //! tick, `arch::spec`'s last guest).
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// The most CPUs Mojito uses; CPUs past them stay off.
 pub const MAX_CPUS: usize = 16;
@@ -62,6 +62,44 @@ pub fn index() -> usize {
 #[inline]
 pub fn index() -> usize {
     0
+}
+
+/// Why a CPU's control domain wants it back, one bit each ([`raise`]): the
+/// exit loop looks at its word with one load after every exit, and only
+/// when it is not 0 at what came (`arch::apic::take_tick`,
+/// `arch::com1_irq::take_input`, `control::cpus::take_kick`).
+pub mod attention {
+    /// Its tick (`arch::apic`).
+    pub const TICK: u32 = 1 << 0;
+    /// Another CPU kicked it (`control::cpus::kick`).
+    pub const KICK: u32 = 1 << 1;
+    /// COM1 or the keyboard had input (cpu0 only: the PIC's ExtINT goes to
+    /// the boot CPU).
+    pub const INPUT: u32 = 1 << 2;
+}
+
+static ATTENTION: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
+/// Sets `bit` for CPU `cpu`.
+pub fn raise(cpu: usize, bit: u32) {
+    if let Some(a) = ATTENTION.get(cpu) {
+        a.fetch_or(bit, Ordering::SeqCst);
+    }
+}
+
+/// Whether anything asks for this CPU's attention (one load).
+#[inline]
+pub fn attention() -> bool {
+    ATTENTION
+        .get(index())
+        .is_some_and(|a| a.load(Ordering::Relaxed) != 0)
+}
+
+/// Whether `bit` was set for this CPU (and clears it).
+pub fn take(bit: u32) -> bool {
+    ATTENTION.get(index()).is_some_and(|a| {
+        a.load(Ordering::Relaxed) & bit != 0 && a.fetch_and(!bit, Ordering::SeqCst) & bit != 0
+    })
 }
 
 /// This CPU's TSS (VMX host TR base).

@@ -178,10 +178,6 @@ pub fn make_vcpu<B: Backend>(
     Ok((vcpu, env))
 }
 
-/// Per CPU: another CPU kicked it (`MOJITO_KICK_CPU`) since its last RUN
-/// ended for it.
-static KICKED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
-
 /// `MOJITO_KICK_CPU`: makes the RUN on CPU `cpu` end with `KVM_EXIT_INTR`
 /// (or the next one there, if none is on), with an IPI that makes a guest
 /// there exit and wakes that CPU's HLT (D2). -ENXIO unless a vCPU of the
@@ -194,7 +190,7 @@ pub fn kick(cpu: u64) -> Result<(), i32> {
     if n != 0 && !TAKEN[n].load(Ordering::SeqCst) {
         return Err(ENXIO);
     }
-    KICKED[n].store(true, Ordering::SeqCst);
+    crate::arch::percpu::raise(n, crate::arch::percpu::attention::KICK);
     #[cfg(target_os = "none")]
     if n != crate::arch::percpu::index()
         && let Some(id) = crate::arch::smp::apic_id(n)
@@ -208,9 +204,7 @@ pub fn kick(cpu: u64) -> Result<(), i32> {
 
 /// Whether this CPU was kicked (and forgets it).
 pub fn take_kick() -> bool {
-    KICKED
-        .get(crate::arch::percpu::index())
-        .is_some_and(|k| k.swap(false, Ordering::SeqCst))
+    crate::arch::percpu::take(crate::arch::percpu::attention::KICK)
 }
 
 /// Per CPU, a line of its own: whether it is inside a guest's `KVM_RUN`.

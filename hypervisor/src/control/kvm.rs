@@ -683,6 +683,9 @@ const HYPERCALL_RET_OFFSET: u64 = 56;
 /// The hypervisor's timer ticked, or COM1 input came: the control domain
 /// gets its CPU back (`KVM_EXIT_INTR`, RUN returns -EINTR; D2).
 pub(super) fn control_domain_wants_cpu() -> Option<RunEnd> {
+    if !crate::arch::percpu::attention() {
+        return None;
+    }
     if crate::arch::com1_irq::take_input() {
         crate::arch::apic::take_tick();
         return Some(RunEnd::Interrupted(Intr::Input));
