@@ -647,6 +647,7 @@ pub fn state_requests(scratch: u64) -> bool {
         (KVM_CAP_SIGNAL_MSI, 1),
         (KVM_CAP_IRQ_ROUTING, 4096),
         (KVM_CAP_MAX_VCPUS, 8),
+        (KVM_CAP_VCPU_EVENTS, 1),
     ] {
         good(
             "KVM_CHECK_EXTENSION of a state capability",
@@ -798,6 +799,46 @@ pub fn state_requests(scratch: u64) -> bool {
     good(
         "KVM_SET_XCRS with XCR0 = 0",
         hv::call(KVM_SET_XCRS, vcpu, &xcrs as *const _ as u64) == Err(EINVAL),
+    );
+    // KVM_GET/SET_VCPU_EVENTS: an exception queued, the STI shadow and NMIs
+    // masked come back as set (through the VMCS / VMCB), then none.
+    let mut events = kvm_vcpu_events {
+        flags: KVM_VCPUEVENT_VALID_SHADOW,
+        ..Default::default()
+    };
+    events.exception.injected = 1;
+    events.exception.nr = 6;
+    events.interrupt.shadow = KVM_X86_SHADOW_INT_MOV_SS;
+    events.nmi.masked = 1;
+    let set_ok = hv::call(KVM_SET_VCPU_EVENTS, vcpu, &events as *const _ as u64) == Ok(0);
+    let mut back = kvm_vcpu_events::default();
+    let get_ok = hv::call(KVM_GET_VCPU_EVENTS, vcpu, &mut back as *mut _ as u64) == Ok(0);
+    good(
+        "KVM_SET_VCPU_EVENTS then KVM_GET_VCPU_EVENTS: #UD queued, MOV SS shadow, NMIs masked",
+        set_ok
+            && get_ok
+            && (back.exception.injected, back.exception.nr) == (1, 6)
+            && back.interrupt.shadow & KVM_X86_SHADOW_INT_MOV_SS != 0
+            && back.nmi.masked == 1
+            && back.flags == KVM_VCPUEVENT_VALID_SHADOW,
+    );
+    events.flags |= 1 << 9;
+    good(
+        "KVM_SET_VCPU_EVENTS with an unknown flag",
+        hv::call(KVM_SET_VCPU_EVENTS, vcpu, &events as *const _ as u64) == Err(EINVAL),
+    );
+    let none = kvm_vcpu_events {
+        flags: KVM_VCPUEVENT_VALID_SHADOW,
+        ..Default::default()
+    };
+    let cleared = hv::call(KVM_SET_VCPU_EVENTS, vcpu, &none as *const _ as u64) == Ok(0)
+        && hv::call(KVM_GET_VCPU_EVENTS, vcpu, &mut back as *mut _ as u64) == Ok(0);
+    good(
+        "KVM_SET_VCPU_EVENTS with none: nothing queued, no shadow, NMIs unmasked",
+        cleared
+            && back.exception.injected == 0
+            && back.interrupt.shadow == 0
+            && back.nmi.masked == 0,
     );
     // KVM_ENABLE_CAP.
     let mut cap = kvm_enable_cap {

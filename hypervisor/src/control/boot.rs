@@ -116,6 +116,7 @@ pub fn create<B: Backend>(
             write_boot_area(&mut env.ram, boot, bundle_gpa, bundle, hypercall, nr_vcpus)
                 && backend.activate(cpu)
                 && {
+                    cpu.without_nmis();
                     let regs = entry_state(boot, nxe);
                     let set = cpu.set_system_regs(&regs).is_ok();
                     cpu.gprs().rdi = boot + INFO_OFFSET;

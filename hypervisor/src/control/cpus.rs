@@ -149,7 +149,10 @@ pub fn make_vcpu<B: Backend>(
             return Err(ENOMEM);
         }
     };
-    if !backend.activate(&mut vcpu) || vcpu.set_system_regs(&t.regs).is_err() {
+    if !backend.activate(&mut vcpu) || {
+        vcpu.without_nmis();
+        vcpu.set_system_regs(&t.regs).is_err()
+    } {
         backend.destroy_vcpu(frames, vcpu);
         lazy.free(frames);
         return Err(EIO);

@@ -133,6 +133,8 @@ unsafe impl Pod for abi::kvm::kvm_msr_filter {}
 unsafe impl Pod for abi::kvm::kvm_xen_hvm_config {}
 // SAFETY: as above.
 unsafe impl Pod for abi::kvm::mojito::mojito_start_cpu {}
+// SAFETY: as above (its `pad` and `reserved` fields are explicit).
+unsafe impl Pod for abi::kvm::kvm_vcpu_events {}
 
 /// Everything a hypercall may touch besides the control domain itself:
 /// this CPU's back end, and what the control domain's vCPUs share.
@@ -163,6 +165,8 @@ enum Request {
     SetLapic(u64),
     GetMpState(u64),
     SetMpState(u32),
+    GetVcpuEvents(u64),
+    SetVcpuEvents(abi::kvm::kvm_vcpu_events),
     CheckExtension(u64),
     GetVcpuMmapSize,
     CreateVm(u64),
@@ -317,6 +321,10 @@ fn decode<B: Backend>(
         (Some(Handle::Vcpu(..)), req::KVM_GET_LAPIC) => Request::GetLapic(arg),
         (Some(Handle::Vcpu(..)), req::KVM_SET_LAPIC) => Request::SetLapic(arg),
         (Some(Handle::Vcpu(..)), req::KVM_GET_MP_STATE) => Request::GetMpState(arg),
+        (Some(Handle::Vcpu(..)), req::KVM_GET_VCPU_EVENTS) => Request::GetVcpuEvents(arg),
+        (Some(Handle::Vcpu(..)), req::KVM_SET_VCPU_EVENTS) => {
+            Request::SetVcpuEvents(read_arg(ram, arg)?)
+        }
         (Some(Handle::Vcpu(..)), req::KVM_SET_MP_STATE) => {
             Request::SetMpState(read_arg::<abi::kvm::kvm_mp_state>(ram, arg)?.mp_state)
         }
@@ -657,6 +665,22 @@ fn invoke<B: Backend>(
         }
         // `dispatch_once` runs it, without the lock.
         Request::Run => return Err(EBUSY),
+        Request::GetVcpuEvents(gpa) => {
+            let vc = vcpu_of(ctx.objects, vm_index, slot)?;
+            if !ctx.backend.activate(&mut vc.cpu) {
+                return Err(EINVAL);
+            }
+            write_arg(&mut cd.ram, gpa, &super::events::get(vc))?;
+            0
+        }
+        Request::SetVcpuEvents(e) => {
+            let vc = vcpu_of(ctx.objects, vm_index, slot)?;
+            if !ctx.backend.activate(&mut vc.cpu) {
+                return Err(EINVAL);
+            }
+            super::events::set(vc, &e)?;
+            0
+        }
         Request::GetRegs(gpa) => {
             let vc = vcpu_of(ctx.objects, vm_index, slot)?;
             if !ctx.backend.activate(&mut vc.cpu) {
@@ -879,7 +903,8 @@ fn check_extension(cap: u64) -> u64 {
         | abi::kvm::KVM_CAP_SPLIT_IRQCHIP
         | abi::kvm::KVM_CAP_SIGNAL_MSI
         | abi::kvm::KVM_CAP_TSC_DEADLINE_TIMER
-        | abi::kvm::KVM_CAP_MP_STATE => 1,
+        | abi::kvm::KVM_CAP_MP_STATE
+        | abi::kvm::KVM_CAP_VCPU_EVENTS => 1,
         abi::kvm::KVM_CAP_IRQ_ROUTING => u64::from(super::routing::MAX_ROUTES),
         // The bit mask of hypercalls that can exit (only KVM_HC_MAP_GPA_RANGE).
         abi::kvm::KVM_CAP_EXIT_HYPERCALL => 1 << abi::kvm::KVM_HC_MAP_GPA_RANGE,

@@ -55,6 +55,8 @@ const MSI_DEST_LOGICAL: u32 = 1 << 2;
 /// An MSI's data (11.11.2): vector 7:0, delivery mode 10:8, trigger mode
 /// (1: level) bit 15.
 const MSI_TRIGGER_LEVEL: u32 = 1 << 15;
+/// MSI data bits 10:8 = 100: NMI (SDM Vol. 3A 11.11.2).
+const MSI_DELIVERY_NMI: u32 = 0b100;
 
 /// What an exit was to the local APIC. (`RunEnd` is built once per exit;
 /// boxing it would cost an allocation on the exit path, D8.)
@@ -114,7 +116,7 @@ pub fn exit<B: Backend>(
             };
             let start = mmio::emulate_local(vc, env, f, &mut dev);
             let effect = dev.effect;
-            let applied = apply(&mut l, effect, peers);
+            let applied = apply(&mut l, effect, peers, &mut vc.nmi_pending);
             sync_cr8(&mut vc.cpu, &l);
             vc.lapic = Some(l);
             match start {
@@ -189,7 +191,8 @@ fn msr<B: Backend>(
             lapic::IA32_TSC_DEADLINE => Ok(l.set_tsc_deadline(value, now)),
             _ => l.msr_write(index, value, now),
         };
-        r.map(|effect| applied = apply(l, effect, peers)).is_ok()
+        r.map(|effect| applied = apply(l, effect, peers, &mut vc.nmi_pending))
+            .is_ok()
     } else {
         let r = match index {
             lapic::IA32_APIC_BASE => Ok(l.base()),
@@ -273,7 +276,12 @@ impl LocalDevice for Mmio<'_> {
 }
 
 /// Carries out what a register write asked for.
-fn apply<B: Backend>(l: &mut Lapic, effect: Effect, peers: &mut Peers<'_, B>) -> Applied {
+fn apply<B: Backend>(
+    l: &mut Lapic,
+    effect: Effect,
+    peers: &mut Peers<'_, B>,
+    self_nmi: &mut bool,
+) -> Applied {
     let ipi = match effect {
         Effect::Ipi(ipi) => ipi,
         Effect::LevelEoi(vector) if peers.routes.eoi_exits(l, vector) => {
@@ -334,7 +342,18 @@ fn apply<B: Backend>(l: &mut Lapic, effect: Effect, peers: &mut Peers<'_, B>) ->
                 woke = true;
             }
         }
-        // NMI, SMI, ExtINT, the de-assert and reserved modes: dropped.
+        // SDM Vol. 3A 11.6.1: an NMI ignores the vector; the CPU latches
+        // one. To this vCPU too (`self_nmi`: its `KvmVcpu` is the caller's).
+        Delivery::Nmi => {
+            *self_nmi |= to_self;
+            if to_others {
+                for p in peers.iter_mut().filter(|p| addressed(p)) {
+                    p.nmi_pending = true;
+                    woke = true;
+                }
+            }
+        }
+        // SMI, ExtINT, the de-assert and reserved modes: dropped.
         _ => {}
     }
     if woke && peers.any_can_run() {
@@ -350,8 +369,11 @@ fn apply<B: Backend>(l: &mut Lapic, effect: Effect, peers: &mut Peers<'_, B>) ->
 /// one in real mode at CS = vector << 8, IP = 0 (SDM Vol. 3A 9.4.4).
 pub fn accept_events<B: Backend>(backend: &mut B, vc: &mut KvmVcpu<B>) {
     if core::mem::take(&mut vc.init_pending) {
-        // An event half-delivered when it last exited goes too.
+        // An event half-delivered when it last exited goes too, and NMIs
+        // are unblocked (SDM Vol. 3A 9.1.1: INIT's state).
         vc.cpu.cancel_event();
+        vc.nmi_pending = false;
+        vc.cpu.set_nmi_masked(false);
         *vc.cpu.gprs() = crate::virt::Gprs::default();
         vc.cpu.set_rflags(RFLAGS_RESET);
         super::kvm::reset(backend, vc);
@@ -425,6 +447,17 @@ pub fn before_entry<B: Backend>(vc: &mut KvmVcpu<B>) -> bool {
     if crate::arch::apic::guest_deadline() != host {
         crate::arch::apic::set_guest_deadline(host);
     }
+    // An NMI goes before any interrupt (SDM Vol. 3A 6.9), one per entry;
+    // while the guest blocks NMIs, the NMI window says when it stops.
+    if vc.nmi_pending {
+        if vc.cpu.nmi_allowed() {
+            vc.cpu.inject_nmi();
+            vc.cpu.set_nmi_window(false);
+            vc.nmi_pending = false;
+            return false;
+        }
+        vc.cpu.set_nmi_window(true);
+    }
     // The VMM's ExtINT goes first, as on KVM (its own window logic).
     if vc.irq.is_some() && accepts_pic(l) {
         return false;
@@ -463,7 +496,7 @@ pub fn wait<B: Backend>(vc: &mut KvmVcpu<B>, peers: &Peers<'_, B>) -> Option<Run
         };
         l.update_timer(host_now.wrapping_add(offset));
         // The same test its siblings make (`KvmVcpu::can_run`).
-        if vc.halted_if && has_wakeup(vc, host_now) {
+        if vc.nmi_pending || (vc.halted_if && has_wakeup(vc, host_now)) {
             vc.mp_state = KVM_MP_STATE_RUNNABLE;
             return None;
         }
@@ -540,21 +573,24 @@ pub fn signal_msi<B: Backend>(vm: &mut KvmVm<B>, m: &kvm_msi) -> Result<u64, i32
     let vector = (m.data & 0xff) as u8;
     let delivery = (m.data >> 8) & 0b111;
     let level = m.data & MSI_TRIGGER_LEVEL != 0;
-    // Fixed (000) and lowest priority (001) of the MSI data's delivery
-    // modes (SDM Vol. 3A 11.11.2).
-    if delivery > 1 {
+    // Fixed (000), lowest priority (001) and NMI (100) of the MSI data's
+    // delivery modes (SDM Vol. 3A 11.11.2).
+    if delivery > 1 && delivery != MSI_DELIVERY_NMI {
         return Err(EINVAL);
     }
     let mut addressed = false;
     let mut accepted = 0;
-    for l in vm
-        .vcpus
-        .iter_mut()
-        .flatten()
-        .filter_map(|vc| vc.lapic.as_mut())
-    {
+    for vc in vm.vcpus.iter_mut().flatten() {
+        let Some(l) = vc.lapic.as_mut() else {
+            continue;
+        };
         if l.matches(dest, logical) {
             addressed = true;
+            if delivery == MSI_DELIVERY_NMI {
+                vc.nmi_pending = true;
+                accepted += 1;
+                continue;
+            }
             let took = l.deliver(vector, level);
             accepted += u64::from(took);
             // Lowest priority: the first that takes it.

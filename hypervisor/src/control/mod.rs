@@ -9,6 +9,7 @@
 pub mod boot;
 pub mod cpus;
 pub mod dirty;
+pub mod events;
 pub mod hypercall;
 pub mod info;
 pub mod kvm;

@@ -76,6 +76,10 @@ pub struct KvmVcpu<B: Backend> {
     /// pending APIC events).
     pub init_pending: bool,
     pub sipi_vector: Option<u8>,
+    /// An NMI sent to it (an IPI, an MSI, `KVM_SET_VCPU_EVENTS`), injected
+    /// once the guest does not block NMIs; more before then make one (the
+    /// CPU latches one NMI).
+    pub nmi_pending: bool,
     /// RFLAGS.IF when it halted (or the VMM set its registers or run
     /// state): whether an interrupt can wake it.
     pub halted_if: bool,
@@ -113,8 +117,10 @@ impl<B: Backend> KvmVcpu<B> {
         match self.mp_state {
             KVM_MP_STATE_RUNNABLE => true,
             KVM_MP_STATE_HALTED => {
+                // An NMI wakes HLT whatever RFLAGS.IF is.
                 self.init_pending
                     || self.sipi_vector.is_some()
+                    || self.nmi_pending
                     || (self.halted_if
                         && super::lapic::has_wakeup(self, crate::arch::instr::rdtsc()))
             }
@@ -529,6 +535,7 @@ impl<B: Backend> Objects<B> {
                 .map(|_| crate::vcpu::lapic::Lapic::new(id, crate::arch::tsc::frequency_khz())),
             mp_state,
             init_pending: false,
+            nmi_pending: false,
             sipi_vector: None,
             halted_if: false,
             tsc_offset: 0,

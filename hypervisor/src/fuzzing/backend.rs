@@ -39,6 +39,10 @@ pub struct FakeVcpu {
     sysenter: [u64; 3],
     injected: Option<Fault>,
     interrupt: Option<u8>,
+    /// An NMI queued, and the guest inside its handler.
+    nmi: bool,
+    nmi_masked: bool,
+    shadow: u8,
 }
 
 impl Backend for FakeBackend {
@@ -83,6 +87,9 @@ impl Backend for FakeBackend {
             sysenter: [0; 3],
             injected: None,
             interrupt: None,
+            nmi: false,
+            nmi_masked: false,
+            shadow: 0,
         })
     }
 
@@ -259,6 +266,45 @@ impl GuestCpu for FakeVcpu {
         self.interrupt = Some(vector);
     }
     fn set_interrupt_window(&mut self, _on: bool) {}
+    fn nmi_allowed(&mut self) -> bool {
+        !self.nmi && !self.nmi_masked && self.injected.is_none() && self.interrupt.is_none()
+    }
+    fn inject_nmi(&mut self) {
+        self.nmi = true;
+        self.nmi_masked = true;
+    }
+    fn set_nmi_window(&mut self, _on: bool) {}
+    fn nmi_window_exit(&mut self) {}
+    fn nmi_masked(&self) -> bool {
+        self.nmi_masked
+    }
+    fn without_nmis(&mut self) {}
+    fn queued_event(&self) -> Option<crate::virt::Queued> {
+        use crate::virt::Queued;
+        if self.nmi {
+            return Some(Queued::Nmi);
+        }
+        match (self.injected, self.interrupt) {
+            (Some(f), _) => Some(Queued::Exception {
+                vector: f.vector,
+                error: f.error,
+            }),
+            (None, Some(vector)) => Some(Queued::Interrupt {
+                vector,
+                soft: false,
+            }),
+            (None, None) => None,
+        }
+    }
+    fn interrupt_shadow(&self) -> u8 {
+        self.shadow
+    }
+    fn set_interrupt_shadow(&mut self, shadow: u8) {
+        self.shadow = shadow;
+    }
+    fn set_nmi_masked(&mut self, masked: bool) {
+        self.nmi_masked = masked;
+    }
     fn set_exception_intercept(&mut self, _vector: u8, _on: bool) {}
     fn arm_single_step(&mut self) {
         self.rflags |= 1 << 8;
@@ -285,6 +331,10 @@ impl GuestCpu for FakeVcpu {
         self.dr6 = dr6;
     }
     fn set_cr8_write_intercept(&mut self, _on: bool) {}
-    fn cancel_event(&mut self) {}
+    fn cancel_event(&mut self) {
+        self.injected = None;
+        self.interrupt = None;
+        self.nmi = false;
+    }
     fn set_dr_intercept(&mut self, _on: bool) {}
 }

@@ -116,11 +116,13 @@ const REQUESTS: &[Req] = &[
     Req(req::KVM_SET_LAPIC, VCPU, Arg::Gpa),
     Req(req::KVM_GET_MP_STATE, VCPU, Arg::Gpa),
     Req(req::KVM_SET_MP_STATE, VCPU, Arg::Gpa),
+    Req(req::KVM_GET_VCPU_EVENTS, VCPU, Arg::Gpa),
+    Req(req::KVM_SET_VCPU_EVENTS, VCPU, Arg::Gpa),
     // KVM's, not Mojito's.
     Req(req::KVM_GET_EMULATED_CPUID, 0, Arg::Gpa),
     Req(req::KVM_SET_TSS_ADDR, 0, Arg::Int),
     Req(req::KVM_CREATE_IRQCHIP, 0, Arg::Int),
-    Req(req::KVM_GET_VCPU_EVENTS, 0, Arg::Gpa),
+    Req(req::KVM_SET_IDENTITY_MAP_ADDR, 0, Arg::Gpa),
 ];
 
 /// Junk handles: the system's, never-made ones, ones too large for the
@@ -688,6 +690,86 @@ mod tests {
             assert_eq!(out == Outcome::Value(0), ok, "{state}: {out:?}");
         }
         assert_eq!(mp_state(w, o, ap), req::KVM_MP_STATE_INIT_RECEIVED);
+        // An NMI MSI to APIC 1 is pending on the AP; KVM_GET/SET_VCPU_EVENTS
+        // show and set it, KVM's refusals first.
+        let nmi_msi = req::kvm_msi {
+            address_lo: 0xfee0_0000 | (1 << 12),
+            data: 0x400,
+            ..Default::default()
+        };
+        put(w, 0x300, &bytes(&nmi_msi));
+        assert_eq!(value(call(w, o, req::KVM_SIGNAL_MSI, vm, 0x300)), 1);
+        let events = |w: &mut World, o: &spin::Mutex<Locked<FakeBackend>>, h| {
+            value(call(w, o, req::KVM_GET_VCPU_EVENTS, h, 0x500));
+            let mut b = [0u8; 64];
+            assert!(w.cd.ram.read(GuestPhys::new(0x500), &mut b));
+            // SAFETY: 64 bytes, a `kvm_vcpu_events` of only integers.
+            unsafe { core::ptr::read_unaligned(b.as_ptr().cast::<req::kvm_vcpu_events>()) }
+        };
+        let got = events(w, o, ap);
+        assert_eq!(
+            (got.nmi.pending, got.nmi.masked, got.nmi.injected),
+            (1, 0, 0)
+        );
+        assert_eq!(got.flags, req::KVM_VCPUEVENT_VALID_SHADOW);
+        assert_eq!(events(w, o, bsp).nmi.pending, 0);
+        let mut set = req::kvm_vcpu_events {
+            flags: req::KVM_VCPUEVENT_VALID_NMI_PENDING | req::KVM_VCPUEVENT_VALID_SHADOW,
+            ..Default::default()
+        };
+        set.nmi.masked = 1;
+        set.interrupt.shadow = req::KVM_X86_SHADOW_INT_STI;
+        set.exception.injected = 1;
+        set.exception.nr = 13;
+        set.exception.has_error_code = 1;
+        set.exception.error_code = 0x18;
+        let refused = [
+            (1u32 << 9, 0u8, 0u8),
+            (req::KVM_VCPUEVENT_VALID_PAYLOAD, 0, 0),
+            (req::KVM_VCPUEVENT_VALID_TRIPLE_FAULT, 0, 0),
+            // An exception on the NMI's vector, or past 31.
+            (0, 2, 0),
+            (0, 32, 0),
+            // An exception and an interrupt at once.
+            (0, 13, 1),
+        ];
+        for (flags, nr, irq) in refused {
+            let mut bad = set;
+            bad.flags |= flags;
+            bad.exception.nr = nr;
+            bad.interrupt.injected = irq;
+            put(w, 0x600, &bytes(&bad));
+            let out = call(w, o, req::KVM_SET_VCPU_EVENTS, ap, 0x600);
+            assert_eq!(out, Outcome::Error(EINVAL), "{flags:#x} {nr} {irq}");
+        }
+        put(w, 0x600, &bytes(&set));
+        assert_eq!(value(call(w, o, req::KVM_SET_VCPU_EVENTS, ap, 0x600)), 0);
+        let got = events(w, o, ap);
+        assert_eq!((got.nmi.pending, got.nmi.masked), (0, 1));
+        assert_eq!(got.interrupt.shadow, req::KVM_X86_SHADOW_INT_STI);
+        assert_eq!(
+            (
+                got.exception.injected,
+                got.exception.nr,
+                got.exception.has_error_code,
+                got.exception.error_code
+            ),
+            (1, 13, 1, 0x18)
+        );
+        // An NMI pending needs the local APIC's path: not on a VM without.
+        let plain = value(call(w, o, req::KVM_CREATE_VM, 0, 0));
+        let plain_vcpu = value(call(w, o, req::KVM_CREATE_VCPU, plain, 0));
+        let mut nmi = req::kvm_vcpu_events {
+            flags: req::KVM_VCPUEVENT_VALID_NMI_PENDING,
+            ..Default::default()
+        };
+        nmi.nmi.pending = 1;
+        put(w, 0x600, &bytes(&nmi));
+        assert_eq!(
+            call(w, o, req::KVM_SET_VCPU_EVENTS, plain_vcpu, 0x600),
+            Outcome::Error(EINVAL)
+        );
+        assert_eq!(value(call(w, o, mojito::MOJITO_CLOSE, plain, 0)), 0);
         // A vCPU id already there, and a routing table.
         assert_eq!(
             call(w, o, req::KVM_CREATE_VCPU, vm, 1),

@@ -352,6 +352,12 @@ pub fn handle<C: GuestCpu>(cpu: &mut C, env: &mut VmEnv, info: ExitInfo, xcr0_ma
             cpu.set_interrupt_window(false);
             Action::InterruptWindow
         }
+        // The NMI waiting for it goes in before the next entry
+        // (`control::lapic::before_entry`).
+        Exit::NmiWindow => {
+            cpu.nmi_window_exit();
+            Action::Resume
+        }
         // Intercepted only while a KVM-API VM's debugger wants INT3s (the
         // run loop takes it before this); anywhere else, stop.
         Exit::SoftwareInterrupt => Action::Stop(StopReason::Unhandled {

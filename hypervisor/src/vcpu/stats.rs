@@ -4,7 +4,7 @@
 use crate::virt::Exit;
 
 /// Exit kinds counted separately.
-pub const KINDS: [&str; 17] = [
+pub const KINDS: [&str; 18] = [
     "cpuid",
     "rdmsr",
     "wrmsr",
@@ -22,6 +22,7 @@ pub const KINDS: [&str; 17] = [
     "interrupt",
     "other",
     "interrupt-window",
+    "nmi-window",
 ];
 
 fn index(exit: &Exit) -> usize {
@@ -43,6 +44,7 @@ fn index(exit: &Exit) -> usize {
         Exit::Interrupt => 14,
         Exit::EntryFailed { .. } | Exit::Unknown { .. } => 15,
         Exit::InterruptWindow => 16,
+        Exit::NmiWindow => 17,
         Exit::SoftwareInterrupt => 11,
         Exit::MovDr { .. } => 8,
     }

@@ -113,6 +113,24 @@ impl GuestCpu for Fake {
     fn set_interrupt_window(&mut self, on: bool) {
         self.window = on;
     }
+    fn nmi_allowed(&mut self) -> bool {
+        false
+    }
+    fn inject_nmi(&mut self) {}
+    fn set_nmi_window(&mut self, _on: bool) {}
+    fn nmi_window_exit(&mut self) {}
+    fn nmi_masked(&self) -> bool {
+        false
+    }
+    fn set_nmi_masked(&mut self, _masked: bool) {}
+    fn without_nmis(&mut self) {}
+    fn queued_event(&self) -> Option<crate::virt::Queued> {
+        None
+    }
+    fn interrupt_shadow(&self) -> u8 {
+        0
+    }
+    fn set_interrupt_shadow(&mut self, _shadow: u8) {}
     fn set_exception_intercept(&mut self, _vector: u8, _on: bool) {}
     fn arm_single_step(&mut self) {
         self.rflags |= 1 << 8;

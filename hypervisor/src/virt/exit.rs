@@ -78,6 +78,9 @@ pub enum Exit {
     /// The guest can take an external interrupt now (the window the
     /// hypervisor asked for with `GuestCpu::set_interrupt_window`).
     InterruptWindow,
+    /// The guest's NMI blocking ended (`GuestCpu::set_nmi_window`; SVM:
+    /// its IRET, intercepted while it is inside an NMI handler).
+    NmiWindow,
     /// INT n (or, under QEMU's SVM, INT3) while intercepted
     /// (`GuestCpu::set_int_n_intercept`).
     SoftwareInterrupt,
@@ -131,6 +134,7 @@ impl Exit {
             Self::GeneralProtection(_) => "gp",
             Self::Interrupt => "interrupt",
             Self::InterruptWindow => "interrupt-window",
+            Self::NmiWindow => "nmi-window",
             Self::SoftwareInterrupt => "int-n",
             Self::MovDr { .. } => "dr",
             Self::EntryFailed { .. } => "entry-failed",

@@ -71,6 +71,23 @@ impl Fault {
     }
 }
 
+/// The event queued for the next entry (`KVM_GET/SET_VCPU_EVENTS`): one an
+/// exit interrupted the delivery of, or one the hypervisor queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Queued {
+    /// A hardware exception, with its error code if it pushes one.
+    Exception {
+        vector: u8,
+        error: Option<u32>,
+    },
+    /// An external interrupt, or (`soft`) INT n.
+    Interrupt {
+        vector: u8,
+        soft: bool,
+    },
+    Nmi,
+}
+
 /// What else a control-register write needs from the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CrEffect {
@@ -214,6 +231,39 @@ pub trait GuestCpu {
     /// Asks for an `Exit::InterruptWindow` as soon as the guest can take an
     /// external interrupt (or stops asking).
     fn set_interrupt_window(&mut self, on: bool);
+    /// Whether an NMI can be delivered at the next entry: nothing queued, no
+    /// STI / MOV SS shadow, and the guest not inside an NMI handler (SDM
+    /// Vol. 3C 26.3.1.5, 25.3; APM Vol. 2 15.20). False where the CPU
+    /// cannot track the guest's NMI blocking (VMX without virtual NMIs).
+    fn nmi_allowed(&mut self) -> bool;
+    /// Queues an NMI for the next entry (the caller checked `nmi_allowed`);
+    /// the guest then blocks NMIs until its IRET.
+    fn inject_nmi(&mut self);
+    /// Asks for an `Exit::NmiWindow` as soon as the guest's NMI blocking
+    /// ends (VMX: NMI-window exiting; SVM: the IRET intercept is on while
+    /// the guest is inside an NMI handler anyway), or stops asking.
+    fn set_nmi_window(&mut self, on: bool);
+    /// An `Exit::NmiWindow` came: the vendor's bookkeeping (SVM: the IRET
+    /// goes on, and NMIs are unblocked once RIP moves past it).
+    fn nmi_window_exit(&mut self);
+    /// Whether the guest blocks NMIs (inside an NMI handler), and setting
+    /// it (`KVM_GET/SET_VCPU_EVENTS`' `nmi.masked`).
+    fn nmi_masked(&self) -> bool;
+    fn set_nmi_masked(&mut self, masked: bool);
+    /// This vCPU never takes NMIs (the control domain's): VMX drops
+    /// virtual NMIs from its controls, so that no NMI blocking is ever
+    /// saved in its VMCS. (Bochs 2.7 carries virtual-NMI blocking from one
+    /// VMCS into the next entered on a CPU, as its VM entry only sets the
+    /// blocking a VMCS asks for and never clears it: a control domain with
+    /// virtual NMIs passed a guest's NMI handler's blocking back to that
+    /// guest after its IRET. Hardware loads the state whole.)
+    fn without_nmis(&mut self);
+    /// The event queued for the next entry, if any.
+    fn queued_event(&self) -> Option<Queued>;
+    /// The one-instruction interrupt shadow as `KVM_X86_SHADOW_INT_*` bits
+    /// (1: MOV SS, 2: STI), and setting it.
+    fn interrupt_shadow(&self) -> u8;
+    fn set_interrupt_shadow(&mut self, shadow: u8);
     /// Intercepts exception `vector` (an `Exit::Exception`) or stops; #DB
     /// and #AC stay intercepted always (`vcpu::INTERCEPTED_EXCEPTIONS`).
     fn set_exception_intercept(&mut self, vector: u8, on: bool);

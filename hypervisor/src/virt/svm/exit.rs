@@ -96,6 +96,7 @@ pub fn read(vmcb: &Vmcb, nrip_save: bool) -> ExitInfo {
         code::SHUTDOWN => (Exit::TripleFault, None),
         code::INTR | code::NMI | code::SMI | code::INIT => (Exit::Interrupt, None),
         code::VINTR => (Exit::InterruptWindow, None),
+        code::IRET => (Exit::NmiWindow, None),
         code::SWINT => (Exit::SoftwareInterrupt, None),
         code::VMRUN..=code::SKINIT | code::INVLPGA => (Exit::Undefined("SVM instruction"), None),
         code::MONITOR..=code::MWAIT_CONDITIONAL => (Exit::Undefined("MONITOR/MWAIT"), None),

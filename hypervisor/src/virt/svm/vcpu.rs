@@ -106,6 +106,13 @@ pub struct SvmVcpu {
     /// The CPU (`arch::percpu::index`) it last ran on: its ASID's TLB
     /// entries on another CPU may be stale (APM Vol. 2 15.16).
     pub(super) cpu: usize,
+    /// The guest is inside an NMI handler: without vNMI the VMCB does not
+    /// say, so this is kept from the injection (which blocks NMIs until
+    /// IRET) to the IRET, intercepted meanwhile (as KVM's `HF_NMI_MASK`).
+    nmi_masked: bool,
+    /// The RIP of that intercepted IRET: NMIs are unblocked once the guest
+    /// is past it (it executes after the intercept).
+    iret_at: Option<u64>,
 }
 
 impl SvmVcpu {
@@ -148,6 +155,8 @@ impl SvmVcpu {
             cr4_allowed,
             flush_on_entry: false,
             cpu: crate::arch::percpu::index(),
+            nmi_masked: false,
+            iret_at: None,
         };
         let (iopm, msrpm) = match &v.own_maps {
             Some(m) => (m.iopm, m.msrpm),
@@ -634,6 +643,82 @@ impl GuestCpu for SvmVcpu {
     fn set_dr_intercept(&mut self, on: bool) {
         // Reads are bits 7:0, writes 23:16 (DR0–DR7; APM Vol. 2 15.12).
         self.vmcb_mut().control.intercept_dr = if on { 0x00ff_00ff } else { 0 };
+    }
+    fn nmi_allowed(&mut self) -> bool {
+        if self.nmi_masked
+            && let Some(at) = self.iret_at
+            && self.vmcb().save.rip != at
+        {
+            self.nmi_masked = false;
+            self.iret_at = None;
+        }
+        let v = self.vmcb();
+        !self.nmi_masked
+            && v.control.interrupt_shadow & 1 == 0
+            && v.control.event_inj & event::VALID == 0
+    }
+    fn inject_nmi(&mut self) {
+        self.nmi_masked = true;
+        self.iret_at = None;
+        let c = &mut self.vmcb_mut().control;
+        c.event_inj = event::VALID | event::TYPE_NMI | 2;
+        c.intercept_misc1 |= misc1::IRET;
+    }
+    fn set_nmi_window(&mut self, _on: bool) {
+        // The IRET intercept is on while the guest is inside an NMI handler;
+        // a shadow or a queued event is gone by the next exit.
+    }
+    fn nmi_window_exit(&mut self) {
+        // The IRET runs on re-entry; NMIs stay blocked until RIP moves.
+        self.iret_at = Some(self.vmcb().save.rip);
+        self.vmcb_mut().control.intercept_misc1 &= !misc1::IRET;
+    }
+    fn nmi_masked(&self) -> bool {
+        self.nmi_masked
+    }
+    fn without_nmis(&mut self) {}
+    fn queued_event(&self) -> Option<crate::virt::Queued> {
+        use crate::virt::Queued;
+        let ev = self.vmcb().control.event_inj;
+        if ev & event::VALID == 0 {
+            return None;
+        }
+        let vector = ev as u8;
+        // APM Vol. 2 15.20: EVENTINJ's types.
+        Some(match ev & event::TYPE_MASK {
+            event::TYPE_INTR => Queued::Interrupt {
+                vector,
+                soft: false,
+            },
+            event::TYPE_NMI => Queued::Nmi,
+            event::TYPE_SOFTWARE_INTERRUPT => Queued::Interrupt { vector, soft: true },
+            _ => Queued::Exception {
+                vector,
+                error: (ev & event::ERROR_VALID != 0).then_some((ev >> 32) as u32),
+            },
+        })
+    }
+    fn interrupt_shadow(&self) -> u8 {
+        // One bit for both kinds (APM Vol. 2 15.21.5): reported as both,
+        // as KVM does.
+        if self.vmcb().control.interrupt_shadow & 1 != 0 {
+            3
+        } else {
+            0
+        }
+    }
+    fn set_interrupt_shadow(&mut self, shadow: u8) {
+        self.vmcb_mut().control.interrupt_shadow = u64::from(shadow & 3 != 0);
+    }
+    fn set_nmi_masked(&mut self, masked: bool) {
+        self.nmi_masked = masked;
+        self.iret_at = None;
+        let c = &mut self.vmcb_mut().control;
+        if masked {
+            c.intercept_misc1 |= misc1::IRET;
+        } else {
+            c.intercept_misc1 &= !misc1::IRET;
+        }
     }
     fn set_interrupt_window(&mut self, on: bool) {
         // APM Vol. 2 15.21.4: a virtual interrupt (V_IRQ) with VINTR

@@ -208,6 +208,7 @@ pub mod misc1 {
     pub const VINTR: u32 = 1 << 4;
     pub const RDPMC: u32 = 1 << 15;
     pub const CPUID: u32 = 1 << 18;
+    pub const IRET: u32 = 1 << 20;
     pub const INTN: u32 = 1 << 21;
     pub const INVD: u32 = 1 << 22;
     pub const HLT: u32 = 1 << 24;
@@ -261,6 +262,8 @@ pub const NP_ENABLE: u64 = 1 << 0;
 pub mod event {
     pub const TYPE_MASK: u64 = 7 << 8;
     pub const TYPE_INTR: u64 = 0;
+    /// NMI (APM Vol. 2 15.20), vector 2.
+    pub const TYPE_NMI: u64 = 2 << 8;
     pub const TYPE_EXCEPTION: u64 = 3 << 8;
     pub const TYPE_SOFTWARE_INTERRUPT: u64 = 4 << 8;
     pub const ERROR_VALID: u64 = 1 << 11;
@@ -291,6 +294,8 @@ pub mod code {
     pub const SMI: u64 = 0x62;
     pub const INIT: u64 = 0x63;
     pub const VINTR: u64 = 0x64;
+    /// IRET (APM Vol. 2 Appendix C), intercepted before it executes.
+    pub const IRET: u64 = 0x74;
     pub const RDPMC: u64 = 0x6f;
     pub const CPUID: u64 = 0x72;
     pub const INVD: u64 = 0x76;

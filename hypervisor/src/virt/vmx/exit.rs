@@ -12,6 +12,7 @@ pub mod reason {
     pub const TRIPLE_FAULT: u16 = 2;
     pub const INIT: u16 = 3;
     pub const INTERRUPT_WINDOW: u16 = 7;
+    pub const NMI_WINDOW: u16 = 8;
     pub const CPUID: u16 = 10;
     pub const GETSEC: u16 = 11;
     pub const HLT: u16 = 12;
@@ -109,6 +110,7 @@ pub unsafe fn read() -> ExitInfo {
         // tick, if due, is taken in the interrupt window that follows.
         reason::EXTERNAL_INTERRUPT | reason::PREEMPTION_TIMER => Exit::Interrupt,
         reason::INTERRUPT_WINDOW => Exit::InterruptWindow,
+        reason::NMI_WINDOW => Exit::NmiWindow,
         reason::EXCEPTION_OR_NMI => {
             let info = field(Field::ExitInterruptionInfo) as u32;
             if (info >> 8) & 7 == INTR_TYPE_NMI {

@@ -59,6 +59,11 @@ impl Controls {
     pub fn vpid(&self) -> bool {
         self.proc2 & ctl::proc2::ENABLE_VPID != 0
     }
+
+    /// Whether guests may get NMIs: virtual NMIs, and NMI-window exiting.
+    pub fn guest_nmis(&self) -> bool {
+        self.pin & ctl::pin::VIRTUAL_NMIS != 0
+    }
 }
 
 /// VMX turned on for one CPU.
@@ -126,13 +131,21 @@ impl Vmx {
 
         let pin = adjust(
             ctl::pin::EXTERNAL_INTERRUPT_EXITING | ctl::pin::NMI_EXITING,
-            ctl::pin::PREEMPTION_TIMER,
+            ctl::pin::PREEMPTION_TIMER | ctl::pin::VIRTUAL_NMIS,
             cap(
                 msr::IA32_VMX_PINBASED_CTLS,
                 msr::IA32_VMX_TRUE_PINBASED_CTLS,
             ),
         )
         .map_err(|_| VirtError::Unsupported("VMX external-interrupt/NMI exiting"))?;
+        let proc_cap = cap(
+            msr::IA32_VMX_PROCBASED_CTLS,
+            msr::IA32_VMX_TRUE_PROCBASED_CTLS,
+        );
+        // A guest's NMIs need both: virtual-NMI blocking to know when its
+        // handler IRETs, the NMI window to be told (SDM Vol. 3C 25.6.1,
+        // 25.6.2). Without them NMIs for guests are dropped.
+        let guest_nmis = (proc_cap >> 32) as u32 & ctl::proc::NMI_WINDOW_EXITING != 0;
         let proc = adjust(
             ctl::proc::HLT_EXITING
                 | ctl::proc::CR8_LOAD_EXITING
@@ -145,10 +158,7 @@ impl Vmx {
                 | ctl::proc::USE_TSC_OFFSETTING
                 | ctl::proc::ACTIVATE_SECONDARY,
             0,
-            cap(
-                msr::IA32_VMX_PROCBASED_CTLS,
-                msr::IA32_VMX_TRUE_PROCBASED_CTLS,
-            ),
+            proc_cap,
         )
         .map_err(|_| VirtError::Unsupported("VMX I/O and MSR bitmaps or secondary controls"))?;
         // SAFETY: ACTIVATE_SECONDARY is allowed, so the MSR exists.
@@ -203,6 +213,9 @@ impl Vmx {
         let rate = unsafe { cap_msr(msr::IA32_VMX_MISC) } & 0x1f;
         let period = crate::arch::apic::period_tsc();
         let mut pin = pin;
+        if !guest_nmis {
+            pin &= !ctl::pin::VIRTUAL_NMIS;
+        }
         let preemption_timer = if pin & ctl::pin::PREEMPTION_TIMER != 0 && period != 0 {
             u32::try_from((period >> rate).max(1)).unwrap_or(u32::MAX)
         } else {

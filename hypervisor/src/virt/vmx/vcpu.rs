@@ -40,6 +40,12 @@ const INTR_TYPE_EXTERNAL: u32 = 0;
 const RFLAGS_IF: u64 = 1 << 9;
 /// Blocking by STI / MOV SS (guest interruptibility bits 0 and 1).
 const BLOCKING_STI_MOVSS: u64 = 3;
+/// Blocking by NMI (virtual-NMI blocking with virtual NMIs; interruptibility
+/// bit 3, SDM Vol. 3C 25.4.2).
+const BLOCKING_NMI: u64 = 1 << 3;
+/// Interruption type NMI (SDM Vol. 3C 25.8.3), vector 2.
+const INTR_TYPE_NMI: u32 = 2 << 8;
+const NMI_VECTOR: u32 = 2;
 
 pub struct VmxVcpu {
     pub(super) vmcs: HostPhys,
@@ -58,6 +64,8 @@ pub struct VmxVcpu {
     cr0_fixed1: u64,
     cr4_fixed0: u64,
     entry_controls: u32,
+    /// Virtual NMIs and NMI-window exiting are on (`Controls::guest_nmis`).
+    guest_nmis: bool,
     tpr: u8,
     /// The guest changed paging mode in a way a real MOV CR0 would flush
     /// the TLB for.
@@ -155,6 +163,7 @@ impl VmxVcpu {
             cr0_fixed1,
             cr4_fixed0: c.cr4_fixed0,
             entry_controls: c.entry,
+            guest_nmis: c.guest_nmis(),
             tpr: 0,
             flush_on_entry: false,
             flush_ept_on_entry: false,
@@ -784,6 +793,92 @@ impl GuestCpu for VmxVcpu {
         // SDM Vol. 3C 25.6.2: interrupt-window exiting (every VMX CPU
         // allows it).
         self.set_proc_control(ctl::proc::INTERRUPT_WINDOW_EXITING, on);
+    }
+    fn nmi_allowed(&mut self) -> bool {
+        // SDM Vol. 3C 26.3.1.5: no STI or MOV SS blocking for an injected
+        // NMI, and (virtual NMIs) no virtual-NMI blocking.
+        self.guest_nmis
+            && self.read(Field::GuestInterruptibility) & (BLOCKING_STI_MOVSS | BLOCKING_NMI) == 0
+            && self.read(Field::EntryInterruptionInfo) as u32 & INTR_VALID == 0
+    }
+    fn inject_nmi(&mut self) {
+        let info = INTR_VALID | INTR_TYPE_NMI | NMI_VECTOR;
+        self.write(Field::EntryInterruptionInfo, u64::from(info));
+    }
+    fn set_nmi_window(&mut self, on: bool) {
+        if self.guest_nmis {
+            self.set_proc_control(ctl::proc::NMI_WINDOW_EXITING, on);
+        }
+    }
+    fn nmi_window_exit(&mut self) {
+        self.set_proc_control(ctl::proc::NMI_WINDOW_EXITING, false);
+    }
+    fn nmi_masked(&self) -> bool {
+        self.read(Field::GuestInterruptibility) & BLOCKING_NMI != 0
+    }
+    fn without_nmis(&mut self) {
+        self.guest_nmis = false;
+        let pin = self.read(Field::PinControls) as u32;
+        let want = pin & !ctl::pin::VIRTUAL_NMIS;
+        if want != pin {
+            self.write(Field::PinControls, u64::from(want));
+            self.set_proc_control(ctl::proc::NMI_WINDOW_EXITING, false);
+        }
+    }
+    fn queued_event(&self) -> Option<crate::virt::Queued> {
+        use crate::virt::Queued;
+        let info = self.read(Field::EntryInterruptionInfo) as u32;
+        if info & INTR_VALID == 0 {
+            return None;
+        }
+        let vector = info as u8;
+        // SDM Vol. 3C 25.8.3: the interruption types.
+        Some(match (info >> 8) & 7 {
+            0 => Queued::Interrupt {
+                vector,
+                soft: false,
+            },
+            2 => Queued::Nmi,
+            4 => Queued::Interrupt { vector, soft: true },
+            _ => Queued::Exception {
+                vector,
+                error: (info & INTR_ERROR_CODE != 0)
+                    .then(|| self.read(Field::EntryExceptionErrorCode) as u32),
+            },
+        })
+    }
+    fn interrupt_shadow(&self) -> u8 {
+        // Interruptibility bit 0: blocking by STI, bit 1: by MOV SS.
+        let intr = self.read(Field::GuestInterruptibility);
+        (u8::from(intr & 1 != 0) << 1) | u8::from(intr & 2 != 0)
+    }
+    fn set_interrupt_shadow(&mut self, shadow: u8) {
+        // SDM Vol. 3C 26.3.1.5: not both kinds (MOV SS wins, as on KVM),
+        // and no STI blocking with IF = 0, where it changes nothing anyway.
+        let intr = self.read(Field::GuestInterruptibility) & !BLOCKING_STI_MOVSS;
+        let if_on = self.read(Field::GuestRflags) & RFLAGS_IF != 0;
+        let bits = if shadow & 1 != 0 {
+            2
+        } else if shadow & 2 != 0 && if_on {
+            1
+        } else {
+            0
+        };
+        self.write(Field::GuestInterruptibility, intr | bits);
+    }
+    fn set_nmi_masked(&mut self, masked: bool) {
+        if !self.guest_nmis {
+            return;
+        }
+        let intr = self.read(Field::GuestInterruptibility);
+        let want = if masked {
+            intr | BLOCKING_NMI
+        } else {
+            intr & !BLOCKING_NMI
+        };
+        if want != intr {
+            self.write(Field::GuestInterruptibility, want);
+        }
     }
 }
 

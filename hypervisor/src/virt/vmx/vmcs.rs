@@ -184,6 +184,8 @@ pub mod ctl {
         pub const CR3_STORE_EXITING: u32 = 1 << 16;
         pub const CR8_LOAD_EXITING: u32 = 1 << 19;
         pub const CR8_STORE_EXITING: u32 = 1 << 20;
+        /// SDM Vol. 3C 25.6.2: exit when virtual-NMI blocking ends.
+        pub const NMI_WINDOW_EXITING: u32 = 1 << 22;
         pub const MOV_DR_EXITING: u32 = 1 << 23;
         pub const UNCONDITIONAL_IO_EXITING: u32 = 1 << 24;
         pub const USE_IO_BITMAPS: u32 = 1 << 25;

@@ -104,6 +104,10 @@ mod guest {
     const SPURIOUS: u8 = 0xff;
     /// ICR: destination shorthand "self" (bits 19:18 = 01), fixed delivery.
     const ICR_SELF: u32 = 0b01 << 18;
+    /// ICR delivery mode 100: NMI.
+    const ICR_NMI: u32 = 0b100 << 8;
+    /// The NMI's vector (SDM Vol. 3A 6.7).
+    const NMI: u8 = 2;
     /// LVT timer modes (bits 18:17) and the mask bit.
     const TIMER_PERIODIC: u32 = 0b01 << 17;
     const TIMER_TSC_DEADLINE: u32 = 0b10 << 17;
@@ -142,6 +146,10 @@ mod guest {
     static SAMPLED_PPR: AtomicU32 = AtomicU32::new(u32::MAX);
     /// Whether the APIC is in x2APIC mode (registers are MSRs).
     static X2APIC: AtomicBool = AtomicBool::new(false);
+    /// Step 11: the second NMI's handler sends two more, and notes the
+    /// count it sees after them.
+    static NEST: AtomicBool = AtomicBool::new(false);
+    static NMI_INSIDE: AtomicU32 = AtomicU32::new(0);
 
     static mut IDT: [Gate; 256] = [Gate::MISSING; 256];
 
@@ -178,6 +186,7 @@ mod guest {
         "pop rax",
         "pop rdi",
         "iretq",
+        "lapic_stub 2",
         "lapic_stub 0x48",
         "lapic_stub 0x50",
         "lapic_stub 0x55",
@@ -195,6 +204,7 @@ mod guest {
     );
 
     unsafe extern "C" {
+        fn lapic_stub_2();
         fn lapic_stub_0x48();
         fn lapic_stub_0x50();
         fn lapic_stub_0x55();
@@ -224,9 +234,38 @@ mod guest {
             SAMPLED_TMR.store(bank_bit(TMR, v), Relaxed);
             SAMPLED_PPR.store(apic_read(PPR), Relaxed);
         }
+        // An NMI has no ISR bit either.
+        if v == NMI {
+            nested_nmis();
+            return;
+        }
         if v != SPURIOUS && EOI_IN_HANDLER.load(Relaxed) {
             eoi();
         }
+    }
+
+    /// Inside the second NMI's handler of step 11: two more NMIs, which
+    /// must wait for its IRET; the count seen after a while here.
+    fn nested_nmis() {
+        if NEST.load(Relaxed) && count(NMI) == 2 {
+            send_nmi_to_self();
+            send_nmi_to_self();
+            for _ in 0..1000 {
+                // SAFETY: PAUSE is a hint; the block keeps the loop.
+                unsafe { asm!("pause", options(nostack)) };
+            }
+            NMI_INSIDE.store(count(NMI), Relaxed);
+        }
+    }
+
+    /// An NMI to this vCPU through the ICR: physical destination 0 (its own
+    /// APIC ID; the self shorthand is for fixed interrupts only, SDM Vol. 3A
+    /// 11.6.1), delivery mode 100.
+    fn send_nmi_to_self() {
+        if !X2APIC.load(Relaxed) {
+            apic_write(ICR + 0x10, 0);
+        }
+        apic_write(ICR, ICR_NMI);
     }
 
     fn count(v: u8) -> u32 {
@@ -341,7 +380,8 @@ mod guest {
         let cs: u16;
         // SAFETY: reads CS.
         unsafe { asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags)) };
-        let stubs: [(u8, unsafe extern "C" fn()); 13] = [
+        let stubs: [(u8, unsafe extern "C" fn()); 14] = [
+            (NMI, lapic_stub_2),
             (V_LOW, lapic_stub_0x48),
             (V_ICR, lapic_stub_0x50),
             (V_TPR, lapic_stub_0x55),
@@ -579,7 +619,7 @@ mod guest {
         println!("msi: KVM_SIGNAL_MSI from the VMM delivered 0x58");
     }
 
-    /// Step 11: an interrupt in service (no EOI yet from its handler): its
+    /// Step 12: an interrupt in service (no EOI yet from its handler): its
     /// ISR bit is set and the PPR is its class, in the handler and after
     /// it; a lower class waits in the IRR until the EOI. In x2APIC mode
     /// after step 9 (the same state as the xAPIC's ISR and PPR).
@@ -726,6 +766,50 @@ mod guest {
         println!("x2apic: reading EOI (0x80b) and writing ID (0x802) raise #GP");
     }
 
+    /// With interrupts off, polls `done()` for up to 50 ms of the PIT (each
+    /// poll an exit, so the hypervisor may deliver what waits).
+    fn poll_until(done: impl Fn() -> bool) -> bool {
+        outb(0x61, (inb(0x61) & !0x02) | 0x01);
+        outb(0x43, 0xb0);
+        outb(0x42, PIT_50_MS as u8);
+        outb(0x42, (PIT_50_MS >> 8) as u8);
+        while inb(0x61) & 0x20 == 0 {
+            if done() {
+                return true;
+            }
+        }
+        done()
+    }
+
+    /// Step 11: NMIs. One sent to itself through the ICR is taken with
+    /// interrupts off; two more sent from inside the next one's handler wait
+    /// for its IRET and then come as one (the CPU latches one NMI).
+    fn nmi() {
+        send_nmi_to_self();
+        if !poll_until(|| count(NMI) == 1) {
+            fail!(
+                "nmi: an NMI to itself was not taken with IF = 0 ({})",
+                count(NMI)
+            );
+        }
+        NEST.store(true, Relaxed);
+        send_nmi_to_self();
+        let all = poll_until(|| count(NMI) == 3);
+        let inside = NMI_INSIDE.load(Relaxed);
+        // Nothing more comes.
+        pit_wait(PIT_HZ as u16 / 200, false);
+        let after = count(NMI);
+        if !all || inside != 2 || after != 3 {
+            fail!(
+                "nmi: two NMIs sent inside an NMI handler: {inside} taken there, {after} in all \
+                 (want 2 there, 3 in all)"
+            );
+        }
+        println!(
+            "nmi: an NMI to itself taken with IF = 0; two sent inside its handler waited for IRET and came as one"
+        );
+    }
+
     guests::entry!(run);
 
     fn run(_boot: BootInfo) -> ! {
@@ -739,6 +823,7 @@ mod guest {
         msi();
         x2apic();
         ioapic_eoi();
+        nmi();
         in_service();
         let order: [u8; 10] = core::array::from_fn(|i| ORDER[i].load(Relaxed));
         if order[..6] != [V_ICR, V_TPR, V_TPR, V_ONE_SHOT, V_PERIODIC, V_PERIODIC] {

@@ -92,6 +92,10 @@ mod guest {
     /// logical destination mode (bit 11), delivery status (bit 12), level
     /// assert (bit 14), the shorthand "all excluding self" (bits 19:18).
     const ICR_FIXED: u32 = 0b000 << 8;
+    /// Delivery mode NMI (the vector is ignored, SDM Vol. 3A 11.6.1).
+    const ICR_NMI: u32 = 0b100 << 8;
+    /// The NMI's vector (SDM Vol. 3A 6.7).
+    const NMI: u8 = 2;
     const ICR_INIT: u32 = 0b101 << 8;
     const ICR_STARTUP: u32 = 0b110 << 8;
     const ICR_LOGICAL: u32 = 1 << 11;
@@ -164,6 +168,8 @@ mod guest {
     static TIMERS_STOP: AtomicBool = AtomicBool::new(false);
     /// Step 6: the word and the pages each vCPU writes for the other.
     static MAILBOX: AtomicU32 = AtomicU32::new(0);
+    /// The AP is about to halt with interrupts off for step 7.
+    static AP_NMI_WAIT: AtomicBool = AtomicBool::new(false);
     #[repr(C, align(4096))]
     struct Page([u64; 512]);
     static mut BSP_PAGE: Page = Page([0; 512]);
@@ -184,8 +190,10 @@ mod guest {
         Shared = 3,
         /// `INCREMENTS` under the spinlock.
         Spinlock = 4,
+        /// Halt with interrupts off until an NMI wakes it.
+        Nmi = 5,
         /// Halt with interrupts off.
-        Halt = 5,
+        Halt = 6,
     }
 
     /// The AP's failed checks, by number.
@@ -334,6 +342,7 @@ mod guest {
         "pop rax",
         "pop rdi",
         "iretq",
+        "smp_stub 2",
         "smp_stub 0x40",
         "smp_stub 0x41",
         "smp_stub 0x42",
@@ -345,6 +354,7 @@ mod guest {
     );
 
     unsafe extern "C" {
+        fn smp_stub_2();
         fn smp_stub_0x40();
         fn smp_stub_0x41();
         fn smp_stub_0x42();
@@ -366,7 +376,8 @@ mod guest {
                 STRAY.fetch_add(1, Relaxed);
             }
         }
-        if v != SPURIOUS {
+        // The spurious vector and NMIs take no EOI.
+        if v != SPURIOUS && v != NMI {
             apic_write(EOI, 0);
         }
     }
@@ -474,7 +485,8 @@ mod guest {
         let cs: u16;
         // SAFETY: reads CS.
         unsafe { asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags)) };
-        let stubs: [(u8, unsafe extern "C" fn()); 7] = [
+        let stubs: [(u8, unsafe extern "C" fn()); 8] = [
+            (NMI, smp_stub_2),
             (V_AP_TO_BSP, smp_stub_0x40),
             (V_BSP_TO_AP, smp_stub_0x41),
             (V_ALL_BUT_SELF, smp_stub_0x42),
@@ -699,7 +711,16 @@ mod guest {
         count_under_lock();
         AP_DONE.store(Stage::Spinlock as u32, Release);
 
-        // Step 7.
+        // Step 7: only an NMI ends this HLT (IF = 0).
+        ap_wait_stage(Stage::Nmi);
+        AP_NMI_WAIT.store(true, Release);
+        while count(AP, NMI) == 0 {
+            // SAFETY: halts with interrupts off; the handler counts the NMI.
+            unsafe { asm!("cli", "hlt", options(nostack)) };
+        }
+        AP_DONE.store(Stage::Nmi as u32, Release);
+
+        // Step 8.
         ap_wait_stage(Stage::Halt);
         AP_DONE.store(Stage::Halt as u32, SeqCst);
         loop {
@@ -953,6 +974,25 @@ mod guest {
         println!("spinlock: lock xchg; {INCREMENTS} increments from each vCPU make {total}");
     }
 
+    /// Step 7: an NMI from the BSP wakes the AP from HLT with interrupts
+    /// off, and reaches only it.
+    fn nmi() {
+        STAGE.store(Stage::Nmi as u32, Release);
+        expect("nmi: the AP about to halt", || AP_NMI_WAIT.load(Acquire));
+        // Into its HLT first.
+        wait_for(2, || false);
+        send_ipi(AP as u32, ICR_NMI | ICR_ASSERT);
+        expect("nmi: the AP woken from cli; hlt by the BSP's NMI", || {
+            AP_DONE.load(Acquire) == Stage::Nmi as u32
+        });
+        wait_for(5, || false);
+        let (bsp, ap) = (count(0, NMI), count(AP, NMI));
+        if (bsp, ap) != (0, 1) {
+            fail!("nmi: taken by the BSP {bsp} times, by the AP {ap} (want 0, 1)");
+        }
+        println!("nmi: the BSP's NMI woke the AP's cli; hlt and reached it only");
+    }
+
     guests::entry!(run);
 
     fn run(_boot: BootInfo) -> ! {
@@ -963,6 +1003,7 @@ mod guest {
         ipis();
         timers();
         shared_memory();
+        nmi();
         ap_step(Stage::Halt, "halt: the AP's last step");
         if count(0, SPURIOUS) != 0 || count(AP, SPURIOUS) != 0 || STRAY.load(Relaxed) != 0 {
             fail!(
