@@ -383,6 +383,11 @@ mod machine {
         let reason = run_control_vcpu(&mut backend, &mut cd, table, xstate);
         let load =
             |n: &core::sync::atomic::AtomicU64| n.load(core::sync::atomic::Ordering::Relaxed);
+        for cpu in 1..crate::arch::percpu::MAX_CPUS {
+            if let Some(used) = crate::arch::smp::stack_used(cpu) {
+                log!("cpu{cpu}: its stack went {} KiB deep", used.div_ceil(1024));
+            }
+        }
         log!(
             "control domain stopped: {reason} ({} timer ticks, {} COM1 interrupts, {} interrupts)",
             load(&crate::arch::apic::TICKS),

@@ -156,6 +156,45 @@ static UP: AtomicU32 = AtomicU32::new(0);
 static STOP: AtomicBool = AtomicBool::new(false);
 static STOPPED: AtomicU32 = AtomicU32::new(0);
 
+/// An AP's stack: 64 pages, as the boot CPU's (the control domain's
+/// vCPU runs guests from it).
+const AP_STACK_PAGES: u64 = 64;
+/// Written at the bottom of each AP's stack: gone means it overflowed.
+const STACK_CANARY: u64 = 0x4d6f_6a69_746f_5354;
+static STACK_BOTTOMS: [AtomicU64; super::percpu::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; super::percpu::MAX_CPUS];
+
+/// Whether this AP's stack still has its canary (no AP, or the boot CPU:
+/// true). The exit loop checks it, and stops the CPU loudly rather than
+/// let an overflow corrupt the frames below the stack.
+pub fn stack_intact() -> bool {
+    let Some(bottom) = STACK_BOTTOMS
+        .get(super::percpu::index())
+        .map(|b| b.load(Ordering::Relaxed))
+        .filter(|&b| b != 0)
+    else {
+        return true;
+    };
+    // SAFETY: the frame `start_aps` gave this AP's stack, mapped by the
+    // window; only read.
+    unsafe { phys::ptr::<u64>(HostPhys::new(bottom)).read_volatile() == STACK_CANARY }
+}
+
+/// How deep AP `cpu`'s stack has gone so far, in bytes (the first word
+/// from the bottom no longer holding the fill).
+pub fn stack_used(cpu: usize) -> Option<u64> {
+    let bottom = STACK_BOTTOMS.get(cpu)?.load(Ordering::Relaxed);
+    if bottom == 0 {
+        return None;
+    }
+    let words = AP_STACK_PAGES * PAGE / 8;
+    let first = (0..words).find(|&w| {
+        // SAFETY: a word of that AP's stack, through the window; only read.
+        unsafe { phys::ptr::<u64>(HostPhys::new(bottom + w * 8)).read_volatile() != STACK_CANARY }
+    })?;
+    Some((words - first) * 8)
+}
+
 /// Each CPU's local APIC id, by `percpu::index` (for IPIs to it).
 static APIC_IDS: [AtomicU32; super::percpu::MAX_CPUS] =
     [const { AtomicU32::new(u32::MAX) }; super::percpu::MAX_CPUS];
@@ -419,8 +458,8 @@ pub fn start_aps(main: fn(usize) -> !, name: &str) {
     // CPUs past `percpu::MAX_CPUS` stay off.
     for (i, &id) in others.iter().enumerate().take(super::percpu::MAX_CPUS - 1) {
         let cpu = i + 1;
-        let (Some((_, top)), Ok(args)) = (
-            stack(cpu, 16),
+        let (Some((bottom, top)), Ok(args)) = (
+            stack(cpu, AP_STACK_PAGES),
             Ok::<_, ()>(alloc::boxed::Box::new(ApArgs {
                 cpu,
                 cr3: read_cr3(),
@@ -437,6 +476,18 @@ pub fn start_aps(main: fn(usize) -> !, name: &str) {
         };
         let args: &'static ApArgs = alloc::boxed::Box::leak(args);
         APIC_IDS[cpu].store(id, Ordering::Relaxed);
+        if let Some(slot) = STACK_BOTTOMS.get(cpu) {
+            // SAFETY: the stack's words, ours until the AP runs: the
+            // lowest keeps the canary, the rest a fill whose first
+            // overwritten word says how deep the stack went.
+            unsafe {
+                let words = (AP_STACK_PAGES * PAGE / 8) as usize;
+                for w in 0..words {
+                    phys::ptr::<u64>(bottom).add(w).write_volatile(STACK_CANARY);
+                }
+            }
+            slot.store(bottom.raw(), Ordering::Relaxed);
+        }
         // SAFETY: the trampoline's page, its fields (`at`).
         unsafe {
             poke(tramp, at::STACK, top);

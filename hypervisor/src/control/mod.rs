@@ -79,9 +79,18 @@ pub fn run<B: Backend>(
     env.lazy.load::<B>(xstate);
     let mut new_context = true;
     loop {
-        if crate::arch::percpu::index() != 0 && cpus::stopping() {
-            // A reset is coming (`arch::smp::stop_aps`).
-            cpus::leave();
+        if crate::arch::percpu::index() != 0 {
+            if cpus::stopping() {
+                // A reset is coming (`arch::smp::stop_aps`).
+                cpus::leave();
+            }
+            #[cfg(target_os = "none")]
+            if !crate::arch::smp::stack_intact() {
+                crate::boot::fatal(format_args!(
+                    "cpu{}: its stack overflowed",
+                    crate::arch::percpu::index()
+                ));
+            }
         }
         if !backend.activate(cpu) {
             break StopReason::EntryFailed {
