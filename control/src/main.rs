@@ -64,7 +64,11 @@ fn run(info: &abi::kvm::mojito::mojito_boot_info) -> ! {
         .map(|r| r.len)
         .sum();
     let s = if info.nr_vcpus == 1 { "" } else { "s" };
-    println!("control: {} MiB of RAM, {} vCPU{s}", ram >> 20, info.nr_vcpus);
+    println!(
+        "control: {} MiB of RAM, {} vCPU{s}",
+        ram >> 20,
+        info.nr_vcpus
+    );
     // SAFETY: the boot-info page names the bundle's place in our RAM.
     let bundle = unsafe {
         core::slice::from_raw_parts(info.bundle_gpa as *const u8, info.bundle_len as usize)

@@ -154,6 +154,38 @@ pub struct VmEnv {
     pub vcpu_id: u32,
 }
 
+impl VmEnv {
+    /// A VM's handler state before anything ran: no hypercall or MSR
+    /// exits, no filter, fresh MSRs, counts and decode cache, vCPU 0.
+    pub fn new(
+        id: u16,
+        name: String,
+        kind: VmKind,
+        ram: GuestRam,
+        cpuid: CpuidTable,
+        lazy: Extended,
+    ) -> Self {
+        Self {
+            id,
+            spec_id: crate::arch::spec::new_vm_id(),
+            name,
+            kind,
+            hypercall_exits: 0,
+            user_msr_exits: 0,
+            msr_filter: None,
+            xen: None,
+            ram,
+            cpuid,
+            msrs: MsrState::new(),
+            lazy,
+            console: ConsoleLine::default(),
+            stats: ExitStats::default(),
+            decoded: Default::default(),
+            vcpu_id: 0,
+        }
+    }
+}
+
 /// A VM with one vCPU on back end `B`.
 pub struct Vm<B: Backend> {
     pub env: VmEnv,
@@ -330,24 +362,7 @@ impl<B: Backend> Vm<B> {
             }
         };
         Ok(Self {
-            env: VmEnv {
-                id: spec.id,
-                spec_id: crate::arch::spec::new_vm_id(),
-                name,
-                kind: spec.kind,
-                hypercall_exits: 0,
-                user_msr_exits: 0,
-                msr_filter: None,
-                xen: None,
-                ram,
-                cpuid,
-                msrs: MsrState::new(),
-                lazy,
-                console: ConsoleLine::default(),
-                stats: ExitStats::default(),
-                decoded: Default::default(),
-                vcpu_id: 0,
-            },
+            env: VmEnv::new(spec.id, name, spec.kind, ram, cpuid, lazy),
             status: Status::Runnable,
             parts: Some((vcpu, nested)),
         })

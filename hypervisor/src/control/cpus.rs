@@ -160,24 +160,8 @@ pub fn make_vcpu<B: Backend>(
     vcpu.set_rip(s.rip);
     vcpu.set_rsp(s.rsp);
     vcpu.gprs().rdi = s.rdi;
-    let env = VmEnv {
-        id: 0,
-        spec_id: crate::arch::spec::new_vm_id(),
-        name,
-        kind: VmKind::Control,
-        hypercall_exits: 0,
-        user_msr_exits: 0,
-        msr_filter: None,
-        xen: None,
-        ram,
-        cpuid,
-        msrs: crate::vcpu::msr::MsrState::new(),
-        lazy,
-        console: Default::default(),
-        stats: Default::default(),
-        decoded: Default::default(),
-        vcpu_id: cpu as u32,
-    };
+    let mut env = VmEnv::new(0, name, VmKind::Control, ram, cpuid, lazy);
+    env.vcpu_id = cpu as u32;
     Ok((vcpu, env))
 }
 

@@ -8,10 +8,8 @@ use crate::guest::ram::MemSlot;
 use crate::mm::GuestPhys;
 use crate::mm::paging::{PageSize, Perms, Table};
 use crate::vcpu::cpuid::CpuidTable;
-use crate::vcpu::io::ConsoleLine;
 use crate::vcpu::lazy::{Extended, HostXstate};
 use crate::vcpu::msr::MsrState;
-use crate::vcpu::stats::ExitStats;
 use crate::virt::{Backend, Frames, GuestCpu};
 use crate::vm::{VmEnv, VmKind};
 use abi::kvm::errno::{EBADF, EBUSY, EEXIST, EFAULT, EINVAL, ENOMEM, ENOSPC};
@@ -422,24 +420,7 @@ impl<B: Backend> Objects<B> {
                 return Err(ENOMEM);
             }
         };
-        let env = VmEnv {
-            id: vm_id,
-            spec_id: crate::arch::spec::new_vm_id(),
-            name,
-            kind: VmKind::Kvm,
-            hypercall_exits: 0,
-            user_msr_exits: 0,
-            msr_filter: None,
-            xen: None,
-            ram: GuestRam::empty(),
-            cpuid,
-            msrs: MsrState::new(),
-            lazy,
-            console: ConsoleLine::default(),
-            stats: ExitStats::default(),
-            decoded: Default::default(),
-            vcpu_id: 0,
-        };
+        let env = VmEnv::new(vm_id, name, VmKind::Kvm, GuestRam::empty(), cpuid, lazy);
         let vm = try_box(KvmVm {
             vm_id,
             env,

@@ -221,24 +221,8 @@ fn build() -> World {
         },
     );
     let lazy = Extended::new(&mut frames, &xstate).expect("the control domain's save area");
-    let cd = VmEnv {
-        id: 0,
-        spec_id: crate::arch::spec::new_vm_id(),
-        name: "control".into(),
-        kind: VmKind::Control,
-        hypercall_exits: 0,
-        user_msr_exits: 0,
-        msr_filter: None,
-        xen: None,
-        ram,
-        cpuid: cpuid.try_clone().expect("a CPUID table"),
-        msrs: crate::vcpu::msr::MsrState::new(),
-        lazy,
-        console: Default::default(),
-        stats: Default::default(),
-        decoded: Default::default(),
-        vcpu_id: 0,
-    };
+    let cpuid_copy = cpuid.try_clone().expect("a CPUID table");
+    let cd = VmEnv::new(0, "control".into(), VmKind::Control, ram, cpuid_copy, lazy);
     World {
         frames: spin::Mutex::new(frames),
         cd,
