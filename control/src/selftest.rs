@@ -820,7 +820,7 @@ pub fn state_requests(scratch: u64) -> bool {
             && (back.exception.injected, back.exception.nr) == (1, 6)
             && back.interrupt.shadow & KVM_X86_SHADOW_INT_MOV_SS != 0
             && back.nmi.masked == 1
-            && back.flags == KVM_VCPUEVENT_VALID_SHADOW,
+            && back.flags == KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM,
     );
     events.flags |= 1 << 9;
     good(

@@ -116,7 +116,9 @@ pub fn exit<B: Backend>(
             };
             let start = mmio::emulate_local(vc, env, f, &mut dev);
             let effect = dev.effect;
-            let applied = apply(&mut l, effect, peers, &mut vc.nmi_pending);
+            let mut self_nmi = false;
+            let applied = apply(&mut l, effect, peers, &mut self_nmi);
+            vc.nmi_pending |= self_nmi && vc.cpu.nmi_capable();
             sync_cr8(&mut vc.cpu, &l);
             vc.lapic = Some(l);
             match start {
@@ -131,6 +133,7 @@ pub fn exit<B: Backend>(
             vc.cpu.skip_instruction(len);
             vc.mp_state = KVM_MP_STATE_HALTED;
             vc.halted_if = vc.cpu.rflags() & RFLAGS_IF != 0;
+            vc.halted_nmi_masked = vc.cpu.nmi_masked();
             Outcome::Halt
         }
         _ => Outcome::NotMine,
@@ -191,8 +194,12 @@ fn msr<B: Backend>(
             lapic::IA32_TSC_DEADLINE => Ok(l.set_tsc_deadline(value, now)),
             _ => l.msr_write(index, value, now),
         };
-        r.map(|effect| applied = apply(l, effect, peers, &mut vc.nmi_pending))
-            .is_ok()
+        let mut self_nmi = false;
+        let ok = r
+            .map(|effect| applied = apply(l, effect, peers, &mut self_nmi))
+            .is_ok();
+        vc.nmi_pending |= self_nmi && vc.cpu.nmi_capable();
+        ok
     } else {
         let r = match index {
             lapic::IA32_APIC_BASE => Ok(l.base()),
@@ -347,7 +354,11 @@ fn apply<B: Backend>(
         Delivery::Nmi => {
             *self_nmi |= to_self;
             if to_others {
-                for p in peers.iter_mut().filter(|p| addressed(p)) {
+                // (A vCPU that cannot take NMIs drops them.)
+                for p in peers
+                    .iter_mut()
+                    .filter(|p| addressed(p) && p.cpu.nmi_capable())
+                {
                     p.nmi_pending = true;
                     woke = true;
                 }
@@ -374,6 +385,7 @@ pub fn accept_events<B: Backend>(backend: &mut B, vc: &mut KvmVcpu<B>) {
         vc.cpu.cancel_event();
         vc.nmi_pending = false;
         vc.cpu.set_nmi_masked(false);
+        vc.cpu.clear_interrupt_shadow();
         *vc.cpu.gprs() = crate::virt::Gprs::default();
         vc.cpu.set_rflags(RFLAGS_RESET);
         super::kvm::reset(backend, vc);
@@ -454,7 +466,8 @@ pub fn before_entry<B: Backend>(vc: &mut KvmVcpu<B>) -> bool {
             vc.cpu.inject_nmi();
             vc.cpu.set_nmi_window(false);
             vc.nmi_pending = false;
-            return false;
+            // An interrupt waiting behind it: the window says when.
+            return l.pending().is_some();
         }
         vc.cpu.set_nmi_window(true);
     }
@@ -496,7 +509,7 @@ pub fn wait<B: Backend>(vc: &mut KvmVcpu<B>, peers: &Peers<'_, B>) -> Option<Run
         };
         l.update_timer(host_now.wrapping_add(offset));
         // The same test its siblings make (`KvmVcpu::can_run`).
-        if vc.nmi_pending || (vc.halted_if && has_wakeup(vc, host_now)) {
+        if (vc.nmi_pending && !vc.halted_nmi_masked) || (vc.halted_if && has_wakeup(vc, host_now)) {
             vc.mp_state = KVM_MP_STATE_RUNNABLE;
             return None;
         }
@@ -587,8 +600,10 @@ pub fn signal_msi<B: Backend>(vm: &mut KvmVm<B>, m: &kvm_msi) -> Result<u64, i32
         if l.matches(dest, logical) {
             addressed = true;
             if delivery == MSI_DELIVERY_NMI {
-                vc.nmi_pending = true;
-                accepted += 1;
+                if vc.cpu.nmi_capable() {
+                    vc.nmi_pending = true;
+                    accepted += 1;
+                }
                 continue;
             }
             let took = l.deliver(vector, level);

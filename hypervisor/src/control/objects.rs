@@ -78,6 +78,10 @@ pub struct KvmVcpu<B: Backend> {
     /// once the guest does not block NMIs; more before then make one (the
     /// CPU latches one NMI).
     pub nmi_pending: bool,
+    /// Whether the guest blocked NMIs when it halted (inside an NMI
+    /// handler): then a pending NMI does not wake it (KVM's
+    /// `kvm_vcpu_has_events` asks `nmi_allowed`).
+    pub halted_nmi_masked: bool,
     /// RFLAGS.IF when it halted (or the VMM set its registers or run
     /// state): whether an interrupt can wake it.
     pub halted_if: bool,
@@ -115,10 +119,11 @@ impl<B: Backend> KvmVcpu<B> {
         match self.mp_state {
             KVM_MP_STATE_RUNNABLE => true,
             KVM_MP_STATE_HALTED => {
-                // An NMI wakes HLT whatever RFLAGS.IF is.
+                // An NMI wakes HLT whatever RFLAGS.IF is (not inside an NMI
+                // handler).
                 self.init_pending
                     || self.sipi_vector.is_some()
-                    || self.nmi_pending
+                    || (self.nmi_pending && !self.halted_nmi_masked)
                     || (self.halted_if
                         && super::lapic::has_wakeup(self, crate::arch::instr::rdtsc()))
             }
@@ -517,6 +522,7 @@ impl<B: Backend> Objects<B> {
             mp_state,
             init_pending: false,
             nmi_pending: false,
+            halted_nmi_masked: false,
             sipi_vector: None,
             halted_if: false,
             tsc_offset: 0,

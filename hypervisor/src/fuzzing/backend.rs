@@ -279,6 +279,9 @@ impl GuestCpu for FakeVcpu {
         self.nmi_masked
     }
     fn without_nmis(&mut self) {}
+    fn nmi_capable(&self) -> bool {
+        true
+    }
     fn queued_event(&self) -> Option<crate::virt::Queued> {
         use crate::virt::Queued;
         if self.nmi {

@@ -695,7 +695,10 @@ mod tests {
             (got.nmi.pending, got.nmi.masked, got.nmi.injected),
             (1, 0, 0)
         );
-        assert_eq!(got.flags, req::KVM_VCPUEVENT_VALID_SHADOW);
+        assert_eq!(
+            got.flags,
+            req::KVM_VCPUEVENT_VALID_SHADOW | req::KVM_VCPUEVENT_VALID_SMM
+        );
         assert_eq!(events(w, o, bsp).nmi.pending, 0);
         let mut set = req::kvm_vcpu_events {
             flags: req::KVM_VCPUEVENT_VALID_NMI_PENDING | req::KVM_VCPUEVENT_VALID_SHADOW,
@@ -716,6 +719,8 @@ mod tests {
             (0, 32, 0),
             // An exception and an interrupt at once.
             (0, 13, 1),
+            // An error code for #UD, which pushes none.
+            (0, 6, 0),
         ];
         for (flags, nr, irq) in refused {
             let mut bad = set;

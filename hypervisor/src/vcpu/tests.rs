@@ -124,6 +124,9 @@ impl GuestCpu for Fake {
     }
     fn set_nmi_masked(&mut self, _masked: bool) {}
     fn without_nmis(&mut self) {}
+    fn nmi_capable(&self) -> bool {
+        false
+    }
     fn queued_event(&self) -> Option<crate::virt::Queued> {
         None
     }

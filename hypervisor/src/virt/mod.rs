@@ -250,6 +250,9 @@ pub trait GuestCpu {
     /// it (`KVM_GET/SET_VCPU_EVENTS`' `nmi.masked`).
     fn nmi_masked(&self) -> bool;
     fn set_nmi_masked(&mut self, masked: bool);
+    /// Whether this vCPU can be given NMIs at all (VMX: virtual NMIs and
+    /// NMI-window exiting; where not, NMIs sent to it are dropped).
+    fn nmi_capable(&self) -> bool;
     /// This vCPU never takes NMIs (the control domain's): VMX drops
     /// virtual NMIs from its controls, so that no NMI blocking is ever
     /// saved in its VMCS. (Bochs 2.7 carries virtual-NMI blocking from one

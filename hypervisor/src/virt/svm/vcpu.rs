@@ -677,6 +677,9 @@ impl GuestCpu for SvmVcpu {
         self.nmi_masked
     }
     fn without_nmis(&mut self) {}
+    fn nmi_capable(&self) -> bool {
+        true
+    }
     fn queued_event(&self) -> Option<crate::virt::Queued> {
         use crate::virt::Queued;
         let ev = self.vmcb().control.event_inj;

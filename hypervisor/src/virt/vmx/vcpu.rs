@@ -389,6 +389,37 @@ impl VmxVcpu {
         unsafe { vmcs::write(f, v) };
     }
 
+    /// The shadow bits of `GuestCpu::set_interrupt_shadow`.
+    fn set_interrupt_shadow_bits(&mut self, shadow: u8) {
+        // SDM Vol. 3C 26.3.1.5: not both kinds (MOV SS wins, as on KVM),
+        // and no STI blocking with IF = 0, where it changes nothing anyway.
+        let intr = self.read(Field::GuestInterruptibility) & !BLOCKING_STI_MOVSS;
+        let if_on = self.read(Field::GuestRflags) & RFLAGS_IF != 0;
+        let bits = if shadow & 1 != 0 {
+            2
+        } else if shadow & 2 != 0 && if_on {
+            1
+        } else {
+            0
+        };
+        self.write(Field::GuestInterruptibility, intr | bits);
+    }
+
+    /// SDM Vol. 3C 26.3.1.5: with RFLAGS.TF = 1 inside an STI / MOV SS
+    /// shadow, the single step must be pending (BS), or the entry fails.
+    fn shadow_single_step(&mut self) {
+        const RFLAGS_TF: u64 = 1 << 8;
+        const BS: u64 = 1 << 14;
+        if self.read(Field::GuestRflags) & RFLAGS_TF != 0
+            && self.read(Field::GuestInterruptibility) & BLOCKING_STI_MOVSS != 0
+        {
+            let pending = self.read(Field::GuestPendingDebug);
+            if pending & BS == 0 {
+                self.write(Field::GuestPendingDebug, pending | BS);
+            }
+        }
+    }
+
     /// Writes this CPU's host bases (TSS, GDT, GS; SDM Vol. 3C 25.5.2) into
     /// the current VMCS, for a vCPU that moved here from another CPU.
     pub(super) fn set_host_bases(&mut self) {
@@ -426,6 +457,15 @@ impl VmxVcpu {
             if vectoring & INTR_ERROR_CODE != 0 {
                 let code = self.read(Field::IdtVectoringErrorCode);
                 self.write(Field::EntryExceptionErrorCode, code);
+            }
+            // An NMI whose delivery the exit interrupted goes in again: its
+            // blocking is not in effect yet (entry refuses an NMI injection
+            // with it, SDM Vol. 3C 26.3.1.5; KVM clears it too).
+            if vectoring & (7 << 8) == INTR_TYPE_NMI {
+                let intr = self.read(Field::GuestInterruptibility);
+                if intr & BLOCKING_NMI != 0 {
+                    self.write(Field::GuestInterruptibility, intr & !BLOCKING_NMI);
+                }
             }
             // Software interrupts and exceptions need the instruction length.
             if matches!((vectoring >> 8) & 7, 4..=6) {
@@ -502,7 +542,14 @@ impl GuestCpu for VmxVcpu {
         self.read(Field::GuestRflags)
     }
     fn set_rflags(&mut self, rflags: u64) {
-        self.write(Field::GuestRflags, rflags)
+        self.write(Field::GuestRflags, rflags);
+        // SDM Vol. 3C 26.3.1.5: no STI blocking with IF = 0, and a pending
+        // single step inside a shadow with TF = 1.
+        let intr = self.read(Field::GuestInterruptibility);
+        if rflags & RFLAGS_IF == 0 && intr & 1 != 0 {
+            self.write(Field::GuestInterruptibility, intr & !1);
+        }
+        self.shadow_single_step();
     }
     fn cr0(&self) -> u64 {
         (self.read(Field::GuestCr0) & !self.cr0_mask)
@@ -853,18 +900,11 @@ impl GuestCpu for VmxVcpu {
         (u8::from(intr & 1 != 0) << 1) | u8::from(intr & 2 != 0)
     }
     fn set_interrupt_shadow(&mut self, shadow: u8) {
-        // SDM Vol. 3C 26.3.1.5: not both kinds (MOV SS wins, as on KVM),
-        // and no STI blocking with IF = 0, where it changes nothing anyway.
-        let intr = self.read(Field::GuestInterruptibility) & !BLOCKING_STI_MOVSS;
-        let if_on = self.read(Field::GuestRflags) & RFLAGS_IF != 0;
-        let bits = if shadow & 1 != 0 {
-            2
-        } else if shadow & 2 != 0 && if_on {
-            1
-        } else {
-            0
-        };
-        self.write(Field::GuestInterruptibility, intr | bits);
+        self.set_interrupt_shadow_bits(shadow);
+        self.shadow_single_step();
+    }
+    fn nmi_capable(&self) -> bool {
+        self.guest_nmis
     }
     fn set_nmi_masked(&mut self, masked: bool) {
         if !self.guest_nmis {
