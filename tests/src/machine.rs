@@ -188,7 +188,7 @@ pub fn qemu(
     }
     let machine = Qemu {
         boot,
-        accel: Accel::Tcg(cpu.into()),
+        accel: Accel::TcgOneThread(cpu.into()),
         mem_mib,
         smp,
         serial: typist

@@ -26,6 +26,14 @@ pub enum Accel {
     Kvm,
     /// TCG with this `-cpu` model (`EPYC` gives SVM with NPT).
     Tcg(String),
+    /// As `Tcg`, with every vCPU on one host thread (`thread=single`): the
+    /// boot tests. Multi-threaded TCG (QEMU 7.2) twice ended a loaded test
+    /// run with a host triple fault whose first fault was the fetch of the
+    /// instruction right after VMRUN on cpu0, on the page VMRUN itself was
+    /// fetched from a moment before, with the hypervisor's CR3 (traced
+    /// with `MOJITO_QEMU_TRACE=int,cpu_reset`): a translation the
+    /// hypervisor cannot have changed. Not seen with one thread.
+    TcgOneThread(String),
 }
 
 /// Picks KVM when it can run Mojito (`/dev/kvm` opens read-write and the
@@ -109,6 +117,7 @@ impl Qemu {
         match &self.accel {
             Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
             Accel::Tcg(cpu) => push(&["-accel", "tcg", "-cpu", cpu]),
+            Accel::TcgOneThread(cpu) => push(&["-accel", "tcg,thread=single", "-cpu", cpu]),
         }
         push(&[
             "-m",
