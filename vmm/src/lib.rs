@@ -28,6 +28,7 @@
 
 extern crate alloc;
 
+pub mod acpi;
 pub mod api;
 pub mod bench;
 pub mod clock;

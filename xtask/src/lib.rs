@@ -7,6 +7,7 @@ pub mod artifacts;
 pub mod bench;
 pub mod bochs;
 pub mod image;
+pub mod linux;
 pub mod qemu;
 pub mod runner;
 pub mod sysdeps;

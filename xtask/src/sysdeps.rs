@@ -137,7 +137,7 @@ fn missing_message(needs: &[Need], packages: &[&str]) -> String {
 
 /// Whether this process runs as root (the effective uid in
 /// `/proc/self/status` is 0).
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

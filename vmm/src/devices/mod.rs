@@ -11,8 +11,10 @@
 
 pub mod console;
 pub mod debug;
+pub mod ioapic;
 pub mod memtest;
 pub mod pit;
+pub mod pm;
 pub mod rtc;
 pub mod scratch;
 pub mod uart;
@@ -45,6 +47,8 @@ pub enum Effect {
     LevelIrq(u8),
     /// A debugging command (`abi::guest::DEBUG_PORT`).
     Debug(u8),
+    /// The guest powered the machine off (ACPI S5 through PM1a_CNT).
+    PowerOff,
 }
 
 /// A device on the port-I/O bus.

@@ -32,6 +32,43 @@ pub struct Elf<'a> {
     pub entry: u64,
     /// The PT_LOAD segments, in file order.
     pub segments: Vec<Segment<'a>>,
+    /// The contents of the PT_NOTE segments, in file order (see [`notes`]).
+    pub notes: Vec<&'a [u8]>,
+}
+
+/// One ELF note (System V ABI, "Note Section"): its name without the
+/// terminating NUL, its type and its descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Note<'a> {
+    pub name: &'a [u8],
+    pub kind: u32,
+    pub desc: &'a [u8],
+}
+
+/// The notes in one PT_NOTE segment's bytes: 4-byte `namesz`, `descsz`
+/// and `type`, then the name and the descriptor, each padded to 4 bytes
+/// (the layout of both classes for the notes Linux and Xen use). Stops at
+/// the first note that runs past the end.
+pub fn notes(mut bytes: &[u8]) -> impl Iterator<Item = Note<'_>> {
+    core::iter::from_fn(move || {
+        let word = |b: &[u8], at: usize| -> Option<usize> {
+            let w = b.get(at..at + 4)?;
+            usize::try_from(u32::from_le_bytes(w.try_into().ok()?)).ok()
+        };
+        let (namesz, descsz, kind) = (word(bytes, 0)?, word(bytes, 4)?, word(bytes, 8)?);
+        let name_end = 12usize.checked_add(namesz)?;
+        let desc_at = name_end.checked_next_multiple_of(4)?;
+        let desc_end = desc_at.checked_add(descsz)?;
+        let name = bytes.get(12..name_end)?;
+        let desc = bytes.get(desc_at..desc_end)?;
+        let next = desc_end.checked_next_multiple_of(4)?.min(bytes.len());
+        bytes = &bytes[next..];
+        Some(Note {
+            name: name.strip_suffix(&[0]).unwrap_or(name),
+            kind: kind as u32,
+            desc,
+        })
+    })
 }
 
 /// ELF header sizes (32-/64-bit) and program-header entry sizes.
@@ -89,7 +126,17 @@ pub fn parse(image: &[u8]) -> Result<Elf<'_>, LoadError> {
         }
     );
     let mut segments = Vec::new();
+    let mut notes = Vec::new();
     for ph in file.program_iter() {
+        if ph.get_type() == Ok(Type::Note) {
+            let data = usize::try_from(ph.offset())
+                .ok()
+                .zip(usize::try_from(ph.file_size()).ok())
+                .and_then(|(o, n)| image.get(o..o.checked_add(n)?))
+                .ok_or(LoadError::BadImage("note segment outside the file"))?;
+            notes.push(data);
+            continue;
+        }
         if ph.get_type() != Ok(Type::Load) {
             continue;
         }
@@ -115,6 +162,7 @@ pub fn parse(image: &[u8]) -> Result<Elf<'_>, LoadError> {
         class64,
         entry: pt2.entry_point(),
         segments,
+        notes,
     })
 }
 
@@ -203,6 +251,46 @@ pub(crate) mod tests {
                 }]
             );
         }
+    }
+
+    #[test]
+    fn notes_are_split() {
+        let mut b = Vec::new();
+        for (name, kind, desc) in [
+            (&b"Xen\0"[..], 18u32, &[1u8, 2, 3, 4, 5][..]),
+            (b"GNU\0", 3, b""),
+        ] {
+            b.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            b.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+            b.extend_from_slice(&kind.to_le_bytes());
+            b.extend_from_slice(name);
+            b.resize(b.len().next_multiple_of(4), 0);
+            b.extend_from_slice(desc);
+            b.resize(b.len().next_multiple_of(4), 0);
+        }
+        let all: Vec<_> = notes(&b).collect();
+        assert_eq!(
+            all,
+            [
+                Note {
+                    name: b"Xen",
+                    kind: 18,
+                    desc: &[1, 2, 3, 4, 5]
+                },
+                Note {
+                    name: b"GNU",
+                    kind: 3,
+                    desc: b""
+                }
+            ]
+        );
+        // A descriptor running past the end ends the walk, without a panic.
+        assert_eq!(notes(&b[..20]).count(), 0);
+        b[4] = 0xff;
+        b[5] = 0xff;
+        b[6] = 0xff;
+        b[7] = 0xff;
+        assert_eq!(notes(&b).count(), 0);
     }
 
     #[test]

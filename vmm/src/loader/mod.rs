@@ -9,9 +9,12 @@
 //!   there.
 //! - [`multiboot::load`]: multiboot v1 kernels with command line and
 //!   modules, as QEMU's `-kernel -append -initrd` loads them.
+//! - [`pvh::load`]: an uncompressed Linux `vmlinux` (or any ELF kernel
+//!   with the Xen PVH entry note), its initrd and command line.
 
 pub mod elf;
 pub mod multiboot;
+pub mod pvh;
 
 use abi::kvm::{kvm_regs, kvm_segment, kvm_sregs};
 use alloc::vec::Vec;

@@ -11,6 +11,7 @@ use abi::kvm::{
 
 use super::stop::{ExitCounts, StopReason};
 use crate::devices::console::Console;
+use crate::devices::ioapic::{self, IoApic, Msi};
 use crate::devices::debug::{DebugPort, LevelIrqPort};
 use crate::devices::scratch::Scratch;
 use crate::devices::{Effect, PortBus};
@@ -48,6 +49,14 @@ pub(super) struct State {
     /// The Xen hypercall-page MSR is emulated here (`VmConfig::xen_hvm`
     /// on a kernel without `KVM_CAP_XEN_HVM`).
     pub(super) xen_emulated: bool,
+    /// The PC platform's IOAPIC (`VmConfig::platform`).
+    pub(super) ioapic: Option<IoApic>,
+    /// What the IOAPIC sent and `Vm::deliver_irqs` has not.
+    pub(super) msis: Vec<Msi>,
+    /// A redirection entry changed: the GSI routes must be set again.
+    pub(super) routes_changed: bool,
+    /// The UART's interrupt line as the IOAPIC last saw it.
+    pub(super) uart_irq: bool,
 }
 
 /// The VMM MSR `index` names, if any.
@@ -84,6 +93,13 @@ pub(super) enum Next {
 }
 
 impl State {
+    /// The offset of `addr` in the IOAPIC's window, if the VM has one and
+    /// `addr` is in it.
+    fn ioapic_offset(&self, addr: u64) -> Option<u64> {
+        let offset = addr.checked_sub(u64::from(crate::acpi::IOAPIC_ADDR))?;
+        (self.ioapic.is_some() && offset < ioapic::MMIO_LEN).then_some(offset)
+    }
+
     /// Handles an exit of vCPU `vcpu`.
     pub(super) fn handle(&mut self, vcpu: usize, exit: Exit<'_>) -> Next {
         if let Some(n) = self.exits.per_vcpu.get_mut(vcpu) {
@@ -133,13 +149,18 @@ impl State {
                         Effect::Msi(v) => next = Next::Msi(v),
                         Effect::LevelIrq(v) => next = Next::LevelIrq(v),
                         Effect::Debug(c) => next = Next::Debug(c),
+                        Effect::PowerOff => return Next::Stop(StopReason::PoweredOff),
                     }
                 }
                 next
             }
             Exit::MmioRead { addr, data } => {
                 self.exits.count(KVM_EXIT_MMIO);
-                if !self.scratch.read(addr, data) {
+                if let Some(offset) = self.ioapic_offset(addr)
+                    && let Some(io) = self.ioapic.as_mut()
+                {
+                    io.read(offset, data);
+                } else if !self.scratch.read(addr, data) {
                     *self.exits.mmio_reads.entry(addr).or_default() += 1;
                     data.fill(0xff);
                 }
@@ -152,7 +173,11 @@ impl State {
             }
             Exit::MmioWrite { addr, data } => {
                 self.exits.count(KVM_EXIT_MMIO);
-                if !self.scratch.write(addr, data) {
+                if let Some(offset) = self.ioapic_offset(addr)
+                    && let Some(io) = self.ioapic.as_mut()
+                {
+                    self.routes_changed |= io.write(offset, data, &mut self.msis);
+                } else if !self.scratch.write(addr, data) {
                     *self.exits.mmio_writes.entry(addr).or_default() += 1;
                 }
                 self.recorder.push(ExitRecord::MmioWrite {
@@ -281,6 +306,9 @@ impl State {
                 // test port counts its vectors' EOIs.
                 self.exits.count(KVM_EXIT_IOAPIC_EOI);
                 self.recorder.push(ExitRecord::IoapicEoi { vector });
+                if let Some(io) = self.ioapic.as_mut() {
+                    io.eoi(vector, &mut self.msis);
+                }
                 if let Some(port) = self.bus.get_mut::<LevelIrqPort>(abi::guest::LEVEL_IRQ_PORT) {
                     port.count_eoi(vector);
                 }

@@ -66,7 +66,10 @@ use crate::devices::pit::{PIT_BASE, PIT_LEN, PORT_B};
 use crate::devices::rtc::{RTC_BASE, RTC_LEN, Rtc};
 use crate::devices::uart::{COM1, UART_LEN, Uart};
 use crate::exit::Exit;
-use crate::loader::{self, LoadError, Start, multiboot};
+use crate::acpi;
+use crate::devices::ioapic::IoApic;
+use crate::devices::pm::Pm;
+use crate::loader::{self, LoadError, Start, multiboot, pvh};
 use crate::policy;
 use crate::record::{ExitRecord, RECORD_LIMIT_DEFAULT, Recorder};
 use handle::{Next, State};
@@ -82,6 +85,8 @@ pub const MAX_RAM: u64 = 3 << 30;
 /// IOAPIC pins reserved with `KVM_CAP_SPLIT_IRQCHIP` (its `args[0]`): the
 /// 24 of the usual IOAPIC, as QEMU reserves them.
 pub const IOAPIC_PINS: u64 = 24;
+/// The IOAPIC pin (ISA IRQ) of the UART: COM1's IRQ 4.
+pub const UART_IRQ: u8 = 4;
 /// Most vCPUs a VM may have ([`VmConfig::vcpus`]); the back end's
 /// `KVM_CAP_MAX_VCPUS` may allow fewer.
 pub const MAX_VCPUS: u32 = 8;
@@ -161,6 +166,12 @@ pub struct VmConfig {
     /// than one needs `split_irqchip` (the APs start by INIT and SIPI
     /// through the kernel's local APIC).
     pub vcpus: u32,
+    /// The PC platform a stock kernel probes (issue 7; needs
+    /// `split_irqchip`): the ACPI tables ([`crate::acpi`], written by
+    /// [`Vm::load_linux`]), the PM block and timer, and the VMM's IOAPIC,
+    /// whose redirection entries become the GSI routes (instead of the
+    /// test routes) and to whose pin 4 the UART's interrupt goes.
+    pub platform: bool,
 }
 
 impl VmConfig {
@@ -184,7 +195,19 @@ impl VmConfig {
             kvmclock: false,
             split_irqchip: false,
             vcpus: 1,
+            platform: false,
         }
+    }
+
+    /// A Linux guest with `vcpus` vCPUs: the PC platform, the kernel's
+    /// local APICs (split irqchip) and kvmclock.
+    pub fn linux(name: &str, vcpus: u32) -> Self {
+        let mut c = Self::new(name);
+        c.split_irqchip = true;
+        c.platform = true;
+        c.kvmclock = true;
+        c.vcpus = vcpus;
+        c
     }
 
     /// Mojito's look: its CPUID signature and MSR refusals, so Mojito's
@@ -327,6 +350,11 @@ impl<V: api::Vm> Vm<V> {
         }
         if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
             return Err(Error::Config("a VM has 1 to 8 vCPUs"));
+        }
+        if config.platform && !config.split_irqchip {
+            return Err(Error::Config(
+                "the PC platform's IOAPIC needs the split irqchip",
+            ));
         }
         if config.vcpus > 1 && !config.split_irqchip {
             return Err(Error::Config(
@@ -519,7 +547,12 @@ impl<V: api::Vm> Vm<V> {
             // After the vCPUs: a routing change makes KVM work out again,
             // for each vCPU there is, which vectors' EOIs exit
             // (KVM_REQ_SCAN_IOAPIC); Mojito looks at the routes at each EOI.
-            kvm("KVM_SET_GSI_ROUTING", vm.set_gsi_routing(&test_routes()))?;
+            let routes = if config.platform {
+                ioapic_routes(&IoApic::default())
+            } else {
+                test_routes().to_vec()
+            };
+            kvm("KVM_SET_GSI_ROUTING", vm.set_gsi_routing(&routes))?;
         }
         let mut xen_blobs = None;
         let mut xen_emulated = false;
@@ -590,6 +623,10 @@ impl<V: api::Vm> Vm<V> {
             bus.insert(base, len, device)
                 .map_err(|_| Error::Config("the UART overlaps a standard port"))?;
         }
+        if config.platform {
+            bus.insert(acpi::PM_BASE, acpi::PM_LEN, Box::new(Pm::new(system.clock())))
+                .map_err(|_| Error::Config("the UART overlaps the PM block"))?;
+        }
         if config.memtest {
             bus.insert(abi::guest::MEMTEST_PORT, 1, Box::new(MemTest::default()))
                 .map_err(|_| Error::Config("the UART overlaps the memory-slot test port"))?;
@@ -619,6 +656,10 @@ impl<V: api::Vm> Vm<V> {
                 max_intrs_in_a_row: config.max_intrs_in_a_row,
                 vmm_msrs: [0; abi::guest::VMM_MSR_COUNT as usize],
                 xen_emulated,
+                ioapic: config.platform.then(|| IoApic::new(acpi::IOAPIC_ID)),
+                msis: Vec::new(),
+                routes_changed: false,
+                uart_irq: false,
             },
             stop: Arc::new(AtomicBool::new(false)),
             name: config.name.clone(),
@@ -668,6 +709,32 @@ impl<V: api::Vm> Vm<V> {
     /// Loads a flat binary at `gpa` and starts it there in real mode.
     pub fn load_flat(&mut self, image: &[u8], gpa: u64) -> Result<Start, Error> {
         let start = self.with_ram(|ram| loader::load_flat(ram, image, gpa))?;
+        self.start_at(&start)?;
+        Ok(start)
+    }
+
+    /// Loads a Linux `vmlinux` (or another ELF kernel with the PVH entry
+    /// note) with its initrd and command line, writes the ACPI tables for
+    /// the VM's vCPUs, and points the BSP at the PVH entry.
+    pub fn load_linux(
+        &mut self,
+        kernel: &[u8],
+        initrd: Option<&[u8]>,
+        cmdline: &str,
+    ) -> Result<Start, Error> {
+        if self.state.ioapic.is_none() {
+            return Err(Error::Config("a Linux guest needs the PC platform (VmConfig::linux)"));
+        }
+        let vcpus = u8::try_from(self.vcpus.len()).map_err(|_| Error::Config("too many vCPUs"))?;
+        let tables = acpi::build(vcpus);
+        let start = self.with_ram(|ram| {
+            ram.write(acpi::BASE, &tables.bytes)
+                .map_err(|_| LoadError::OutsideRam {
+                    gpa: acpi::BASE,
+                    len: tables.bytes.len() as u64,
+                })?;
+            pvh::load(ram, kernel, cmdline, initrd, tables.rsdp)
+        })?;
         self.start_at(&start)?;
         Ok(start)
     }
@@ -773,6 +840,36 @@ impl<V: api::Vm> Vm<V> {
             bsp.run_page().run_mut().request_interrupt_window = u8::from(want_window);
             self.state.window_requested = want_window;
         }
+    }
+
+    /// The platform's interrupts: the UART's line to IOAPIC pin 4, then
+    /// what the IOAPIC sends (`KVM_SIGNAL_MSI`) and, when its entries
+    /// changed, its routes (`KVM_SET_GSI_ROUTING`).
+    fn deliver_irqs(&mut self) -> api::Result<()> {
+        let s = &mut self.state;
+        let Some(ioapic) = s.ioapic.as_mut() else {
+            return Ok(());
+        };
+        let uart = s.bus.get::<Uart>(s.uart_base).is_some_and(Uart::irq);
+        if uart != s.uart_irq {
+            s.uart_irq = uart;
+            ioapic.set_line(usize::from(UART_IRQ), uart, &mut s.msis);
+        }
+        if core::mem::take(&mut s.routes_changed) {
+            self.vm.set_gsi_routing(&ioapic_routes(ioapic))?;
+        }
+        for msi in s.msis.drain(..) {
+            let m = abi::kvm::kvm_msi {
+                address_lo: msi.address as u32,
+                address_hi: (msi.address >> 32) as u32,
+                data: msi.data,
+                ..Default::default()
+            };
+            // 0: the interrupt was blocked (the APIC is off); the device
+            // model does not care.
+            self.vm.signal_msi(&m)?;
+        }
+        Ok(())
     }
 
     /// Sends `vector` as an MSI to local APIC 0 (the MSI test port) and
@@ -963,6 +1060,10 @@ impl<V: api::Vm> Vm<V> {
                 break StopReason::Requested;
             }
             let i = self.current;
+            // Input may have arrived since the last exit.
+            if let Err(e) = self.deliver_irqs() {
+                break StopReason::RunFailed(e);
+            }
             if i == 0 {
                 self.arm_interrupt();
             }
@@ -976,7 +1077,11 @@ impl<V: api::Vm> Vm<V> {
                 Err(errno::EAGAIN) => continue,
                 Err(e) => break StopReason::RunFailed(e),
             };
-            match self.state.handle(i, exit) {
+            let next = self.state.handle(i, exit);
+            if let Err(e) = self.deliver_irqs() {
+                break StopReason::RunFailed(e);
+            }
+            match next {
                 Next::Continue => {}
                 Next::EndTurn => {
                     self.current = (i + 1) % self.vcpus.len();
@@ -1039,6 +1144,22 @@ fn test_routes() -> [(u32, abi::kvm::kvm_irq_routing_msi, u32); 3] {
         };
         (gsi, msi, 0)
     })
+}
+
+/// The GSI routes of the IOAPIC's pins as its entries stand.
+fn ioapic_routes(ioapic: &IoApic) -> Vec<(u32, abi::kvm::kvm_irq_routing_msi, u32)> {
+    ioapic
+        .routes()
+        .map(|(gsi, msi)| {
+            let m = abi::kvm::kvm_irq_routing_msi {
+                address_lo: msi.address as u32,
+                address_hi: (msi.address >> 32) as u32,
+                data: msi.data,
+                ..Default::default()
+            };
+            (gsi, m, 0)
+        })
+        .collect()
 }
 
 /// KVM's paravirtual leaves as the test VMM offers them

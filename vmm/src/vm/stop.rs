@@ -17,6 +17,8 @@ use crate::api::Errno;
 pub enum StopReason {
     /// The guest wrote `status` to the debug-exit port (0 = pass).
     Exited(u32),
+    /// The guest powered the machine off (ACPI S5).
+    PoweredOff,
     /// HLT with no interrupt source that could wake the vCPU.
     Halted,
     /// `KVM_EXIT_SHUTDOWN`: a triple fault.
@@ -88,6 +90,7 @@ impl fmt::Display for StopReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Exited(s) => write!(f, "exited with status {s}"),
+            Self::PoweredOff => f.write_str("powered off"),
             Self::Halted => f.write_str("halted"),
             Self::Shutdown => f.write_str("triple fault"),
             Self::FailEntry { reason, cpu } => {

@@ -1,0 +1,298 @@
+//! A stock Linux guest for the tests (issue 7): Debian's `linux-image-amd64`
+//! kernel and `busybox-static`, fetched with `apt-get download`, unpacked
+//! with `dpkg-deb -x` and cached under `target/linux/` (keyed by the
+//! package versions, so a newer kernel in the archive means a new
+//! directory).
+//!
+//! - `vmlinux`: the uncompressed kernel with its PVH entry note, taken out
+//!   of Debian's bzImage (whose payload is one XZ stream) with `xz`.
+//! - `initramfs.cpio`: an uncompressed "newc" archive built here: busybox,
+//!   the kernel's own virtio modules, and [`INIT`] as `/init`.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::workspace::Workspace;
+
+/// What `/init` prints once userspace runs, then the number of CPUs it
+/// sees (`/proc/cpuinfo`).
+pub const MARKER: &str = "MOJITO-LINUX-USERSPACE";
+
+/// The initramfs's `/init` (busybox sh): mounts, loads the virtio modules
+/// (those whose devices are absent load all the same), prints the marker
+/// with the CPU count, and powers off (ACPI S5).
+pub const INIT: &str = "#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in virtio virtio_ring virtio_mmio virtio_blk; do
+  insmod /lib/modules/$m.ko || echo \"init: insmod $m failed\"
+done
+echo \"MOJITO-LINUX-USERSPACE cpus=$(grep -c ^processor /proc/cpuinfo)\"
+poweroff -f
+";
+
+/// The kernel modules the initramfs carries, by path under
+/// `lib/modules/VERSION/kernel/`.
+const MODULES: [&str; 4] = [
+    "drivers/virtio/virtio.ko",
+    "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio_mmio.ko",
+    "drivers/block/virtio_blk.ko",
+];
+
+/// The files a Linux test boots.
+#[derive(Clone, Debug)]
+pub struct Assets {
+    /// The kernel release, e.g. `6.1.0-56-amd64`.
+    pub release: String,
+    pub vmlinux: PathBuf,
+    pub bzimage: PathBuf,
+    pub initramfs: PathBuf,
+}
+
+/// The Linux assets, fetched and built on first use.
+pub fn assets(ws: &Workspace) -> Result<Assets> {
+    let package = kernel_package()?;
+    let release = package
+        .strip_prefix("linux-image-")
+        .unwrap_or(&package)
+        .to_owned();
+    let dir = ws.target.join("linux").join(&release);
+    let assets = Assets {
+        release: release.clone(),
+        vmlinux: dir.join("vmlinux"),
+        bzimage: dir.join("vmlinuz"),
+        initramfs: dir.join("initramfs.cpio"),
+    };
+    if assets.vmlinux.exists() && assets.initramfs.exists() && assets.bzimage.exists() {
+        return Ok(assets);
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    eprintln!(
+        "linux: fetching {package} and busybox-static (apt-get download) into {}",
+        ws.show(&dir)
+    );
+    let debs = dir.join("debs");
+    std::fs::create_dir_all(&debs)?;
+    run(
+        Command::new("apt-get")
+            .current_dir(&debs)
+            .args(["download", &package, "busybox-static"]),
+        "apt-get download (Debian's archive must be reachable)",
+    )?;
+    let unpacked = dir.join("root");
+    for deb in std::fs::read_dir(&debs)? {
+        let deb = deb?.path();
+        run(
+            Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked),
+            "dpkg-deb -x",
+        )?;
+    }
+    let bz = unpacked.join("boot").join(format!("vmlinuz-{release}"));
+    std::fs::copy(&bz, &assets.bzimage).with_context(|| format!("no {}", bz.display()))?;
+    eprintln!("linux: extracting vmlinux from the bzImage (xz)");
+    let vmlinux = extract_vmlinux(&std::fs::read(&bz)?)?;
+    std::fs::write(&assets.vmlinux, vmlinux)?;
+    eprintln!(
+        "linux: building the initramfs (busybox, {} modules)",
+        MODULES.len()
+    );
+    let mut files = vec![
+        Entry::dir("bin"),
+        Entry::dir("dev"),
+        Entry::dir("proc"),
+        Entry::dir("sys"),
+        Entry::dir("lib"),
+        Entry::dir("lib/modules"),
+        Entry::file("init", INIT.as_bytes().to_vec()),
+        Entry::file("bin/busybox", std::fs::read(unpacked.join("bin/busybox"))?),
+    ];
+    let modules = unpacked.join("lib/modules").join(&release).join("kernel");
+    for m in MODULES {
+        let name = Path::new(m)
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        let data = std::fs::read(modules.join(m)).with_context(|| format!("module {m}"))?;
+        files.push(Entry::file(&format!("lib/modules/{name}"), data));
+    }
+    std::fs::write(&assets.initramfs, newc(&files))?;
+    let _ = std::fs::remove_dir_all(&unpacked);
+    let _ = std::fs::remove_dir_all(&debs);
+    Ok(assets)
+}
+
+/// The kernel package `linux-image-amd64` depends on
+/// (`linux-image-6.1.0-NN-amd64`).
+fn kernel_package() -> Result<String> {
+    let ask = || -> Result<Option<String>> {
+        let out = Command::new("apt-cache")
+            .args(["depends", "linux-image-amd64"])
+            .output()
+            .context("apt-cache (a Debian system is needed for the Linux assets)")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Depends: "))
+            .find(|p| p.starts_with("linux-image-"))
+            .map(str::to_owned))
+    };
+    if let Some(p) = ask()? {
+        return Ok(p);
+    }
+    if crate::sysdeps::is_root() {
+        eprintln!("linux: no package lists; running `apt-get update`");
+        run(
+            Command::new("apt-get").args(["update", "-q"]),
+            "apt-get update",
+        )?;
+        if let Some(p) = ask()? {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "apt-cache depends linux-image-amd64 names no kernel package; run `apt-get update` as root"
+    )
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// XZ's stream magic (the XZ file format, §2.1.1.1).
+const XZ_MAGIC: &[u8] = b"\xfd7zXZ\0";
+
+/// The uncompressed kernel inside a bzImage with an XZ payload (Debian's
+/// configuration): the first XZ stream, decompressed by `xz`.
+pub fn extract_vmlinux(bzimage: &[u8]) -> Result<Vec<u8>> {
+    let at = bzimage
+        .windows(XZ_MAGIC.len())
+        .position(|w| w == XZ_MAGIC)
+        .context("no XZ stream in the bzImage (not Debian's XZ-compressed kernel?)")?;
+    let mut child = Command::new("xz")
+        .args(["-dc", "--single-stream"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start xz (apt-get install xz-utils)")?;
+    let mut stdin = child.stdin.take().context("xz stdin")?;
+    let payload = bzimage[at..].to_vec();
+    let feeder = std::thread::spawn(move || {
+        // xz stops reading after the stream; the rest may not be taken.
+        let _ = stdin.write_all(&payload);
+    });
+    let out = child.wait_with_output()?;
+    let _ = feeder.join();
+    if !out.status.success() || !out.stdout.starts_with(b"\x7fELF") {
+        bail!(
+            "xz could not decompress the bzImage's payload: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out.stdout)
+}
+
+/// One member of an initramfs.
+pub struct Entry {
+    pub path: String,
+    pub mode: u32,
+    pub data: Vec<u8>,
+}
+
+impl Entry {
+    pub fn dir(path: &str) -> Self {
+        Self {
+            path: path.to_owned(),
+            mode: 0o040_755,
+            data: Vec::new(),
+        }
+    }
+
+    pub fn file(path: &str, data: Vec<u8>) -> Self {
+        Self {
+            path: path.to_owned(),
+            mode: 0o100_755,
+            data,
+        }
+    }
+}
+
+/// A cpio archive in the "new ASCII" (newc) format the kernel unpacks as
+/// an initramfs (Documentation/driver-api/early-userspace/buffer-format.rst):
+/// per member a 110-byte header of hex fields, the NUL-terminated name
+/// padded to 4 bytes, the data padded to 4 bytes; then `TRAILER!!!`.
+pub fn newc(entries: &[Entry]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut member = |ino: usize, path: &str, mode: u32, data: &[u8]| {
+        let nlink = if mode & 0o040_000 != 0 { 2 } else { 1 };
+        let fields = [
+            ino as u32,
+            mode,
+            0,
+            0,
+            nlink,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            path.len() as u32 + 1,
+            0,
+        ];
+        out.extend_from_slice(b"070701");
+        for f in fields {
+            out.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        out.extend_from_slice(path.as_bytes());
+        out.push(0);
+        out.resize(out.len().next_multiple_of(4), 0);
+        out.extend_from_slice(data);
+        out.resize(out.len().next_multiple_of(4), 0);
+    };
+    for (i, e) in entries.iter().enumerate() {
+        member(i + 1, &e.path, e.mode, &e.data);
+    }
+    member(0, "TRAILER!!!", 0, &[]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newc_layout() {
+        let a = newc(&[Entry::file("init", b"hello".to_vec())]);
+        assert_eq!(&a[..6], b"070701");
+        // Header 110 bytes + "init\0" = 115, padded to 116; 5 data bytes
+        // padded to 8; then the trailer's header and name.
+        assert_eq!(&a[110..115], b"init\0");
+        assert_eq!(&a[116..121], b"hello");
+        assert_eq!(&a[124..130], b"070701");
+        assert_eq!(&a[124 + 110..124 + 121], b"TRAILER!!!\0");
+        assert_eq!(a.len() % 4, 0);
+        // filesize field (7th) of the first member.
+        assert_eq!(&a[6 + 6 * 8..6 + 7 * 8], b"00000005");
+    }
+
+    #[test]
+    fn no_xz_stream_is_an_error() {
+        assert!(extract_vmlinux(b"MZ not a kernel").is_err());
+    }
+}
