@@ -31,6 +31,8 @@ pub enum Mode {
     Shell,
     /// The slow tests' image (`crate::slow`).
     Slow,
+    /// The Linux test's image (`crate::linux`).
+    Linux,
 }
 
 impl Mode {
@@ -38,7 +40,7 @@ impl Mode {
     fn stop_prefix(self) -> &'static str {
         match self {
             Self::Builtin => "mojito: vm ",
-            Self::Control | Self::Shell | Self::Slow => "control: vm ",
+            Self::Control | Self::Shell | Self::Slow | Self::Linux => "control: vm ",
         }
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod differential;
 pub mod expect;
+pub mod linux;
 pub mod machine;
 pub mod physmem;
 pub mod qmp;
@@ -38,6 +39,7 @@ pub fn images() -> &'static Images {
                 &images.bios,
                 &images.shell_bios,
                 &images.slow_bios,
+                &images.linux_bios,
             ] {
                 if !path.is_file() {
                     return Err(format!(

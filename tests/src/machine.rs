@@ -21,6 +21,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(180);
 /// The slow tests' limit (`crate::slow`: ten million exits under
 /// emulation), unless `MOJITO_SLOW_TIMEOUT` (seconds) says otherwise.
 pub const SLOW_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The Linux test's limit (a whole kernel boot under nested emulation),
+/// unless `MOJITO_LINUX_TIMEOUT` (seconds) says otherwise.
+pub const LINUX_TIMEOUT: Duration = Duration::from_secs(900);
 
 fn timeout() -> Duration {
     std::env::var("MOJITO_BOOT_TIMEOUT")
@@ -31,6 +34,10 @@ fn timeout() -> Duration {
 
 fn timeout_for(mode: expect::Mode) -> Duration {
     match mode {
+        expect::Mode::Linux => std::env::var("MOJITO_LINUX_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or(LINUX_TIMEOUT, Duration::from_secs),
         expect::Mode::Slow => std::env::var("MOJITO_SLOW_TIMEOUT")
             .ok()
             .and_then(|s| s.parse().ok())
@@ -59,6 +66,8 @@ pub enum Disk {
     ShellBios,
     /// The slow tests' BIOS image (`crate::slow`).
     SlowBios,
+    /// The Linux test's BIOS image (`crate::linux`).
+    LinuxBios,
 }
 
 /// A finished run.
@@ -157,11 +166,15 @@ pub fn qemu(
         Disk::SlowBios => Boot::Bios {
             image: images.slow_bios.clone(),
         },
+        Disk::LinuxBios => Boot::Bios {
+            image: images.linux_bios.clone(),
+        },
     };
     let mode = match disk {
         Disk::BuiltinBios => expect::Mode::Builtin,
         Disk::ShellBios => expect::Mode::Shell,
         Disk::SlowBios => expect::Mode::Slow,
+        Disk::LinuxBios => expect::Mode::Linux,
         Disk::UefiUsb | Disk::Bios => expect::Mode::Control,
     };
     let serial = dir.path().join("serial.txt");
@@ -263,6 +276,7 @@ pub fn bochs(
         expect::Mode::Builtin => &images.builtin_bios,
         expect::Mode::Shell => &images.shell_bios,
         expect::Mode::Slow => &images.slow_bios,
+        expect::Mode::Linux => &images.linux_bios,
     };
     std::fs::copy(image, &disk)
         .unwrap_or_else(|e| panic!("{test}: cannot copy {}: {e}", image.display()));
@@ -391,6 +405,32 @@ impl Run {
             problems.insert(0, format!("poweroff did not end the emulator: {status}"));
         }
         self.report(problems, "exhaustion, soak, flood and probe as expected");
+    }
+
+    /// Asserts that the Linux guest reached its userspace marker with
+    /// `vcpus` CPUs and powered off, and that `poweroff` then ended the
+    /// emulator (status 0 where `status_zero`).
+    pub fn assert_linux(self, vcpus: u32, status_zero: bool) {
+        let o = &self.outcome;
+        let mut problems = crate::linux::problems(&o.serial, vcpus);
+        if o.timed_out {
+            problems.insert(
+                0,
+                format!("timed out after {} s", timeout_for(self.mode).as_secs()),
+            );
+        } else if status_zero && o.status.and_then(|s| s.code()) != Some(0) {
+            let status = o.status.map_or("none".into(), qemu::describe_exit);
+            problems.insert(0, format!("poweroff did not end the emulator: {status}"));
+        }
+        let secs = crate::linux::boot_seconds(&o.serial);
+        let what = match secs {
+            Some(s) => format!(
+                "Linux reached userspace with {vcpus} vCPUs ({s:.1} s from its first line to the \
+                 marker, its own clock) and powered off"
+            ),
+            None => "Linux reached userspace and powered off".into(),
+        };
+        self.report(problems, &what);
     }
 
     /// Asserts that keys typed on the PS/2 keyboard reached the shell and

@@ -81,8 +81,12 @@ fn early_boot_on_host_kvm() {
     let lines = Lines::default();
     let config = VmConfig::linux("linux", 2);
     let mut vm = Vm::create(&kvm, &config, Box::new(lines.clone())).expect("create VM");
-    vm.load_linux(&kernel, Some(&initramfs), "console=ttyS0 earlyprintk=ttyS0 panic=-1")
-        .expect("load vmlinux");
+    vm.load_linux(
+        &kernel,
+        Some(&initramfs),
+        "console=ttyS0 earlyprintk=ttyS0 panic=-1",
+    )
+    .expect("load vmlinux");
     let stop = vm.stop_handle();
     let seen = lines.clone();
     let started = Instant::now();
@@ -114,4 +118,20 @@ fn early_boot_on_host_kvm() {
         started.elapsed().as_secs_f64(),
         assets.release
     );
+}
+
+/// Debian's kernel under Mojito in QEMU (TCG, SVM, 2 host CPUs), run by the
+/// control domain's VMM with 2 vCPUs: userspace, both CPUs, S5.
+#[test]
+fn linux_qemu() {
+    mojito_tests::machine::qemu(
+        "linux_qemu",
+        mojito_tests::machine::Disk::LinuxBios,
+        xtask::qemu::TCG_SVM_CPU,
+        1024,
+        2,
+        &[],
+        vec![],
+    )
+    .assert_linux(xtask::image::LINUX_VCPUS, true);
 }

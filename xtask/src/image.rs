@@ -28,6 +28,15 @@ pub const SHELL_BIOS_IMAGE: &str = "mojito-shell-bios.img";
 /// BIOS, the slow tests' (`cargo xtask test --slow`): control domain,
 /// `counter`, `soak`, `flood`, `probe` and [`slow_script`].
 pub const SLOW_BIOS_IMAGE: &str = "mojito-slow-bios.img";
+/// BIOS, the Linux test's: the control domain, Debian's kernel
+/// (`kernels/vmlinux`), the initramfs (`kernels/initramfs.cpio`, see
+/// [`crate::linux`]) and [`linux_script`].
+pub const LINUX_BIOS_IMAGE: &str = "mojito-linux-bios.img";
+/// The Linux test guest's vCPUs and RAM.
+pub const LINUX_VCPUS: u32 = 2;
+pub const LINUX_MEM: &str = "256M";
+/// Its command line: console and panic settings only (issue 7).
+pub const LINUX_CMDLINE: &str = "console=ttyS0 panic=-1";
 
 /// The control domain's name in the boot bundle.
 pub const CONTROL_ELF: &str = "control.elf";
@@ -81,6 +90,8 @@ pub struct Images {
     pub shell_bios: PathBuf,
     /// BIOS, the slow tests' (written for the tests only).
     pub slow_bios: PathBuf,
+    /// BIOS, the Linux test's (written for the tests only).
+    pub linux_bios: PathBuf,
 }
 
 impl Images {
@@ -92,6 +103,7 @@ impl Images {
             builtin_bios: dir.join(BUILTIN_BIOS_IMAGE),
             shell_bios: dir.join(SHELL_BIOS_IMAGE),
             slow_bios: dir.join(SLOW_BIOS_IMAGE),
+            linux_bios: dir.join(LINUX_BIOS_IMAGE),
         }
     }
 }
@@ -276,6 +288,17 @@ pub fn test_script(bundle: &[BundleEntry]) -> String {
     }
     s.push_str("wait\npoweroff\n");
     s
+}
+
+/// The Linux test's boot script: Debian's kernel as VM `linux` with
+/// [`LINUX_VCPUS`] vCPUs, then power off when it has stopped.
+pub fn linux_script() -> String {
+    format!(
+        "# The Linux test's script (written by xtask).\n\
+         create linux kernel=kernels/vmlinux initrd=kernels/initramfs.cpio \
+         cmdline=\"{LINUX_CMDLINE}\" mem={LINUX_MEM} cpus={LINUX_VCPUS}\n\
+         start linux\nwait\npoweroff\n"
+    )
 }
 
 /// VMs the slow tests' script tries to make, and the RAM each asks for:
@@ -528,6 +551,32 @@ pub fn build_images(ws: &Workspace, extra: &[PathBuf], purpose: Purpose<'_>) -> 
             None,
             &images.slow_bios,
             &mut slow.iter(),
+        )?;
+        let linux = crate::linux::assets(ws)?;
+        let script = dir.join("linux.mojito");
+        std::fs::write(&script, linux_script())
+            .with_context(|| format!("cannot write {}", script.display()))?;
+        let bundle = [
+            shell[0].clone(),
+            BundleEntry {
+                name: "kernels/vmlinux".into(),
+                path: linux.vmlinux,
+            },
+            BundleEntry {
+                name: "kernels/initramfs.cpio".into(),
+                path: linux.initramfs,
+            },
+            BundleEntry {
+                name: BOOT_SCRIPT.into(),
+                path: script,
+            },
+        ];
+        write_images(
+            &build_loader(ws)?,
+            &built.hypervisor,
+            None,
+            &images.linux_bios,
+            &mut bundle.iter(),
         )?;
     }
     Ok(images)

@@ -29,7 +29,7 @@ pub const INIT: &str = "#!/bin/busybox sh
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-for m in virtio virtio_ring virtio_mmio virtio_blk; do
+for m in virtio_ring virtio virtio_mmio virtio_blk; do
   insmod /lib/modules/$m.ko || echo \"init: insmod $m failed\"
 done
 echo \"MOJITO-LINUX-USERSPACE cpus=$(grep -c ^processor /proc/cpuinfo)\"
@@ -37,10 +37,10 @@ poweroff -f
 ";
 
 /// The kernel modules the initramfs carries, by path under
-/// `lib/modules/VERSION/kernel/`.
+/// `lib/modules/VERSION/kernel/` (`INIT` loads them in dependency order).
 const MODULES: [&str; 4] = [
-    "drivers/virtio/virtio.ko",
     "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio.ko",
     "drivers/virtio/virtio_mmio.ko",
     "drivers/block/virtio_blk.ko",
 ];
@@ -55,7 +55,9 @@ pub struct Assets {
     pub initramfs: PathBuf,
 }
 
-/// The Linux assets, fetched and built on first use.
+/// The Linux assets: the kernel, busybox and the modules fetched on first
+/// use; the initramfs written again every time (it is cheap, and follows
+/// [`INIT`]).
 pub fn assets(ws: &Workspace) -> Result<Assets> {
     let package = kernel_package()?;
     let release = package
@@ -69,20 +71,52 @@ pub fn assets(ws: &Workspace) -> Result<Assets> {
         bzimage: dir.join("vmlinuz"),
         initramfs: dir.join("initramfs.cpio"),
     };
-    if assets.vmlinux.exists() && assets.initramfs.exists() && assets.bzimage.exists() {
-        return Ok(assets);
+    let busybox = dir.join("busybox");
+    let modules = dir.join("modules");
+    if !(assets.vmlinux.exists() && busybox.exists() && modules.exists()) {
+        fetch(ws, &package, &release, &dir)?;
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut files = vec![
+        Entry::dir("bin"),
+        Entry::dir("dev"),
+        Entry::dir("proc"),
+        Entry::dir("sys"),
+        Entry::dir("lib"),
+        Entry::dir("lib/modules"),
+        Entry::file("init", INIT.as_bytes().to_vec()),
+        Entry::file("bin/busybox", std::fs::read(&busybox)?),
+    ];
+    for m in MODULES {
+        let name = module_name(m);
+        let data = std::fs::read(modules.join(&name)).with_context(|| format!("module {m}"))?;
+        files.push(Entry::file(&format!("lib/modules/{name}"), data));
+    }
+    std::fs::write(&assets.initramfs, newc(&files))?;
+    Ok(assets)
+}
+
+fn module_name(path: &str) -> String {
+    Path::new(path)
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Downloads and unpacks the packages into `dir`: `vmlinuz`, `vmlinux`,
+/// `busybox` and `modules/`.
+fn fetch(ws: &Workspace, package: &str, release: &str, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     eprintln!(
         "linux: fetching {package} and busybox-static (apt-get download) into {}",
-        ws.show(&dir)
+        ws.show(dir)
     );
     let debs = dir.join("debs");
     std::fs::create_dir_all(&debs)?;
     run(
         Command::new("apt-get")
             .current_dir(&debs)
-            .args(["download", &package, "busybox-static"]),
+            .args(["download", package, "busybox-static"]),
         "apt-get download (Debian's archive must be reachable)",
     )?;
     let unpacked = dir.join("root");
@@ -94,37 +128,22 @@ pub fn assets(ws: &Workspace) -> Result<Assets> {
         )?;
     }
     let bz = unpacked.join("boot").join(format!("vmlinuz-{release}"));
-    std::fs::copy(&bz, &assets.bzimage).with_context(|| format!("no {}", bz.display()))?;
+    std::fs::copy(&bz, dir.join("vmlinuz")).with_context(|| format!("no {}", bz.display()))?;
     eprintln!("linux: extracting vmlinux from the bzImage (xz)");
     let vmlinux = extract_vmlinux(&std::fs::read(&bz)?)?;
-    std::fs::write(&assets.vmlinux, vmlinux)?;
-    eprintln!(
-        "linux: building the initramfs (busybox, {} modules)",
-        MODULES.len()
-    );
-    let mut files = vec![
-        Entry::dir("bin"),
-        Entry::dir("dev"),
-        Entry::dir("proc"),
-        Entry::dir("sys"),
-        Entry::dir("lib"),
-        Entry::dir("lib/modules"),
-        Entry::file("init", INIT.as_bytes().to_vec()),
-        Entry::file("bin/busybox", std::fs::read(unpacked.join("bin/busybox"))?),
-    ];
-    let modules = unpacked.join("lib/modules").join(&release).join("kernel");
+    std::fs::copy(unpacked.join("bin/busybox"), dir.join("busybox"))?;
+    let modules = dir.join("modules");
+    std::fs::create_dir_all(&modules)?;
+    let tree = unpacked.join("lib/modules").join(release).join("kernel");
     for m in MODULES {
-        let name = Path::new(m)
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy();
-        let data = std::fs::read(modules.join(m)).with_context(|| format!("module {m}"))?;
-        files.push(Entry::file(&format!("lib/modules/{name}"), data));
+        std::fs::copy(tree.join(m), modules.join(module_name(m)))
+            .with_context(|| format!("module {m}"))?;
     }
-    std::fs::write(&assets.initramfs, newc(&files))?;
+    // Last: its presence says the fetch is complete.
+    std::fs::write(dir.join("vmlinux"), vmlinux)?;
     let _ = std::fs::remove_dir_all(&unpacked);
     let _ = std::fs::remove_dir_all(&debs);
-    Ok(assets)
+    Ok(())
 }
 
 /// The kernel package `linux-image-amd64` depends on

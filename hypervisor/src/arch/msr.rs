@@ -51,6 +51,10 @@ pub const IA32_TSC_AUX: u32 = 0xc000_0103;
 
 /// AMD APM Vol. 2 15.30.1 "VM_CR MSR".
 pub const AMD_VM_CR: u32 = 0xc001_0114;
+/// AMD's Northbridge Configuration MSR (BKDG for Family 10h–16h,
+/// MSRC001_001F NB_CFG): Linux reads it and sets bit 46 (EnableCf8ExtCfg)
+/// on AMD CPUs. KVM reads it as 0 and ignores writes, and so does Mojito.
+pub const AMD_NB_CFG: u32 = 0xc001_001f;
 /// AMD APM Vol. 2 15.30.4 "VM_HSAVE_PA MSR".
 pub const AMD_VM_HSAVE_PA: u32 = 0xc001_0117;
 

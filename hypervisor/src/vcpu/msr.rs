@@ -86,6 +86,7 @@ pub fn known(index: u32) -> bool {
             | msr::IA32_MCG_CAP
             | msr::IA32_MCG_STATUS
             | msr::IA32_DEBUGCTL
+            | msr::AMD_NB_CFG
             | msr::AMD_VM_CR
             | msr::AMD_VM_HSAVE_PA
     ) || (msr::IA32_VMX_BASIC..msr::IA32_VMX_LAST).contains(&index)
@@ -108,6 +109,7 @@ pub fn read(cpu: &impl GuestCpu, st: &MsrState, index: u32) -> Result<u64, Fault
         | msr::IA32_MCG_CAP
         | msr::IA32_MCG_STATUS => 0,
         msr::IA32_DEBUGCTL => 0,
+        msr::AMD_NB_CFG => 0,
         i if super::pvclock::is_msr(i) => st.kvmclock.read(i),
         _ => return Err(Fault::GP0),
     })
@@ -140,6 +142,8 @@ pub fn write(
         msr::IA32_BIOS_SIGN_ID => {}
         msr::IA32_MCG_STATUS | msr::IA32_DEBUGCTL if value == 0 => {}
         msr::IA32_MISC_ENABLE if value == MISC_ENABLE => {}
+        // As KVM: accepted and ignored (Linux's amd_bus_cpu_online).
+        msr::AMD_NB_CFG => {}
         _ => return Err(Fault::GP0),
     }
     Ok(())

@@ -11,8 +11,8 @@ use abi::kvm::{
 
 use super::stop::{ExitCounts, StopReason};
 use crate::devices::console::Console;
-use crate::devices::ioapic::{self, IoApic, Msi};
 use crate::devices::debug::{DebugPort, LevelIrqPort};
+use crate::devices::ioapic::{self, IoApic, Msi};
 use crate::devices::scratch::Scratch;
 use crate::devices::{Effect, PortBus};
 use crate::exit::Exit;

@@ -53,6 +53,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use crate::acpi;
 use crate::api::{
     self, Errno, GuestMemory as _, GuestRam, Kick, MsrFilterRange, System, Vcpu as _,
 };
@@ -61,14 +62,13 @@ use crate::devices::console::{Console, RING_DEFAULT, Sink};
 use crate::devices::debug::{
     DebugCon, DebugExit, DebugPort, IrqPort, LevelIrqPort, MsiPort, PostPort, YieldPort,
 };
+use crate::devices::ioapic::IoApic;
 use crate::devices::memtest::MemTest;
 use crate::devices::pit::{PIT_BASE, PIT_LEN, PORT_B};
+use crate::devices::pm::Pm;
 use crate::devices::rtc::{RTC_BASE, RTC_LEN, Rtc};
 use crate::devices::uart::{COM1, UART_LEN, Uart};
 use crate::exit::Exit;
-use crate::acpi;
-use crate::devices::ioapic::IoApic;
-use crate::devices::pm::Pm;
 use crate::loader::{self, LoadError, Start, multiboot, pvh};
 use crate::policy;
 use crate::record::{ExitRecord, RECORD_LIMIT_DEFAULT, Recorder};
@@ -624,8 +624,12 @@ impl<V: api::Vm> Vm<V> {
                 .map_err(|_| Error::Config("the UART overlaps a standard port"))?;
         }
         if config.platform {
-            bus.insert(acpi::PM_BASE, acpi::PM_LEN, Box::new(Pm::new(system.clock())))
-                .map_err(|_| Error::Config("the UART overlaps the PM block"))?;
+            bus.insert(
+                acpi::PM_BASE,
+                acpi::PM_LEN,
+                Box::new(Pm::new(system.clock())),
+            )
+            .map_err(|_| Error::Config("the UART overlaps the PM block"))?;
         }
         if config.memtest {
             bus.insert(abi::guest::MEMTEST_PORT, 1, Box::new(MemTest::default()))
@@ -723,7 +727,9 @@ impl<V: api::Vm> Vm<V> {
         cmdline: &str,
     ) -> Result<Start, Error> {
         if self.state.ioapic.is_none() {
-            return Err(Error::Config("a Linux guest needs the PC platform (VmConfig::linux)"));
+            return Err(Error::Config(
+                "a Linux guest needs the PC platform (VmConfig::linux)",
+            ));
         }
         let vcpus = u8::try_from(self.vcpus.len()).map_err(|_| Error::Config("too many vCPUs"))?;
         let tables = acpi::build(vcpus);

@@ -1,0 +1,90 @@
+//! What the Linux test's serial log must show (issue 7): Debian's kernel,
+//! run by the control domain as VM `linux` (`xtask::image::linux_script`),
+//! reaches its initramfs's marker (`xtask::linux::MARKER`) seeing every
+//! vCPU, loads its modules, and powers off through ACPI S5; the kernel
+//! says nothing that shows a platform gap (an MSR it wanted, a warning, a
+//! panic).
+
+/// Kernel lines that mean something is wrong with the platform Mojito
+/// gives it.
+const BAD: &[&str] = &[
+    "Kernel panic",
+    "unchecked MSR access error",
+    "BUG:",
+    "Oops",
+    // A WARN() splat ("WARNING: CPU: 0 PID: 1 at …"), not the
+    // mitigation notes that also start with "WARNING:".
+    "WARNING: CPU:",
+    "init: insmod",
+    "control: FAIL",
+    "FATAL",
+    "panicked at",
+];
+
+/// The problems with `serial`, a run of the Linux image whose VM has
+/// `vcpus` vCPUs.
+pub fn problems(serial: &str, vcpus: u32) -> Vec<String> {
+    let mut problems = Vec::new();
+    let marker = format!("{} cpus=", xtask::linux::MARKER);
+    match serial.lines().find_map(|l| l.split_once(&marker)) {
+        None => problems.push(format!(
+            "no `{marker}N` line: Linux did not reach userspace"
+        )),
+        Some((_, n)) if n.trim() != vcpus.to_string() => problems.push(format!(
+            "Linux saw {} CPUs in /proc/cpuinfo, not {vcpus}",
+            n.trim()
+        )),
+        Some(_) => {}
+    }
+    if !serial.contains("(linux): stopped: powered off") {
+        problems.push("VM linux did not stop by powering off (ACPI S5)".into());
+    }
+    for line in serial.lines() {
+        if let Some(bad) = BAD.iter().find(|b| line.contains(*b)) {
+            problems.push(format!("`{bad}`: {:?}", line.trim()));
+        }
+    }
+    problems
+}
+
+/// The kernel's own time (its printk clock, kvmclock) at `Run /init`: how
+/// long the boot to userspace took as the guest saw it.
+pub fn boot_seconds(serial: &str) -> Option<f64> {
+    const RUN_INIT: &str = "Run /init as init process";
+    let line = serial.lines().find(|l| l.contains(RUN_INIT))?;
+    let before = &line[..line.find(RUN_INIT)?];
+    let (_, stamp) = before.rsplit_once('[')?;
+    let (secs, _) = stamp.split_once(']')?;
+    secs.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "control: vm 1 (linux): created with 256 MiB of RAM\n\
+        [linux] [    1.000000] Run /init as init process\n\
+        mojito> \u{1b}[K[linux] MOJITO-LINUX-USERSPACE cpus=2\n\
+        [linux] [    2.000000] reboot: Power down\n\
+        control: vm 1 (linux): stopped: powered off\n";
+
+    #[test]
+    fn a_good_run_has_no_problems() {
+        assert_eq!(problems(GOOD, 2), Vec::<String>::new());
+        assert_eq!(boot_seconds(GOOD), Some(1.0));
+    }
+
+    #[test]
+    fn each_gap_is_a_problem() {
+        assert_eq!(problems(GOOD, 1).len(), 1, "CPU count");
+        let no_marker = GOOD.replace("MOJITO-LINUX-USERSPACE", "other");
+        assert_eq!(problems(&no_marker, 2).len(), 1);
+        let no_poweroff = GOOD.replace("powered off", "halted");
+        assert_eq!(problems(&no_poweroff, 2).len(), 1);
+        let msr =
+            format!("{GOOD}[linux] [ 0.5] unchecked MSR access error: RDMSR from 0xc001001f\n");
+        assert!(problems(&msr, 2)[0].contains("MSR"));
+        let insmod = format!("{GOOD}[linux] init: insmod virtio failed\n");
+        assert_eq!(problems(&insmod, 2).len(), 1);
+    }
+}
