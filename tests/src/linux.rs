@@ -22,9 +22,32 @@ const BAD: &[&str] = &[
 ];
 
 /// The problems with `serial`, a run of the Linux image whose VM has
-/// `vcpus` vCPUs.
-pub fn problems(serial: &str, vcpus: u32) -> Vec<String> {
+/// `vcpus` vCPUs and whose disk's sector 0 began with `disk_line`
+/// (`xtask::image::linux_disk`'s, without the line end).
+pub fn problems(serial: &str, vcpus: u32, disk_line: &str) -> Vec<String> {
     let mut problems = Vec::new();
+    // The guest read the disk …
+    let read = format!("MOJITO-DISK-READ {disk_line}");
+    if !serial.lines().any(|l| l.trim_end().ends_with(&read)) {
+        problems.push(format!(
+            "the guest did not print `{read}`: it did not read the disk"
+        ));
+    }
+    // … and what it wrote is on the disk after it ended.
+    let nonce = disk_line
+        .strip_prefix(xtask::image::LINUX_DISK_IN)
+        .unwrap_or_default()
+        .trim();
+    let written = format!("sector 1: \"{} {nonce}\"", xtask::image::LINUX_DISK_OUT);
+    match serial.lines().find(|l| l.contains("(linux): disk: ")) {
+        None => problems.push("no `control: vm 1 (linux): disk:` line".into()),
+        Some(l) if !l.contains(&written) => {
+            problems.push(format!(
+                "the disk after the VM ended lacks `{written}`: {l:?}"
+            ));
+        }
+        Some(_) => {}
+    }
     let marker = format!("{} cpus=", xtask::linux::MARKER);
     match serial.lines().find_map(|l| l.split_once(&marker)) {
         None => problems.push(format!(
@@ -65,26 +88,35 @@ mod tests {
     const GOOD: &str = "control: vm 1 (linux): created with 256 MiB of RAM\n\
         [linux] [    1.000000] Run /init as init process\n\
         mojito> \u{1b}[K[linux] MOJITO-LINUX-USERSPACE cpus=2\n\
+        [linux] MOJITO-DISK-READ MOJITO-DISK-IN 00ab\n\
         [linux] [    2.000000] reboot: Power down\n\
-        control: vm 1 (linux): stopped: powered off\n";
+        control: vm 1 (linux): stopped: powered off\n\
+        control: vm 1 (linux): disk: 9 requests; sector 0: \"MOJITO-DISK-IN 00ab\"; \
+        sector 1: \"MOJITO-DISK-OUT 00ab\"\n";
+    const DISK: &str = "MOJITO-DISK-IN 00ab";
 
     #[test]
     fn a_good_run_has_no_problems() {
-        assert_eq!(problems(GOOD, 2), Vec::<String>::new());
+        assert_eq!(problems(GOOD, 2, DISK), Vec::<String>::new());
         assert_eq!(boot_seconds(GOOD), Some(1.0));
     }
 
     #[test]
     fn each_gap_is_a_problem() {
-        assert_eq!(problems(GOOD, 1).len(), 1, "CPU count");
+        assert_eq!(problems(GOOD, 1, DISK).len(), 1, "CPU count");
         let no_marker = GOOD.replace("MOJITO-LINUX-USERSPACE", "other");
-        assert_eq!(problems(&no_marker, 2).len(), 1);
+        assert_eq!(problems(&no_marker, 2, DISK).len(), 1);
         let no_poweroff = GOOD.replace("powered off", "halted");
-        assert_eq!(problems(&no_poweroff, 2).len(), 1);
+        assert_eq!(problems(&no_poweroff, 2, DISK).len(), 1);
         let msr =
             format!("{GOOD}[linux] [ 0.5] unchecked MSR access error: RDMSR from 0xc001001f\n");
-        assert!(problems(&msr, 2)[0].contains("MSR"));
+        assert!(problems(&msr, 2, DISK)[0].contains("MSR"));
         let insmod = format!("{GOOD}[linux] init: insmod virtio failed\n");
-        assert_eq!(problems(&insmod, 2).len(), 1);
+        assert_eq!(problems(&insmod, 2, DISK).len(), 1);
+        let unread = GOOD.replace("DISK-READ", "DISK-NOT");
+        assert_eq!(problems(&unread, 2, DISK).len(), 1);
+        let unwritten = GOOD.replace("DISK-OUT 00ab", "DISK-OUT 00ac");
+        assert_eq!(problems(&unwritten, 2, DISK).len(), 1);
+        assert_eq!(problems(GOOD, 2, "MOJITO-DISK-IN 00ff").len(), 2);
     }
 }

@@ -412,7 +412,13 @@ impl Run {
     /// emulator (status 0 where `status_zero`).
     pub fn assert_linux(self, vcpus: u32, status_zero: bool) {
         let o = &self.outcome;
-        let mut problems = crate::linux::problems(&o.serial, vcpus);
+        let disk = std::fs::read(&crate::images().linux_disk).unwrap_or_default();
+        let disk_line = String::from_utf8_lossy(&disk)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let mut problems = crate::linux::problems(&o.serial, vcpus, &disk_line);
         if o.timed_out {
             problems.insert(
                 0,

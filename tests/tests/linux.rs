@@ -135,3 +135,18 @@ fn linux_qemu() {
     )
     .assert_linux(xtask::image::LINUX_VCPUS, true);
 }
+
+/// Debian's kernel under Mojito in Bochs (VMX, Skylake-X, 2 CPUs), run by
+/// the control domain's VMM with 2 vCPUs.
+#[test]
+fn linux_bochs() {
+    mojito_tests::machine::bochs(
+        "linux_bochs",
+        xtask::bochs::DEFAULT_MODEL,
+        1024,
+        2,
+        mojito_tests::expect::Mode::Linux,
+        vec![],
+    )
+    .assert_linux(xtask::image::LINUX_VCPUS, false);
+}

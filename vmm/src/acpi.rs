@@ -115,8 +115,91 @@ fn gas_io(port: u16, width: u8) -> [u8; 12] {
     g
 }
 
-/// The DSDT's AML: `Name (_S5, Package (4) { 5, 5, 0, 0 })`.
-fn dsdt_aml() -> Vec<u8> {
+/// A virtio-mmio device for the DSDT: registers at `base` (`len` bytes),
+/// edge-triggered active-high interrupt `gsi`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VirtioMmio {
+    pub base: u32,
+    pub len: u32,
+    pub gsi: u32,
+}
+
+/// AML (ACPI 6.4 §20.2) for the DSDT's devices.
+const AML_SCOPE: u8 = 0x10;
+const AML_BUFFER: u8 = 0x11;
+const AML_STRING: u8 = 0x0d;
+const AML_EXT: u8 = 0x5b;
+const AML_DEVICE: u8 = 0x82;
+/// Resource descriptors (§6.4.3): Memory32Fixed (read/write) and the
+/// Extended Interrupt descriptor (consumer, edge, active high), and the
+/// end tag.
+const RES_MEMORY32_FIXED: u8 = 0x86;
+const RES_EXTENDED_IRQ: u8 = 0x89;
+const RES_IRQ_CONSUMER_EDGE_HIGH: u8 = 0b011;
+const RES_END: u8 = 0x79;
+/// The _HID Linux's virtio_mmio driver matches (its acpi_match_table),
+/// as Firecracker announces its virtio-mmio devices.
+const VIRTIO_MMIO_HID: &[u8] = b"LNRO0005";
+
+/// A PkgLength (§20.2.4) for `len` bytes of contents: the encoding counts
+/// its own bytes.
+fn pkg_length(len: usize) -> Vec<u8> {
+    if len + 1 < 0x40 {
+        return alloc::vec![(len + 1) as u8];
+    }
+    // Up to 4 bytes: the first holds the count of following bytes in
+    // bits 7:6 and the low nibble of the length.
+    for extra in 1..=3usize {
+        let total = len + 1 + extra;
+        if total < 1 << (4 + 8 * extra) {
+            let mut out = alloc::vec![((extra as u8) << 6) | (total & 0xf) as u8];
+            for i in 0..extra {
+                out.push((total >> (4 + 8 * i)) as u8);
+            }
+            return out;
+        }
+    }
+    alloc::vec![0] // Unreachable for table sizes.
+}
+
+/// `Name (NAME, value)`.
+fn aml_name(name: &[u8; 4], value: &[u8]) -> Vec<u8> {
+    let mut out = alloc::vec![AML_NAME];
+    out.extend_from_slice(name);
+    out.extend_from_slice(value);
+    out
+}
+
+/// `Device (VRnn) { _HID "LNRO0005", _UID n, _CRS { memory, interrupt } }`.
+fn aml_virtio_mmio(n: u8, d: &VirtioMmio) -> Vec<u8> {
+    let mut crs = alloc::vec![RES_MEMORY32_FIXED, 9, 0, 1];
+    crs.extend_from_slice(&d.base.to_le_bytes());
+    crs.extend_from_slice(&d.len.to_le_bytes());
+    crs.extend_from_slice(&[RES_EXTENDED_IRQ, 6, 0, RES_IRQ_CONSUMER_EDGE_HIGH, 1]);
+    crs.extend_from_slice(&d.gsi.to_le_bytes());
+    crs.extend_from_slice(&[RES_END, 0]);
+    let mut buffer = alloc::vec![AML_BYTE, crs.len() as u8];
+    buffer.extend_from_slice(&crs);
+    let mut crs_value = alloc::vec![AML_BUFFER];
+    crs_value.extend(pkg_length(buffer.len()));
+    crs_value.extend(buffer);
+    let mut hid = alloc::vec![AML_STRING];
+    hid.extend_from_slice(VIRTIO_MMIO_HID);
+    hid.push(0);
+    let mut body = Vec::new();
+    body.extend_from_slice(&[b'V', b'R', b'0' + n / 10, b'0' + n % 10]);
+    body.extend(aml_name(b"_HID", &hid));
+    body.extend(aml_name(b"_UID", &[AML_BYTE, n]));
+    body.extend(aml_name(b"_CRS", &crs_value));
+    let mut out = alloc::vec![AML_EXT, AML_DEVICE];
+    out.extend(pkg_length(body.len()));
+    out.extend(body);
+    out
+}
+
+/// The DSDT's AML: `Name (_S5, Package (4) { 5, 5, 0, 0 })`, and
+/// `Scope (\_SB) { … }` with the virtio-mmio devices.
+fn dsdt_aml(virtio: &[VirtioMmio]) -> Vec<u8> {
     let elements = [
         AML_BYTE, SLP_TYP_S5, AML_BYTE, SLP_TYP_S5, AML_ZERO, AML_ZERO,
     ];
@@ -127,16 +210,26 @@ fn dsdt_aml() -> Vec<u8> {
     aml.extend_from_slice(b"_S5_");
     aml.extend_from_slice(&[AML_PACKAGE, pkg_len as u8, 4]);
     aml.extend_from_slice(&elements);
+    if !virtio.is_empty() {
+        let mut body = b"\\_SB_".to_vec();
+        for (n, d) in virtio.iter().enumerate() {
+            body.extend(aml_virtio_mmio(n as u8, d));
+        }
+        aml.push(AML_SCOPE);
+        aml.extend(pkg_length(body.len()));
+        aml.extend(body);
+    }
     aml
 }
 
-/// The tables for a VM with `vcpus` vCPUs (APIC IDs 0 to `vcpus` − 1).
-pub fn build(vcpus: u8) -> Tables {
+/// The tables for a VM with `vcpus` vCPUs (APIC IDs 0 to `vcpus` − 1) and
+/// the `virtio` devices (at most 99).
+pub fn build(vcpus: u8, virtio: &[VirtioMmio]) -> Tables {
     let mut b = alloc::vec![0u8; SIZE];
     let addr = |at: usize| BASE + at as u64;
 
     // DSDT.
-    let aml = dsdt_aml();
+    let aml = dsdt_aml(&virtio[..virtio.len().min(99)]);
     put(&mut b, DSDT_AT + HEADER_LEN, &aml);
     let dsdt_len = HEADER_LEN + aml.len();
     finish_table(&mut b, DSDT_AT, b"DSDT", dsdt_len, 2);
@@ -252,7 +345,7 @@ mod tests {
 
     #[test]
     fn the_chain_from_the_rsdp_holds_together() {
-        let t = build(2);
+        let t = build(2, &[]);
         let b = &t.bytes;
         assert_eq!(t.rsdp, BASE);
         assert_eq!(&b[..8], b"RSD PTR ");
@@ -291,8 +384,59 @@ mod tests {
     }
 
     #[test]
+    fn virtio_devices_in_the_dsdt() {
+        let d = VirtioMmio {
+            base: 0xd000_0000,
+            len: 0x200,
+            gsi: 5,
+        };
+        let t = build(1, &[d]);
+        let (sig, dsdt) = table(&t.bytes, BASE + DSDT_AT as u64);
+        assert_eq!(sig, b"DSDT");
+        let aml = &dsdt[36..];
+        // After _S5: Scope (\_SB) { Device (VR00) { … } }.
+        let scope = &aml[14..];
+        assert_eq!(scope[0], AML_SCOPE);
+        let (len, n) = decode_pkg_length(&scope[1..]);
+        assert_eq!(len, scope.len() - 1, "the scope runs to the end");
+        let dev = &scope[1 + n..];
+        assert_eq!(&dev[..5], b"\\_SB_");
+        let dev = &dev[5..];
+        assert_eq!(&dev[..2], &[AML_EXT, AML_DEVICE]);
+        let (len, n) = decode_pkg_length(&dev[2..]);
+        assert_eq!(len, dev.len() - 2, "the device runs to the end");
+        assert_eq!(&dev[2 + n..2 + n + 4], b"VR00");
+        let find = |needle: &[u8]| aml.windows(needle.len()).position(|w| w == needle);
+        assert!(find(b"LNRO0005\0").is_some());
+        // Memory32Fixed 0xd0000000, 0x200; Extended IRQ 5, edge high.
+        assert!(find(&[0x86, 9, 0, 1, 0, 0, 0, 0xd0, 0, 2, 0, 0]).is_some());
+        assert!(find(&[0x89, 6, 0, 3, 1, 5, 0, 0, 0, 0x79, 0]).is_some());
+    }
+
+    /// A PkgLength's value and its own size in bytes.
+    fn decode_pkg_length(b: &[u8]) -> (usize, usize) {
+        let extra = usize::from(b[0] >> 6);
+        if extra == 0 {
+            return (usize::from(b[0] & 0x3f), 1);
+        }
+        let mut len = usize::from(b[0] & 0xf);
+        for i in 0..extra {
+            len |= usize::from(b[1 + i]) << (4 + 8 * i);
+        }
+        (len, 1 + extra)
+    }
+
+    #[test]
+    fn pkg_lengths() {
+        assert_eq!(pkg_length(0x3e), [0x3f]);
+        assert_eq!(pkg_length(0x3f), [0x41, 0x04]); // 0x41 total
+        assert_eq!(pkg_length(0x1000), [0x83, 0x00, 0x01]);
+        assert_eq!(pkg_length(0xffd), [0x4f, 0xff]);
+    }
+
+    #[test]
     fn the_most_vcpus_fit() {
-        let t = build(255);
+        let t = build(255, &[]);
         let b = &t.bytes;
         let (_, xsdt) = table(b, u64_at(b, 24));
         let (_, madt) = table(b, u64_at(xsdt, 44));

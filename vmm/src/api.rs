@@ -335,6 +335,18 @@ impl<'a> GuestRam<'a> {
         Ok(())
     }
 
+    /// Reads a little-endian `u16`.
+    pub fn read_u16(&self, offset: u64) -> core::result::Result<u16, OutOfRange> {
+        let mut b = [0; 2];
+        self.read(offset, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    /// Writes a little-endian `u16`.
+    pub fn write_u16(&self, offset: u64, value: u16) -> core::result::Result<(), OutOfRange> {
+        self.write(offset, &value.to_le_bytes())
+    }
+
     /// Reads a little-endian `u32`.
     pub fn read_u32(&self, offset: u64) -> core::result::Result<u32, OutOfRange> {
         let mut b = [0; 4];

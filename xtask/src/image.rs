@@ -37,6 +37,24 @@ pub const LINUX_VCPUS: u32 = 2;
 pub const LINUX_MEM: &str = "256M";
 /// Its command line: console and panic settings only (issue 7).
 pub const LINUX_CMDLINE: &str = "console=ttyS0 panic=-1";
+/// The Linux test's disk: a file of the image dir and of the bundle.
+pub const LINUX_DISK: &str = "linux-disk.img";
+/// Its size: 64 KiB.
+pub const LINUX_DISK_SIZE: usize = 64 << 10;
+/// What sector 0 of the disk begins with (then a per-build nonce and a
+/// line end); the guest writes [`LINUX_DISK_OUT`] and the same nonce to
+/// sector 1 (`crate::linux::INIT`).
+pub const LINUX_DISK_IN: &str = "MOJITO-DISK-IN";
+pub const LINUX_DISK_OUT: &str = "MOJITO-DISK-OUT";
+
+/// The Linux test's disk image: sector 0 holds [`LINUX_DISK_IN`] and
+/// `nonce`, the rest zeros.
+pub fn linux_disk(nonce: u64) -> Vec<u8> {
+    let mut disk = vec![0u8; LINUX_DISK_SIZE];
+    let line = format!("{LINUX_DISK_IN} {nonce:016x}\n");
+    disk[..line.len()].copy_from_slice(line.as_bytes());
+    disk
+}
 
 /// The control domain's name in the boot bundle.
 pub const CONTROL_ELF: &str = "control.elf";
@@ -92,6 +110,9 @@ pub struct Images {
     pub slow_bios: PathBuf,
     /// BIOS, the Linux test's (written for the tests only).
     pub linux_bios: PathBuf,
+    /// The Linux test's virtio disk as written into that image
+    /// ([`linux_disk`]).
+    pub linux_disk: PathBuf,
 }
 
 impl Images {
@@ -104,6 +125,7 @@ impl Images {
             shell_bios: dir.join(SHELL_BIOS_IMAGE),
             slow_bios: dir.join(SLOW_BIOS_IMAGE),
             linux_bios: dir.join(LINUX_BIOS_IMAGE),
+            linux_disk: dir.join(LINUX_DISK),
         }
     }
 }
@@ -296,7 +318,7 @@ pub fn linux_script() -> String {
     format!(
         "# The Linux test's script (written by xtask).\n\
          create linux kernel=kernels/vmlinux initrd=kernels/initramfs.cpio \
-         cmdline=\"{LINUX_CMDLINE}\" mem={LINUX_MEM} cpus={LINUX_VCPUS}\n\
+         cmdline=\"{LINUX_CMDLINE}\" mem={LINUX_MEM} cpus={LINUX_VCPUS} disk=disks/linux.img\n\
          start linux\nwait\npoweroff\n"
     )
 }
@@ -556,8 +578,17 @@ pub fn build_images(ws: &Workspace, extra: &[PathBuf], purpose: Purpose<'_>) -> 
         let script = dir.join("linux.mojito");
         std::fs::write(&script, linux_script())
             .with_context(|| format!("cannot write {}", script.display()))?;
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        std::fs::write(&images.linux_disk, linux_disk(nonce))
+            .with_context(|| format!("cannot write {}", images.linux_disk.display()))?;
         let bundle = [
             shell[0].clone(),
+            BundleEntry {
+                name: "disks/linux.img".into(),
+                path: images.linux_disk.clone(),
+            },
             BundleEntry {
                 name: "kernels/vmlinux".into(),
                 path: linux.vmlinux,

@@ -23,7 +23,9 @@ pub const MARKER: &str = "MOJITO-LINUX-USERSPACE";
 
 /// The initramfs's `/init` (busybox sh): mounts, loads the virtio modules
 /// (those whose devices are absent load all the same), prints the marker
-/// with the CPU count, and powers off (ACPI S5).
+/// with the CPU count, reads the first line of the virtio disk (`/dev/vda`,
+/// `crate::image::LINUX_DISK_IN` and a nonce), writes it back to sector 1
+/// as `LINUX_DISK_OUT` and the nonce, and powers off (ACPI S5).
 pub const INIT: &str = "#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -33,6 +35,18 @@ for m in virtio_ring virtio virtio_mmio virtio_blk; do
   insmod /lib/modules/$m.ko || echo \"init: insmod $m failed\"
 done
 echo \"MOJITO-LINUX-USERSPACE cpus=$(grep -c ^processor /proc/cpuinfo)\"
+for i in 1 2 3 4 5 6 7 8 9 10; do
+  [ -b /dev/vda ] && break
+  sleep 1
+done
+if [ -b /dev/vda ]; then
+  IN=$(head -c 64 /dev/vda | head -n 1)
+  echo \"MOJITO-DISK-READ $IN\"
+  echo \"MOJITO-DISK-OUT ${IN#MOJITO-DISK-IN }\" | dd of=/dev/vda bs=512 seek=1 conv=fsync 2>/dev/null
+  sync
+else
+  echo \"init: no /dev/vda\"
+fi
 poweroff -f
 ";
 

@@ -48,6 +48,9 @@ pub struct Create {
     pub name: String,
     pub kernel: String,
     pub initrd: Option<String>,
+    /// A bundle file that becomes a Linux guest's virtio disk (a copy: the
+    /// bundle is not written).
+    pub disk: Option<String>,
     pub cmdline: Option<String>,
     /// Bytes of guest RAM.
     pub mem: u64,
@@ -103,18 +106,20 @@ pub const COMMANDS: &[Spec] = &[
     Spec {
         name: "create",
         alias: None,
-        usage: "create NAME kernel=PATH [initrd=PATH] [cmdline=\"...\"] [mem=SIZE] [cpus=N]",
+        usage: "create NAME kernel=PATH [initrd=PATH] [cmdline=\"...\"] [mem=SIZE] [cpus=N] [disk=PATH]",
         summary: "makes a VM from a file of the boot bundle (see ls); start runs it",
         more: "PATH is a file of the boot bundle (ls lists them). To run your own kernel, \
                put it into the bundle: `cargo xtask run --kernel FILE` (creates and starts it \
                as VM `guest`), or `cargo xtask image --add FILE` and then \
                `create NAME kernel=FILE`. Today a kernel is an ELF test guest (tests/guests, \
-               abi::guest) or a multiboot v1 kernel (initrd= becomes its module, cmdline= its \
-               command line); Linux bzImage and vmlinux wait for the Linux issue and are \
-               refused. mem= is in MiB unless it ends in K, M or G (default 4M). cpus= is 1 \
-               to 8 vCPUs for an ELF test guest (default: its own, 1, or 2 for smp); with \
-               more than 1 the local APIC is the hypervisor's (split irqchip) and the APs \
-               wait for the guest's INIT and SIPI.",
+               abi::guest), a multiboot v1 kernel (initrd= becomes its module, cmdline= its \
+               command line) or a Linux vmlinux (PVH entry; initrd=, cmdline=, mem=128M or \
+               more, cpus=, and disk= a bundle file it sees as a virtio disk, copied; the VM \
+               gets ACPI tables, an IOAPIC and kvmclock; a bzImage is refused: give the \
+               vmlinux inside it). mem= is in MiB unless it ends in K, M or G (default 4M). \
+               cpus= is 1 to 8 vCPUs (default: the guest's own, 1, or 2 for smp); with more \
+               than 1 the local APIC is the hypervisor's (split irqchip) and the APs wait for \
+               the guest's INIT and SIPI.",
     },
     Spec {
         name: "start",
@@ -492,6 +497,7 @@ fn create(args: &[String]) -> Result<Create, String> {
         name: name.clone(),
         kernel: String::new(),
         initrd: None,
+        disk: None,
         cmdline: None,
         mem: DEFAULT_MEM,
         cpus: None,
@@ -505,7 +511,10 @@ fn create(args: &[String]) -> Result<Create, String> {
             return Err(format!("{key}= is given twice"));
         }
         match key {
-            "kernel" | "initrd" if value.is_empty() => return Err(format!("{key}= needs a path")),
+            "kernel" | "initrd" | "disk" if value.is_empty() => {
+                return Err(format!("{key}= needs a path"));
+            }
+            "disk" => c.disk = Some(value.into()),
             "kernel" => c.kernel = value.into(),
             "initrd" => c.initrd = Some(value.into()),
             "cmdline" => c.cmdline = Some(value.into()),
@@ -690,6 +699,7 @@ mod tests {
                 name: "web".into(),
                 kernel: "guests/demo.elf".into(),
                 initrd: Some("i".into()),
+                disk: None,
                 cmdline: Some("a b".into()),
                 mem: 16 << 20,
                 cpus: Some(1),

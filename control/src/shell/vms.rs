@@ -216,6 +216,9 @@ pub fn make(
                 spec.kernel
             ));
         }
+        "elf" | "multiboot" if spec.disk.is_some() => {
+            return Err("disk= is for Linux guests (virtio-blk)".into());
+        }
         "elf" if initrd.is_some() || spec.cmdline.is_some() => {
             return Err("an ELF test guest takes no initrd= or cmdline=".into());
         }
@@ -279,6 +282,14 @@ pub fn make(
     };
     let mut vm = Vm::create(&Mojito, &config, Box::new(Serial)).map_err(|e| say(&e))?;
     let loaded = if kind == "vmlinux" {
+        if let Some(path) = &spec.disk {
+            let data = file(path)?;
+            let mut disk = Vec::new();
+            disk.try_reserve_exact(data.len())
+                .map_err(|_| format!("{path}: no memory for a copy of the disk"))?;
+            disk.extend_from_slice(data);
+            vm.attach_disk(disk).map_err(|e| say(&e))?;
+        }
         vm.load_linux(kernel, initrd, spec.cmdline.as_deref().unwrap_or(""))
     } else if kind == "multiboot" {
         let modules: Vec<vmm::loader::multiboot::Module<'_>> = initrd
@@ -391,12 +402,40 @@ pub fn print_stream(n: u32, name: &str, records: &[ExitRecord], dropped: u64) {
     }
 }
 
+/// What a Linux guest left on its virtio disk: the request count and the
+/// text at the start of the first sectors (up to the first NUL or line
+/// end, at most 64 bytes), so an operator (and the Linux test) can see it.
+fn print_disk(n: u32, name: &str, disk: &[u8], requests: u64) {
+    const SECTORS: usize = 2;
+    const SHOWN: usize = 64;
+    let mut line = alloc::format!("control: vm {n} ({name}): disk: {requests} requests");
+    for (i, sector) in disk.chunks(512).take(SECTORS).enumerate() {
+        let text: String = sector
+            .iter()
+            .take(SHOWN)
+            .take_while(|&&b| b != 0 && b != b'\n')
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        let _ = core::fmt::Write::write_fmt(&mut line, format_args!("; sector {i}: \"{text}\""));
+    }
+    println!("{line}");
+}
+
 /// Closes a VM's VMM side, keeping its counts and output in the entry.
 pub fn close(e: &mut Entry) {
     let Some(mut vm) = e.vm.take() else {
         return;
     };
     e.exits = vm.exits().clone();
+    if let Some((disk, requests)) = vm.disk() {
+        print_disk(e.id, &e.spec.name, disk, requests);
+    }
     e.port_writes = vm.bus().unknown_writes().clone();
     e.port_reads = vm.bus().unknown_reads().clone();
     let (out, lost) = vm.console().since(0);

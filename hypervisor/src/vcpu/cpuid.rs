@@ -150,6 +150,10 @@ const LEAF7_ECX_RDPID: u32 = 1 << 22;
 /// XSAVE sub-leaf 1 EAX offered: XSAVEOPT, XSAVEC, XGETBV with ECX = 1.
 /// Not XSAVES (IA32_XSS is not emulated).
 const XSAVE1_EAX_OFFERED: u32 = 0b111;
+const XSAVE1_EAX_XSAVEC: u32 = 1 << 1;
+/// Leaf 0xD sub-leaf i (i ≥ 2) ECX bit 1: the component is 64-byte
+/// aligned in the compacted format (SDM Vol. 2A, CPUID).
+const XSAVE_COMPONENT_ALIGNED: u32 = 1 << 1;
 
 /// Leaves whose ECX selects a sub-leaf.
 fn indexed(leaf: u32) -> bool {
@@ -182,6 +186,9 @@ pub struct CpuidTable {
     /// (offset, size) of each XSAVE component, for sizing the area the
     /// guest's current XCR0 needs (leaf 0xD.0 EBX).
     xsave_components: [(u32, u32); 8],
+    /// The components that are 64-byte aligned in the compacted format
+    /// (leaf 0xD.i ECX bit 1), a bit per component.
+    xsave_aligned: u8,
 }
 
 /// Per-vCPU inputs of a lookup.
@@ -268,6 +275,9 @@ impl CpuidTable {
                             let r = host(0xd, i);
                             if let Some(slot) = t.xsave_components.get_mut(i as usize) {
                                 *slot = (r[1], r[0]);
+                                if r[2] & XSAVE_COMPONENT_ALIGNED != 0 {
+                                    t.xsave_aligned |= 1 << i;
+                                }
                             }
                             push(0xd, i, r);
                         }
@@ -331,6 +341,12 @@ impl CpuidTable {
                 }
             }
             (0xd, 0) => r[1] = self.xsave_size(d.xcr0),
+            // With XSAVEC offered: the compacted size for XCR0 (IA32_XSS
+            // is always 0 here), as KVM computes it; Linux sizes its
+            // buffers by it.
+            (0xd, 1) if r[0] & XSAVE1_EAX_XSAVEC != 0 => {
+                r[1] = self.xsave_compacted_size(d.xcr0);
+            }
             _ => {}
         }
         r
@@ -349,6 +365,23 @@ impl CpuidTable {
         size
     }
 
+    /// Bytes of the compacted-format XSAVE area for `xcr0` (SDM Vol. 1
+    /// 13.4.3): the legacy region and header, then each enabled component
+    /// right after the previous one, at a 64-byte boundary where its
+    /// leaf 0xD sub-leaf says so.
+    fn xsave_compacted_size(&self, xcr0: u64) -> u32 {
+        let mut end: u32 = 576;
+        for (i, &(_, len)) in self.xsave_components.iter().enumerate().skip(2) {
+            if xcr0 & (1 << i) != 0 {
+                if self.xsave_aligned & (1 << i) != 0 {
+                    end = end.next_multiple_of(64);
+                }
+                end += len;
+            }
+        }
+        end
+    }
+
     /// A copy, or None if the heap cannot hold one.
     pub fn try_clone(&self) -> Option<Self> {
         let mut entries = Vec::new();
@@ -357,6 +390,7 @@ impl CpuidTable {
         Some(Self {
             entries,
             xsave_components: self.xsave_components,
+            xsave_aligned: self.xsave_aligned,
         })
     }
 
@@ -391,6 +425,7 @@ impl CpuidTable {
         let mut t = Self {
             entries: Vec::new(),
             xsave_components: self.xsave_components,
+            xsave_aligned: self.xsave_aligned,
         };
         for (leaf, subleaf, regs) in given {
             let sub = if indexed(leaf) { subleaf } else { 0 };
@@ -515,6 +550,12 @@ mod tests {
         assert_ne!(t.lookup(1, 0, &d)[2] & l1c::OSXSAVE, 0);
         assert_eq!(t.lookup(0xd, 0, &D)[1], 576);
         assert_eq!(t.lookup(0xd, 0, &Dynamic { xcr0: 7, ..D })[1], 0x340);
+        // XSAVEC is offered (host 0xD.1 EAX 0xf, XSAVES masked off): the
+        // compacted size follows XCR0 too (AVX's 256 bytes after 576).
+        let sub1 = t.lookup(0xd, 1, &Dynamic { xcr0: 7, ..D });
+        assert_eq!(sub1[0], 0b111, "no XSAVES");
+        assert_eq!(sub1[1], 576 + 256);
+        assert_eq!(t.lookup(0xd, 1, &Dynamic { xcr0: 3, ..D })[1], 576);
         assert_eq!(t.lookup(0xd, 1, &D)[0], 0b111, "no XSAVES");
         assert_eq!(t.lookup(0xd, 2, &D)[0], 0x100);
     }

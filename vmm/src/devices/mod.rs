@@ -18,6 +18,7 @@ pub mod pm;
 pub mod rtc;
 pub mod scratch;
 pub mod uart;
+pub mod virtio_blk;
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;

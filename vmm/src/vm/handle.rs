@@ -14,6 +14,7 @@ use crate::devices::console::Console;
 use crate::devices::debug::{DebugPort, LevelIrqPort};
 use crate::devices::ioapic::{self, IoApic, Msi};
 use crate::devices::scratch::Scratch;
+use crate::devices::virtio_blk::{self, Block};
 use crate::devices::{Effect, PortBus};
 use crate::exit::Exit;
 use crate::record::{ExitRecord, Recorder};
@@ -57,6 +58,10 @@ pub(super) struct State {
     pub(super) routes_changed: bool,
     /// The UART's interrupt line as the IOAPIC last saw it.
     pub(super) uart_irq: bool,
+    /// The virtio block device (`Vm::attach_disk`) and its line as the
+    /// IOAPIC last saw it.
+    pub(super) blk: Option<Block>,
+    pub(super) blk_irq: bool,
 }
 
 /// The VMM MSR `index` names, if any.
@@ -81,6 +86,9 @@ pub(super) enum Next {
     XenPage(u64),
     /// Send this vector as an MSI (`Vm::signal_msi`), then go on.
     Msi(u8),
+    /// The block device's queue was notified: carry out its requests
+    /// (they need guest RAM), then go on.
+    BlockNotify,
     /// Send the MSI of the test route with this vector (`Vm::level_irq`),
     /// then go on.
     LevelIrq(u8),
@@ -98,6 +106,13 @@ impl State {
     fn ioapic_offset(&self, addr: u64) -> Option<u64> {
         let offset = addr.checked_sub(u64::from(crate::acpi::IOAPIC_ADDR))?;
         (self.ioapic.is_some() && offset < ioapic::MMIO_LEN).then_some(offset)
+    }
+
+    /// The block device and the offset in its window, if `addr` is in it.
+    fn blk_at(&mut self, addr: u64) -> Option<(&mut Block, u64)> {
+        let offset = addr.checked_sub(virtio_blk::MMIO_BASE)?;
+        let blk = self.blk.as_mut()?;
+        (offset < virtio_blk::MMIO_LEN).then_some((blk, offset))
     }
 
     /// Handles an exit of vCPU `vcpu`.
@@ -160,6 +175,8 @@ impl State {
                     && let Some(io) = self.ioapic.as_mut()
                 {
                     io.read(offset, data);
+                } else if let Some((blk, offset)) = self.blk_at(addr) {
+                    blk.read(offset, data);
                 } else if !self.scratch.read(addr, data) {
                     *self.exits.mmio_reads.entry(addr).or_default() += 1;
                     data.fill(0xff);
@@ -173,10 +190,15 @@ impl State {
             }
             Exit::MmioWrite { addr, data } => {
                 self.exits.count(KVM_EXIT_MMIO);
+                let mut notify = false;
                 if let Some(offset) = self.ioapic_offset(addr)
                     && let Some(io) = self.ioapic.as_mut()
                 {
                     self.routes_changed |= io.write(offset, data, &mut self.msis);
+                } else if let Some((blk, offset)) = self.blk_at(addr) {
+                    if blk.write(offset, data) {
+                        notify = true;
+                    }
                 } else if !self.scratch.write(addr, data) {
                     *self.exits.mmio_writes.entry(addr).or_default() += 1;
                 }
@@ -185,7 +207,11 @@ impl State {
                     len: data.len() as u8,
                     value: le_value(data),
                 });
-                Next::Continue
+                if notify {
+                    Next::BlockNotify
+                } else {
+                    Next::Continue
+                }
             }
             Exit::Hlt => {
                 self.exits.count(KVM_EXIT_HLT);

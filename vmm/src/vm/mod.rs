@@ -68,6 +68,7 @@ use crate::devices::pit::{PIT_BASE, PIT_LEN, PORT_B};
 use crate::devices::pm::Pm;
 use crate::devices::rtc::{RTC_BASE, RTC_LEN, Rtc};
 use crate::devices::uart::{COM1, UART_LEN, Uart};
+use crate::devices::virtio_blk::{self, Block};
 use crate::exit::Exit;
 use crate::loader::{self, LoadError, Start, multiboot, pvh};
 use crate::policy;
@@ -664,6 +665,8 @@ impl<V: api::Vm> Vm<V> {
                 msis: Vec::new(),
                 routes_changed: false,
                 uart_irq: false,
+                blk: None,
+                blk_irq: false,
             },
             stop: Arc::new(AtomicBool::new(false)),
             name: config.name.clone(),
@@ -717,6 +720,25 @@ impl<V: api::Vm> Vm<V> {
         Ok(start)
     }
 
+    /// Gives a VM with the PC platform a virtio block device over `disk`
+    /// (`devices::virtio_blk`; [`Vm::load_linux`] announces it in the
+    /// ACPI tables, so attach it first).
+    pub fn attach_disk(&mut self, disk: Vec<u8>) -> Result<(), Error> {
+        if self.state.ioapic.is_none() {
+            return Err(Error::Config(
+                "a virtio disk needs the PC platform (VmConfig::linux)",
+            ));
+        }
+        self.state.blk = Some(Block::new(disk, &self.name));
+        Ok(())
+    }
+
+    /// The virtio disk as the guest left it, and the requests it carried
+    /// out.
+    pub fn disk(&self) -> Option<(&[u8], u64)> {
+        self.state.blk.as_ref().map(|b| (b.disk(), b.requests))
+    }
+
     /// Loads a Linux `vmlinux` (or another ELF kernel with the PVH entry
     /// note) with its initrd and command line, writes the ACPI tables for
     /// the VM's vCPUs, and points the BSP at the PVH entry.
@@ -732,7 +754,19 @@ impl<V: api::Vm> Vm<V> {
             ));
         }
         let vcpus = u8::try_from(self.vcpus.len()).map_err(|_| Error::Config("too many vCPUs"))?;
-        let tables = acpi::build(vcpus);
+        // The virtio disk is announced in the DSDT (Debian's kernel has no
+        // CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES for virtio_mmio.device=).
+        let virtio: Vec<acpi::VirtioMmio> = self
+            .state
+            .blk
+            .iter()
+            .map(|_| acpi::VirtioMmio {
+                base: virtio_blk::MMIO_BASE as u32,
+                len: virtio_blk::MMIO_LEN as u32,
+                gsi: u32::from(virtio_blk::IRQ),
+            })
+            .collect();
+        let tables = acpi::build(vcpus, &virtio);
         let start = self.with_ram(|ram| {
             ram.write(acpi::BASE, &tables.bytes)
                 .map_err(|_| LoadError::OutsideRam {
@@ -860,6 +894,11 @@ impl<V: api::Vm> Vm<V> {
         if uart != s.uart_irq {
             s.uart_irq = uart;
             ioapic.set_line(usize::from(UART_IRQ), uart, &mut s.msis);
+        }
+        let blk = s.blk.as_ref().is_some_and(Block::irq);
+        if blk != s.blk_irq {
+            s.blk_irq = blk;
+            ioapic.set_line(usize::from(virtio_blk::IRQ), blk, &mut s.msis);
         }
         if core::mem::take(&mut s.routes_changed) {
             self.vm.set_gsi_routing(&ioapic_routes(ioapic))?;
@@ -1099,6 +1138,14 @@ impl<V: api::Vm> Vm<V> {
                 Next::Command(c) => self.memtest(c),
                 Next::XenPage(value) => self.xen_page(value),
                 Next::Msi(vector) => self.signal_msi(vector),
+                Next::BlockNotify => {
+                    if let (Some(ram), Some(blk)) = (self.vm.memory(0), self.state.blk.as_mut()) {
+                        blk.process(&ram);
+                    }
+                    if let Err(e) = self.deliver_irqs() {
+                        break StopReason::RunFailed(e);
+                    }
+                }
                 Next::LevelIrq(vector) => self.level_irq(vector),
                 Next::Debug(c) => self.debug_command(c),
                 Next::ResumeBreakpoint => {
