@@ -99,4 +99,3 @@ fn main() -> ExitCode {
         ExitCode::FAILURE
     })
 }
-

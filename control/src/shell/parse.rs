@@ -713,6 +713,12 @@ mod tests {
             panic!()
         };
         assert_eq!(c.cpus, Some(8));
+        let Command::Create(c) = ok("create l kernel=k disk=disks/linux.img") else {
+            panic!()
+        };
+        assert_eq!(c.disk.as_deref(), Some("disks/linux.img"));
+        assert!(parse("create l kernel=k disk=").is_err());
+        assert!(parse("create l kernel=k disk=a disk=b").is_err());
         let Command::Create(c) = ok("create a kernel=k mem=1G") else {
             panic!()
         };

@@ -197,14 +197,7 @@ pub fn make(
     let initrd = spec.initrd.as_deref().map(file).transpose()?;
     let kind = kind(kernel);
     match kind {
-        "bzImage" => {
-            return Err(format!(
-                "{} is a Linux bzImage: give the vmlinux inside it (the PVH entry; \
-                 `extract-vmlinux`, or `cargo xtask linux` writes one)",
-                spec.kernel
-            ));
-        }
-        "vmlinux" if spec.mem < LINUX_MEM_MIN => {
+        "vmlinux" | "bzImage" if spec.mem < LINUX_MEM_MIN => {
             return Err(format!(
                 "{} is Linux: give it mem=128M or more",
                 spec.kernel
@@ -212,7 +205,7 @@ pub fn make(
         }
         "unknown" => {
             return Err(format!(
-                "{} is neither an ELF test guest nor a multiboot kernel",
+                "{} is neither an ELF test guest, a multiboot kernel nor Linux",
                 spec.kernel
             ));
         }
@@ -240,7 +233,8 @@ pub fn make(
         .next()
         .and_then(|f| f.split('.').next())
         .unwrap_or(name);
-    let defaults = if kind == "vmlinux" {
+    let linux = matches!(kind, "vmlinux" | "bzImage");
+    let defaults = if linux {
         // The PC platform (ACPI, IOAPIC, PM), the kernel's local APICs
         // and kvmclock; none of the test guests' ports and MSRs.
         VmConfig {
@@ -273,15 +267,11 @@ pub fn make(
         stop_on_intr: true,
         // Linux may compute for seconds with its timer and HLT in the
         // hypervisor and no exit to the VMM.
-        max_intrs_in_a_row: if kind == "vmlinux" {
-            0
-        } else {
-            MAX_TICKS_IN_A_ROW
-        },
+        max_intrs_in_a_row: if linux { 0 } else { MAX_TICKS_IN_A_ROW },
         ..defaults
     };
     let mut vm = Vm::create(&Mojito, &config, Box::new(Serial)).map_err(|e| say(&e))?;
-    let loaded = if kind == "vmlinux" {
+    let loaded = if linux {
         if let Some(path) = &spec.disk {
             let data = file(path)?;
             let mut disk = Vec::new();

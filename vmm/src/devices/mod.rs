@@ -11,8 +11,10 @@
 
 pub mod console;
 pub mod debug;
+pub mod i8042;
 pub mod ioapic;
 pub mod memtest;
+pub mod pci;
 pub mod pit;
 pub mod pm;
 pub mod rtc;
@@ -50,6 +52,8 @@ pub enum Effect {
     Debug(u8),
     /// The guest powered the machine off (ACPI S5 through PM1a_CNT).
     PowerOff,
+    /// The guest reset the machine (the 8042's reset line).
+    Reset,
 }
 
 /// A device on the port-I/O bus.

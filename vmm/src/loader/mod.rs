@@ -11,7 +11,10 @@
 //!   modules, as QEMU's `-kernel -append -initrd` loads them.
 //! - [`pvh::load`]: an uncompressed Linux `vmlinux` (or any ELF kernel
 //!   with the Xen PVH entry note), its initrd and command line.
+//! - [`bzimage::load`]: a Linux bzImage by the x86 boot protocol's 32-bit
+//!   entry, with `boot_params`, its e820 map, initrd and command line.
 
+pub mod bzimage;
 pub mod elf;
 pub mod multiboot;
 pub mod pvh;
@@ -79,6 +82,8 @@ pub struct Start {
     pub rax: u64,
     pub rbx: u64,
     pub rcx: u64,
+    /// ESI: the Linux boot protocol's `boot_params` ([`bzimage`]).
+    pub rsi: u64,
 }
 
 /// Flat-segment selectors in protected mode. The multiboot spec leaves the
@@ -120,6 +125,7 @@ impl Start {
             rax: self.rax,
             rbx: self.rbx,
             rcx: self.rcx,
+            rsi: self.rsi,
             rflags: RFLAGS_FIXED,
             ..Default::default()
         };
@@ -239,6 +245,7 @@ pub fn load_test_guest(ram: &GuestRam<'_>, image: &[u8], vm_id: u32) -> Result<S
         rax: 0,
         rbx: u64::from(vm_id),
         rcx: u64::from(ram_size),
+        rsi: 0,
     })
 }
 
@@ -264,6 +271,7 @@ pub fn load_flat(ram: &GuestRam<'_>, image: &[u8], gpa: u64) -> Result<Start, Lo
         rax: 0,
         rbx: 0,
         rcx: 0,
+        rsi: 0,
     })
 }
 
@@ -284,7 +292,8 @@ mod tests {
                 mode: Mode::Real { cs: 0, ip: 0x8000 },
                 rax: 0,
                 rbx: 3,
-                rcx: 0x10000
+                rcx: 0x10000,
+                rsi: 0,
             }
         );
         let mut b = [0; 4];
@@ -359,6 +368,7 @@ mod tests {
             rax: 0,
             rbx: 7,
             rcx: 9,
+            rsi: 0,
         }
         .apply(&mut sregs);
         assert_eq!((regs.rip, regs.rbx, regs.rcx, regs.rflags), (0x10, 7, 9, 2));
@@ -369,6 +379,7 @@ mod tests {
             rax: 0x2bad_b002,
             rbx: 0x9000,
             rcx: 0,
+            rsi: 0,
         }
         .apply(&mut sregs);
         assert_eq!(regs.rip, 0x10_0000);

@@ -328,6 +328,7 @@ pub fn load(
         rax: u64::from(BOOTLOADER_MAGIC),
         rbx: u64::from(mbi),
         rcx: 0,
+        rsi: 0,
     })
 }
 

@@ -170,6 +170,7 @@ pub fn load(
         rax: 0,
         rbx: START_INFO,
         rcx: 0,
+        rsi: 0,
     })
 }
 

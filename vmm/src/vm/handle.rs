@@ -165,6 +165,7 @@ impl State {
                         Effect::LevelIrq(v) => next = Next::LevelIrq(v),
                         Effect::Debug(c) => next = Next::Debug(c),
                         Effect::PowerOff => return Next::Stop(StopReason::PoweredOff),
+                        Effect::Reset => return Next::Stop(StopReason::Reset),
                     }
                 }
                 next

@@ -62,15 +62,17 @@ use crate::devices::console::{Console, RING_DEFAULT, Sink};
 use crate::devices::debug::{
     DebugCon, DebugExit, DebugPort, IrqPort, LevelIrqPort, MsiPort, PostPort, YieldPort,
 };
+use crate::devices::i8042;
 use crate::devices::ioapic::IoApic;
 use crate::devices::memtest::MemTest;
+use crate::devices::pci::{PCI_BASE, PCI_LEN, PciHost};
 use crate::devices::pit::{PIT_BASE, PIT_LEN, PORT_B};
 use crate::devices::pm::Pm;
 use crate::devices::rtc::{RTC_BASE, RTC_LEN, Rtc};
 use crate::devices::uart::{COM1, UART_LEN, Uart};
 use crate::devices::virtio_blk::{self, Block};
 use crate::exit::Exit;
-use crate::loader::{self, LoadError, Start, multiboot, pvh};
+use crate::loader::{self, LoadError, Start, bzimage, multiboot, pvh};
 use crate::policy;
 use crate::record::{ExitRecord, RECORD_LIMIT_DEFAULT, Recorder};
 use handle::{Next, State};
@@ -631,6 +633,12 @@ impl<V: api::Vm> Vm<V> {
                 Box::new(Pm::new(system.clock())),
             )
             .map_err(|_| Error::Config("the UART overlaps the PM block"))?;
+            bus.insert(PCI_BASE, PCI_LEN, Box::new(PciHost::new()))
+                .map_err(|_| Error::Config("the UART overlaps the PCI ports"))?;
+            bus.insert(i8042::COMMAND_PORT, 1, Box::new(i8042::I8042))
+                .map_err(|_| Error::Config("the UART overlaps the 8042"))?;
+            bus.insert(i8042::DATA_PORT, 1, Box::new(i8042::I8042Data))
+                .map_err(|_| Error::Config("the UART overlaps the 8042"))?;
         }
         if config.memtest {
             bus.insert(abi::guest::MEMTEST_PORT, 1, Box::new(MemTest::default()))
@@ -739,9 +747,10 @@ impl<V: api::Vm> Vm<V> {
         self.state.blk.as_ref().map(|b| (b.disk(), b.requests))
     }
 
-    /// Loads a Linux `vmlinux` (or another ELF kernel with the PVH entry
-    /// note) with its initrd and command line, writes the ACPI tables for
-    /// the VM's vCPUs, and points the BSP at the PVH entry.
+    /// Loads a Linux kernel with its initrd and command line: a bzImage by
+    /// the boot protocol's 32-bit entry ([`bzimage`]), else an ELF with
+    /// the PVH entry note (`vmlinux`, [`pvh`]); writes the ACPI tables for
+    /// the VM's vCPUs and devices first, and points the BSP at the entry.
     pub fn load_linux(
         &mut self,
         kernel: &[u8],
@@ -773,7 +782,11 @@ impl<V: api::Vm> Vm<V> {
                     gpa: acpi::BASE,
                     len: tables.bytes.len() as u64,
                 })?;
-            pvh::load(ram, kernel, cmdline, initrd, tables.rsdp)
+            if bzimage::is_bzimage(kernel) {
+                bzimage::load(ram, kernel, cmdline, initrd, tables.rsdp)
+            } else {
+                pvh::load(ram, kernel, cmdline, initrd, tables.rsdp)
+            }
         })?;
         self.start_at(&start)?;
         Ok(start)

@@ -19,6 +19,9 @@ pub enum StopReason {
     Exited(u32),
     /// The guest powered the machine off (ACPI S5).
     PoweredOff,
+    /// The guest reset the machine (the 8042's reset line): the VM stops,
+    /// as a VMM run with QEMU's `-no-reboot` does.
+    Reset,
     /// HLT with no interrupt source that could wake the vCPU.
     Halted,
     /// `KVM_EXIT_SHUTDOWN`: a triple fault.
@@ -91,6 +94,7 @@ impl fmt::Display for StopReason {
         match self {
             Self::Exited(s) => write!(f, "exited with status {s}"),
             Self::PoweredOff => f.write_str("powered off"),
+            Self::Reset => f.write_str("reset by the guest"),
             Self::Halted => f.write_str("halted"),
             Self::Shutdown => f.write_str("triple fault"),
             Self::FailEntry { reason, cpu } => {
