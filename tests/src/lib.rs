@@ -40,6 +40,7 @@ pub fn images() -> &'static Images {
                 &images.shell_bios,
                 &images.slow_bios,
                 &images.linux_bios,
+                &images.linux_bz_bios,
             ] {
                 if !path.is_file() {
                     return Err(format!(

@@ -66,8 +66,10 @@ pub enum Disk {
     ShellBios,
     /// The slow tests' BIOS image (`crate::slow`).
     SlowBios,
-    /// The Linux test's BIOS image (`crate::linux`).
+    /// The Linux test's BIOS image (`crate::linux`): the `vmlinux`.
     LinuxBios,
+    /// The same with the bzImage.
+    LinuxBzBios,
 }
 
 /// A finished run.
@@ -169,12 +171,15 @@ pub fn qemu(
         Disk::LinuxBios => Boot::Bios {
             image: images.linux_bios.clone(),
         },
+        Disk::LinuxBzBios => Boot::Bios {
+            image: images.linux_bz_bios.clone(),
+        },
     };
     let mode = match disk {
         Disk::BuiltinBios => expect::Mode::Builtin,
         Disk::ShellBios => expect::Mode::Shell,
         Disk::SlowBios => expect::Mode::Slow,
-        Disk::LinuxBios => expect::Mode::Linux,
+        Disk::LinuxBios | Disk::LinuxBzBios => expect::Mode::Linux,
         Disk::UefiUsb | Disk::Bios => expect::Mode::Control,
     };
     let serial = dir.path().join("serial.txt");

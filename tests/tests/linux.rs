@@ -121,12 +121,14 @@ fn early_boot_on_host_kvm() {
 }
 
 /// Debian's kernel under Mojito in QEMU (TCG, SVM, 2 host CPUs), run by the
-/// control domain's VMM with 2 vCPUs: userspace, both CPUs, S5.
+/// control domain's VMM with 2 vCPUs: userspace, both CPUs, the disk, S5.
+/// The bzImage, by the boot protocol (`linux_bochs` boots the `vmlinux`
+/// through its PVH entry).
 #[test]
 fn linux_qemu() {
     mojito_tests::machine::qemu(
         "linux_qemu",
-        mojito_tests::machine::Disk::LinuxBios,
+        mojito_tests::machine::Disk::LinuxBzBios,
         xtask::qemu::TCG_SVM_CPU,
         1024,
         2,
@@ -137,7 +139,8 @@ fn linux_qemu() {
 }
 
 /// Debian's kernel under Mojito in Bochs (VMX, Skylake-X, 2 CPUs), run by
-/// the control domain's VMM with 2 vCPUs.
+/// the control domain's VMM with 2 vCPUs: the `vmlinux`, through its PVH
+/// entry.
 #[test]
 fn linux_bochs() {
     mojito_tests::machine::bochs(

@@ -32,6 +32,9 @@ pub const SLOW_BIOS_IMAGE: &str = "mojito-slow-bios.img";
 /// (`kernels/vmlinux`), the initramfs (`kernels/initramfs.cpio`, see
 /// [`crate::linux`]) and [`linux_script`].
 pub const LINUX_BIOS_IMAGE: &str = "mojito-linux-bios.img";
+/// The same with Debian's bzImage (`kernels/vmlinuz`, the boot protocol)
+/// instead of the `vmlinux` (PVH).
+pub const LINUX_BZ_BIOS_IMAGE: &str = "mojito-linux-bz-bios.img";
 /// The Linux test guest's vCPUs and RAM.
 pub const LINUX_VCPUS: u32 = 2;
 pub const LINUX_MEM: &str = "256M";
@@ -110,6 +113,8 @@ pub struct Images {
     pub slow_bios: PathBuf,
     /// BIOS, the Linux test's (written for the tests only).
     pub linux_bios: PathBuf,
+    /// BIOS, the same with the bzImage (written for the tests only).
+    pub linux_bz_bios: PathBuf,
     /// The Linux test's virtio disk as written into that image
     /// ([`linux_disk`]).
     pub linux_disk: PathBuf,
@@ -125,6 +130,7 @@ impl Images {
             shell_bios: dir.join(SHELL_BIOS_IMAGE),
             slow_bios: dir.join(SLOW_BIOS_IMAGE),
             linux_bios: dir.join(LINUX_BIOS_IMAGE),
+            linux_bz_bios: dir.join(LINUX_BZ_BIOS_IMAGE),
             linux_disk: dir.join(LINUX_DISK),
         }
     }
@@ -312,12 +318,13 @@ pub fn test_script(bundle: &[BundleEntry]) -> String {
     s
 }
 
-/// The Linux test's boot script: Debian's kernel as VM `linux` with
-/// [`LINUX_VCPUS`] vCPUs, then power off when it has stopped.
-pub fn linux_script() -> String {
+/// The Linux test's boot script: Debian's kernel (`kernels/KERNEL`) as
+/// VM `linux` with [`LINUX_VCPUS`] vCPUs, then power off when it has
+/// stopped.
+pub fn linux_script(kernel: &str) -> String {
     format!(
         "# The Linux test's script (written by xtask).\n\
-         create linux kernel=kernels/vmlinux initrd=kernels/initramfs.cpio \
+         create linux kernel=kernels/{kernel} initrd=kernels/initramfs.cpio \
          cmdline=\"{LINUX_CMDLINE}\" mem={LINUX_MEM} cpus={LINUX_VCPUS} disk=disks/linux.img\n\
          start linux\nwait\npoweroff\n"
     )
@@ -575,40 +582,45 @@ pub fn build_images(ws: &Workspace, extra: &[PathBuf], purpose: Purpose<'_>) -> 
             &mut slow.iter(),
         )?;
         let linux = crate::linux::assets(ws)?;
-        let script = dir.join("linux.mojito");
-        std::fs::write(&script, linux_script())
-            .with_context(|| format!("cannot write {}", script.display()))?;
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         std::fs::write(&images.linux_disk, linux_disk(nonce))
             .with_context(|| format!("cannot write {}", images.linux_disk.display()))?;
-        let bundle = [
-            shell[0].clone(),
-            BundleEntry {
-                name: "disks/linux.img".into(),
-                path: images.linux_disk.clone(),
-            },
-            BundleEntry {
-                name: "kernels/vmlinux".into(),
-                path: linux.vmlinux,
-            },
-            BundleEntry {
-                name: "kernels/initramfs.cpio".into(),
-                path: linux.initramfs,
-            },
-            BundleEntry {
-                name: BOOT_SCRIPT.into(),
-                path: script,
-            },
-        ];
-        write_images(
-            &build_loader(ws)?,
-            &built.hypervisor,
-            None,
-            &images.linux_bios,
-            &mut bundle.iter(),
-        )?;
+        for (kernel, path, image) in [
+            ("vmlinux", &linux.vmlinux, &images.linux_bios),
+            ("vmlinuz", &linux.bzimage, &images.linux_bz_bios),
+        ] {
+            let script = dir.join(format!("linux-{kernel}.mojito"));
+            std::fs::write(&script, linux_script(kernel))
+                .with_context(|| format!("cannot write {}", script.display()))?;
+            let bundle = [
+                shell[0].clone(),
+                BundleEntry {
+                    name: "disks/linux.img".into(),
+                    path: images.linux_disk.clone(),
+                },
+                BundleEntry {
+                    name: format!("kernels/{kernel}"),
+                    path: path.clone(),
+                },
+                BundleEntry {
+                    name: "kernels/initramfs.cpio".into(),
+                    path: linux.initramfs.clone(),
+                },
+                BundleEntry {
+                    name: BOOT_SCRIPT.into(),
+                    path: script,
+                },
+            ];
+            write_images(
+                &build_loader(ws)?,
+                &built.hypervisor,
+                None,
+                image,
+                &mut bundle.iter(),
+            )?;
+        }
     }
     Ok(images)
 }
