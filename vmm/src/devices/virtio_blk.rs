@@ -324,6 +324,12 @@ impl Block {
         // Device-readable descriptors come first (§2.6.4.2).
         let readable: Vec<Desc> = chain.iter().copied().take_while(|d| !d.write).collect();
         let writable: Vec<Desc> = chain.iter().copied().skip(readable.len()).collect();
+        // The guest sets the lengths: never take more than one request
+        // can use (a header and the whole disk), whatever they say.
+        let readable_len: u64 = readable.iter().map(|d| u64::from(d.len)).sum();
+        if readable_len > (HEADER as u64) + self.disk.len() as u64 {
+            return self.fail(ram, &writable);
+        }
         let mut input = Vec::new();
         for d in &readable {
             let start = input.len();
@@ -386,6 +392,15 @@ impl Block {
             return 0;
         }
         (written + 1) as u32
+    }
+
+    /// Answers a request that cannot be carried out with IOERR in its
+    /// last writable byte, if it has one.
+    fn fail(&self, ram: &GuestRam<'_>, writable: &[Desc]) -> u32 {
+        match writable.last().filter(|d| d.len > 0) {
+            Some(d) if ram.write(d.addr + u64::from(d.len) - 1, &[S_IOERR]).is_ok() => 1,
+            _ => 0,
+        }
     }
 
     /// The disk bytes of `len` bytes from `sector`, if they exist.
@@ -586,6 +601,22 @@ mod tests {
         w32(&mut dev, STATUS, 0);
         assert_eq!(r32(&dev, STATUS), 0);
         assert_eq!(dev.disk().len(), 1024);
+    }
+
+    #[test]
+    fn huge_lengths_are_refused_without_allocating() {
+        let mut mem = vec![0u8; 0x10000];
+        let ram = GuestRam::from_slice(&mut mem);
+        let mut dev = ready(vec![0; 1024]);
+        // An OUT whose data descriptor claims 4 GiB - 1.
+        submit(&ram, 0, T_OUT, 0, u32::MAX, false);
+        dev.process(&ram);
+        assert_eq!(status(&ram, 0), S_IOERR);
+        assert_eq!(
+            ram.read_u32(USED + 8).unwrap(),
+            1,
+            "only the status written"
+        );
     }
 
     #[test]
