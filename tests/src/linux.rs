@@ -39,6 +39,13 @@ pub fn problems(serial: &str, vcpus: u32, disk_line: &str) -> Vec<String> {
         .unwrap_or_default()
         .trim();
     let written = format!("sector 1: \"{} {nonce}\"", xtask::image::LINUX_DISK_OUT);
+    // … and the virtio console carried a line out.
+    let hvc = format!("[linux] MOJITO-HVC0 {nonce}");
+    if !serial.lines().any(|l| l.trim_end().ends_with(&hvc)) {
+        problems.push(format!(
+            "no `{hvc}` line: nothing came through the virtio console"
+        ));
+    }
     match serial.lines().find(|l| l.contains("(linux): disk: ")) {
         None => problems.push("no `control: vm 1 (linux): disk:` line".into()),
         Some(l) if !l.contains(&written) => {
@@ -89,6 +96,7 @@ mod tests {
         [linux] [    1.000000] Run /init as init process\n\
         mojito> \u{1b}[K[linux] MOJITO-LINUX-USERSPACE cpus=2\n\
         [linux] MOJITO-DISK-READ MOJITO-DISK-IN 00ab\n\
+        [linux] MOJITO-HVC0 00ab\n\
         [linux] [    2.000000] reboot: Power down\n\
         control: vm 1 (linux): stopped: powered off\n\
         control: vm 1 (linux): disk: 9 requests; sector 0: \"MOJITO-DISK-IN 00ab\"; \
@@ -113,10 +121,12 @@ mod tests {
         assert!(problems(&msr, 2, DISK)[0].contains("MSR"));
         let insmod = format!("{GOOD}[linux] init: insmod virtio failed\n");
         assert_eq!(problems(&insmod, 2, DISK).len(), 1);
+        let no_hvc = GOOD.replace("HVC0", "HVC1");
+        assert_eq!(problems(&no_hvc, 2, DISK).len(), 1);
         let unread = GOOD.replace("DISK-READ", "DISK-NOT");
         assert_eq!(problems(&unread, 2, DISK).len(), 1);
         let unwritten = GOOD.replace("DISK-OUT 00ab", "DISK-OUT 00ac");
         assert_eq!(problems(&unwritten, 2, DISK).len(), 1);
-        assert_eq!(problems(GOOD, 2, "MOJITO-DISK-IN 00ff").len(), 2);
+        assert_eq!(problems(GOOD, 2, "MOJITO-DISK-IN 00ff").len(), 3);
     }
 }

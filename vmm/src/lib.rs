@@ -14,8 +14,9 @@
 //! | [`bench`] | the VM lifecycle benchmark (create to first exit) |
 //! | [`exit`] | a `kvm_run` exit decoded once for every back end |
 //! | [`vm`] | a VM: creation, loading, the run loop, stop reasons |
-//! | [`devices`] | port bus, 16550 UART, debug-exit and debug-console ports, the console (lines + ring) |
-//! | [`loader`] | test-guest ELF, flat binary, multiboot v1 |
+//! | [`acpi`] | the ACPI tables of a Linux guest's PC platform |
+//! | [`devices`] | port bus, 16550 UART, i8254 PIT, CMOS RTC, debug-exit and debug-console ports, the console (lines + ring); for Linux guests the IOAPIC, PM block, PCI host bridge, 8042 reset and virtio-mmio block and console |
+//! | [`loader`] | test-guest ELF, flat binary, multiboot v1, Linux bzImage and PVH `vmlinux` |
 //! | [`policy`] | CPUID table and MSR filter (Mojito's look) |
 //! | [`record`] | the exit stream and what the differential test leaves out |
 //! | `host` | the Linux `/dev/kvm` back end (feature `std`) |

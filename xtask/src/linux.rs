@@ -25,13 +25,14 @@ pub const MARKER: &str = "MOJITO-LINUX-USERSPACE";
 /// (those whose devices are absent load all the same), prints the marker
 /// with the CPU count, reads the first line of the virtio disk (`/dev/vda`,
 /// `crate::image::LINUX_DISK_IN` and a nonce), writes it back to sector 1
-/// as `LINUX_DISK_OUT` and the nonce, and powers off (ACPI S5).
+/// as `LINUX_DISK_OUT` and the nonce, writes `MOJITO-HVC0` and the nonce
+/// to the virtio console (`/dev/hvc0`), and powers off (ACPI S5).
 pub const INIT: &str = "#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-for m in virtio_ring virtio virtio_mmio virtio_blk; do
+for m in virtio_ring virtio virtio_mmio virtio_blk virtio_console; do
   insmod /lib/modules/$m.ko || echo \"init: insmod $m failed\"
 done
 echo \"MOJITO-LINUX-USERSPACE cpus=$(grep -c ^processor /proc/cpuinfo)\"
@@ -47,16 +48,26 @@ if [ -b /dev/vda ]; then
 else
   echo \"init: no /dev/vda\"
 fi
+for i in 1 2 3 4 5; do
+  [ -c /dev/hvc0 ] && break
+  sleep 1
+done
+if [ -c /dev/hvc0 ]; then
+  echo \"MOJITO-HVC0 ${IN#MOJITO-DISK-IN }\" > /dev/hvc0
+else
+  echo \"init: no /dev/hvc0\"
+fi
 poweroff -f
 ";
 
 /// The kernel modules the initramfs carries, by path under
 /// `lib/modules/VERSION/kernel/` (`INIT` loads them in dependency order).
-const MODULES: [&str; 4] = [
+const MODULES: [&str; 5] = [
     "drivers/virtio/virtio_ring.ko",
     "drivers/virtio/virtio.ko",
     "drivers/virtio/virtio_mmio.ko",
     "drivers/block/virtio_blk.ko",
+    "drivers/char/virtio_console.ko",
 ];
 
 /// The files a Linux test boots.
@@ -87,7 +98,10 @@ pub fn assets(ws: &Workspace) -> Result<Assets> {
     };
     let busybox = dir.join("busybox");
     let modules = dir.join("modules");
-    if !(assets.vmlinux.exists() && busybox.exists() && modules.exists()) {
+    let have_modules = MODULES
+        .iter()
+        .all(|m| modules.join(module_name(m)).exists());
+    if !(assets.vmlinux.exists() && busybox.exists() && have_modules) {
         fetch(ws, &package, &release, &dir)?;
     }
     let mut files = vec![

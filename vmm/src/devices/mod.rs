@@ -20,7 +20,7 @@ pub mod pm;
 pub mod rtc;
 pub mod scratch;
 pub mod uart;
-pub mod virtio_blk;
+pub mod virtio;
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;

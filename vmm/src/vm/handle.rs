@@ -14,7 +14,10 @@ use crate::devices::console::Console;
 use crate::devices::debug::{DebugPort, LevelIrqPort};
 use crate::devices::ioapic::{self, IoApic, Msi};
 use crate::devices::scratch::Scratch;
-use crate::devices::virtio_blk::{self, Block};
+use crate::devices::virtio::blk::Block;
+use crate::devices::virtio::console::VirtioConsole;
+use crate::devices::virtio::mmio::Mmio;
+use crate::devices::virtio::{self, BLK_BASE, CONSOLE_BASE};
 use crate::devices::{Effect, PortBus};
 use crate::exit::Exit;
 use crate::record::{ExitRecord, Recorder};
@@ -60,8 +63,11 @@ pub(super) struct State {
     pub(super) uart_irq: bool,
     /// The virtio block device (`Vm::attach_disk`) and its line as the
     /// IOAPIC last saw it.
-    pub(super) blk: Option<Block>,
+    pub(super) blk: Option<Mmio<Block>>,
     pub(super) blk_irq: bool,
+    /// The virtio console (every VM with the platform) and its line.
+    pub(super) vcon: Option<Mmio<VirtioConsole>>,
+    pub(super) vcon_irq: bool,
 }
 
 /// The VMM MSR `index` names, if any.
@@ -86,9 +92,9 @@ pub(super) enum Next {
     XenPage(u64),
     /// Send this vector as an MSI (`Vm::signal_msi`), then go on.
     Msi(u8),
-    /// The block device's queue was notified: carry out its requests
+    /// A virtio device's queue was notified: carry out its requests
     /// (they need guest RAM), then go on.
-    BlockNotify,
+    VirtioNotify,
     /// Send the MSI of the test route with this vector (`Vm::level_irq`),
     /// then go on.
     LevelIrq(u8),
@@ -108,11 +114,9 @@ impl State {
         (self.ioapic.is_some() && offset < ioapic::MMIO_LEN).then_some(offset)
     }
 
-    /// The block device and the offset in its window, if `addr` is in it.
-    fn blk_at(&mut self, addr: u64) -> Option<(&mut Block, u64)> {
-        let offset = addr.checked_sub(virtio_blk::MMIO_BASE)?;
-        let blk = self.blk.as_mut()?;
-        (offset < virtio_blk::MMIO_LEN).then_some((blk, offset))
+    /// The offset of `addr` in a virtio window starting at `base`.
+    fn virtio_offset(addr: u64, base: u64) -> Option<u64> {
+        addr.checked_sub(base).filter(|&o| o < virtio::MMIO_LEN)
     }
 
     /// Handles an exit of vCPU `vcpu`.
@@ -176,8 +180,14 @@ impl State {
                     && let Some(io) = self.ioapic.as_mut()
                 {
                     io.read(offset, data);
-                } else if let Some((blk, offset)) = self.blk_at(addr) {
+                } else if let (Some(blk), Some(offset)) =
+                    (&self.blk, Self::virtio_offset(addr, BLK_BASE))
+                {
                     blk.read(offset, data);
+                } else if let (Some(vcon), Some(offset)) =
+                    (&self.vcon, Self::virtio_offset(addr, CONSOLE_BASE))
+                {
+                    vcon.read(offset, data);
                 } else if !self.scratch.read(addr, data) {
                     *self.exits.mmio_reads.entry(addr).or_default() += 1;
                     data.fill(0xff);
@@ -196,10 +206,14 @@ impl State {
                     && let Some(io) = self.ioapic.as_mut()
                 {
                     self.routes_changed |= io.write(offset, data, &mut self.msis);
-                } else if let Some((blk, offset)) = self.blk_at(addr) {
-                    if blk.write(offset, data) {
-                        notify = true;
-                    }
+                } else if let (Some(blk), Some(offset)) =
+                    (self.blk.as_mut(), Self::virtio_offset(addr, BLK_BASE))
+                {
+                    notify = blk.write(offset, data);
+                } else if let (Some(vcon), Some(offset)) =
+                    (self.vcon.as_mut(), Self::virtio_offset(addr, CONSOLE_BASE))
+                {
+                    notify = vcon.write(offset, data);
                 } else if !self.scratch.write(addr, data) {
                     *self.exits.mmio_writes.entry(addr).or_default() += 1;
                 }
@@ -209,7 +223,7 @@ impl State {
                     value: le_value(data),
                 });
                 if notify {
-                    Next::BlockNotify
+                    Next::VirtioNotify
                 } else {
                     Next::Continue
                 }

@@ -70,7 +70,10 @@ use crate::devices::pit::{PIT_BASE, PIT_LEN, PORT_B};
 use crate::devices::pm::Pm;
 use crate::devices::rtc::{RTC_BASE, RTC_LEN, Rtc};
 use crate::devices::uart::{COM1, UART_LEN, Uart};
-use crate::devices::virtio_blk::{self, Block};
+use crate::devices::virtio::blk::Block;
+use crate::devices::virtio::console::VirtioConsole;
+use crate::devices::virtio::mmio::Mmio;
+use crate::devices::virtio::{self, BLK_BASE, BLK_IRQ, CONSOLE_BASE, CONSOLE_IRQ};
 use crate::exit::Exit;
 use crate::loader::{self, LoadError, Start, bzimage, multiboot, pvh};
 use crate::policy;
@@ -675,6 +678,8 @@ impl<V: api::Vm> Vm<V> {
                 uart_irq: false,
                 blk: None,
                 blk_irq: false,
+                vcon: config.platform.then(|| Mmio::new(VirtioConsole::new())),
+                vcon_irq: false,
             },
             stop: Arc::new(AtomicBool::new(false)),
             name: config.name.clone(),
@@ -729,7 +734,7 @@ impl<V: api::Vm> Vm<V> {
     }
 
     /// Gives a VM with the PC platform a virtio block device over `disk`
-    /// (`devices::virtio_blk`; [`Vm::load_linux`] announces it in the
+    /// (`devices::virtio::blk`; [`Vm::load_linux`] announces it in the
     /// ACPI tables, so attach it first).
     pub fn attach_disk(&mut self, disk: Vec<u8>) -> Result<(), Error> {
         if self.state.ioapic.is_none() {
@@ -737,14 +742,17 @@ impl<V: api::Vm> Vm<V> {
                 "a virtio disk needs the PC platform (VmConfig::linux)",
             ));
         }
-        self.state.blk = Some(Block::new(disk, &self.name));
+        self.state.blk = Some(Mmio::new(Block::new(disk, &self.name)));
         Ok(())
     }
 
     /// The virtio disk as the guest left it, and the requests it carried
     /// out.
     pub fn disk(&self) -> Option<(&[u8], u64)> {
-        self.state.blk.as_ref().map(|b| (b.disk(), b.requests))
+        self.state
+            .blk
+            .as_ref()
+            .map(|b| (b.dev.disk(), b.dev.requests))
     }
 
     /// Loads a Linux kernel with its initrd and command line: a bzImage by
@@ -763,18 +771,20 @@ impl<V: api::Vm> Vm<V> {
             ));
         }
         let vcpus = u8::try_from(self.vcpus.len()).map_err(|_| Error::Config("too many vCPUs"))?;
-        // The virtio disk is announced in the DSDT (Debian's kernel has no
-        // CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES for virtio_mmio.device=).
-        let virtio: Vec<acpi::VirtioMmio> = self
-            .state
-            .blk
-            .iter()
-            .map(|_| acpi::VirtioMmio {
-                base: virtio_blk::MMIO_BASE as u32,
-                len: virtio_blk::MMIO_LEN as u32,
-                gsi: u32::from(virtio_blk::IRQ),
-            })
-            .collect();
+        // The virtio devices are announced in the DSDT (Debian's kernel
+        // has no CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES for virtio_mmio.device=).
+        let device = |base: u64, irq: u8| acpi::VirtioMmio {
+            base: base as u32,
+            len: virtio::MMIO_LEN as u32,
+            gsi: u32::from(irq),
+        };
+        let mut virtio = Vec::new();
+        if self.state.blk.is_some() {
+            virtio.push(device(BLK_BASE, BLK_IRQ));
+        }
+        if self.state.vcon.is_some() {
+            virtio.push(device(CONSOLE_BASE, CONSOLE_IRQ));
+        }
         let tables = acpi::build(vcpus, &virtio);
         let start = self.with_ram(|ram| {
             ram.write(acpi::BASE, &tables.bytes)
@@ -895,6 +905,30 @@ impl<V: api::Vm> Vm<V> {
         }
     }
 
+    /// Carries out what the virtio devices' queues hold and sends what the
+    /// console transmitted to the VM's console.
+    fn process_virtio(&mut self) {
+        let Some(ram) = self.vm.memory(0) else {
+            return;
+        };
+        let s = &mut self.state;
+        if let Some(blk) = s.blk.as_mut() {
+            blk.process(&ram);
+        }
+        if let Some(vcon) = s.vcon.as_mut() {
+            vcon.process(&ram);
+            for b in vcon.dev.take_output() {
+                s.console.push(b);
+            }
+        }
+    }
+
+    /// The virtio console (VMs with the PC platform), e.g. to queue input
+    /// for the guest's `/dev/hvc0`.
+    pub fn virtio_console(&mut self) -> Option<&mut VirtioConsole> {
+        self.state.vcon.as_mut().map(|m| &mut m.dev)
+    }
+
     /// The platform's interrupts: the UART's line to IOAPIC pin 4, then
     /// what the IOAPIC sends (`KVM_SIGNAL_MSI`) and, when its entries
     /// changed, its routes (`KVM_SET_GSI_ROUTING`).
@@ -908,10 +942,15 @@ impl<V: api::Vm> Vm<V> {
             s.uart_irq = uart;
             ioapic.set_line(usize::from(UART_IRQ), uart, &mut s.msis);
         }
-        let blk = s.blk.as_ref().is_some_and(Block::irq);
+        let blk = s.blk.as_ref().is_some_and(Mmio::irq);
         if blk != s.blk_irq {
             s.blk_irq = blk;
-            ioapic.set_line(usize::from(virtio_blk::IRQ), blk, &mut s.msis);
+            ioapic.set_line(usize::from(BLK_IRQ), blk, &mut s.msis);
+        }
+        let vcon = s.vcon.as_ref().is_some_and(Mmio::irq);
+        if vcon != s.vcon_irq {
+            s.vcon_irq = vcon;
+            ioapic.set_line(usize::from(CONSOLE_IRQ), vcon, &mut s.msis);
         }
         if core::mem::take(&mut s.routes_changed) {
             self.vm.set_gsi_routing(&ioapic_routes(ioapic))?;
@@ -1119,6 +1158,9 @@ impl<V: api::Vm> Vm<V> {
             }
             let i = self.current;
             // Input may have arrived since the last exit.
+            if self.state.vcon.as_ref().is_some_and(|c| c.dev.has_input()) {
+                self.process_virtio();
+            }
             if let Err(e) = self.deliver_irqs() {
                 break StopReason::RunFailed(e);
             }
@@ -1151,10 +1193,8 @@ impl<V: api::Vm> Vm<V> {
                 Next::Command(c) => self.memtest(c),
                 Next::XenPage(value) => self.xen_page(value),
                 Next::Msi(vector) => self.signal_msi(vector),
-                Next::BlockNotify => {
-                    if let (Some(ram), Some(blk)) = (self.vm.memory(0), self.state.blk.as_mut()) {
-                        blk.process(&ram);
-                    }
+                Next::VirtioNotify => {
+                    self.process_virtio();
                     if let Err(e) = self.deliver_irqs() {
                         break StopReason::RunFailed(e);
                     }
