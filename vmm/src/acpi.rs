@@ -222,14 +222,18 @@ fn dsdt_aml(virtio: &[VirtioMmio]) -> Vec<u8> {
     aml
 }
 
+/// The most virtio-mmio devices the DSDT describes (its space, from
+/// `DSDT_AT` to `SIZE`, holds about 14; `the_most_devices_fit` checks).
+pub const VIRTIO_MAX: usize = 8;
+
 /// The tables for a VM with `vcpus` vCPUs (APIC IDs 0 to `vcpus` − 1) and
-/// the `virtio` devices (at most 99).
+/// the first [`VIRTIO_MAX`] of the `virtio` devices.
 pub fn build(vcpus: u8, virtio: &[VirtioMmio]) -> Tables {
     let mut b = alloc::vec![0u8; SIZE];
     let addr = |at: usize| BASE + at as u64;
 
     // DSDT.
-    let aml = dsdt_aml(&virtio[..virtio.len().min(99)]);
+    let aml = dsdt_aml(&virtio[..virtio.len().min(VIRTIO_MAX)]);
     put(&mut b, DSDT_AT + HEADER_LEN, &aml);
     let dsdt_len = HEADER_LEN + aml.len();
     finish_table(&mut b, DSDT_AT, b"DSDT", dsdt_len, 2);
@@ -424,6 +428,20 @@ mod tests {
             len |= usize::from(b[1 + i]) << (4 + 8 * i);
         }
         (len, 1 + extra)
+    }
+
+    #[test]
+    fn the_most_devices_fit() {
+        let d = VirtioMmio {
+            base: 0xd000_0000,
+            len: 0x200,
+            gsi: 5,
+        };
+        let t = build(8, &[d; VIRTIO_MAX + 3]);
+        let (sig, dsdt) = table(&t.bytes, BASE + DSDT_AT as u64);
+        assert_eq!(sig, b"DSDT");
+        let count = dsdt.windows(8).filter(|w| w == b"LNRO0005").count();
+        assert_eq!(count, VIRTIO_MAX);
     }
 
     #[test]

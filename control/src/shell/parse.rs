@@ -113,10 +113,10 @@ pub const COMMANDS: &[Spec] = &[
                as VM `guest`), or `cargo xtask image --add FILE` and then \
                `create NAME kernel=FILE`. Today a kernel is an ELF test guest (tests/guests, \
                abi::guest), a multiboot v1 kernel (initrd= becomes its module, cmdline= its \
-               command line) or a Linux vmlinux (PVH entry; initrd=, cmdline=, mem=128M or \
+               command line) or Linux, a bzImage or a vmlinux (initrd=, cmdline=, mem=128M or \
                more, cpus=, and disk= a bundle file it sees as a virtio disk, copied; the VM \
-               gets ACPI tables, an IOAPIC and kvmclock; a bzImage is refused: give the \
-               vmlinux inside it). mem= is in MiB unless it ends in K, M or G (default 4M). \
+               gets ACPI tables, an IOAPIC, a PCI host bridge, a virtio console and \
+               kvmclock). mem= is in MiB unless it ends in K, M or G (default 4M). \
                cpus= is 1 to 8 vCPUs (default: the guest's own, 1, or 2 for smp); with more \
                than 1 the local APIC is the hypervisor's (split irqchip) and the APs wait for \
                the guest's INIT and SIPI.",

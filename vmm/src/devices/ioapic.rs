@@ -40,9 +40,13 @@ const RTE_MASKED: u64 = 1 << 16;
 const RTE_DEST_SHIFT: u32 = 56;
 /// What software may write (not delivery status, not remote IRR).
 const RTE_WRITABLE: u64 = 0xff00_0000_0001_afff;
-/// Delivery modes that make sense from an IOAPIC through an MSI: fixed,
-/// lowest priority, SMI, NMI, INIT (ExtINT needs a PIC behind it).
-const DELIVERY_EXTINT: u64 = 0b111;
+/// The delivery modes sent: fixed, lowest priority and NMI, which the
+/// local APICs take as MSIs. SMI and INIT (which KVM's and Mojito's
+/// `KVM_SIGNAL_MSI` refuse), ExtINT (which needs a PIC behind it) and the
+/// reserved modes are dropped, as a message nobody accepts is.
+const DELIVERY_FIXED: u64 = 0;
+const DELIVERY_LOWEST: u64 = 1;
+const DELIVERY_NMI: u64 = 4;
 /// MSI address (SDM Vol. 3A §11.11.1) and data (§11.11.2) fields.
 const MSI_ADDRESS_BASE: u64 = 0xfee0_0000;
 const MSI_ADDR_DEST_SHIFT: u32 = 12;
@@ -109,10 +113,12 @@ impl IoApic {
     fn deliver(&mut self, pin: usize, out: &mut Vec<Msi>) {
         let rte = self.rte[pin];
         let delivery = (rte & RTE_DELIVERY_MASK) >> RTE_DELIVERY_SHIFT;
-        if rte & RTE_MASKED != 0
-            || delivery == DELIVERY_EXTINT
-            || (delivery == 0 && rte & RTE_VECTOR < FIRST_VECTOR)
-        {
+        let sent = match delivery {
+            DELIVERY_FIXED | DELIVERY_LOWEST => rte & RTE_VECTOR >= FIRST_VECTOR,
+            DELIVERY_NMI => true,
+            _ => false,
+        };
+        if rte & RTE_MASKED != 0 || !sent {
             return;
         }
         if rte & RTE_LEVEL != 0 {
@@ -179,9 +185,10 @@ impl IoApic {
             IOWIN => self.register(self.select),
             _ => 0xffff_ffff,
         };
-        let shift = 8 * (offset & 3);
+        // Bytes from `offset` on within the 32-bit register; past it, 0.
+        let bytes = value.to_le_bytes();
         for (i, byte) in data.iter_mut().enumerate() {
-            *byte = (u64::from(value) >> (shift + 8 * i as u64)) as u8;
+            *byte = bytes.get((offset & 3) as usize + i).copied().unwrap_or(0);
         }
     }
 
@@ -261,6 +268,12 @@ mod tests {
         let mut b = [0; 1];
         io.read(IOREGSEL, &mut b);
         assert_eq!(b, [0x40]);
+        // Wide or unaligned reads take the register's bytes, then zeros.
+        let mut wide = [0xff; 8];
+        io.read(IOREGSEL + 3, &mut wide);
+        assert_eq!(wide, [0; 8]);
+        io.read(IOREGSEL, &mut wide);
+        assert_eq!(wide, [0x40, 0, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]
@@ -342,14 +355,27 @@ mod tests {
         assert!(out.is_empty());
         io.set_line(0, false, &mut out);
         assert_eq!(out.len(), 1);
-        // A reserved vector and ExtINT send nothing; nor do pins past 23.
+        // A reserved vector, ExtINT, SMI and INIT send nothing; nor do pins
+        // past 23. NMI does.
         out.clear();
         write_reg(&mut io, 0x12, 0x05, &mut out);
         write_reg(&mut io, 0x14, 0x40 | (7 << 8), &mut out);
-        for pin in [1, 2, 24, 100] {
+        write_reg(&mut io, 0x16, 0x40 | (2 << 8), &mut out);
+        write_reg(&mut io, 0x18, 0x40 | (5 << 8), &mut out);
+        for pin in [1, 2, 3, 4, 24, 100] {
             io.set_line(pin, true, &mut out);
         }
         assert!(out.is_empty());
+        write_reg(&mut io, 0x1a, 4 << 8, &mut out);
+        io.set_line(5, true, &mut out);
+        assert_eq!(
+            out,
+            [Msi {
+                address: 0xfee0_0000,
+                data: 4 << 8
+            }],
+            "NMI"
+        );
         assert_eq!(io.routes().count(), PINS);
     }
 }

@@ -73,6 +73,11 @@ pub enum Mode {
     /// CR0.PE set, paging off, interrupts off (the multiboot machine
     /// state).
     Protected32 { eip: u32 },
+    /// As `Protected32`, with the GDT at `gdt` loaded (4 entries: the
+    /// flat code segment at selector 0x10, data at 0x18) and those
+    /// selectors in CS and DS/ES/SS: the Linux boot protocol's 32-bit
+    /// entry state (`__BOOT_CS`, `__BOOT_DS`).
+    BootProtocol32 { eip: u32, gdt: u32 },
 }
 
 /// How the vCPU starts: a mode and the general registers (all others 0).
@@ -90,6 +95,13 @@ pub struct Start {
 /// values undefined; these are those of a typical boot GDT.
 const CODE32_SELECTOR: u16 = 0x08;
 const DATA32_SELECTOR: u16 = 0x10;
+/// The Linux boot protocol's selectors (Documentation/x86/boot.rst,
+/// "32-bit BOOT PROTOCOL") and a GDT that has them: null, null, flat
+/// 32-bit code (execute/read), flat 32-bit data (read/write), 4 KiB
+/// granular (SDM Vol. 3A §3.4.5).
+pub const BOOT_CS: u16 = 0x10;
+pub const BOOT_DS: u16 = 0x18;
+pub const BOOT_GDT: [u64; 4] = [0, 0, 0x00cf_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
 /// Segment types (SDM Vol. 3A §3.4.5.1): execute/read code and read/write
 /// data, both accessed.
 const TYPE_CODE_ER_ACCESSED: u8 = 0xb;
@@ -141,6 +153,15 @@ impl Start {
                 sregs.cs = segment(CODE32_SELECTOR, 0, 0xffff_ffff, TYPE_CODE_ER_ACCESSED, true);
                 let data = segment(DATA32_SELECTOR, 0, 0xffff_ffff, TYPE_DATA_RW_ACCESSED, true);
                 (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
+                sregs.cr0 = (sregs.cr0 | CR0_PE) & !CR0_PG;
+                regs.rip = u64::from(eip);
+            }
+            Mode::BootProtocol32 { eip, gdt } => {
+                sregs.cs = segment(BOOT_CS, 0, 0xffff_ffff, TYPE_CODE_ER_ACCESSED, true);
+                let data = segment(BOOT_DS, 0, 0xffff_ffff, TYPE_DATA_RW_ACCESSED, true);
+                (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
+                sregs.gdt.base = u64::from(gdt);
+                sregs.gdt.limit = (BOOT_GDT.len() * 8 - 1) as u16;
                 sregs.cr0 = (sregs.cr0 | CR0_PE) & !CR0_PG;
                 regs.rip = u64::from(eip);
             }
@@ -391,5 +412,22 @@ mod tests {
             (1, 1, 0xffff_ffff)
         );
         assert_eq!(sregs.ss.type_, TYPE_DATA_RW_ACCESSED);
+        let regs = Start {
+            mode: Mode::BootProtocol32 {
+                eip: 0x10_0000,
+                gdt: 0x6f00,
+            },
+            rax: 0,
+            rbx: 0,
+            rcx: 0,
+            rsi: 0x7000,
+        }
+        .apply(&mut sregs);
+        assert_eq!((regs.rip, regs.rsi), (0x10_0000, 0x7000));
+        assert_eq!(
+            (sregs.cs.selector, sregs.ds.selector, sregs.ss.selector),
+            (0x10, 0x18, 0x18)
+        );
+        assert_eq!((sregs.gdt.base, sregs.gdt.limit), (0x6f00, 31));
     }
 }

@@ -97,10 +97,10 @@ pub fn load(
         return Err(LoadError::BadImage("command line longer than 2047 bytes"));
     }
     let ram_size = ram.len() as u64;
-    let kernel_end = load_segments(ram, &elf.segments)?;
     if elf.segments.iter().any(|s| s.paddr < MIB) {
         return Err(LoadError::BadImage("kernel segment below 1 MiB"));
     }
+    let kernel_end = load_segments(ram, &elf.segments)?;
 
     let mut module = None;
     if let Some(initrd) = initrd {

@@ -962,9 +962,14 @@ impl<V: api::Vm> Vm<V> {
                 data: msi.data,
                 ..Default::default()
             };
-            // 0: the interrupt was blocked (the APIC is off); the device
-            // model does not care.
-            self.vm.signal_msi(&m)?;
+            // 0: the interrupt was blocked (the APIC is off); EPERM: no
+            // local APIC has the destination; EINVAL: a message the
+            // kernel refuses. The guest programmed its IOAPIC so; the
+            // message is lost, as on a PC. Anything else is the host's.
+            match self.vm.signal_msi(&m) {
+                Ok(_) | Err(errno::EPERM | errno::EINVAL) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }

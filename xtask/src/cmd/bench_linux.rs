@@ -102,7 +102,9 @@ pub fn bench_linux(ws: &Workspace) -> Result<ExitCode> {
 }
 
 /// Runs `cmd` with its serial port on stdout and returns the seconds from
-/// the first line containing `first` to the marker; kills QEMU then.
+/// the first line containing `first` to the marker; kills QEMU then, or
+/// after [`LIMIT`] whatever it prints (lines are read on a thread of their
+/// own, so a silent QEMU cannot hold this up).
 fn time_boot(cmd: &mut Command, first: &str) -> Result<f64> {
     let mut child = cmd
         .stdin(Stdio::null())
@@ -111,28 +113,31 @@ fn time_boot(cmd: &mut Command, first: &str) -> Result<f64> {
         .spawn()
         .context("cannot start qemu-system-x86_64")?;
     let stdout = child.stdout.take().context("QEMU's stdout")?;
-    let started = Instant::now();
+    let (send, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        while matches!(reader.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
+            let line = String::from_utf8_lossy(&buf).into_owned();
+            if send.send((Instant::now(), line)).is_err() {
+                break;
+            }
+            buf.clear();
+        }
+    });
+    let deadline = Instant::now() + LIMIT;
+    let marker = format!("{} cpus=", linux::MARKER);
     let mut t0 = None;
     let mut result = None;
-    let marker = format!("{} cpus=", linux::MARKER);
-    let mut reader = BufReader::new(stdout);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let line = String::from_utf8_lossy(&buf);
-        let now = Instant::now();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Ok((when, line)) = lines.recv_timeout(left) else {
+            break; // QEMU ended, or the limit passed.
+        };
         if t0.is_none() && line.contains(first) {
-            t0 = Some(now);
+            t0 = Some(when);
         }
         if line.contains(&marker) {
-            result = t0.map(|t| now.duration_since(t).as_secs_f64());
-            break;
-        }
-        if started.elapsed() > LIMIT {
+            result = t0.map(|t| when.duration_since(t).as_secs_f64());
             break;
         }
     }

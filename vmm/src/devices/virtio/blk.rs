@@ -2,14 +2,16 @@
 //! the VMM's memory: one request queue; IN (read), OUT (write), FLUSH
 //! (nothing to do: the image is memory) and GET_ID. A request the disk
 //! cannot satisfy (a chain too short, a sector past the end, a buffer
-//! outside RAM, more data than the disk holds) is answered with
-//! VIRTIO_BLK_S_IOERR; an unknown type with S_UNSUPP.
+//! outside RAM, a readable buffer after a writable one) is answered with
+//! VIRTIO_BLK_S_IOERR; an unknown type with S_UNSUPP. Data moves between
+//! the guest's buffers and the disk directly, so no guest-given length
+//! sizes an allocation.
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::mmio::Device;
-use super::queue::{Broken, Desc, Queue, scatter};
+use super::queue::{Broken, Desc, Queue, gather, scatter};
 use crate::api::GuestRam;
 
 /// Sector size (§5.2.6: `sector` counts 512-byte units).
@@ -56,61 +58,62 @@ impl Block {
     }
 
     /// One request; returns the bytes written into the chain's
-    /// device-writable buffers (the status byte included).
+    /// device-writable buffers (the status byte included). Data moves
+    /// between guest buffers and the disk directly: nothing the guest's
+    /// lengths size is allocated.
     fn request(&mut self, ram: &GuestRam<'_>, chain: &[Desc]) -> u32 {
-        // Device-readable descriptors come first (§2.6.4.2).
+        // Device-readable descriptors come first (§2.6.4.2); a readable one
+        // after a writable one makes the request malformed.
         let readable: Vec<Desc> = chain.iter().copied().take_while(|d| !d.write).collect();
         let writable: Vec<Desc> = chain.iter().copied().skip(readable.len()).collect();
         // The status byte is the last writable byte.
-        let Some(last) = writable.last().filter(|d| d.len > 0) else {
+        let Some(status_at) = writable.last().and_then(Desc::last_byte) else {
             return 0;
         };
-        let status_at = last.addr + u64::from(last.len) - 1;
-        // The guest sets the lengths: never take more than one request
-        // can use (a header and the whole disk), whatever they say.
-        let readable_len: u64 = readable.iter().map(|d| u64::from(d.len)).sum();
-        let mut input = Vec::new();
-        let mut status = S_IOERR;
-        let mut written = 0;
-        if readable_len <= (HEADER as u64) + self.disk.len() as u64 {
-            let mut ok = true;
-            for d in &readable {
-                let start = input.len();
-                input.resize(start + d.len as usize, 0);
-                ok &= ram.read(d.addr, &mut input[start..]).is_ok();
-            }
-            if ok && input.len() >= HEADER {
-                let mut out_space = writable.clone();
+        let mut header = [0u8; HEADER];
+        let (status, written) =
+            if writable.iter().any(|d| !d.write) || !gather(ram, &readable, 0, &mut header) {
+                (S_IOERR, 0)
+            } else {
+                let mut out_space = writable;
                 if let Some(l) = out_space.last_mut() {
                     l.len -= 1;
                 }
-                (status, written) = self.carry_out(ram, &input, &out_space);
-            }
-        }
+                self.carry_out(ram, &header, &readable, &out_space)
+            };
         if ram.write(status_at, &[status]).is_err() {
             return 0;
         }
-        (written + 1) as u32
+        u32::try_from(written + 1).unwrap_or(u32::MAX)
     }
 
-    /// The request in `input` (header and data), answered into
-    /// `out_space`: the status and the bytes written there.
-    fn carry_out(&mut self, ram: &GuestRam<'_>, input: &[u8], out_space: &[Desc]) -> (u8, u64) {
-        let kind = u32::from_le_bytes([input[0], input[1], input[2], input[3]]);
+    /// The request `header` with its data in `readable` after the header,
+    /// answered into `out_space`: the status and the bytes written there.
+    fn carry_out(
+        &mut self,
+        ram: &GuestRam<'_>,
+        header: &[u8; HEADER],
+        readable: &[Desc],
+        out_space: &[Desc],
+    ) -> (u8, u64) {
+        let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
         let mut sector = [0u8; 8];
-        sector.copy_from_slice(&input[8..16]);
+        sector.copy_from_slice(&header[8..16]);
         let sector = u64::from_le_bytes(sector);
-        let data = &input[HEADER..];
+        let in_len: u64 = readable.iter().map(|d| u64::from(d.len)).sum::<u64>() - HEADER as u64;
         let out_len: u64 = out_space.iter().map(|d| u64::from(d.len)).sum();
         match kind {
             T_IN => match self.range(sector, out_len) {
                 Some(r) if scatter(ram, out_space, &self.disk[r.clone()]) => (S_OK, out_len),
                 _ => (S_IOERR, 0),
             },
-            T_OUT => match self.range(sector, data.len() as u64) {
+            T_OUT => match self.range(sector, in_len) {
                 Some(r) => {
-                    self.disk[r].copy_from_slice(data);
-                    (S_OK, 0)
+                    if gather(ram, readable, HEADER as u64, &mut self.disk[r]) {
+                        (S_OK, 0)
+                    } else {
+                        (S_IOERR, 0)
+                    }
                 }
                 None => (S_IOERR, 0),
             },

@@ -42,10 +42,12 @@ const VENDOR: u32 = 0x4f4a_4f4d; // "MOJO"
 /// VIRTIO_F_VERSION_1 (§6): feature bit 32.
 pub const F_VERSION_1: u64 = 1 << 32;
 /// Device status bits (§2.1).
+const S_DRIVER_OK: u32 = 4;
 const S_FEATURES_OK: u32 = 8;
 pub const S_NEEDS_RESET: u32 = 64;
 /// InterruptStatus: a used buffer (§4.2.2).
 const INT_USED_BUFFER: u32 = 1;
+const INT_CONFIG_CHANGE: u32 = 2;
 /// The queue size offered (a power of 2, §2.6).
 pub const QUEUE_SIZE: u16 = 128;
 
@@ -148,8 +150,9 @@ impl<D: Device> Mmio<D> {
         } else {
             0
         };
+        let bytes = value.to_le_bytes();
         for (i, b) in data.iter_mut().enumerate() {
-            *b = (value >> (8 * i)) as u8;
+            *b = bytes.get(i).copied().unwrap_or(0);
         }
     }
 
@@ -212,8 +215,7 @@ impl<D: Device> Mmio<D> {
                 }
             }
             QUEUE_NOTIFY => {
-                return self.status & S_NEEDS_RESET == 0
-                    && self.queues.get(v as usize).is_some_and(Queue::usable);
+                return self.live() && self.queues.get(v as usize).is_some_and(Queue::usable);
             }
             INTERRUPT_ACK => self.interrupt_status &= !v,
             STATUS if v == 0 => self.reset(),
@@ -231,10 +233,16 @@ impl<D: Device> Mmio<D> {
         false
     }
 
+    /// Whether the driver has finished setting the device up (DRIVER_OK,
+    /// §3.1.1) and it does not need a reset.
+    fn live(&self) -> bool {
+        self.status & S_DRIVER_OK != 0 && self.status & S_NEEDS_RESET == 0
+    }
+
     /// Carries out the requests waiting in every usable queue, and raises
     /// the interrupt if any buffer was used.
     pub fn process(&mut self, ram: &GuestRam<'_>) {
-        if self.status & S_NEEDS_RESET != 0 {
+        if !self.live() {
             return;
         }
         for (i, q) in self.queues.iter_mut().enumerate() {
@@ -245,7 +253,10 @@ impl<D: Device> Mmio<D> {
                 Ok(true) => self.interrupt_status |= INT_USED_BUFFER,
                 Ok(false) => {}
                 Err(Broken) => {
+                    // §2.1.2: NEEDS_RESET, announced as a configuration
+                    // change.
                     self.status |= S_NEEDS_RESET;
+                    self.interrupt_status |= INT_CONFIG_CHANGE;
                     return;
                 }
             }
@@ -358,18 +369,28 @@ pub(crate) mod tests {
         // A legacy driver (no VERSION_1) does not get FEATURES_OK.
         w32(&mut m, STATUS, 1 | 2 | 8);
         assert_eq!(r32(&m, STATUS) & 8, 0);
-        // Byte reads of registers read 0; the configuration reads bytewise.
+        // Byte and 8-byte reads of registers read 0; the configuration
+        // reads bytewise.
+        let mut wide = [0xff; 8];
+        m.read(MAGIC, &mut wide);
+        assert_eq!(wide, [0; 8]);
         let mut b = [0xff; 2];
         m.read(MAGIC, &mut b);
         assert_eq!(b, [0, 0]);
         m.read(CONFIG + 3, &mut b);
         assert_eq!(b, [3, 4]);
+        // Before DRIVER_OK the device does nothing.
+        let mut early = Mmio::new(Null);
+        w32(&mut early, QUEUE_NUM, 16);
+        w32(&mut early, QUEUE_READY, 1);
+        assert!(!w32(&mut early, QUEUE_NOTIFY, 0));
         // A broken queue: NEEDS_RESET, no notification taken until reset.
         let mut mem = alloc::vec![0u8; 0x10000];
         let ram = GuestRam::from_slice(&mut mem);
         let mut m = ready(Null);
         m.process(&ram);
         assert_ne!(r32(&m, STATUS) & S_NEEDS_RESET, 0);
+        assert_eq!(r32(&m, INTERRUPT_STATUS), INT_CONFIG_CHANGE);
         assert!(!w32(&mut m, QUEUE_NOTIFY, 0));
         w32(&mut m, STATUS, 0);
         assert_eq!(r32(&m, STATUS), 0);
