@@ -11,6 +11,7 @@
 //! (README, Status). The whole boot to userspace is for a real KVM and
 //! for Mojito.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,8 @@ const MILESTONES: &[&str] = &[
     // The ACPI tables (vmm::acpi), found through start_info.rsdp_paddr.
     "ACPI: RSDP 0x00000000000E0000 000024 (v02 MOJITO)",
     "ACPI: FACP 0x00000000000E0080 000114 (v06 MOJITO MOJITOVM",
-    "ACPI: DSDT 0x00000000000E0C00 000032 (v02 MOJITO MOJITOVM",
+    // Its length follows the virtio devices in it.
+    "ACPI: DSDT 0x00000000000E0C00 ",
     "ACPI: FACS 0x00000000000E01C0 000040",
     "ACPI: APIC 0x00000000000E0200 000062 (v01 MOJITO MOJITOVM",
     "ACPI: PM-Timer IO Port: 0x608",
@@ -90,17 +92,20 @@ fn early_boot_on_host_kvm() {
     let stop = vm.stop_handle();
     let seen = lines.clone();
     let started = Instant::now();
+    let ended = Arc::new(AtomicBool::new(false));
+    let vm_ended = ended.clone();
     let watchdog = std::thread::spawn(move || {
         loop {
             std::thread::sleep(Duration::from_millis(100));
             let all = reached(&seen.0.lock().unwrap()) == MILESTONES.len();
-            if all || started.elapsed() > TIMEOUT {
+            if all || started.elapsed() > TIMEOUT || vm_ended.load(Ordering::SeqCst) {
                 stop.stop();
                 return all;
             }
         }
     });
     let outcome = vm.run();
+    ended.store(true, Ordering::SeqCst);
     let all = watchdog.join().unwrap();
     let got = lines.0.lock().unwrap().clone();
     let n = reached(&got);
