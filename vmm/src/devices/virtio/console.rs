@@ -18,8 +18,10 @@ const RECEIVEQ: usize = 0;
 const TRANSMITQ: usize = 1;
 /// Bytes of input kept before more is dropped.
 pub const INPUT_MAX: usize = 4096;
-/// The most one transmit buffer is taken from (a larger one is cut).
-const TRANSMIT_MAX: u32 = 64 * 1024;
+/// The most transmitted output kept between two [`VirtioConsole::take_output`]
+/// calls; more is dropped (the buffers are still returned), so a guest's
+/// lengths never size more than this.
+pub const OUTPUT_MAX: usize = 64 * 1024;
 
 /// The console device.
 #[derive(Default)]
@@ -77,9 +79,12 @@ impl VirtioConsole {
         let mut used = false;
         while let Some((head, chain)) = q.pop(ram)? {
             for d in chain.iter().filter(|d| !d.write) {
-                let mut buf = alloc::vec![0u8; d.len.min(TRANSMIT_MAX) as usize];
-                if ram.read(d.addr, &mut buf).is_ok() {
-                    self.output.extend_from_slice(&buf);
+                let room = OUTPUT_MAX - self.output.len();
+                let n = (d.len as usize).min(room);
+                let start = self.output.len();
+                self.output.resize(start + n, 0);
+                if ram.read(d.addr, &mut self.output[start..]).is_err() {
+                    self.output.truncate(start);
                 }
             }
             q.push(ram, head, 0)?;
@@ -131,6 +136,17 @@ mod tests {
         assert_eq!(dev.dev.take_output(), b"hello world\n");
         assert_eq!(used(&ram, 1, 0), (1, 0, 0));
         assert!(dev.irq());
+        assert!(dev.dev.take_output().is_empty());
+        // A 4 GiB claim, then more: OUTPUT_MAX is kept, no more.
+        desc(&ram, 1, 2, 0x6000, u32::MAX, NEXT, 3);
+        desc(&ram, 1, 3, 0, 0x100, 0, 0);
+        offer(&ram, 1, 2);
+        dev.process(&ram);
+        assert_eq!(dev.dev.take_output().len(), OUTPUT_MAX);
+        // A buffer running past RAM gives nothing.
+        desc(&ram, 1, 4, 0x1_f000, 0x2000, 0, 0);
+        offer(&ram, 1, 4);
+        dev.process(&ram);
         assert!(dev.dev.take_output().is_empty());
     }
 
