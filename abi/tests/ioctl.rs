@@ -71,6 +71,16 @@ const LINUX: &[(&str, u32, u32)] = &[
     ("KVM_GET_XSAVE", KVM_GET_XSAVE, 0x9000_aea4),
     ("KVM_SET_XSAVE", KVM_SET_XSAVE, 0x5000_aea5),
     ("KVM_SIGNAL_MSI", KVM_SIGNAL_MSI, 0x4020_aea5),
+    (
+        "KVM_REGISTER_COALESCED_MMIO",
+        KVM_REGISTER_COALESCED_MMIO,
+        0x4010_ae67,
+    ),
+    (
+        "KVM_UNREGISTER_COALESCED_MMIO",
+        KVM_UNREGISTER_COALESCED_MMIO,
+        0x4010_ae68,
+    ),
     ("KVM_GET_XCRS", KVM_GET_XCRS, 0x8188_aea6),
     ("KVM_SET_XCRS", KVM_SET_XCRS, 0x4188_aea7),
     (

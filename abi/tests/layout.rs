@@ -127,6 +127,20 @@ fn debugging() {
 }
 
 #[test]
+fn coalesced() {
+    // C's union { __u32 pad; __u32 pio; } is `pio` here.
+    same_layout!(kvm_coalesced_mmio_zone = kb::kvm_coalesced_mmio_zone;
+        addr, size, pio => __bindgen_anon_1,
+    );
+    same_layout!(kvm_coalesced_mmio = kb::kvm_coalesced_mmio;
+        phys_addr, len, pio => __bindgen_anon_1, data,
+    );
+    same_layout!(kvm_coalesced_mmio_ring = kb::kvm_coalesced_mmio_ring;
+        first, last, coalesced_mmio,
+    );
+}
+
+#[test]
 fn interrupts() {
     same_layout!(kvm_interrupt = kb::kvm_interrupt; irq);
     same_layout!(kvm_msi = kb::kvm_msi; address_lo, address_hi, data, flags, devid, pad);

@@ -77,6 +77,7 @@ pub(crate) const fn field_size<T, F>(_projection: fn(&T) -> *const F) -> usize {
     core::mem::size_of::<F>()
 }
 
+mod coalesced;
 mod consts;
 mod cpuid;
 mod debug;
@@ -94,6 +95,7 @@ mod run;
 mod run_exit;
 mod vm;
 
+pub use coalesced::*;
 pub use consts::*;
 pub use cpuid::*;
 pub use debug::*;

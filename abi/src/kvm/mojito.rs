@@ -150,6 +150,34 @@ pub const MOJITO_START_CPU: u32 = iow(MOJITO_IOCTL_TYPE, 0x09, size_of::<mojito_
 /// too. Returns 0; `-ENXIO` unless that vCPU runs (0 always does).
 pub const MOJITO_KICK_CPU: u32 = io(MOJITO_IOCTL_TYPE, 0x0a);
 
+/// VM: The VM's coalesced-write ring (`KVM_REGISTER_COALESCED_MMIO`):
+/// the counterpart of mapping a vCPU fd at `KVM_COALESCED_MMIO_PAGE_OFFSET`
+/// in KVM, where the kernel owns the page; here the control domain gives
+/// one page of its RAM, shared by all the VM's vCPUs. Until a ring is set
+/// (and whenever it is full) writes to registered zones exit as usual.
+/// Returns 0; `-EINVAL` for flags or padding not 0, or a `gpa` that is not
+/// page-aligned control-domain RAM; `gpa` 0 takes the ring away.
+pub const MOJITO_SET_COALESCED_RING: u32 =
+    iow(MOJITO_IOCTL_TYPE, 0x0b, size_of::<mojito_coalesced_ring>());
+
+/// The `MOJITO_SET_COALESCED_RING` argument.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct mojito_coalesced_ring {
+    /// None defined: must be 0.
+    pub flags: u32,
+    /// Must be 0.
+    pub pad: u32,
+    /// The page (a `kvm_coalesced_mmio_ring` and its entries), or 0.
+    pub gpa: u64,
+    /// Must be 0.
+    pub padding: [u64; 2],
+}
+
+assert_layout!(struct mojito_coalesced_ring, size 32, align 8, {
+    flags: 0, pad: 4, gpa: 8, padding: 16,
+});
+
 /// The `MOJITO_START_CPU` argument.
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

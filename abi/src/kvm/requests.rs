@@ -9,10 +9,10 @@ use core::mem::size_of;
 
 use super::ioctl::{io, ior, iow, iowr};
 use super::{
-    kvm_cpuid2, kvm_dirty_log, kvm_enable_cap, kvm_fpu, kvm_guest_debug, kvm_interrupt,
-    kvm_irq_routing, kvm_lapic_state, kvm_mp_state, kvm_msi, kvm_msr_filter, kvm_msr_list,
-    kvm_msrs, kvm_regs, kvm_sregs, kvm_userspace_memory_region, kvm_vcpu_events, kvm_xcrs,
-    kvm_xen_hvm_config, kvm_xsave,
+    kvm_coalesced_mmio_zone, kvm_cpuid2, kvm_dirty_log, kvm_enable_cap, kvm_fpu, kvm_guest_debug,
+    kvm_interrupt, kvm_irq_routing, kvm_lapic_state, kvm_mp_state, kvm_msi, kvm_msr_filter,
+    kvm_msr_list, kvm_msrs, kvm_regs, kvm_sregs, kvm_userspace_memory_region, kvm_vcpu_events,
+    kvm_xcrs, kvm_xen_hvm_config, kvm_xsave,
 };
 
 /// KVM's ioctl type byte.
@@ -64,6 +64,11 @@ pub const KVM_XEN_HVM_CONFIG: u32 = iow(KVMIO, 0x7a, size_of::<kvm_xen_hvm_confi
 pub const KVM_ENABLE_CAP: u32 = iow(KVMIO, 0xa3, size_of::<kvm_enable_cap>());
 /// VM: Injects one MSI.
 pub const KVM_SIGNAL_MSI: u32 = iow(KVMIO, 0xa5, size_of::<kvm_msi>());
+/// VM: Writes to a range of ports (or MMIO) go to the coalesced ring.
+pub const KVM_REGISTER_COALESCED_MMIO: u32 = iow(KVMIO, 0x67, size_of::<kvm_coalesced_mmio_zone>());
+/// VM: Removes the zones that contain a range.
+pub const KVM_UNREGISTER_COALESCED_MMIO: u32 =
+    iow(KVMIO, 0x68, size_of::<kvm_coalesced_mmio_zone>());
 /// VM: Sets the MSR filter for `KVM_CAP_X86_USER_SPACE_MSR`.
 pub const KVM_X86_SET_MSR_FILTER: u32 = iow(KVMIO, 0xc6, size_of::<kvm_msr_filter>());
 

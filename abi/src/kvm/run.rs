@@ -12,7 +12,8 @@ use super::{
 /// Page offset (in 4 KiB pages from the run page) of the port-I/O data that
 /// `kvm_run_io::data_offset` points into.
 pub const KVM_PIO_PAGE_OFFSET: u32 = 1;
-/// Page offset of the coalesced-MMIO ring (Mojito has none).
+/// Page offset of the coalesced-MMIO ring in KVM's vCPU mapping (Mojito's
+/// is set with `MOJITO_SET_COALESCED_RING` instead).
 pub const KVM_COALESCED_MMIO_PAGE_OFFSET: u32 = 2;
 
 /// [`kvm_run::kvm_valid_regs`]/[`kvm_run::kvm_dirty_regs`]: `s.regs.regs`.
