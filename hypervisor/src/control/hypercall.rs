@@ -65,6 +65,10 @@ unsafe impl Pod for abi::kvm::kvm_dirty_log {}
 unsafe impl Pod for abi::kvm::kvm_interrupt {}
 // SAFETY: as above.
 unsafe impl Pod for abi::kvm::kvm_msi {}
+// SAFETY: as above.
+unsafe impl Pod for abi::kvm::kvm_coalesced_mmio_zone {}
+// SAFETY: as above (its padding fields are explicit).
+unsafe impl Pod for abi::kvm::mojito::mojito_coalesced_ring {}
 // SAFETY: as above (a byte array).
 unsafe impl Pod for abi::kvm::kvm_lapic_state {}
 // SAFETY: as above.
@@ -198,6 +202,9 @@ enum Request {
     SetMemory(kvm_userspace_memory_region),
     CreateVcpu(u64),
     SetRunPages(mojito_run_pages),
+    RegisterCoalesced(abi::kvm::kvm_coalesced_mmio_zone),
+    UnregisterCoalesced(abi::kvm::kvm_coalesced_mmio_zone),
+    SetCoalescedRing(u64),
     Run,
     GetRegs(u64),
     SetRegs(kvm_regs),
@@ -317,6 +324,19 @@ fn decode<B: Backend>(
         (Some(Handle::Vcpu(..)), req::KVM_SET_XCRS) => Request::SetXcrs(read_arg(ram, arg)?),
         (Some(Handle::Vm(_)), req::KVM_ENABLE_CAP) => Request::EnableCapVm(read_arg(ram, arg)?),
         (Some(Handle::Vm(_)), req::KVM_SIGNAL_MSI) => Request::SignalMsi(read_arg(ram, arg)?),
+        (Some(Handle::Vm(_)), req::KVM_REGISTER_COALESCED_MMIO) => {
+            Request::RegisterCoalesced(read_arg(ram, arg)?)
+        }
+        (Some(Handle::Vm(_)), req::KVM_UNREGISTER_COALESCED_MMIO) => {
+            Request::UnregisterCoalesced(read_arg(ram, arg)?)
+        }
+        (Some(Handle::Vm(_)), mojito::MOJITO_SET_COALESCED_RING) => {
+            let a: abi::kvm::mojito::mojito_coalesced_ring = read_arg(ram, arg)?;
+            if a.flags != 0 || a.pad != 0 || a.padding != [0; 2] {
+                return Err(EINVAL);
+            }
+            Request::SetCoalescedRing(a.gpa)
+        }
         (Some(Handle::Vm(_)), req::KVM_SET_GSI_ROUTING) => Request::SetGsiRouting(arg),
         (Some(Handle::Vcpu(..)), req::KVM_GET_LAPIC) => Request::GetLapic(arg),
         (Some(Handle::Vcpu(..)), req::KVM_SET_LAPIC) => Request::SetLapic(arg),
@@ -614,6 +634,26 @@ fn invoke<B: Backend>(
             0
         }
         Request::SignalMsi(m) => super::lapic::signal_msi(ctx.objects.vm_here(vm_index)?, &m)?,
+        Request::RegisterCoalesced(z) => {
+            ctx.objects.vm_here(vm_index)?.coalesced.register(&z)?;
+            0
+        }
+        Request::UnregisterCoalesced(z) => {
+            ctx.objects.vm_here(vm_index)?.coalesced.unregister(&z)?;
+            0
+        }
+        Request::SetCoalescedRing(gpa) => {
+            // One whole page of control-domain RAM, or 0 for none.
+            let ring = if gpa == 0 {
+                None
+            } else if gpa.is_multiple_of(4096) && cd.ram.covers(GuestPhys::new(gpa), 4096) {
+                Some(gpa)
+            } else {
+                return Err(EINVAL);
+            };
+            ctx.objects.vm_here(vm_index)?.coalesced.set_ring(ring);
+            0
+        }
         Request::GetLapic(gpa) => {
             let vc = vcpu_of(ctx.objects, vm_index, slot)?;
             if !ctx.backend.activate(&mut vc.cpu) {
@@ -904,7 +944,9 @@ fn check_extension(cap: u64) -> u64 {
         | abi::kvm::KVM_CAP_SIGNAL_MSI
         | abi::kvm::KVM_CAP_TSC_DEADLINE_TIMER
         | abi::kvm::KVM_CAP_MP_STATE
-        | abi::kvm::KVM_CAP_VCPU_EVENTS => 1,
+        | abi::kvm::KVM_CAP_VCPU_EVENTS
+        // Port zones only: KVM_CAP_COALESCED_MMIO stays 0 (api.md §4.34).
+        | abi::kvm::KVM_CAP_COALESCED_PIO => 1,
         abi::kvm::KVM_CAP_IRQ_ROUTING => u64::from(super::routing::MAX_ROUTES),
         // The bit mask of hypercalls that can exit (only KVM_HC_MAP_GPA_RANGE).
         abi::kvm::KVM_CAP_EXIT_HYPERCALL => 1 << abi::kvm::KVM_HC_MAP_GPA_RANGE,

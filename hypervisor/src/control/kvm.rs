@@ -328,6 +328,7 @@ pub fn run<B: Backend>(
         nested,
         routes,
         turn,
+        coalesced,
         ..
     } = vm;
     let at = slot.min(vcpus.len());
@@ -339,6 +340,7 @@ pub fn run<B: Backend>(
         before,
         after,
         routes,
+        coalesced,
         turn_began: turn.1,
         siblings,
     };
@@ -902,7 +904,19 @@ fn run_guest<B: Backend>(
                 let Some(len) = vcpu::insn_len(&vc.cpu, env, info, Kind::Io) else {
                     return internal(KVM_INTERNAL_ERROR_EMULATION, &[vc.cpu.rip()]);
                 };
-                return forward_io(vc, cd_env, run_gpa, io, len);
+                // An OUT to a coalesced port goes into the ring, and the
+                // guest goes on (a single step still exits for the VMM).
+                let value = vc.cpu.gprs().rax as u32;
+                if io.input
+                    || stepping
+                    || !peers.coalesced.covers(io.port, io.size)
+                    || !peers
+                        .coalesced
+                        .push(&mut cd_env.ram, io.port, io.size, value)
+                {
+                    return forward_io(vc, cd_env, run_gpa, io, len);
+                }
+                vc.cpu.skip_instruction(len);
             }
             // A first write to a page of a slot that logs dirty pages.
             Action::ForwardMmio(f)

@@ -7,6 +7,7 @@
 //! for is decoded and checked before anything is done.
 
 pub mod boot;
+pub mod coalesced;
 pub mod cpus;
 pub mod dirty;
 pub mod events;

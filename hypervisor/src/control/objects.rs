@@ -133,11 +133,13 @@ impl<B: Backend> KvmVcpu<B> {
 }
 
 /// The rest of a VM beside the vCPU running: the other vCPUs, the
-/// interrupt routes, and when the running vCPU's turn began (TSC).
+/// interrupt routes, the coalesced ring, and when the running vCPU's turn
+/// began (TSC).
 pub struct Peers<'a, B: Backend> {
     pub before: &'a mut [Option<KvmVcpu<B>>],
     pub after: &'a mut [Option<KvmVcpu<B>>],
     pub routes: &'a super::routing::Routes,
+    pub coalesced: &'a mut super::coalesced::Coalesced,
     pub turn_began: u64,
     /// Whether there are other vCPUs at all (the common case, one, pays
     /// for nothing else on the exit path).
@@ -212,6 +214,8 @@ pub struct KvmVm<B: Backend> {
     pub routes: super::routing::Routes,
     /// Whose turn on the CPU it is among its vCPUs, and since when (TSC).
     pub turn: (usize, u64),
+    /// Its coalesced port ranges and ring.
+    pub coalesced: super::coalesced::Coalesced,
 }
 
 /// RUNs that returned -EINTR, by cause.
@@ -436,6 +440,7 @@ impl<B: Backend> Objects<B> {
             split_irqchip: None,
             routes: Default::default(),
             turn: (usize::MAX, 0),
+            coalesced: Default::default(),
         });
         let vm = match vm {
             Ok(vm) => vm,
@@ -690,7 +695,7 @@ impl<B: Backend> Objects<B> {
                     }
                 }
                 if let Some(v) = self.vms.get_mut(vm).and_then(Option::take) {
-                    log_exits(&v.env, &v.intrs);
+                    log_exits(&v.env, &v.intrs, v.coalesced.count);
                     destroy_vm(Some(backend), frames, *v);
                 }
             }
@@ -715,11 +720,17 @@ impl<B: Backend> Objects<B> {
 /// ```text
 /// vm 7 (spin) closed; exits: intr=10; RUN ended by the timer 9 times, by COM1 input 1 time
 /// ```
-fn log_exits(env: &VmEnv, intrs: &IntrCounts) {
+///
+/// Coalesced port writes are counted among the `io` exits and also
+/// apart, as `io=N (M coalesced)`.
+fn log_exits(env: &VmEnv, intrs: &IntrCounts, coalesced: u64) {
     use core::fmt::Write;
     let mut line = String::new();
     for (kind, n) in env.stats.nonzero() {
         let _ = write!(line, " {kind}={n}");
+        if kind == "io" && coalesced > 0 {
+            let _ = write!(line, " ({coalesced} coalesced)");
+        }
     }
     if line.is_empty() {
         crate::log!("{} closed; it never ran", env.name);
