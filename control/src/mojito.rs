@@ -28,7 +28,10 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use abi::kvm::errno::{E2BIG, EEXIST, EINVAL, ENOENT, ENOMEM};
-use abi::kvm::mojito::{MOJITO_CLOSE, MOJITO_SET_RUN_PAGES, mojito_run_pages};
+use abi::kvm::mojito::{
+    MOJITO_CLOSE, MOJITO_SET_COALESCED_RING, MOJITO_SET_RUN_PAGES, mojito_coalesced_ring,
+    mojito_run_pages,
+};
 use abi::kvm::*;
 use vmm::api::{self, GuestMemory, GuestRam, Kick, RunPage, System, Vcpu, Vm};
 
@@ -185,6 +188,7 @@ impl System for Mojito {
         Ok(MojitoVm {
             handle,
             slots: BTreeMap::new(),
+            ring: None,
         })
     }
 
@@ -213,6 +217,9 @@ impl GuestMemory for MojitoMemory {
 pub struct MojitoVm {
     handle: u64,
     slots: BTreeMap<u32, MojitoMemory>,
+    /// The coalesced ring's page, given to the hypervisor with the first
+    /// zone (`MOJITO_SET_COALESCED_RING`).
+    ring: Option<Pages>,
 }
 
 impl MojitoVm {
@@ -229,6 +236,9 @@ impl Drop for MojitoVm {
         if !close(self.handle, "VM") {
             for (_, memory) in core::mem::take(&mut self.slots) {
                 core::mem::forget(memory);
+            }
+            if let Some(ring) = self.ring.take() {
+                core::mem::forget(ring);
             }
         }
     }
@@ -364,6 +374,48 @@ impl Vm for MojitoVm {
     fn signal_msi(&mut self, msi: &kvm_msi) -> api::Result<u32> {
         let arg = msi as *const kvm_msi as u64;
         small(hv::call(KVM_SIGNAL_MSI, self.handle, arg))
+    }
+
+    fn register_coalesced_pio(&mut self, port: u16, len: u32) -> api::Result<()> {
+        if self.ring.is_none() {
+            // Zeroed: first = last = 0, empty.
+            let page = Pages::new(PAGE, PAGE)?;
+            let arg = mojito_coalesced_ring {
+                gpa: page.gpa(),
+                ..Default::default()
+            };
+            let arg = &arg as *const mojito_coalesced_ring as u64;
+            // On failure the page goes back to the heap: no ring was set.
+            zero(hv::call(MOJITO_SET_COALESCED_RING, self.handle, arg))?;
+            self.ring = Some(page);
+        }
+        let zone = kvm_coalesced_mmio_zone {
+            addr: u64::from(port),
+            size: len,
+            pio: 1,
+        };
+        let arg = &zone as *const kvm_coalesced_mmio_zone as u64;
+        zero(hv::call(KVM_REGISTER_COALESCED_MMIO, self.handle, arg))
+    }
+
+    fn unregister_coalesced_pio(&mut self, port: u16, len: u32) -> api::Result<()> {
+        let zone = kvm_coalesced_mmio_zone {
+            addr: u64::from(port),
+            size: len,
+            pio: 1,
+        };
+        let arg = &zone as *const kvm_coalesced_mmio_zone as u64;
+        zero(hv::call(KVM_UNREGISTER_COALESCED_MMIO, self.handle, arg))
+    }
+
+    fn take_coalesced(&mut self, out: &mut Vec<api::CoalescedWrite>) {
+        if let Some(ring) = &self.ring {
+            // SAFETY: the page is ours, readable and writable, and lives as
+            // long as `self`; nothing makes Rust references into it (the
+            // hypervisor writes it only inside this VM's RUN).
+            let view = unsafe { GuestRam::from_raw(ring.ptr, ring.len()) };
+            api::drain_coalesced_ring(&view, out);
+        }
     }
 
     fn set_gsi_routing(&mut self, routes: &[(u32, kvm_irq_routing_msi, u32)]) -> api::Result<()> {

@@ -5,7 +5,10 @@
 use crate::hv;
 use crate::println;
 use abi::kvm::errno::*;
-use abi::kvm::mojito::{MOJITO_CLOSE, MOJITO_SET_RUN_PAGES, mojito_run_pages};
+use abi::kvm::mojito::{
+    MOJITO_CLOSE, MOJITO_SET_COALESCED_RING, MOJITO_SET_RUN_PAGES, mojito_coalesced_ring,
+    mojito_run_pages,
+};
 use abi::kvm::*;
 
 struct Checks {
@@ -509,6 +512,7 @@ pub fn bad_requests(scratch: u64, boot_area: u64) -> bool {
     let _ = hv::call(MOJITO_CLOSE, vm, 0);
     c.expect("a closed VM", hv::call(KVM_CREATE_VCPU, vm, 0), EBADF);
     irqchip_requests(&mut c, scratch);
+    coalesced_requests(&mut c, scratch);
     if c.failed == 0 {
         println!(
             "control: bad requests: {} checked, each refused as KVM refuses it",
@@ -619,6 +623,68 @@ fn irqchip_requests(c: &mut Checks, scratch: u64) {
     let _ = hv::call(MOJITO_CLOSE, vm, 0);
 }
 
+/// The coalesced-I/O requests' refusals (docs/api.md §4.34), on a VM of
+/// their own: MMIO zones, a bad `pio`, empty and out-of-range port ranges,
+/// a full zone table, and bad ring pages.
+fn coalesced_requests(c: &mut Checks, scratch: u64) {
+    let Ok(vm) = hv::system(KVM_CREATE_VM, 0) else {
+        c.failed += 1;
+        println!("control: FAIL bad request: KVM_CREATE_VM for the coalesced checks failed");
+        return;
+    };
+    let zone = |req: u32, addr: u64, size: u32, pio: u32| {
+        let z = kvm_coalesced_mmio_zone { addr, size, pio };
+        hv::call(req, vm, &z as *const _ as u64)
+    };
+    let reg = KVM_REGISTER_COALESCED_MMIO;
+    c.expect(
+        "an MMIO coalesced zone",
+        zone(reg, 0xd000_0000, 4, 0),
+        EINVAL,
+    );
+    c.expect(
+        "a coalesced zone with pio 2",
+        zone(reg, 0x3f8, 1, 2),
+        EINVAL,
+    );
+    c.expect("an empty coalesced zone", zone(reg, 0x3f8, 0, 1), EINVAL);
+    c.expect(
+        "a coalesced zone past port 0xFFFF",
+        zone(reg, 0xffff, 2, 1),
+        EINVAL,
+    );
+    let unreg = KVM_UNREGISTER_COALESCED_MMIO;
+    c.expect(
+        "unregistering an MMIO zone",
+        zone(unreg, 0x3f8, 1, 0),
+        EINVAL,
+    );
+    let made = (0..16u64)
+        .filter(|&i| zone(reg, 0x3f8 + i, 1, 1) == Ok(0))
+        .count();
+    if made != 16 {
+        c.failed += 1;
+        println!("control: FAIL bad request: {made} of 16 coalesced zones made");
+    }
+    c.expect("a 17th coalesced zone", zone(reg, 0x80, 1, 1), ENOSPC);
+    let ring = |flags: u32, gpa: u64| {
+        let r = mojito_coalesced_ring {
+            flags,
+            gpa,
+            ..Default::default()
+        };
+        hv::call(MOJITO_SET_COALESCED_RING, vm, &r as *const _ as u64)
+    };
+    c.expect("a coalesced ring with flags", ring(1, scratch), EINVAL);
+    c.expect("an unaligned coalesced ring", ring(0, scratch + 8), EINVAL);
+    c.expect("a coalesced ring outside RAM", ring(0, 1 << 50), EINVAL);
+    if ring(0, scratch) != Ok(0) || ring(0, 0) != Ok(0) || zone(unreg, 0x3f8, 1, 1) != Ok(0) {
+        c.failed += 1;
+        println!("control: FAIL request: a good coalesced ring or zone was refused");
+    }
+    let _ = hv::call(MOJITO_CLOSE, vm, 0);
+}
+
 /// The vCPU-state requests do what KVM's do: round trips and refusals.
 /// `scratch` is 2 MiB of free RAM of ours.
 pub fn state_requests(scratch: u64) -> bool {
@@ -648,6 +714,8 @@ pub fn state_requests(scratch: u64) -> bool {
         (KVM_CAP_IRQ_ROUTING, 4096),
         (KVM_CAP_MAX_VCPUS, 8),
         (KVM_CAP_VCPU_EVENTS, 1),
+        (KVM_CAP_COALESCED_PIO, 1),
+        (KVM_CAP_COALESCED_MMIO, 0),
     ] {
         good(
             "KVM_CHECK_EXTENSION of a state capability",

@@ -159,6 +159,86 @@ pub trait Vm {
         let _ = (msr, blob_32, blob_64);
         Err(abi::kvm::errno::EINVAL)
     }
+    /// `KVM_REGISTER_COALESCED_MMIO` with `pio` = 1: OUTs to ports
+    /// `port..port + len` go to the VM's ring without an exit, for
+    /// [`Vm::take_coalesced`] (`KVM_CAP_COALESCED_PIO`). Back ends without
+    /// it answer `EINVAL`.
+    fn register_coalesced_pio(&mut self, port: u16, len: u32) -> Result<()> {
+        let _ = (port, len);
+        Err(abi::kvm::errno::EINVAL)
+    }
+    /// `KVM_UNREGISTER_COALESCED_MMIO` with `pio` = 1: removes the zones
+    /// that hold `port..port + len`.
+    fn unregister_coalesced_pio(&mut self, port: u16, len: u32) -> Result<()> {
+        let _ = (port, len);
+        Err(abi::kvm::errno::EINVAL)
+    }
+    /// Empties the VM's coalesced ring into `out`, oldest first. The VMM
+    /// calls it after every `KVM_RUN` before it handles the exit, so that
+    /// the writes reach the devices in the order the guest made them.
+    fn take_coalesced(&mut self, out: &mut Vec<CoalescedWrite>) {
+        let _ = out;
+    }
+}
+
+/// A port write the ring held (`kvm_coalesced_mmio` with `pio` = 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoalescedWrite {
+    pub port: u16,
+    /// 1, 2 or 4.
+    pub len: u8,
+    pub data: [u8; 4],
+}
+
+impl CoalescedWrite {
+    /// The bytes written.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data[..usize::from(self.len)]
+    }
+}
+
+/// Empties a `kvm_coalesced_mmio_ring` page (KVM's, or the one Mojito
+/// fills): its port writes go to `out`, oldest first, and `first` moves
+/// up to `last`. The producer's page is not trusted: with a `last` out of
+/// range nothing is read, a `first` out of range drops what the ring held,
+/// and entries that are not port writes of 1, 2 or 4 bytes are skipped.
+pub fn drain_coalesced_ring(ring: &GuestRam<'_>, out: &mut Vec<CoalescedWrite>) {
+    use abi::kvm::{KVM_COALESCED_MMIO_MAX as MAX, kvm_coalesced_mmio, kvm_coalesced_mmio_ring};
+    let header = core::mem::size_of::<kvm_coalesced_mmio_ring>() as u64;
+    let entry = core::mem::size_of::<kvm_coalesced_mmio>() as u64;
+    let (Ok(mut first), Ok(last)) = (ring.read_u32(0), ring.read_u32(4)) else {
+        return;
+    };
+    if last >= MAX {
+        return;
+    }
+    if first >= MAX {
+        first = last;
+    }
+    // The entries are read after the index that published them.
+    core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+    while first != last {
+        let at = header + u64::from(first) * entry;
+        let mut e = [0u8; 24];
+        if ring.read(at, &mut e).is_err() {
+            break;
+        }
+        let word = |i: usize| u32::from_le_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]);
+        let (addr, len, pio) = (
+            u64::from(word(0)) | (u64::from(word(4)) << 32),
+            word(8),
+            word(12),
+        );
+        if pio == 1 && matches!(len, 1 | 2 | 4) && addr <= u64::from(u16::MAX) {
+            out.push(CoalescedWrite {
+                port: addr as u16,
+                len: len as u8,
+                data: [e[16], e[17], e[18], e[19]],
+            });
+        }
+        first = (first + 1) % MAX;
+    }
+    let _ = ring.write_u32(0, first);
 }
 
 /// One range of a `KVM_X86_SET_MSR_FILTER` request (`kvm_msr_filter_range`

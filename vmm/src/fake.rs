@@ -3,6 +3,10 @@
 //! kernel would, and remembers what the VMM left in it. vCPU 0 follows
 //! `script` (then HLT for ever); vCPU `i` > 0 follows `ap_scripts[i - 1]`
 //! (then `KVM_EXIT_INTR` for ever, as an AP that is never started).
+//!
+//! With `KVM_CAP_COALESCED_PIO` among `caps`, a scripted one-element OUT to
+//! a registered port zone goes into the VM's ring instead of exiting, and
+//! the vCPU goes on to its next scripted exit, as the kernel does.
 
 use std::collections::VecDeque;
 use std::ptr::NonNull;
@@ -55,6 +59,26 @@ pub type RoutingLog = Arc<Mutex<Vec<Vec<(u32, kvm_irq_routing_msi, u32)>>>>;
 /// result it left in the run page.
 pub type Answers = Arc<Mutex<Vec<Vec<u8>>>>;
 
+/// The coalesced zones and ring of the fake VM.
+#[derive(Debug, Default)]
+pub struct FakeRing {
+    /// Registered `(port, len)` zones.
+    pub zones: Vec<(u16, u32)>,
+    /// Writes in the ring, oldest first.
+    pub writes: Vec<api::CoalescedWrite>,
+    /// Every `KVM_(UN)REGISTER_COALESCED_MMIO`: `(register, port, len)`.
+    pub requests: Vec<(bool, u16, u32)>,
+}
+
+impl FakeRing {
+    fn holds(&self, port: u16, size: u8) -> bool {
+        let (p, n) = (u32::from(port), u32::from(size));
+        self.zones
+            .iter()
+            .any(|&(base, len)| p >= u32::from(base) && p + n <= u32::from(base) + len)
+    }
+}
+
 /// The fake system.
 pub struct FakeSystem {
     pub script: Vec<Scripted>,
@@ -77,6 +101,7 @@ pub struct FakeSystem {
     pub routings: RoutingLog,
     /// What `refuses_mojito_msrs` answers (the fake has no MSR filter).
     pub mojito: bool,
+    pub ring: Arc<Mutex<FakeRing>>,
 }
 
 impl FakeSystem {
@@ -92,6 +117,7 @@ impl FakeSystem {
             msis: Arc::default(),
             routings: Arc::default(),
             mojito: false,
+            ring: Arc::default(),
         }
     }
 }
@@ -132,6 +158,7 @@ impl System for FakeSystem {
             interrupts: self.interrupts.clone(),
             msis: self.msis.clone(),
             routings: self.routings.clone(),
+            ring: self.ring.clone(),
             slot0: None,
         })
     }
@@ -191,6 +218,7 @@ pub struct FakeVm {
     interrupts: Arc<Mutex<Vec<u32>>>,
     msis: Arc<Mutex<Vec<kvm_msi>>>,
     routings: RoutingLog,
+    ring: Arc<Mutex<FakeRing>>,
     slot0: Option<FakeMemory>,
 }
 
@@ -250,6 +278,7 @@ impl Vm for FakeVm {
             cpuids: self.cpuids.clone(),
             answers: self.answers.clone(),
             interrupts: self.interrupts.clone(),
+            ring: self.ring.clone(),
             pending: None,
             regs: kvm_regs::default(),
             sregs: kvm_sregs::default(),
@@ -272,6 +301,29 @@ impl Vm for FakeVm {
         self.routings.lock().unwrap().push(routes.to_vec());
         Ok(())
     }
+    fn register_coalesced_pio(&mut self, port: u16, len: u32) -> api::Result<()> {
+        if cap_value(&self.caps, abi::kvm::KVM_CAP_COALESCED_PIO) == 0 {
+            return Err(errno::EINVAL);
+        }
+        let mut ring = self.ring.lock().unwrap();
+        ring.requests.push((true, port, len));
+        ring.zones.push((port, len));
+        Ok(())
+    }
+    fn unregister_coalesced_pio(&mut self, port: u16, len: u32) -> api::Result<()> {
+        if cap_value(&self.caps, abi::kvm::KVM_CAP_COALESCED_PIO) == 0 {
+            return Err(errno::EINVAL);
+        }
+        let mut ring = self.ring.lock().unwrap();
+        ring.requests.push((false, port, len));
+        let (p, n) = (u32::from(port), len);
+        ring.zones
+            .retain(|&(base, l)| !(p >= u32::from(base) && p + n <= u32::from(base) + l));
+        Ok(())
+    }
+    fn take_coalesced(&mut self, out: &mut Vec<api::CoalescedWrite>) {
+        out.append(&mut self.ring.lock().unwrap().writes);
+    }
 }
 
 const AREA: usize = 8192;
@@ -293,6 +345,7 @@ pub struct FakeVcpu {
     cpuids: CpuidLog,
     answers: Answers,
     interrupts: Arc<Mutex<Vec<u32>>>,
+    ring: Arc<Mutex<FakeRing>>,
     /// The previous exit, whose answer is collected on the next run.
     pending: Option<Scripted>,
     regs: kvm_regs,
@@ -354,7 +407,31 @@ impl Vcpu for FakeVcpu {
         } else {
             Scripted::Fail(errno::EINTR)
         };
-        let next = self.script.pop_front().unwrap_or(done);
+        let next = loop {
+            let next = self.script.pop_front().unwrap_or(done.clone());
+            // A coalesced OUT: into the ring, and on without an exit.
+            if let Scripted::Io {
+                out: true,
+                port,
+                size,
+                count: 1,
+                data,
+            } = &next
+            {
+                let mut ring = self.ring.lock().unwrap();
+                if matches!(size, 1 | 2 | 4) && ring.holds(*port, *size) {
+                    let mut bytes = [0u8; 4];
+                    bytes[..data.len().min(4)].copy_from_slice(&data[..data.len().min(4)]);
+                    ring.writes.push(api::CoalescedWrite {
+                        port: *port,
+                        len: *size,
+                        data: bytes,
+                    });
+                    continue;
+                }
+            }
+            break next;
+        };
         self.pending = Some(next.clone());
         let (run, rest) = self.page().into_parts();
         match next {

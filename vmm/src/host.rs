@@ -142,6 +142,7 @@ impl System for HostKvm {
             kicks: Arc::new(Mutex::new(Vec::new())),
             turn: Arc::new(AtomicUsize::new(0)),
             ticker: None,
+            ring: None,
         })
     }
 }
@@ -199,6 +200,44 @@ pub struct HostVm {
     /// Whose turn it is: the index in `kicks` of the vCPU that last
     /// entered `KVM_RUN`.
     turn: Arc<AtomicUsize>,
+    /// The VM's coalesced ring: page `KVM_COALESCED_MMIO_PAGE_OFFSET` of
+    /// the first vCPU's fd (every vCPU's maps the same page), mapped on its
+    /// own so that it lives as long as the VM.
+    ring: Option<Mapping>,
+}
+
+impl HostVm {
+    /// Maps the coalesced ring from `vcpu`'s fd, if KVM has one.
+    fn map_ring(&mut self, vcpu: &VcpuFd) -> api::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        const PAGE: usize = 4096;
+        let offset = k::KVM_COALESCED_MMIO_PAGE_OFFSET as usize * PAGE;
+        if self.ring.is_some()
+            || self.check_extension(k::KVM_CAP_COALESCED_MMIO)? == 0
+            || self.fd.run_size() < offset + PAGE
+        {
+            return Ok(());
+        }
+        // SAFETY: a shared mapping of one page of the vCPU fd, at an address
+        // of the kernel's choosing, touches no existing memory; KVM backs
+        // that page with the VM's ring.
+        let ptr = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                vcpu.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(last_errno());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(k::errno::ENOMEM)?;
+        self.ring = Some(Mapping { ptr, len: PAGE });
+        Ok(())
+    }
 }
 
 /// How long a vCPU's turn lasts in a VM with several ([`Ticker`]): short
@@ -370,6 +409,7 @@ impl Vm for HostVm {
 
     fn create_vcpu(&mut self, id: u32) -> api::Result<HostVcpu> {
         let mut fd = self.fd.create_vcpu(u64::from(id)).map_err(errno_of)?;
+        self.map_ring(&fd)?;
         let run_size = self.fd.run_size();
         let run_ptr = NonNull::from(fd.get_kvm_run()).cast::<u8>();
         install_kick_signal();
@@ -438,6 +478,26 @@ impl Vm for HostVm {
         // More than KVM_MAX_IRQ_ROUTES entries: KVM's EINVAL.
         let table = kb::KvmIrqRouting::from_entries(&entries).map_err(|_| k::errno::EINVAL)?;
         self.fd.set_gsi_routing(&table).map_err(errno_of)
+    }
+
+    fn register_coalesced_pio(&mut self, port: u16, len: u32) -> api::Result<()> {
+        let at = kvm_ioctls::IoEventAddress::Pio(u64::from(port));
+        self.fd.register_coalesced_mmio(at, len).map_err(errno_of)
+    }
+
+    fn unregister_coalesced_pio(&mut self, port: u16, len: u32) -> api::Result<()> {
+        let at = kvm_ioctls::IoEventAddress::Pio(u64::from(port));
+        self.fd.unregister_coalesced_mmio(at, len).map_err(errno_of)
+    }
+
+    fn take_coalesced(&mut self, out: &mut Vec<api::CoalescedWrite>) {
+        if let Some(ring) = &self.ring {
+            // SAFETY: the shared page stays mapped as long as `self`;
+            // nothing makes Rust references into it (KVM writes it while a
+            // vCPU runs: the view only copies).
+            let view = unsafe { GuestRam::from_raw(ring.ptr, ring.len) };
+            api::drain_coalesced_ring(&view, out);
+        }
     }
 
     fn set_msr_filter(&mut self, flags: u32, ranges: &[MsrFilterRange<'_>]) -> api::Result<()> {

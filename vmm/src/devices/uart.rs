@@ -205,6 +205,15 @@ impl Uart {
         }
     }
 
+    /// Whether a write to THR may be coalesced (`KVM_REGISTER_COALESCED_MMIO`)
+    /// and handled later, after the guest has gone on: when nothing the
+    /// guest could notice depends on it at once — no THR-empty interrupt
+    /// enabled and no loopback (where the byte is received). The byte still
+    /// leaves in order, before anything else the VMM handles.
+    pub fn thr_coalescable(&self) -> bool {
+        self.ier & IER_THRE == 0 && self.mcr & MCR_LOOP == 0
+    }
+
     /// Whether the UART drives its interrupt line (IRQ 4 for COM1): an
     /// interrupt is pending and OUT2 is set (on PCs OUT2 gates the line).
     pub fn irq(&self) -> bool {

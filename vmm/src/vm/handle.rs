@@ -61,6 +61,13 @@ pub(super) struct State {
     pub(super) routes_changed: bool,
     /// The UART's interrupt line as the IOAPIC last saw it.
     pub(super) uart_irq: bool,
+    /// Writes to the UART's THR may be coalesced (`VmConfig::platform` on
+    /// a back end with `KVM_CAP_COALESCED_PIO`), and whether its zone is
+    /// registered now (`Vm::sync_coalescing`).
+    pub(super) coalesce: bool,
+    pub(super) thr_zone: bool,
+    /// The coalesced writes taken from the ring after a RUN.
+    pub(super) coalesced: Vec<crate::api::CoalescedWrite>,
     /// The virtio block device (`Vm::attach_disk`) and its line as the
     /// IOAPIC last saw it.
     pub(super) blk: Option<Mmio<Block>>,
@@ -117,6 +124,18 @@ impl State {
     /// The offset of `addr` in a virtio window starting at `base`.
     fn virtio_offset(addr: u64, base: u64) -> Option<u64> {
         addr.checked_sub(base).filter(|&o| o < virtio::MMIO_LEN)
+    }
+
+    /// Carries out the coalesced writes taken from the ring, in order.
+    /// Only the UART's THR is ever registered (`Vm::sync_coalescing`), and
+    /// a THR write's only effect is the byte it sends.
+    pub(super) fn coalesced_writes(&mut self) {
+        for w in core::mem::take(&mut self.coalesced) {
+            self.exits.coalesced += 1;
+            if let Effect::Output(b) = self.bus.write(w.port, w.bytes()) {
+                self.console.push(b);
+            }
+        }
     }
 
     /// Handles an exit of vCPU `vcpu`.

@@ -648,6 +648,12 @@ impl<V: api::Vm> Vm<V> {
                 .map_err(|_| Error::Config("the UART overlaps the memory-slot test port"))?;
         }
         let n = vcpus.len();
+        // Linux's console writes one byte per OUT: the UART's THR is
+        // coalesced where the back end can (`Vm::sync_coalescing`).
+        let coalesce = config.platform
+            && vm
+                .check_extension(abi::kvm::KVM_CAP_COALESCED_PIO)
+                .is_ok_and(|n| n > 0);
         Ok(Self {
             vcpus,
             vm,
@@ -676,6 +682,9 @@ impl<V: api::Vm> Vm<V> {
                 msis: Vec::new(),
                 routes_changed: false,
                 uart_irq: false,
+                coalesce,
+                thr_zone: false,
+                coalesced: Vec::new(),
                 blk: None,
                 blk_irq: false,
                 vcon: config.platform.then(|| Mmio::new(VirtioConsole::new())),
@@ -929,6 +938,33 @@ impl<V: api::Vm> Vm<V> {
         self.state.vcon.as_mut().map(|m| &mut m.dev)
     }
 
+    /// Registers the UART's THR as a coalesced port while
+    /// [`Uart::thr_coalescable`] holds, and takes it away when it stops
+    /// holding (the guest enabled the THR-empty interrupt or loopback). A
+    /// back end that refuses is not asked again: the writes exit.
+    fn sync_coalescing(&mut self) {
+        let s = &mut self.state;
+        if !s.coalesce {
+            return;
+        }
+        let want = s
+            .bus
+            .get::<Uart>(s.uart_base)
+            .is_some_and(Uart::thr_coalescable);
+        if want == s.thr_zone {
+            return;
+        }
+        let done = if want {
+            self.vm.register_coalesced_pio(s.uart_base, 1)
+        } else {
+            self.vm.unregister_coalesced_pio(s.uart_base, 1)
+        };
+        match done {
+            Ok(()) => s.thr_zone = want,
+            Err(_) => s.coalesce = false,
+        }
+    }
+
     /// The platform's interrupts: the UART's line to IOAPIC pin 4, then
     /// what the IOAPIC sends (`KVM_SIGNAL_MSI`) and, when its entries
     /// changed, its routes (`KVM_SET_GSI_ROUTING`).
@@ -1169,10 +1205,17 @@ impl<V: api::Vm> Vm<V> {
             if let Err(e) = self.deliver_irqs() {
                 break StopReason::RunFailed(e);
             }
+            self.sync_coalescing();
             if i == 0 {
                 self.arm_interrupt();
             }
-            let exit = match self.vcpus[i].run() {
+            let ran = self.vcpus[i].run();
+            // The writes the guest made without an exit come first.
+            if self.state.coalesce {
+                self.vm.take_coalesced(&mut self.state.coalesced);
+                self.state.coalesced_writes();
+            }
+            let exit = match ran {
                 Ok(page) => Exit::decode(page),
                 // KVM_RUN interrupted (a kick, a signal, immediate_exit):
                 // KVM's KVM_EXIT_INTR.

@@ -132,6 +132,8 @@ pub struct ExitCounts {
     pub per_vcpu: Vec<u64>,
     pub mmio_reads: BTreeMap<u64, u64>,
     pub mmio_writes: BTreeMap<u64, u64>,
+    /// Port writes that came through the coalesced ring (no exit).
+    pub coalesced: u64,
 }
 
 impl ExitCounts {

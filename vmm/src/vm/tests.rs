@@ -647,3 +647,101 @@ fn vcpu_counts_are_checked() {
     assert_eq!((smp_look.vcpus, smp_look.split_irqchip), (2, true));
     assert_eq!(VmConfig::new("lapic").mojito_look().vcpus, 1);
 }
+
+/// The UART's THR is coalesced while no THR-empty interrupt is enabled:
+/// the writes reach the console in order with the exits between them, and
+/// the zone goes away while the guest wants the interrupt.
+#[test]
+fn uart_output_is_coalesced_while_nothing_waits_for_it() {
+    let com1 = COM1;
+    let script = vec![
+        io(true, com1, 1, 1, b"a"),
+        io(true, com1, 1, 1, b"b"),
+        // LSR: an exit, after which the VMM has sent a and b.
+        io(false, com1 + 5, 1, 1, &[]),
+        // IER: THR-empty interrupt on, so THR exits again.
+        io(true, com1 + 1, 1, 1, &[0x02]),
+        io(true, com1, 1, 1, b"c"),
+        io(true, com1 + 1, 1, 1, &[0x00]),
+        io(true, com1, 1, 1, b"d"),
+        io(true, com1, 1, 1, b"\n"),
+        Scripted::Reason(KVM_EXIT_HLT),
+    ];
+    let mut system = FakeSystem::new(script);
+    system.caps = vec![
+        (abi::kvm::KVM_CAP_SPLIT_IRQCHIP, 1),
+        (abi::kvm::KVM_CAP_COALESCED_PIO, 1),
+    ];
+    let ring = system.ring.clone();
+    let config = VmConfig::linux("t", 1).ram(1 << 20);
+    let mut vm = Vm::create(&system, &config, Box::new(Discard)).unwrap();
+    let outcome = vm.run();
+    assert_eq!(outcome.reason, StopReason::Halted);
+    assert_eq!(vm.console().recent_text(), "abcd\n");
+    assert_eq!(outcome.exits.coalesced, 4, "a, b, d and the newline");
+    assert_eq!(outcome.exits.get(KVM_EXIT_IO), 4, "LSR, IER, c, IER");
+    let ring = ring.lock().unwrap();
+    assert_eq!(
+        ring.requests,
+        [(true, com1, 1), (false, com1, 1), (true, com1, 1)]
+    );
+    assert!(ring.writes.is_empty());
+}
+
+/// Without `KVM_CAP_COALESCED_PIO` every write exits, as before.
+#[test]
+fn uart_output_exits_without_coalescing() {
+    let script = vec![
+        io(true, COM1, 1, 1, b"a"),
+        io(true, COM1, 1, 1, b"\n"),
+        Scripted::Reason(KVM_EXIT_HLT),
+    ];
+    let mut system = FakeSystem::new(script);
+    system.caps = vec![(abi::kvm::KVM_CAP_SPLIT_IRQCHIP, 1)];
+    let ring = system.ring.clone();
+    let config = VmConfig::linux("t", 1).ram(1 << 20);
+    let mut vm = Vm::create(&system, &config, Box::new(Discard)).unwrap();
+    let outcome = vm.run();
+    assert_eq!(vm.console().recent_text(), "a\n");
+    assert_eq!(outcome.exits.coalesced, 0);
+    assert_eq!(outcome.exits.get(KVM_EXIT_IO), 2);
+    assert!(ring.lock().unwrap().requests.is_empty());
+}
+
+#[test]
+fn a_coalesced_ring_is_read_in_order_and_never_trusted() {
+    use abi::kvm::KVM_COALESCED_MMIO_MAX as MAX;
+    let mut page = vec![0u8; 4096];
+    let ram = GuestRam::from_slice(&mut page);
+    let entry = |i: u32, port: u64, len: u32, pio: u32, v: u32| {
+        let at = 8 + u64::from(i) * 24;
+        ram.write_u64(at, port).unwrap();
+        ram.write_u32(at + 8, len).unwrap();
+        ram.write_u32(at + 12, pio).unwrap();
+        ram.write_u32(at + 16, v).unwrap();
+    };
+    // Entries MAX-1, 0 and 1 (wrapped), the middle one an MMIO write.
+    entry(MAX - 1, 0x3f8, 1, 1, 0x41);
+    entry(0, 0xfee0_0000, 4, 0, 7);
+    entry(1, 0x3f8, 2, 1, 0x4342);
+    ram.write_u32(0, MAX - 1).unwrap();
+    ram.write_u32(4, 2).unwrap();
+    let mut out = Vec::new();
+    crate::api::drain_coalesced_ring(&ram, &mut out);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].bytes(), b"A");
+    assert_eq!((out[1].port, out[1].bytes()), (0x3f8, &b"BC"[..]));
+    assert_eq!(ram.read_u32(0), Ok(2), "first caught up with last");
+    // A `last` out of range: nothing read, nothing moved.
+    ram.write_u32(4, MAX).unwrap();
+    out.clear();
+    crate::api::drain_coalesced_ring(&ram, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(ram.read_u32(0), Ok(2));
+    // A `first` out of range: what the ring held is dropped.
+    ram.write_u32(0, u32::MAX).unwrap();
+    ram.write_u32(4, 1).unwrap();
+    crate::api::drain_coalesced_ring(&ram, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(ram.read_u32(0), Ok(1));
+}
