@@ -223,6 +223,17 @@ pub struct MojitoVm {
 }
 
 impl MojitoVm {
+    /// `KVM_(UN)REGISTER_COALESCED_MMIO` (`request`) of a port zone.
+    fn port_zone(&self, request: u32, port: u16, len: u32) -> api::Result<()> {
+        let zone = kvm_coalesced_mmio_zone {
+            addr: u64::from(port),
+            size: len,
+            pio: 1,
+        };
+        let arg = &zone as *const kvm_coalesced_mmio_zone as u64;
+        zero(hv::call(request, self.handle, arg))
+    }
+
     fn set_region(&self, region: &kvm_userspace_memory_region) -> api::Result<()> {
         let arg = region as *const kvm_userspace_memory_region as u64;
         zero(hv::call(KVM_SET_USER_MEMORY_REGION, self.handle, arg))
@@ -389,23 +400,11 @@ impl Vm for MojitoVm {
             zero(hv::call(MOJITO_SET_COALESCED_RING, self.handle, arg))?;
             self.ring = Some(page);
         }
-        let zone = kvm_coalesced_mmio_zone {
-            addr: u64::from(port),
-            size: len,
-            pio: 1,
-        };
-        let arg = &zone as *const kvm_coalesced_mmio_zone as u64;
-        zero(hv::call(KVM_REGISTER_COALESCED_MMIO, self.handle, arg))
+        self.port_zone(KVM_REGISTER_COALESCED_MMIO, port, len)
     }
 
     fn unregister_coalesced_pio(&mut self, port: u16, len: u32) -> api::Result<()> {
-        let zone = kvm_coalesced_mmio_zone {
-            addr: u64::from(port),
-            size: len,
-            pio: 1,
-        };
-        let arg = &zone as *const kvm_coalesced_mmio_zone as u64;
-        zero(hv::call(KVM_UNREGISTER_COALESCED_MMIO, self.handle, arg))
+        self.port_zone(KVM_UNREGISTER_COALESCED_MMIO, port, len)
     }
 
     fn take_coalesced(&mut self, out: &mut Vec<api::CoalescedWrite>) {
