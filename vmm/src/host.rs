@@ -481,6 +481,11 @@ impl Vm for HostVm {
     }
 
     fn register_coalesced_pio(&mut self, port: u16, len: u32) -> api::Result<()> {
+        // Without the ring mapped (no vCPU yet, or KVM without one) the
+        // writes could not be read back.
+        if self.ring.is_none() {
+            return Err(k::errno::EINVAL);
+        }
         let at = kvm_ioctls::IoEventAddress::Pio(u64::from(port));
         self.fd.register_coalesced_mmio(at, len).map_err(errno_of)
     }

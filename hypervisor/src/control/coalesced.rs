@@ -119,7 +119,7 @@ impl Coalesced {
         }
         let first = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
         let last = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-        if last >= KVM_COALESCED_MMIO_MAX {
+        if last >= KVM_COALESCED_MMIO_MAX || first >= KVM_COALESCED_MMIO_MAX {
             return false;
         }
         let next = (last + 1) % KVM_COALESCED_MMIO_MAX;
@@ -247,6 +247,9 @@ mod tests {
         assert!(!c.push(&mut ram, 0x3f8, 1, 0));
         ram.write(GuestPhys::new(4), &u32::MAX.to_le_bytes());
         assert!(!c.push(&mut ram, 0x3f8, 1, 0));
+        ram.write(GuestPhys::new(4), &0u32.to_le_bytes());
+        ram.write(GuestPhys::new(0), &KVM_COALESCED_MMIO_MAX.to_le_bytes());
+        assert!(!c.push(&mut ram, 0x3f8, 1, 0), "first out of range");
         c.set_ring(Some(1 << 40));
         assert!(!c.push(&mut ram, 0x3f8, 1, 0));
         assert_eq!(c.count, 0);

@@ -132,6 +132,7 @@ impl State {
     pub(super) fn coalesced_writes(&mut self) {
         for w in core::mem::take(&mut self.coalesced) {
             self.exits.coalesced += 1;
+            self.recorder.push_io(true, w.port, w.len, w.bytes());
             if let Effect::Output(b) = self.bus.write(w.port, w.bytes()) {
                 self.console.push(b);
             }

@@ -941,28 +941,32 @@ impl<V: api::Vm> Vm<V> {
     /// Registers the UART's THR as a coalesced port while
     /// [`Uart::thr_coalescable`] holds, and takes it away when it stops
     /// holding (the guest enabled the THR-empty interrupt or loopback). A
-    /// back end that refuses is not asked again: the writes exit.
-    fn sync_coalescing(&mut self) {
+    /// back end that refuses a registration is not asked again: the writes
+    /// exit. One that refuses to take the zone away is an error (its
+    /// writes would go on into the ring while the guest waits for the
+    /// THR-empty interrupt).
+    fn sync_coalescing(&mut self) -> api::Result<()> {
         let s = &mut self.state;
         if !s.coalesce {
-            return;
+            return Ok(());
         }
         let want = s
             .bus
             .get::<Uart>(s.uart_base)
             .is_some_and(Uart::thr_coalescable);
         if want == s.thr_zone {
-            return;
+            return Ok(());
         }
-        let done = if want {
-            self.vm.register_coalesced_pio(s.uart_base, 1)
+        if want {
+            match self.vm.register_coalesced_pio(s.uart_base, 1) {
+                Ok(()) => s.thr_zone = true,
+                Err(_) => s.coalesce = false,
+            }
         } else {
-            self.vm.unregister_coalesced_pio(s.uart_base, 1)
-        };
-        match done {
-            Ok(()) => s.thr_zone = want,
-            Err(_) => s.coalesce = false,
+            self.vm.unregister_coalesced_pio(s.uart_base, 1)?;
+            s.thr_zone = false;
         }
+        Ok(())
     }
 
     /// The platform's interrupts: the UART's line to IOAPIC pin 4, then
@@ -1205,13 +1209,15 @@ impl<V: api::Vm> Vm<V> {
             if let Err(e) = self.deliver_irqs() {
                 break StopReason::RunFailed(e);
             }
-            self.sync_coalescing();
+            if let Err(e) = self.sync_coalescing() {
+                break StopReason::RunFailed(e);
+            }
             if i == 0 {
                 self.arm_interrupt();
             }
             let ran = self.vcpus[i].run();
             // The writes the guest made without an exit come first.
-            if self.state.coalesce {
+            if self.state.thr_zone {
                 self.vm.take_coalesced(&mut self.state.coalesced);
                 self.state.coalesced_writes();
             }
